@@ -1,0 +1,1 @@
+"""Offline tooling: value surveys, quality reports, causal value graphs and per-model bundles."""

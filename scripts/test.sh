@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything (scripts/setup.sh --dev), then lint, type-check and run the default test suite.
+# Extra arguments go to pytest (e.g. scripts/test.sh -m heavy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --dev
+.venv/bin/ruff check guard adapters graphs tests benchmarks
+scripts/typecheck.sh
+.venv/bin/python -m pytest -q "$@"
