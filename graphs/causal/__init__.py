@@ -1,0 +1,1 @@
+"""Causal value graphs: discovery (PC), stability, linear effects, prediction, evaluation, comparison."""
