@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 
 from _timing import interleaved, machine, median
-
 from causalguard import NoSteering, load_inventory, value_roles
 from causalguard.models import load_model
 from causalguard.scoring import GenerateParse, StatementContrast, YesNoLogOdds
@@ -22,9 +21,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--generate-items", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=100)
+    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16")
     args = parser.parse_args()
 
-    lm = load_model()
+    lm = load_model(dtype=args.dtype)
     inventory = load_inventory()
     items = list(inventory.items())
     role = value_roles(inventory)[0]
@@ -41,7 +41,7 @@ def main() -> None:
         call()
     times = interleaved(calls, args.repeats)
     rate = {name: len(arms[name][1]) / median(t) for name, t in times.items()}
-    print(f"machine: {machine()}; model {lm.name}; {args.repeats} interleaved repeats; medians")
+    print(f"machine: {machine()}; model {lm.name} ({args.dtype}); {args.repeats} interleaved repeats; medians")
     for name, r in rate.items():
         print(f"  {name:26s} {r:8.1f} items/s  (median {median(times[name]):.2f} s for {len(arms[name][1])} items)")
     print("ratios:")

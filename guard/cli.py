@@ -78,6 +78,9 @@ def survey_command(
         int, typer.Option(min=0, help="Answers re-scored by generate-then-parse to report agreement.")
     ] = 0,
     seed: Annotated[int, typer.Option(help="Seed for personas and samples.")] = 0,
+    dtype: Annotated[
+        str, typer.Option(help="float32, or bfloat16 (~1.9x faster on AVX512-BF16 CPUs, less precise scores).")
+    ] = "float32",
     restart: Annotated[bool, typer.Option(help="Discard answers of an --out folder made with other settings.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -94,7 +97,10 @@ def survey_command(
         raise typer.BadParameter(f"choose auto or one of {', '.join(METHOD_NAMES)}", param_hint="--method")
     inv = load_inventory(inventory, dimensions=_split(dimensions), questionnaire=questionnaire)
     extra = load_roles_file(roles_file, inv) if roles_file else []
-    lm = load_model(model)
+    try:
+        lm = load_model(model, dtype=dtype)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dtype") from None
     chosen = default_method(lm.name) if method == "auto" else method
     roles = standard_roles(inv, personas=personas, seed=seed, include_value_roles=value_roles,
                            include_anchors=anchors, extra=extra)
@@ -278,11 +284,13 @@ def pipeline_command(
     out: Annotated[Path, typer.Option(help="Output folder for every stage.")] = Path("runs/default"),
     model: ModelOpt = "smollm2-135m-instruct",
     personas: Annotated[int, typer.Option(min=0, help="Synthetic personas in the survey.")] = 30,
+    method: Annotated[str, typer.Option(help="Scoring method: auto (the model's stored choice) or a name.")] = "auto",
+    bundle_dir: Annotated[Path | None, typer.Option(help="Where to write the bundle (default: OUT/bundle).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """The main job: survey the model (personas + value roles + anchors), then build its graph bundle."""
-    survey_command(out=out / "survey", model=model, personas=personas, quiet=quiet)
-    graph_build_command(source=out / "survey", out=out / "bundle")
+    survey_command(out=out / "survey", model=model, personas=personas, method=method, quiet=quiet)
+    graph_build_command(source=out / "survey", out=bundle_dir or out / "bundle")
 
 
 def main() -> None:

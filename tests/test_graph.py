@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from causalguard import ConfigError
 from causalguard.cli import app
 from causalguard.graphs.bundle import BundleMismatchError, load_bundle, save_bundle
@@ -27,6 +25,7 @@ from causalguard.graphs.causal.reference import (
     read_reference,
 )
 from causalguard.graphs.causal.sem import class_total_effects
+from typer.testing import CliRunner
 
 DATA = Path(__file__).parent / "data"
 SCHWARTZ = ["self_direction", "stimulation", "hedonism", "achievement", "power", "security", "conformity",
@@ -87,7 +86,8 @@ def test_background_knowledge_forbids_and_requires() -> None:
     indicator = np.r_[np.zeros(1500), np.ones(1500)]
     shifted = data.copy()
     shifted[:, 0] += 2 * indicator
-    graph = run_pc(np.c_[shifted, indicator], [*nodes, "steer"], PCSettings(knowledge=Knowledge(sources_only=("steer",))))
+    settings = PCSettings(knowledge=Knowledge(sources_only=("steer",)))
+    graph = run_pc(np.c_[shifted, indicator], [*nodes, "steer"], settings)
     edge = graph.edge("steer", "a")
     assert edge is not None and (edge.source, edge.target) == ("steer", "a")
     assert all(e.target != "steer" for e in graph.edges)
@@ -179,7 +179,7 @@ def test_circumplex_comparison_and_diff() -> None:
     assert report["skeleton"]["precision"] == 1.0 and report["skeleton"]["shd"] == 0
     assert report["circumplex_correlation"]["r"] == pytest.approx(1.0)
     assert report["circumplex_correlation"]["p_value"] < 0.05
-    r, p = mantel(np.eye(10) + 0.01, pattern, permutations=199)
+    _, p = mantel(np.eye(10) + 0.01, pattern, permutations=199)
     assert p > 0.05
     old = ValueGraph(("a", "b", "c"), (make_edge("a", "b", "directed"), make_edge("b", "c", "undirected")))
     new = ValueGraph(("a", "b", "c"), (make_edge("b", "a", "directed"), make_edge("a", "c", "directed")))

@@ -137,3 +137,20 @@ def test_sigkilled_cli_run_resumes(tmp_path: Path) -> None:
     clean = tmp_path / "clean"
     subprocess.run([*args[:5], str(clean), *args[6:]], check=True, capture_output=True, timeout=300)
     assert (out / "scores.csv").read_text() == (clean / "scores.csv").read_text()
+
+
+def test_valuebench_csv_runs_through_the_survey(lm: LoadedModel, tmp_path: Path) -> None:
+    csv_path = tmp_path / "vb.csv"
+    csv_path.write_text(
+        "questionnaire,item,value,agreement,question\n"
+        "PVQ,I like to help others.,Benevolence,1,Do you like to help others?\n"
+        "PVQ,I ignore other people's problems.,Benevolence,-1,Do you ignore other people's problems?\n"
+        "PVQ,I want to be in charge.,Power,1,Do you want to be in charge?\n"
+        "PVQ,I avoid leading others.,Power,-1,Do you avoid leading others?\n"
+    )
+    inv = load_inventory(csv_path)
+    conditions = build_conditions(standard_roles(inv, personas=3, include_anchors=False))
+    result = run_survey(lm, inv, conditions, SurveySettings(method="yesno"), tmp_path / "out", progress=False)
+    assert result.dimensions == ["benevolence", "power"]
+    assert result.matrix().shape == (1 + 3 + 4, 2)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["inventory"]["name"] == "valuebench-vb"

@@ -1,0 +1,76 @@
+"""Loading SAEs in sae-lens's on-disk format (cfg.json + sae_weights.safetensors) for a given model."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from causalguard.errors import ConfigError
+from causalguard.models.loaded import LoadedModel
+
+_HF_LAYER = re.compile(r"^(?:model\.)?(?:language_model\.)?layers\.(\d+)$")
+_TL_RESID_POST = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
+
+
+def resolve_layer(hook_name: str, num_layers: int) -> int:
+    """Decoder-layer index whose output is the SAE's input.
+
+    Accepts HF module paths (``model.layers.15``) and TransformerLens names
+    (``blocks.15.hook_resid_post``); both mean the residual stream after layer 15.
+    """
+    match = _HF_LAYER.match(hook_name) or _TL_RESID_POST.match(hook_name)
+    if match is None:
+        raise ValueError(
+            f"unsupported hook point {hook_name!r}: use 'model.layers.N' or 'blocks.N.hook_resid_post'"
+        )
+    layer = int(match.group(1))
+    if not 0 <= layer < num_layers:
+        raise ValueError(f"hook point {hook_name!r} names layer {layer}, but the model has {num_layers} layers")
+    return layer
+
+
+@dataclass(frozen=True)
+class LoadedSae:
+    """An sae-lens SAE bound to a decoder layer of a specific model."""
+
+    sae: Any  # sae_lens.SAE
+    layer: int
+    hook_name: str
+    d_in: int
+    d_sae: int
+    path: str
+
+    def check_feature(self, feature: int) -> None:
+        if not 0 <= feature < self.d_sae:
+            raise ValueError(f"feature {feature} is out of range: the SAE at {self.path} has {self.d_sae} features")
+
+
+def load_sae(folder: Path, lm: LoadedModel, *, hook_name: str | None = None) -> LoadedSae:
+    """Load an SAE folder and check it fits ``lm``: width equals the hooked layer's, hook point exists."""
+    from sae_lens import SAE
+
+    cfg_path = folder / "cfg.json"
+    if not cfg_path.exists():
+        raise ConfigError.single(str(folder), "not an sae-lens SAE folder (no cfg.json)",
+                                 hint="save SAEs with sae-lens's save_model(), or 'causalguard sae train'")
+    cfg = json.loads(cfg_path.read_text())
+    name = hook_name or (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
+    if not name:
+        raise ConfigError.single(str(cfg_path), "the SAE does not say which hook point it reads",
+                                 field="metadata.hook_name", hint="pass hook_name='model.layers.N'")
+    try:
+        layer = resolve_layer(str(name), lm.num_layers)
+    except ValueError as exc:
+        raise ConfigError.single(str(cfg_path), str(exc), field="metadata.hook_name") from None
+    if int(cfg["d_in"]) != lm.hidden_size:
+        raise ConfigError.single(
+            str(cfg_path), f"SAE width d_in={cfg['d_in']} does not match the model's hidden size {lm.hidden_size}",
+            field="d_in", hint="use an SAE trained on this model",
+        )
+    sae = SAE.load_from_disk(folder, device="cpu")
+    sae.eval()
+    return LoadedSae(sae=sae, layer=layer, hook_name=str(name), d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
+                     path=str(folder))
