@@ -14,7 +14,7 @@ from causalguard.adapters.hf.interventions import span_positions
 from causalguard.adapters.hf.sae import LoadedSae, resolve_layer
 from causalguard.models.loaded import LoadedModel
 
-LAYER = 1
+LAYER = 0  # the hooked layer; layer LAYER + 1 receives its steered output
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,33 @@ def tiny_sae(tiny_lm: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> 
     return load_sae(folder, tiny_lm)
 
 
-def _hidden(lm: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    with torch.inference_mode():
-        return tuple(lm.model(input_ids=ids, output_hidden_states=True).hidden_states)
+def _hidden(lm: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input of the hooked layer, input of the next layer) as the model really computes them.
+
+    Not ``output_hidden_states``: transformers captures those with its own hook, registered before
+    ours, so they show a layer's output before steering.
+    """
+    layers = decoder_layers(lm.model)
+    seen: dict[int, torch.Tensor] = {}
+
+    def capture(index: int):  # type: ignore[no-untyped-def]
+        def pre_hook(module, args, kwargs):  # type: ignore[no-untyped-def]
+            seen[index] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+        return pre_hook
+
+    handles = [layers[i].register_forward_pre_hook(capture(i), with_kwargs=True) for i in (LAYER, LAYER + 1)]
+    try:
+        with torch.inference_mode():
+            lm.model(input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen[LAYER], seen[LAYER + 1]
+
+
+def _ours(layer: torch.nn.Module) -> int:
+    return sum(1 for hook in layer._forward_hooks.values() if "_make_hook" in getattr(hook, "__qualname__", ""))
 
 
 def test_add_changes_exactly_the_hooked_layer(tiny_lm: LoadedModel, tiny_sae: LoadedSae) -> None:
@@ -47,21 +71,20 @@ def test_add_changes_exactly_the_hooked_layer(tiny_lm: LoadedModel, tiny_sae: Lo
     with install_steering_hooks(tiny_lm.model, [LAYER]), steer(SteeringPlan.broadcast([intervention])):
         after = _hidden(tiny_lm, ids)
     expected_delta = 4.0 * tiny_sae.sae.W_dec[3] - 2.0 * tiny_sae.sae.W_dec[7]
-    for index in range(LAYER + 1):  # embeddings and layers before the hooked one are untouched
-        torch.testing.assert_close(after[index], before[index])
-    torch.testing.assert_close(after[LAYER + 1], before[LAYER + 1] + expected_delta, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after[0], before[0])  # everything before the hooked layer is untouched
+    torch.testing.assert_close(after[1], before[1] + expected_delta, atol=1e-5, rtol=1e-5)
 
 
 def test_clamp_and_multiply_follow_their_formulas(tiny_lm: LoadedModel, tiny_sae: LoadedSae) -> None:
     ids = torch.tensor([tiny_lm.tokenizer("Power and status matter.").input_ids])
-    h = _hidden(tiny_lm, ids)[LAYER + 1][0]
+    h = _hidden(tiny_lm, ids)[1][0]
     acts = tiny_sae.sae.encode(h)
     decoder = tiny_sae.sae.W_dec
     for edit, coefficient in ((FeatureEdit(5, "clamp", 2.5), 2.5 - acts[:, 5]),
                               (FeatureEdit(5, "multiply", 3.0), 2.0 * acts[:, 5])):
         plan = SteeringPlan.broadcast([SaeIntervention(tiny_sae, (edit,))])
         with install_steering_hooks(tiny_lm.model, [LAYER]), steer(plan):
-            steered = _hidden(tiny_lm, ids)[LAYER + 1][0]
+            steered = _hidden(tiny_lm, ids)[1][0]
         torch.testing.assert_close(steered, h + coefficient[:, None] * decoder[5], atol=1e-5, rtol=1e-5)
 
 
@@ -97,13 +120,13 @@ def test_steering_applies_on_every_decode_step(tiny_lm: LoadedModel, tiny_sae: L
 def test_prompt_and_span_scopes(tiny_lm: LoadedModel, tiny_sae: LoadedSae) -> None:
     prompt = "Please describe your values in one sentence."
     ids = torch.tensor([tiny_lm.tokenizer(prompt, add_special_tokens=False).input_ids])
-    before = _hidden(tiny_lm, ids)[LAYER + 1][0]
+    before = _hidden(tiny_lm, ids)[1][0]
     span = span_positions(tiny_lm.tokenizer, prompt, " your values")
     assert span and max(span) < ids.shape[1]
     intervention = SaeIntervention(tiny_sae, (FeatureEdit(4, "add", 5.0),), Scope("span", " your values"))
     plan = SteeringPlan((RowPlan((intervention,), prompt_length=ids.shape[1], spans=(span,)),))
     with install_steering_hooks(tiny_lm.model, [LAYER]), steer(plan):
-        after = _hidden(tiny_lm, ids)[LAYER + 1][0]
+        after = _hidden(tiny_lm, ids)[1][0]
     changed = {i for i in range(ids.shape[1]) if not torch.allclose(after[i], before[i])}
     assert changed == set(span)
     with pytest.raises(ValueError, match="does not occur"):
@@ -114,16 +137,16 @@ def test_hooks_are_removed_on_exceptions_and_plans_restored(tiny_lm: LoadedModel
     layer = decoder_layers(tiny_lm.model)[LAYER]
     intervention = SaeIntervention(tiny_sae, (FeatureEdit(1, "add", 3.0),))
     with pytest.raises(RuntimeError, match="boom"), install_steering_hooks(tiny_lm.model, [LAYER]) as handle:
-        assert handle.installed and len(layer._forward_hooks) == 1
+        assert handle.installed and _ours(layer) == 1
         with steer(SteeringPlan.broadcast([intervention])):
             raise RuntimeError("boom")
-    assert not handle.installed and len(layer._forward_hooks) == 0
+    assert not handle.installed and _ours(layer) == 0
     from causalguard.adapters.hf.hooks import active_plan
 
     assert active_plan() is None
     with pytest.raises(ValueError, match="unknown layer 9"), install_steering_hooks(tiny_lm.model, [9]):
         pass
-    assert len(layer._forward_hooks) == 0
+    assert _ours(layer) == 0
 
 
 def test_concurrent_requests_never_see_each_others_interventions(tiny_lm: LoadedModel, tiny_sae: LoadedSae) -> None:
@@ -160,7 +183,7 @@ def test_config_time_validation(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_p
         SaeIntervention(tiny_sae, (FeatureEdit(32, "add", 1.0),))
     with pytest.raises(ValueError, match="unknown edit mode"):
         FeatureEdit(1, "nudge", 1.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="span scope needs text"):
+    with pytest.raises(ValueError, match="span. scope needs text"):
         Scope("span")
     assert resolve_layer("blocks.1.hook_resid_post", 2) == 1
     with pytest.raises(ValueError, match="has 2 layers"):

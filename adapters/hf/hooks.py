@@ -13,6 +13,10 @@ the same time in different threads or tasks cannot see each other's intervention
 known leak, e.g. transformers #42673). Run generation with ``asyncio.to_thread`` (which copies the
 context) or ``contextvars.copy_context().run``. Hooks see every forward pass, prefill and each decode
 step alike; scopes use the layer's ``position_ids`` (logical positions, correct under left padding).
+
+Caveat: ``output_hidden_states=True`` in transformers 5 captures layer outputs with its own hook,
+registered before ours, so the hidden states it returns show the hooked layer's output *before*
+steering; every later layer and the logits do see the steered value.
 """
 
 from __future__ import annotations
