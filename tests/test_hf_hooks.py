@@ -183,7 +183,7 @@ def test_config_time_validation(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_p
         SaeIntervention(tiny_sae, (FeatureEdit(32, "add", 1.0),))
     with pytest.raises(ValueError, match="unknown edit mode"):
         FeatureEdit(1, "nudge", 1.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="span. scope needs text"):
+    with pytest.raises(ValueError, match=r"'span' scope needs text"):
         Scope("span")
     assert resolve_layer("blocks.1.hook_resid_post", 2) == 1
     with pytest.raises(ValueError, match="has 2 layers"):
