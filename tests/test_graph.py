@@ -78,6 +78,17 @@ def test_undirected_chain_keeps_its_equivalence_class() -> None:
     assert graph.descendants("x") == {"y", "z"}  # the paper's reading: undirected = two arrows
 
 
+def test_directed_cycles_still_give_one_dag_for_effects() -> None:
+    cyclic = ValueGraph(("a", "b", "c", "d"), (make_edge("a", "b", "directed"), make_edge("b", "c", "directed"),
+                                               make_edge("c", "a", "directed"), make_edge("c", "d", "undirected")))
+    [dag] = cyclic.consistent_dags()
+    import networkx as nx
+
+    assert nx.is_directed_acyclic_graph(dag) and dag.number_of_edges() == 4
+    data = np.random.default_rng(0).normal(size=(50, 4))
+    assert class_total_effects(cyclic, data).dags == 1
+
+
 def test_background_knowledge_forbids_and_requires() -> None:
     data, _ = _sem(3000, seed=2)
     nodes = ["a", "b", "c", "d", "e"]

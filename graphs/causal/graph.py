@@ -88,7 +88,8 @@ class ValueGraph:
 
         Enumerates all orientations when there are at most 12 such edges, else samples ``limit``
         random ones. Bidirected edges are oriented either way (a latent cause cannot be fitted
-        here); if no orientation is consistent, the acyclic ones are returned instead.
+        here); if no orientation is consistent, the acyclic ones are returned instead, and if none is
+        acyclic (a directed cycle in the marks), one fallback DAG.
         """
         fixed = [(e.source, e.target) for e in self.edges if e.kind == "directed"]
         free = [(e.source, e.target) for e in self.edges if e.kind != "directed"]
@@ -107,7 +108,24 @@ class ValueGraph:
                 found.append(dag)
             if len(found) >= limit:
                 break
-        return found or acyclic[:limit]
+        return found or acyclic[:limit] or [self._fallback_dag()]
+
+    def _fallback_dag(self) -> nx.DiGraph:
+        """One DAG when the marks contain a directed cycle (PC can orient conflicting arrows so):
+        every edge is oriented along a topological order of the strongly connected components of
+        the directed edges, ties broken by node order."""
+        directed = nx.DiGraph()
+        directed.add_nodes_from(self.nodes)
+        directed.add_edges_from((e.source, e.target) for e in self.edges if e.kind == "directed")
+        condensed = nx.condensation(directed)
+        rank: dict[str, tuple[int, int]] = {}
+        for position, component in enumerate(nx.topological_sort(condensed)):
+            for node in condensed.nodes[component]["members"]:
+                rank[node] = (position, self.nodes.index(node))
+        dag = nx.DiGraph()
+        dag.add_nodes_from(self.nodes)
+        dag.add_edges_from((a, b) if rank[a] < rank[b] else (b, a) for a, b in (tuple(e.pair) for e in self.edges))
+        return dag
 
     def to_json(self) -> dict[str, Any]:
         return {
