@@ -25,6 +25,7 @@ from causalguard.graphs.causal.reference import (
     read_reference,
 )
 from causalguard.graphs.causal.sem import class_total_effects
+from causalguard.models.loaded import LoadedModel
 from typer.testing import CliRunner
 
 DATA = Path(__file__).parent / "data"
@@ -270,3 +271,15 @@ def test_cli_graph_commands_on_an_external_csv(tmp_path: Path) -> None:
     result = runner.invoke(app, ["graph", "build", str(DATA / "golden_matrix.csv"), "--out", str(out),
                                  "--forbid", "a-c"])
     assert result.exit_code != 0 and "FROM>TO" in result.output
+
+
+@pytest.mark.slow
+def test_shipped_default_bundle_matches_the_embedded_model(lm: LoadedModel) -> None:
+    import causalguard.graphs
+
+    folder = Path(causalguard.graphs.__file__).parent / "smollm2-135m-instruct"
+    bundle = load_bundle(folder, expected_fingerprint=lm.fingerprint)
+    assert bundle.model_name == "smollm2-135m-instruct"
+    assert set(bundle.graph.nodes) == set(SCHWARTZ)
+    assert bundle.doc["survey"]["rows"] >= 81 and bundle.doc["evaluation"]["applicable"]
+    assert (folder / "MODEL_CARD.md").exists()
