@@ -44,15 +44,10 @@ def _split(text: str | None) -> list[str] | None:
 @app.command("models")
 def models_command() -> None:
     """List the embedded models and whether each is installed."""
-    from causalguard.errors import ModelNotAvailableError
     from causalguard.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS
 
     for name, spec in EMBEDDED_MODELS.items():
-        try:
-            where = str(spec.locate_gguf()) if name == DEFAULT_MODEL else "installable"
-            status = f"installed ({where})" if name == DEFAULT_MODEL else "see: " + spec.install_command
-        except ModelNotAvailableError:
-            status = f"NOT INSTALLED: {spec.install_command}"
+        status = "installed" if spec.is_installed() else f"NOT INSTALLED: {spec.install_command}"
         marker = " (default)" if name == DEFAULT_MODEL else ""
         typer.echo(f"{name}{marker}\n    {spec.description}\n    {status}")
 

