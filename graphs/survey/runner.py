@@ -51,12 +51,14 @@ def _condition_info(c: Condition) -> ConditionInfo:
                          target=c.role.target, direction=c.role.direction, expected=dict(c.role.expected))
 
 
-def _signature(lm: LoadedModel, inventory: Inventory, conditions: Sequence[Condition], settings: SurveySettings) -> str:
+def _signature(
+    lm: LoadedModel, inventory: Inventory, conditions: Sequence[Condition], settings: SurveySettings,
+    method_version: int,
+) -> str:
     described = [
         [c.id, c.role.system_prompt, c.role.description, c.steering.prompt_note(), repr(c.steering)]
         for c in conditions
     ]
-    method_version = make_method(settings.method).version
     blob = json.dumps([lm.fingerprint, inventory.content_hash(), described, asdict(settings), method_version],
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -94,7 +96,9 @@ def run_survey(
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    signature = _signature(lm, inventory, conditions, settings)
+    method = make_method(settings.method, batch_size=settings.batch_size, reuse_prefix=settings.reuse_prefix,
+                         max_new_tokens=settings.max_new_tokens)
+    signature = _signature(lm, inventory, conditions, settings, method.version)
     run_file = out_dir / RUN_FILE
     store = AnswerStore(out_dir / ANSWERS_FILE)
     if run_file.exists():
@@ -115,8 +119,7 @@ def run_survey(
         "model": {"name": lm.name, "fingerprint": lm.fingerprint, "source": lm.source},
         "inventory": {"name": inventory.name, "version": inventory.version, "hash": inventory.content_hash(),
                       "dimensions": inventory.names, "items": len(items)},
-        "method": {"name": settings.method, "version": make_method(settings.method).version,
-                   "scale": make_method(settings.method).scale},
+        "method": {"name": settings.method, "version": method.version, "scale": method.scale},
         "settings": asdict(settings),
         "conditions": len(conditions),
         "versions": _versions(),
@@ -126,8 +129,6 @@ def run_survey(
     write_conditions(out_dir / CONDITIONS_FILE, infos)
 
     torch.manual_seed(settings.seed)
-    method = make_method(settings.method, batch_size=settings.batch_size, reuse_prefix=settings.reuse_prefix,
-                         max_new_tokens=settings.max_new_tokens)
     done = store.load(expected_items=len(items))
     todo = [c for c in conditions if c.id not in done]
     started = time.perf_counter()
