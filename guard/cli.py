@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from causalguard.commands.levers import levers_app
+from causalguard.commands.sae import sae_app
 from causalguard.errors import CausalguardError
 
 app = typer.Typer(
@@ -21,6 +23,8 @@ methods_app = typer.Typer(help="Compare scoring methods and choose a model's def
 app.add_typer(methods_app, name="methods")
 graph_app = typer.Typer(help="Causal value graphs: build, predict, compare, diff, show.", no_args_is_help=True)
 app.add_typer(graph_app, name="graph")
+app.add_typer(sae_app, name="sae")
+app.add_typer(levers_app, name="levers")
 
 ModelOpt = Annotated[
     str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.models.loaded import LoadedModel
 
 
@@ -26,3 +27,28 @@ def tiny_lm(lm: LoadedModel) -> LoadedModel:
                          max_position_embeddings=512)
     model = LlamaForCausalLM(config).eval()
     return LoadedModel(model=model, tokenizer=lm.tokenizer, name="tiny-llama", fingerprint="tiny", source="test")
+
+
+TINY_SAE_LAYER = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_sae(tiny_lm: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> LoadedSae:
+    """A real sae-lens StandardSAE (random weights) on tiny_lm's layer 0, saved to disk and loaded back."""
+    import json
+
+    import torch
+    from causalguard.adapters.hf import load_sae
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    torch.manual_seed(1)
+    sae = StandardSAE(StandardSAEConfig(d_in=tiny_lm.hidden_size, d_sae=32))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+    folder = tmp_path_factory.mktemp("sae")
+    sae.save_model(folder)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["metadata"]["hook_name"] = f"model.layers.{TINY_SAE_LAYER}"
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return load_sae(folder, tiny_lm)

@@ -1,6 +1,5 @@
 """SAE interventions through forward hooks: exact tensors, decode steps, cleanup, concurrency."""
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,25 +13,7 @@ from causalguard.adapters.hf.interventions import span_positions
 from causalguard.adapters.hf.sae import LoadedSae, resolve_layer
 from causalguard.models.loaded import LoadedModel
 
-LAYER = 0  # the hooked layer; layer LAYER + 1 receives its steered output
-
-
-@pytest.fixture(scope="module")
-def tiny_sae(tiny_lm: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> LoadedSae:
-    """A real sae-lens StandardSAE (random weights) saved to disk and loaded back."""
-    from sae_lens import StandardSAE, StandardSAEConfig
-
-    torch.manual_seed(1)
-    sae = StandardSAE(StandardSAEConfig(d_in=tiny_lm.hidden_size, d_sae=32))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.normal_(0, 0.3)
-    folder = tmp_path_factory.mktemp("sae")
-    sae.save_model(folder)
-    cfg = json.loads((folder / "cfg.json").read_text())
-    cfg["metadata"]["hook_name"] = f"model.layers.{LAYER}"
-    (folder / "cfg.json").write_text(json.dumps(cfg))
-    return load_sae(folder, tiny_lm)
+LAYER = 0  # the hooked layer (conftest.TINY_SAE_LAYER); layer LAYER + 1 receives its steered output
 
 
 def _hidden(lm: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

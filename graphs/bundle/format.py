@@ -21,6 +21,7 @@ import numpy as np
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.predict import EffectModel
+from causalguard.graphs.levers.catalog import Catalog, load_catalog
 from causalguard.yaml_files import problems_from_validation
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -77,6 +78,15 @@ class Bundle:
     class_low: np.ndarray
     class_high: np.ndarray
     path: Path | None = None
+    catalog: Catalog | None = None  # the steering catalog (catalog.json), when levers were measured
+
+    @property
+    def sae_dir(self) -> Path | None:
+        """The SAE folder the catalog's SAE levers use, if any."""
+        if self.catalog is None or self.catalog.sae is None:
+            return None
+        location = Path(str(self.catalog.sae["path"]))
+        return location if location.is_absolute() or self.path is None else self.path / location
 
     @property
     def model_name(self) -> str:
@@ -145,4 +155,14 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
     tensors = load_file(str(folder / EFFECTS_FILE))
     samples = tensors.get("bootstrap_total", np.zeros((0, len(graph.nodes), len(graph.nodes))))
     effects = EffectModel(graph.nodes, tensors["total"].astype(float), samples.astype(float))
-    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder)
+    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, load_catalog(folder))
+
+
+def shipped_bundle_dir(model_name: str) -> Path:
+    """The bundle shipped inside the package for an embedded model (``graphs/<model>/``)."""
+    folder = Path(__file__).resolve().parent.parent / model_name
+    if not (folder / BUNDLE_FILE).exists():
+        shipped = sorted(p.parent.name for p in folder.parent.glob(f"*/{BUNDLE_FILE}"))
+        raise ConfigError.single(str(folder), f"no shipped bundle for model '{model_name}'",
+                                 field="bundle", hint=f"shipped: {', '.join(shipped)}; or give a bundle folder")
+    return folder

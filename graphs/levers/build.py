@@ -1,0 +1,86 @@
+"""Build a model's steering catalog: propose levers, measure them, write ``catalog.json`` into the bundle.
+
+Levers: the inclined/disinclined role instruction for every value; for each value its best contrast
+SAE feature at every positive strength and at minus the largest; the paper's " your values" features
+at the largest strength. Intermediate results live in the work folder, so reruns resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from causalguard.adapters.hf.sae import load_sae
+from causalguard.graphs.levers.candidates import Candidate, find_candidates, residual_norm
+from causalguard.graphs.levers.catalog import Catalog, build_catalog, save_catalog
+from causalguard.graphs.levers.lever import LeverSpec
+from causalguard.graphs.levers.measure import NEUTRAL_TEXTS, MeasureSettings, fluency_costs, measure_effects
+from causalguard.models.loaded import LoadedModel
+from causalguard.values.inventory import Inventory
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    strengths: tuple[float, ...] = (0.25, 0.5)
+    features_per_value: int = 1
+    your_values_features: int = 2
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+
+
+def propose_levers(inventory: Inventory, candidates: list[Candidate], strengths: tuple[float, ...]
+                   ) -> tuple[list[LeverSpec], dict[str, str]]:
+    levers: list[LeverSpec] = []
+    sources: dict[str, str] = {}
+    for dim in inventory.dimensions:
+        for direction in (1, -1):
+            lever = LeverSpec.role(dim, direction)
+            levers.append(lever)
+            sources[lever.id] = "value_role"
+    top = max(strengths)
+    for c in candidates:
+        chosen = [*strengths, -top] if c.source == "contrast" else [top]
+        for s in chosen:
+            lever = LeverSpec.sae(c.feature, s, c.target)
+            levers.append(lever)
+            sources[lever.id] = c.source
+    return levers, sources
+
+
+def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, sae_dir: Path | None,
+                         work_dir: Path, settings: CatalogSettings, *, progress: bool = True) -> Catalog:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    sae = load_sae(sae_dir, lm) if sae_dir is not None else None
+    candidates: list[Candidate] = []
+    norm = 0.0
+    if sae is not None:
+        cache = work_dir / "candidates.json"
+        if cache.exists():
+            saved = json.loads(cache.read_text())
+            candidates, norm = [Candidate(**c) for c in saved["candidates"]], float(saved["residual_norm"])
+        else:
+            candidates = find_candidates(lm, sae, inventory, per_value=settings.features_per_value,
+                                         your_values=settings.your_values_features)
+            norm = residual_norm(lm, sae, NEUTRAL_TEXTS)
+            cache.write_text(json.dumps({"candidates": [asdict(c) for c in candidates], "residual_norm": norm},
+                                        indent=2))
+    levers, sources = propose_levers(inventory, candidates, settings.strengths)
+    measured = measure_effects(lm, inventory, levers, sae, norm, work_dir, settings.measure, progress=progress)
+    fluency_file = work_dir / "fluency.json"
+    if fluency_file.exists():
+        fluency = json.loads(fluency_file.read_text())
+    else:
+        fluency = fluency_costs(lm, inventory, levers, sae, norm, settings.measure)
+        fluency_file.write_text(json.dumps(fluency, indent=2))
+    sae_doc = None
+    if sae is not None and sae_dir is not None:
+        try:
+            location = str(sae_dir.resolve().relative_to(bundle_dir.resolve()))
+        except ValueError:
+            location = str(sae_dir.resolve())
+        sae_doc = {"path": location, "hook_name": sae.hook_name, "layer": sae.layer, "d_sae": sae.d_sae,
+                   "residual_norm": norm, "strength_unit": "median residual-stream norm at the layer"}
+    catalog = build_catalog(model={"name": lm.name, "fingerprint": lm.fingerprint}, dimensions=inventory.names,
+                            levers=levers, sources=sources, measured=measured, fluency=fluency, sae=sae_doc)
+    save_catalog(catalog, bundle_dir)
+    return catalog
