@@ -44,7 +44,7 @@ def line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
     if node is None:
         return None
     line = node.start_mark.line + 1
-    for key in loc:
+    for depth, key in enumerate(loc):
         child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
@@ -58,8 +58,9 @@ def line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
         if child is None:
             return line
         node = child
-        if not isinstance(node, yaml.ScalarNode):
-            line = node.start_mark.line + 1
+        last = depth == len(loc) - 1
+        if not isinstance(node, yaml.ScalarNode) and not (last and isinstance(key, str)):
+            line = node.start_mark.line + 1  # a mapping key's own line is kept for the last element
     return line
 
 

@@ -92,7 +92,7 @@ def test_a_broken_catalog_names_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "catalog.json").write_text(json.dumps({"schema": "causalguard.catalog/1", "model": {}}))
     from causalguard import ConfigError
 
-    with pytest.raises(ConfigError, match="catalog.json.*dimensions"):
+    with pytest.raises(ConfigError, match=r"catalog\.json.*dimensions"):
         load_catalog(tmp_path)
 
 

@@ -1,0 +1,108 @@
+"""The operator YAML (``guard.yaml``), validated by pydantic. Reference: ``docs/guard-config.md``.
+
+Scores and changes are in the bundle's score units (the survey method's scale; for the statement
+method, nats per token). A target with only a direction asks for as much movement as the limits
+and protected values allow.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["role", "sae", "auto"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetSpec(_Strict):
+    """One value to move."""
+
+    direction: Literal["increase", "decrease"] | None = Field(
+        default=None, description="Which way to move the value. Implied by 'change' or 'score' when those are set.")
+    change: float | None = Field(default=None, description="Desired change in score units (signed).")
+    score: float | None = Field(default=None, description="Desired score; the change is score minus the baseline.")
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> TargetSpec:
+        if sum(x is not None for x in (self.direction, self.change, self.score)) != 1:
+            raise ValueError("give exactly one of 'direction', 'change' or 'score'")
+        return self
+
+
+class ProtectedSpec(_Strict):
+    """A value that must not move more than ``tolerance`` (score units) as a side effect."""
+
+    tolerance: float = Field(gt=0, description="Largest acceptable predicted |change|.")
+
+
+class LimitsSpec(_Strict):
+    max_perplexity_ratio: float = Field(default=1.5, ge=1.0, description="Cap on an SAE lever's fluency cost.")
+    max_unparseable_rate: float = Field(default=0.6, ge=0.0, le=1.0,
+                                        description="Cap on a lever's share of unparseable yes/no answers.")
+    max_levers: int = Field(default=2, ge=1, le=4, description="Most levers combined in one plan.")
+
+
+class ProfileSpec(_Strict):
+    """A named set of targets (the top-level targets form the 'default' profile)."""
+
+    targets: dict[str, TargetSpec] = Field(default_factory=dict)
+    protected: dict[str, ProtectedSpec] = Field(default_factory=dict)
+    method: Method = "auto"
+
+
+class AuditSpec(_Strict):
+    enabled: bool = True
+    interval_seconds: float = Field(default=60.0, gt=0, description="Time between canary audits.")
+    items_per_audit: int = Field(default=24, ge=2, description="Inventory items scored per audit.")
+    values: list[str] | None = Field(default=None, description="Values audited; default: every value.")
+    timeout_seconds: float = Field(default=120.0, gt=0, description="An audit slower than this is abandoned.")
+
+
+class MetricsSpec(_Strict):
+    port: int | None = Field(default=None, ge=1, le=65535,
+                             description="Serve /metrics on this port (standalone); None: mount it in your app.")
+    host: str = "127.0.0.1"
+
+
+class ServerSpec(_Strict):
+    max_concurrency: int = Field(default=2, ge=1, description="Generations running at once.")
+    max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
+    max_tokens_limit: int = Field(default=256, ge=1, description="Largest max_tokens a client may ask for.")
+    max_request_bytes: int = Field(default=65536, ge=1024)
+    request_timeout_seconds: float = Field(default=120.0, gt=0)
+    drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    admin_token_env: str | None = Field(default="CAUSALGUARD_ADMIN_TOKEN",
+                                        description="Env var holding the admin endpoint's bearer token.")
+
+
+class GuardConfig(_Strict):
+    """The whole operator file."""
+
+    model: str = Field(default="smollm2-135m-instruct", description="Registry name, folder, .gguf or HF id.")
+    bundle: str = Field(default="builtin", description="Bundle folder, or 'builtin' for the model's shipped bundle.")
+    system_prompt: str | None = Field(default=None, description="The operator's own system prompt.")
+    targets: dict[str, TargetSpec] = Field(default_factory=dict)
+    protected: dict[str, ProtectedSpec] = Field(default_factory=dict)
+    method: Method = "auto"
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description="Extra named profiles.")
+    allow_client_interventions: bool = Field(
+        default=False, description="Let server clients send their own SAE feature edits (off: profiles only).")
+    fallback_to_roles: bool = Field(
+        default=True, description="Where SAE levers cannot run (remote models), plan with role levers instead.")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    audit: AuditSpec = Field(default_factory=AuditSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+
+    def profile(self, name: str = "default") -> ProfileSpec:
+        if name == "default":
+            return ProfileSpec(targets=self.targets, protected=self.protected, method=self.method)
+        return self.profiles[name]
+
+    @property
+    def profile_names(self) -> list[str]:
+        return ["default", *self.profiles]

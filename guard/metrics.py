@@ -1,0 +1,85 @@
+"""Every Prometheus metric causalguard exports, declared in one place on an injectable registry.
+
+Labels are bounded: ``profile`` (names in the operator config), ``value`` (the inventory's values),
+``method``/``kind`` (role, sae, none), ``outcome`` (a fixed set). Never per-request ids.
+Expose with ``start_metrics_server`` (standalone port) or ``metrics_asgi_app`` (mount in an app).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+AUDIT_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+REQUEST_OUTCOMES = ("ok", "error", "cancelled", "rejected", "timeout")
+
+
+class GuardMetrics:
+    """The guard's metrics on ``registry`` (a fresh ``CollectorRegistry`` unless one is given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("causalguard_requests_total", "Guarded requests by profile, method and outcome.",
+                                ["profile", "method", "outcome"], registry=r)
+        self.request_seconds = Histogram("causalguard_request_duration_seconds", "End-to-end request latency.",
+                                         ["profile", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft_seconds = Histogram("causalguard_time_to_first_token_seconds", "Time to the first streamed token.",
+                                      ["profile", "method"], buckets=TTFT_BUCKETS, registry=r)
+        self.generated_tokens = Counter("causalguard_generated_tokens_total", "Tokens generated.",
+                                        ["profile", "method"], registry=r)
+        self.levers_applied = Counter("causalguard_levers_applied_total", "Levers applied to requests, by kind.",
+                                      ["profile", "kind"], registry=r)
+        self.planned_change = Gauge("causalguard_planned_value_change", "Target change the plan aims for.",
+                                    ["profile", "value"], registry=r)
+        self.predicted_change = Gauge("causalguard_predicted_value_change",
+                                      "Change the plan predicts (measured lever effects).", ["profile", "value"],
+                                      registry=r)
+        self.tolerance = Gauge("causalguard_value_tolerance", "Operator tolerance of a protected value.",
+                               ["profile", "value"], registry=r)
+        self.audited_score = Gauge("causalguard_audited_value_score", "Value score measured by the last audit.",
+                                   ["profile", "value"], registry=r)
+        self.audited_change = Gauge("causalguard_audited_value_change",
+                                    "Guarded minus unguarded score in the last audit.", ["profile", "value"],
+                                    registry=r)
+        self.drift = Gauge("causalguard_side_effect_drift", "Audited minus predicted change (last audit).",
+                           ["profile", "value"], registry=r)
+        self.audit_seconds = Histogram("causalguard_audit_duration_seconds", "Canary audit duration.",
+                                       ["profile"], buckets=AUDIT_BUCKETS, registry=r)
+        self.audits = Counter("causalguard_audits_total", "Canary audits by outcome.", ["profile", "outcome"],
+                              registry=r)
+        self.audit_last_success = Gauge("causalguard_audit_last_success_timestamp_seconds",
+                                        "Unix time of the last successful audit.", ["profile"], registry=r)
+        self.config_reloads = Counter("causalguard_config_reloads_total", "Configuration reloads by outcome.",
+                                      ["outcome"], registry=r)
+        self.in_flight = Gauge("causalguard_requests_in_flight", "Requests being generated now.", registry=r)
+        self.queue_depth = Gauge("causalguard_queue_depth", "Requests waiting for a generation slot.", registry=r)
+        self.bundle = Info("causalguard_bundle", "The loaded bundle: model, fingerprint, schema.", registry=r)
+
+    def publish_plan(self, plan: Any) -> None:
+        """Set planned/predicted/tolerance gauges from a ``Plan``."""
+        for forecast in plan.forecast:
+            labels = {"profile": plan.profile, "value": forecast.value}
+            self.predicted_change.labels(**labels).set(forecast.change)
+            goal = plan.goals.get(forecast.value)
+            if goal is not None:
+                self.planned_change.labels(**labels).set(forecast.change if abs(goal) == float("inf") else goal)
+            if forecast.tolerance is not None:
+                self.tolerance.labels(**labels).set(forecast.tolerance)
+
+
+def start_metrics_server(metrics: GuardMetrics, port: int, host: str = "127.0.0.1") -> Any:
+    """Serve ``/metrics`` on its own port (a daemon thread); returns prometheus-client's server."""
+    from prometheus_client import start_http_server
+
+    return start_http_server(port, addr=host, registry=metrics.registry)
+
+
+def metrics_asgi_app(metrics: GuardMetrics) -> Any:
+    """An ASGI app serving the metrics, to mount in FastAPI/Starlette (``app.mount('/metrics', ...)``)."""
+    from prometheus_client import make_asgi_app
+
+    return make_asgi_app(registry=metrics.registry)

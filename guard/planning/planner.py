@@ -1,0 +1,201 @@
+"""Plan levers for a profile's targets.
+
+Candidates are the catalog's measured levers allowed by the profile's method, the runtime (SAE
+levers need a local HF model) and the fluency caps. Every combination of up to ``max_levers``
+compatible levers is scored with the catalog's measured effects, assumed additive:
+
+- a target with a desired change is scored by its squared miss, one with only a direction by how
+  far it moves that way (each in units of the value's noise threshold);
+- a plan is feasible when every target moves the intended way by more than its noise threshold
+  and every protected value's predicted |change| stays within its tolerance.
+
+The graph adds a second forecast: the targets' planned changes pushed through the bundle's total
+effects (``EffectModel.predict_lever``), which names the paths behind a side effect. An infeasible
+profile raises ``PlanInfeasibleError`` naming the conflicting values and those paths.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+from causalguard.config.schema import LimitsSpec, ProfileSpec
+from causalguard.errors import CausalguardError
+from causalguard.graphs.bundle.format import Bundle
+from causalguard.graphs.levers.catalog import Catalog, LeverEntry
+
+
+class PlanInfeasibleError(CausalguardError):
+    """No lever combination meets the targets within the protected values' tolerances."""
+
+    def __init__(self, message: str, conflicts: Sequence[str]) -> None:
+        super().__init__(message)
+        self.conflicts = list(conflicts)
+
+
+@dataclass(frozen=True)
+class ValueForecast:
+    value: str
+    change: float  # measured effects of the chosen levers, summed
+    low: float
+    high: float
+    graph_change: float  # the targets' planned changes propagated through the causal graph
+    role: str  # "target", "protected" or "other"
+    tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str
+    levers: tuple[LeverEntry, ...]
+    goals: dict[str, float]  # signed desired change; +/-inf = as far as possible
+    forecast: tuple[ValueForecast, ...]
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def uses_sae(self) -> bool:
+        return any(lever.kind == "sae" for lever in self.levers)
+
+    def forecast_for(self, value: str) -> ValueForecast:
+        return next(f for f in self.forecast if f.value == value)
+
+    def role_instructions(self) -> list[str]:
+        return [lever.text for lever in self.levers if lever.kind == "role" and lever.text]
+
+
+def _goals(profile: ProfileSpec, catalog: Catalog) -> dict[str, float]:
+    goals = {}
+    for name, target in profile.targets.items():
+        if target.change is not None:
+            goals[name] = target.change
+        elif target.score is not None:
+            goals[name] = target.score - catalog.baseline[name].mean
+        else:
+            goals[name] = math.inf if target.direction == "increase" else -math.inf
+    return goals
+
+
+def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool) -> list[LeverEntry]:
+    out = []
+    for lever in catalog.levers:
+        if method != "auto" and lever.kind != method:
+            continue
+        if lever.kind == "sae" and not sae_available:
+            continue
+        if lever.fluency.unparseable_rate > limits.max_unparseable_rate:
+            continue
+        ratio = lever.fluency.perplexity_ratio
+        if ratio is not None and ratio > limits.max_perplexity_ratio:
+            continue
+        out.append(lever)
+    return out
+
+
+def _compatible(levers: Sequence[LeverEntry]) -> bool:
+    keys = [(lever.kind, lever.feature if lever.kind == "sae" else lever.target) for lever in levers]
+    return len(set(keys)) == len(keys)
+
+
+def graph_paths(bundle: Bundle, source: str, target: str, limit: int = 3) -> list[str]:
+    graph = bundle.graph.directed_view()
+    if source not in graph or target not in graph:
+        return []
+    paths = nx.all_simple_paths(graph, source, target, cutoff=4)
+    return [" -> ".join(p) for p in itertools.islice(paths, limit)]
+
+
+def plan_levers(
+    profile: ProfileSpec, catalog: Catalog, bundle: Bundle, limits: LimitsSpec, *, name: str = "default",
+    sae_available: bool = True,
+) -> Plan:
+    dims = catalog.dimensions
+    index = {d: k for k, d in enumerate(dims)}
+    goals = _goals(profile, catalog)
+    tolerances = {v: p.tolerance for v, p in profile.protected.items()}
+    if not goals:
+        return Plan(name, (), {}, _forecast((), dims, goals, tolerances, bundle, catalog),
+                    ("no targets: the model runs unguarded",))
+    levers = eligible_levers(catalog, profile.method, limits, sae_available)
+    if not levers:
+        raise PlanInfeasibleError(
+            f"profile '{name}': no lever passes method={profile.method}, the fluency caps "
+            f"(perplexity x{limits.max_perplexity_ratio}, unparseable {limits.max_unparseable_rate:.0%})"
+            + ("" if sae_available else " and this runtime (no SAE levers on a remote model)"), [])
+    means = np.array([[lever.effects[d].mean for d in dims] for lever in levers])
+    noise = np.array([max(catalog.noise_threshold[d], 1e-6) for d in dims])
+    best: tuple[float, tuple[int, ...]] | None = None
+    best_any: tuple[float, tuple[int, ...], list[str]] | None = None
+    for size in range(1, limits.max_levers + 1):
+        for combo in itertools.combinations(range(len(levers)), size):
+            if not _compatible([levers[i] for i in combo]):
+                continue
+            total = means[list(combo)].sum(0)
+            score, violations = 0.0, []
+            for value, goal in goals.items():
+                achieved = total[index[value]]
+                if math.isinf(goal):
+                    score -= math.copysign(1, goal) * achieved / noise[index[value]]
+                else:
+                    score += ((achieved - goal) / noise[index[value]]) ** 2
+                if achieved * (1 if goal > 0 else -1) <= noise[index[value]]:
+                    violations.append(value)  # a target must move beyond noise, the intended way
+            for value, tolerance in tolerances.items():
+                if abs(total[index[value]]) > tolerance:
+                    violations.append(value)
+            score += 0.01 * size  # prefer fewer levers when otherwise equal
+            if not violations and (best is None or score < best[0]):
+                best = (score, combo)
+            penalty = score + 100.0 * len(violations)
+            if best_any is None or penalty < best_any[0]:
+                best_any = (penalty, combo, violations)
+    if best is None:
+        assert best_any is not None
+        raise _infeasible(name, goals, tolerances, [levers[i] for i in best_any[1]], best_any[2], bundle, dims)
+    chosen = tuple(levers[i] for i in best[1])
+    forecast = _forecast(chosen, dims, goals, tolerances, bundle, catalog)
+    reasons = [
+        f"{lever.id}: measured on {lever.effects[dims[0]].n} personas; moves {lever.target or 'no single value'} "
+        f"{lever.effects[lever.target].mean:+.3f}" if lever.target else f"{lever.id}: measured lever"
+        for lever in chosen
+    ]
+    reasons.append(f"best of {len(levers)} eligible levers under method={profile.method}, "
+                   f"at most {limits.max_levers} combined")
+    return Plan(name, chosen, goals, forecast, tuple(reasons))
+
+
+def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str, float],
+              tolerances: dict[str, float], bundle: Bundle, catalog: Catalog) -> tuple[ValueForecast, ...]:
+    planned = {v: sum(lever.effects[v].mean for lever in levers) for v in goals}
+    graph = {p.value: p.change for p in bundle.effects.predict_lever(
+        {v: c for v, c in planned.items() if v in bundle.effects.nodes})} if planned else {}
+    out = []
+    for value in dims:
+        mean = sum(lever.effects[value].mean for lever in levers)
+        half = math.sqrt(sum(((lever.effects[value].ci_high - lever.effects[value].ci_low) / 2) ** 2
+                             for lever in levers))
+        role = "target" if value in goals else ("protected" if value in tolerances else "other")
+        out.append(ValueForecast(value, mean, mean - half, mean + half, graph.get(value, 0.0), role,
+                                 tolerances.get(value)))
+    return tuple(out)
+
+
+def _infeasible(name: str, goals: dict[str, float], tolerances: dict[str, float], closest: list[LeverEntry],
+                violations: list[str], bundle: Bundle, dims: Sequence[str]) -> PlanInfeasibleError:
+    lines = [f"profile '{name}' is infeasible: no combination of measured levers moves "
+             f"{', '.join(goals)} as asked while keeping the protected values within tolerance."]
+    lines.append(f"closest plan: {', '.join(lever.id for lever in closest)}")
+    for value in violations:
+        moved = sum(lever.effects[value].mean for lever in closest)
+        if value in goals:
+            lines.append(f"  {value}: target not reached (closest plan moves it {moved:+.3f})")
+            continue
+        paths = [p for t in goals for p in graph_paths(bundle, t, value)]
+        via = "; ".join(paths) if paths else "no graph path from a target: the levers act on it directly"
+        lines.append(f"  {value}: predicted change {moved:+.3f} exceeds tolerance {tolerances[value]} (graph: {via})")
+    lines.append("fix: loosen the tolerances, drop a target, allow more levers (limits.max_levers) "
+                 "or another method")
+    return PlanInfeasibleError("\n".join(lines), violations)

@@ -1,0 +1,155 @@
+"""Canary value audits: in the background, score a sample of inventory items through the guarded model.
+
+Each audit, per profile: the same sampled items (balanced in polarity per value) are scored with the
+statement method twice, unguarded and with the profile's levers. For each audited value it records
+the guarded score, the change (guarded minus unguarded), and the side-effect drift (change minus
+the plan's predicted change), and publishes them as metrics. Audits run on their own daemon thread;
+one that fails or runs past its timeout is counted and skipped, never raised into serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from causalguard.roles.role import BASELINE
+from causalguard.scoring.statement import StatementContrast
+from causalguard.steering import NoSteering
+from causalguard.values.inventory import Dimension, Inventory, Item
+
+if TYPE_CHECKING:
+    from causalguard.runtime.value_guard import GuardState, ValueGuard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    profile: str
+    finished_at: float
+    seconds: float
+    items: int
+    scores: dict[str, float]
+    changes: dict[str, float]
+    predicted: dict[str, float]
+    drift: dict[str, float]
+
+    def exceeds_tolerance(self, tolerances: dict[str, float]) -> list[str]:
+        return [v for v, t in tolerances.items() if v in self.changes and abs(self.changes[v]) > t]
+
+
+class CanaryAuditor:
+    """Periodic audits for every profile of the guard's current configuration."""
+
+    def __init__(self, guard: ValueGuard) -> None:
+        self.guard = guard
+        self.results: dict[str, AuditResult] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._round = 0
+        self._inventory: Inventory | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="causalguard-audit", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            if self._stop.wait(self.guard.config.audit.interval_seconds):
+                return
+
+    def run_once(self) -> dict[str, AuditResult]:
+        """Audit every profile once (with the timeout); failures are counted and logged, not raised."""
+        state = self.guard.state
+        self._round += 1
+        for profile in state.plans:
+            done: dict[str, AuditResult] = {}
+            worker = threading.Thread(target=self._audit_into, args=(state, profile, self._round, done),
+                                      name="causalguard-audit-run", daemon=True)
+            started = time.perf_counter()
+            worker.start()
+            worker.join(state.config.audit.timeout_seconds)
+            seconds = time.perf_counter() - started
+            metrics = self.guard.metrics
+            if worker.is_alive():
+                metrics.audits.labels(profile=profile, outcome="timeout").inc()
+                log.warning("audit of profile %s ran past %.0f s; skipped", profile, state.config.audit.timeout_seconds)
+                continue
+            if profile not in done:
+                metrics.audits.labels(profile=profile, outcome="error").inc()
+                continue
+            metrics.audits.labels(profile=profile, outcome="ok").inc()
+            metrics.audit_seconds.labels(profile=profile).observe(seconds)
+            self._publish(done[profile])
+        return dict(self.results)
+
+    def _audit_into(self, state: GuardState, profile: str, round_: int, out: dict[str, AuditResult]) -> None:
+        try:
+            out[profile] = self.audit(state, profile, seed=round_)
+        except Exception:
+            log.exception("audit of profile %s failed", profile)
+
+    def inventory(self) -> Inventory:
+        """The bundle's inventory: its recorded name (a shipped inventory or a file path)."""
+        if self._inventory is None:
+            from causalguard.values.loading import DEFAULT_INVENTORY, load_inventory
+
+            name = str((self.guard.bundle.doc.get("inventory") or {}).get("name", DEFAULT_INVENTORY))
+            self._inventory = load_inventory(name, dimensions=self.guard.catalog.dimensions)
+        return self._inventory
+
+    def sample_items(self, state: GuardState, seed: int) -> list[tuple[Dimension, Item]]:
+        """Items of the audited values, balanced: per value, half pro and half reversed."""
+        inventory = self.inventory()
+        wanted = state.config.audit.values or self.guard.catalog.dimensions
+        dims = [d for d in inventory.dimensions if d.name in wanted]
+        per_value = max(2, state.config.audit.items_per_audit // max(1, len(dims)))
+        rng = random.Random(seed)
+        sample: list[tuple[Dimension, Item]] = []
+        for dim in dims:
+            for polarity in (1, -1):
+                pool = [i for i in dim.items if i.polarity == polarity]
+                sample += [(dim, i) for i in rng.sample(pool, min(len(pool), max(1, per_value // 2)))]
+        return sample
+
+    def audit(self, state: GuardState, profile: str, *, seed: int = 0) -> AuditResult:
+        started = time.perf_counter()
+        items = self.sample_items(state, seed)
+        method = StatementContrast()
+        lm = self.guard.lm
+        unguarded = method.score(lm, BASELINE, NoSteering(), items)
+        guarded = method.score(lm, BASELINE, self.guard.steering_for(profile, state), items)
+        plan = state.plan(profile)
+        scores: dict[str, list[float]] = {}
+        changes: dict[str, list[float]] = {}
+        for before, after in zip(unguarded, guarded, strict=True):
+            scores.setdefault(after.dimension, []).append(after.score)
+            changes.setdefault(after.dimension, []).append(after.score - before.score)
+        mean_scores = {v: sum(s) / len(s) for v, s in scores.items()}
+        mean_changes = {v: sum(s) / len(s) for v, s in changes.items()}
+        predicted = {v: plan.forecast_for(v).change for v in mean_changes}
+        drift = {v: mean_changes[v] - predicted[v] for v in mean_changes}
+        return AuditResult(profile, time.time(), time.perf_counter() - started, len(items), mean_scores,
+                           mean_changes, predicted, drift)
+
+    def _publish(self, result: AuditResult) -> None:
+        self.results[result.profile] = result
+        m = self.guard.metrics
+        for value, score in result.scores.items():
+            labels = {"profile": result.profile, "value": value}
+            m.audited_score.labels(**labels).set(score)
+            m.audited_change.labels(**labels).set(result.changes[value])
+            m.drift.labels(**labels).set(result.drift[value])
+        m.audit_last_success.labels(profile=result.profile).set(result.finished_at)

@@ -1,0 +1,344 @@
+"""``ValueGuard``: a Hugging Face chat model with value targets, predicted side effects and live audits.
+
+    guard = ValueGuard.from_config("guard.yaml")          # or ValueGuard(model, tokenizer, config)
+    print(guard.explain())                                 # levers, side effects, why
+    reply = guard.generate([{"role": "user", "content": "What matters in life?"}])
+
+Role levers are composed into the system prompt; SAE levers run through dispatcher hooks installed
+once for the guard's lifetime (removed by ``close()``), while each request's interventions live in a
+context variable, so concurrent requests with different profiles never see each other's levers.
+The configuration is an immutable snapshot: ``reload()`` validates and plans first, then swaps it;
+requests keep the snapshot they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, install_steering_hooks, steer
+from causalguard.adapters.hf.interventions import SaeIntervention
+from causalguard.adapters.hf.sae import LoadedSae, load_sae
+from causalguard.config.holder import ConfigHolder
+from causalguard.config.loading import check_value_names, load_guard_config
+from causalguard.config.schema import GuardConfig
+from causalguard.errors import CausalguardError, ConfigError
+from causalguard.graphs.bundle.format import Bundle, load_bundle, shipped_bundle_dir
+from causalguard.metrics import GuardMetrics
+from causalguard.models.loaded import LoadedModel
+from causalguard.planning.explain import explain_plan
+from causalguard.planning.planner import Plan, plan_levers
+from causalguard.runtime.prompts import Message, compose_messages
+from causalguard.runtime.steering import GuardSteering, plan_interventions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """One configuration with its plans, built (and validated) before it is swapped in."""
+
+    config: GuardConfig
+    plans: Mapping[str, Plan]
+    interventions: Mapping[str, tuple[SaeIntervention, ...]]
+
+    def plan(self, profile: str) -> Plan:
+        if profile not in self.plans:
+            raise UnknownProfileError(profile, list(self.plans))
+        return self.plans[profile]
+
+
+class UnknownProfileError(CausalguardError, KeyError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown guard profile '{name}'; profiles: {', '.join(known)}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class GuardedResponse:
+    text: str
+    completion_tokens: int
+    prompt_tokens: int
+    profile: str
+    levers: tuple[str, ...]
+    finish_reason: str  # "stop" or "length" (or "cancelled" for streams stopped early)
+
+
+def method_label(plan: Plan) -> str:
+    return "sae" if plan.uses_sae else ("role" if plan.levers else "none")
+
+
+class ValueGuard:
+    """Guard a local HF chat model. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, config: GuardConfig | str | Path, *,
+        bundle: Bundle | str | Path | None = None, metrics: GuardMetrics | None = None, start_audits: bool = True,
+        name: str | None = None, force_bundle: bool = False,
+    ) -> None:
+        from causalguard.models.fingerprint import weights_fingerprint
+
+        self.config_path = Path(config) if isinstance(config, str | Path) else None
+        first = load_guard_config(self.config_path) if self.config_path else config
+        assert isinstance(first, GuardConfig)
+        model.eval()
+        self.lm = LoadedModel(model, tokenizer, name or first.model, weights_fingerprint(model), first.model)
+        self.bundle = bundle if isinstance(bundle, Bundle) else self._load_bundle(first, bundle, force_bundle)
+        if self.bundle.catalog is None:
+            raise ConfigError.single(str(self.bundle.path), "the bundle has no steering catalog (catalog.json)",
+                                     field="bundle", hint="run 'causalguard levers measure --bundle FOLDER'")
+        self.catalog = self.bundle.catalog
+        self.sae: LoadedSae | None = None
+        if self.bundle.sae_dir is not None:
+            self.sae = load_sae(self.bundle.sae_dir, self.lm)
+        self.metrics = metrics if metrics is not None else GuardMetrics()
+        self._closed = False
+        self._stack = ExitStack()
+        if self.sae is not None:
+            self.hooks = self._stack.enter_context(install_steering_hooks(self.lm.model, [self.sae.layer]))
+        try:
+            self._holder: ConfigHolder[GuardState] = ConfigHolder(lambda: self._build_state(first))
+        except Exception:
+            self._stack.close()
+            raise
+        self.metrics.bundle.info({"model": self.bundle.model_name, "fingerprint": self.bundle.fingerprint,
+                                  "schema": str(self.bundle.doc.get("schema")),
+                                  "catalog_levers": str(len(self.catalog.levers))})
+        self._publish(self.state)
+        from causalguard.runtime.audit import CanaryAuditor
+
+        self.auditor = CanaryAuditor(self)
+        if start_audits and first.audit.enabled:
+            self.auditor.start()
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, path: str | Path, **kwargs: Any) -> ValueGuard:
+        """Load the config's model (registry name, folder, .gguf or HF id) and guard it."""
+        from causalguard.models import load_model
+
+        config = load_guard_config(Path(path))
+        lm = load_model(config.model)
+        return cls(lm.model, lm.tokenizer, Path(path), name=lm.name, **kwargs)
+
+    def _load_bundle(self, config: GuardConfig, bundle: str | Path | None, force: bool) -> Bundle:
+        where = bundle if bundle is not None else config.bundle
+        if str(where) == "builtin":
+            folder = shipped_bundle_dir(config.model)
+        else:
+            folder = Path(where)
+            if not folder.is_absolute() and self.config_path is not None:
+                folder = self.config_path.parent / folder
+        return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
+
+    def _build_state(self, config: GuardConfig) -> GuardState:
+        if self.config_path is not None:
+            check_value_names(config, self.catalog.dimensions, self.config_path)
+        else:
+            check_value_names(config, self.catalog.dimensions, Path("<config>"))
+        plans = {name: plan_levers(config.profile(name), self.catalog, self.bundle, config.limits, name=name,
+                                   sae_available=self.sae is not None)
+                 for name in config.profile_names}
+        interventions = {name: plan_interventions(plan, self.sae, self.catalog) for name, plan in plans.items()}
+        return GuardState(config, plans, interventions)
+
+    def _publish(self, state: GuardState) -> None:
+        for plan in state.plans.values():
+            self.metrics.publish_plan(plan)
+
+    # ---- configuration --------------------------------------------------------------------------
+    @property
+    def state(self) -> GuardState:
+        return self._holder.current().state
+
+    @property
+    def config(self) -> GuardConfig:
+        return self.state.config
+
+    def plan(self, profile: str = "default") -> Plan:
+        return self.state.plan(profile)
+
+    def explain(self, profile: str = "default") -> str:
+        return explain_plan(self.plan(profile), self.catalog)
+
+    def reload(self, config: GuardConfig | str | Path | None = None) -> GuardState:
+        """Validate and plan the new configuration, then swap it in; on any error keep the old one."""
+        try:
+            if config is None:
+                if self.config_path is None:
+                    raise ValueError("this guard was built from an in-memory config: pass the new one")
+                config = self.config_path
+            new = load_guard_config(Path(config)) if isinstance(config, str | Path) else config
+            if new.model != self.config.model or new.bundle != self.config.bundle:
+                raise ConfigError.single(str(config), "model and bundle cannot change on reload",
+                                         field="model", hint="restart the guard to change model or bundle")
+            state = self._holder.reload(lambda: self._build_state(new)).state
+        except Exception:
+            self.metrics.config_reloads.labels(outcome="error").inc()
+            raise
+        self.metrics.config_reloads.labels(outcome="ok").inc()
+        self._publish(state)
+        return state
+
+    # ---- generation -----------------------------------------------------------------------------
+    def prompt_ids(self, messages: Sequence[Message], plan: Plan, config: GuardConfig) -> list[int]:
+        composed = compose_messages(messages, config.system_prompt, plan.role_instructions())
+        text = self.lm.tokenizer.apply_chat_template(composed, tokenize=False, add_generation_prompt=True)
+        return list(self.lm.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def steering_for(self, profile: str, state: GuardState | None = None) -> GuardSteering:
+        """The profile's levers as a steering condition (used by audits)."""
+        state = state or self.state
+        plan = state.plan(profile)
+        note = " ".join(plan.role_instructions()) or None
+        return GuardSteering(f"guard:{profile}", note, state.interventions[profile])
+
+    def generate(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
+                 temperature: float = 0.0, seed: int | None = None) -> GuardedResponse:
+        return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
+                                   temperature=temperature, seed=seed)[0]
+
+    def generate_batch(self, conversations: Sequence[Sequence[Message]], *, profiles: Sequence[str] | None = None,
+                       max_new_tokens: int = 64, temperature: float = 0.0,
+                       seed: int | None = None) -> list[GuardedResponse]:
+        """Generate for several conversations in one left-padded batch; each row gets its own profile."""
+        import torch
+
+        state = self.state
+        profiles = list(profiles) if profiles is not None else ["default"] * len(conversations)
+        if len(profiles) != len(conversations):
+            raise ValueError("give one profile per conversation")
+        plans = [state.plan(p) for p in profiles]
+        prompts = [self.prompt_ids(m, plan, state.config) for m, plan in zip(conversations, plans, strict=True)]
+        started = time.perf_counter()
+        width = max(len(p) for p in prompts)
+        pad = self.lm.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):] = torch.tensor(prompt)
+            mask[row, width - len(prompt):] = 1
+        rows = tuple(RowPlan(state.interventions[p], len(prompt)) for p, prompt in zip(profiles, prompts, strict=True))
+        steering = SteeringPlan(rows) if any(r.interventions for r in rows) else None
+        kwargs = self._sampling(temperature, seed)
+        outcome = "error"
+        try:
+            with torch.inference_mode(), steer(steering):
+                out = self.lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                             pad_token_id=pad, **kwargs)
+            outcome = "ok"
+        finally:
+            for profile, plan in zip(profiles, plans, strict=True):
+                self._count(profile, plan, outcome, time.perf_counter() - started)
+        responses = []
+        eos = self.lm.tokenizer.eos_token_id
+        for row, (profile, plan) in enumerate(zip(profiles, plans, strict=True)):
+            new = out[row, width:].tolist()
+            stopped = eos in new
+            new = new[: new.index(eos)] if stopped else new
+            new = [t for t in new if t != pad or pad == eos]
+            self.metrics.generated_tokens.labels(profile=profile, method=method_label(plan)).inc(len(new))
+            text = self.lm.tokenizer.decode(new, skip_special_tokens=True)
+            responses.append(GuardedResponse(text, len(new), len(prompts[row]), profile,
+                                             tuple(lever.id for lever in plan.levers), "stop" if stopped else "length"))
+        return responses
+
+    def stream(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
+               temperature: float = 0.0, seed: int | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yield text pieces as they are generated. Closing the iterator early (or setting ``cancel``)
+        stops generation at the next token."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        state = self.state
+        plan = state.plan(profile)
+        prompt = self.prompt_ids(messages, plan, state.config)
+        interventions = state.interventions[profile]
+        stop = cancel or threading.Event()
+        streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=None)
+        method = method_label(plan)
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
+
+        counted: dict[str, int] = {"tokens": 0}
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            ids = torch.tensor([prompt])
+            steering = SteeringPlan.broadcast(interventions, len(prompt)) if interventions else None
+            try:
+                with torch.inference_mode(), steer(steering):
+                    out = self.lm.model.generate(
+                        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                        pad_token_id=self.lm.pad_token_id, streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Cancelled()]), **self._sampling(temperature, seed))
+                counted["tokens"] = int(out.shape[1] - len(prompt))
+            except BaseException as exc:  # surfaced to the consumer below
+                failure.append(exc)
+                streamer.end()
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=run, name="causalguard-stream", daemon=True)
+        worker.start()
+        outcome = "error"
+        first = True
+        try:
+            for piece in streamer:
+                if first and piece:
+                    self.metrics.ttft_seconds.labels(profile=profile, method=method).observe(
+                        time.perf_counter() - started)
+                    first = False
+                if piece:
+                    yield piece
+            if failure:
+                raise failure[0]
+            outcome = "cancelled" if stop.is_set() else "ok"
+        except GeneratorExit:
+            outcome = "cancelled"
+            raise
+        finally:
+            stop.set()
+            worker.join()
+            self.metrics.generated_tokens.labels(profile=profile, method=method).inc(counted["tokens"])
+            self._count(profile, plan, outcome, time.perf_counter() - started)
+
+    @staticmethod
+    def _sampling(temperature: float, seed: int | None) -> dict[str, Any]:
+        if temperature <= 0:
+            return {"do_sample": False}
+        if seed is not None:
+            import torch
+
+            torch.manual_seed(seed)
+        return {"do_sample": True, "temperature": temperature}
+
+    def _count(self, profile: str, plan: Plan, outcome: str, seconds: float) -> None:
+        method = method_label(plan)
+        self.metrics.requests.labels(profile=profile, method=method, outcome=outcome).inc()
+        self.metrics.request_seconds.labels(profile=profile, method=method).observe(seconds)
+        for lever in plan.levers:
+            self.metrics.levers_applied.labels(profile=profile, kind=lever.kind).inc()
+
+    # ---- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop audits and remove the hooks (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.auditor.stop()
+        self._stack.close()
+
+    def __enter__(self) -> ValueGuard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

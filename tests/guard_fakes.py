@@ -1,0 +1,84 @@
+"""A small synthetic catalog and bundle for planner and config unit tests (no model involved)."""
+
+from __future__ import annotations
+
+import numpy as np
+from causalguard.graphs.bundle.format import Bundle
+from causalguard.graphs.causal.graph import ValueGraph, make_edge
+from causalguard.graphs.causal.predict import EffectModel
+from causalguard.graphs.levers.catalog import Catalog
+
+DIMS = ["achievement", "power", "benevolence"]
+
+
+def _lever(lever_id: str, kind: str, target: str, direction: int, effects: dict[str, float],
+           ppl: float | None = None, unparsed: float = 0.1, feature: int | None = None) -> dict:
+    return {
+        "id": lever_id, "kind": kind, "target": target, "direction": direction,
+        "strength": 1.0 if kind == "role" else 0.5 * direction, "feature": feature,
+        "text": f"Answer as someone {'inclined' if direction > 0 else 'disinclined'} to {target}."
+        if kind == "role" else None,
+        "source": "value_role" if kind == "role" else "contrast",
+        "effects": {d: {"mean": effects.get(d, 0.0), "ci_low": effects.get(d, 0.0) - 0.02,
+                        "ci_high": effects.get(d, 0.0) + 0.02, "n": 5} for d in DIMS},
+        "counts": {d: {"increased": 4 if effects.get(d, 0) > 0.05 else 0,
+                       "decreased": 4 if effects.get(d, 0) < -0.05 else 0, "unchanged": 1} for d in DIMS},
+        "intended_share": 0.8, "specificity": 2.0,
+        "fluency": {"perplexity": None if ppl is None else 10 * ppl, "perplexity_ratio": ppl,
+                    "unparseable_rate": unparsed},
+    }
+
+
+def fake_catalog() -> Catalog:
+    levers = [
+        # the role lever for power also drags achievement along (as the graph says it should)
+        _lever("role:power:-", "role", "power", -1, {"power": -0.30, "achievement": -0.20}),
+        _lever("role:power:+", "role", "power", 1, {"power": 0.30, "achievement": 0.20}),
+        _lever("sae:f7:-0.5", "sae", "power", -1, {"power": -0.15, "achievement": -0.02}, ppl=1.2, feature=7),
+        _lever("sae:f9:-0.5", "sae", "power", -1, {"power": -0.40, "achievement": -0.01}, ppl=3.0, feature=9),
+        _lever("role:benevolence:+", "role", "benevolence", 1, {"benevolence": 0.25, "power": -0.05}),
+    ]
+    return Catalog.model_validate({
+        "schema": "causalguard.catalog/1", "model": {"name": "fake"}, "dimensions": DIMS, "sae": None,
+        "personas": ["p1", "p2", "p3", "p4", "p5"],
+        "baseline": {d: {"mean": 0.1, "ci_low": 0.0, "ci_high": 0.2, "n": 5} for d in DIMS},
+        "noise_threshold": {d: 0.05 for d in DIMS},
+        "baseline_fluency": {"perplexity": 10.0, "perplexity_ratio": 1.0, "unparseable_rate": 0.1},
+        "levers": levers,
+    })
+
+
+def fake_bundle() -> Bundle:
+    graph = ValueGraph(tuple(DIMS), (make_edge("power", "achievement", "directed", stability=0.9),))
+    total = np.eye(3)
+    total[1, 0] = 0.6  # power -> achievement
+    return Bundle({"model": {"name": "fake"}}, graph, EffectModel(tuple(DIMS), total, np.zeros((0, 3, 3))),
+                  total, total, None, fake_catalog())
+
+
+def fake_bundle_with_sae(sae_path: str) -> Bundle:
+    """The fake bundle whose SAE levers point at a real SAE folder (e.g. the tiny test SAE)."""
+    bundle = fake_bundle()
+    assert bundle.catalog is not None
+    bundle.catalog = bundle.catalog.model_copy(
+        update={"sae": {"path": sae_path, "residual_norm": 2.0, "layer": 0, "hook_name": "model.layers.0"}})
+    return bundle
+
+
+GUARD_YAML = """\
+model: tiny-llama
+targets:
+  power: {direction: decrease}
+protected:
+  achievement: {tolerance: 0.05}
+limits:
+  max_levers: 1
+profiles:
+  kind:
+    targets:
+      benevolence: {direction: increase}
+  plain: {}
+audit:
+  enabled: false
+  items_per_audit: 6
+"""

@@ -1,0 +1,101 @@
+"""The operator YAML: located errors with fixes, value names checked against the bundle, reload."""
+
+import threading
+from pathlib import Path
+
+import pytest
+from causalguard import ConfigError
+from causalguard.config import ConfigHolder, load_guard_config
+
+from tests.guard_fakes import DIMS
+
+GOOD = """\
+model: smollm2-135m-instruct
+targets:
+  power: {direction: decrease}
+protected:
+  achievement: {tolerance: 0.1}
+profiles:
+  kind:
+    targets:
+      benevolence: {direction: increase}
+audit:
+  interval_seconds: 5
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "guard.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_file_loads_the_same_twice(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    one, two = load_guard_config(path, DIMS), load_guard_config(path, DIMS)
+    assert one == two
+    assert one.profile_names == ["default", "kind"]
+    assert one.profile("kind").targets["benevolence"].direction == "increase"
+    assert one.audit.interval_seconds == 5 and one.audit.items_per_audit == 24
+
+
+def test_unknown_field_names_file_line_and_suggests(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("protected:", "protectd:"))
+    with pytest.raises(ConfigError) as caught:
+        load_guard_config(path, DIMS)
+    problem = caught.value.problems[0]
+    assert (problem.path, problem.line, problem.field) == (str(path), 4, "protectd")
+    assert problem.hint == "did you mean 'protected'?"
+
+
+def test_unknown_value_gets_did_you_mean_with_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("benevolence: {direction", "benevolance: {direction"))
+    with pytest.raises(ConfigError) as caught:
+        load_guard_config(path, DIMS)
+    problem = caught.value.problems[0]
+    assert problem.field == "profiles.kind.targets.benevolance" and problem.line == 9
+    assert problem.hint == "did you mean 'benevolence'?"
+
+
+def test_bad_target_and_bad_number_are_both_reported(tmp_path: Path) -> None:
+    text = GOOD.replace("{direction: decrease}", "{direction: decrease, change: -0.2}").replace(
+        "interval_seconds: 5", "interval_seconds: -1")
+    with pytest.raises(ConfigError) as caught:
+        load_guard_config(_write(tmp_path, text), DIMS)
+    fields = {p.field for p in caught.value.problems}
+    assert fields == {"targets.power", "audit.interval_seconds"}
+    assert "exactly one of" in str(caught.value)
+
+
+def test_target_and_protected_at_once_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace("achievement: {tolerance: 0.1}", "power: {tolerance: 0.1}")
+    with pytest.raises(ConfigError, match="both a target and protected"):
+        load_guard_config(_write(tmp_path, text), DIMS)
+
+
+def test_yaml_is_parsed_safely(tmp_path: Path) -> None:
+    path = _write(tmp_path, "model: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_guard_config(path)
+
+
+def test_reload_validates_first_and_swaps_atomically() -> None:
+    calls = iter([1, 2])
+    holder: ConfigHolder[int] = ConfigHolder(lambda: next(calls))
+    snapshot = holder.current()
+    assert holder.reload().state == 2 and snapshot.state == 1  # a request's snapshot does not change
+
+    def broken() -> int:
+        raise ConfigError.single("guard.yaml", "bad")
+
+    with pytest.raises(ConfigError):
+        holder.reload(broken)
+    assert holder.current().state == 2 and holder.current().version == 2
+
+    seen: list[int] = []
+    threads = [threading.Thread(target=lambda: seen.append(holder.current().state)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(seen) == {2}
