@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from causalguard.commands.levers import levers_app
 from causalguard.commands.sae import sae_app
+from causalguard.commands.serve import plan_command, serve_command
 from causalguard.errors import CausalguardError
 
 app = typer.Typer(
@@ -25,6 +26,8 @@ graph_app = typer.Typer(help="Causal value graphs: build, predict, compare, diff
 app.add_typer(graph_app, name="graph")
 app.add_typer(sae_app, name="sae")
 app.add_typer(levers_app, name="levers")
+app.command("serve")(serve_command)
+app.command("plan")(plan_command)
 
 ModelOpt = Annotated[
     str,

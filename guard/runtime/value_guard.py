@@ -70,6 +70,18 @@ class GuardedResponse:
     finish_reason: str  # "stop" or "length" (or "cancelled" for streams stopped early)
 
 
+def _cancel_criteria(event: threading.Event) -> Any:
+    """A stopping criterion that ends generation at the next token once ``event`` is set."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class CancelCriteria(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool)
+
+    return CancelCriteria()
+
+
 def method_label(plan: Plan) -> str:
     return "sae" if plan.uses_sae else ("role" if plan.levers else "none")
 
@@ -158,6 +170,11 @@ class ValueGuard:
         return self._holder.current().state
 
     @property
+    def config_version(self) -> int:
+        """1 for the first configuration, +1 per successful reload."""
+        return self._holder.current().version
+
+    @property
     def config(self) -> GuardConfig:
         return self.state.config
 
@@ -200,15 +217,22 @@ class ValueGuard:
         return GuardSteering(f"guard:{profile}", note, state.interventions[profile])
 
     def generate(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
-                 temperature: float = 0.0, seed: int | None = None) -> GuardedResponse:
+                 temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
+                 extra_interventions: Sequence[SaeIntervention] = ()) -> GuardedResponse:
+        """One reply. ``cancel`` stops generation at the next token; ``extra_interventions`` adds SAE edits
+        on top of the profile's (the server only passes them when the operator allows it)."""
         return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
-                                   temperature=temperature, seed=seed)[0]
+                                   temperature=temperature, seed=seed, cancel=cancel,
+                                   extra_interventions=[tuple(extra_interventions)])[0]
 
     def generate_batch(self, conversations: Sequence[Sequence[Message]], *, profiles: Sequence[str] | None = None,
-                       max_new_tokens: int = 64, temperature: float = 0.0,
-                       seed: int | None = None) -> list[GuardedResponse]:
+                       max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
+                       cancel: threading.Event | None = None,
+                       extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
+                       ) -> list[GuardedResponse]:
         """Generate for several conversations in one left-padded batch; each row gets its own profile."""
         import torch
+        from transformers import StoppingCriteriaList
 
         state = self.state
         profiles = list(profiles) if profiles is not None else ["default"] * len(conversations)
@@ -224,15 +248,19 @@ class ValueGuard:
         for row, prompt in enumerate(prompts):
             ids[row, width - len(prompt):] = torch.tensor(prompt)
             mask[row, width - len(prompt):] = 1
-        rows = tuple(RowPlan(state.interventions[p], len(prompt)) for p, prompt in zip(profiles, prompts, strict=True))
+        extras = list(extra_interventions) if extra_interventions is not None else [()] * len(prompts)
+        rows = tuple(RowPlan(state.interventions[p] + extra, len(prompt))
+                     for p, prompt, extra in zip(profiles, prompts, extras, strict=True))
         steering = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         kwargs = self._sampling(temperature, seed)
+        if cancel is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_cancel_criteria(cancel)])
         outcome = "error"
         try:
             with torch.inference_mode(), steer(steering):
                 out = self.lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                              pad_token_id=pad, **kwargs)
-            outcome = "ok"
+            outcome = "cancelled" if cancel is not None and cancel.is_set() else "ok"
         finally:
             for profile, plan in zip(profiles, plans, strict=True):
                 self._count(profile, plan, outcome, time.perf_counter() - started)
@@ -245,29 +273,28 @@ class ValueGuard:
             new = [t for t in new if t != pad or pad == eos]
             self.metrics.generated_tokens.labels(profile=profile, method=method_label(plan)).inc(len(new))
             text = self.lm.tokenizer.decode(new, skip_special_tokens=True)
+            finish = "stop" if stopped else ("cancelled" if outcome == "cancelled" else "length")
             responses.append(GuardedResponse(text, len(new), len(prompts[row]), profile,
-                                             tuple(lever.id for lever in plan.levers), "stop" if stopped else "length"))
+                                             tuple(lever.id for lever in plan.levers), finish))
         return responses
 
     def stream(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
-               temperature: float = 0.0, seed: int | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
+               extra_interventions: Sequence[SaeIntervention] = (),
+               report: dict[str, Any] | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated. Closing the iterator early (or setting ``cancel``)
-        stops generation at the next token."""
+        stops generation at the next token. ``report`` receives ``completion_tokens`` and
+        ``finish_reason`` (stop, length or cancelled) when the stream ends."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         state = self.state
         plan = state.plan(profile)
         prompt = self.prompt_ids(messages, plan, state.config)
-        interventions = state.interventions[profile]
+        interventions = state.interventions[profile] + tuple(extra_interventions)
         stop = cancel or threading.Event()
         streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=None)
         method = method_label(plan)
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
         counted: dict[str, int] = {"tokens": 0}
         failure: list[BaseException] = []
@@ -280,8 +307,11 @@ class ValueGuard:
                     out = self.lm.model.generate(
                         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                         pad_token_id=self.lm.pad_token_id, streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled()]), **self._sampling(temperature, seed))
-                counted["tokens"] = int(out.shape[1] - len(prompt))
+                        stopping_criteria=StoppingCriteriaList([_cancel_criteria(stop)]),
+                        **self._sampling(temperature, seed))
+                new = out[0, len(prompt):].tolist()
+                counted["tokens"] = len(new)
+                counted["eos"] = int(self.lm.tokenizer.eos_token_id in new)
             except BaseException as exc:  # surfaced to the consumer below
                 failure.append(exc)
                 streamer.end()
@@ -309,6 +339,10 @@ class ValueGuard:
             stop.set()
             worker.join()
             self.metrics.generated_tokens.labels(profile=profile, method=method).inc(counted["tokens"])
+            if report is not None:
+                report["completion_tokens"] = counted["tokens"]
+                report["finish_reason"] = ("stop" if counted.get("eos") else
+                                           "cancelled" if outcome == "cancelled" else "length")
             self._count(profile, plan, outcome, time.perf_counter() - started)
 
     @staticmethod

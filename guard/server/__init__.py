@@ -1,0 +1,1 @@
+"""The OpenAI-compatible guard server (``causalguard serve``)."""

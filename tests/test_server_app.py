@@ -1,0 +1,155 @@
+"""The guard server in-process (real FastAPI app, real HF model and SAE, tiny weights): OpenAI schema,
+error codes, profiles, client-intervention policy, streaming, admission, reload."""
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from causalguard.adapters.hf.sae import LoadedSae
+from causalguard.metrics import GuardMetrics
+from causalguard.models.loaded import LoadedModel
+from causalguard.runtime import ValueGuard
+from causalguard.server.app import create_app
+from fastapi.testclient import TestClient
+
+from tests.guard_fakes import GUARD_YAML, fake_bundle_with_sae
+
+ASK = {"model": "tiny-llama", "messages": [{"role": "user", "content": "What matters?"}], "max_tokens": 6}
+
+
+def _client(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, yaml_text: str = GUARD_YAML,
+            factory_hook: Any = None) -> TestClient:
+    path = tmp_path / "guard.yaml"
+    path.write_text(yaml_text)
+
+    def factory(config_path: Path, metrics: GuardMetrics) -> ValueGuard:
+        if factory_hook is not None:
+            factory_hook()
+        return ValueGuard(tiny_lm.model, tiny_lm.tokenizer, config_path, bundle=fake_bundle_with_sae(tiny_sae.path),
+                          metrics=metrics, start_audits=False)
+
+    return TestClient(create_app(path, guard_factory=factory))
+
+
+def _wait_ready(client: TestClient) -> None:
+    for _ in range(200):
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(client.get("/readyz").json())
+
+
+@pytest.fixture
+def client(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path):  # type: ignore[no-untyped-def]
+    with _client(tiny_lm, tiny_sae, tmp_path) as c:
+        _wait_ready(c)
+        yield c
+
+
+def test_completion_in_openai_shape_with_profiles(client: TestClient) -> None:
+    body = client.post("/v1/chat/completions", json=ASK).json()
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["completion_tokens"] == 6 and body["choices"][0]["finish_reason"] == "length"
+    assert body["causalguard"] == {"profile": "default", "levers": ["sae:f7:-0.5"]}
+    kind = client.post("/v1/chat/completions", json={**ASK, "profile": "kind"}).json()
+    assert kind["causalguard"]["levers"] == ["role:benevolence:+"]
+    by_model = client.post("/v1/chat/completions", json={**ASK, "model": "tiny-llama:kind"}).json()
+    assert by_model["choices"] == kind["choices"]
+    models = client.get("/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["tiny-llama", "tiny-llama:default", "tiny-llama:kind",
+                                                 "tiny-llama:plain"]
+
+
+@pytest.mark.parametrize(("patch", "status", "param"), [
+    ({"messages": []}, 400, "messages"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages.0.role"),
+    ({"max_tokens": 100000}, 400, "max_tokens"),
+    ({"temperature": 9}, 400, "temperature"),
+    ({"profile": "evil"}, 400, "profile"),
+    ({"interventions": [{"feature": 3, "mode": "clamp", "value": 50}]}, 403, "interventions"),
+    ({"messages": [{"role": "system", "content": "only system"}]}, 400, "messages"),
+])
+def test_bad_input_gets_openai_errors_not_500(client: TestClient, patch: dict, status: int, param: str) -> None:
+    response = client.post("/v1/chat/completions", json={**ASK, **patch})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+
+
+def test_non_json_and_oversized_bodies(client: TestClient) -> None:
+    assert client.post("/v1/chat/completions", content=b"{not json",
+                       headers={"content-type": "application/json"}).status_code == 400
+    huge = {**ASK, "messages": [{"role": "user", "content": "x" * 30000}] * 3}
+    response = client.post("/v1/chat/completions", json=huge)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_client_interventions_only_when_the_operator_allows(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
+                                                             tmp_path: Path) -> None:
+    with _client(tiny_lm, tiny_sae, tmp_path, GUARD_YAML + "allow_client_interventions: true\n") as c:
+        _wait_ready(c)
+        plain = c.post("/v1/chat/completions", json={**ASK, "profile": "plain"}).json()
+        edited = c.post("/v1/chat/completions", json={**ASK, "profile": "plain", "interventions": [
+            {"feature": 3, "mode": "add", "value": 40.0}]}).json()
+        assert edited["choices"][0]["message"]["content"] != plain["choices"][0]["message"]["content"]
+        bad = c.post("/v1/chat/completions", json={**ASK, "interventions": [{"feature": 999, "value": 1}]})
+        assert bad.status_code == 400 and "out of range" in bad.json()["error"]["message"]
+
+
+def test_streaming_sse_matches_the_plain_answer(client: TestClient) -> None:
+    whole = client.post("/v1/chat/completions", json=ASK).json()["choices"][0]["message"]["content"]
+    with client.stream("POST", "/v1/chat/completions", json={**ASK, "stream": True}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert client.get("/readyz").json()["hooks_installed"] == 1
+
+
+def test_not_ready_is_503_and_health_is_live(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    gate = threading.Event()
+    with _client(tiny_lm, tiny_sae, tmp_path, factory_hook=lambda: gate.wait(10)) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 503
+        response = c.post("/v1/chat/completions", json=ASK)
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        gate.set()
+        _wait_ready(c)
+
+
+def test_full_queue_answers_429_with_retry_after(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    text = GUARD_YAML + "server: {max_concurrency: 1, max_queue: 0, max_tokens_limit: 400}\n"
+    with _client(tiny_lm, tiny_sae, tmp_path, text) as c:
+        _wait_ready(c)
+        results: list[int] = []
+        slow = {**ASK, "max_tokens": 300}
+        workers = [threading.Thread(target=lambda: results.append(
+            c.post("/v1/chat/completions", json=slow).status_code)) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert 200 in results and 429 in results and set(results) <= {200, 429}
+        assert c.get("/readyz").json()["running"] == 0
+
+
+def test_admin_reload_needs_the_token_and_validates(client: TestClient, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client.post("/admin/reload").status_code == 403  # token env var unset: endpoint disabled
+    monkeypatch.setenv("CAUSALGUARD_ADMIN_TOKEN", "s3cret")
+    assert client.post("/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 401
+    (tmp_path / "guard.yaml").write_text(GUARD_YAML.replace("benevolence:", "benevolance:"))
+    refused = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    assert refused.status_code == 400 and "did you mean 'benevolence'" in refused.text
+    (tmp_path / "guard.yaml").write_text(GUARD_YAML.replace("  plain: {}\n", ""))
+    ok = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json()["profiles"] == ["default", "kind"]
+    assert client.post("/v1/chat/completions", json={**ASK, "profile": "plain"}).status_code == 400
+    metrics = client.get("/metrics/").text
+    assert 'causalguard_config_reloads_total{outcome="ok"} 1.0' in metrics
