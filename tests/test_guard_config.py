@@ -99,3 +99,16 @@ def test_reload_validates_first_and_swaps_atomically() -> None:
     for t in threads:
         t.join()
     assert set(seen) == {2}
+
+
+def test_the_committed_reference_matches_the_schema() -> None:
+    from causalguard.config.reference import render_reference
+
+    committed = Path(__file__).resolve().parent.parent / "docs" / "guard-config.md"
+    assert committed.read_text() == render_reference(), "run: python -m causalguard.config.reference > docs/..."
+
+
+def test_the_annotated_deploy_example_is_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "deploy" / "guard.yaml"
+    config = load_guard_config(example, dimensions=["benevolence", "power", "tradition"])
+    assert config.profile_names == ["default", "less-power", "plain"]

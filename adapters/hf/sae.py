@@ -70,7 +70,7 @@ def load_sae(folder: Path, lm: LoadedModel, *, hook_name: str | None = None) -> 
             str(cfg_path), f"SAE width d_in={cfg['d_in']} does not match the model's hidden size {lm.hidden_size}",
             field="d_in", hint="use an SAE trained on this model",
         )
-    sae = SAE.load_from_disk(folder, device="cpu")
+    sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")  # fp16 on disk; fp32 math on CPU
     sae.eval()
     return LoadedSae(sae=sae, layer=layer, hook_name=str(name), d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
                      path=str(folder))

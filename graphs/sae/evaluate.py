@@ -5,6 +5,11 @@
 - ``ce_loss_recovered``: (CE_zero - CE_sae) / (CE_zero - CE_clean), where CE_sae splices the SAE's
   reconstruction into the residual stream and CE_zero replaces it with zeros.
 - ``dead_fraction``: features that never fire on the evaluation tokens.
+- ``decoder_mean_abs_cosine``: mean |cosine| between 256 sampled decoder directions (near 0 for
+  distinct features; near 1 when they collapse onto one direction, a failure we met and fixed).
+
+Sparsity and variance figures leave out each text's first token (as sae-lens leaves out special
+tokens): its attention-sink activations are orders of magnitude larger than the rest.
 """
 
 from __future__ import annotations
@@ -73,7 +78,9 @@ def sae_metrics(lm: LoadedModel, loaded: LoadedSae, texts: Sequence[str], *, max
             with replaced_layer_output(lm.model, loaded.layer, torch.zeros_like):
                 ce["zero"] += _ce(lm.model, enc.input_ids, enc.attention_mask)
             batches += 1
-            hidden = captured[0][enc.attention_mask.bool()].to(sae.W_dec.dtype)  # (tokens, d_in)
+            keep = enc.attention_mask.bool().clone()
+            keep[:, 0] = False  # the first token's attention-sink activations would dominate every figure
+            hidden = captured[0][keep].to(sae.W_dec.dtype)  # (tokens, d_in)
             feats = sae.encode(hidden)
             recon = sae.decode(feats)
             active = feats > 0
@@ -85,8 +92,14 @@ def sae_metrics(lm: LoadedModel, loaded: LoadedSae, texts: Sequence[str], *, max
     every = torch.cat(acts_all)
     sst = float(((every - every.mean(0)) ** 2).sum())
     clean, spliced, zero = (ce[k] / batches for k in ("clean", "sae", "zero"))
+    decoder = sae.W_dec.detach().float()
+    sample = decoder[torch.randperm(decoder.shape[0], generator=torch.Generator().manual_seed(0))[:256]]
+    sample = sample / sample.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    cosines = (sample @ sample.T).abs()
+    mean_cosine = float((cosines.sum() - cosines.diagonal().sum()) / (len(sample) * (len(sample) - 1)))
     return {
         "tokens": float(tokens),
+        "decoder_mean_abs_cosine": mean_cosine,
         "l0": l0_sum / tokens,
         "explained_variance": 1.0 - sse / sst,
         "ce_loss_clean": clean,

@@ -40,6 +40,8 @@ class ProtectedSpec(_Strict):
 
 
 class LimitsSpec(_Strict):
+    """Caps on what a plan may use."""
+
     max_perplexity_ratio: float = Field(default=1.5, ge=1.0, description="Cap on an SAE lever's fluency cost.")
     max_unparseable_rate: float = Field(default=0.6, ge=0.0, le=1.0,
                                         description="Cap on a lever's share of unparseable yes/no answers.")
@@ -49,13 +51,15 @@ class LimitsSpec(_Strict):
 class ProfileSpec(_Strict):
     """A named set of targets (the top-level targets form the 'default' profile)."""
 
-    targets: dict[str, TargetSpec] = Field(default_factory=dict)
-    protected: dict[str, ProtectedSpec] = Field(default_factory=dict)
-    method: Method = "auto"
+    targets: dict[str, TargetSpec] = Field(default_factory=dict, description="Value name -> target.")
+    protected: dict[str, ProtectedSpec] = Field(default_factory=dict, description="Value name -> tolerance.")
+    method: Method = Field(default="auto", description="Levers allowed: role, sae, or auto (both).")
 
 
 class AuditSpec(_Strict):
-    enabled: bool = True
+    """Canary value audits of every profile, in the background."""
+
+    enabled: bool = Field(default=True, description="Run audits at all.")
     interval_seconds: float = Field(default=60.0, gt=0, description="Time between canary audits.")
     items_per_audit: int = Field(default=24, ge=2, description="Inventory items scored per audit.")
     values: list[str] | None = Field(default=None, description="Values audited; default: every value.")
@@ -63,18 +67,22 @@ class AuditSpec(_Strict):
 
 
 class MetricsSpec(_Strict):
+    """Prometheus metrics (always also mounted at the server's /metrics)."""
+
     port: int | None = Field(default=None, ge=1, le=65535,
                              description="Serve /metrics on this port (standalone); None: mount it in your app.")
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="Interface of the standalone metrics listener.")
 
 
 class ServerSpec(_Strict):
+    """The OpenAI-compatible server's limits (read at start-up; a reload does not resize the pool)."""
+
     max_concurrency: int = Field(default=2, ge=1, description="Generations running at once.")
     max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
     max_tokens_limit: int = Field(default=256, ge=1, description="Largest max_tokens a client may ask for.")
-    max_request_bytes: int = Field(default=65536, ge=1024)
-    request_timeout_seconds: float = Field(default=120.0, gt=0)
-    drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    max_request_bytes: int = Field(default=65536, ge=1024, description="Larger bodies get 413.")
+    request_timeout_seconds: float = Field(default=120.0, gt=0, description="Generation is cancelled after this.")
+    drain_timeout_seconds: float = Field(default=30.0, ge=0, description="SIGTERM waits this long for requests.")
     admin_token_env: str | None = Field(default="CAUSALGUARD_ADMIN_TOKEN",
                                         description="Env var holding the admin endpoint's bearer token.")
 
@@ -85,18 +93,19 @@ class GuardConfig(_Strict):
     model: str = Field(default="smollm2-135m-instruct", description="Registry name, folder, .gguf or HF id.")
     bundle: str = Field(default="builtin", description="Bundle folder, or 'builtin' for the model's shipped bundle.")
     system_prompt: str | None = Field(default=None, description="The operator's own system prompt.")
-    targets: dict[str, TargetSpec] = Field(default_factory=dict)
-    protected: dict[str, ProtectedSpec] = Field(default_factory=dict)
-    method: Method = "auto"
+    targets: dict[str, TargetSpec] = Field(default_factory=dict, description="The default profile's targets.")
+    protected: dict[str, ProtectedSpec] = Field(default_factory=dict,
+                                                description="The default profile's protected values.")
+    method: Method = Field(default="auto", description="The default profile's levers: role, sae or auto.")
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description="Extra named profiles.")
     allow_client_interventions: bool = Field(
         default=False, description="Let server clients send their own SAE feature edits (off: profiles only).")
     fallback_to_roles: bool = Field(
         default=True, description="Where SAE levers cannot run (remote models), plan with role levers instead.")
-    limits: LimitsSpec = Field(default_factory=LimitsSpec)
-    audit: AuditSpec = Field(default_factory=AuditSpec)
-    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
-    server: ServerSpec = Field(default_factory=ServerSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec, description="See `limits`.")
+    audit: AuditSpec = Field(default_factory=AuditSpec, description="See `audit`.")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="See `metrics`.")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="See `server`.")
 
     def profile(self, name: str = "default") -> ProfileSpec:
         if name == "default":

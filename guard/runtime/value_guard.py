@@ -229,7 +229,7 @@ class ValueGuard:
                        max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
                        cancel: threading.Event | None = None,
                        extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
-                       ) -> list[GuardedResponse]:
+                       min_new_tokens: int = 0) -> list[GuardedResponse]:
         """Generate for several conversations in one left-padded batch; each row gets its own profile."""
         import torch
         from transformers import StoppingCriteriaList
@@ -253,6 +253,8 @@ class ValueGuard:
                      for p, prompt, extra in zip(profiles, prompts, extras, strict=True))
         steering = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         kwargs = self._sampling(temperature, seed)
+        if min_new_tokens:
+            kwargs["min_new_tokens"] = min_new_tokens  # benchmarks: equal output lengths across arms
         if cancel is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_cancel_criteria(cancel)])
         outcome = "error"
