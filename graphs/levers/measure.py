@@ -64,7 +64,7 @@ def steering_for(lever: LeverSpec, sae: LoadedSae | None, residual_norm: float) 
 
 def sae_edit_value(sae: LoadedSae, lever: LeverSpec, residual_norm: float) -> float:
     assert lever.feature is not None
-    decoder_norm = float(sae.sae.W_dec[lever.feature].float().norm())
+    decoder_norm = float(sae.sae.W_dec[lever.feature].detach().float().norm())
     return lever.strength * residual_norm / max(decoder_norm, 1e-8)
 
 

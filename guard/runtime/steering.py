@@ -11,6 +11,7 @@ from causalguard.adapters.hf.hooks import SteeringPlan, steer
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.graphs.levers.catalog import Catalog
+from causalguard.graphs.levers.measure import sae_edit_value
 from causalguard.planning.planner import Plan
 
 
@@ -22,9 +23,8 @@ def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog) -> t
             continue
         if sae is None or catalog.sae is None or lever.feature is None:
             raise ValueError(f"lever {lever.id} needs the bundle's SAE, which is not loaded")
-        decoder_norm = float(sae.sae.W_dec[lever.feature].detach().float().norm())
         edits.append(FeatureEdit(lever.feature, "add",
-                                 lever.strength * float(catalog.sae["residual_norm"]) / max(decoder_norm, 1e-8)))
+                                 sae_edit_value(sae, lever.spec(), float(catalog.sae["residual_norm"]))))
     return (SaeIntervention(sae, tuple(edits)),) if edits and sae is not None else ()
 
 
