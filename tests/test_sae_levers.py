@@ -110,8 +110,7 @@ def test_sae_training_writes_a_loadable_float16_sae(tiny_lm: LoadedModel, tmp_pa
     from safetensors.torch import load_file
 
     texts = [f"Sentence number {i} talks about values, honesty and power in daily life." for i in range(64)]
-    settings = SaeTrainSettings(layer=1, d_sae=64, training_tokens=4096, context_size=32,
-                                train_batch_size_tokens=256, store_batch_size_prompts=8, n_batches_in_buffer=16)
+    settings = SaeTrainSettings(layer=1, d_sae=64, training_tokens=8192, context_size=32, train_batch_size_tokens=256)
     train_sae(tiny_lm, texts, settings, tmp_path / "sae")
     weights = load_file(str(tmp_path / "sae" / "sae_weights.safetensors"))
     assert all(t.dtype == torch.float16 for t in weights.values())

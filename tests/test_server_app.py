@@ -85,6 +85,12 @@ def test_non_json_and_oversized_bodies(client: TestClient) -> None:
     huge = {**ASK, "messages": [{"role": "user", "content": "x" * 30000}] * 3}
     response = client.post("/v1/chat/completions", json=huge)
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    chunked = client.post("/v1/chat/completions", content=iter([json.dumps(huge).encode()]),
+                          headers={"content-type": "application/json"})  # no content-length
+    assert chunked.status_code == 413
+    small = client.post("/v1/chat/completions", content=iter([json.dumps(ASK).encode()]),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200
 
 
 def test_client_interventions_only_when_the_operator_allows(tiny_lm: LoadedModel, tiny_sae: LoadedSae,

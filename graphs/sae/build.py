@@ -90,8 +90,9 @@ def render_card(report: dict[str, Any]) -> str:
     lines = [
         f"# SAE card: {report['model']['name']}, {report['hook_name']}",
         "",
-        "A standard sparse autoencoder (ReLU, L1 penalty) trained with sae-lens on the residual stream after",
-        f"decoder layer {report['layer']}, in sae-lens's on-disk format (float16).",
+        "A standard sparse autoencoder (ReLU, L1 penalty) trained with sae-lens's SAETrainer on the cached",
+        f"residual stream after decoder layer {report['layer']} (each text's first token, an attention sink, left",
+        "out), in sae-lens's on-disk format (float16).",
         "",
         "## Layer choice",
         "Held-out separation (median Cohen's d over dimensions) of inclined vs disinclined value roles:",
@@ -106,7 +107,7 @@ def render_card(report: dict[str, Any]) -> str:
         f"{c['eval_texts']} held out for the figures below. No text was downloaded.",
         "",
         "## Training",
-        f"d_sae {t['d_sae']}, L1 coefficient {t['l1_coefficient']}, {t['training_tokens']} training tokens, context "
+        f"d_sae {t['d_sae']}, L1 coefficient {t['l1_coefficient']}, {t['training_tokens']} training samples, context "
         f"{t['context_size']}, lr {t['lr']}; {t['seconds']} s on this machine's CPU.",
         "",
         "## Evaluation (held-out texts)",

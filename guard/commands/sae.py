@@ -25,7 +25,7 @@ def sae_train_command(
     layer: Annotated[int | None, typer.Option(help="Decoder layer; default: chosen by measurement.")] = None,
     d_sae: Annotated[int, typer.Option(min=16, help="Number of SAE features.")] = 4096,
     l1: Annotated[float, typer.Option(min=0.0, help="L1 sparsity coefficient.")] = 5.0,
-    tokens: Annotated[int, typer.Option(min=1024, help="Training tokens (the corpus is cycled).")] = 300_000,
+    tokens: Annotated[int, typer.Option(min=1024, help="Training samples drawn from the cached corpus.")] = 2_000_000,
     generated: Annotated[int, typer.Option(min=0, help="Sampled model answers added to the corpus.")] = 320,
 ) -> None:
     """Choose a layer, build a corpus with the model itself, train with sae-lens, evaluate, write the card."""

@@ -29,6 +29,7 @@ from causalguard.errors import ConfigError
 from causalguard.metrics import GuardMetrics, metrics_asgi_app
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.admission import Admission, QueueFullError
+from causalguard.server.body_limit import BodyLimit
 from causalguard.server.schemas import ChatCompletionRequest, error_body
 from causalguard.server.streaming import ThreadedIterator
 from fastapi import FastAPI, Request
@@ -108,17 +109,7 @@ def create_app(config_path: Path, *, guard_factory: GuardFactory = _default_fact
     app.state.guard_server = state
     app.mount("/metrics", metrics_asgi_app(state.metrics))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        if request.method == "POST":
-            declared = request.headers.get("content-length")
-            limit = state.config.server.max_request_bytes
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                return _error(413, f"request body over {limit} bytes", code="request_too_large")
-            body = await request.body()
-            if len(body) > limit:
-                return _error(413, f"request body over {limit} bytes", code="request_too_large")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=lambda: state.config.server.max_request_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,86 @@
+"""The README's examples on the real default model with its shipped bundle, catalog and SAE."""
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from causalguard.adapters.langchain import ChatHuggingFaceLocal, ChatValueGuard
+from causalguard.cli import app
+from causalguard.metrics import GuardMetrics, start_metrics_server
+from causalguard.models.loaded import LoadedModel
+from causalguard.runtime import ValueGuard
+from causalguard.server.process import free_port
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+README_YAML = """\
+model: smollm2-135m-instruct
+targets:
+  benevolence: {direction: increase}
+protected:
+  power: {tolerance: 0.3}
+audit: {interval_seconds: 3, items_per_audit: 10}
+"""
+ASK = [{"role": "user", "content": "What matters most in life?"}]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "guard.yaml"
+    path.write_text(README_YAML)
+    return path
+
+
+def test_readme_example_plans_generates_and_audits_into_metrics(lm: LoadedModel, config: Path) -> None:
+    metrics = GuardMetrics()
+    port = free_port()
+    server, thread = start_metrics_server(metrics, port)
+    try:
+        with ValueGuard(lm.model, lm.tokenizer, config, metrics=metrics, name=lm.name) as guard:
+            plan = guard.plan()
+            assert plan.levers and plan.forecast_for("benevolence").change > 0
+            assert abs(plan.forecast_for("power").change) <= 0.3
+            text = guard.explain()
+            assert "predicted side effects" in text and "power" in text and "tolerance 0.3" in text
+            reply = guard.generate(ASK, max_new_tokens=12)
+            assert reply.text and reply.levers == tuple(lever.id for lever in plan.levers)
+            deadline = time.time() + 60  # one audit interval plus the audit itself
+            body = ""
+            while time.time() < deadline:
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                if 'causalguard_audited_value_score{profile="default",value="benevolence"}' in body:
+                    break
+                time.sleep(0.5)
+            assert 'causalguard_audited_value_score{profile="default",value="benevolence"}' in body
+            assert 'causalguard_side_effect_drift{profile="default",value="power"}' in body
+    finally:
+        server.shutdown()
+
+
+def test_readme_langchain_chain_runs_on_the_local_model(lm: LoadedModel, config: Path) -> None:
+    guarded = ChatValueGuard(inner=ChatHuggingFaceLocal(lm=lm), config=str(config), max_tokens=10,
+                             start_audits=False)
+    try:
+        chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | guarded | StrOutputParser()
+        answer = chain.invoke({"question": "What matters most in life?"})
+        assert answer and answer == "".join(chain.stream({"question": "What matters most in life?"}))
+    finally:
+        guarded.close()
+
+
+def test_plan_command_prints_every_profile(config: Path) -> None:
+    config.write_text(README_YAML + "profiles:\n  plain: {}\n")
+    result = CliRunner().invoke(app, ["plan", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "Profile 'default'" in result.output and "Profile 'plain'" in result.output
+    assert "unguarded" in result.output
+
+
+def test_plan_command_explains_an_infeasible_profile(config: Path) -> None:
+    config.write_text(README_YAML.replace("tolerance: 0.3", "tolerance: 0.0001"))
+    result = CliRunner().invoke(app, ["plan", str(config)])
+    assert result.exit_code != 0
+    assert "infeasible" in result.output and "power" in result.output
