@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     lm = load_model("smollm2-135m-instruct")
-    quiet = {"audit": {"enabled": False}, "limits": {"max_perplexity_ratio": 100, "max_unparseable_rate": 1.0,
+    quiet = {"audit": {"enabled": False}, "limits": {"max_perplexity_ratio": 100, "max_unparseable_increase": 1.0,
                                                      "max_levers": 1}}
     config = GuardConfig.model_validate({**quiet, "targets": {"benevolence": {"direction": "increase"}},
                                          "method": "role", "profiles": {"sae": {"targets": _sae_target(),

@@ -43,9 +43,14 @@ class LimitsSpec(_Strict):
     """Caps on what a plan may use."""
 
     max_perplexity_ratio: float = Field(default=1.5, ge=1.0, description="Cap on an SAE lever's fluency cost.")
-    max_unparseable_rate: float = Field(default=0.6, ge=0.0, le=1.0,
-                                        description="Cap on a lever's share of unparseable yes/no answers.")
+    max_unparseable_increase: float = Field(
+        default=0.25, ge=0.0, le=1.0,
+        description="Cap on how much a lever raises the share of unparseable yes/no answers over the unsteered "
+                    "model's.")
     max_levers: int = Field(default=2, ge=1, le=4, description="Most levers combined in one plan.")
+    side_effect_weight: float = Field(
+        default=1.0, ge=0.0,
+        description="Penalty per unit of mean |change| of the other values (in noise units) when scoring plans.")
 
 
 class ProfileSpec(_Strict):

@@ -5,7 +5,8 @@ levers need a local HF model) and the fluency caps. Every combination of up to `
 compatible levers is scored with the catalog's measured effects, assumed additive:
 
 - a target with a desired change is scored by its squared miss, one with only a direction by how
-  far it moves that way (each in units of the value's noise threshold);
+  far it moves that way (each in units of the value's noise threshold); the mean |change| of all
+  other values, in the same units and weighted by ``side_effect_weight``, is a penalty;
 - a plan is feasible when every target moves the intended way by more than its noise threshold
   and every protected value's predicted |change| stays within its tolerance.
 
@@ -86,7 +87,7 @@ def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_avail
             continue
         if lever.kind == "sae" and not sae_available:
             continue
-        if lever.fluency.unparseable_rate > limits.max_unparseable_rate:
+        if lever.fluency.unparseable_rate - catalog.baseline_fluency.unparseable_rate > limits.max_unparseable_increase:
             continue
         ratio = lever.fluency.perplexity_ratio
         if ratio is not None and ratio > limits.max_perplexity_ratio:
@@ -123,10 +124,11 @@ def plan_levers(
     if not levers:
         raise PlanInfeasibleError(
             f"profile '{name}': no lever passes method={profile.method}, the fluency caps "
-            f"(perplexity x{limits.max_perplexity_ratio}, unparseable {limits.max_unparseable_rate:.0%})"
+            f"(perplexity x{limits.max_perplexity_ratio}, unparseable +{limits.max_unparseable_increase:.0%})"
             + ("" if sae_available else " and this runtime (no SAE levers on a remote model)"), [])
     means = np.array([[lever.effects[d].mean for d in dims] for lever in levers])
     noise = np.array([max(catalog.noise_threshold[d], 1e-6) for d in dims])
+    others = np.array([k for k, d in enumerate(dims) if d not in goals], dtype=int)
     best: tuple[float, tuple[int, ...]] | None = None
     best_any: tuple[float, tuple[int, ...], list[str]] | None = None
     for size in range(1, limits.max_levers + 1):
@@ -146,6 +148,8 @@ def plan_levers(
             for value, tolerance in tolerances.items():
                 if abs(total[index[value]]) > tolerance:
                     violations.append(value)
+            if others.size:
+                score += limits.side_effect_weight * float(np.abs(total[others] / noise[others]).mean())
             score += 0.01 * size  # prefer fewer levers when otherwise equal
             if not violations and (best is None or score < best[0]):
                 best = (score, combo)
@@ -158,12 +162,13 @@ def plan_levers(
     chosen = tuple(levers[i] for i in best[1])
     forecast = _forecast(chosen, dims, goals, tolerances, bundle, catalog)
     reasons = [
-        f"{lever.id}: measured on {lever.effects[dims[0]].n} personas; moves {lever.target or 'no single value'} "
-        f"{lever.effects[lever.target].mean:+.3f}" if lever.target else f"{lever.id}: measured lever"
+        f"{lever.id}: measured on {lever.effects[dims[0]].n} personas; moves "
+        + ", ".join(f"{v} {lever.effects[v].mean:+.3f}" for v in goals)
+        + (f" (proposed for {lever.target})" if lever.target and lever.target not in goals else "")
         for lever in chosen
     ]
-    reasons.append(f"best of {len(levers)} eligible levers under method={profile.method}, "
-                   f"at most {limits.max_levers} combined")
+    reasons.append(f"best of {len(levers)} eligible levers under method={profile.method}, at most "
+                   f"{limits.max_levers} combined, side effects on other values weighted {limits.side_effect_weight}")
     return Plan(name, chosen, goals, forecast, tuple(reasons))
 
 
