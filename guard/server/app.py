@@ -201,7 +201,7 @@ def create_app(config_path: Path, *, guard_factory: GuardFactory = _default_fact
         kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": limit, "temperature": body.temperature,
                                   "seed": body.seed, "extra_interventions": extra}
         if body.stream:
-            return StreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack),
+            return StreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request),
                                      media_type="text/event-stream")
         async with stack:
             cancel = threading.Event()
@@ -228,8 +228,11 @@ def create_app(config_path: Path, *, guard_factory: GuardFactory = _default_fact
 
 
 async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, str]], kwargs: dict[str, Any],
-               model: str, stack: AsyncExitStack) -> AsyncIterator[str]:
-    """SSE chunks; a client that disconnects cancels generation, which releases its slot."""
+               model: str, stack: AsyncExitStack, request: Request) -> AsyncIterator[str]:
+    """SSE chunks; a client that disconnects cancels generation, which releases its slot.
+
+    The disconnect is polled between tokens: uvicorn drops writes to a closed connection silently,
+    so waiting for a failed write would let the generation run to its end."""
     cancel = threading.Event()
     report: dict[str, Any] = {}
     pieces: ThreadedIterator[str] = ThreadedIterator(
@@ -254,6 +257,8 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
             if piece is None:
                 yield chunk({}, report.get("finish_reason", "stop"))
                 break
+            if await request.is_disconnected():
+                break  # finally: cancel generation, release the slot
             yield chunk({"content": piece}, None)
         yield "data: [DONE]\n\n"
     except TimeoutError:
