@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_hooks.py [--tokens 32] [--repeats 5]
 
 Greedy generation of a fixed length (min_new_tokens = max_new_tokens) on the default model with the
-shipped SAE; arms interleaved; per-token = (time for N+1 tokens - time for 1 token) / N, so prefill
+shipped SAE; arms interleaved ("no hooks": nothing installed; "idle hook": the dispatcher installed
+with no active plan, as for unsteered requests on a guarded model); per-token = (time for N+1
+tokens - time for 1 token) / N, so prefill
 is left out. Also tries sae-lens's own steering path (HookedSAETransformer) and reports why not when
 it cannot run here.
 """
@@ -31,22 +33,27 @@ def main() -> None:
     text = chat_text(lm.tokenizer, None, "Tell me about the values that guide your life.")
     ids = torch.tensor([lm.tokenizer(text, add_special_tokens=False).input_ids])
 
-    def generate(n: int, plan: SteeringPlan | None) -> None:
-        with torch.inference_mode(), steer(plan):
+    def generate(n: int, plan: SteeringPlan | None, hooks: bool = True) -> None:
+        if not hooks:
+            with torch.inference_mode():
+                lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                  min_new_tokens=n, do_sample=False, pad_token_id=lm.pad_token_id)
+            return
+        with torch.inference_mode(), install_steering_hooks(lm.model, [sae.layer]), steer(plan):
             lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                               do_sample=False, pad_token_id=lm.pad_token_id)
 
-    plans: dict[str, SteeringPlan | None] = {"no hooks": None}
+    plans: dict[str, SteeringPlan | None] = {"no hooks": None, "idle hook": None}
     for k in (1, 4, 16):
         edits = tuple(FeatureEdit(f, "clamp", 5.0) for f in range(0, 64, 64 // k)[:k])
         plans[f"{k} clamped"] = SteeringPlan.broadcast([SaeIntervention(sae, edits)])
     arms = {}
     for name, plan in plans.items():
-        arms[f"{name} | 1"] = (lambda p=plan: generate(1, p))
-        arms[f"{name} | {args.tokens + 1}"] = (lambda p=plan: generate(args.tokens + 1, p))
-    with install_steering_hooks(lm.model, [sae.layer]):
-        generate(4, None)  # warm-up
-        times = interleaved(arms, args.repeats)
+        hooked = name != "no hooks"
+        arms[f"{name} | 1"] = (lambda p=plan, h=hooked: generate(1, p, h))
+        arms[f"{name} | {args.tokens + 1}"] = (lambda p=plan, h=hooked: generate(args.tokens + 1, p, h))
+    generate(4, None)  # warm-up
+    times = interleaved(arms, args.repeats)
     print(f"machine: {machine()}; layer {sae.layer}, d_sae {sae.d_sae}, {args.tokens} decode tokens, "
           f"{args.repeats} interleaved repeats (medians)")
     base = None
