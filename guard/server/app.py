@@ -22,6 +22,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.config.loading import load_guard_config
 from causalguard.config.schema import GuardConfig
@@ -62,6 +63,21 @@ class ServerState:
         from causalguard.adapters.hf.hooks import decoder_layers
 
         return sum(len(layer._forward_hooks) for layer in decoder_layers(self.guard.lm.model))
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however the response ends. Starlette stops iterating when a send
+    fails on a closed connection but leaves the generator to garbage collection, which would let the
+    generation behind it run on; closing it cancels generation and releases the slot at once."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
 
 
 def _error(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
@@ -201,8 +217,8 @@ def create_app(config_path: Path, *, guard_factory: GuardFactory = _default_fact
         kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": limit, "temperature": body.temperature,
                                   "seed": body.seed, "extra_interventions": extra}
         if body.stream:
-            return StreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request),
-                                     media_type="text/event-stream")
+            return ClosingStreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request),
+                                            media_type="text/event-stream")
         async with stack:
             cancel = threading.Event()
             job = asyncio.ensure_future(asyncio.to_thread(guard.generate, messages, cancel=cancel, **kwargs))
@@ -265,8 +281,11 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
         yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
         yield "data: [DONE]\n\n"
     finally:
-        await pieces.aclose()
-        await stack.aclose()
+        # Shielded: when the client is gone, the task is cancelled and every unshielded await here would
+        # raise at once, releasing the slot before generation has stopped.
+        with anyio.CancelScope(shield=True):
+            await pieces.aclose()
+            await stack.aclose()
         state.metrics.in_flight.set(state.admission.running)
 
 
