@@ -59,6 +59,14 @@ class GuardMetrics:
         self.queue_depth = Gauge("causalguard_queue_depth", "Requests waiting for a generation slot.", registry=r)
         self.bundle = Info("causalguard_bundle", "The loaded bundle: model, fingerprint, schema.", registry=r)
 
+    def count_request(self, profile: str, method: str, outcome: str, seconds: float,
+                      lever_kinds: Any = ()) -> None:
+        """One finished request: its outcome, latency and the levers it used."""
+        self.requests.labels(profile=profile, method=method, outcome=outcome).inc()
+        self.request_seconds.labels(profile=profile, method=method).observe(seconds)
+        for kind in lever_kinds:
+            self.levers_applied.labels(profile=profile, kind=kind).inc()
+
     def publish_plan(self, plan: Any) -> None:
         """Set planned/predicted/tolerance gauges from a ``Plan``."""
         for forecast in plan.forecast:

@@ -21,7 +21,7 @@ steering; every later layer and the logits do see the steered value.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -151,5 +151,21 @@ def install_steering_hooks(model: Any, layers: Iterable[int]) -> Iterator[Steeri
         for layer in wanted:
             handle.handles.append(modules[layer].register_forward_hook(_make_hook(layer), with_kwargs=True))
         yield handle
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def replaced_layer_output(model: Any, layer: int, replace: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Replace one decoder layer's hidden-state output for the block (SAE training, evaluation, feature reads)."""
+
+    def hook(module: Any, args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        new = replace(hidden)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        yield
     finally:
         handle.remove()

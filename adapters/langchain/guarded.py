@@ -23,7 +23,7 @@ from causalguard.adapters.langchain.messages import to_dicts, to_messages
 from causalguard.config.loading import check_value_names, load_guard_config
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import ConfigError
-from causalguard.graphs.bundle.format import Bundle, load_bundle, shipped_bundle_dir
+from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.metrics import GuardMetrics
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
 from causalguard.runtime.prompts import compose_messages
@@ -75,8 +75,9 @@ class ChatValueGuard(BaseChatModel):
             self._metrics = self._guard.metrics
             self._plan = self._guard.plan(self.guard_profile)
             return
-        bundle = self.bundle if isinstance(self.bundle, Bundle) else load_bundle(
-            Path(self.bundle) if self.bundle is not None else _bundle_folder(config, path))
+        bundle = self.bundle if isinstance(self.bundle, Bundle) else load_bundle(resolve_bundle_dir(
+            self.bundle if self.bundle is not None else config.bundle, config.model,
+            path.parent if path is not None else None))
         if bundle.catalog is None:
             raise ConfigError.single(str(bundle.path), "the bundle has no steering catalog", field="bundle",
                                      hint="run 'causalguard levers measure --bundle FOLDER'")
@@ -211,15 +212,6 @@ class ChatValueGuard(BaseChatModel):
     def _count(self, outcome: str, seconds: float) -> None:
         if self._metrics is None:
             return
-        method = "role" if self.plan.levers else "none"
-        self._metrics.requests.labels(profile=self.guard_profile, method=method, outcome=outcome).inc()
-        self._metrics.request_seconds.labels(profile=self.guard_profile, method=method).observe(seconds)
-        for lever in self.plan.levers:
-            self._metrics.levers_applied.labels(profile=self.guard_profile, kind=lever.kind).inc()
+        self._metrics.count_request(self.guard_profile, "role" if self.plan.levers else "none", outcome, seconds,
+                                    [lever.kind for lever in self.plan.levers])
 
-
-def _bundle_folder(config: GuardConfig, path: Path | None) -> Path:
-    if config.bundle == "builtin":
-        return shipped_bundle_dir(config.model)
-    folder = Path(config.bundle)
-    return folder if folder.is_absolute() or path is None else path.parent / folder

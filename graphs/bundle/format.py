@@ -158,6 +158,14 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
     return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, load_catalog(folder))
 
 
+def resolve_bundle_dir(where: str | Path, model_name: str, base: Path | None = None) -> Path:
+    """A config's ``bundle``: 'builtin' (the model's shipped bundle), or a folder, relative to ``base``."""
+    if str(where) == "builtin":
+        return shipped_bundle_dir(model_name)
+    folder = Path(where)
+    return folder if folder.is_absolute() or base is None else base / folder
+
+
 def shipped_bundle_dir(model_name: str) -> Path:
     """The bundle shipped inside the package for an embedded model (``graphs/<model>/``)."""
     folder = Path(__file__).resolve().parent.parent / model_name

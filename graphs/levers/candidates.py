@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from causalguard.adapters.hf.hooks import replaced_layer_output
 from causalguard.adapters.hf.interventions import span_positions
 from causalguard.adapters.hf.sae import LoadedSae
-from causalguard.graphs.sae.evaluate import replaced_layer_output
 from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import chat_text, encode_prefix
 from causalguard.roles.role import BASELINE

@@ -14,30 +14,13 @@ tokens): its attention-sink activations are orders of magnitude larger than the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from causalguard.adapters.hf.hooks import decoder_layers
+from causalguard.adapters.hf.hooks import replaced_layer_output
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.models.loaded import LoadedModel
-
-
-@contextmanager
-def replaced_layer_output(model: Any, layer: int, replace: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """Replace one decoder layer's hidden-state output for the duration of the block."""
-
-    def hook(module: Any, args: Any, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        new = replace(hidden)
-        return (new, *output[1:]) if isinstance(output, tuple) else new
-
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _ce(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> float:

@@ -44,7 +44,7 @@ class SaeTrainSettings:
 def cache_activations(lm: LoadedModel, texts: Sequence[str], layer: int, *, context_size: int,
                       batch_size: int = 8) -> torch.Tensor:
     """The residual stream after ``layer`` for every token but each text's first: (tokens, d_in)."""
-    from causalguard.graphs.sae.evaluate import replaced_layer_output
+    from causalguard.adapters.hf.hooks import replaced_layer_output
 
     captured: list[torch.Tensor] = []
     chunks: list[torch.Tensor] = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from causalguard.roles.role import BASELINE
+from causalguard.scoring.base import ItemAnswer
 from causalguard.scoring.statement import StatementContrast
 from causalguard.steering import NoSteering
 from causalguard.values.inventory import Dimension, Inventory, Item
@@ -52,6 +53,8 @@ class CanaryAuditor:
         self._thread: threading.Thread | None = None
         self._round = 0
         self._inventory: Inventory | None = None
+        self._unguarded_lock = threading.Lock()
+        self._unguarded: tuple[tuple[object, ...], list[ItemAnswer]] | None = None  # shared by a round's profiles
 
     def start(self) -> None:
         if self._thread is not None:
@@ -129,7 +132,7 @@ class CanaryAuditor:
         items = self.sample_items(state, seed)
         method = StatementContrast()
         lm = self.guard.lm
-        unguarded = method.score(lm, BASELINE, NoSteering(), items)
+        unguarded = self._unguarded_scores(items, seed)
         guarded = method.score(lm, BASELINE, self.guard.steering_for(profile, state), items)
         plan = state.plan(profile)
         scores: dict[str, list[float]] = {}
@@ -143,6 +146,14 @@ class CanaryAuditor:
         drift = {v: mean_changes[v] - predicted[v] for v in mean_changes}
         return AuditResult(profile, time.time(), time.perf_counter() - started, len(items), mean_scores,
                            mean_changes, predicted, drift)
+
+    def _unguarded_scores(self, items: list[tuple[Dimension, Item]], seed: int) -> list[ItemAnswer]:
+        """The unguarded answers to this round's items: the same for every profile, so scored once."""
+        key = (seed, *(item.id for _, item in items))
+        with self._unguarded_lock:
+            if self._unguarded is None or self._unguarded[0] != key:
+                self._unguarded = (key, StatementContrast().score(self.guard.lm, BASELINE, NoSteering(), items))
+            return self._unguarded[1]
 
     def _publish(self, result: AuditResult) -> None:
         self.results[result.profile] = result

@@ -13,6 +13,7 @@ requests keep the snapshot they started with.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -29,7 +30,7 @@ from causalguard.config.holder import ConfigHolder
 from causalguard.config.loading import check_value_names, load_guard_config
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import CausalguardError, ConfigError
-from causalguard.graphs.bundle.format import Bundle, load_bundle, shipped_bundle_dir
+from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
@@ -70,16 +71,24 @@ class GuardedResponse:
     finish_reason: str  # "stop" or "length" (or "cancelled" for streams stopped early)
 
 
-def _cancel_criteria(event: threading.Event) -> Any:
-    """A stopping criterion that ends generation at the next token once ``event`` is set."""
+@functools.cache
+def _cancel_criteria_class() -> Any:
+    """A transformers stopping criterion that ends generation once its event is set (built on first use)."""
     import torch
     from transformers import StoppingCriteria
 
     class CancelCriteria(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool)
+        def __init__(self, event: threading.Event) -> None:
+            self.event = event
 
-    return CancelCriteria()
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+    return CancelCriteria
+
+
+def _cancel_criteria(event: threading.Event) -> Any:
+    return _cancel_criteria_class()(event)
 
 
 def method_label(plan: Plan) -> str:
@@ -140,13 +149,8 @@ class ValueGuard:
         return cls(lm.model, lm.tokenizer, Path(path), name=lm.name, **kwargs)
 
     def _load_bundle(self, config: GuardConfig, bundle: str | Path | None, force: bool) -> Bundle:
-        where = bundle if bundle is not None else config.bundle
-        if str(where) == "builtin":
-            folder = shipped_bundle_dir(config.model)
-        else:
-            folder = Path(where)
-            if not folder.is_absolute() and self.config_path is not None:
-                folder = self.config_path.parent / folder
+        base = self.config_path.parent if self.config_path is not None else None
+        folder = resolve_bundle_dir(bundle if bundle is not None else config.bundle, config.model, base)
         return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
 
     def _build_state(self, config: GuardConfig) -> GuardState:
@@ -358,11 +362,8 @@ class ValueGuard:
         return {"do_sample": True, "temperature": temperature}
 
     def _count(self, profile: str, plan: Plan, outcome: str, seconds: float) -> None:
-        method = method_label(plan)
-        self.metrics.requests.labels(profile=profile, method=method, outcome=outcome).inc()
-        self.metrics.request_seconds.labels(profile=profile, method=method).observe(seconds)
-        for lever in plan.levers:
-            self.metrics.levers_applied.labels(profile=profile, kind=lever.kind).inc()
+        self.metrics.count_request(profile, method_label(plan), outcome, seconds,
+                                   [lever.kind for lever in plan.levers])
 
     # ---- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
