@@ -119,3 +119,35 @@ def test_sae_training_writes_a_loadable_float16_sae(tiny_lm: LoadedModel, tmp_pa
     metrics = sae_metrics(tiny_lm, loaded, texts[:8])
     assert 0 <= metrics["dead_fraction"] <= 1 and metrics["l0"] > 0
     assert metrics["ce_loss_zero_ablation"] > metrics["ce_loss_clean"] * 0.5
+
+
+@pytest.mark.slow
+def test_sae_build_chooses_a_layer_and_writes_its_card(tiny_lm: LoadedModel, tmp_path: Path) -> None:
+    from causalguard.graphs.sae.build import SaeBuildSettings, build_sae
+    from causalguard.graphs.sae.train import SaeTrainSettings
+
+    settings = SaeBuildSettings(candidate_layers=(0, 1), generated=4, max_new_tokens=6, personas=1,
+                                train=SaeTrainSettings(layer=-1, d_sae=32, training_tokens=4096,
+                                                       context_size=32, train_batch_size_tokens=256))
+    report = build_sae(tiny_lm, load_inventory(dimensions=DIMS), tmp_path / "sae", tmp_path / "work", settings)
+    separation = report["layer_separation"]
+    assert set(separation) == {"0", "1"} and str(report["layer"]) == max(separation, key=separation.get)
+    assert report["corpus"]["by_source"]["generated"] == 4
+    card = (tmp_path / "sae" / "SAE_CARD.md").read_text()
+    assert "Layer choice" in card and "ce_loss_recovered" in card
+    assert load_sae(tmp_path / "sae", tiny_lm).layer == report["layer"]
+    # a rerun reuses the layer scan and the corpus from the work folder
+    assert (tmp_path / "work" / "layers.json").exists() and (tmp_path / "work" / "corpus.jsonl").exists()
+
+
+def test_levers_show_prints_the_shipped_catalog_and_refuses_a_bundle_without_one(tmp_path: Path) -> None:
+    from causalguard.cli import app
+    from causalguard.graphs.bundle.format import shipped_bundle_dir
+    from typer.testing import CliRunner
+
+    shown = CliRunner().invoke(app, ["levers", "show", str(shipped_bundle_dir("smollm2-135m-instruct"))])
+    assert shown.exit_code == 0 and "Roles vs SAE steering" in shown.output
+    missing = CliRunner().invoke(app, ["levers", "show", str(tmp_path)])
+    assert missing.exit_code != 0 and "levers measure" in missing.output
+    bad = CliRunner().invoke(app, ["levers", "measure", "--bundle", str(tmp_path), "--strengths", "0.5,x"])
+    assert bad.exit_code != 0 and "comma-separated numbers" in bad.output

@@ -145,3 +145,20 @@ def test_background_audits_run_on_their_interval(tiny_lm: LoadedModel, tiny_sae:
             time.sleep(0.1)
         assert g.metrics.registry.get_sample_value("causalguard_audits_total",
                                                    {"profile": "plain", "outcome": "ok"}) >= 2
+
+
+def test_an_audit_round_scores_the_unguarded_model_once(guard: ValueGuard, monkeypatch: pytest.MonkeyPatch) -> None:
+    import causalguard.runtime.audit as audit_module
+    from causalguard.steering import NoSteering
+
+    calls: list[str] = []
+    real = audit_module.StatementContrast
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def score(self, lm, role, steering, items):  # type: ignore[no-untyped-def]
+            calls.append("unguarded" if isinstance(steering, NoSteering) else "guarded")
+            return super().score(lm, role, steering, items)
+
+    monkeypatch.setattr(audit_module, "StatementContrast", Counting)
+    guard.auditor.run_once()
+    assert calls.count("unguarded") == 1 and calls.count("guarded") == 3
