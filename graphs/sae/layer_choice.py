@@ -8,9 +8,11 @@ A layer's score is the median over dimensions; the best-scoring layer wins.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 import torch
+from causalguard.adapters.hf.hooks import replaced_layer_output
 from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import encode_prefix
 from causalguard.roles.value_roles import value_role
@@ -21,12 +23,20 @@ from causalguard.values.inventory import Inventory
 
 def _last_token_states(lm: LoadedModel, texts: Sequence[str], layers: Sequence[int]) -> dict[int, torch.Tensor]:
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    with torch.inference_mode():
+
+    def capture(layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def keep_last(hidden: torch.Tensor) -> torch.Tensor:
+            out[layer].append(hidden[0, -1].detach().float())
+            return hidden
+
+        return keep_last
+
+    # Our own removable hooks, not output_hidden_states (transformers 5 keeps hooks installed for that)
+    with torch.inference_mode(), ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(replaced_layer_output(lm.model, layer, capture(layer)))
         for text in texts:
-            ids = torch.tensor([encode_prefix(lm.tokenizer, text)])
-            hidden = lm.model(input_ids=ids, output_hidden_states=True).hidden_states
-            for layer in layers:
-                out[layer].append(hidden[layer + 1][0, -1].float())  # hidden_states[0] is the embeddings
+            lm.model(input_ids=torch.tensor([encode_prefix(lm.tokenizer, text)]))
     return {layer: torch.stack(v) for layer, v in out.items()}
 
 
