@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, install_steering_hooks, steer
+from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.config.holder import ConfigHolder
@@ -35,7 +35,8 @@ from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan, plan_levers
-from causalguard.runtime.prompts import Message, compose_messages
+from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from causalguard.runtime.prompts import Message
 from causalguard.runtime.steering import GuardSteering, plan_interventions
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,7 @@ class ValueGuard:
 
     # ---- generation -----------------------------------------------------------------------------
     def prompt_ids(self, messages: Sequence[Message], plan: Plan, config: GuardConfig) -> list[int]:
-        composed = compose_messages(messages, config.system_prompt, plan.role_instructions())
-        text = self.lm.tokenizer.apply_chat_template(composed, tokenize=False, add_generation_prompt=True)
-        return list(self.lm.tokenizer(text, add_special_tokens=False).input_ids)
+        return chat_prompt_ids(self.lm, messages, config.system_prompt, plan.role_instructions())
 
     def steering_for(self, profile: str, state: GuardState | None = None) -> GuardSteering:
         """The profile's levers as a steering condition (used by audits)."""
@@ -234,8 +233,9 @@ class ValueGuard:
                        cancel: threading.Event | None = None,
                        extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
                        min_new_tokens: int = 0) -> list[GuardedResponse]:
-        """Generate for several conversations in one left-padded batch; each row gets its own profile."""
-        import torch
+        """Generate for several conversations in one left-padded batch; each row gets its own profile.
+        With ``temperature > 0`` and a ``seed``, row ``i`` samples from its own generator seeded
+        ``seed + i`` (no global RNG), so a seeded request is reproducible under concurrency."""
         from transformers import StoppingCriteriaList
 
         state = self.state
@@ -245,43 +245,25 @@ class ValueGuard:
         plans = [state.plan(p) for p in profiles]
         prompts = [self.prompt_ids(m, plan, state.config) for m, plan in zip(conversations, plans, strict=True)]
         started = time.perf_counter()
-        width = max(len(p) for p in prompts)
-        pad = self.lm.pad_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt):] = torch.tensor(prompt)
-            mask[row, width - len(prompt):] = 1
         extras = list(extra_interventions) if extra_interventions is not None else [()] * len(prompts)
-        rows = tuple(RowPlan(state.interventions[p] + extra, len(prompt))
-                     for p, prompt, extra in zip(profiles, prompts, extras, strict=True))
-        steering = SteeringPlan(rows) if any(r.interventions for r in rows) else None
-        kwargs = self._sampling(temperature, seed)
-        if min_new_tokens:
-            kwargs["min_new_tokens"] = min_new_tokens  # benchmarks: equal output lengths across arms
-        if cancel is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_cancel_criteria(cancel)])
+        rows = [GenerationRow(prompt, state.interventions[p] + extra, None if seed is None else seed + i)
+                for i, (p, prompt, extra) in enumerate(zip(profiles, prompts, extras, strict=True))]
+        criteria = StoppingCriteriaList([_cancel_criteria(cancel)]) if cancel is not None else None
         outcome = "error"
         try:
-            with torch.inference_mode(), steer(steering):
-                out = self.lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                             pad_token_id=pad, **kwargs)
+            outs = generate_rows(self.lm, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 min_new_tokens=min_new_tokens, stopping_criteria=criteria, cancelled=cancel)
             outcome = "cancelled" if cancel is not None and cancel.is_set() else "ok"
         finally:
             for profile, plan in zip(profiles, plans, strict=True):
                 self._count(profile, plan, outcome, time.perf_counter() - started)
         responses = []
-        eos = self.lm.tokenizer.eos_token_id
         for row, (profile, plan) in enumerate(zip(profiles, plans, strict=True)):
-            new = out[row, width:].tolist()
-            stopped = eos in new
-            new = new[: new.index(eos)] if stopped else new
-            new = [t for t in new if t != pad or pad == eos]
+            new = outs[row].tokens
             self.metrics.generated_tokens.labels(profile=profile, method=method_label(plan)).inc(len(new))
             text = self.lm.tokenizer.decode(new, skip_special_tokens=True)
-            finish = "stop" if stopped else ("cancelled" if outcome == "cancelled" else "length")
             responses.append(GuardedResponse(text, len(new), len(prompts[row]), profile,
-                                             tuple(lever.id for lever in plan.levers), finish))
+                                             tuple(lever.id for lever in plan.levers), outs[row].finish_reason))
         return responses
 
     def stream(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
@@ -291,7 +273,6 @@ class ValueGuard:
         """Yield text pieces as they are generated. Closing the iterator early (or setting ``cancel``)
         stops generation at the next token. ``report`` receives ``completion_tokens`` and
         ``finish_reason`` (stop, length or cancelled) when the stream ends."""
-        import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         state = self.state
@@ -306,18 +287,12 @@ class ValueGuard:
         failure: list[BaseException] = []
 
         def run() -> None:
-            ids = torch.tensor([prompt])
-            steering = SteeringPlan.broadcast(interventions, len(prompt)) if interventions else None
             try:
-                with torch.inference_mode(), steer(steering):
-                    out = self.lm.model.generate(
-                        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                        pad_token_id=self.lm.pad_token_id, streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_cancel_criteria(stop)]),
-                        **self._sampling(temperature, seed))
-                new = out[0, len(prompt):].tolist()
-                counted["tokens"] = len(new)
-                counted["eos"] = int(self.lm.tokenizer.eos_token_id in new)
+                (out,) = generate_rows(self.lm, [GenerationRow(prompt, interventions, seed)],
+                                       max_new_tokens=max_new_tokens, temperature=temperature, streamer=streamer,
+                                       stopping_criteria=StoppingCriteriaList([_cancel_criteria(stop)]))
+                counted["tokens"] = len(out.tokens) + int(out.finish_reason == "stop")
+                counted["eos"] = int(out.finish_reason == "stop")
             except BaseException as exc:  # surfaced to the consumer below
                 failure.append(exc)
                 streamer.end()
@@ -350,16 +325,6 @@ class ValueGuard:
                 report["finish_reason"] = ("stop" if counted.get("eos") else
                                            "cancelled" if outcome == "cancelled" else "length")
             self._count(profile, plan, outcome, time.perf_counter() - started)
-
-    @staticmethod
-    def _sampling(temperature: float, seed: int | None) -> dict[str, Any]:
-        if temperature <= 0:
-            return {"do_sample": False}
-        if seed is not None:
-            import torch
-
-            torch.manual_seed(seed)
-        return {"do_sample": True, "temperature": temperature}
 
     def _count(self, profile: str, plan: Plan, outcome: str, seconds: float) -> None:
         self.metrics.count_request(profile, method_label(plan), outcome, seconds,

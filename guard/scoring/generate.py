@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from causalguard.models.batching import left_padded
 from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import chat_text, encode_prefix
 from causalguard.roles.role import Role
@@ -61,12 +62,8 @@ class GenerateParse:
         return answers
 
     def _generate(self, lm: LoadedModel, prompts: list[list[int]]) -> list[str]:
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), lm.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            mask[row, width - len(prompt) :] = 1
+        ids, mask = left_padded(prompts, lm.pad_token_id)
+        width = ids.shape[1]
         out = lm.model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens, do_sample=False,
             pad_token_id=lm.pad_token_id,
