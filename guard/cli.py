@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from causalguard.commands.behaviour import behaviour_app
 from causalguard.commands.levers import levers_app
 from causalguard.commands.sae import sae_app
 from causalguard.commands.serve import plan_command, serve_command
@@ -26,6 +27,7 @@ graph_app = typer.Typer(help="Causal value graphs: build, predict, compare, diff
 app.add_typer(graph_app, name="graph")
 app.add_typer(sae_app, name="sae")
 app.add_typer(levers_app, name="levers")
+app.add_typer(behaviour_app, name="behaviour")
 app.command("serve")(serve_command)
 app.command("plan")(plan_command)
 

@@ -1,0 +1,1 @@
+"""Offline behavioural measurement: reply runs, judge fitting and validation, the behaviour report."""
