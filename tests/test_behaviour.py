@@ -293,3 +293,25 @@ def test_reply_run_resumes_exactly_after_a_cut_at_every_byte_of_its_last_line(ti
     with pytest.raises(RunMismatchError, match="other settings"):
         ReplyStore(tmp_path / "a", {"v": 2})
     assert ReplyStore(tmp_path / "a", {"v": 2}, restart=True).load() == {}
+
+
+def test_contrast_judge_matches_a_hand_computation(tiny_lm: LoadedModel) -> None:
+    from causalguard.behaviour.judge import ContrastJudge, ValueDefinition
+
+    value = ValueDefinition("power", "Power", "control over people", "no interest in control")
+    framings = ('Advice from someone {stance} {value} ({definition}):\n"', 'A bot {stance} {value} said:\n"')
+    judge = ContrastJudge(tiny_lm, [value], framings, batch_size=2)
+    texts = ["Take charge of the meeting.", "Let others decide, and relax about it."]
+
+    def mean_lp(context: str, text: str) -> float:
+        ctx = encode_prefix(tiny_lm.tokenizer, context)
+        body = encode_continuation(tiny_lm.tokenizer, text)
+        with torch.inference_mode():
+            logits = tiny_lm.model(input_ids=torch.tensor([ctx + body])).logits[0].float()
+        lp = torch.log_softmax(logits[len(ctx) - 1:-1], -1).gather(1, torch.tensor(body)[:, None])[:, 0]
+        return float(lp.mean())
+
+    expected = [sum(mean_lp(judge.context(f, value, True), t) - mean_lp(judge.context(f, value, False), t)
+                    for f in framings) / len(framings) for t in texts]
+    np.testing.assert_allclose(judge.score(texts)[:, 0], expected, atol=1e-4)
+    assert judge.dimensions == ("power",)

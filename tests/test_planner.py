@@ -1,8 +1,11 @@
 """Planning levers with a catalog and a graph: feasible plans, infeasible ones explained, caps."""
 
 import math
+from pathlib import Path
 
 import pytest
+from causalguard.behaviour.artifacts import BehaviourSummary, LeverBehaviour
+from causalguard.behaviour.quality import QualityCalibration
 from causalguard.config.schema import LimitsSpec, ProfileSpec, ProtectedSpec, TargetSpec
 from causalguard.planning import PlanInfeasibleError, plan_levers
 from causalguard.planning.explain import explain_plan
@@ -80,3 +83,33 @@ def test_a_score_target_counts_from_the_catalog_baseline() -> None:
                        LimitsSpec(max_levers=1))
     assert plan.goals["benevolence"] == pytest.approx(0.25)
     assert [lever.id for lever in plan.levers] == ["role:benevolence:+"]
+
+
+PROFILE_LESS_POWER = ProfileSpec(targets={"power": TargetSpec(direction="decrease")})
+
+
+def _behaviour(degrading: set[str], measured: set[str] | None = None) -> BehaviourSummary:
+    catalog = fake_catalog()
+    ids = measured if measured is not None else {lever.id for lever in catalog.levers}
+    levers = {i: LeverBehaviour(i, {"power": (-0.3, -0.5, -0.1)}, True, i in degrading, 0.9 if i in degrading else 0.1)
+              for i in ids}
+    return BehaviourSummary(Path("behaviour.json"), QualityCalibration(40, 0.1, 0.8, 5.0, 0.2, 0.0, 0.1), (), levers)
+
+
+def test_levers_whose_replies_degrade_are_never_planned() -> None:
+    bundle = fake_bundle()
+    bundle.behaviour = _behaviour({"role:power:-"})
+    plan = plan_levers(PROFILE_LESS_POWER, fake_catalog(), bundle, LimitsSpec(max_levers=1))
+    assert [lever.id for lever in plan.levers] != ["role:power:-"]
+    assert any("never planned, their replies degrade: role:power:-" in r for r in plan.reasons)
+    assert any("in replies (judge units): power -0.30" in r for r in plan.reasons)
+
+
+def test_unmeasured_levers_are_not_planned_and_an_all_degrading_profile_is_infeasible() -> None:
+    bundle = fake_bundle()
+    bundle.behaviour = _behaviour(set(), measured={"role:benevolence:+"})
+    with pytest.raises(PlanInfeasibleError, match=r"reply quality.*role:power:- \(not measured on replies\)"):
+        plan_levers(PROFILE_LESS_POWER, fake_catalog(), bundle, LimitsSpec(max_levers=1))
+    bundle.behaviour = _behaviour({"role:power:-", "sae:f7:-0.5", "sae:f9:-0.5"})
+    with pytest.raises(PlanInfeasibleError, match=r"role:power:- \(degrades replies \(90%"):
+        plan_levers(PROFILE_LESS_POWER, fake_catalog(), bundle, LimitsSpec(max_levers=1))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from causalguard.behaviour.judge import ProbeJudge, ProbeWeights, reply_features
+from causalguard.behaviour.judge import ProbeJudge, ProbeWeights, ValueJudge, reply_features
 from causalguard.behaviour.labelled import LabelledText
 from causalguard.models.loaded import LoadedModel
 from scipy.stats import rankdata
@@ -25,7 +25,7 @@ from scipy.stats import rankdata
 WEAK_AUROC = 0.85
 
 
-def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
+def auroc(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U over all pairs; ties count half)."""
     pos, neg = np.asarray(positive, float), np.asarray(negative, float)
     if len(pos) == 0 or len(neg) == 0:
@@ -44,8 +44,8 @@ def bootstrap_auroc(positive: Sequence[float], negative: Sequence[float], *, n: 
 
 
 def _cv_score(feats: np.ndarray, texts: Sequence[LabelledText], dims: Sequence[str], folds: int = 5) -> float:
-    idx = np.arange(len(texts))
-    fold_of = idx % folds
+    idx = list(range(len(texts)))
+    fold_of = [i % folds for i in idx]
     aucs = []
     for dim in dims:
         scores_h: list[float] = []
@@ -108,3 +108,11 @@ def validate_judge(scores: np.ndarray, texts: Sequence[LabelledText], dims: Sequ
     return {"split": "test", "n_texts": len(texts), "per_value": per_value, "confusion": confusion,
             "min_auroc": float(np.min(aurocs)), "mean_auroc": float(np.mean(aurocs)),
             "weak_values": [d for d, v in per_value.items() if v["weak"]]}
+
+
+def validate_any_judge(judge: ValueJudge, labelled: Sequence[LabelledText], dims: Sequence[str]) -> dict[str, Any]:
+    """Validate a judge that needs no fitting (e.g. ``ContrastJudge``) on the labelled test half."""
+    test = [t for t in labelled if t.split == "test" and (t.value in dims or t.pole == "neutral")]
+    scores = judge.score([t.text for t in test])
+    order = [list(judge.dimensions).index(d) for d in dims]
+    return validate_judge(scores[:, order], test, dims)

@@ -29,6 +29,7 @@ import numpy as np
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
+from causalguard.behaviour.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_REPORT, BEHAVIOUR_SCHEMA
 from causalguard.behaviour.labelled import load_labelled
 from causalguard.behaviour.prompts import Prompt, load_prompts
 from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, compare_degradation, reply_quality
@@ -47,9 +48,6 @@ from causalguard.graphs.levers.measure import sae_edit_value
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas
 
-BEHAVIOUR_SCHEMA = "causalguard.behaviour/1"
-BEHAVIOUR_FILE = "behaviour.json"
-BEHAVIOUR_REPORT = "BEHAVIOUR.md"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 

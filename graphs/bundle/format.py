@@ -18,6 +18,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from causalguard.behaviour.artifacts import BehaviourSummary, load_behaviour
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.predict import EffectModel
@@ -79,6 +80,7 @@ class Bundle:
     class_high: np.ndarray
     path: Path | None = None
     catalog: Catalog | None = None  # the steering catalog (catalog.json), when levers were measured
+    behaviour: BehaviourSummary | None = None  # levers measured on replies (behaviour.json), when reported
 
     @property
     def sae_dir(self) -> Path | None:
@@ -155,7 +157,8 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
     tensors = load_file(str(folder / EFFECTS_FILE))
     samples = tensors.get("bootstrap_total", np.zeros((0, len(graph.nodes), len(graph.nodes))))
     effects = EffectModel(graph.nodes, tensors["total"].astype(float), samples.astype(float))
-    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, load_catalog(folder))
+    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, load_catalog(folder),
+                  load_behaviour(folder))
 
 
 def resolve_bundle_dir(where: str | Path, model_name: str, base: Path | None = None) -> Path:

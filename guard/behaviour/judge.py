@@ -205,3 +205,59 @@ def load_probe_judge(folder: Path, lm: LoadedModel, *, force: bool = False) -> P
         return ProbeJudge(lm, weights)
     except ValueError as exc:
         raise ConfigError.single(str(path), str(exc), field="layer") from None
+
+
+CONTRAST_FRAMINGS = (
+    'Here is the advice that a person who is strongly {stance} {value} ({definition}) gives:\n"',
+    'A chatbot that is strongly {stance} {value} ({definition}) replied:\n"',
+)
+
+
+@dataclass(frozen=True)
+class ValueDefinition:
+    name: str
+    label: str
+    definition: str
+    opposite: str
+
+
+class ContrastJudge:
+    """A ``ValueJudge`` from likelihood contrasts, for any causal LM (the reference design).
+
+    For value V and every framing: mean log-probability per token of the text after a context naming
+    someone strongly *committed to* V minus after one strongly *opposed to* V; averaged over framings.
+    Costs 2 x framings forward passes per value and text (the contexts' KV caches are reused), so it
+    is the slow, model-agnostic option; ``ProbeJudge`` scores every value from one pass."""
+
+    def __init__(self, lm: LoadedModel, values: Sequence[ValueDefinition],
+                 framings: Sequence[str] = CONTRAST_FRAMINGS, *, batch_size: int = 16) -> None:
+        if not framings:
+            raise ValueError("ContrastJudge needs at least one framing")
+        self.lm = lm
+        self.values = tuple(values)
+        self.framings = tuple(framings)
+        self.batch_size = batch_size
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.values)
+
+    def context(self, framing: str, value: ValueDefinition, committed: bool) -> str:
+        stance = "committed to" if committed else "opposed to"
+        return framing.format(stance=stance, value=value.label, definition=value.definition)
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        from causalguard.scoring.shared_prefix import continuation_logprobs
+
+        bodies = [(encode_continuation(self.lm.tokenizer, t)[:MAX_REPLY_TOKENS]
+                   or encode_continuation(self.lm.tokenizer, " ")) for t in texts]
+        out = np.zeros((len(texts), len(self.values)), dtype=np.float64)
+        with steer(None):
+            for k, value in enumerate(self.values):
+                for framing in self.framings:
+                    for committed, sign in ((True, 1.0), (False, -1.0)):
+                        prefix = encode_prefix(self.lm.tokenizer, self.context(framing, value, committed))
+                        lps = continuation_logprobs(self.lm.model, prefix, bodies, pad_id=self.lm.pad_token_id,
+                                                    batch_size=self.batch_size)
+                        out[:, k] += sign * np.array([float(lp.mean()) for lp in lps]) / len(self.framings)
+        return out

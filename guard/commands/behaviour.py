@@ -30,8 +30,9 @@ def behaviour_report_command(
     restart: Annotated[bool, typer.Option(help="Discard a previous reply run in the work folder.")] = False,
 ) -> None:
     """Fit and validate the judge, generate replies for every lever, and write the behaviour report."""
+    from causalguard.behaviour.artifacts import BEHAVIOUR_REPORT
     from causalguard.graphs.behaviour.replies import ReplySettings
-    from causalguard.graphs.behaviour.report import BEHAVIOUR_REPORT, ReportSettings, build_behaviour_report
+    from causalguard.graphs.behaviour.report import ReportSettings, build_behaviour_report
     from causalguard.models import load_model
 
     lever_ids = tuple(x.strip() for x in levers.split(",") if x.strip()) if levers else None
@@ -43,12 +44,57 @@ def behaviour_report_command(
     typer.echo(f"wrote {bundle / 'behaviour.json'} and {bundle / BEHAVIOUR_REPORT}")
 
 
+@behaviour_app.command("judge")
+def behaviour_judge_command(
+    judge_model: Annotated[str, typer.Option("--judge-model", "-m", help="The judge: registry name, folder, "
+                                                                          ".gguf or HF id.")] = "smollm2-135m-instruct",
+    kind: Annotated[str, typer.Option(help="probe (hidden-state probe, one pass per text) or contrast "
+                                           "(likelihood contrasts over framings).")] = "probe",
+    inventory: Annotated[str, typer.Option(help="Inventory naming the values (and their definitions).")] = (
+        "schwartz-basic-10"
+    ),
+    labelled: Annotated[Path | None, typer.Option(help="Labelled replies JSONL; default the shipped set.")] = None,
+    out: Annotated[Path | None, typer.Option(help="probe: save judge.json + judge.safetensors here.")] = None,
+) -> None:
+    """Validate a value judge on the labelled set's test half: per-value AUROC and the confusion table."""
+    from causalguard.behaviour.judge import ContrastJudge, ValueDefinition
+    from causalguard.behaviour.labelled import load_labelled
+    from causalguard.graphs.behaviour.judge_fit import fit_probe_judge, validate_any_judge
+    from causalguard.models import load_model
+    from causalguard.values import load_inventory
+
+    if kind not in ("probe", "contrast"):
+        raise typer.BadParameter(f"unknown judge kind {kind!r}; use probe or contrast", param_hint="--kind")
+    inv = load_inventory(inventory)
+    dims = [d.name for d in inv.dimensions]
+    texts = load_labelled(labelled, dimensions=dims)
+    lm = load_model(judge_model)
+    if kind == "probe":
+        fitted = fit_probe_judge(lm, texts, dims)
+        validation = fitted.validation
+        typer.echo(f"probe layer {fitted.judge.weights.layer} (chosen by 5-fold CV on the dev half)")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            fitted.judge.save(out, {"validation": {k: validation[k] for k in ("min_auroc", "mean_auroc",
+                                                                               "weak_values")}})
+    else:
+        values = [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inv.dimensions]
+        validation = validate_any_judge(ContrastJudge(lm, values), texts, dims)
+    typer.echo(f"{kind} judge on {lm.name}, labelled test half ({validation['n_texts']} texts):")
+    for d in dims:
+        v = validation["per_value"][d]
+        typer.echo(f"  {d:15s} AUROC {v['auroc']:.3f} ({v['auroc_ci'][0]:.2f}-{v['auroc_ci'][1]:.2f})  "
+                   f"specificity {v['specificity_auroc']:.3f}{'  weak' if v['weak'] else ''}")
+    typer.echo(f"  min {validation['min_auroc']:.3f}, mean {validation['mean_auroc']:.3f}")
+
+
 @behaviour_app.command("show")
 def behaviour_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's behaviour report (rendered from behaviour.json)."""
     import json
 
-    from causalguard.graphs.behaviour.report import BEHAVIOUR_FILE, render_behaviour
+    from causalguard.behaviour.artifacts import BEHAVIOUR_FILE
+    from causalguard.graphs.behaviour.report import render_behaviour
 
     path = bundle / BEHAVIOUR_FILE
     if not path.exists():

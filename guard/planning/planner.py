@@ -1,8 +1,11 @@
 """Plan levers for a profile's targets.
 
 Candidates are the catalog's measured levers allowed by the profile's method, the runtime (SAE
-levers need a local HF model) and the fluency caps. Every combination of up to ``max_levers``
-compatible levers is scored with the catalog's measured effects, assumed additive:
+levers need a local HF model), the fluency caps and reply quality: when the bundle has a behaviour
+report (``behaviour.json``), a lever whose replies were degraded more often than unsteered ones, or
+that was never measured on replies, is never planned (a hard constraint, not a penalty). Every
+combination of up to ``max_levers`` compatible levers is scored with the catalog's measured
+effects, assumed additive:
 
 - a target with a desired change is scored by its squared miss, one with only a direction by how
   far it moves that way (each in units of the value's noise threshold); the mean |change| of all
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
+from causalguard.behaviour.artifacts import BehaviourSummary
 from causalguard.config.schema import LimitsSpec, ProfileSpec
 from causalguard.errors import CausalguardError
 from causalguard.graphs.bundle.format import Bundle
@@ -80,9 +84,30 @@ def _goals(profile: ProfileSpec, catalog: Catalog) -> dict[str, float]:
     return goals
 
 
-def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool) -> list[LeverEntry]:
+def degrading_levers(catalog: Catalog, behaviour: BehaviourSummary | None) -> dict[str, str]:
+    """Levers the planner must never use because of what they do to replies: lever id -> why.
+
+    With a behaviour report in the bundle, a lever is excluded when its replies were degraded more
+    often than unsteered ones, or when it was not measured on replies at all (unknown is not safe)."""
+    if behaviour is None:
+        return {}
+    out = {}
+    for lever in catalog.levers:
+        measured = behaviour.levers.get(lever.id)
+        if measured is None:
+            out[lever.id] = "not measured on replies"
+        elif measured.degrades_replies:
+            out[lever.id] = f"degrades replies ({measured.degraded_rate:.0%} of replies outside the unsteered range)"
+    return out
+
+
+def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool,
+                    behaviour: BehaviourSummary | None = None) -> list[LeverEntry]:
+    excluded = degrading_levers(catalog, behaviour)
     out = []
     for lever in catalog.levers:
+        if lever.id in excluded:
+            continue
         if method != "auto" and lever.kind != method:
             continue
         if lever.kind == "sae" and not sae_available:
@@ -120,12 +145,15 @@ def plan_levers(
     if not goals:
         return Plan(name, (), {}, _forecast((), dims, goals, tolerances, bundle, catalog),
                     ("no targets: the model runs unguarded",))
-    levers = eligible_levers(catalog, profile.method, limits, sae_available)
+    levers = eligible_levers(catalog, profile.method, limits, sae_available, bundle.behaviour)
+    excluded = degrading_levers(catalog, bundle.behaviour)
     if not levers:
         raise PlanInfeasibleError(
             f"profile '{name}': no lever passes method={profile.method}, the fluency caps "
             f"(perplexity x{limits.max_perplexity_ratio}, unparseable +{limits.max_unparseable_increase:.0%})"
-            + ("" if sae_available else " and this runtime (no SAE levers on a remote model)"), [])
+            + ("" if sae_available else ", this runtime (no SAE levers on a remote model)")
+            + (f" and reply quality ({len(excluded)} levers degrade replies or were never measured on them)"
+               if excluded else ""), [])
     means = np.array([[lever.effects[d].mean for d in dims] for lever in levers])
     noise = np.array([max(catalog.noise_threshold[d], 1e-6) for d in dims])
     others = np.array([k for k, d in enumerate(dims) if d not in goals], dtype=int)
@@ -158,7 +186,13 @@ def plan_levers(
                 best_any = (penalty, combo, violations)
     if best is None:
         assert best_any is not None
-        raise _infeasible(name, goals, tolerances, [levers[i] for i in best_any[1]], best_any[2], bundle, dims)
+        error = _infeasible(name, goals, tolerances, [levers[i] for i in best_any[1]], best_any[2], bundle, dims)
+        blocked = [f"{lever_id} ({why})" for lever_id, why in sorted(excluded.items())
+                   if catalog.lever(lever_id).target in goals]
+        if blocked:
+            raise PlanInfeasibleError(f"{error}\nnot considered because of reply quality (see BEHAVIOUR.md in the "
+                                      f"bundle): {'; '.join(blocked)}", error.conflicts)
+        raise error
     chosen = tuple(levers[i] for i in best[1])
     forecast = _forecast(chosen, dims, goals, tolerances, bundle, catalog)
     reasons = [
@@ -167,8 +201,23 @@ def plan_levers(
         + (f" (proposed for {lever.target})" if lever.target and lever.target not in goals else "")
         for lever in chosen
     ]
+    if bundle.behaviour is not None:
+        for lever in chosen:
+            b = bundle.behaviour.levers[lever.id]
+            moved = ", ".join(f"{v} {b.effects[v][0]:+.2f} ({b.effects[v][1]:+.2f} .. {b.effects[v][2]:+.2f})"
+                              + (" [weak judge]" if v in bundle.behaviour.weak_values else "")
+                              for v in goals if v in b.effects)
+            reasons.append(f"{lever.id} in replies (judge units): {moved}; {b.degraded_rate:.0%} of replies "
+                           f"outside the unsteered quality range (unsteered "
+                           f"{bundle.behaviour.calibration.degraded_rate:.0%})")
     reasons.append(f"best of {len(levers)} eligible levers under method={profile.method}, at most "
                    f"{limits.max_levers} combined, side effects on other values weighted {limits.side_effect_weight}")
+    degrading = sorted(k for k, why in excluded.items() if "degrades" in why)
+    unmeasured = len(excluded) - len(degrading)
+    if degrading:
+        reasons.append(f"never planned, their replies degrade: {', '.join(degrading)}")
+    if unmeasured:
+        reasons.append(f"never planned, not measured on replies: {unmeasured} levers")
     return Plan(name, chosen, goals, forecast, tuple(reasons))
 
 
