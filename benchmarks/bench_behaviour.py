@@ -21,7 +21,7 @@ from causalguard.adapters.hf import install_steering_hooks, load_sae
 from causalguard.behaviour.judge import ContrastJudge, ValueDefinition, load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import reply_quality
-from causalguard.graphs.behaviour.report import lever_condition
+from causalguard.graphs.behaviour.report import lever_reply_condition
 from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.models import load_model
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
@@ -40,7 +40,7 @@ def main() -> None:
     assert bundle.catalog is not None and bundle.sae_dir is not None
     sae = load_sae(bundle.sae_dir, lm)
     prompts = list(load_prompts().split("dev").balanced(args.rows))
-    conditions = [lever_condition(bundle.catalog.lever(i), sae, bundle.catalog)
+    conditions = [lever_reply_condition(bundle.catalog.lever(i), sae, bundle.catalog)
                   for i in ("role:benevolence:+", "sae:f2547:+0.25")]
     rows = []
     for k, prompt in enumerate(prompts):

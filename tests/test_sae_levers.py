@@ -9,7 +9,7 @@ from causalguard import load_inventory
 from causalguard.adapters.hf import FeatureEdit
 from causalguard.adapters.hf.hooks import decoder_layers
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
-from causalguard.adapters.hf.steering_condition import SaeSteering
+from causalguard.adapters.hf.sae_condition import SaeSteering
 from causalguard.graphs.levers.build import propose_levers
 from causalguard.graphs.levers.candidates import find_candidates, residual_norm
 from causalguard.graphs.levers.catalog import build_catalog, load_catalog, save_catalog
@@ -18,7 +18,7 @@ from causalguard.graphs.levers.measure import NEUTRAL_TEXTS, MeasureSettings, fl
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.role import BASELINE
 from causalguard.scoring.statement import StatementContrast
-from causalguard.steering import NoSteering
+from causalguard.steering_conditions import NoSteering
 
 DIMS = ["power", "benevolence"]
 

@@ -149,7 +149,7 @@ def test_background_audits_run_on_their_interval(tiny_lm: LoadedModel, tiny_sae:
 
 def test_an_audit_round_scores_the_unguarded_model_once(guard: ValueGuard, monkeypatch: pytest.MonkeyPatch) -> None:
     import causalguard.runtime.audit as audit_module
-    from causalguard.steering import NoSteering
+    from causalguard.steering_conditions import NoSteering
 
     calls: list[str] = []
     real = audit_module.StatementContrast

@@ -43,6 +43,13 @@ class LoadedSae:
     d_sae: int
     path: str
 
+    def additive_value(self, feature: int, strength: float, residual_norm: float) -> float:
+        """The ``add`` edit value that moves the residual stream by ``strength`` x ``residual_norm`` along
+        the feature's decoder direction (lever strengths are in units of the layer's median norm)."""
+        self.check_feature(feature)
+        decoder_norm = float(self.sae.W_dec[feature].detach().float().norm())
+        return strength * residual_norm / max(decoder_norm, 1e-8)
+
     def check_feature(self, feature: int) -> None:
         if not 0 <= feature < self.d_sae:
             raise ValueError(f"feature {feature} is out of range: the SAE at {self.path} has {self.d_sae} features")

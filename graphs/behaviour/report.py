@@ -44,7 +44,6 @@ from causalguard.graphs.behaviour.replies import (
 )
 from causalguard.graphs.bundle.format import load_bundle
 from causalguard.graphs.levers.catalog import Catalog, LeverEntry
-from causalguard.graphs.levers.measure import sae_edit_value
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas
 
@@ -68,13 +67,13 @@ def reply_personas(n: int, seed: int) -> list[Persona]:
     return out[:n]
 
 
-def lever_condition(lever: LeverEntry, sae: LoadedSae | None, catalog: Catalog) -> ReplyCondition:
+def lever_reply_condition(lever: LeverEntry, sae: LoadedSae | None, catalog: Catalog) -> ReplyCondition:
     """A catalog lever as a reply condition, applied as the guard applies it (SAE: additive, all tokens)."""
     if lever.kind == "role":
         return ReplyCondition(lever.id, (lever.text or "",))
     if sae is None or catalog.sae is None or lever.feature is None:
         raise ValueError(f"lever {lever.id} needs the bundle's SAE")
-    value = sae_edit_value(sae, lever.spec(), float(catalog.sae["residual_norm"]))
+    value = sae.additive_value(lever.feature, lever.strength, float(catalog.sae["residual_norm"]))
     return ReplyCondition(lever.id, (), (SaeIntervention(sae, (FeatureEdit(lever.feature, "add", value),)),))
 
 
@@ -137,7 +136,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     prompts = list(load_prompts(dimensions=dims).split("dev").balanced(settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
     levers = [e for e in catalog.levers if settings.levers is None or e.id in settings.levers]
-    conditions = [ReplyCondition("none")] + [lever_condition(e, sae, catalog) for e in levers]
+    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog) for e in levers]
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size}
     store = ReplyStore(work, identity, restart=restart)

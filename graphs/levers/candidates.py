@@ -23,7 +23,7 @@ from causalguard.models.prompting import chat_text, encode_prefix
 from causalguard.roles.role import BASELINE
 from causalguard.roles.value_roles import value_role
 from causalguard.scoring.statement import context_text
-from causalguard.steering import NoSteering
+from causalguard.steering_conditions import NoSteering
 from causalguard.values.inventory import Inventory
 
 YOUR_VALUES_PROMPT = "Before we start, tell me about your values. What matters most to you in life?"

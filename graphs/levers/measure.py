@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from causalguard.adapters.hf.interventions import FeatureEdit
 from causalguard.adapters.hf.sae import LoadedSae
-from causalguard.adapters.hf.steering_condition import SaeSteering
+from causalguard.adapters.hf.sae_condition import SaeSteering
 from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.survey.conditions import build_conditions
 from causalguard.graphs.survey.runner import SurveySettings, run_survey
@@ -28,7 +28,7 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas
 from causalguard.roles.role import BASELINE
 from causalguard.scoring.generate import GenerateParse
-from causalguard.steering import NoSteering, PromptSteering, SteeringCondition
+from causalguard.steering_conditions import NoSteering, PromptSteering, SteeringCondition
 from causalguard.values.inventory import Inventory
 
 NEUTRAL_TEXTS: tuple[str, ...] = (
@@ -52,20 +52,14 @@ class MeasureSettings:
     batch_size: int = 32
 
 
-def steering_for(lever: LeverSpec, sae: LoadedSae | None, residual_norm: float) -> SteeringCondition:
+def lever_survey_condition(lever: LeverSpec, sae: LoadedSae | None, residual_norm: float) -> SteeringCondition:
     if lever.kind == "role":
         assert lever.text is not None
         return PromptSteering(id=lever.id, text=lever.text)
     if sae is None or lever.feature is None:
         raise ValueError(f"lever {lever.id} needs an SAE")
-    return SaeSteering(sae, (FeatureEdit(lever.feature, "add", sae_edit_value(sae, lever, residual_norm)),),
-                       label=lever.id)
-
-
-def sae_edit_value(sae: LoadedSae, lever: LeverSpec, residual_norm: float) -> float:
-    assert lever.feature is not None
-    decoder_norm = float(sae.sae.W_dec[lever.feature].detach().float().norm())
-    return lever.strength * residual_norm / max(decoder_norm, 1e-8)
+    edit = FeatureEdit(lever.feature, "add", sae.additive_value(lever.feature, lever.strength, residual_norm))
+    return SaeSteering(sae, (edit,), label=lever.id)
 
 
 def _interval(diffs: np.ndarray) -> dict[str, float]:
@@ -84,7 +78,7 @@ def measure_effects(
     out_dir: Path, settings: MeasureSettings, *, progress: bool = True,
 ) -> dict[str, Any]:
     personas = generate_personas(settings.personas, seed=settings.persona_seed)
-    steerings = [NoSteering(), *[steering_for(lever, sae, residual_norm) for lever in levers]]
+    steerings = [NoSteering(), *[lever_survey_condition(lever, sae, residual_norm) for lever in levers]]
     conditions = build_conditions(personas, steerings)
     result = run_survey(lm, inventory, conditions, SurveySettings(method="statement", batch_size=settings.batch_size),
                         out_dir / "survey", progress=progress)
@@ -137,7 +131,7 @@ def fluency_costs(
     out: dict[str, dict[str, float | None]] = {"none": {"perplexity": base_ppl, "perplexity_ratio": 1.0,
                                                         "unparseable_rate": unparsed(NoSteering())}}
     for lever in levers:
-        steering = steering_for(lever, sae, residual_norm)
+        steering = lever_survey_condition(lever, sae, residual_norm)
         ppl = perplexity(lm, steering) if lever.kind == "sae" else None
         out[lever.id] = {"perplexity": ppl, "perplexity_ratio": None if ppl is None else ppl / base_ppl,
                          "unparseable_rate": unparsed(steering)}

@@ -21,7 +21,7 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import chat_text
 from causalguard.roles.role import Role
 from causalguard.scoring.statement import context_text
-from causalguard.steering import NoSteering
+from causalguard.steering_conditions import NoSteering
 from causalguard.values.inventory import Inventory
 
 USER_PROMPTS: tuple[str, ...] = (

@@ -17,7 +17,7 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import encode_prefix
 from causalguard.roles.value_roles import value_role
 from causalguard.scoring.statement import context_text
-from causalguard.steering import NoSteering
+from causalguard.steering_conditions import NoSteering
 from causalguard.values.inventory import Inventory
 
 

@@ -10,16 +10,14 @@ import csv
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from causalguard.graphs.survey.conditions import Condition
 from causalguard.graphs.survey.results import AGREEMENT_FILE, SurveyResult
+from causalguard.graphs.survey.settings import SurveySettings
 from causalguard.models.loaded import LoadedModel
 from causalguard.scoring.generate import GenerateParse
 from causalguard.values.inventory import Inventory
-
-if TYPE_CHECKING:
-    from causalguard.graphs.survey.runner import SurveySettings
 
 LOGIT_YES_NO_METHODS = ("yesno",)
 

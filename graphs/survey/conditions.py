@@ -9,7 +9,7 @@ from causalguard.roles.personas import generate_personas
 from causalguard.roles.role import BASELINE, Role
 from causalguard.roles.roles_file import load_anchor_roles
 from causalguard.roles.value_roles import value_roles
-from causalguard.steering import NoSteering, SteeringCondition
+from causalguard.steering_conditions import NoSteering, SteeringCondition
 from causalguard.values.inventory import Inventory
 
 

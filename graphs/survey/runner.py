@@ -7,7 +7,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,25 +25,14 @@ from causalguard.graphs.survey.results import (
     SurveyResult,
     write_conditions,
 )
+from causalguard.graphs.survey.settings import SurveySettings
 from causalguard.graphs.survey.store import AnswerStore
 from causalguard.models.loaded import LoadedModel
-from causalguard.scoring.base import make_method
+from causalguard.scoring.registry import make_method
 from causalguard.values.inventory import Inventory
 from tqdm.auto import tqdm
 
 SURVEY_FORMAT = "causalguard.survey/1"
-
-
-@dataclass(frozen=True)
-class SurveySettings:
-    """Everything that changes a survey's numbers. A resumed run must use the same settings."""
-
-    method: str = "statement"
-    batch_size: int = 32
-    reuse_prefix: bool = True
-    max_new_tokens: int = 100
-    agreement_sample: int = 0
-    seed: int = 0
 
 
 def _condition_info(c: Condition) -> ConditionInfo:

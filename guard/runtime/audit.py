@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from causalguard.roles.role import BASELINE
 from causalguard.scoring.base import ItemAnswer
 from causalguard.scoring.statement import StatementContrast
-from causalguard.steering import NoSteering
+from causalguard.steering_conditions import NoSteering
 from causalguard.values.inventory import Dimension, Inventory, Item
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class CanaryAuditor:
         method = StatementContrast()
         lm = self.guard.lm
         unguarded = self._unguarded_scores(items, seed)
-        guarded = method.score(lm, BASELINE, self.guard.steering_for(profile, state), items)
+        guarded = method.score(lm, BASELINE, self.guard.audit_condition(profile, state), items)
         plan = state.plan(profile)
         scores: dict[str, list[float]] = {}
         changes: dict[str, list[float]] = {}

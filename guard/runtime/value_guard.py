@@ -36,8 +36,8 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan, plan_levers
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from causalguard.runtime.plan_conditions import ProfileCondition, plan_interventions
 from causalguard.runtime.prompts import Message
-from causalguard.runtime.steering import GuardSteering, plan_interventions
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +212,12 @@ class ValueGuard:
     def prompt_ids(self, messages: Sequence[Message], plan: Plan, config: GuardConfig) -> list[int]:
         return chat_prompt_ids(self.lm, messages, config.system_prompt, plan.role_instructions())
 
-    def steering_for(self, profile: str, state: GuardState | None = None) -> GuardSteering:
+    def audit_condition(self, profile: str, state: GuardState | None = None) -> ProfileCondition:
         """The profile's levers as a steering condition (used by audits)."""
         state = state or self.state
         plan = state.plan(profile)
         note = " ".join(plan.role_instructions()) or None
-        return GuardSteering(f"guard:{profile}", note, state.interventions[profile])
+        return ProfileCondition(f"guard:{profile}", note, state.interventions[profile])
 
     def generate(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,

@@ -8,7 +8,7 @@ from typing import ClassVar, Protocol
 
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.role import Role
-from causalguard.steering import SteeringCondition
+from causalguard.steering_conditions import SteeringCondition
 from causalguard.values.inventory import Dimension, Item
 
 
@@ -44,22 +44,3 @@ class ScoringMethod(Protocol):
     ) -> list[ItemAnswer]:
         """Answer ``items`` under ``role`` and ``steering``; one answer per item, in order."""
         ...
-
-
-METHOD_NAMES = ("yesno", "statement", "generate")
-
-
-def make_method(name: str, *, batch_size: int = 32, reuse_prefix: bool = True,
-                max_new_tokens: int = 100) -> ScoringMethod:
-    """Build a scoring method by name: ``yesno``, ``statement`` or ``generate``."""
-    from causalguard.scoring.generate import GenerateParse
-    from causalguard.scoring.statement import StatementContrast
-    from causalguard.scoring.yesno import YesNoLogOdds
-
-    if name == "yesno":
-        return YesNoLogOdds(batch_size=batch_size, reuse_prefix=reuse_prefix)
-    if name == "statement":
-        return StatementContrast(batch_size=batch_size, reuse_prefix=reuse_prefix)
-    if name == "generate":
-        return GenerateParse(batch_size=batch_size, max_new_tokens=max_new_tokens)
-    raise ValueError(f"unknown scoring method {name!r}; choose one of {', '.join(METHOD_NAMES)}")

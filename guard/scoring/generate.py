@@ -16,8 +16,8 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import chat_text, encode_prefix
 from causalguard.roles.role import Role
 from causalguard.scoring.base import ItemAnswer
-from causalguard.scoring.yesno import system_prompt
-from causalguard.steering import SteeringCondition
+from causalguard.scoring.role_prompt import role_system_prompt
+from causalguard.steering_conditions import SteeringCondition
 from causalguard.values.inventory import Dimension, Item
 
 QUESTION_TEMPLATE = "{question} First give your thought in one sentence, then answer with Yes or No."
@@ -45,7 +45,7 @@ class GenerateParse:
     def score(
         self, lm: LoadedModel, role: Role, steering: SteeringCondition, items: Sequence[tuple[Dimension, Item]]
     ) -> list[ItemAnswer]:
-        system = system_prompt(role, steering)
+        system = role_system_prompt(role, steering)
         prompts = [
             encode_prefix(lm.tokenizer, chat_text(lm.tokenizer, system, QUESTION_TEMPLATE.format(question=i.question)))
             for _, i in items

@@ -18,7 +18,7 @@ from causalguard.models.prompting import encode_continuation, encode_prefix
 from causalguard.roles.role import Role
 from causalguard.scoring.base import ItemAnswer
 from causalguard.scoring.shared_prefix import continuation_logprobs
-from causalguard.steering import SteeringCondition
+from causalguard.steering_conditions import SteeringCondition
 from causalguard.values.inventory import Dimension, Item
 
 

@@ -27,8 +27,9 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import chat_text, encode_continuation, encode_prefix
 from causalguard.roles.role import Role
 from causalguard.scoring.base import ItemAnswer
+from causalguard.scoring.role_prompt import role_system_prompt
 from causalguard.scoring.shared_prefix import next_token_logits
-from causalguard.steering import SteeringCondition
+from causalguard.steering_conditions import SteeringCondition
 from causalguard.values.inventory import Dimension, Item
 
 INSTRUCTION = (
@@ -62,13 +63,6 @@ def split_prompt(lm: LoadedModel, system: str | None) -> tuple[list[int], str]:
     return encode_prefix(lm.tokenizer, head), "{question}" + tail
 
 
-def system_prompt(role: Role, steering: SteeringCondition) -> str | None:
-    note = steering.prompt_note()
-    if role.system_prompt and note:
-        return f"{role.system_prompt} {note}"
-    return role.system_prompt or note
-
-
 @dataclass(frozen=True)
 class YesNoLogOdds:
     name: ClassVar[str] = "yesno"
@@ -81,7 +75,7 @@ class YesNoLogOdds:
     def score(
         self, lm: LoadedModel, role: Role, steering: SteeringCondition, items: Sequence[tuple[Dimension, Item]]
     ) -> list[ItemAnswer]:
-        prefix, template = split_prompt(lm, system_prompt(role, steering))
+        prefix, template = split_prompt(lm, role_system_prompt(role, steering))
         questions = [item.question for _, item in items] + [CONTENT_FREE_QUESTION]
         continuations = [encode_continuation(lm.tokenizer, template.format(question=q)) for q in questions]
         yes_ids = answer_token_ids(lm.tokenizer, ["yes"])

@@ -1,4 +1,4 @@
-"""A guard plan as interventions, and as a survey steering condition for canary audits."""
+"""A guard plan applied: its SAE levers as interventions, and the whole plan as a survey condition (audits)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from causalguard.adapters.hf.hooks import SteeringPlan, steer
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.graphs.levers.catalog import Catalog
-from causalguard.graphs.levers.measure import sae_edit_value
 from causalguard.planning.planner import Plan
 
 
@@ -23,13 +22,13 @@ def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog) -> t
             continue
         if sae is None or catalog.sae is None or lever.feature is None:
             raise ValueError(f"lever {lever.id} needs the bundle's SAE, which is not loaded")
-        edits.append(FeatureEdit(lever.feature, "add",
-                                 sae_edit_value(sae, lever.spec(), float(catalog.sae["residual_norm"]))))
+        edits.append(FeatureEdit(lever.feature, "add", sae.additive_value(
+            lever.feature, lever.strength, float(catalog.sae["residual_norm"]))))
     return (SaeIntervention(sae, tuple(edits)),) if edits and sae is not None else ()
 
 
 @dataclass(frozen=True)
-class GuardSteering:
+class ProfileCondition:
     """A plan as a ``SteeringCondition``: role instructions as the prompt note, SAE edits via the guard's
     already-installed dispatcher hooks (so it only sets the context's plan)."""
 
