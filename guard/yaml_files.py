@@ -123,10 +123,15 @@ def problems_from_validation(
 
 def validate_yaml_file(model: type[ModelT], path: Path) -> ModelT:
     """Load ``path`` and validate it as ``model``; raise ``ConfigError`` naming file, line and field."""
+    return validate_yaml_file_with_node(model, path)[0]
+
+
+def validate_yaml_file_with_node(model: type[ModelT], path: Path) -> tuple[ModelT, yaml.Node | None]:
+    """``validate_yaml_file`` plus the file's YAML node tree (for later line numbers), parsed once."""
     data, node = read_yaml(path)
     if data is None:
         raise ConfigError.single(str(path), "the file is empty", hint=f"see the {model.__name__} format")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), node
     except ValidationError as exc:
         raise ConfigError(problems_from_validation(exc, model, str(path), node)) from None

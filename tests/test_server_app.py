@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from causalguard.adapters.hf.sae import LoadedSae
+from causalguard.config.loading import SourcedConfig
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
@@ -25,10 +26,10 @@ def _client(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, yaml_text
     path = tmp_path / "guard.yaml"
     path.write_text(yaml_text)
 
-    def factory(config_path: Path, metrics: GuardMetrics) -> ValueGuard:
+    def factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
         if factory_hook is not None:
             factory_hook()
-        return ValueGuard(tiny_lm.model, tiny_lm.tokenizer, config_path, bundle=fake_bundle_with_sae(tiny_sae.path),
+        return ValueGuard(tiny_lm.model, tiny_lm.tokenizer, config, bundle=fake_bundle_with_sae(tiny_sae.path),
                           metrics=metrics, start_audits=False)
 
     return TestClient(create_app(path, guard_factory=factory))

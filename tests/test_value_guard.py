@@ -13,7 +13,7 @@ from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
-from causalguard.runtime.value_guard import UnknownProfileError
+from causalguard.runtime.state import UnknownProfileError
 
 from tests.guard_fakes import GUARD_YAML, fake_bundle_with_sae
 
@@ -162,3 +162,40 @@ def test_an_audit_round_scores_the_unguarded_model_once(guard: ValueGuard, monke
     monkeypatch.setattr(audit_module, "StatementContrast", Counting)
     guard.auditor.run_once()
     assert calls.count("unguarded") == 1 and calls.count("guarded") == 3
+
+
+def test_reload_from_another_file_names_that_file_and_its_lines(guard: ValueGuard, tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("# a comment shifts every line\n\n" + GUARD_YAML.replace("  power:", "  powr:", 1))
+    line = other.read_text().splitlines().index("  powr: {direction: decrease}") + 1
+    with pytest.raises(ConfigError) as err:
+        guard.reload(other)
+    assert f"{other}:{line}: targets.powr" in str(err.value)
+    assert guard.config_path is not None and guard.config_path.name == "guard.yaml"  # the old config stays
+
+
+def test_the_config_file_is_parsed_once_at_start_up(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import causalguard.yaml_files as yaml_files
+    from causalguard.config.loading import SourcedConfig
+    from causalguard.server.app import create_app
+    from fastapi.testclient import TestClient
+
+    path = tmp_path / "guard.yaml"
+    path.write_text(GUARD_YAML)
+    reads: list[Path] = []
+    real = yaml_files.read_yaml
+    monkeypatch.setattr(yaml_files, "read_yaml", lambda p: (reads.append(p), real(p))[1])
+
+    def factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
+        return ValueGuard(tiny_lm.model, tiny_lm.tokenizer, config, bundle=fake_bundle_with_sae(tiny_sae.path),
+                          metrics=metrics, start_audits=False)
+
+    with TestClient(create_app(path, guard_factory=factory)) as client:
+        for _ in range(100):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/v1/models").json()["data"][0]["id"] == "tiny-llama"
+    assert reads == [path]

@@ -20,13 +20,13 @@ from typing import Any
 
 from causalguard.adapters.langchain.local_hf import ChatHuggingFaceLocal
 from causalguard.adapters.langchain.messages import to_dicts, to_messages
-from causalguard.config.loading import check_value_names, load_guard_config
+from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
-from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.metrics import GuardMetrics
-from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
+from causalguard.planning.planner import Plan
 from causalguard.runtime.prompts import compose_messages
+from causalguard.runtime.state import build_guard_state
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -62,15 +62,15 @@ class ChatValueGuard(BaseChatModel):
     _metrics: GuardMetrics | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any) -> None:
-        path = Path(self.config) if isinstance(self.config, str | Path) else None
-        config = load_guard_config(path) if path is not None else self.config
-        if not isinstance(config, GuardConfig):
-            raise TypeError("config must be a GuardConfig or a path to guard.yaml")
+        if not isinstance(self.config, GuardConfig | SourcedConfig | str | Path):
+            raise TypeError("config must be a GuardConfig, a SourcedConfig or a path to guard.yaml")
+        sourced = read_guard_config(self.config)
+        config, path = sourced.config, sourced.path
         if isinstance(self.inner, ChatHuggingFaceLocal):
             from causalguard.runtime.value_guard import ValueGuard
 
             lm = self.inner.lm
-            self._guard = ValueGuard(lm.model, lm.tokenizer, path or config, bundle=self.bundle,
+            self._guard = ValueGuard(lm.model, lm.tokenizer, sourced, bundle=self.bundle,
                                      metrics=self.metrics, start_audits=self.start_audits, name=lm.name)
             self._metrics = self._guard.metrics
             self._plan = self._guard.plan(self.guard_profile)
@@ -78,25 +78,9 @@ class ChatValueGuard(BaseChatModel):
         bundle = self.bundle if isinstance(self.bundle, Bundle) else load_bundle(resolve_bundle_dir(
             self.bundle if self.bundle is not None else config.bundle, config.model,
             path.parent if path is not None else None))
-        if bundle.catalog is None:
-            raise ConfigError.single(str(bundle.path), "the bundle has no steering catalog", field="bundle",
-                                     hint="run 'causalguard levers measure --bundle FOLDER'")
-        check_value_names(config, bundle.catalog.dimensions, path or Path("<config>"))
         self._metrics = self.metrics if self.metrics is not None else GuardMetrics()
-        profile = config.profile(self.guard_profile)
-        if profile.method == "sae":
-            if not config.fallback_to_roles:
-                raise ConfigError.single(
-                    str(path or "<config>"), f"profile '{self.guard_profile}' asks for SAE levers, which need a local "
-                    f"HF model; {type(self.inner).__name__} is not one", field="method",
-                    hint="wrap a ChatHuggingFaceLocal, use method: role, or set fallback_to_roles: true")
-            profile = profile.model_copy(update={"method": "role"})
-        try:
-            self._plan = plan_levers(profile, bundle.catalog, bundle, config.limits, name=self.guard_profile,
-                                     sae_available=False)
-        except PlanInfeasibleError as exc:
-            raise ConfigError.single(str(path or "<config>"), f"{exc} (remote model: role levers only)",
-                                     field="targets") from None
+        state = build_guard_state(sourced, bundle, sae=None, local_model=False, profiles=[self.guard_profile])
+        self._plan = state.plan(self.guard_profile)
         self._metrics.publish_plan(self._plan)
 
     @property

@@ -23,16 +23,17 @@ def serve_command(
     import logging
 
     import uvicorn
-    from causalguard.config.loading import load_guard_config
+    from causalguard.config.loading import read_guard_config
     from causalguard.metrics import GuardMetrics, start_metrics_server
     from causalguard.server.app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_guard_config(config)
+    source = read_guard_config(config)  # parsed once, then passed down
+    settings = source.config
     metrics = GuardMetrics()
     if settings.metrics.port is not None:
         start_metrics_server(metrics, settings.metrics.port, settings.metrics.host)
-    app = create_app(config, metrics=metrics)
+    app = create_app(source, metrics=metrics)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                            timeout_graceful_shutdown=int(settings.server.drain_timeout_seconds)))
     server.run()

@@ -13,17 +13,18 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from causalguard.graphs.bundle.format import Bundle
+from causalguard.metrics import GuardMetrics
+from causalguard.models.loaded import LoadedModel
 from causalguard.roles.role import BASELINE
+from causalguard.runtime.state import GuardState, bundle_catalog
 from causalguard.scoring.base import ItemAnswer
 from causalguard.scoring.statement import StatementContrast
-from causalguard.steering_conditions import NoSteering
+from causalguard.steering_conditions import NoSteering, SteeringCondition
 from causalguard.values.inventory import Dimension, Inventory, Item
-
-if TYPE_CHECKING:
-    from causalguard.runtime.value_guard import GuardState, ValueGuard
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,18 @@ class AuditResult:
 
 
 class CanaryAuditor:
-    """Periodic audits for every profile of the guard's current configuration."""
+    """Periodic audits for every profile of the current configuration (``state()``, read each round).
 
-    def __init__(self, guard: ValueGuard) -> None:
-        self.guard = guard
+    ``condition(profile, state)`` gives a profile's levers as a survey condition on ``lm``."""
+
+    def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, bundle: Bundle, metrics: GuardMetrics,
+                 condition: Callable[[str, GuardState], SteeringCondition]) -> None:
+        self.state = state
+        self.lm = lm
+        self.bundle = bundle
+        self.catalog = bundle_catalog(bundle)
+        self.metrics = metrics
+        self.condition = condition
         self.results: dict[str, AuditResult] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -70,12 +79,12 @@ class CanaryAuditor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.run_once()
-            if self._stop.wait(self.guard.config.audit.interval_seconds):
+            if self._stop.wait(self.state().config.audit.interval_seconds):
                 return
 
     def run_once(self) -> dict[str, AuditResult]:
         """Audit every profile once (with the timeout); failures are counted and logged, not raised."""
-        state = self.guard.state
+        state = self.state()
         self._round += 1
         for profile in state.plans:
             done: dict[str, AuditResult] = {}
@@ -85,7 +94,7 @@ class CanaryAuditor:
             worker.start()
             worker.join(state.config.audit.timeout_seconds)
             seconds = time.perf_counter() - started
-            metrics = self.guard.metrics
+            metrics = self.metrics
             if worker.is_alive():
                 metrics.audits.labels(profile=profile, outcome="timeout").inc()
                 log.warning("audit of profile %s ran past %.0f s; skipped", profile, state.config.audit.timeout_seconds)
@@ -109,14 +118,14 @@ class CanaryAuditor:
         if self._inventory is None:
             from causalguard.values.loading import DEFAULT_INVENTORY, load_inventory
 
-            name = str((self.guard.bundle.doc.get("inventory") or {}).get("name", DEFAULT_INVENTORY))
-            self._inventory = load_inventory(name, dimensions=self.guard.catalog.dimensions)
+            name = str((self.bundle.doc.get("inventory") or {}).get("name", DEFAULT_INVENTORY))
+            self._inventory = load_inventory(name, dimensions=self.catalog.dimensions)
         return self._inventory
 
     def sample_items(self, state: GuardState, seed: int) -> list[tuple[Dimension, Item]]:
         """Items of the audited values, balanced: per value, half pro and half reversed."""
         inventory = self.inventory()
-        wanted = state.config.audit.values or self.guard.catalog.dimensions
+        wanted = state.config.audit.values or self.catalog.dimensions
         dims = [d for d in inventory.dimensions if d.name in wanted]
         per_value = max(2, state.config.audit.items_per_audit // max(1, len(dims)))
         rng = random.Random(seed)
@@ -131,9 +140,9 @@ class CanaryAuditor:
         started = time.perf_counter()
         items = self.sample_items(state, seed)
         method = StatementContrast()
-        lm = self.guard.lm
+        lm = self.lm
         unguarded = self._unguarded_scores(items, seed)
-        guarded = method.score(lm, BASELINE, self.guard.audit_condition(profile, state), items)
+        guarded = method.score(lm, BASELINE, self.condition(profile, state), items)
         plan = state.plan(profile)
         scores: dict[str, list[float]] = {}
         changes: dict[str, list[float]] = {}
@@ -152,12 +161,12 @@ class CanaryAuditor:
         key = (seed, *(item.id for _, item in items))
         with self._unguarded_lock:
             if self._unguarded is None or self._unguarded[0] != key:
-                self._unguarded = (key, StatementContrast().score(self.guard.lm, BASELINE, NoSteering(), items))
+                self._unguarded = (key, StatementContrast().score(self.lm, BASELINE, NoSteering(), items))
             return self._unguarded[1]
 
     def _publish(self, result: AuditResult) -> None:
         self.results[result.profile] = result
-        m = self.guard.metrics
+        m = self.metrics
         for value, score in result.scores.items():
             labels = {"profile": result.profile, "value": value}
             m.audited_score.labels(**labels).set(score)

@@ -17,7 +17,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,39 +27,21 @@ from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.config.holder import ConfigHolder
-from causalguard.config.loading import check_value_names, load_guard_config
+from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
-from causalguard.errors import CausalguardError, ConfigError
+from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
-from causalguard.planning.planner import Plan, plan_levers
+from causalguard.planning.planner import Plan
+from causalguard.runtime.audit import CanaryAuditor
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
-from causalguard.runtime.plan_conditions import ProfileCondition, plan_interventions
+from causalguard.runtime.plan_conditions import ProfileCondition
 from causalguard.runtime.prompts import Message
+from causalguard.runtime.state import GuardState, build_guard_state, bundle_catalog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GuardState:
-    """One configuration with its plans, built (and validated) before it is swapped in."""
-
-    config: GuardConfig
-    plans: Mapping[str, Plan]
-    interventions: Mapping[str, tuple[SaeIntervention, ...]]
-
-    def plan(self, profile: str) -> Plan:
-        if profile not in self.plans:
-            raise UnknownProfileError(profile, list(self.plans))
-        return self.plans[profile]
-
-
-class UnknownProfileError(CausalguardError, KeyError):
-    def __init__(self, name: str, known: Sequence[str]) -> None:
-        super().__init__(f"unknown guard profile '{name}'; profiles: {', '.join(known)}")
-        self.name = name
 
 
 @dataclass(frozen=True)
@@ -100,22 +82,18 @@ class ValueGuard:
     """Guard a local HF chat model. Use as a context manager, or call ``close()``."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, config: GuardConfig | str | Path, *,
+        self, model: Any, tokenizer: Any, config: SourcedConfig | GuardConfig | str | Path, *,
         bundle: Bundle | str | Path | None = None, metrics: GuardMetrics | None = None, start_audits: bool = True,
         name: str | None = None, force_bundle: bool = False,
     ) -> None:
         from causalguard.models.fingerprint import weights_fingerprint
 
-        self.config_path = Path(config) if isinstance(config, str | Path) else None
-        first = load_guard_config(self.config_path) if self.config_path else config
-        assert isinstance(first, GuardConfig)
+        self.source = read_guard_config(config)  # the file is parsed here, once
+        first = self.source.config
         model.eval()
         self.lm = LoadedModel(model, tokenizer, name or first.model, weights_fingerprint(model), first.model)
         self.bundle = bundle if isinstance(bundle, Bundle) else self._load_bundle(first, bundle, force_bundle)
-        if self.bundle.catalog is None:
-            raise ConfigError.single(str(self.bundle.path), "the bundle has no steering catalog (catalog.json)",
-                                     field="bundle", hint="run 'causalguard levers measure --bundle FOLDER'")
-        self.catalog = self.bundle.catalog
+        self.catalog = bundle_catalog(self.bundle)
         self.sae: LoadedSae | None = None
         if self.bundle.sae_dir is not None:
             self.sae = load_sae(self.bundle.sae_dir, self.lm)
@@ -125,7 +103,7 @@ class ValueGuard:
         if self.sae is not None:
             self.hooks = self._stack.enter_context(install_steering_hooks(self.lm.model, [self.sae.layer]))
         try:
-            self._holder: ConfigHolder[GuardState] = ConfigHolder(lambda: self._build_state(first))
+            self._holder: ConfigHolder[GuardState] = ConfigHolder(lambda: self._build_state(self.source))
         except Exception:
             self._stack.close()
             raise
@@ -133,37 +111,32 @@ class ValueGuard:
                                   "schema": str(self.bundle.doc.get("schema")),
                                   "catalog_levers": str(len(self.catalog.levers))})
         self._publish(self.state)
-        from causalguard.runtime.audit import CanaryAuditor
-
-        self.auditor = CanaryAuditor(self)
+        self.auditor = CanaryAuditor(lambda: self.state, self.lm, self.bundle, self.metrics, self.audit_condition)
         if start_audits and first.audit.enabled:
             self.auditor.start()
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, path: str | Path, **kwargs: Any) -> ValueGuard:
+    def from_config(cls, config: SourcedConfig | str | Path, **kwargs: Any) -> ValueGuard:
         """Load the config's model (registry name, folder, .gguf or HF id) and guard it."""
         from causalguard.models import load_model
 
-        config = load_guard_config(Path(path))
-        lm = load_model(config.model)
-        return cls(lm.model, lm.tokenizer, Path(path), name=lm.name, **kwargs)
+        sourced = read_guard_config(config)
+        lm = load_model(sourced.config.model)
+        return cls(lm.model, lm.tokenizer, sourced, name=lm.name, **kwargs)
+
+    @property
+    def config_path(self) -> Path | None:
+        """The file the current configuration was read from (None for an in-memory config)."""
+        return self.source.path
 
     def _load_bundle(self, config: GuardConfig, bundle: str | Path | None, force: bool) -> Bundle:
         base = self.config_path.parent if self.config_path is not None else None
         folder = resolve_bundle_dir(bundle if bundle is not None else config.bundle, config.model, base)
         return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
 
-    def _build_state(self, config: GuardConfig) -> GuardState:
-        if self.config_path is not None:
-            check_value_names(config, self.catalog.dimensions, self.config_path)
-        else:
-            check_value_names(config, self.catalog.dimensions, Path("<config>"))
-        plans = {name: plan_levers(config.profile(name), self.catalog, self.bundle, config.limits, name=name,
-                                   sae_available=self.sae is not None)
-                 for name in config.profile_names}
-        interventions = {name: plan_interventions(plan, self.sae, self.catalog) for name, plan in plans.items()}
-        return GuardState(config, plans, interventions)
+    def _build_state(self, sourced: SourcedConfig) -> GuardState:
+        return build_guard_state(sourced, self.bundle, sae=self.sae)
 
     def _publish(self, state: GuardState) -> None:
         for plan in state.plans.values():
@@ -189,18 +162,21 @@ class ValueGuard:
     def explain(self, profile: str = "default") -> str:
         return explain_plan(self.plan(profile), self.catalog)
 
-    def reload(self, config: GuardConfig | str | Path | None = None) -> GuardState:
-        """Validate and plan the new configuration, then swap it in; on any error keep the old one."""
+    def reload(self, config: SourcedConfig | GuardConfig | str | Path | None = None) -> GuardState:
+        """Validate and plan the new configuration (by default: re-read the current file), then swap it
+        in; on any error keep the old one. Errors point into the file actually read."""
         try:
             if config is None:
                 if self.config_path is None:
                     raise ValueError("this guard was built from an in-memory config: pass the new one")
                 config = self.config_path
-            new = load_guard_config(Path(config)) if isinstance(config, str | Path) else config
+            sourced = read_guard_config(config)
+            new = sourced.config
             if new.model != self.config.model or new.bundle != self.config.bundle:
-                raise ConfigError.single(str(config), "model and bundle cannot change on reload",
+                raise ConfigError.single(sourced.where, "model and bundle cannot change on reload",
                                          field="model", hint="restart the guard to change model or bundle")
-            state = self._holder.reload(lambda: self._build_state(new)).state
+            state = self._holder.reload(lambda: self._build_state(sourced)).state
+            self.source = sourced
         except Exception:
             self.metrics.config_reloads.labels(outcome="error").inc()
             raise

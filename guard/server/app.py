@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
-from causalguard.config.loading import load_guard_config
+from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import ConfigError
 from causalguard.metrics import GuardMetrics, metrics_asgi_app
@@ -38,24 +38,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 log = logging.getLogger(__name__)
-GuardFactory = Callable[[Path, GuardMetrics], ValueGuard]
+GuardFactory = Callable[[SourcedConfig, GuardMetrics], ValueGuard]
 
 
-def _default_factory(config_path: Path, metrics: GuardMetrics) -> ValueGuard:
-    return ValueGuard.from_config(config_path, metrics=metrics)
+def _default_factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
+    return ValueGuard.from_config(config, metrics=metrics)
 
 
 class ServerState:
     """What the routes share: set once at start-up, then read; counters live in ``Admission``."""
 
-    def __init__(self, config_path: Path, config: GuardConfig, metrics: GuardMetrics) -> None:
-        self.config_path = config_path
-        self.config = config
+    def __init__(self, source: SourcedConfig, metrics: GuardMetrics) -> None:
+        self.source = source  # the start-up config; once the guard is loaded, its config is the one served
         self.metrics = metrics
-        self.admission = Admission(config.server.max_concurrency, config.server.max_queue)
+        self.admission = Admission(source.config.server.max_concurrency, source.config.server.max_queue)
         self.guard: ValueGuard | None = None
         self.ready = False
         self.load_error: str | None = None
+
+    @property
+    def config(self) -> GuardConfig:
+        return self.guard.config if self.guard is not None else self.source.config
 
     def hooks_installed(self) -> int:
         if self.guard is None:
@@ -85,15 +88,15 @@ def _error(status: int, message: str, *, type_: str = "invalid_request_error", p
     return JSONResponse(error_body(message, type_=type_, param=param, code=code), status_code=status, headers=headers)
 
 
-def create_app(config_path: Path, *, guard_factory: GuardFactory = _default_factory,
+def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _default_factory,
                metrics: GuardMetrics | None = None) -> FastAPI:
-    """Build the app; the model loads in the background after start-up (``/readyz`` says when)."""
-    config = load_guard_config(config_path)  # fail fast on a bad file, before serving anything
-    state = ServerState(config_path, config, metrics or GuardMetrics())
+    """Build the app; the model loads in the background after start-up (``/readyz`` says when).
+    A path is read here, once (a bad file fails fast, before serving anything)."""
+    state = ServerState(read_guard_config(config), metrics or GuardMetrics())
 
     def load() -> None:
         try:
-            guard = guard_factory(config_path, state.metrics)
+            guard = guard_factory(state.source, state.metrics)
             guard.generate([{"role": "user", "content": "Hello"}], max_new_tokens=1)  # a real forward pass
             state.guard = guard
             state.ready = True
@@ -295,12 +298,11 @@ def _reload(state: ServerState, raise_errors: bool = False) -> int:
     if guard is None:
         return 0
     try:
-        guard.reload(state.config_path)
+        guard.reload()
     except ConfigError:
         log.exception("config reload refused; the old config stays active")
         if raise_errors:
             raise
         return guard.config_version
-    state.config = guard.config
     log.info("config reloaded: profiles %s", ", ".join(guard.state.plans))
     return guard.config_version

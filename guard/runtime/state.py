@@ -1,0 +1,78 @@
+"""A guard's configuration with its plans, built and validated in one place (``build_guard_state``).
+
+``ValueGuard`` (local HF models, role and SAE levers) and ``ChatValueGuard`` (any LangChain chat model,
+role levers only) both build their state here, so a profile is planned the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from causalguard.adapters.hf.interventions import SaeIntervention
+from causalguard.adapters.hf.sae import LoadedSae
+from causalguard.config.loading import SourcedConfig, check_value_names
+from causalguard.config.schema import GuardConfig
+from causalguard.errors import CausalguardError, ConfigError
+from causalguard.graphs.bundle.format import Bundle
+from causalguard.graphs.levers.catalog import Catalog
+from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
+from causalguard.runtime.plan_conditions import plan_interventions
+
+
+class UnknownProfileError(CausalguardError, KeyError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown guard profile '{name}'; profiles: {', '.join(known)}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """One configuration with its plans, built (and validated) before it is swapped in."""
+
+    config: GuardConfig
+    plans: Mapping[str, Plan]
+    interventions: Mapping[str, tuple[SaeIntervention, ...]]
+
+    def plan(self, profile: str) -> Plan:
+        if profile not in self.plans:
+            raise UnknownProfileError(profile, list(self.plans))
+        return self.plans[profile]
+
+
+def bundle_catalog(bundle: Bundle) -> Catalog:
+    """The bundle's steering catalog, or a clear error naming the command that makes one."""
+    if bundle.catalog is None:
+        raise ConfigError.single(str(bundle.path), "the bundle has no steering catalog (catalog.json)",
+                                 field="bundle", hint="run 'causalguard levers measure --bundle FOLDER'")
+    return bundle.catalog
+
+
+def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae | None, local_model: bool = True,
+                      profiles: Sequence[str] | None = None) -> GuardState:
+    """Check the config's value names against the catalog and plan every profile (or ``profiles``).
+
+    ``local_model=False`` (a remote chat model): SAE levers are impossible, so a profile asking for them
+    is planned with role levers when ``fallback_to_roles`` is set, and refused otherwise."""
+    catalog = bundle_catalog(bundle)
+    config, where = sourced.config, sourced.where
+    check_value_names(config, catalog.dimensions, sourced.path or Path("<config>"), sourced.node)
+    plans = {}
+    for name in profiles if profiles is not None else config.profile_names:
+        profile = config.profile(name)
+        if not local_model and profile.method == "sae":
+            if not config.fallback_to_roles:
+                raise ConfigError.single(
+                    where, f"profile '{name}' asks for SAE levers, which need a local HF model", field="method",
+                    hint="wrap a ChatHuggingFaceLocal, use method: role, or set fallback_to_roles: true")
+            profile = profile.model_copy(update={"method": "role"})
+        try:
+            plans[name] = plan_levers(profile, catalog, bundle, config.limits, name=name,
+                                      sae_available=local_model and sae is not None)
+        except PlanInfeasibleError as exc:
+            if local_model:
+                raise
+            raise ConfigError.single(where, f"{exc} (remote model: role levers only)", field="targets") from None
+    interventions = {name: plan_interventions(plan, sae, catalog) for name, plan in plans.items()}
+    return GuardState(config, plans, interventions)

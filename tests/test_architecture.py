@@ -1,0 +1,87 @@
+"""The layering rule of ARCHITECTURE.md, checked on every module-level import of the package.
+
+Layers, bottom to top (a module may import its own layer and the layers below it):
+
+1. foundation: errors, YAML/JSONL reading, values, roles, models, configs, metrics, steering conditions
+2. mechanics: scoring methods, HF hooks and SAEs, the behaviour judge and reply quality,
+   guarded generation (runtime.generation, runtime.prompts)
+3. artifacts: what the offline side ships and the runtime reads (bundle, graph, effects, catalog, levers)
+4. offline: surveys, quality reports, graph building, SAE training, lever measurement, behaviour runs
+5. serving: planning, runtime, server, LangChain adapters; may NOT import the offline layer
+6. entry points: commands, cli, the package root (lazy exports)
+
+Imports inside functions (lazy imports of heavy optional parts) are not module-level and not checked.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+SOURCES = {"guard": "causalguard", "adapters": "causalguard.adapters", "graphs": "causalguard.graphs"}
+
+FOUNDATION, MECHANICS, ARTIFACTS, OFFLINE, SERVING, ENTRY = range(1, 7)
+LAYER_OF = {  # the most specific prefix wins
+    "causalguard.errors": FOUNDATION, "causalguard.yaml_files": FOUNDATION, "causalguard.paths": FOUNDATION,
+    "causalguard.values": FOUNDATION, "causalguard.roles": FOUNDATION, "causalguard.models": FOUNDATION,
+    "causalguard.config": FOUNDATION, "causalguard.metrics": FOUNDATION,
+    "causalguard.steering_conditions": FOUNDATION, "causalguard.behaviour.jsonl": FOUNDATION,
+    "causalguard.scoring": MECHANICS, "causalguard.adapters.hf": MECHANICS, "causalguard.behaviour": MECHANICS,
+    "causalguard.runtime.generation": MECHANICS, "causalguard.runtime.prompts": MECHANICS,
+    "causalguard.method_choice": MECHANICS,
+    "causalguard.graphs.bundle": ARTIFACTS, "causalguard.graphs.causal": ARTIFACTS,
+    "causalguard.graphs.levers.catalog": ARTIFACTS, "causalguard.graphs.levers.lever": ARTIFACTS,
+    "causalguard.graphs": OFFLINE, "causalguard.graphs.causal.build": OFFLINE,
+    "causalguard.graphs.causal.evaluate": OFFLINE, "causalguard.graphs.causal.bootstrap": OFFLINE,
+    "causalguard.graphs.causal.discovery": OFFLINE, "causalguard.graphs.causal.matrix": OFFLINE,
+    "causalguard.planning": SERVING, "causalguard.runtime": SERVING, "causalguard.server": SERVING,
+    "causalguard.adapters.langchain": SERVING,
+    "causalguard.commands": ENTRY, "causalguard.cli": ENTRY,
+}
+# Offline code may generate replies exactly as the guard serves them (that is the point of it).
+OFFLINE_MAY_USE = ("causalguard.runtime.generation", "causalguard.runtime.prompts")
+
+
+def layer(module: str) -> int:
+    if module == "causalguard":
+        return ENTRY
+    best = max((p for p in LAYER_OF if module == p or module.startswith(p + ".")), key=len, default=None)
+    assert best is not None, f"{module} has no layer: add it to LAYER_OF and ARCHITECTURE.md"
+    return LAYER_OF[best]
+
+
+def module_imports() -> list[tuple[str, str, int]]:
+    """(importer, imported, line) for every module-level causalguard import."""
+    out = []
+    for folder, package in SOURCES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *parts)).removesuffix(".__init__")
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in tree.body:  # module level only
+                nodes = node.body if isinstance(node, ast.If) else [node]  # TYPE_CHECKING blocks count too
+                for n in nodes:
+                    if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("causalguard"):
+                        out.append((name, n.module, n.lineno))
+                    elif isinstance(n, ast.Import):
+                        out += [(name, a.name, n.lineno) for a in n.names if a.name.startswith("causalguard")]
+    return out
+
+
+def test_every_module_level_import_follows_the_layers() -> None:
+    edges = module_imports()
+    assert len(edges) > 200  # the scan sees the whole package
+    bad = []
+    for src, dst, line in edges:
+        s, d = layer(src), layer(dst)
+        if s == SERVING and d == OFFLINE:
+            bad.append(f"{src}:{line} imports {dst}: serving code must not import offline code")
+        elif d > s and not (s == OFFLINE and dst in OFFLINE_MAY_USE):
+            bad.append(f"{src}:{line} (layer {s}) imports {dst} (layer {d}): an import runs up the layers")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_rule_catches_a_violation() -> None:
+    assert layer("causalguard.runtime.value_guard") == SERVING
+    assert layer("causalguard.graphs.levers.measure") == OFFLINE
+    assert layer("causalguard.graphs.levers.catalog") == ARTIFACTS
+    assert layer("causalguard.graphs.causal.graph") == ARTIFACTS and layer("causalguard.graphs.causal.build") == OFFLINE
