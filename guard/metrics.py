@@ -7,14 +7,16 @@ Expose with ``start_metrics_server`` (standalone port) or ``metrics_asgi_app`` (
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 AUDIT_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-REQUEST_OUTCOMES = ("ok", "error", "cancelled", "rejected", "timeout")
+RequestOutcome = Literal["ok", "error", "cancelled", "rejected", "timeout"]
+REQUEST_OUTCOMES: tuple[str, ...] = get_args(RequestOutcome)
 
 
 class GuardMetrics:
@@ -59,13 +61,23 @@ class GuardMetrics:
         self.queue_depth = Gauge("causalguard_queue_depth", "Requests waiting for a generation slot.", registry=r)
         self.bundle = Info("causalguard_bundle", "The loaded bundle: model, fingerprint, schema.", registry=r)
 
-    def count_request(self, profile: str, method: str, outcome: str, seconds: float,
+    def count_request(self, profile: str, method: str, outcome: RequestOutcome, seconds: float,
                       lever_kinds: Any = ()) -> None:
         """One finished request: its outcome, latency and the levers it used."""
+        if outcome not in REQUEST_OUTCOMES:
+            raise ValueError(f"unknown request outcome {outcome!r}; one of {', '.join(REQUEST_OUTCOMES)}")
         self.requests.labels(profile=profile, method=method, outcome=outcome).inc()
         self.request_seconds.labels(profile=profile, method=method).observe(seconds)
         for kind in lever_kinds:
             self.levers_applied.labels(profile=profile, kind=kind).inc()
+
+    def count_rejected(self, profile: str) -> None:
+        self.requests.labels(profile=profile, method="none", outcome="rejected").inc()
+
+    def track_admission(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
+        """Drive the in-flight and queue gauges from the admission state, read at scrape time."""
+        self.in_flight.set_function(running)
+        self.queue_depth.set_function(waiting)
 
     def publish_plan(self, plan: Any) -> None:
         """Set planned/predicted/tolerance gauges from a ``Plan``."""

@@ -160,3 +160,19 @@ def test_admin_reload_needs_the_token_and_validates(client: TestClient, tmp_path
     assert client.post("/v1/chat/completions", json={**ASK, "profile": "plain"}).status_code == 400
     metrics = client.get("/metrics/").text
     assert 'causalguard_config_reloads_total{outcome="ok"} 1.0' in metrics
+
+
+def test_timeouts_answer_504_or_an_sse_error_event_and_count_as_timeouts(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
+                                                                         tmp_path: Path) -> None:
+    text = GUARD_YAML + "server: {request_timeout_seconds: 0.05, max_tokens_limit: 400}\n"
+    with _client(tiny_lm, tiny_sae, tmp_path, text) as c:
+        _wait_ready(c)
+        response = c.post("/v1/chat/completions", json={**ASK, "max_tokens": 400})
+        assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+        events = c.post("/v1/chat/completions", json={**ASK, "max_tokens": 400, "stream": True}).text
+        assert "generation timed out" in events and events.rstrip().endswith("data: [DONE]")
+        scraped = c.get("/metrics/").text
+        assert 'causalguard_requests_total{method="sae",outcome="timeout",profile="default"} 2.0' in scraped, scraped
+        assert 'outcome="cancelled"' not in scraped
+        assert "causalguard_requests_in_flight 0.0" in scraped and "causalguard_queue_depth 0.0" in scraped
+        assert c.get("/readyz").json()["hooks_installed"] == 1

@@ -31,7 +31,7 @@ from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
-from causalguard.metrics import GuardMetrics
+from causalguard.metrics import GuardMetrics, RequestOutcome
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan
@@ -72,6 +72,24 @@ def _cancel_criteria_class() -> Any:
 
 def _cancel_criteria(event: threading.Event) -> Any:
     return _cancel_criteria_class()(event)
+
+
+class Cancellation(threading.Event):
+    """A cancel event that says why: ``cancel("timeout")`` is counted as a timeout, not a cancellation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason: RequestOutcome = "cancelled"
+
+    def cancel(self, reason: RequestOutcome = "cancelled") -> None:
+        self.reason = reason
+        self.set()
+
+
+def _stopped_outcome(cancel: threading.Event | None) -> RequestOutcome:
+    if cancel is None or not cancel.is_set():
+        return "ok"
+    return cancel.reason if isinstance(cancel, Cancellation) else "cancelled"
 
 
 def method_label(plan: Plan) -> str:
@@ -225,11 +243,11 @@ class ValueGuard:
         rows = [GenerationRow(prompt, state.interventions[p] + extra, None if seed is None else seed + i)
                 for i, (p, prompt, extra) in enumerate(zip(profiles, prompts, extras, strict=True))]
         criteria = StoppingCriteriaList([_cancel_criteria(cancel)]) if cancel is not None else None
-        outcome = "error"
+        outcome: RequestOutcome = "error"
         try:
             outs = generate_rows(self.lm, rows, max_new_tokens=max_new_tokens, temperature=temperature,
                                  min_new_tokens=min_new_tokens, stopping_criteria=criteria, cancelled=cancel)
-            outcome = "cancelled" if cancel is not None and cancel.is_set() else "ok"
+            outcome = _stopped_outcome(cancel)
         finally:
             for profile, plan in zip(profiles, plans, strict=True):
                 self._count(profile, plan, outcome, time.perf_counter() - started)
@@ -276,7 +294,7 @@ class ValueGuard:
         started = time.perf_counter()
         worker = threading.Thread(target=run, name="causalguard-stream", daemon=True)
         worker.start()
-        outcome = "error"
+        outcome: RequestOutcome = "error"
         first = True
         try:
             for piece in streamer:
@@ -288,9 +306,9 @@ class ValueGuard:
                     yield piece
             if failure:
                 raise failure[0]
-            outcome = "cancelled" if stop.is_set() else "ok"
-        except GeneratorExit:
-            outcome = "cancelled"
+            outcome = _stopped_outcome(stop)
+        except GeneratorExit:  # closed by the consumer: a timeout when it said so, else a cancellation
+            outcome = _stopped_outcome(stop) if stop.is_set() else "cancelled"
             raise
         finally:
             stop.set()
@@ -299,10 +317,16 @@ class ValueGuard:
             if report is not None:
                 report["completion_tokens"] = counted["tokens"]
                 report["finish_reason"] = ("stop" if counted.get("eos") else
-                                           "cancelled" if outcome == "cancelled" else "length")
+                                           "cancelled" if outcome in ("cancelled", "timeout") else "length")
             self._count(profile, plan, outcome, time.perf_counter() - started)
 
-    def _count(self, profile: str, plan: Plan, outcome: str, seconds: float) -> None:
+    @property
+    def installed_hooks(self) -> int:
+        """Dispatcher hooks this guard has installed (0 once closed, or without an SAE)."""
+        hooks = getattr(self, "hooks", None)
+        return len(hooks.handles) if hooks is not None else 0
+
+    def _count(self, profile: str, plan: Plan, outcome: RequestOutcome, seconds: float) -> None:
         self.metrics.count_request(profile, method_label(plan), outcome, seconds,
                                    [lever.kind for lever in plan.levers])
 

@@ -28,7 +28,7 @@ from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import ConfigError
 from causalguard.metrics import GuardMetrics, metrics_asgi_app
-from causalguard.runtime.value_guard import ValueGuard
+from causalguard.runtime.value_guard import Cancellation, ValueGuard
 from causalguard.server.admission import Admission, QueueFullError
 from causalguard.server.body_limit import BodyLimit
 from causalguard.server.schemas import ChatCompletionRequest, error_body
@@ -52,6 +52,7 @@ class ServerState:
         self.source = source  # the start-up config; once the guard is loaded, its config is the one served
         self.metrics = metrics
         self.admission = Admission(source.config.server.max_concurrency, source.config.server.max_queue)
+        metrics.track_admission(lambda: self.admission.running, lambda: self.admission.waiting)
         self.guard: ValueGuard | None = None
         self.ready = False
         self.load_error: str | None = None
@@ -61,11 +62,7 @@ class ServerState:
         return self.guard.config if self.guard is not None else self.source.config
 
     def hooks_installed(self) -> int:
-        if self.guard is None:
-            return 0
-        from causalguard.adapters.hf.hooks import decoder_layers
-
-        return sum(len(layer._forward_hooks) for layer in decoder_layers(self.guard.lm.model))
+        return self.guard.installed_hooks if self.guard is not None else 0
 
 
 class ClosingStreamingResponse(StreamingResponse):
@@ -212,27 +209,23 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
         try:
             await stack.enter_async_context(state.admission.slot())
         except QueueFullError as exc:
-            state.metrics.requests.labels(profile=profile, method="none", outcome="rejected").inc()
+            state.metrics.count_rejected(profile)
             return _error(429, f"server busy: {exc}", type_="rate_limit_error", code="queue_full",
                           headers={"Retry-After": "1"})
-        state.metrics.in_flight.set(state.admission.running)
-        state.metrics.queue_depth.set(state.admission.waiting)
         kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": limit, "temperature": body.temperature,
                                   "seed": body.seed, "extra_interventions": extra}
         if body.stream:
             return ClosingStreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request),
                                             media_type="text/event-stream")
         async with stack:
-            cancel = threading.Event()
+            cancel = Cancellation()
             job = asyncio.ensure_future(asyncio.to_thread(guard.generate, messages, cancel=cancel, **kwargs))
             try:
                 reply = await asyncio.wait_for(asyncio.shield(job), config.server.request_timeout_seconds)
             except TimeoutError:
-                cancel.set()
+                cancel.cancel("timeout")
                 await job
                 return _error(504, "generation timed out", type_="server_error", code="timeout")
-            finally:
-                state.metrics.in_flight.set(state.admission.running - 1)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.model,
@@ -252,7 +245,7 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
 
     The disconnect is polled between tokens: uvicorn drops writes to a closed connection silently,
     so waiting for a failed write would let the generation run to its end."""
-    cancel = threading.Event()
+    cancel = Cancellation()
     report: dict[str, Any] = {}
     pieces: ThreadedIterator[str] = ThreadedIterator(
         guard.stream(messages, cancel=cancel, report=report, **kwargs), cancel)
@@ -269,6 +262,7 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                cancel.cancel("timeout")
                 await pieces.aclose()
                 yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
                 break
@@ -281,6 +275,7 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
             yield chunk({"content": piece}, None)
         yield "data: [DONE]\n\n"
     except TimeoutError:
+        cancel.cancel("timeout")
         yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
         yield "data: [DONE]\n\n"
     finally:
@@ -289,7 +284,6 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
         with anyio.CancelScope(shield=True):
             await pieces.aclose()
             await stack.aclose()
-        state.metrics.in_flight.set(state.admission.running)
 
 
 def _reload(state: ServerState, raise_errors: bool = False) -> int:
