@@ -18,7 +18,7 @@ def _profile(**kwargs) -> ProfileSpec:  # type: ignore[no-untyped-def]
 
 
 def test_less_power_picks_the_strongest_role_lever_without_protection() -> None:
-    plan = plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}), fake_catalog(), fake_bundle(),
+    plan = plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}), fake_bundle(),
                        LimitsSpec(max_levers=1))
     # f9 is stronger but its perplexity ratio 3.0 is over the 1.5 cap
     assert [lever.id for lever in plan.levers] == ["role:power:-"]
@@ -32,7 +32,7 @@ def test_less_power_picks_the_strongest_role_lever_without_protection() -> None:
 def test_protecting_achievement_switches_to_the_specific_sae_feature() -> None:
     profile = _profile(targets={"power": TargetSpec(direction="decrease")},
                        protected={"achievement": ProtectedSpec(tolerance=0.05)})
-    plan = plan_levers(profile, fake_catalog(), fake_bundle(), LimitsSpec(max_levers=1))
+    plan = plan_levers(profile, fake_bundle(), LimitsSpec(max_levers=1))
     assert [lever.id for lever in plan.levers] == ["sae:f7:-0.5"]
     assert abs(plan.forecast_for("achievement").change) <= 0.05
     text = explain_plan(plan, fake_catalog())
@@ -40,7 +40,7 @@ def test_protecting_achievement_switches_to_the_specific_sae_feature() -> None:
 
 
 def test_a_desired_change_is_matched_not_maximised() -> None:
-    plan = plan_levers(_profile(targets={"power": TargetSpec(change=-0.15)}), fake_catalog(), fake_bundle(),
+    plan = plan_levers(_profile(targets={"power": TargetSpec(change=-0.15)}), fake_bundle(),
                        LimitsSpec(max_levers=2))
     assert [lever.id for lever in plan.levers] == ["sae:f7:-0.5"]
 
@@ -49,7 +49,7 @@ def test_role_only_with_protection_is_infeasible_and_names_the_graph_path() -> N
     profile = _profile(targets={"power": TargetSpec(direction="decrease")},
                        protected={"achievement": ProtectedSpec(tolerance=0.05)}, method="role")
     with pytest.raises(PlanInfeasibleError) as caught:
-        plan_levers(profile, fake_catalog(), fake_bundle(), LimitsSpec())
+        plan_levers(profile, fake_bundle(), LimitsSpec())
     assert caught.value.conflicts == ["achievement"]
     assert "power -> achievement" in str(caught.value) and "tolerance" in str(caught.value)
 
@@ -58,28 +58,28 @@ def test_sae_levers_are_not_planned_without_a_local_model() -> None:
     profile = _profile(targets={"power": TargetSpec(direction="decrease")},
                        protected={"achievement": ProtectedSpec(tolerance=0.05)})
     with pytest.raises(PlanInfeasibleError):
-        plan_levers(profile, fake_catalog(), fake_bundle(), LimitsSpec(), sae_available=False)
+        plan_levers(profile, fake_bundle(), LimitsSpec(), sae_available=False)
     with pytest.raises(PlanInfeasibleError, match="no lever passes method=sae"):
-        plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}, method="sae"), fake_catalog(),
+        plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}, method="sae"),
                     fake_bundle(), LimitsSpec(), sae_available=False)
 
 
 def test_two_targets_combine_compatible_levers() -> None:
     profile = _profile(targets={"power": TargetSpec(direction="decrease"),
                                 "benevolence": TargetSpec(direction="increase")})
-    plan = plan_levers(profile, fake_catalog(), fake_bundle(), LimitsSpec(max_levers=2))
+    plan = plan_levers(profile, fake_bundle(), LimitsSpec(max_levers=2))
     ids = {lever.id for lever in plan.levers}
     assert "role:benevolence:+" in ids and len(ids) == 2
     assert plan.forecast_for("benevolence").change > 0 and plan.forecast_for("power").change < 0
 
 
 def test_no_targets_means_no_levers() -> None:
-    plan = plan_levers(_profile(), fake_catalog(), fake_bundle(), LimitsSpec())
+    plan = plan_levers(_profile(), fake_bundle(), LimitsSpec())
     assert plan.levers == () and "unguarded" in plan.reasons[0]
 
 
 def test_a_score_target_counts_from_the_catalog_baseline() -> None:
-    plan = plan_levers(_profile(targets={"benevolence": TargetSpec(score=0.35)}), fake_catalog(), fake_bundle(),
+    plan = plan_levers(_profile(targets={"benevolence": TargetSpec(score=0.35)}), fake_bundle(),
                        LimitsSpec(max_levers=1))
     assert plan.goals["benevolence"] == pytest.approx(0.25)
     assert [lever.id for lever in plan.levers] == ["role:benevolence:+"]
@@ -99,7 +99,7 @@ def _behaviour(degrading: set[str], measured: set[str] | None = None) -> Behavio
 def test_levers_whose_replies_degrade_are_never_planned() -> None:
     bundle = fake_bundle()
     bundle.behaviour = _behaviour({"role:power:-"})
-    plan = plan_levers(PROFILE_LESS_POWER, fake_catalog(), bundle, LimitsSpec(max_levers=1))
+    plan = plan_levers(PROFILE_LESS_POWER, bundle, LimitsSpec(max_levers=1))
     assert [lever.id for lever in plan.levers] != ["role:power:-"]
     assert any("never planned, their replies degrade: role:power:-" in r for r in plan.reasons)
     assert any("in replies (judge units): power -0.30" in r for r in plan.reasons)
@@ -109,7 +109,7 @@ def test_unmeasured_levers_are_not_planned_and_an_all_degrading_profile_is_infea
     bundle = fake_bundle()
     bundle.behaviour = _behaviour(set(), measured={"role:benevolence:+"})
     with pytest.raises(PlanInfeasibleError, match=r"reply quality.*role:power:- \(not measured on replies\)"):
-        plan_levers(PROFILE_LESS_POWER, fake_catalog(), bundle, LimitsSpec(max_levers=1))
+        plan_levers(PROFILE_LESS_POWER, bundle, LimitsSpec(max_levers=1))
     bundle.behaviour = _behaviour({"role:power:-", "sae:f7:-0.5", "sae:f9:-0.5"})
     with pytest.raises(PlanInfeasibleError, match=r"role:power:- \(degrades replies \(90%"):
-        plan_levers(PROFILE_LESS_POWER, fake_catalog(), bundle, LimitsSpec(max_levers=1))
+        plan_levers(PROFILE_LESS_POWER, bundle, LimitsSpec(max_levers=1))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from causalguard.artifacts import SAE_CONFIG
 from causalguard.errors import ConfigError
 from causalguard.models.loaded import LoadedModel
 
@@ -59,7 +60,7 @@ def load_sae(folder: Path, lm: LoadedModel, *, hook_name: str | None = None) -> 
     """Load an SAE folder and check it fits ``lm``: width equals the hooked layer's, hook point exists."""
     from sae_lens import SAE
 
-    cfg_path = folder / "cfg.json"
+    cfg_path = folder / SAE_CONFIG
     if not cfg_path.exists():
         raise ConfigError.single(str(folder), "not an sae-lens SAE folder (no cfg.json)",
                                  hint="save SAEs with sae-lens's save_model(), or 'causalguard sae train'")

@@ -29,7 +29,7 @@ import numpy as np
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
-from causalguard.behaviour.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_REPORT, BEHAVIOUR_SCHEMA
+from causalguard.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_REPORT, BEHAVIOUR_SCHEMA
 from causalguard.behaviour.labelled import load_labelled
 from causalguard.behaviour.prompts import Prompt, load_prompts
 from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, compare_degradation, reply_quality

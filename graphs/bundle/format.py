@@ -18,6 +18,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from causalguard.artifacts import BUNDLE_FILE, BUNDLE_SCHEMA, EFFECTS_FILE, GRAPHML_FILE, SVG_FILE
 from causalguard.behaviour.artifacts import BehaviourSummary, load_behaviour
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.graphs.causal.graph import ValueGraph
@@ -25,12 +26,6 @@ from causalguard.graphs.causal.predict import EffectModel
 from causalguard.graphs.levers.catalog import Catalog, load_catalog
 from causalguard.yaml_files import problems_from_validation
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-BUNDLE_SCHEMA = "causalguard.bundle/1"
-BUNDLE_FILE = "bundle.json"
-EFFECTS_FILE = "effects.safetensors"
-GRAPHML_FILE = "graph.graphml"
-SVG_FILE = "graph.svg"
 
 
 class BundleMismatchError(CausalguardError):

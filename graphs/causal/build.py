@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from causalguard.artifacts import EFFECTS_FILE
 from causalguard.graphs.bundle.format import BUNDLE_SCHEMA, Bundle
 from causalguard.graphs.causal.bootstrap import annotate_stability, bootstrap_graphs, resample_indices
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
@@ -58,7 +59,7 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
             "dropped": matrix.dropped, "columns": nodes,
         },
         "graph": graph.to_json(),
-        "effects": {"nodes": list(nodes), "dags_in_class": effects.dags, "file": "effects.safetensors",
+        "effects": {"nodes": list(nodes), "dags_in_class": effects.dags, "file": EFFECTS_FILE,
                     "meaning": "total[i][j] = change of j per unit do(i += 1), mean over the class's DAGs"},
         "evaluation": evaluate_held_out(matrix, settings.pc, seed=settings.seed, random_graphs=settings.random_graphs),
         "human_comparison": compare_with_reference(graph, matrix.correlation(), permutations=settings.permutations),

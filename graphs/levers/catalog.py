@@ -14,14 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+from causalguard.artifacts import CATALOG_FILE, CATALOG_REPORT, CATALOG_SCHEMA
 from causalguard.errors import ConfigError
 from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.yaml_files import problems_from_validation
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-CATALOG_SCHEMA = "causalguard.catalog/1"
-CATALOG_FILE = "catalog.json"
-CATALOG_REPORT = "CATALOG.md"
 
 
 class Interval(BaseModel):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from causalguard.artifacts import SAE_CONFIG, SAE_WEIGHTS
 from causalguard.models.loaded import LoadedModel
 
 
@@ -112,9 +113,9 @@ def _write_float16(source: Path, out_dir: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = load_file(str(source / "sae_weights.safetensors"))
+    weights = load_file(str(source / SAE_WEIGHTS))
     save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()},
-              str(out_dir / "sae_weights.safetensors"))
-    cfg = json.loads((source / "cfg.json").read_text())
+              str(out_dir / SAE_WEIGHTS))
+    cfg = json.loads((source / SAE_CONFIG).read_text())
     cfg["dtype"] = "float16"
-    (out_dir / "cfg.json").write_text(json.dumps(cfg, indent=2))
+    (out_dir / SAE_CONFIG).write_text(json.dumps(cfg, indent=2))

@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from causalguard.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_SCHEMA
 from causalguard.behaviour.quality import QualityCalibration
 from causalguard.errors import ConfigError
-
-BEHAVIOUR_SCHEMA = "causalguard.behaviour/1"
-BEHAVIOUR_FILE = "behaviour.json"
-BEHAVIOUR_REPORT = "BEHAVIOUR.md"
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from causalguard.adapters.hf.hooks import decoder_layers, steer
+from causalguard.artifacts import JUDGE_FILE, JUDGE_SCHEMA, JUDGE_WEIGHTS
 from causalguard.errors import ConfigError
 from causalguard.models.batching import left_padded
 from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import encode_continuation, encode_prefix
 
-JUDGE_SCHEMA = "causalguard.judge/1"
-JUDGE_FILE = "judge.json"
-JUDGE_WEIGHTS = "judge.safetensors"
 FRAME_HEAD = 'Here is some advice:\n"'
 FRAME_TAIL = '"'
 MAX_REPLY_TOKENS = 256

@@ -30,7 +30,7 @@ def behaviour_report_command(
     restart: Annotated[bool, typer.Option(help="Discard a previous reply run in the work folder.")] = False,
 ) -> None:
     """Fit and validate the judge, generate replies for every lever, and write the behaviour report."""
-    from causalguard.behaviour.artifacts import BEHAVIOUR_REPORT
+    from causalguard.artifacts import BEHAVIOUR_REPORT
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.report import ReportSettings, build_behaviour_report
     from causalguard.models import load_model
@@ -93,7 +93,7 @@ def behaviour_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle f
     """Print a bundle's behaviour report (rendered from behaviour.json)."""
     import json
 
-    from causalguard.behaviour.artifacts import BEHAVIOUR_FILE
+    from causalguard.artifacts import BEHAVIOUR_FILE
     from causalguard.graphs.behaviour.report import render_behaviour
 
     path = bundle / BEHAVIOUR_FILE

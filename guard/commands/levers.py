@@ -41,7 +41,10 @@ def levers_measure_command(
     from causalguard.values import load_inventory
 
     lm = load_model(model)
-    sae_dir = sae if sae is not None else (bundle / "sae" if (bundle / "sae" / "cfg.json").exists() else None)
+    from causalguard.artifacts import SAE_CONFIG, SAE_FOLDER
+
+    default_sae = bundle / SAE_FOLDER
+    sae_dir = sae if sae is not None else (default_sae if (default_sae / SAE_CONFIG).exists() else None)
     settings = CatalogSettings(strengths=_floats(strengths), measure=MeasureSettings(personas=personas))
     catalog = build_levers_catalog(lm, load_inventory(inventory), bundle, sae_dir,
                                    work or bundle.parent / f".levers-work-{bundle.name}", settings, progress=not quiet)
@@ -51,9 +54,10 @@ def levers_measure_command(
 
 @levers_app.command("show")
 def levers_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
-    """Print a bundle's catalog report."""
-    from causalguard.graphs.levers.catalog import CATALOG_REPORT, load_catalog
+    """Print a bundle's catalog report (rendered from catalog.json)."""
+    from causalguard.graphs.levers.catalog import load_catalog, render_report
 
-    if load_catalog(bundle) is None:
+    catalog = load_catalog(bundle)
+    if catalog is None:
         raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'")
-    typer.echo((bundle / CATALOG_REPORT).read_text())
+    typer.echo(render_report(catalog))

@@ -135,9 +135,12 @@ def graph_paths(bundle: Bundle, source: str, target: str, limit: int = 3) -> lis
 
 
 def plan_levers(
-    profile: ProfileSpec, catalog: Catalog, bundle: Bundle, limits: LimitsSpec, *, name: str = "default",
-    sae_available: bool = True,
+    profile: ProfileSpec, bundle: Bundle, limits: LimitsSpec, *, name: str = "default", sae_available: bool = True,
 ) -> Plan:
+    """Plan ``profile`` with the levers of ``bundle``'s catalog (see the module docstring)."""
+    if bundle.catalog is None:
+        raise ValueError(f"bundle {bundle.path} has no steering catalog to plan with")
+    catalog = bundle.catalog
     dims = catalog.dimensions
     index = {d: k for k, d in enumerate(dims)}
     goals = _goals(profile, catalog)

@@ -68,7 +68,7 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
                     hint="wrap a ChatHuggingFaceLocal, use method: role, or set fallback_to_roles: true")
             profile = profile.model_copy(update={"method": "role"})
         try:
-            plans[name] = plan_levers(profile, catalog, bundle, config.limits, name=name,
+            plans[name] = plan_levers(profile, bundle, config.limits, name=name,
                                       sae_available=local_model and sae is not None)
         except PlanInfeasibleError as exc:
             if local_model:
