@@ -21,7 +21,8 @@ SOURCES = {"guard": "causalguard", "adapters": "causalguard.adapters", "graphs":
 
 FOUNDATION, MECHANICS, ARTIFACTS, OFFLINE, SERVING, ENTRY = range(1, 7)
 LAYER_OF = {  # the most specific prefix wins
-    "causalguard.errors": FOUNDATION, "causalguard.artifacts": FOUNDATION, "causalguard.yaml_files": FOUNDATION, "causalguard.paths": FOUNDATION,
+    "causalguard.errors": FOUNDATION, "causalguard.artifacts": FOUNDATION, "causalguard.yaml_files": FOUNDATION,
+    "causalguard.paths": FOUNDATION,
     "causalguard.values": FOUNDATION, "causalguard.roles": FOUNDATION, "causalguard.models": FOUNDATION,
     "causalguard.config": FOUNDATION, "causalguard.metrics": FOUNDATION,
     "causalguard.steering_conditions": FOUNDATION, "causalguard.behaviour.jsonl": FOUNDATION,
