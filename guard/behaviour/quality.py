@@ -26,11 +26,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from causalguard.adapters.hf.hooks import steer
-from causalguard.models.batching import left_padded
 from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import chat_text, encode_continuation, encode_prefix
+from causalguard.scoring.shared_prefix import continuation_logprobs
 
 MIN_WORDS = 3
 CONTENT_FREE_MESSAGE = "Say something."
@@ -73,26 +72,21 @@ class ReplyQuality:
         return asdict(self)
 
 
-def _reply_logprobs(lm: LoadedModel, contexts: Sequence[list[int]], replies: Sequence[list[int]],
-                    batch_size: int) -> list[np.ndarray]:
-    """Per-token log-probs of each reply after its context (unsteered, batched, left-padded)."""
-    out: list[np.ndarray] = [np.zeros(0)] * len(replies)
-    order = sorted(range(len(replies)), key=lambda i: len(contexts[i]) + len(replies[i]))
-    with torch.inference_mode(), steer(None):
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            rows = [contexts[i] + replies[i] for i in chunk]
-            ids, mask = left_padded(rows, lm.pad_token_id)
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
-            width = max(len(replies[i]) for i in chunk)
-            logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                              logits_to_keep=width + 1).logits.float()
-            logp = torch.log_softmax(logits, -1)
-            for r, i in enumerate(chunk):
-                n = len(replies[i])
-                pred = logp[r, -n - 1:-1]  # the positions that predict the reply's tokens
-                target = torch.tensor(replies[i])
-                out[i] = pred.gather(1, target[:, None])[:, 0].numpy()
+def _mean_logprobs(lm: LoadedModel, contexts: Sequence[str], replies: Sequence[list[int]],
+                   batch_size: int) -> list[float]:
+    """Mean per-token log-prob of each reply after its context, unsteered. Replies that share a context
+    share its KV cache (one prefix pass per distinct context)."""
+    out = [0.0] * len(replies)
+    groups: dict[str, list[int]] = {}
+    for i, context in enumerate(contexts):
+        groups.setdefault(context, []).append(i)
+    with steer(None):
+        for context, members in groups.items():
+            prefix = encode_prefix(lm.tokenizer, context)
+            lps = continuation_logprobs(lm.model, prefix, [replies[i] for i in members], pad_id=lm.pad_token_id,
+                                        batch_size=batch_size)
+            for i, lp in zip(members, lps, strict=True):
+                out[i] = float(lp.mean())
     return out
 
 
@@ -103,15 +97,15 @@ def reply_quality(lm: LoadedModel, messages: Sequence[str], replies: Sequence[st
         raise ValueError("give one user message per reply")
     tokens = [encode_continuation(lm.tokenizer, r)[:max_reply_tokens] for r in replies]
     scored = [i for i, t in enumerate(tokens) if t]
-    with_msg = [encode_prefix(lm.tokenizer, chat_text(lm.tokenizer, None, messages[i])) for i in scored]
-    free_ctx = encode_prefix(lm.tokenizer, chat_text(lm.tokenizer, None, CONTENT_FREE_MESSAGE))
-    lp_msg = _reply_logprobs(lm, with_msg, [tokens[i] for i in scored], batch_size)
-    lp_free = _reply_logprobs(lm, [free_ctx] * len(scored), [tokens[i] for i in scored], batch_size)
+    bodies = [tokens[i] for i in scored]
+    lp_msg = _mean_logprobs(lm, [chat_text(lm.tokenizer, None, messages[i]) for i in scored], bodies, batch_size)
+    free = chat_text(lm.tokenizer, None, CONTENT_FREE_MESSAGE)
+    lp_free = _mean_logprobs(lm, [free] * len(scored), bodies, batch_size)
     ppl = dict.fromkeys(range(len(replies)), math.inf)
     rel = dict.fromkeys(range(len(replies)), 0.0)
     for k, i in enumerate(scored):
-        ppl[i] = float(math.exp(min(50.0, -float(lp_msg[k].mean()))))
-        rel[i] = float(lp_msg[k].mean() - lp_free[k].mean())
+        ppl[i] = float(math.exp(min(50.0, -lp_msg[k])))
+        rel[i] = lp_msg[k] - lp_free[k]
     return [ReplyQuality(repetition(r), distinct(r), ppl[i], rel[i], len(words(r)), bool(_REFUSAL.search(r)))
             for i, r in enumerate(replies)]
 
