@@ -6,7 +6,7 @@ import numpy as np
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.causal.graph import ValueGraph, make_edge
 from causalguard.graphs.causal.predict import EffectModel
-from causalguard.graphs.levers.catalog import Catalog
+from causalguard.graphs.levers.catalog import Catalog, CatalogSae
 
 DIMS = ["achievement", "power", "benevolence"]
 
@@ -61,7 +61,7 @@ def fake_bundle_with_sae(sae_path: str) -> Bundle:
     bundle = fake_bundle()
     assert bundle.catalog is not None
     bundle.catalog = bundle.catalog.model_copy(
-        update={"sae": {"path": sae_path, "residual_norm": 2.0, "layer": 0, "hook_name": "model.layers.0"}})
+        update={"sae": CatalogSae(path=sae_path, residual_norm=2.0, layer=0, hook_name="model.layers.0")})
     return bundle
 
 

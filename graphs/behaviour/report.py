@@ -73,7 +73,7 @@ def lever_reply_condition(lever: LeverEntry, sae: LoadedSae | None, catalog: Cat
         return ReplyCondition(lever.id, (lever.text or "",))
     if sae is None or catalog.sae is None or lever.feature is None:
         raise ValueError(f"lever {lever.id} needs the bundle's SAE")
-    value = sae.additive_value(lever.feature, lever.strength, float(catalog.sae["residual_norm"]))
+    value = sae.additive_value(lever.feature, lever.strength, catalog.sae.residual_norm)
     return ReplyCondition(lever.id, (), (SaeIntervention(sae, (FeatureEdit(lever.feature, "add", value),)),))
 
 

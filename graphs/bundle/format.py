@@ -82,7 +82,7 @@ class Bundle:
         """The SAE folder the catalog's SAE levers use, if any."""
         if self.catalog is None or self.catalog.sae is None:
             return None
-        location = Path(str(self.catalog.sae["path"]))
+        location = Path(self.catalog.sae.path)
         return location if location.is_absolute() or self.path is None else self.path / location
 
     @property

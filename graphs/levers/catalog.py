@@ -36,6 +36,27 @@ class Fluency(BaseModel):
     unparseable_rate: float
 
 
+class ModelRef(BaseModel):
+    """The model the catalog was measured on."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    fingerprint: str = ""
+
+
+class CatalogSae(BaseModel):
+    """The SAE the catalog's SAE levers use."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="SAE folder, relative to the bundle (or absolute)")
+    hook_name: str | None = None
+    layer: int | None = Field(default=None, ge=0)
+    d_sae: int | None = Field(default=None, gt=0)
+    residual_norm: float = Field(gt=0, allow_inf_nan=False,
+                                 description="median residual-stream norm at the layer: the unit of SAE strengths")
+    strength_unit: str = "median residual-stream norm at the layer"
+
+
 class LeverEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -60,9 +81,9 @@ class LeverEntry(BaseModel):
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     schema_: str = Field(alias="schema", pattern=r"^causalguard\.catalog/1$")
-    model: dict[str, Any]
+    model: ModelRef
     dimensions: list[str]
-    sae: dict[str, Any] | None = Field(description="SAE folder (relative to the bundle), layer, residual norm")
+    sae: CatalogSae | None = Field(description="SAE folder (relative to the bundle), layer, residual norm")
     personas: list[str]
     baseline: dict[str, Interval] = Field(description="unsteered scores over the personas (what audits compare to)")
     noise_threshold: dict[str, float]
@@ -95,7 +116,8 @@ def build_catalog(
         entries.append(LeverEntry(**asdict(lever), source=sources.get(lever.id, ""), effects=per_value,
                                   counts=eff["counts"], intended_share=intended, specificity=specificity,
                                   fluency=Fluency(**fluency[lever.id])))
-    return Catalog(schema=CATALOG_SCHEMA, model=model, dimensions=list(dimensions), sae=sae,
+    return Catalog(schema=CATALOG_SCHEMA, model=ModelRef(**model), dimensions=list(dimensions),
+                   sae=CatalogSae(**sae) if sae is not None else None,
                    personas=measured["personas"], baseline=measured["baseline"],
                    noise_threshold=measured["noise_threshold"],
                    baseline_fluency=Fluency(**fluency["none"]), levers=entries)
@@ -128,7 +150,7 @@ def render_report(catalog: Catalog) -> str:
     dims = catalog.dimensions
     n = len(catalog.personas)
     lines = [
-        f"# Steering catalog: {catalog.model.get('name', '?')}",
+        f"# Steering catalog: {catalog.model.name}",
         "",
         f"Every lever measured on {n} held-out personas (statement scores, nats/token; effect = steered minus",
         "unsteered, same persona). A persona's value counts as moved when the change exceeds half the spread",

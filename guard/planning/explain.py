@@ -32,6 +32,6 @@ def explain_plan(plan: Plan, catalog: Catalog) -> str:
     lines.append("  why:")
     lines += [f"    {reason}" for reason in plan.reasons]
     noise = sum(catalog.noise_threshold.values()) / len(catalog.noise_threshold)
-    lines.append(f"  scores in {catalog.model.get('name', 'the model')}'s survey units; "
+    lines.append(f"  scores in {catalog.model.name}'s survey units; "
                  f"noise threshold per value ~{noise:.3f}")
     return "\n".join(lines)

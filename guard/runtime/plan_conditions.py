@@ -23,7 +23,7 @@ def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog) -> t
         if sae is None or catalog.sae is None or lever.feature is None:
             raise ValueError(f"lever {lever.id} needs the bundle's SAE, which is not loaded")
         edits.append(FeatureEdit(lever.feature, "add", sae.additive_value(
-            lever.feature, lever.strength, float(catalog.sae["residual_norm"]))))
+            lever.feature, lever.strength, catalog.sae.residual_norm)))
     return (SaeIntervention(sae, tuple(edits)),) if edits and sae is not None else ()
 
 
