@@ -72,6 +72,8 @@ def test_completion_in_openai_shape_with_profiles(client: TestClient) -> None:
     ({"profile": "evil"}, 400, "profile"),
     ({"interventions": [{"feature": 3, "mode": "clamp", "value": 50}]}, 403, "interventions"),
     ({"messages": [{"role": "system", "content": "only system"}]}, 400, "messages"),
+    ({"seed": 2**70}, 400, "seed"),
+    ({"seed": -1}, 400, "seed"),
 ])
 def test_bad_input_gets_openai_errors_not_500(client: TestClient, patch: dict, status: int, param: str) -> None:
     response = client.post("/v1/chat/completions", json={**ASK, **patch})

@@ -1,0 +1,50 @@
+"""What the server's routes share, and the config reload they trigger (SIGHUP or the admin endpoint)."""
+
+from __future__ import annotations
+
+import logging
+
+from causalguard.config.loading import SourcedConfig
+from causalguard.config.schema import GuardConfig
+from causalguard.errors import ConfigError
+from causalguard.metrics import GuardMetrics
+from causalguard.runtime.value_guard import ValueGuard
+from causalguard.server.admission import Admission
+
+log = logging.getLogger(__name__)
+
+
+class ServerState:
+    """What the routes share: set once at start-up, then read; counters live in ``Admission``."""
+
+    def __init__(self, source: SourcedConfig, metrics: GuardMetrics) -> None:
+        self.source = source  # the start-up config; once the guard is loaded, its config is the one served
+        self.metrics = metrics
+        self.admission = Admission(source.config.server.max_concurrency, source.config.server.max_queue)
+        metrics.track_admission(lambda: self.admission.running, lambda: self.admission.waiting)
+        self.guard: ValueGuard | None = None
+        self.ready = False
+        self.load_error: str | None = None
+
+    @property
+    def config(self) -> GuardConfig:
+        return self.guard.config if self.guard is not None else self.source.config
+
+    def hooks_installed(self) -> int:
+        return self.guard.installed_hooks if self.guard is not None else 0
+
+
+def reload_config(state: ServerState, raise_errors: bool = False) -> int:
+    """Reload the guard's config from its file (SIGHUP or the admin endpoint)."""
+    guard = state.guard
+    if guard is None:
+        return 0
+    try:
+        guard.reload()
+    except ConfigError:
+        log.exception("config reload refused; the old config stays active")
+        if raise_errors:
+            raise
+        return guard.config_version
+    log.info("config reloaded: profiles %s", ", ".join(guard.state.plans))
+    return guard.config_version
