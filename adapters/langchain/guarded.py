@@ -23,7 +23,7 @@ from causalguard.adapters.langchain.messages import to_dicts, to_messages
 from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
 from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
-from causalguard.metrics import GuardMetrics
+from causalguard.metrics import GuardMetrics, RequestOutcome
 from causalguard.planning.planner import Plan
 from causalguard.runtime.prompts import compose_messages
 from causalguard.runtime.state import build_guard_state
@@ -125,7 +125,8 @@ class ChatValueGuard(BaseChatModel):
                                                 "output_tokens": reply.completion_tokens,
                                                 "total_tokens": reply.prompt_tokens + reply.completion_tokens})
             return ChatResult(generations=[ChatGeneration(message=message)])
-        started, outcome = time.perf_counter(), "error"
+        started = time.perf_counter()
+        outcome: RequestOutcome = "error"
         try:
             answer = self.inner.invoke(self._composed(messages), stop=stop or self.stop, **kwargs)
             outcome = "ok"
@@ -149,7 +150,8 @@ class ChatValueGuard(BaseChatModel):
             finally:
                 pieces.close()  # type: ignore[attr-defined]  # stops generation if the consumer left early
             return
-        started, outcome = time.perf_counter(), "error"
+        started = time.perf_counter()
+        outcome: RequestOutcome = "error"
         try:
             for chunk in self.inner.stream(self._composed(messages), stop=stop or self.stop, **kwargs):
                 if run_manager is not None and chunk.text:
@@ -164,7 +166,8 @@ class ChatValueGuard(BaseChatModel):
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         if self._guard is not None:
             return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
-        started, outcome = time.perf_counter(), "error"
+        started = time.perf_counter()
+        outcome: RequestOutcome = "error"
         try:
             answer = await self.inner.ainvoke(self._composed(messages), stop=stop or self.stop, **kwargs)
             outcome = "ok"
@@ -193,7 +196,7 @@ class ChatValueGuard(BaseChatModel):
         finally:
             await asyncio.to_thread(chunks.close)  # type: ignore[attr-defined]
 
-    def _count(self, outcome: str, seconds: float) -> None:
+    def _count(self, outcome: RequestOutcome, seconds: float) -> None:
         if self._metrics is None:
             return
         self._metrics.count_request(self.guard_profile, "role" if self.plan.levers else "none", outcome, seconds,
