@@ -93,6 +93,16 @@ class Bundle:
     def fingerprint(self) -> str:
         return str(self.doc["model"].get("fingerprint", ""))
 
+    @property
+    def schema(self) -> str:
+        return str(self.doc.get("schema", BUNDLE_SCHEMA))
+
+    @property
+    def inventory_name(self) -> str | None:
+        """The inventory the survey used (a shipped name or a file path), when recorded."""
+        name = (self.doc.get("inventory") or {}).get("name")
+        return str(name) if name else None
+
 
 def save_bundle(bundle: Bundle, folder: Path) -> Path:
     from causalguard.graphs.bundle.render import render_svg

@@ -118,7 +118,7 @@ class CanaryAuditor:
         if self._inventory is None:
             from causalguard.values.loading import DEFAULT_INVENTORY, load_inventory
 
-            name = str((self.bundle.doc.get("inventory") or {}).get("name", DEFAULT_INVENTORY))
+            name = self.bundle.inventory_name or DEFAULT_INVENTORY
             self._inventory = load_inventory(name, dimensions=self.catalog.dimensions)
         return self._inventory
 

@@ -126,7 +126,7 @@ class ValueGuard:
             self._stack.close()
             raise
         self.metrics.bundle.info({"model": self.bundle.model_name, "fingerprint": self.bundle.fingerprint,
-                                  "schema": str(self.bundle.doc.get("schema")),
+                                  "schema": self.bundle.schema,
                                   "catalog_levers": str(len(self.catalog.levers))})
         self._publish(self.state)
         self.auditor = CanaryAuditor(lambda: self.state, self.lm, self.bundle, self.metrics, self.audit_condition)
