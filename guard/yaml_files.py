@@ -16,10 +16,43 @@ from causalguard.errors import ConfigError, Problem
 from pydantic import BaseModel, ValidationError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+MAX_YAML_BYTES = 8 * 1024 * 1024
+
+
+def duplicate_keys(node: yaml.Node | None) -> list[tuple[str, int, int]]:
+    """Every key that appears twice in one mapping: (key, first line, second line). YAML loaders keep
+    the last silently, which would drop the first block without a word."""
+    found: list[tuple[str, int, int]] = []
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        found.append((str(key.value), seen[key.value], line))
+                    else:
+                        seen[key.value] = line
+                stack.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return sorted(found, key=lambda f: f[2])
 
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse ``path`` with ``yaml.safe_load``; also return its node tree for line look-ups."""
+    """Parse ``path`` with ``yaml.safe_load``; also return its node tree for line look-ups. Duplicate
+    keys and files over ``MAX_YAML_BYTES`` are errors."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ConfigError.single(str(path), "file not found", hint="check the path") from None
+    if path.is_dir():
+        raise ConfigError.single(str(path), "is a folder, not a YAML file", hint="give the path of the file")
+    if size > MAX_YAML_BYTES:
+        raise ConfigError.single(str(path), f"file is {size} bytes, over the {MAX_YAML_BYTES}-byte limit for YAML",
+                                 hint="check that this is the right file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -36,6 +69,10 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise ConfigError.single(
             str(path), f"invalid YAML: {problem}", line=line, hint="fix the YAML syntax at that line"
         ) from None
+    duplicates = duplicate_keys(node)
+    if duplicates:
+        raise ConfigError([Problem(str(path), second, key, f"duplicate key '{key}' (first on line {first})",
+                                   "merge the two entries into one") for key, first, second in duplicates])
     return data, node
 
 

@@ -112,3 +112,33 @@ def test_the_annotated_deploy_example_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "deploy" / "guard.yaml"
     config = load_guard_config(example, dimensions=["benevolence", "power", "tradition"])
     assert config.profile_names == ["default", "less-power", "plain"]
+
+
+@pytest.mark.parametrize("kind", ["config", "inventory", "roles"])
+def test_duplicate_yaml_keys_are_errors_naming_both_lines(tmp_path: Path, kind: str) -> None:
+    from causalguard.roles import load_roles_file
+    from causalguard.values import load_inventory
+
+    texts = {
+        "config": "model: x\ntargets:\n  power: {direction: increase}\nprotected:\n  achievement: {tolerance: 0.1}\n"
+                  "protected:\n  benevolence: {tolerance: 0.2}\n",
+        "inventory": "name: inv\nname: other\ndimensions: []\n",
+        "roles": "roles:\n  - id: judge\n    description: a judge\n    description: a retired judge\n",
+    }
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(texts[kind])
+    loaders = {"config": load_guard_config, "inventory": load_inventory, "roles": load_roles_file}
+    with pytest.raises(ConfigError, match=r"duplicate key '\w+' \(first on line \d\)") as err:
+        loaders[kind](path)
+    assert f"{path}:" in str(err.value)
+
+
+def test_a_folder_or_an_oversized_yaml_file_is_a_clear_error(tmp_path: Path) -> None:
+    import causalguard.yaml_files as yaml_files
+
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_guard_config(tmp_path)
+    big = tmp_path / "big.yaml"
+    big.write_text("model: x\n" + "# padding\n" * (yaml_files.MAX_YAML_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match=r"over the \d+-byte limit"):
+        load_guard_config(big)
