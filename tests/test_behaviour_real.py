@@ -9,7 +9,7 @@ from causalguard.adapters.hf.sae import load_sae
 from causalguard.behaviour.artifacts import load_behaviour
 from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import reply_quality
-from causalguard.graphs.behaviour.report import DEFAULT_SYSTEM_PROMPT, lever_reply_condition
+from causalguard.graphs.behaviour.report import DEFAULT_SYSTEM_PROMPT, lever_reply_condition, served_system_prompt
 from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
@@ -38,7 +38,8 @@ def test_the_old_default_plan_degrades_replies_and_plain_replies_do_not(lm: Load
     with install_steering_hooks(lm.model, [sae.layer]):
         outs = generate_rows(lm, rows, max_new_tokens=64)
     texts = [lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip() for o in outs]
-    quality = reply_quality(lm, [p.text for p in prompts] * 2, texts)
+    systems = [served_system_prompt(DEFAULT_SYSTEM_PROMPT, instructions)] * 6 + [DEFAULT_SYSTEM_PROMPT] * 6
+    quality = reply_quality(lm, [p.text for p in prompts] * 2, texts, systems=systems)
     flagged = [behaviour.calibration.degraded(q) for q in quality]
     guarded, plain = flagged[:6], flagged[6:]
     assert sum(guarded) >= 5, list(zip(texts[:6], guarded, strict=True))
@@ -54,5 +55,7 @@ def test_today_default_plan_avoids_degrading_levers_and_its_replies_stay_in_rang
         assert plan.levers and not any(behaviour.levers[lever.id].degrades_replies for lever in plan.levers)
         assert not set(OLD_DEFAULT_PLAN) <= {lever.id for lever in plan.levers}
         replies = guard.generate_batch([p.messages() for p in prompts], max_new_tokens=64)
-    quality = reply_quality(lm, [p.text for p in prompts], [r.text.strip() for r in replies])
+    system = served_system_prompt(DEFAULT_SYSTEM_PROMPT, plan.role_instructions())
+    quality = reply_quality(lm, [p.text for p in prompts], [r.text.strip() for r in replies],
+                            systems=[system] * len(prompts))
     assert sum(behaviour.calibration.degraded(q) for q in quality) <= 1, [r.text for r in replies]

@@ -17,8 +17,10 @@ Written to ``behaviour.json`` (schema ``causalguard.behaviour/1``) and ``BEHAVIO
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -75,6 +77,30 @@ def lever_reply_condition(lever: LeverEntry, sae: LoadedSae | None, catalog: Cat
         raise ValueError(f"lever {lever.id} needs the bundle's SAE")
     value = sae.additive_value(lever.feature, lever.strength, catalog.sae.residual_norm)
     return ReplyCondition(lever.id, (), (SaeIntervention(sae, (FeatureEdit(lever.feature, "add", value),)),))
+
+
+def served_system_prompt(persona_prompt: str | None, instructions: Sequence[str]) -> str | None:
+    """The system message a reply was served with (as ``compose_messages`` builds it)."""
+    parts = [p for p in (persona_prompt, *instructions) if p]
+    return "\n\n".join(parts) if parts else None
+
+
+def cached_scores(path: Path, version: Any, keys: Sequence[tuple[str, str, str]],
+                  compute: Callable[[], list[Any]]) -> list[Any]:
+    """Per-reply scores kept beside the replies, recomputed when the replies or ``version`` change."""
+    tag = {"version": version, "keys": [list(k) for k in keys]}
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("tag") == tag and len(saved.get("scores", [])) == len(keys):
+                return list(saved["scores"])
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            pass  # recompute a damaged cache
+    scores = compute()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"tag": tag, "scores": scores}))
+    os.replace(tmp, path)
+    return scores
 
 
 def t_interval(diffs: np.ndarray) -> dict[str, float]:
@@ -157,13 +183,22 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     text_of = {q.id: q.text for q in prompts}
 
     log("judging and measuring reply quality ...")
+    instructions = {c.id: c.instructions for c in conditions}
+    system_of = {p.id: p.system_prompt for p in personas}
+    systems = [served_system_prompt(system_of[r.persona], instructions[r.condition]) for r in ordered]
     t1 = time.time()
-    judged = fitted.judge.score([r.text for r in ordered])
+    w = fitted.judge.weights
+    judge_id = hashlib.sha256(w.directions.tobytes() + w.midpoints.tobytes() + w.mean.tobytes()).hexdigest()[:16]
+    judged = cached_scores(work / "judge_scores.json", f"probe:{w.layer}:{judge_id}", keys,
+                           lambda: fitted.judge.score([r.text for r in ordered]).tolist())
     judge_s = time.time() - t1
     t2 = time.time()
-    quality = reply_quality(lm, [text_of[r.prompt] for r in ordered], [r.text for r in ordered])
+    quality = [ReplyQuality(**q) for q in cached_scores(
+        work / "quality_scores.json", "served-context-v2", keys,
+        lambda: [q.as_dict() for q in reply_quality(lm, [text_of[r.prompt] for r in ordered],
+                                                     [r.text for r in ordered], systems=systems)])]
     quality_s = time.time() - t2
-    scores = {k: judged[i] for i, k in enumerate(keys)}
+    scores = {k: np.asarray(judged[i], dtype=float) for i, k in enumerate(keys)}
     qual = {k: quality[i] for i, k in enumerate(keys)}
     base_q = [qual[("none", p.id, q.id)] for p in personas for q in prompts]
     calibration = QualityCalibration.fit(base_q)

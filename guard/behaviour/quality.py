@@ -4,10 +4,13 @@ Per reply (``reply_quality``):
 
 - ``repetition``: share of the reply's word 4-grams that repeat an earlier 4-gram (loops score high).
 - ``distinct2``: distinct word bigrams over all bigrams (loops and stutters score low).
-- ``perplexity``: of the reply under the *unsteered* model, given the user's message.
+- ``perplexity``: of the reply under the model *without SAE edits*, given the conversation as it was
+  served (its system prompt, role-lever instructions included, and the user's message). Role levers
+  change what is likely; scoring a role reply without its instructions would call fluent text
+  "unlikely", so the context is the served one and only SAE edits are left out.
 - ``relevance``: mean log-probability per token of the reply given the user's message minus given a
-  content-free message (pointwise mutual information, nats/token): replies that ignore the message
-  score near or below 0.
+  content-free message under the same system prompt (pointwise mutual information, nats/token):
+  replies that ignore the message score near or below 0.
 - ``words`` (empty when under ``MIN_WORDS``) and ``refusal`` (a canned refusal phrase).
 
 ``QualityCalibration.fit`` takes unsteered replies and keeps the edges of their own 95% range
@@ -91,16 +94,22 @@ def _mean_logprobs(lm: LoadedModel, contexts: Sequence[str], replies: Sequence[l
 
 
 def reply_quality(lm: LoadedModel, messages: Sequence[str], replies: Sequence[str], *,
-                  batch_size: int = 16, max_reply_tokens: int = 256) -> list[ReplyQuality]:
-    """Quality of each reply to its user message, under the unsteered model ``lm``."""
+                  systems: Sequence[str | None] | None = None, batch_size: int = 16,
+                  max_reply_tokens: int = 256) -> list[ReplyQuality]:
+    """Quality of each reply to its user message under ``lm`` without SAE edits; ``systems`` gives
+    each reply's served system prompt (None: the chat template's default)."""
     if len(messages) != len(replies):
         raise ValueError("give one user message per reply")
+    systems = list(systems) if systems is not None else [None] * len(replies)
+    if len(systems) != len(replies):
+        raise ValueError("give one system prompt (or None) per reply")
     tokens = [encode_continuation(lm.tokenizer, r)[:max_reply_tokens] for r in replies]
     scored = [i for i, t in enumerate(tokens) if t]
     bodies = [tokens[i] for i in scored]
-    lp_msg = _mean_logprobs(lm, [chat_text(lm.tokenizer, None, messages[i]) for i in scored], bodies, batch_size)
-    free = chat_text(lm.tokenizer, None, CONTENT_FREE_MESSAGE)
-    lp_free = _mean_logprobs(lm, [free] * len(scored), bodies, batch_size)
+    lp_msg = _mean_logprobs(lm, [chat_text(lm.tokenizer, systems[i], messages[i]) for i in scored], bodies,
+                            batch_size)
+    lp_free = _mean_logprobs(lm, [chat_text(lm.tokenizer, systems[i], CONTENT_FREE_MESSAGE) for i in scored],
+                             bodies, batch_size)
     ppl = dict.fromkeys(range(len(replies)), math.inf)
     rel = dict.fromkeys(range(len(replies)), 0.0)
     for k, i in enumerate(scored):
