@@ -17,6 +17,7 @@ import argparse
 import time
 
 from _timing import interleaved, machine, median
+
 from causalguard.adapters.hf import install_steering_hooks, load_sae
 from causalguard.behaviour.judge import ContrastJudge, ValueDefinition, load_probe_judge
 from causalguard.behaviour.prompts import load_prompts

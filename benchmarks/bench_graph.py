@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 from _timing import interleaved, machine, median
+
 from causalguard.graphs.causal.bootstrap import bootstrap_graphs, resample_indices
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
 from causalguard.graphs.causal.sem import class_total_effects

@@ -14,6 +14,7 @@ import argparse
 
 import torch
 from _timing import interleaved, machine, median
+
 from causalguard.config import GuardConfig
 from causalguard.graphs.bundle.format import shipped_bundle_dir
 from causalguard.graphs.levers.catalog import load_catalog

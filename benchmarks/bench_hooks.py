@@ -16,6 +16,7 @@ import argparse
 
 import torch
 from _timing import interleaved, machine, median
+
 from causalguard.adapters.hf import FeatureEdit, SaeIntervention, install_steering_hooks, load_sae, steer
 from causalguard.adapters.hf.hooks import SteeringPlan
 from causalguard.graphs.bundle.format import shipped_bundle_dir

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from _timing import interleaved, machine, median
+
 from causalguard.models import load_model
 
 

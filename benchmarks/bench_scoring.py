@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from _timing import interleaved, machine, median
+
 from causalguard import NoSteering, load_inventory, value_roles
 from causalguard.models import load_model
 from causalguard.scoring import GenerateParse, StatementContrast, YesNoLogOdds

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from _timing import machine
+
 from causalguard.server.loadtest import run_load
 from causalguard.server.process import serve_in_process
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.models.loaded import LoadedModel
 
@@ -38,8 +39,9 @@ def tiny_sae(tiny_lm: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> 
     import json
 
     import torch
-    from causalguard.adapters.hf import load_sae
     from sae_lens import StandardSAE, StandardSAEConfig
+
+    from causalguard.adapters.hf import load_sae
 
     torch.manual_seed(1)
     sae = StandardSAE(StandardSAEConfig(d_in=tiny_lm.hidden_size, d_sae=32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.causal.graph import ValueGraph, make_edge
 from causalguard.graphs.causal.predict import EffectModel

@@ -17,7 +17,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-SOURCES = {"guard": "causalguard", "adapters": "causalguard.adapters", "graphs": "causalguard.graphs"}
+SOURCES = {"guard/causalguard": "causalguard", "adapters/causalguard/adapters": "causalguard.adapters",
+           "graphs/causalguard/graphs": "causalguard.graphs"}
 
 FOUNDATION, MECHANICS, ARTIFACTS, OFFLINE, SERVING, ENTRY = range(1, 7)
 LAYER_OF = {  # the most specific prefix wins

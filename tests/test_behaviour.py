@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from causalguard import ConfigError
 from causalguard.adapters.hf.hooks import decoder_layers, install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
@@ -37,7 +38,6 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.models.prompting import encode_continuation, encode_prefix
 from causalguard.runtime import ValueGuard
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
-
 from tests.guard_fakes import GUARD_YAML, fake_bundle_with_sae
 
 DIMS = ["self_direction", "stimulation", "hedonism", "achievement", "power", "security", "conformity",

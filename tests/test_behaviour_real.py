@@ -4,6 +4,7 @@ profile was planned with before plans saw replies degrade, against plain replies
 from pathlib import Path
 
 import pytest
+
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.sae import load_sae
 from causalguard.behaviour.artifacts import load_behaviour

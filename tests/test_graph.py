@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from causalguard import ConfigError
 from causalguard.cli import app
 from causalguard.graphs.bundle import BundleMismatchError, load_bundle, save_bundle
@@ -26,7 +28,6 @@ from causalguard.graphs.causal.reference import (
 )
 from causalguard.graphs.causal.sem import class_total_effects
 from causalguard.models.loaded import LoadedModel
-from typer.testing import CliRunner
 
 DATA = Path(__file__).parent / "data"
 SCHWARTZ = ["self_direction", "stimulation", "hedonism", "achievement", "power", "security", "conformity",

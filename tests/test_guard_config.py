@@ -4,9 +4,9 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from causalguard import ConfigError
 from causalguard.config import ConfigHolder, load_guard_config
-
 from tests.guard_fakes import DIMS
 
 GOOD = """\

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from typer.testing import CliRunner
+
 from causalguard.adapters.langchain import ChatHuggingFaceLocal, ChatValueGuard
 from causalguard.cli import app
 from causalguard.metrics import GuardMetrics, start_metrics_server
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
 from causalguard.server.process import free_port
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow
 README_YAML = """\

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from causalguard import ConfigError
 from causalguard.adapters.hf import FeatureEdit, SaeIntervention, Scope, install_steering_hooks, load_sae, steer
 from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, decoder_layers

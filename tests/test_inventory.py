@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from causalguard import ConfigError, load_inventory
 from causalguard.values.inventory import UnknownDimensionError
 

@@ -7,12 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from causalguard import ConfigError
-from causalguard.adapters.hf.hooks import decoder_layers
-from causalguard.adapters.langchain import ChatHuggingFaceLocal, ChatValueGuard
-from causalguard.config import GuardConfig
-from causalguard.metrics import GuardMetrics
-from causalguard.models.loaded import LoadedModel
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -21,6 +15,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_tests.unit_tests import ChatModelUnitTests
 
+from causalguard import ConfigError
+from causalguard.adapters.hf.hooks import decoder_layers
+from causalguard.adapters.langchain import ChatHuggingFaceLocal, ChatValueGuard
+from causalguard.config import GuardConfig
+from causalguard.metrics import GuardMetrics
+from causalguard.models.loaded import LoadedModel
 from tests.guard_fakes import GUARD_YAML, fake_bundle, fake_bundle_with_sae
 
 
@@ -118,8 +118,9 @@ def test_async_paths_match_sync(tiny_lm: LoadedModel, tiny_sae: Any) -> None:
 @lru_cache(maxsize=1)
 def _tiny_for_standard_tests() -> LoadedModel:
     import torch
-    from causalguard.models.loading import load_model
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from causalguard.models.loading import load_model
 
     tokenizer = load_model("smollm2-135m-instruct").tokenizer
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from causalguard import ModelNotAvailableError
 from causalguard.models.loaded import LoadedModel
 from causalguard.models.loading import CACHE_MARKER, load_model

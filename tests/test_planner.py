@@ -4,12 +4,12 @@ import math
 from pathlib import Path
 
 import pytest
+
 from causalguard.behaviour.artifacts import BehaviourSummary, LeverBehaviour
 from causalguard.behaviour.quality import QualityCalibration
 from causalguard.config.schema import LimitsSpec, ProfileSpec, ProtectedSpec, TargetSpec
 from causalguard.planning import PlanInfeasibleError, plan_levers
 from causalguard.planning.explain import explain_plan
-
 from tests.guard_fakes import fake_bundle, fake_catalog
 
 

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from causalguard import ConfigError, generate_personas, load_inventory, load_roles_file, value_roles
 from causalguard.graphs.survey.conditions import build_conditions, standard_roles
 from causalguard.roles import load_anchor_roles

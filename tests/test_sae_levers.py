@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from causalguard import load_inventory
 from causalguard.adapters.hf import FeatureEdit
 from causalguard.adapters.hf.hooks import decoder_layers
@@ -105,9 +106,10 @@ def test_lever_ids_are_stable() -> None:
 
 @pytest.mark.slow
 def test_sae_training_writes_a_loadable_float16_sae(tiny_lm: LoadedModel, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
     from causalguard.graphs.sae.evaluate import sae_metrics
     from causalguard.graphs.sae.train import SaeTrainSettings, train_sae
-    from safetensors.torch import load_file
 
     texts = [f"Sentence number {i} talks about values, honesty and power in daily life." for i in range(64)]
     settings = SaeTrainSettings(layer=1, d_sae=64, training_tokens=8192, context_size=32, train_batch_size_tokens=256)
@@ -141,9 +143,10 @@ def test_sae_build_chooses_a_layer_and_writes_its_card(tiny_lm: LoadedModel, tmp
 
 
 def test_levers_show_prints_the_shipped_catalog_and_refuses_a_bundle_without_one(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
     from causalguard.cli import app
     from causalguard.graphs.bundle.format import shipped_bundle_dir
-    from typer.testing import CliRunner
 
     shown = CliRunner().invoke(app, ["levers", "show", str(shipped_bundle_dir("smollm2-135m-instruct"))])
     assert shown.exit_code == 0 and "Roles vs SAE steering" in shown.output

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.config.loading import SourcedConfig
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
 from causalguard.server.app import create_app
-from fastapi.testclient import TestClient
-
 from tests.guard_fakes import GUARD_YAML, fake_bundle_with_sae
 
 ASK = {"model": "tiny-llama", "messages": [{"role": "user", "content": "What matters?"}], "max_tokens": 6}

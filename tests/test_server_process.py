@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from causalguard.metrics import GuardMetrics
 from causalguard.server.process import ServerProcess, free_port, serve_in_process
 

@@ -1,6 +1,7 @@
 """Prefix reuse must give the same numbers as full forward passes (exact to float tolerance)."""
 
 import torch
+
 from causalguard.models.loaded import LoadedModel
 from causalguard.scoring.shared_prefix import continuation_logprobs, next_token_logits
 

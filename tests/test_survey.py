@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from causalguard import ConfigError, load_inventory
 from causalguard.cli import app
 from causalguard.graphs.survey import SurveySettings, build_conditions, load_survey, run_survey
@@ -17,7 +19,6 @@ from causalguard.graphs.survey.conditions import standard_roles
 from causalguard.graphs.survey.store import AnswerStore
 from causalguard.models.loaded import LoadedModel
 from causalguard.scoring.base import ItemAnswer
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow
 DIMS = ["power", "benevolence"]

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from causalguard import ConfigError
 from causalguard.adapters.hf.hooks import decoder_layers
 from causalguard.adapters.hf.sae import LoadedSae
@@ -14,7 +15,6 @@ from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
 from causalguard.runtime.state import UnknownProfileError
-
 from tests.guard_fakes import GUARD_YAML, fake_bundle_with_sae
 
 ASK = [{"role": "user", "content": "What should I do with my life?"}]
@@ -176,10 +176,11 @@ def test_reload_from_another_file_names_that_file_and_its_lines(guard: ValueGuar
 
 def test_the_config_file_is_parsed_once_at_start_up(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
     import causalguard.yaml_files as yaml_files
     from causalguard.config.loading import SourcedConfig
     from causalguard.server.app import create_app
-    from fastapi.testclient import TestClient
 
     path = tmp_path / "guard.yaml"
     path.write_text(GUARD_YAML)

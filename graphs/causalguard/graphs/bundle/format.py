@@ -1,0 +1,188 @@
+"""The bundle format (schema ``causalguard.bundle/1``), documented in README 'Bundle format'.
+
+A bundle folder holds:
+  bundle.json          everything below, validated on load
+  effects.safetensors  total-effect matrices: ``total`` (n, n), ``class_low``/``class_high`` (spread over
+                       the DAGs of the equivalence class), ``bootstrap_total`` (b, n, n)
+  graph.graphml        the graph for other tools (edge attribute ``kind``, ``stability``)
+  graph.svg            a picture of it
+No pickle anywhere: JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from causalguard.artifacts import BUNDLE_FILE, BUNDLE_SCHEMA, EFFECTS_FILE, GRAPHML_FILE, SVG_FILE
+from causalguard.behaviour.artifacts import BehaviourSummary, load_behaviour
+from causalguard.errors import CausalguardError, ConfigError
+from causalguard.graphs.causal.graph import ValueGraph
+from causalguard.graphs.causal.predict import EffectModel
+from causalguard.graphs.levers.catalog import Catalog, load_catalog
+from causalguard.yaml_files import problems_from_validation
+
+
+class BundleMismatchError(CausalguardError):
+    """The bundle was built for other weights than the loaded model's."""
+
+
+class _EdgeDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    target: str
+    kind: str = Field(pattern="^(directed|undirected|bidirected)$")
+    stability: float | None = None
+    orientation: dict[str, float] = Field(default_factory=dict)
+
+
+class _GraphDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nodes: list[str] = Field(min_length=2)
+    edges: list[_EdgeDoc]
+
+
+class BundleDoc(BaseModel):
+    """The validated content of bundle.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: str = Field(alias="schema", pattern=r"^causalguard\.bundle/1$")
+    created: str
+    producer: dict[str, Any]
+    model: dict[str, Any]
+    inventory: dict[str, Any]
+    survey: dict[str, Any]
+    discovery: dict[str, Any]
+    graph: _GraphDoc
+    effects: dict[str, Any]
+    evaluation: dict[str, Any]
+    human_comparison: dict[str, Any]
+    extras: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class Bundle:
+    doc: dict[str, Any]
+    graph: ValueGraph
+    effects: EffectModel
+    class_low: np.ndarray
+    class_high: np.ndarray
+    path: Path | None = None
+    catalog: Catalog | None = None  # the steering catalog (catalog.json), when levers were measured
+    behaviour: BehaviourSummary | None = None  # levers measured on replies (behaviour.json), when reported
+
+    @property
+    def sae_dir(self) -> Path | None:
+        """The SAE folder the catalog's SAE levers use, if any."""
+        if self.catalog is None or self.catalog.sae is None:
+            return None
+        location = Path(self.catalog.sae.path)
+        return location if location.is_absolute() or self.path is None else self.path / location
+
+    @property
+    def model_name(self) -> str:
+        return str(self.doc["model"].get("name", "?"))
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.doc["model"].get("fingerprint", ""))
+
+    @property
+    def schema(self) -> str:
+        return str(self.doc.get("schema", BUNDLE_SCHEMA))
+
+    @property
+    def inventory_name(self) -> str | None:
+        """The inventory the survey used (a shipped name or a file path), when recorded."""
+        name = (self.doc.get("inventory") or {}).get("name")
+        return str(name) if name else None
+
+
+def save_bundle(bundle: Bundle, folder: Path) -> Path:
+    from safetensors.numpy import save_file
+
+    from causalguard.graphs.bundle.render import render_svg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = dict(bundle.doc)
+    doc["graph"] = bundle.graph.to_json()
+    BundleDoc.model_validate(doc)  # never write what we could not read back
+    tensors = {"total": bundle.effects.total, "class_low": bundle.class_low, "class_high": bundle.class_high}
+    if bundle.effects.samples.size:
+        tensors["bootstrap_total"] = bundle.effects.samples
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(folder / EFFECTS_FILE),
+              metadata={"schema": BUNDLE_SCHEMA, "nodes": json.dumps(list(bundle.graph.nodes))})
+    (folder / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    nx.write_graphml(_graphml(bundle.graph), folder / GRAPHML_FILE)
+    (folder / SVG_FILE).write_text(render_svg(bundle.graph, title=f"{bundle.model_name}: causal value graph"))
+    bundle.path = folder
+    return folder
+
+
+def _graphml(graph: ValueGraph) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.add_nodes_from(graph.nodes)
+    for e in graph.edges:
+        g.add_edge(e.source, e.target, kind=e.kind, stability=-1.0 if e.stability is None else e.stability)
+    return g
+
+
+def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force: bool = False) -> Bundle:
+    """Load and validate a bundle; refuse one built for other weights unless ``force``."""
+    from safetensors.numpy import load_file
+
+    path = folder / BUNDLE_FILE
+    if not path.exists():
+        raise ConfigError.single(str(folder), f"not a causalguard bundle (no {BUNDLE_FILE})",
+                                 hint="build one with 'causalguard graph build'")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError.single(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    schema = raw.get("schema") if isinstance(raw, dict) else None
+    if schema != BUNDLE_SCHEMA:
+        raise ConfigError.single(str(path), f"unsupported bundle schema {schema!r}", field="schema",
+                                 hint=f"this causalguard reads {BUNDLE_SCHEMA}; rebuild the bundle")
+    try:
+        BundleDoc.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation(exc, BundleDoc, str(path), None)) from None
+    if expected_fingerprint and raw["model"].get("fingerprint") != expected_fingerprint and not force:
+        raise BundleMismatchError(
+            f"bundle {folder} was built for weights {raw['model'].get('fingerprint')} "
+            f"({raw['model'].get('name')}), but the loaded model is {expected_fingerprint}; "
+            "its graph and effects may not hold. Pass force=True (--force) to use it anyway"
+        )
+    graph = ValueGraph.from_json(raw["graph"])
+    tensors = load_file(str(folder / EFFECTS_FILE))
+    samples = tensors.get("bootstrap_total", np.zeros((0, len(graph.nodes), len(graph.nodes))))
+    effects = EffectModel(graph.nodes, tensors["total"].astype(float), samples.astype(float))
+    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, load_catalog(folder),
+                  load_behaviour(folder))
+
+
+def resolve_bundle_dir(where: str | Path, model_name: str, base: Path | None = None) -> Path:
+    """A config's ``bundle``: 'builtin' (the model's shipped bundle), or a folder, relative to ``base``."""
+    if str(where) == "builtin":
+        return shipped_bundle_dir(model_name)
+    folder = Path(where)
+    return folder if folder.is_absolute() or base is None else base / folder
+
+
+def shipped_bundle_dir(model_name: str) -> Path:
+    """The bundle shipped inside the package for an embedded model (package data of ``causalguard.graphs``)."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("causalguard.graphs") / model_name))
+    if not (folder / BUNDLE_FILE).exists():
+        shipped = sorted(p.parent.name for p in folder.parent.glob(f"*/{BUNDLE_FILE}"))
+        raise ConfigError.single(str(folder), f"no shipped bundle for model '{model_name}'",
+                                 field="bundle", hint=f"shipped: {', '.join(shipped)}; or give a bundle folder")
+    return folder

@@ -1,0 +1,95 @@
+"""PC discovery through causal-learn, wrapped behind one typed function that returns a ValueGraph."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from causalguard.graphs.causal.graph import Edge, EdgeKind, ValueGraph, make_edge
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """Background knowledge: forbidden and required directed edges, and source-only nodes.
+
+    ``sources_only`` nodes (e.g. steering-condition indicator columns, the paper's variant) may have
+    edges out but never in.
+    """
+
+    forbidden: tuple[tuple[str, str], ...] = ()
+    required: tuple[tuple[str, str], ...] = ()
+    sources_only: tuple[str, ...] = ()
+
+    def check(self, nodes: Sequence[str]) -> None:
+        known = set(nodes)
+        named = {n for pair in self.forbidden + self.required for n in pair} | set(self.sources_only)
+        unknown = sorted(named - known)
+        if unknown:
+            raise ValueError(f"background knowledge names unknown variables: {', '.join(unknown)}")
+
+
+@dataclass(frozen=True)
+class PCSettings:
+    alpha: float = 0.05
+    max_depth: int | None = None  # largest conditioning set; None = unlimited
+    stable: bool = True
+    knowledge: Knowledge = field(default_factory=Knowledge)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.max_depth is not None and self.max_depth < 0:
+            raise ValueError("max_depth must be >= 0")
+
+
+def run_pc(data: np.ndarray, nodes: Sequence[str], settings: PCSettings = PCSettings()) -> ValueGraph:
+    """PC with Fisher-z tests on ``data`` (rows = conditions, columns = ``nodes``)."""
+    from causallearn.graph.GraphNode import GraphNode
+    from causallearn.search.ConstraintBased.PC import pc
+    from causallearn.utils.PCUtils.BackgroundKnowledge import BackgroundKnowledge
+
+    settings.knowledge.check(nodes)
+    background = None
+    k = settings.knowledge
+    if k.forbidden or k.required or k.sources_only:
+        graph_nodes = {name: GraphNode(name) for name in nodes}
+        background = BackgroundKnowledge()
+        for a, b in k.forbidden:
+            background.add_forbidden_by_node(graph_nodes[a], graph_nodes[b])
+        for a, b in k.required:
+            background.add_required_by_node(graph_nodes[a], graph_nodes[b])
+        for source in k.sources_only:
+            for other in nodes:
+                if other != source:
+                    background.add_forbidden_by_node(graph_nodes[other], graph_nodes[source])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = pc(np.asarray(data, dtype=float), settings.alpha, "fisherz", stable=settings.stable,
+                    background_knowledge=background, show_progress=False, node_names=list(nodes),
+                    max_k=settings.max_depth)
+    return decode(result.G.graph, nodes)
+
+
+def decode(matrix: np.ndarray, nodes: Sequence[str]) -> ValueGraph:
+    """causal-learn's endpoint matrix -> edges. G[i,j] = -1 and G[j,i] = 1 means i --> j;
+    both -1 means i --- j; both 1 means i <-> j."""
+    edges: list[Edge] = []
+    n = len(nodes)
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = int(matrix[i, j]), int(matrix[j, i])
+            if a == 0 and b == 0:
+                continue
+            kind: EdgeKind
+            if a == -1 and b == 1:
+                edges.append(make_edge(nodes[i], nodes[j], "directed"))
+                continue
+            if a == 1 and b == -1:
+                edges.append(make_edge(nodes[j], nodes[i], "directed"))
+                continue
+            kind = "undirected" if (a, b) == (-1, -1) else "bidirected"
+            edges.append(make_edge(nodes[i], nodes[j], kind))
+    return ValueGraph(tuple(nodes), tuple(edges))

@@ -1,0 +1,203 @@
+"""The steering catalog (``catalog.json`` in a bundle, schema ``causalguard.catalog/1``) and its report.
+
+For every lever: its measured effect on every value (mean, 95% CI, n personas), the Table-1 counts
+(personas whose value increased / decreased / stayed within noise), specificity (on-target effect
+over the mean absolute off-target effect), the share of personas moved in the intended direction,
+and its fluency cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from causalguard.artifacts import CATALOG_FILE, CATALOG_REPORT, CATALOG_SCHEMA
+from causalguard.errors import ConfigError
+from causalguard.graphs.levers.lever import LeverSpec
+from causalguard.yaml_files import problems_from_validation
+
+
+class Interval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+class Fluency(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    perplexity: float | None
+    perplexity_ratio: float | None
+    unparseable_rate: float
+
+
+class ModelRef(BaseModel):
+    """The model the catalog was measured on."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    fingerprint: str = ""
+
+
+class CatalogSae(BaseModel):
+    """The SAE the catalog's SAE levers use."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="SAE folder, relative to the bundle (or absolute)")
+    hook_name: str | None = None
+    layer: int | None = Field(default=None, ge=0)
+    d_sae: int | None = Field(default=None, gt=0)
+    residual_norm: float = Field(gt=0, allow_inf_nan=False,
+                                 description="median residual-stream norm at the layer: the unit of SAE strengths")
+    strength_unit: str = "median residual-stream norm at the layer"
+
+
+class LeverEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    kind: Literal["role", "sae"]
+    target: str | None
+    direction: int
+    strength: float
+    feature: int | None = None
+    text: str | None = None
+    source: str = Field(description="how the lever was proposed: value_role, contrast, your_values")
+    effects: dict[str, Interval]
+    counts: dict[str, dict[str, int]]
+    intended_share: float | None = Field(description="share of personas moved in the intended direction on target")
+    specificity: float | None
+    fluency: Fluency
+
+    def spec(self) -> LeverSpec:
+        return LeverSpec(id=self.id, kind=self.kind, target=self.target, direction=self.direction,
+                         strength=self.strength, feature=self.feature, text=self.text)
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    schema_: str = Field(alias="schema", pattern=r"^causalguard\.catalog/1$")
+    model: ModelRef
+    dimensions: list[str]
+    sae: CatalogSae | None = Field(description="SAE folder (relative to the bundle), layer, residual norm")
+    personas: list[str]
+    baseline: dict[str, Interval] = Field(description="unsteered scores over the personas (what audits compare to)")
+    noise_threshold: dict[str, float]
+    baseline_fluency: Fluency
+    levers: list[LeverEntry]
+
+    def lever(self, lever_id: str) -> LeverEntry:
+        for entry in self.levers:
+            if entry.id == lever_id:
+                return entry
+        raise KeyError(lever_id)
+
+
+def build_catalog(
+    *, model: dict[str, Any], dimensions: Sequence[str], levers: Sequence[LeverSpec], sources: dict[str, str],
+    measured: dict[str, Any], fluency: dict[str, dict[str, Any]], sae: dict[str, Any] | None,
+) -> Catalog:
+    entries = []
+    for lever in levers:
+        eff = measured["effects"][lever.id]
+        per_value = eff["per_value"]
+        target = lever.target
+        intended = specificity = None
+        if target is not None:
+            c = eff["counts"][target]
+            moved = c["increased"] if lever.direction > 0 else c["decreased"]
+            intended = moved / max(1, sum(c.values()))
+            off = [abs(per_value[d]["mean"]) for d in dimensions if d != target]
+            specificity = lever.direction * per_value[target]["mean"] / max(sum(off) / len(off), 1e-9)
+        entries.append(LeverEntry(**asdict(lever), source=sources.get(lever.id, ""), effects=per_value,
+                                  counts=eff["counts"], intended_share=intended, specificity=specificity,
+                                  fluency=Fluency(**fluency[lever.id])))
+    return Catalog(schema=CATALOG_SCHEMA, model=ModelRef(**model), dimensions=list(dimensions),
+                   sae=CatalogSae(**sae) if sae is not None else None,
+                   personas=measured["personas"], baseline=measured["baseline"],
+                   noise_threshold=measured["noise_threshold"],
+                   baseline_fluency=Fluency(**fluency["none"]), levers=entries)
+
+
+def save_catalog(catalog: Catalog, folder: Path) -> Path:
+    path = folder / CATALOG_FILE
+    path.write_text(json.dumps(catalog.model_dump(by_alias=True), indent=2) + "\n")
+    (folder / CATALOG_REPORT).write_text(render_report(catalog))
+    return path
+
+
+def load_catalog(folder: Path) -> Catalog | None:
+    path = folder / CATALOG_FILE
+    if not path.exists():
+        return None
+    try:
+        return Catalog.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise ConfigError.single(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation(exc, Catalog, str(path), None)) from None
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:+.{digits}f}"
+
+
+def render_report(catalog: Catalog) -> str:
+    dims = catalog.dimensions
+    n = len(catalog.personas)
+    lines = [
+        f"# Steering catalog: {catalog.model.name}",
+        "",
+        f"Every lever measured on {n} held-out personas (statement scores, nats/token; effect = steered minus",
+        "unsteered, same persona). A persona's value counts as moved when the change exceeds half the spread",
+        "of that value across the unsteered personas.",
+        "",
+        "## Best lever per value and direction",
+        "",
+        "| value | direction | lever | effect on target (95% CI) | personas moved as intended | specificity | "
+        "unparseable | perplexity x |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dim in dims:
+        for direction in (1, -1):
+            options = [e for e in catalog.levers if e.target == dim and e.direction == direction]
+            if not options:
+                continue
+            best = max(options, key=lambda e: direction * e.effects[dim].mean)
+            eff = best.effects[dim]
+            lines.append(
+                f"| {dim} | {'+' if direction > 0 else '-'} | {best.id} | {_fmt(eff.mean)} "
+                f"({_fmt(eff.ci_low)}, {_fmt(eff.ci_high)}) | {best.intended_share:.0%} | "
+                f"{_fmt(best.specificity, 2)} | {best.fluency.unparseable_rate:.0%} | "
+                f"{'n/a' if best.fluency.perplexity_ratio is None else f'{best.fluency.perplexity_ratio:.2f}'} |"
+            )
+    lines += ["", "## Roles vs SAE steering (share of personas moved in the intended direction on target)", "",
+              "| value | role + | role - | best SAE + | best SAE - |", "|---|---|---|---|---|"]
+    for dim in dims:
+        cells = []
+        for kind in ("role", "sae"):
+            for direction in (1, -1):
+                opts = [e for e in catalog.levers if e.kind == kind and e.target == dim and e.direction == direction]
+                share = max((e.intended_share or 0.0 for e in opts), default=None)
+                cells.append("n/a" if share is None else f"{share:.0%}")
+        lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    sae_levers = [e for e in catalog.levers if e.kind == "sae"]
+    if sae_levers:
+        lines += ["", "## SAE features x values (Table 1 shape): personas increased / decreased / unchanged", "",
+                  "| lever | source | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
+        for e in sae_levers:
+            cells = [f"{e.counts[d]['increased']}/{e.counts[d]['decreased']}/{e.counts[d]['unchanged']}" for d in dims]
+            lines.append(f"| {e.id} (target {e.target or '?'}) | {e.source} | " + " | ".join(cells) + " |")
+    lines += ["", "## Every lever: mean effect per value", "",
+              "| lever | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
+    for e in catalog.levers:
+        lines.append(f"| {e.id} | " + " | ".join(_fmt(e.effects[d].mean) for d in dims) + " |")
+    bf = catalog.baseline_fluency
+    lines += ["", f"Unsteered: perplexity {bf.perplexity:.2f} on the neutral texts, "
+              f"{bf.unparseable_rate:.0%} unparseable answers."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,52 @@
+"""Strict JSONL reading: every problem names the file, the line and the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from causalguard.errors import ConfigError, Problem
+from causalguard.yaml_files import format_loc
+
+Record = TypeVar("Record", bound=BaseModel)
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+def read_jsonl(path: Path, model: type[Record], *, what: str) -> list[tuple[Record, int]]:
+    """Every non-blank line of ``path`` validated as ``model``, with its line number.
+
+    Raises ``ConfigError`` listing every bad line (invalid JSON, a missing or wrong field)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ConfigError.single(str(path), "file not found", hint="check the path") from None
+    if size > MAX_FILE_BYTES:
+        raise ConfigError.single(str(path), f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit",
+                                 hint=f"split the {what} into smaller files")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})",
+                                 hint="save the file as UTF-8") from None
+    problems: list[Problem] = []
+    records: list[tuple[Record, int]] = []
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            records.append((model.model_validate(json.loads(text)), number))
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(str(path), number, "", f"invalid JSON: {exc.msg} (column {exc.colno})",
+                                    hint="one JSON object per line"))
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = [p for p in error["loc"] if isinstance(p, int | str)]
+                problems.append(Problem(str(path), number, format_loc(loc), error["msg"]))
+    if problems:
+        raise ConfigError(problems)
+    if not records:
+        raise ConfigError.single(str(path), f"no {what} in the file", hint="one JSON object per line")
+    return records

@@ -1,0 +1,143 @@
+"""``causalguard graph``: build, show, predict, compare and diff causal value graph bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from causalguard.commands.options import split_list
+
+graph_app = typer.Typer(help="Causal value graphs: build, predict, compare, diff, show.", no_args_is_help=True)
+
+
+def _pairs(texts: list[str] | None, option: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for text in texts or []:
+        if ">" not in text:
+            raise typer.BadParameter(f"expected FROM>TO, got {text!r}", param_hint=option)
+        a, b = (part.strip() for part in text.split(">", 1))
+        out.append((a, b))
+    return tuple(out)
+
+
+@graph_app.command("build")
+def graph_build_command(
+    source: Annotated[Path, typer.Argument(help="A survey output folder or a score-matrix CSV.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write.")],
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fisher-z significance level.")] = 0.05,
+    max_depth: Annotated[int | None, typer.Option(help="Largest conditioning set (default: unlimited).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for edge stability.")] = 100,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for the bootstrap.")] = 2,
+    id_columns: Annotated[
+        str | None, typer.Option(help="Comma-separated id columns (default: known ones, e.g. steer_dim,player_name).")
+    ] = None,
+    exclude: Annotated[str, typer.Option(help="Regex of columns to ignore.")] = r"(:scstd$|^stds$|^scstds$)",
+    forbid: Annotated[list[str] | None, typer.Option(help="Forbidden edge FROM>TO (repeatable).")] = None,
+    require: Annotated[list[str] | None, typer.Option(help="Required edge FROM>TO (repeatable).")] = None,
+    sources_only: Annotated[
+        str | None, typer.Option(help="Comma-separated columns allowed only as causes (indicator columns).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for resampling and splits.")] = 0,
+) -> None:
+    """Discover the causal value graph (PC) with bootstrap stability, effects and evaluations."""
+    from causalguard.graphs.bundle import save_bundle
+    from causalguard.graphs.causal.build import BuildSettings, build_bundle
+    from causalguard.graphs.causal.discovery import Knowledge, PCSettings
+    from causalguard.graphs.causal.matrix import read_score_matrix
+    from causalguard.graphs.show import describe_bundle
+
+    matrix = read_score_matrix(source, id_columns=split_list(id_columns), exclude=exclude)
+    knowledge = Knowledge(forbidden=_pairs(forbid, "--forbid"), required=_pairs(require, "--require"),
+                          sources_only=tuple(split_list(sources_only) or ()))
+    try:
+        knowledge.check(matrix.columns)
+        pc_settings = PCSettings(alpha=alpha, max_depth=max_depth, knowledge=knowledge)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = BuildSettings(pc=pc_settings, bootstrap=bootstrap, workers=workers, seed=seed)
+    bundle = build_bundle(matrix, settings, source=source)
+    save_bundle(bundle, out)
+    typer.echo(describe_bundle(bundle))
+    typer.echo(f"bundle written to {out}")
+
+
+@graph_app.command("show")
+def graph_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
+    """Print a bundle's graph, stability, evaluation and human comparison."""
+    from causalguard.graphs.bundle import load_bundle
+    from causalguard.graphs.show import describe_bundle
+
+    typer.echo(describe_bundle(load_bundle(bundle)))
+
+
+@graph_app.command("predict")
+def graph_predict_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    do: Annotated[
+        list[str],
+        typer.Option(help="Intervention VALUE=DELTA, e.g. power=-0.1 (repeatable: a lever's direct effects)."),
+    ],
+) -> None:
+    """Predict every value's change under do(value += delta), with a 90% bootstrap band."""
+    from causalguard.graphs.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    direct: dict[str, float] = {}
+    for text in do:
+        name, sep, number = text.partition("=")
+        try:
+            direct[name.strip()] = float(number)
+        except ValueError:
+            raise typer.BadParameter(f"expected VALUE=DELTA, got {text!r}", param_hint="--do") from None
+        if not sep:
+            raise typer.BadParameter(f"expected VALUE=DELTA, got {text!r}", param_hint="--do")
+    try:
+        predictions = loaded.effects.predict_lever(direct)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--do") from None
+    typer.echo(f"do({', '.join(f'{k} {v:+g}' for k, v in direct.items())}) on {loaded.model_name}:")
+    for p in predictions:
+        flag = "" if p.value not in direct else "  (intervened)"
+        typer.echo(f"  {p.value:16s} {p.change:+.4f}   90% band [{p.low:+.4f}, {p.high:+.4f}]{flag}")
+
+
+@graph_app.command("compare")
+def graph_compare_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    reference: Annotated[
+        Path | None, typer.Option(help="Reference graph (GraphML or JSON); default: Schwartz's circumplex.")
+    ] = None,
+    permutations: Annotated[int, typer.Option(min=99, help="Permutations for the Mantel p-value.")] = 9999,
+) -> None:
+    """Compare a bundle's graph with a human reference structure."""
+    from causalguard.graphs.bundle import load_bundle
+    from causalguard.graphs.causal.reference import read_reference
+
+    loaded = load_bundle(bundle)
+    if reference is None:
+        typer.echo(json.dumps(loaded.doc["human_comparison"], indent=2))
+        return
+    from causalguard.graphs.causal.reference import skeleton_scores
+
+    typer.echo(json.dumps({"reference": str(reference),
+                           "skeleton": skeleton_scores(loaded.graph, read_reference(reference))}, indent=2))
+
+
+@graph_app.command("diff")
+def graph_diff_command(
+    old: Annotated[Path, typer.Argument(help="First bundle folder.")],
+    new: Annotated[Path, typer.Argument(help="Second bundle folder.")],
+) -> None:
+    """Edges gained, lost, reversed and re-marked between two bundles (two models or two runs)."""
+    from causalguard.graphs.bundle import load_bundle
+    from causalguard.graphs.causal.reference import diff_graphs
+
+    a, b = load_bundle(old), load_bundle(new)
+    typer.echo(f"{a.model_name} -> {b.model_name}")
+    for kind, edges in diff_graphs(a.graph, b.graph).items():
+        typer.echo(f"{kind} ({len(edges)}):")
+        for edge in edges:
+            typer.echo(f"  {edge}")

@@ -1,0 +1,85 @@
+"""Load ``guard.yaml``: schema errors and unknown value names, each with file, line, field and a fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from causalguard.config.schema import GuardConfig
+from causalguard.errors import ConfigError, Problem
+from causalguard.yaml_files import format_loc, line_of, read_yaml, validate_yaml_file_with_node
+
+
+@dataclass(frozen=True)
+class SourcedConfig:
+    """A validated ``guard.yaml`` with its source: the path and the YAML node tree (for line numbers).
+
+    Read a file once (``read_guard_config``) and pass this object down; every later error about the
+    config (unknown value names, infeasible profiles) points into the file that was actually read."""
+
+    config: GuardConfig
+    path: Path | None = None
+    node: yaml.Node | None = None
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else "<config>"
+
+
+def read_guard_config(source: SourcedConfig | GuardConfig | str | Path) -> SourcedConfig:
+    """Parse and validate a config file once (or wrap an in-memory config)."""
+    if isinstance(source, SourcedConfig):
+        return source
+    if isinstance(source, GuardConfig):
+        return SourcedConfig(source)
+    path = Path(source)
+    config, node = validate_yaml_file_with_node(GuardConfig, path)
+    return SourcedConfig(config, path, node)
+
+
+def load_guard_config(path: Path, dimensions: Sequence[str] | None = None) -> GuardConfig:
+    """Validate ``path``; with ``dimensions``, also check every value name it mentions."""
+    sourced = read_guard_config(path)
+    if dimensions is not None:
+        check_value_names(sourced.config, dimensions, path, sourced.node)
+    return sourced.config
+
+
+def _value_name_locations(config: GuardConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    found += [(("targets", name), name) for name in config.targets]
+    found += [(("protected", name), name) for name in config.protected]
+    for profile, spec in config.profiles.items():
+        found += [(("profiles", profile, "targets", name), name) for name in spec.targets]
+        found += [(("profiles", profile, "protected", name), name) for name in spec.protected]
+    found += [(("audit", "values", k), name) for k, name in enumerate(config.audit.values or [])]
+    return found
+
+
+def check_value_names(config: GuardConfig, dimensions: Sequence[str], path: Path,
+                      node: yaml.Node | None = None) -> None:
+    """Raise ``ConfigError`` listing every value name that is not one of ``dimensions`` (``node``: the
+    file's YAML tree for line numbers; read from ``path`` when not given)."""
+    if node is None and path.is_file():
+        node = read_yaml(path)[1]
+    problems = []
+    for loc, name in _value_name_locations(config):
+        if name in dimensions:
+            continue
+        close = difflib.get_close_matches(name, list(dimensions), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"values of this bundle: {', '.join(dimensions)}"
+        problems.append(Problem(str(path), line_of(node, loc), format_loc(loc), f"unknown value '{name}'", hint))
+    if "default" in config.profiles:
+        problems.append(Problem(str(path), line_of(node, ("profiles", "default")), "profiles.default",
+                                "'default' is the top-level profile", "rename the profile"))
+    for profile, spec in [("default", config.profile()), *config.profiles.items()]:
+        for name in set(spec.targets) & set(spec.protected):
+            loc = ("protected", name) if profile == "default" else ("profiles", profile, "protected", name)
+            problems.append(Problem(str(path), line_of(node, loc), format_loc(loc),
+                                    f"'{name}' is both a target and protected", "remove it from one of them"))
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,109 @@
+"""Operator-supplied roles: a YAML file (``roles: [...]``) or JSONL (one role object per line)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from causalguard.errors import ConfigError, Problem
+from causalguard.roles.role import Role
+from causalguard.values.inventory import Inventory, unknown_name_message
+from causalguard.yaml_files import format_loc, validate_yaml_file
+
+Direction = Literal["up", "down"]
+
+
+class RoleSpec(BaseModel):
+    """One role in a roles file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="Unique id, e.g. 'monk'.")
+    kind: Literal["persona", "anchor", "custom"] = Field(default="custom")
+    system_prompt: str | None = Field(
+        default=None, description="Second-person text for the chat system prompt; omit to derive one."
+    )
+    description: str = Field(
+        min_length=3,
+        description="Third-person noun phrase: 'a retired judge who ...' (used by completion framing).",
+    )
+    expected: dict[str, Direction] = Field(
+        default_factory=dict, description="Expected value directions for validity checks: {tradition: up}."
+    )
+
+    def to_role(self) -> Role:
+        system = self.system_prompt or f"You are {self.description.rstrip(',')}. Answer every question as them."
+        expected = {name: 1 if d == "up" else -1 for name, d in self.expected.items()}
+        return Role(id=self.id, kind=self.kind, system_prompt=system, description=self.description,
+                    expected=expected)
+
+
+class RolesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[RoleSpec] = Field(min_length=1)
+
+
+def load_roles_file(path: Path, inventory: Inventory | None = None) -> list[Role]:
+    """Load roles from YAML or JSONL; ids must be unique and ``expected`` must name known values."""
+    if path.suffix.lower() == ".jsonl":
+        specs_with_lines = _read_jsonl(path)
+    else:
+        parsed = validate_yaml_file(RolesFile, path)
+        specs_with_lines = [(spec, None) for spec in parsed.roles]
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for index, (spec, line) in enumerate(specs_with_lines):
+        if spec.id in seen:
+            problems.append(Problem(str(path), line, f"roles[{index}].id", f"duplicate id '{spec.id}'"))
+        seen.add(spec.id)
+        if inventory is not None:
+            for name in spec.expected:
+                if name not in inventory.names:
+                    problems.append(Problem(str(path), line, f"roles[{index}].expected.{name}",
+                                            unknown_name_message(name, inventory.names, what="value")))
+    if problems:
+        raise ConfigError(problems)
+    return [spec.to_role() for spec, _ in specs_with_lines]
+
+
+def _read_jsonl(path: Path) -> list[tuple[RoleSpec, int | None]]:
+    problems: list[Problem] = []
+    specs: list[tuple[RoleSpec, int | None]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError.single(str(path), "file not found", hint="check the path") from None
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            specs.append((RoleSpec.model_validate(json.loads(text)), number))
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(str(path), number, "", f"invalid JSON: {exc.msg}"))
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = [p for p in error["loc"] if isinstance(p, int | str)]
+                problems.append(Problem(str(path), number, format_loc(loc), error["msg"]))
+    if problems:
+        raise ConfigError(problems)
+    if not specs:
+        raise ConfigError.single(str(path), "no roles in file", hint="one JSON object per line")
+    return specs
+
+
+def load_anchor_roles(inventory: Inventory) -> list[Role]:
+    """The shipped known-group anchors, keeping only expectations on dimensions the inventory has."""
+    path = Path(str(resources.files("causalguard").joinpath("data", "roles", "anchors.yaml")))
+    roles = load_roles_file(path)
+    kept = []
+    for role in roles:
+        expected = {k: v for k, v in role.expected.items() if k in inventory.names}
+        if expected:
+            kept.append(Role(id=role.id, kind="anchor", system_prompt=role.system_prompt,
+                             description=role.description, expected=expected))
+    return kept

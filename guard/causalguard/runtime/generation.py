@@ -1,0 +1,123 @@
+"""Hugging Face generation for guarded chat: one code path for serving, audits and behaviour runs.
+
+    rows = [GenerationRow(prompt_ids, interventions, seed=7), ...]
+    outs = generate_rows(lm, rows, max_new_tokens=64, temperature=0.7)
+
+- Prompts are left-padded into one batch; each row carries its own SAE interventions (a per-row
+  ``SteeringPlan`` for the dispatcher hooks, which must already be installed on the model).
+- Sampling never touches torch's global RNG: ``SeededSampler`` draws every row's next token from
+  its own ``torch.Generator`` (seeded from the row's seed, or from the OS when there is none) and
+  hands it to ``generate`` as the only finite logit, so greedy decoding picks it. A seeded row gives
+  the same text whatever else runs in the process at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, steer
+from causalguard.adapters.hf.interventions import SaeIntervention
+from causalguard.models.batching import left_padded
+from causalguard.models.loaded import LoadedModel
+from causalguard.runtime.prompts import Message, compose_messages
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """One conversation to continue: its prompt token ids, its SAE interventions and its sampling seed."""
+
+    prompt: Sequence[int]
+    interventions: tuple[SaeIntervention, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Generated:
+    tokens: list[int]  # new tokens, without the end-of-sequence token or padding
+    finish_reason: FinishReason
+
+
+def chat_prompt_ids(lm: LoadedModel, messages: Sequence[Message], operator_prompt: str | None,
+                    instructions: Sequence[str]) -> list[int]:
+    """Token ids of a guarded conversation: one system message (operator prompt, the client's system
+    text, role-lever instructions), the other turns, and the assistant's generation prompt."""
+    composed = compose_messages(messages, operator_prompt, instructions)
+    text = lm.tokenizer.apply_chat_template(composed, tokenize=False, add_generation_prompt=True)
+    return list(lm.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+class SeededSampler:
+    """A logits processor that samples each row's next token from its own generator.
+
+    It returns logits that are ``-inf`` everywhere except the drawn token, so ``generate`` runs with
+    ``do_sample=False`` and no global RNG is involved."""
+
+    def __init__(self, temperature: float, seeds: Sequence[int | None]) -> None:
+        if not temperature > 0:
+            raise ValueError("SeededSampler needs a temperature > 0 (use greedy decoding otherwise)")
+        self.temperature = temperature
+        self.generators = []
+        for seed in seeds:
+            gen = torch.Generator()
+            gen.manual_seed(int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+            self.generators.append(gen)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        picked = torch.stack([torch.multinomial(probs[row], 1, generator=self.generators[row])[0]
+                              for row in range(probs.shape[0])])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0]), picked] = 0.0
+        return out
+
+
+def sampling_kwargs(temperature: float, seeds: Sequence[int | None]) -> dict[str, Any]:
+    """``generate`` keyword arguments: greedy for ``temperature <= 0``, else per-row seeded sampling."""
+    if temperature <= 0:
+        return {"do_sample": False}
+    from transformers import LogitsProcessorList
+
+    return {"do_sample": False, "logits_processor": LogitsProcessorList([SeededSampler(temperature, seeds)])}
+
+
+def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tokens: int, temperature: float = 0.0,
+                  min_new_tokens: int = 0, stopping_criteria: Any = None, streamer: Any = None,
+                  cancelled: Any = None) -> list[Generated]:
+    """Continue every row in one left-padded batch, each with its own interventions and seed.
+
+    ``cancelled`` (a ``threading.Event``), when set by the end, marks unfinished rows ``cancelled``."""
+    if not rows:
+        return []
+    pad = lm.pad_token_id
+    ids, mask = left_padded([r.prompt for r in rows], pad)
+    width = ids.shape[1]
+    plan_rows = tuple(RowPlan(r.interventions, len(r.prompt)) for r in rows)
+    steering = SteeringPlan(plan_rows) if any(r.interventions for r in plan_rows) else None
+    kwargs = sampling_kwargs(temperature, [r.seed for r in rows])
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
+    if stopping_criteria is not None:
+        kwargs["stopping_criteria"] = stopping_criteria
+    if streamer is not None:
+        kwargs["streamer"] = streamer
+    with torch.inference_mode(), steer(steering):
+        out = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                pad_token_id=pad, **kwargs)
+    eos = lm.tokenizer.eos_token_id
+    was_cancelled = cancelled is not None and cancelled.is_set()
+    results = []
+    for row in range(len(rows)):
+        new = out[row, width:].tolist()
+        stopped = eos in new
+        new = new[: new.index(eos)] if stopped else new
+        new = [t for t in new if t != pad or pad == eos]
+        finish: FinishReason = "stop" if stopped else ("cancelled" if was_cancelled else "length")
+        results.append(Generated(new, finish))
+    return results

@@ -1,0 +1,90 @@
+"""The OpenAI-compatible guard server: FastAPI app factory.
+
+Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``GET /metrics``,
+``GET /healthz`` (the process is up), ``GET /readyz`` (model and bundle loaded, a real forward pass
+done), ``POST /admin/reload`` (bearer token from the env var the config names). Errors use the
+OpenAI error schema: 400 for invalid input, 403 for interventions the operator did not allow, 413 for
+oversized bodies, 429 with Retry-After when the queue is full, 503 while not ready, 504 on timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from causalguard.config.loading import SourcedConfig, read_guard_config
+from causalguard.metrics import GuardMetrics, metrics_asgi_app
+from causalguard.runtime.value_guard import ValueGuard
+from causalguard.server.body_limit import BodyLimit
+from causalguard.server.routes import error_response, router
+from causalguard.server.state import ServerState, reload_config
+
+log = logging.getLogger(__name__)
+GuardFactory = Callable[[SourcedConfig, GuardMetrics], ValueGuard]
+
+
+def _default_factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
+    return ValueGuard.from_config(config, metrics=metrics)
+
+
+def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _default_factory,
+               metrics: GuardMetrics | None = None) -> FastAPI:
+    """Build the app; the model loads in the background after start-up (``/readyz`` says when).
+    A path is read here, once (a bad file fails fast, before serving anything)."""
+    state = ServerState(read_guard_config(config), metrics or GuardMetrics())
+
+    def load() -> None:
+        try:
+            guard = guard_factory(state.source, state.metrics)
+            guard.generate([{"role": "user", "content": "Hello"}], max_new_tokens=1)  # a real forward pass
+            state.guard = guard
+            state.ready = True
+            log.info("guard ready: %s, profiles %s", guard.lm.name, ", ".join(guard.state.plans))
+        except Exception as exc:  # reported by /readyz; the process stays up for inspection
+            log.exception("loading the guard failed")
+            state.load_error = f"{type(exc).__name__}: {exc}"
+
+    def reload_from_signal() -> None:
+        threading.Thread(target=reload_config, args=(state,), name="causalguard-reload", daemon=True).start()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=load, name="causalguard-load", daemon=True)
+        loader.start()
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_signal)
+        except (NotImplementedError, RuntimeError, ValueError):
+            log.warning("SIGHUP reload is not available here; use POST /admin/reload")
+        try:
+            yield
+        finally:
+            state.ready = False
+            await asyncio.to_thread(loader.join)
+            if state.guard is not None:
+                state.guard.close()
+
+    app = FastAPI(title="causalguard", lifespan=lifespan)
+    app.state.guard_server = state
+    app.mount("/metrics", metrics_asgi_app(state.metrics))
+
+    app.add_middleware(BodyLimit, limit=lambda: state.config.server.max_request_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        return error_response(400, f"{param or 'body'}: {first.get('msg')}", param=param, code="invalid_value")
+
+    app.include_router(router)
+    return app
+
+

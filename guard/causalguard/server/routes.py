@@ -1,0 +1,189 @@
+"""The server's routes: health, readiness, models, admin reload and OpenAI-compatible chat completions.
+
+Every route reads the shared ``ServerState`` from ``request.app.state.guard_server`` (set by ``create_app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from causalguard.errors import ConfigError
+from causalguard.runtime.value_guard import Cancellation, ValueGuard
+from causalguard.server.admission import QueueFullError
+from causalguard.server.schemas import ChatCompletionRequest, RequestRejected, error_body, translate_request
+from causalguard.server.state import ServerState, reload_config
+from causalguard.server.streaming import ThreadedIterator
+
+router = APIRouter()
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.guard_server
+    return state
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however the response ends. Starlette stops iterating when a send
+    fails on a closed connection but leaves the generator to garbage collection, which would let the
+    generation behind it run on; closing it cancels generation and releases the slot at once."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
+
+
+def error_response(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
+           code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_=type_, param=param, code=code), status_code=status, headers=headers)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    state = server_state(request)
+    body: dict[str, Any] = {"ready": state.ready, "running": state.admission.running,
+                            "waiting": state.admission.waiting, "hooks_installed": state.hooks_installed()}
+    if state.guard is not None:
+        body.update(model=state.guard.lm.name, profiles=list(state.guard.state.plans),
+                    bundle_fingerprint=state.guard.bundle.fingerprint)
+    if state.load_error:
+        body["error"] = state.load_error
+    return JSONResponse(body, status_code=200 if state.ready else 503)
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict[str, Any]:
+    state = server_state(request)
+    name = state.config.model
+    ids = [name] + [f"{name}:{p}" for p in state.config.profile_names]
+    return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "causalguard"}
+                                       for i in ids]}
+
+@router.post("/admin/reload")
+async def admin_reload(request: Request) -> JSONResponse:
+    state = server_state(request)
+    env = state.config.server.admin_token_env
+    token = os.environ.get(env) if env else None
+    if not token:
+        return error_response(403, f"the admin endpoint is disabled: set {env or 'server.admin_token_env'}",
+                      type_="permission_error")
+    if request.headers.get("authorization") != f"Bearer {token}":
+        return error_response(401, "missing or wrong bearer token", type_="authentication_error")
+    if state.guard is None:
+        return error_response(503, "not ready", type_="server_error", headers={"Retry-After": "5"})
+    try:
+        version = await asyncio.to_thread(reload_config, state, True)
+    except ConfigError as exc:
+        return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error", "param": "config",
+                                       "code": "invalid_config",
+                                       "problems": [str(p) for p in exc.problems]}}, status_code=400)
+    return JSONResponse({"reloaded": True, "version": version, "profiles": state.config.profile_names})
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    state = server_state(request)
+    guard = state.guard
+    if not state.ready or guard is None:
+        return error_response(503, "the model is still loading", type_="server_error", code="not_ready",
+                      headers={"Retry-After": "5"})
+    try:
+        call = translate_request(body, guard)
+    except RequestRejected as exc:
+        return error_response(exc.status, str(exc), type_=exc.type_, param=exc.param, code=exc.code)
+    config, profile, messages = guard.config, call.profile, call.messages
+    stack = AsyncExitStack()
+    try:
+        await stack.enter_async_context(state.admission.slot())
+    except QueueFullError as exc:
+        state.metrics.count_rejected(profile)
+        return error_response(429, f"server busy: {exc}", type_="rate_limit_error", code="queue_full",
+                      headers={"Retry-After": "1"})
+    kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": call.max_new_tokens,
+                              "temperature": call.temperature, "seed": call.seed,
+                              "extra_interventions": call.interventions}
+    if body.stream:
+        return ClosingStreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request),
+                                        media_type="text/event-stream")
+    async with stack:
+        cancel = Cancellation()
+        job = asyncio.ensure_future(asyncio.to_thread(guard.generate, messages, cancel=cancel, **kwargs))
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(job), config.server.request_timeout_seconds)
+        except TimeoutError:
+            cancel.cancel("timeout")
+            await job
+            return error_response(504, "generation timed out", type_="server_error", code="timeout")
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": body.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                     "finish_reason": reply.finish_reason}],
+        "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                  "total_tokens": reply.prompt_tokens + reply.completion_tokens},
+        "causalguard": {"profile": reply.profile, "levers": list(reply.levers)},
+    }
+
+
+async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, str]], kwargs: dict[str, Any],
+               model: str, stack: AsyncExitStack, request: Request) -> AsyncIterator[str]:
+    """SSE chunks; a client that disconnects cancels generation, which releases its slot.
+
+    The disconnect is polled between tokens: uvicorn drops writes to a closed connection silently,
+    so waiting for a failed write would let the generation run to its end."""
+    cancel = Cancellation()
+    report: dict[str, Any] = {}
+    pieces: ThreadedIterator[str] = ThreadedIterator(
+        guard.stream(messages, cancel=cancel, report=report, **kwargs), cancel)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    deadline = time.monotonic() + guard.config.server.request_timeout_seconds
+
+    def chunk(delta: dict[str, str], finish: str | None) -> str:
+        body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(body)}\n\n"
+
+    try:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                cancel.cancel("timeout")
+                await pieces.aclose()
+                yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
+                break
+            piece = await asyncio.wait_for(pieces.next(), remaining) if remaining > 0 else None
+            if piece is None:
+                yield chunk({}, report.get("finish_reason", "stop"))
+                break
+            if await request.is_disconnected():
+                break  # finally: cancel generation, release the slot
+            yield chunk({"content": piece}, None)
+        yield "data: [DONE]\n\n"
+    except TimeoutError:
+        cancel.cancel("timeout")
+        yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        # Shielded: when the client is gone, the task is cancelled and every unshielded await here would
+        # raise at once, releasing the slot before generation has stopped.
+        with anyio.CancelScope(shield=True):
+            await pieces.aclose()
+            await stack.aclose()

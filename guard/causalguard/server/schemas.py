@@ -1,0 +1,107 @@
+"""Request and response bodies of the OpenAI chat-completions API (the subset the guard serves).
+
+causalguard extensions in the request body (the ``openai`` client sends them with ``extra_body``):
+``profile`` selects a named guard profile (also ``"model": "<name>:<profile>"``); ``interventions``
+adds SAE feature edits, accepted only when the operator sets ``allow_client_interventions``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
+
+if TYPE_CHECKING:
+    from causalguard.runtime.value_guard import ValueGuard
+
+MAX_SEED = 2**63 - 1
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str = Field(max_length=32_000)
+
+
+class ClientIntervention(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feature: int = Field(ge=0)
+    mode: Literal["add", "clamp", "multiply"] = "add"
+    value: float = Field(ge=-1e4, le=1e4)
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    stream: bool = False
+    n: int = Field(default=1, ge=1, le=1, description="Only n=1 is served.")
+    profile: str | None = Field(default=None, max_length=100)
+    interventions: list[ClientIntervention] = Field(default_factory=list, max_length=16)
+
+    def token_limit(self, default: int) -> int:
+        return self.max_completion_tokens or self.max_tokens or default
+
+
+def error_body(message: str, *, type_: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """The OpenAI error schema."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class RequestRejected(Exception):
+    """A request the guard cannot serve as asked: the HTTP status and the OpenAI error fields."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.param, self.code, self.type_ = status, param, code, type_
+
+
+@dataclass(frozen=True)
+class GuardCall:
+    """An OpenAI request translated into what ``ValueGuard.generate`` / ``stream`` take."""
+
+    profile: str
+    messages: list[dict[str, str]]
+    max_new_tokens: int
+    temperature: float
+    seed: int | None
+    interventions: tuple[SaeIntervention, ...]
+
+
+def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCall:
+    """Check a request against the guard's current config and translate it; ``RequestRejected`` if it
+    cannot be served (unknown profile, too many tokens, interventions the operator does not allow)."""
+    config = guard.config
+    profile = body.profile or (body.model.split(":", 1)[1] if ":" in body.model else "default")
+    if profile not in guard.state.plans:
+        raise RequestRejected(400, f"unknown profile '{profile}'; profiles: {', '.join(guard.state.plans)}",
+                              param="profile", code="unknown_profile")
+    limit = body.token_limit(min(64, config.server.max_tokens_limit))
+    if limit > config.server.max_tokens_limit:
+        raise RequestRejected(400, f"max_tokens {limit} is over this server's limit {config.server.max_tokens_limit}",
+                              param="max_tokens", code="max_tokens_too_large")
+    extra: tuple[SaeIntervention, ...] = ()
+    if body.interventions:
+        if not config.allow_client_interventions:
+            raise RequestRejected(403, "this server does not accept client interventions; choose a profile",
+                                  type_="permission_error", param="interventions")
+        if guard.sae is None:
+            raise RequestRejected(400, "this guard has no SAE to intervene with", param="interventions")
+        try:
+            extra = (SaeIntervention(guard.sae, tuple(FeatureEdit(i.feature, i.mode, i.value)
+                                                      for i in body.interventions)),)
+        except ValueError as exc:
+            raise RequestRejected(400, str(exc), param="interventions") from None
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
+    if not any(m["role"] != "system" for m in messages):
+        raise RequestRejected(400, "messages need at least one user turn", param="messages")
+    return GuardCall(profile, messages, limit, body.temperature, body.seed, extra)

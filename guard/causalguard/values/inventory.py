@@ -1,0 +1,112 @@
+"""The inventory model: value dimensions, each with first-person items keyed +1 (pro) or -1 (reversed)."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from causalguard.errors import CausalguardError
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class Item(BaseModel):
+    """One questionnaire item, asked either as a statement or as a yes/no question."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Unique item id within the inventory, e.g. 'ben01'.")
+    statement: str = Field(min_length=3, description="First-person statement, e.g. 'I help my friends.'")
+    question: str = Field(min_length=3, description="The same item as a yes/no question to 'you'.")
+    polarity: Literal[1, -1] = Field(
+        description="+1 if agreeing expresses the value, -1 if agreeing expresses its opposite."
+    )
+
+
+class Dimension(BaseModel):
+    """A value dimension with a definition used in prompts and its items."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="Identifier: lowercase, digits, underscores.")
+    label: str | None = Field(default=None, description="Display name; defaults to the name.")
+    definition: str = Field(min_length=3, description="What holding the value means (a noun phrase).")
+    opposite: str | None = Field(default=None, description="What rejecting the value means (optional).")
+    items: list[Item] = Field(min_length=2, description="At least two items, ideally balanced in polarity.")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.replace("_", " ")
+
+    @property
+    def opposite_text(self) -> str:
+        return self.opposite or f"rejecting {self.definition}"
+
+
+class UnknownDimensionError(CausalguardError, KeyError):
+    """A dimension name that the inventory does not define; the message suggests close names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Inventory(BaseModel):
+    """A set of value dimensions. Dimension names and item ids are unique."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Inventory name, e.g. 'schwartz-basic-10'.")
+    version: str = Field(default="1", description="Version of the inventory's text.")
+    description: str = Field(default="", description="Where the items come from.")
+    dimensions: list[Dimension] = Field(min_length=1)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _unique_names(cls, dimensions: list[Dimension]) -> list[Dimension]:
+        seen: set[str] = set()
+        item_ids: set[str] = set()
+        for dim in dimensions:
+            if dim.name in seen:
+                raise ValueError(f"dimension '{dim.name}' is defined twice")
+            seen.add(dim.name)
+            for item in dim.items:
+                if item.id in item_ids:
+                    raise ValueError(f"item id '{item.id}' is used twice (dimension '{dim.name}')")
+                item_ids.add(item.id)
+        return dimensions
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    def dimension(self, name: str) -> Dimension:
+        """The dimension called ``name``; unknown names raise with a 'did you mean' suggestion."""
+        for dim in self.dimensions:
+            if dim.name == name:
+                return dim
+        raise UnknownDimensionError(unknown_name_message(name, self.names, what="value dimension"))
+
+    def select(self, names: Sequence[str]) -> Inventory:
+        """A copy restricted to ``names``, in the order given."""
+        return self.model_copy(update={"dimensions": [self.dimension(n) for n in names]})
+
+    def items(self) -> Iterator[tuple[Dimension, Item]]:
+        for dim in self.dimensions:
+            for item in dim.items:
+                yield dim, item
+
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the inventory: a run's results belong to exactly this text."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def unknown_name_message(name: str, known: Sequence[str], *, what: str) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+    return f"unknown {what} '{name}'; {hint}"
