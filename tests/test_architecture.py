@@ -87,3 +87,16 @@ def test_the_rule_catches_a_violation() -> None:
     assert layer("causalguard.graphs.levers.measure") == OFFLINE
     assert layer("causalguard.graphs.levers.catalog") == ARTIFACTS
     assert layer("causalguard.graphs.causal.graph") == ARTIFACTS and layer("causalguard.graphs.causal.build") == OFFLINE
+
+
+def test_the_root_exports_the_public_api_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, causalguard; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+            "from causalguard import ValueGuard, load_model; assert ValueGuard.__module__.endswith('value_guard'); "
+            "from causalguard.adapters.langchain import ChatValueGuard; "
+            "assert 'ValueGuard' in dir(causalguard)\n"
+            "try:\n    causalguard.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
