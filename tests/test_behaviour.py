@@ -315,3 +315,17 @@ def test_contrast_judge_matches_a_hand_computation(tiny_lm: LoadedModel) -> None
                     for f in framings) / len(framings) for t in texts]
     np.testing.assert_allclose(judge.score(texts)[:, 0], expected, atol=1e-4)
     assert judge.dimensions == ("power",)
+
+
+def test_behaviour_report_refuses_unknown_lever_ids_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+    from causalguard.graphs.bundle.format import shipped_bundle_dir
+
+    bundle = shipped_bundle_dir("smollm2-135m-instruct")
+    result = CliRunner().invoke(app, ["behaviour", "report", "--bundle", str(bundle), "--levers",
+                                      "role:power:-,role:nope:+", "--work", str(tmp_path / "w")])
+    assert result.exit_code != 0
+    assert "unknown lever ids: role:nope:+" in str(result.exception) + result.output
+    assert not (tmp_path / "w").exists()  # refused before generating anything

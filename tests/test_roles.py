@@ -78,3 +78,13 @@ def test_standard_conditions() -> None:
     assert conditions[0].id == "baseline"
     with pytest.raises(ValueError, match="duplicate"):
         build_conditions(roles + roles[:1])
+
+
+def test_roles_jsonl_shares_the_strict_reader(tmp_path: Path) -> None:
+    path = tmp_path / "roles.jsonl"
+    path.write_bytes('{"id": "caf\u00e9", "description": "a caf\u00e9 owner"}\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_roles_file(path)
+    path.write_text("\n\n")
+    with pytest.raises(ConfigError, match="no roles in the file"):
+        load_roles_file(path)

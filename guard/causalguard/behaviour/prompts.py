@@ -28,8 +28,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from causalguard.behaviour.jsonl import read_jsonl
 from causalguard.errors import ConfigError, Problem
+from causalguard.jsonl_files import read_jsonl
 
 Split = Literal["dev", "test"]
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"

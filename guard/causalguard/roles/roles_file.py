@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from causalguard.errors import ConfigError, Problem
+from causalguard.jsonl_files import read_jsonl
 from causalguard.roles.role import Role
 from causalguard.values.inventory import Inventory, unknown_name_message
-from causalguard.yaml_files import format_loc, validate_yaml_file
+from causalguard.yaml_files import validate_yaml_file
 
 Direction = Literal["up", "down"]
 
@@ -72,28 +72,7 @@ def load_roles_file(path: Path, inventory: Inventory | None = None) -> list[Role
 
 
 def _read_jsonl(path: Path) -> list[tuple[RoleSpec, int | None]]:
-    problems: list[Problem] = []
-    specs: list[tuple[RoleSpec, int | None]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConfigError.single(str(path), "file not found", hint="check the path") from None
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            specs.append((RoleSpec.model_validate(json.loads(text)), number))
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(str(path), number, "", f"invalid JSON: {exc.msg}"))
-        except ValidationError as exc:
-            for error in exc.errors():
-                loc = [p for p in error["loc"] if isinstance(p, int | str)]
-                problems.append(Problem(str(path), number, format_loc(loc), error["msg"]))
-    if problems:
-        raise ConfigError(problems)
-    if not specs:
-        raise ConfigError.single(str(path), "no roles in file", hint="one JSON object per line")
-    return specs
+    return [(spec, line) for spec, line in read_jsonl(path, RoleSpec, what="roles")]
 
 
 def load_anchor_roles(inventory: Inventory) -> list[Role]:

@@ -32,10 +32,11 @@ import numpy as np
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
-from causalguard.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_REPORT, BEHAVIOUR_SCHEMA
+from causalguard.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_REPORT, BEHAVIOUR_SCHEMA, CATALOG_FILE
 from causalguard.behaviour.labelled import load_labelled
 from causalguard.behaviour.prompts import Prompt, load_prompts
 from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, compare_degradation, reply_quality
+from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.judge_fit import fit_probe_judge
 from causalguard.graphs.behaviour.replies import (
     Persona,
@@ -152,6 +153,11 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     if catalog is None:
         raise ValueError(f"{bundle_dir}: the bundle has no steering catalog; run 'causalguard levers measure'")
     dims = list(catalog.dimensions)
+    if settings.levers is not None:
+        unknown = sorted(set(settings.levers) - {e.id for e in catalog.levers})
+        if unknown:
+            raise ConfigError.single(str(bundle_dir / CATALOG_FILE), f"unknown lever ids: {', '.join(unknown)}",
+                                     field="--levers", hint="see 'causalguard levers show BUNDLE' for the ids")
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
 
     log("fitting the judge on the labelled dev half ...")
