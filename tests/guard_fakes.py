@@ -83,3 +83,23 @@ audit:
   enabled: false
   items_per_audit: 6
 """
+
+
+def reply_row(lever_id: str, effects: dict[str, float], *, half: float = 0.05, degraded: int = 1,
+              baseline_degraded: int = 1, n: int = 40, target: str | None = None, direction: int = 1) -> dict:
+    """One behaviour-report row for ``attach_replies``: judge effects with +-``half`` intervals."""
+    from causalguard.behaviour.quality import compare_degradation
+
+    p = compare_degradation([True] * degraded + [False] * (n - degraded),
+                            [True] * baseline_degraded + [False] * (n - baseline_degraded)).p_value
+    moved = None
+    if target is not None:
+        e = effects.get(target, 0.0)
+        moved = bool(e - half > 0) if direction > 0 else bool(e + half < 0)
+    return {
+        "id": lever_id, "moves_target_as_intended": moved,
+        "effects": {d: {"mean": effects.get(d, 0.0), "ci_low": effects.get(d, 0.0) - half,
+                        "ci_high": effects.get(d, 0.0) + half, "n": n} for d in DIMS},
+        "quality": {"degraded": degraded, "n": n, "baseline_degraded": baseline_degraded, "baseline_n": n,
+                    "rate": degraded / n, "p_value": p, "is_degraded": p < 0.05},
+    }

@@ -19,7 +19,8 @@ GRAPHML_FILE = "graph.graphml"
 SVG_FILE = "graph.svg"
 MODEL_CARD = "MODEL_CARD.md"
 
-CATALOG_SCHEMA = "causalguard.catalog/1"
+CATALOG_SCHEMA = "causalguard.catalog/1"  # survey measurements only
+CATALOG_SCHEMA_REPLIES = "causalguard.catalog/2"  # ... and what the replies showed (behaviour report)
 CATALOG_FILE = "catalog.json"
 CATALOG_REPORT = "CATALOG.md"
 

@@ -22,7 +22,13 @@ def behaviour_report_command(
                                                    "BUNDLE/../.behaviour-work-<bundle name>.")] = None,
     prompts: Annotated[int, typer.Option(min=10, help="Dev prompts per condition (balanced over values).")] = 20,
     personas: Annotated[int, typer.Option(min=1, help="Personas (the default assistant prompt first).")] = 2,
-    levers: Annotated[str | None, typer.Option(help="Comma-separated catalog lever ids; default all.")] = None,
+    levers: Annotated[str | None, typer.Option(help="Comma-separated catalog lever ids; default all; 'none' "
+                                                    "for none (only the variants below).")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Also every catalog SAE feature with a target at these "
+                                                   "strengths, e.g. '0.1,-0.1' (residual-norm units).")] = None,
+    reply_wordings: Annotated[bool, typer.Option(help="Also the built-in reply-style role wordings.")] = False,
+    wordings: Annotated[Path | None, typer.Option(help="Also the operator's role wordings (YAML: wordings: "
+                                                       "[{value, direction: up|down, text, name}]).")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
     seed: Annotated[int, typer.Option(min=0, help="Sampling seed (per-row generators).")] = 0,
@@ -33,11 +39,26 @@ def behaviour_report_command(
     from causalguard.artifacts import BEHAVIOUR_REPORT
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.report import ReportSettings, build_behaviour_report
+    from causalguard.graphs.levers.catalog import load_catalog
+    from causalguard.graphs.levers.variants import variant_levers
     from causalguard.models import load_model
 
-    lever_ids = tuple(x.strip() for x in levers.split(",") if x.strip()) if levers else None
+    if levers is not None and levers.strip() == "none":
+        lever_ids: tuple[str, ...] | None = ()
+    else:
+        lever_ids = tuple(x.strip() for x in levers.split(",") if x.strip()) if levers else None
+    catalog = load_catalog(bundle)
+    if catalog is None:
+        raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'",
+                                 param_hint="--bundle")
+    try:
+        extra, _ = variant_levers(catalog, sweep, reply_wordings, wordings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sweep") from None
+    in_catalog = {e.id for e in catalog.levers}
+    extra = [lever for lever in extra if lever.id not in in_catalog]  # measured below with the catalog's levers
     settings = ReportSettings(prompts=prompts, personas=personas, levers=lever_ids, batch_size=batch_size,
-                              replies=ReplySettings(max_new_tokens, temperature, seed))
+                              extra=tuple(extra), replies=ReplySettings(max_new_tokens, temperature, seed))
     lm = load_model(model)
     build_behaviour_report(lm, bundle, work or bundle.parent / f".behaviour-work-{bundle.name}", settings,
                            restart=restart, log=typer.echo)

@@ -52,6 +52,47 @@ def levers_measure_command(
                f"wrote {bundle / 'catalog.json'} and {bundle / 'CATALOG.md'}")
 
 
+@levers_app.command("extend")
+def levers_extend_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder with catalog.json; the new levers are added to it.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registry name, folder, .gguf or HF id.")] = (
+        "smollm2-135m-instruct"
+    ),
+    inventory: Annotated[str, typer.Option(help="Inventory the bundle was built with.")] = "schwartz-basic-10",
+    work: Annotated[Path | None, typer.Option(help="Work folder (resumable); default "
+                                                   "BUNDLE/../.levers-extend-<bundle name>.")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Every catalog SAE feature with a target at these strengths, "
+                                                   "e.g. '0.1,-0.1' (residual-norm units).")] = None,
+    reply_wordings: Annotated[bool, typer.Option(help="The built-in reply-style role wordings.")] = False,
+    wordings: Annotated[Path | None, typer.Option(help="The operator's role wordings (YAML: wordings: "
+                                                       "[{value, direction: up|down, text, name}]).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Measure more levers (SAE strength sweeps, role wordings) on the catalog's personas and add them."""
+    from causalguard.graphs.levers.build import extend_catalog
+    from causalguard.graphs.levers.catalog import load_catalog
+    from causalguard.graphs.levers.measure import MeasureSettings
+    from causalguard.graphs.levers.variants import variant_levers
+    from causalguard.models import load_model
+    from causalguard.values import load_inventory
+
+    catalog = load_catalog(bundle)
+    if catalog is None:
+        raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'",
+                                 param_hint="--bundle")
+    try:
+        levers, sources = variant_levers(catalog, sweep, reply_wordings, wordings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sweep") from None
+    if not levers:
+        raise typer.BadParameter("nothing to add: give --sweep, --reply-wordings or --wordings")
+    lm = load_model(model)
+    extended = extend_catalog(lm, load_inventory(inventory), bundle, catalog, levers, sources,
+                              work or bundle.parent / f".levers-extend-{bundle.name}",
+                              MeasureSettings(personas=len(catalog.personas)), progress=not quiet)
+    typer.echo(f"{len(extended.levers) - len(catalog.levers)} levers added; the catalog has {len(extended.levers)}")
+
+
 @levers_app.command("show")
 def levers_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's catalog report (rendered from catalog.json)."""

@@ -1,8 +1,15 @@
 """The operator YAML (``guard.yaml``), validated by pydantic. Reference: ``docs/guard-config.md``.
 
-Scores and changes are in the bundle's score units (the survey method's scale; for the statement
-method, nats per token). A target with only a direction asks for as much movement as the limits
-and protected values allow.
+Scores, changes and tolerances are in the config's ``units``:
+
+- ``replies``: what the chatbot says, on the reply judge's scale (+1 = a typical reply that holds
+  the value, -1 = a typical reply that rejects it, 0 = neither; a change of 0.2 is a tenth of the way
+  from one pole to the other). Needs a bundle whose catalog was measured on replies.
+- ``survey``: the survey's scale (statement method: nats per token of first-person statements).
+- ``auto`` (default): ``replies`` where the bundle has them, else ``survey``.
+
+A target with only a direction asks for as much movement as the limits and protected values allow.
+Every number must be finite.
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Method = Literal["role", "sae", "auto"]
 
 
+Units = Literal["auto", "replies", "survey"]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TargetSpec(_Strict):
@@ -23,8 +33,10 @@ class TargetSpec(_Strict):
 
     direction: Literal["increase", "decrease"] | None = Field(
         default=None, description="Which way to move the value. Implied by 'change' or 'score' when those are set.")
-    change: float | None = Field(default=None, description="Desired change in score units (signed).")
-    score: float | None = Field(default=None, description="Desired score; the change is score minus the baseline.")
+    change: float | None = Field(default=None, ge=-10, le=10, description="Desired change in the config's units "
+                                                                          "(signed).")
+    score: float | None = Field(default=None, ge=-10, le=10,
+                                description="Desired score; the change is score minus the unsteered baseline.")
 
     @model_validator(mode="after")
     def _one_goal(self) -> TargetSpec:
@@ -34,9 +46,9 @@ class TargetSpec(_Strict):
 
 
 class ProtectedSpec(_Strict):
-    """A value that must not move more than ``tolerance`` (score units) as a side effect."""
+    """A value that must not move more than ``tolerance`` (the config's units) as a side effect."""
 
-    tolerance: float = Field(gt=0, description="Largest acceptable predicted |change|.")
+    tolerance: float = Field(gt=0, le=10, description="Largest acceptable predicted |change|.")
 
 
 class LimitsSpec(_Strict):
@@ -98,6 +110,8 @@ class GuardConfig(_Strict):
     model: str = Field(default="smollm2-135m-instruct", description="Registry name, folder, .gguf or HF id.")
     bundle: str = Field(default="builtin", description="Bundle folder, or 'builtin' for the model's shipped bundle.")
     system_prompt: str | None = Field(default=None, description="The operator's own system prompt.")
+    units: Units = Field(default="auto", description="Units of scores, changes and tolerances: replies, survey or "
+                                                     "auto (replies where the bundle has them).")
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="The default profile's targets.")
     protected: dict[str, ProtectedSpec] = Field(default_factory=dict,
                                                 description="The default profile's protected values.")

@@ -7,31 +7,45 @@ import math
 from causalguard.graphs.levers.catalog import Catalog
 from causalguard.planning.planner import Plan
 
+UNIT_TEXT = {
+    "replies": "reply scale: what the chatbot says as the reply judge scores it; +1 = a typical reply that holds "
+               "the value, -1 = one that rejects it",
+    "survey": "survey scale: first-person statement likelihood, nats/token",
+}
+
 
 def explain_plan(plan: Plan, catalog: Catalog) -> str:
-    lines = [f"Profile '{plan.profile}'"]
+    lines = [f"Profile '{plan.profile}' ({UNIT_TEXT[plan.units]})"]
     if not plan.levers:
         lines.append("  no levers: the model answers unguarded")
     for lever in plan.levers:
         what = (f'role prompt "{lever.text}"' if lever.kind == "role"
                 else f"SAE feature {lever.feature} added at strength {lever.strength:+g} (x residual norm)")
         lines.append(f"  lever {lever.id}: {what}")
+    survey = plan.units == "replies"
     lines.append("  targets:")
     for value, goal in plan.goals.items():
         f = plan.forecast_for(value)
         wanted = ("as high as allowed" if goal > 0 else "as low as allowed") if math.isinf(goal) else f"{goal:+.3f}"
-        lines.append(f"    {value}: wanted {wanted}; expected {f.change:+.3f} (95% CI {f.low:+.3f} .. {f.high:+.3f})")
-    lines.append("  predicted side effects, 95% CI (measured lever effects; graph forecast in brackets):")
+        beside = f"; survey {f.survey_change:+.3f}" if survey and f.survey_change is not None else ""
+        lines.append(f"    {value}: wanted {wanted}; expected {f.change:+.3f} (95% CI {f.low:+.3f} .. {f.high:+.3f})"
+                     f"{beside}")
+    for warning in plan.warnings:
+        lines.append(f"  WARNING unreachable: {warning}")
+    lines.append("  predicted side effects, 95% CI (measured lever effects"
+                 + ("; survey effect and" if survey else ";") + " graph forecast in brackets):")
     for f in plan.forecast:
         if f.role == "target":
             continue
         tol = f"  tolerance {f.tolerance}" if f.tolerance is not None else ""
         flag = "  EXCEEDS TOLERANCE" if f.tolerance is not None and abs(f.change) > f.tolerance else ""
-        lines.append(f"    {f.value}: {f.change:+.3f} ({f.low:+.3f} .. {f.high:+.3f}) [graph {f.graph_change:+.3f}]"
-                     f"{tol}{flag}")
+        beside = f"survey {f.survey_change:+.3f}, " if survey and f.survey_change is not None else ""
+        lines.append(f"    {f.value}: {f.change:+.3f} ({f.low:+.3f} .. {f.high:+.3f}) [{beside}graph "
+                     f"{f.graph_change:+.3f}]{tol}{flag}")
+    if plan.graph_label:
+        lines.append(f"  graph: {plan.graph_label} (its forecasts are in survey units)")
     lines.append("  why:")
     lines += [f"    {reason}" for reason in plan.reasons]
     noise = sum(catalog.noise_threshold.values()) / len(catalog.noise_threshold)
-    lines.append(f"  scores in {catalog.model.name}'s survey units; "
-                 f"noise threshold per value ~{noise:.3f}")
+    lines.append(f"  survey noise threshold per value ~{noise:.3f} nats/token ({catalog.model.name})")
     return "\n".join(lines)

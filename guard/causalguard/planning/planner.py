@@ -1,21 +1,28 @@
 """Plan levers for a profile's targets.
 
+Units: with a catalog measured on replies (catalog v2) the planner works in reply-scale units (what
+the chatbot says, as the reply judge scores it); otherwise, or with ``units: survey``, in the
+survey's. Survey effects are shown beside reply effects either way.
+
 Candidates are the catalog's measured levers allowed by the profile's method, the runtime (SAE
-levers need a local HF model), the fluency caps and reply quality: when the bundle has a behaviour
-report (``behaviour.json``), a lever whose replies were degraded more often than unsteered ones, or
-that was never measured on replies, is never planned (a hard constraint, not a penalty). Every
-combination of up to ``max_levers`` compatible levers is scored with the catalog's measured
-effects, assumed additive:
+levers need a local HF model), the fluency caps and reply quality. Reply quality is a hard
+constraint, not a penalty: a lever whose replies were degraded more often than unsteered ones, a
+weaker setting of a feature whose stronger setting stays fluent, and a lever never measured on
+replies (when the bundle has reply measurements) are never planned. Every combination of up to
+``max_levers`` compatible levers is scored with the measured effects, assumed additive:
 
 - a target with a desired change is scored by its squared miss, one with only a direction by how
-  far it moves that way (each in units of the value's noise threshold); the mean |change| of all
-  other values, in the same units and weighted by ``side_effect_weight``, is a penalty;
-- a plan is feasible when every target moves the intended way by more than its noise threshold
-  and every protected value's predicted |change| stays within its tolerance.
+  far it moves that way (each in units of the value's noise); the mean |change| of all other values,
+  in the same units and weighted by ``side_effect_weight``, is a penalty;
+- a plan is feasible when every target moves the intended way beyond noise (survey: more than the
+  value's noise threshold; replies: the 95% interval excludes 0) and every protected value's
+  predicted |change| stays within its tolerance.
 
-The graph adds a second forecast: the targets' planned changes pushed through the bundle's total
-effects (``EffectModel.predict_lever``), which names the paths behind a side effect. An infeasible
-profile raises ``PlanInfeasibleError`` naming the conflicting values and those paths.
+A goal the best plan cannot reach (``change: 0.5`` where it reaches +0.05) is a warning naming what
+is reachable. The graph adds a forecast: the targets' survey changes pushed through the bundle's
+total effects, labelled with the graph's held-out evaluation. An infeasible profile raises
+``PlanInfeasibleError`` naming the conflicting values, the graph paths and the levers excluded for
+reply quality.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import networkx as nx
 import numpy as np
@@ -32,7 +40,7 @@ from causalguard.behaviour.artifacts import BehaviourSummary
 from causalguard.config.schema import LimitsSpec, ProfileSpec
 from causalguard.errors import CausalguardError
 from causalguard.graphs.bundle.format import Bundle
-from causalguard.graphs.levers.catalog import Catalog, LeverEntry
+from causalguard.graphs.levers.catalog import Catalog, Interval, LeverEntry
 
 
 class PlanInfeasibleError(CausalguardError):
@@ -43,15 +51,19 @@ class PlanInfeasibleError(CausalguardError):
         self.conflicts = list(conflicts)
 
 
+PlanUnits = Literal["replies", "survey"]
+
+
 @dataclass(frozen=True)
 class ValueForecast:
     value: str
-    change: float  # measured effects of the chosen levers, summed
+    change: float  # measured effects of the chosen levers, summed (the plan's units)
     low: float
     high: float
-    graph_change: float  # the targets' planned changes propagated through the causal graph
+    graph_change: float  # the targets' planned survey changes propagated through the causal graph
     role: str  # "target", "protected" or "other"
     tolerance: float | None = None
+    survey_change: float | None = None  # the survey's forecast, beside a reply-unit forecast
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,9 @@ class Plan:
     goals: dict[str, float]  # signed desired change; +/-inf = as far as possible
     forecast: tuple[ValueForecast, ...]
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    units: PlanUnits = "survey"
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    graph_label: str = ""  # the graph's held-out evaluation, for reading its forecast
 
     @property
     def uses_sae(self) -> bool:
@@ -73,13 +88,35 @@ class Plan:
         return [lever.text for lever in self.levers if lever.kind == "role" and lever.text]
 
 
-def _goals(profile: ProfileSpec, catalog: Catalog) -> dict[str, float]:
+def plan_units(requested: str, catalog: Catalog) -> PlanUnits:
+    """``auto`` -> replies when the catalog was measured on replies; an impossible request is an error."""
+    if requested == "survey":
+        return "survey"
+    if catalog.has_replies:
+        return "replies"
+    if requested == "replies":
+        raise PlanInfeasibleError("units: replies needs a bundle whose catalog was measured on replies; run "
+                                  "'causalguard behaviour report --bundle FOLDER' or set units: survey", [])
+    return "survey"
+
+
+def lever_effect(lever: LeverEntry, value: str, units: PlanUnits) -> Interval:
+    """A lever's measured effect on ``value`` in the plan's units."""
+    if units == "replies":
+        if lever.replies is None:
+            raise ValueError(f"lever {lever.id} was not measured on replies")
+        return lever.replies.effects[value]
+    return lever.effects[value]
+
+
+def _goals(profile: ProfileSpec, catalog: Catalog, units: PlanUnits) -> dict[str, float]:
     goals = {}
     for name, target in profile.targets.items():
         if target.change is not None:
             goals[name] = target.change
         elif target.score is not None:
-            goals[name] = target.score - catalog.baseline[name].mean
+            base = (catalog.replies_baseline or {})[name] if units == "replies" else catalog.baseline[name].mean
+            goals[name] = target.score - base
         else:
             goals[name] = math.inf if target.direction == "increase" else -math.inf
     return goals
@@ -88,11 +125,21 @@ def _goals(profile: ProfileSpec, catalog: Catalog) -> dict[str, float]:
 def degrading_levers(catalog: Catalog, behaviour: BehaviourSummary | None) -> dict[str, str]:
     """Levers the planner must never use because of what they do to replies: lever id -> why.
 
-    With a behaviour report in the bundle, a lever is excluded when its replies were degraded more
-    often than unsteered ones, or when it was not measured on replies at all (unknown is not safe)."""
+    With reply measurements (catalog v2, or a v1 catalog beside a behaviour report), a lever is
+    excluded when its replies were degraded more often than unsteered ones, when a stronger setting
+    of the same SAE feature stays fluent, or when it was not measured on replies at all (unknown is
+    not safe)."""
+    out = {}
+    if catalog.has_replies:
+        for lever in catalog.levers:
+            if lever.replies is None:
+                out[lever.id] = "not measured on replies"
+            elif not lever.replies.plannable:
+                what = "degrades replies" if lever.replies.verdict == "degrades_replies" else "weaker setting"
+                out[lever.id] = f"{what} ({lever.replies.why})"
+        return out
     if behaviour is None:
         return {}
-    out = {}
     for lever in catalog.levers:
         measured = behaviour.levers.get(lever.id)
         if measured is None:
@@ -135,20 +182,46 @@ def graph_paths(bundle: Bundle, source: str, target: str, limit: int = 3) -> lis
     return [" -> ".join(p) for p in itertools.islice(paths, limit)]
 
 
+def graph_label(bundle: Bundle) -> str:
+    """The graph forecast's credentials: its held-out evaluation against the best baseline."""
+    predictors = (bundle.doc.get("evaluation") or {}).get("predictors") or {}
+    graph = predictors.get("graph")
+    if not graph or graph.get("auroc") is None:
+        return "graph forecast not evaluated on held-out data"
+    baselines = {k: v["auroc"] for k, v in predictors.items() if k != "graph" and v.get("auroc") is not None}
+    name, best = max(baselines.items(), key=lambda kv: kv[1]) if baselines else ("none", 0.5)
+    verdict = "beats" if graph["auroc"] > best else "does not beat"
+    return (f"graph held-out AUROC {graph['auroc']:.2f} {verdict} the best baseline ({name} {best:.2f})"
+            + ("" if graph["auroc"] > best else ": read graph forecasts as unvalidated"))
+
+
+def _noise(levers: Sequence[LeverEntry], dims: Sequence[str], catalog: Catalog, units: PlanUnits) -> np.ndarray:
+    """Per value, what counts as noise: the survey's threshold, or the median half-width of the levers'
+    95% intervals on replies."""
+    if units == "survey":
+        return np.array([max(catalog.noise_threshold[d], 1e-6) for d in dims])
+    halves = np.array([[(lever_effect(lever, d, units).ci_high - lever_effect(lever, d, units).ci_low) / 2
+                        for d in dims] for lever in levers])
+    return np.maximum(np.median(halves, axis=0), 1e-6)
+
+
 def plan_levers(
     profile: ProfileSpec, bundle: Bundle, limits: LimitsSpec, *, name: str = "default", sae_available: bool = True,
+    units: str = "auto",
 ) -> Plan:
     """Plan ``profile`` with the levers of ``bundle``'s catalog (see the module docstring)."""
     if bundle.catalog is None:
         raise ValueError(f"bundle {bundle.path} has no steering catalog to plan with")
     catalog = bundle.catalog
+    unit = plan_units(units, catalog)
     dims = catalog.dimensions
     index = {d: k for k, d in enumerate(dims)}
-    goals = _goals(profile, catalog)
+    goals = _goals(profile, catalog, unit)
     tolerances = {v: p.tolerance for v, p in profile.protected.items()}
+    label = graph_label(bundle)
     if not goals:
-        return Plan(name, (), {}, _forecast((), dims, goals, tolerances, bundle, catalog),
-                    ("no targets: the model runs unguarded",))
+        return Plan(name, (), {}, _forecast((), dims, goals, tolerances, bundle, unit),
+                    ("no targets: the model runs unguarded",), unit, (), label)
     levers = eligible_levers(catalog, profile.method, limits, sae_available, bundle.behaviour)
     excluded = degrading_levers(catalog, bundle.behaviour)
     if not levers:
@@ -156,26 +229,36 @@ def plan_levers(
             f"profile '{name}': no lever passes method={profile.method}, the fluency caps "
             f"(perplexity x{limits.max_perplexity_ratio}, unparseable +{limits.max_unparseable_increase:.0%})"
             + ("" if sae_available else ", this runtime (no SAE levers on a remote model)")
-            + (f" and reply quality ({len(excluded)} levers degrade replies or were never measured on them)"
-               if excluded else ""), [])
-    means = np.array([[lever.effects[d].mean for d in dims] for lever in levers])
-    noise = np.array([max(catalog.noise_threshold[d], 1e-6) for d in dims])
+            + (f" and reply quality ({len(excluded)} levers degrade replies, are weaker settings or were never "
+               "measured on them)" if excluded else ""), [])
+    means = np.array([[lever_effect(lever, d, unit).mean for d in dims] for lever in levers])
+    halves = np.array([[(lever_effect(lever, d, unit).ci_high - lever_effect(lever, d, unit).ci_low) / 2
+                        for d in dims] for lever in levers])
+    noise = _noise(levers, dims, catalog, unit)
     others = np.array([k for k, d in enumerate(dims) if d not in goals], dtype=int)
     best: tuple[float, tuple[int, ...]] | None = None
     best_any: tuple[float, tuple[int, ...], list[str]] | None = None
+    reach: dict[str, tuple[float, tuple[int, ...]]] = {}  # per target: the furthest any combination goes
     for size in range(1, limits.max_levers + 1):
         for combo in itertools.combinations(range(len(levers)), size):
             if not _compatible([levers[i] for i in combo]):
                 continue
-            total = means[list(combo)].sum(0)
+            rows = list(combo)
+            total = means[rows].sum(0)
+            half = np.sqrt((halves[rows] ** 2).sum(0))
             score, violations = 0.0, []
             for value, goal in goals.items():
-                achieved = total[index[value]]
+                k = index[value]
+                achieved = total[k]
+                sign = 1 if goal > 0 else -1
+                if value not in reach or sign * achieved > reach[value][0]:
+                    reach[value] = (sign * achieved, combo)
                 if math.isinf(goal):
-                    score -= math.copysign(1, goal) * achieved / noise[index[value]]
+                    score -= sign * achieved / noise[k]
                 else:
-                    score += ((achieved - goal) / noise[index[value]]) ** 2
-                if achieved * (1 if goal > 0 else -1) <= noise[index[value]]:
+                    score += ((achieved - goal) / noise[k]) ** 2
+                beyond = sign * achieved > noise[k] if unit == "survey" else sign * achieved - half[k] > 0
+                if not beyond:
                     violations.append(value)  # a target must move beyond noise, the intended way
             for value, tolerance in tolerances.items():
                 if abs(total[index[value]]) > tolerance:
@@ -190,7 +273,8 @@ def plan_levers(
                 best_any = (penalty, combo, violations)
     if best is None:
         assert best_any is not None
-        error = _infeasible(name, goals, tolerances, [levers[i] for i in best_any[1]], best_any[2], bundle, dims)
+        error = _infeasible(name, goals, tolerances, [levers[i] for i in best_any[1]], best_any[2], bundle, dims,
+                            unit)
         blocked = [f"{lever_id} ({why})" for lever_id, why in sorted(excluded.items())
                    if catalog.lever(lever_id).target in goals]
         if blocked:
@@ -198,58 +282,100 @@ def plan_levers(
                                       f"bundle): {'; '.join(blocked)}", error.conflicts)
         raise error
     chosen = tuple(levers[i] for i in best[1])
-    forecast = _forecast(chosen, dims, goals, tolerances, bundle, catalog)
+    forecast = _forecast(chosen, dims, goals, tolerances, bundle, unit)
+    warnings = _unreachable(goals, forecast, reach, levers, unit)
+    reasons = _reasons(chosen, goals, dims, bundle, unit)
+    reasons.append(f"best of {len(levers)} eligible levers under method={profile.method}, at most "
+                   f"{limits.max_levers} combined, side effects on other values weighted {limits.side_effect_weight}")
+    degrading = sorted(k for k, why in excluded.items() if why.startswith("degrades"))
+    weaker = sum(1 for why in excluded.values() if why.startswith("weaker"))
+    unmeasured = sum(1 for why in excluded.values() if why.startswith("not measured"))
+    if degrading:
+        reasons.append(f"never planned, their replies degrade: {', '.join(degrading)}")
+    if weaker:
+        reasons.append(f"never planned: {weaker} weaker settings of SAE features whose stronger setting stays fluent")
+    if unmeasured:
+        reasons.append(f"never planned, not measured on replies: {unmeasured} levers")
+    return Plan(name, chosen, goals, forecast, tuple(reasons), unit, tuple(warnings), label)
+
+
+def _reasons(chosen: Sequence[LeverEntry], goals: dict[str, float], dims: Sequence[str], bundle: Bundle,
+             unit: PlanUnits) -> list[str]:
     reasons = [
-        f"{lever.id}: measured on {lever.effects[dims[0]].n} personas; moves "
+        f"{lever.id}: survey, {lever.effects[dims[0]].n} personas: "
         + ", ".join(f"{v} {lever.effects[v].mean:+.3f}" for v in goals)
         + (f" (proposed for {lever.target})" if lever.target and lever.target not in goals else "")
         for lever in chosen
     ]
-    if bundle.behaviour is not None:
-        for lever in chosen:
+    weak = set(bundle.behaviour.weak_values) if bundle.behaviour is not None else set()
+    for lever in chosen:
+        if lever.replies is not None:
+            r = lever.replies
+            moved = ", ".join(f"{v} {_interval_text(r.effects[v])}" + (" [weak judge]" if v in weak else "")
+                              for v in goals)
+            reasons.append(f"{lever.id}: replies, {r.n} pairs: {moved}; {r.degraded}/{r.n} replies outside the "
+                           f"unsteered quality range (p {r.p_value:.2f}); {r.verdict}: {r.why}")
+        elif bundle.behaviour is not None and lever.id in bundle.behaviour.levers:
             b = bundle.behaviour.levers[lever.id]
             moved = ", ".join(f"{v} {b.effects[v][0]:+.2f} ({b.effects[v][1]:+.2f} .. {b.effects[v][2]:+.2f})"
-                              + (" [weak judge]" if v in bundle.behaviour.weak_values else "")
-                              for v in goals if v in b.effects)
+                              + (" [weak judge]" if v in weak else "") for v in goals if v in b.effects)
             reasons.append(f"{lever.id} in replies (judge units): {moved}; {b.degraded_rate:.0%} of replies "
-                           f"outside the unsteered quality range (unsteered "
-                           f"{bundle.behaviour.calibration.degraded_rate:.0%})")
-    reasons.append(f"best of {len(levers)} eligible levers under method={profile.method}, at most "
-                   f"{limits.max_levers} combined, side effects on other values weighted {limits.side_effect_weight}")
-    degrading = sorted(k for k, why in excluded.items() if "degrades" in why)
-    unmeasured = len(excluded) - len(degrading)
-    if degrading:
-        reasons.append(f"never planned, their replies degrade: {', '.join(degrading)}")
-    if unmeasured:
-        reasons.append(f"never planned, not measured on replies: {unmeasured} levers")
-    return Plan(name, chosen, goals, forecast, tuple(reasons))
+                           f"outside the unsteered quality range")
+    return reasons
+
+
+def _interval_text(e: Interval) -> str:
+    return f"{e.mean:+.2f} ({e.ci_low:+.2f} .. {e.ci_high:+.2f})"
+
+
+def _unreachable(goals: dict[str, float], forecast: Sequence[ValueForecast],
+                 reach: dict[str, tuple[float, tuple[int, ...]]], levers: Sequence[LeverEntry],
+                 unit: PlanUnits) -> list[str]:
+    """A finite goal outside the plan's 95% interval: say what the plan and the best single-target
+    combination reach instead."""
+    out = []
+    by_value = {f.value: f for f in forecast}
+    for value, goal in goals.items():
+        f = by_value[value]
+        if math.isinf(goal) or f.low <= goal <= f.high:
+            continue
+        furthest, combo = reach[value]
+        sign = 1 if goal > 0 else -1
+        out.append(f"{value}: asked {goal:+.3f} ({unit} units) but the plan reaches {f.change:+.3f} (95% CI "
+                   f"{f.low:+.3f} .. {f.high:+.3f}); the most any allowed combination moves it is "
+                   f"{sign * furthest:+.3f} ({', '.join(levers[i].id for i in combo)})")
+    return out
 
 
 def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str, float],
-              tolerances: dict[str, float], bundle: Bundle, catalog: Catalog) -> tuple[ValueForecast, ...]:
-    planned = {v: sum(lever.effects[v].mean for lever in levers) for v in goals}
+              tolerances: dict[str, float], bundle: Bundle, unit: PlanUnits) -> tuple[ValueForecast, ...]:
+    planned = {v: sum(lever.effects[v].mean for lever in levers) for v in goals}  # the graph speaks survey units
     graph = {p.value: p.change for p in bundle.effects.predict_lever(
         {v: c for v, c in planned.items() if v in bundle.effects.nodes})} if planned else {}
     out = []
     for value in dims:
-        mean = sum(lever.effects[value].mean for lever in levers)
-        half = math.sqrt(sum(((lever.effects[value].ci_high - lever.effects[value].ci_low) / 2) ** 2
-                             for lever in levers))
+        effects = [lever_effect(lever, value, unit) for lever in levers]
+        mean = sum(e.mean for e in effects)
+        half = math.sqrt(sum(((e.ci_high - e.ci_low) / 2) ** 2 for e in effects))
         role = "target" if value in goals else ("protected" if value in tolerances else "other")
+        survey = sum(lever.effects[value].mean for lever in levers) if unit == "replies" else None
         out.append(ValueForecast(value, mean, mean - half, mean + half, graph.get(value, 0.0), role,
-                                 tolerances.get(value)))
+                                 tolerances.get(value), survey))
     return tuple(out)
 
 
 def _infeasible(name: str, goals: dict[str, float], tolerances: dict[str, float], closest: list[LeverEntry],
-                violations: list[str], bundle: Bundle, dims: Sequence[str]) -> PlanInfeasibleError:
+                violations: list[str], bundle: Bundle, dims: Sequence[str], unit: PlanUnits) -> PlanInfeasibleError:
     lines = [f"profile '{name}' is infeasible: no combination of measured levers moves "
-             f"{', '.join(goals)} as asked while keeping the protected values within tolerance."]
+             f"{', '.join(goals)} as asked while keeping the protected values within tolerance ({unit} units)."]
     lines.append(f"closest plan: {', '.join(lever.id for lever in closest)}")
     for value in violations:
-        moved = sum(lever.effects[value].mean for lever in closest)
+        effects = [lever_effect(lever, value, unit) for lever in closest]
+        moved = sum(e.mean for e in effects)
         if value in goals:
-            lines.append(f"  {value}: target not reached (closest plan moves it {moved:+.3f})")
+            half = math.sqrt(sum(((e.ci_high - e.ci_low) / 2) ** 2 for e in effects))
+            lines.append(f"  {value}: not moved beyond noise the intended way (closest plan {moved:+.3f}, "
+                         f"95% CI {moved - half:+.3f} .. {moved + half:+.3f})")
             continue
         paths = [p for t in goals for p in graph_paths(bundle, t, value)]
         via = "; ".join(paths) if paths else "no graph path from a target: the levers act on it directly"

@@ -6,6 +6,7 @@ role levers only) both build their state here, so a profile is planned the same 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.levers.catalog import Catalog
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
 from causalguard.runtime.plan_conditions import plan_interventions
+
+log = logging.getLogger(__name__)
 
 
 class UnknownProfileError(CausalguardError, KeyError):
@@ -69,10 +72,13 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
             profile = profile.model_copy(update={"method": "role"})
         try:
             plans[name] = plan_levers(profile, bundle, config.limits, name=name,
-                                      sae_available=local_model and sae is not None)
+                                      sae_available=local_model and sae is not None, units=config.units)
         except PlanInfeasibleError as exc:
             if local_model:
                 raise
             raise ConfigError.single(where, f"{exc} (remote model: role levers only)", field="targets") from None
+    for plan in plans.values():
+        for warning in plan.warnings:
+            log.warning("profile %s: unreachable goal: %s", plan.profile, warning)
     interventions = {name: plan_interventions(plan, sae, catalog) for name, plan in plans.items()}
     return GuardState(config, plans, interventions)

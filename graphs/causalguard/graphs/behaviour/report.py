@@ -32,7 +32,13 @@ import numpy as np
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
-from causalguard.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_REPORT, BEHAVIOUR_SCHEMA, CATALOG_FILE
+from causalguard.artifacts import (
+    BEHAVIOUR_FILE,
+    BEHAVIOUR_REPORT,
+    BEHAVIOUR_SCHEMA,
+    CATALOG_FILE,
+    CATALOG_SCHEMA_REPLIES,
+)
 from causalguard.behaviour.labelled import load_labelled
 from causalguard.behaviour.prompts import Prompt, load_prompts
 from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, compare_degradation, reply_quality
@@ -47,7 +53,9 @@ from causalguard.graphs.behaviour.replies import (
     run_replies,
 )
 from causalguard.graphs.bundle.format import load_bundle
-from causalguard.graphs.levers.catalog import Catalog, LeverEntry
+from causalguard.graphs.levers.catalog import Catalog, LeverEntry, save_catalog
+from causalguard.graphs.levers.lever import LeverSpec
+from causalguard.graphs.levers.verdicts import attach_replies
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas
 
@@ -60,6 +68,7 @@ class ReportSettings:
     personas: int = 2  # the default assistant prompt plus held-out generated personas
     persona_seed: int = 2000  # apart from the bundle's (0) and the catalog's (1000) personas
     levers: tuple[str, ...] | None = None  # catalog lever ids; None = all
+    extra: tuple[LeverSpec, ...] = ()  # levers not in the catalog (sweeps, wordings): measured in replies only
     replies: ReplySettings = field(default_factory=ReplySettings)
     batch_size: int = 16
 
@@ -71,7 +80,7 @@ def reply_personas(n: int, seed: int) -> list[Persona]:
     return out[:n]
 
 
-def lever_reply_condition(lever: LeverEntry, sae: LoadedSae | None, catalog: Catalog) -> ReplyCondition:
+def lever_reply_condition(lever: LeverEntry | LeverSpec, sae: LoadedSae | None, catalog: Catalog) -> ReplyCondition:
     """A catalog lever as a reply condition, applied as the guard applies it (SAE: additive, all tokens)."""
     if lever.kind == "role":
         return ReplyCondition(lever.id, (lever.text or "",))
@@ -130,6 +139,9 @@ def agreement(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         chosen = [r for r in rows if kind == "all" or r["kind"] == kind]
         if not chosen:
             continue
+        chosen = [r for r in chosen if r.get("survey_effects") is not None]
+        if not chosen:
+            continue
         target = [r for r in chosen if r["target"]]
         on_target = [np.sign(r["effects"][r["target"]]["mean"]) == np.sign(r["survey_effects"][r["target"]])
                      for r in target]
@@ -168,7 +180,13 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
 
     prompts = list(load_prompts(dimensions=dims).split("dev").balanced(settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
-    levers = [e for e in catalog.levers if settings.levers is None or e.id in settings.levers]
+    chosen = [e for e in catalog.levers if settings.levers is None or e.id in settings.levers]
+    clash = sorted({e.id for e in settings.extra} & {e.id for e in catalog.levers})
+    if clash:
+        raise ValueError(f"extra levers already in the catalog: {', '.join(clash)}")
+    levers: list[LeverEntry | LeverSpec] = [*chosen, *settings.extra]
+    if len({e.id for e in levers}) != len(levers):
+        raise ValueError("lever ids repeat among the extra levers")
     conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog) for e in levers]
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size}
@@ -221,23 +239,31 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
         if target is not None:
             e = effects[target]
             moved = bool(e["ci_low"] > 0) if entry.direction > 0 else bool(e["ci_high"] < 0)
+        survey = {d: entry.effects[d].mean for d in dims} if isinstance(entry, LeverEntry) else None
         rows.append({"id": entry.id, "kind": entry.kind, "target": target, "direction": entry.direction,
-                     "effects": effects, "survey_effects": {d: entry.effects[d].mean for d in dims},
+                     "spec": lever_spec_dict(entry), "in_survey_catalog": isinstance(entry, LeverEntry),
+                     "effects": effects, "survey_effects": survey,
                      "moves_target_as_intended": moved, "quality": degradation.as_dict(),
                      "quality_means": _quality_means(lever_q), "flags": _flag_counts(calibration, lever_q)})
+    settings_doc = {"prompts": [p.id for p in prompts], "prompt_split": "dev",
+                    "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
+                    "judge": "probe", "judge_layer": fitted.judge.weights.layer}
+    rows = merged_rows(bundle_dir / BEHAVIOUR_FILE, settings_doc, rows, log)
+    base_scores = np.stack([scores[("none", p.id, q.id)] for p in personas for q in prompts])
+    judge_means = {d: float(base_scores[:, k].mean()) for k, d in enumerate(dims)}
     doc = {
         "schema": BEHAVIOUR_SCHEMA,
         "model": {"name": lm.name, "fingerprint": lm.fingerprint},
         "dimensions": dims,
-        "settings": {"prompts": [p.id for p in prompts], "prompt_split": "dev",
-                     "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
-                     "judge": "probe", "judge_layer": fitted.judge.weights.layer},
+        "settings": settings_doc,
         "judge": {"layer_scores_dev_cv": {str(k): v for k, v in fitted.layer_scores.items()}, **validation},
         "quality_calibration": calibration.as_dict(),
-        "baseline": {"quality_means": _quality_means(base_q), "flags": _flag_counts(calibration, base_q)},
+        "baseline": {"quality_means": _quality_means(base_q), "flags": _flag_counts(calibration, base_q),
+                     "judge_means": judge_means},
         "levers": rows,
         "agreement": agreement(rows),
-        "examples": _examples(replies, rows, personas, prompts),
+        "examples": _examples(replies, [r for r in rows if ("none", personas[0].id, prompts[0].id) in replies
+                                        and (r["id"], personas[0].id, prompts[0].id) in replies], personas, prompts),
         "timing": {"replies": len(keys), "generation_seconds": generation_s, "judge_seconds": judge_s,
                    "quality_seconds": quality_s, "total_seconds": time.time() - started},
     }
@@ -246,7 +272,36 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
                                                                              "weak_values")}})
     (bundle_dir / BEHAVIOUR_FILE).write_text(json.dumps(_finite(doc), indent=2) + "\n")
     (bundle_dir / BEHAVIOUR_REPORT).write_text(render_behaviour(doc))
+    save_catalog(attach_replies(catalog, rows, judge_means), bundle_dir)
+    log(f"catalog {CATALOG_SCHEMA_REPLIES}: reply effects and verdicts attached to the catalog's levers")
     return doc
+
+
+def lever_spec_dict(lever: LeverEntry | LeverSpec) -> dict[str, Any]:
+    """What the runtime needs to apply a lever (behaviour-only levers have no catalog entry)."""
+    return {"kind": lever.kind, "target": lever.target, "direction": lever.direction, "strength": lever.strength,
+            "feature": lever.feature, "text": lever.text}
+
+
+def merged_rows(path: Path, settings_doc: dict[str, Any], rows: list[dict[str, Any]],
+                log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """This run's lever rows plus the rows of an earlier report measured with the same prompts,
+    personas, reply settings and judge (levers measured in separate runs accumulate)."""
+    if not path.exists():
+        return rows
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log(f"{path}: unreadable; replaced by this run's levers only")
+        return rows
+    if not isinstance(old, dict) or old.get("settings") != settings_doc:
+        log(f"{path}: measured with other settings; replaced by this run's levers only")
+        return rows
+    fresh = {r["id"] for r in rows}
+    kept = [r for r in old.get("levers", []) if r.get("id") not in fresh]
+    if kept:
+        log(f"kept {len(kept)} levers measured earlier with the same settings")
+    return kept + rows
 
 
 def _finite(obj: Any) -> Any:
@@ -351,7 +406,8 @@ def render_behaviour(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {r['id']} | {t or '?'}{mark} | {_f(e['mean']) if e else 'n/a'} "
             f"({_f(e['ci_low']) if e else ''}, {_f(e['ci_high']) if e else ''}) | "
-            f"{'yes' if r['moves_target_as_intended'] else 'no'} | {_f(r['survey_effects'][t]) if t else 'n/a'} | "
+            f"{'yes' if r['moves_target_as_intended'] else 'no'} | "
+            f"{_f(r['survey_effects'][t]) if t and r.get('survey_effects') else 'n/a'} | "
             f"{q['degraded']}/{q['n']} ({q['baseline_degraded']}/{q['baseline_n']}) | {q['p_value']:.3f}"
             f"{' **degrades**' if q['is_degraded'] else ''} | "
             + ", ".join(f"{k} {v}" for k, v in sorted(r["flags"].items())) + " |")

@@ -84,3 +84,47 @@ def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path
                             levers=levers, sources=sources, measured=measured, fluency=fluency, sae=sae_doc)
     save_catalog(catalog, bundle_dir)
     return catalog
+
+
+def extend_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, catalog: Catalog,
+                   levers: list[LeverSpec], sources: dict[str, str], work_dir: Path,
+                   settings: MeasureSettings, *, progress: bool = True) -> Catalog:
+    """Measure more levers (sweeps, wordings) on the catalog's own personas and add them to it.
+
+    The unsteered personas are scored again in this run; the survey is deterministic, so their scores
+    must match the catalog's baseline (checked), and the new levers' effects are comparable with the
+    old ones'."""
+    known = {e.id for e in catalog.levers}
+    new = [lever for lever in levers if lever.id not in known]
+    if not new:
+        return catalog
+    sae = None
+    norm = 0.0
+    if any(lever.kind == "sae" for lever in new):
+        if catalog.sae is None:
+            raise ValueError("SAE levers need a catalog with an SAE")
+        sae = load_sae(_sae_folder(bundle_dir, catalog.sae.path), lm)
+        norm = catalog.sae.residual_norm
+    work_dir.mkdir(parents=True, exist_ok=True)
+    measured = measure_effects(lm, inventory, new, sae, norm, work_dir, settings, progress=progress)
+    if measured["personas"] != catalog.personas:
+        raise ValueError(f"the catalog was measured on personas {catalog.personas}, these settings give "
+                         f"{measured['personas']}: use the catalog's persona count and seed")
+    for d in catalog.dimensions:
+        if abs(measured["baseline"][d]["mean"] - catalog.baseline[d].mean) > 1e-3:
+            raise ValueError(f"unsteered {d} scores {measured['baseline'][d]['mean']:.4f} here but "
+                             f"{catalog.baseline[d].mean:.4f} in the catalog: not the same model or survey settings")
+    fluency = fluency_costs(lm, inventory, new, sae, norm, settings)
+    fluency["none"] = catalog.baseline_fluency.model_dump()
+    added = build_catalog(model=catalog.model.model_dump(), dimensions=catalog.dimensions, levers=new,
+                          sources=sources, measured={**measured, "baseline": catalog.model_dump()["baseline"],
+                                                     "noise_threshold": catalog.noise_threshold},
+                          fluency=fluency, sae=catalog.sae.model_dump() if catalog.sae else None)
+    extended = catalog.model_copy(update={"levers": [*catalog.levers, *added.levers]})
+    save_catalog(extended, bundle_dir)
+    return extended
+
+
+def _sae_folder(bundle_dir: Path, location: str) -> Path:
+    path = Path(location)
+    return path if path.is_absolute() else bundle_dir / path

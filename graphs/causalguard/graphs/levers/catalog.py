@@ -1,9 +1,15 @@
-"""The steering catalog (``catalog.json`` in a bundle, schema ``causalguard.catalog/1``) and its report.
+"""The steering catalog (``catalog.json`` in a bundle) and its report.
 
-For every lever: its measured effect on every value (mean, 95% CI, n personas), the Table-1 counts
-(personas whose value increased / decreased / stayed within noise), specificity (on-target effect
-over the mean absolute off-target effect), the share of personas moved in the intended direction,
-and its fluency cost.
+For every lever: its measured effect on every value in the survey (mean, 95% CI, n personas), the
+Table-1 counts (personas whose value increased / decreased / stayed within noise), specificity
+(on-target effect over the mean absolute off-target effect), the share of personas moved in the
+intended direction, and its fluency cost.
+
+Schema ``causalguard.catalog/2`` adds what the replies showed (``causalguard behaviour report``):
+per lever, ``replies`` = its judge effect on every value (reply scale: +1 = a typical high-pole
+reply, -1 = a typical low-pole one; 95% CI over reply pairs), its reply quality, and a verdict
+(``usable``, ``no_target_effect``, ``degrades_replies``, ``weaker_setting``); ``replies_baseline``
+= the unsteered replies' mean judge score per value. Version-1 catalogs load with no reply data.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from causalguard.yaml_files import problems_from_validation
 
 
 class Interval(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     mean: float
     ci_low: float
     ci_high: float
@@ -58,6 +64,29 @@ class CatalogSae(BaseModel):
     strength_unit: str = "median residual-stream norm at the layer"
 
 
+Verdict = Literal["usable", "no_target_effect", "degrades_replies", "weaker_setting"]
+
+
+class LeverReplies(BaseModel):
+    """A lever as the replies showed it (judge effects in reply-scale units, reply quality)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    effects: dict[str, Interval]
+    moves_target_as_intended: bool | None
+    degraded: int = Field(ge=0)
+    n: int = Field(gt=0)
+    degraded_rate: float = Field(ge=0, le=1)
+    p_value: float = Field(ge=0, le=1)
+    degrades_replies: bool
+    verdict: Verdict
+    why: str
+
+    @property
+    def plannable(self) -> bool:
+        """Never planned: levers that degrade replies, and weaker settings of a feature kept stronger."""
+        return self.verdict in ("usable", "no_target_effect")
+
+
 class LeverEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -73,6 +102,7 @@ class LeverEntry(BaseModel):
     intended_share: float | None = Field(description="share of personas moved in the intended direction on target")
     specificity: float | None
     fluency: Fluency
+    replies: LeverReplies | None = Field(default=None, description="catalog/2: measured on replies")
 
     def spec(self) -> LeverSpec:
         return LeverSpec(id=self.id, kind=self.kind, target=self.target, direction=self.direction,
@@ -81,7 +111,7 @@ class LeverEntry(BaseModel):
 
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    schema_: str = Field(alias="schema", pattern=r"^causalguard\.catalog/1$")
+    schema_: str = Field(alias="schema", pattern=r"^causalguard\.catalog/[12]$")
     model: ModelRef
     dimensions: list[str]
     sae: CatalogSae | None = Field(description="SAE folder (relative to the bundle), layer, residual norm")
@@ -90,6 +120,13 @@ class Catalog(BaseModel):
     noise_threshold: dict[str, float]
     baseline_fluency: Fluency
     levers: list[LeverEntry]
+    replies_baseline: dict[str, float] | None = Field(
+        default=None, description="catalog/2: unsteered replies' mean judge score per value (reply scale)")
+
+    @property
+    def has_replies(self) -> bool:
+        """Whether the levers were measured on replies (catalog/2 with a behaviour report)."""
+        return self.replies_baseline is not None
 
     def lever(self, lever_id: str) -> LeverEntry:
         for entry in self.levers:

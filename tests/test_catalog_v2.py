@@ -1,0 +1,152 @@
+"""Catalog v2: reply measurements and verdicts per lever, and planning in reply units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from causalguard.config.schema import LimitsSpec, ProfileSpec, ProtectedSpec, TargetSpec
+from causalguard.errors import ConfigError
+from causalguard.graphs.levers.catalog import Catalog, load_catalog, save_catalog
+from causalguard.graphs.levers.variants import load_wordings, reply_style_levers, sweep_levers
+from causalguard.graphs.levers.verdicts import attach_replies
+from causalguard.planning import PlanInfeasibleError, plan_levers
+from causalguard.planning.explain import explain_plan
+from tests.guard_fakes import DIMS, _lever, fake_bundle, fake_catalog, reply_row
+
+BASELINE = {d: 0.1 for d in DIMS}
+
+
+def _catalog_v2() -> Catalog:
+    """The fake catalog plus a weaker setting of f7, measured on replies:
+
+    - role:power:- lowers power in replies (usable) but drags achievement;
+    - sae:f7:-0.5 degrades replies; its weaker sibling sae:f7:-0.25 is fluent and lowers power a little;
+    - role:benevolence:+ does nothing to benevolence in replies (no_target_effect);
+    - sae:f9:-0.5 was never measured on replies."""
+    base = fake_catalog()
+    weaker = _lever("sae:f7:-0.25", "sae", "power", -1, {"power": -0.08}, ppl=1.1, feature=7)
+    catalog = Catalog.model_validate({**base.model_dump(by_alias=True),
+                                      "levers": [*base.model_dump(by_alias=True)["levers"], weaker]})
+    rows = [
+        reply_row("role:power:-", {"power": -0.30, "achievement": -0.15}, target="power", direction=-1),
+        reply_row("role:power:+", {"power": 0.20, "achievement": 0.10}, target="power"),
+        reply_row("sae:f7:-0.5", {"power": -0.50}, degraded=30, target="power", direction=-1),
+        reply_row("sae:f7:-0.25", {"power": -0.12, "achievement": -0.01}, target="power", direction=-1),
+        reply_row("role:benevolence:+", {"benevolence": 0.02, "power": -0.01}, target="benevolence"),
+    ]
+    return attach_replies(catalog, rows, BASELINE)
+
+
+def _bundle():  # type: ignore[no-untyped-def]
+    bundle = fake_bundle()
+    bundle.catalog = _catalog_v2()
+    return bundle
+
+
+def test_verdicts_keep_the_strongest_fluent_setting_and_mark_non_movers() -> None:
+    catalog = _catalog_v2()
+    verdict = {e.id: (e.replies.verdict if e.replies else None) for e in catalog.levers}
+    assert verdict == {"role:power:-": "usable", "role:power:+": "usable", "sae:f7:-0.5": "degrades_replies",
+                       "sae:f9:-0.5": None, "role:benevolence:+": "no_target_effect", "sae:f7:-0.25": "usable"}
+    assert catalog.schema_ == "causalguard.catalog/2" and catalog.has_replies
+
+
+def test_a_weaker_fluent_setting_is_superseded_by_a_stronger_fluent_one() -> None:
+    base = _catalog_v2()
+    rows = [reply_row(e.id, {"power": -0.2}, target="power", direction=-1) for e in base.levers if e.feature == 7]
+    catalog = attach_replies(base, rows, BASELINE)
+    assert catalog.lever("sae:f7:-0.5").replies.verdict == "usable"  # type: ignore[union-attr]
+    assert catalog.lever("sae:f7:-0.25").replies.verdict == "weaker_setting"  # type: ignore[union-attr]
+
+
+def test_catalog_v2_round_trips_and_v1_still_loads(tmp_path: Path) -> None:
+    save_catalog(_catalog_v2(), tmp_path)
+    loaded = load_catalog(tmp_path)
+    assert loaded is not None and loaded.lever("sae:f7:-0.5").replies.verdict == "degrades_replies"  # type: ignore[union-attr]
+    save_catalog(fake_catalog(), tmp_path)
+    v1 = load_catalog(tmp_path)
+    assert v1 is not None and not v1.has_replies and v1.levers[0].replies is None
+
+
+def test_a_nan_reply_effect_is_refused_at_load(tmp_path: Path) -> None:
+    save_catalog(_catalog_v2(), tmp_path)
+    doc = json.loads((tmp_path / "catalog.json").read_text())
+    doc["levers"][0]["replies"]["effects"]["power"]["mean"] = float("nan")
+    (tmp_path / "catalog.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="finite"):
+        load_catalog(tmp_path)
+
+
+def test_planning_in_reply_units_never_uses_degrading_or_unmeasured_levers() -> None:
+    profile = ProfileSpec(targets={"power": TargetSpec(direction="decrease")},
+                          protected={"achievement": ProtectedSpec(tolerance=0.05)})
+    plan = plan_levers(profile, _bundle(), LimitsSpec(max_levers=1))
+    assert plan.units == "replies"
+    # sae:f7:-0.5 moves power most but degrades replies; sae:f9 was never measured on replies;
+    # role:power:- drags achievement past the tolerance: the fluent weaker setting remains
+    assert [lever.id for lever in plan.levers] == ["sae:f7:-0.25"]
+    f = plan.forecast_for("power")
+    assert f.change == pytest.approx(-0.12) and f.high < 0 and f.survey_change == pytest.approx(-0.08)
+    text = explain_plan(plan, _bundle().catalog)  # type: ignore[arg-type]
+    assert "reply scale" in text and "survey -0.080" in text and "degrade: sae:f7:-0.5" in text
+
+
+def test_survey_units_stay_available() -> None:
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
+                       LimitsSpec(max_levers=1), units="survey")
+    assert plan.units == "survey" and plan.forecast_for("power").survey_change is None
+    assert "sae:f7:-0.5" not in [lever.id for lever in plan.levers]  # reply quality binds in any units
+
+
+def test_replies_units_need_a_catalog_measured_on_replies() -> None:
+    with pytest.raises(PlanInfeasibleError, match="units: replies needs"):
+        plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), fake_bundle(),
+                    LimitsSpec(), units="replies")
+
+
+def test_a_lever_that_does_not_move_its_target_cannot_meet_it() -> None:
+    with pytest.raises(PlanInfeasibleError) as caught:
+        plan_levers(ProfileSpec(targets={"benevolence": TargetSpec(direction="increase")}), _bundle(),
+                    LimitsSpec(max_levers=1))
+    assert "benevolence: not moved beyond noise" in str(caught.value)
+
+
+def test_an_unreachable_goal_is_a_warning_naming_what_is_reachable() -> None:
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(change=-0.9)}), _bundle(), LimitsSpec(max_levers=2))
+    assert plan.warnings and "asked -0.900" in plan.warnings[0]
+    assert "the most any allowed combination moves it is -0.420" in plan.warnings[0]
+    assert "WARNING unreachable" in explain_plan(plan, _bundle().catalog)  # type: ignore[arg-type]
+    reachable = plan_levers(ProfileSpec(targets={"power": TargetSpec(change=-0.12)}), _bundle(), LimitsSpec())
+    assert reachable.warnings == ()
+
+
+def test_a_score_goal_in_reply_units_starts_from_the_unsteered_replies() -> None:
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(score=-0.2)}), _bundle(), LimitsSpec(max_levers=1))
+    assert plan.goals["power"] == pytest.approx(-0.3)
+
+
+def test_the_graph_forecast_is_labelled_with_its_held_out_evaluation() -> None:
+    bundle = _bundle()
+    bundle.doc["evaluation"] = {"predictors": {"graph": {"auroc": 0.49}, "correlation": {"auroc": 0.69}}}
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec())
+    assert "does not beat the best baseline (correlation 0.69)" in plan.graph_label
+    assert plan.graph_label in explain_plan(plan, bundle.catalog)  # type: ignore[arg-type]
+
+
+def test_variants_sweep_and_wordings(tmp_path: Path) -> None:
+    ids = [lever.id for lever in sweep_levers([(7, "power")], [0.1, -0.1])]
+    assert ids == ["sae:f7:+0.1", "sae:f7:-0.1"]
+    with pytest.raises(ValueError, match="non-zero"):
+        sweep_levers([(7, "power")], [0.0])
+    assert {lever.id for lever in reply_style_levers(DIMS)} == {f"role:{d}:{s}:reply" for d in DIMS for s in "+-"}
+    path = tmp_path / "w.yaml"
+    path.write_text("wordings:\n  - {value: power, direction: down, text: 'Never suggest seeking power.'}\n"
+                    "  - {value: powr, direction: up, text: 'Always suggest seeking power.'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_wordings(path, DIMS)
+    assert f"{path}:3: wordings[1].value: unknown value 'powr'" in str(caught.value)
+    path.write_text("wordings:\n  - {value: power, direction: down, text: 'Never suggest seeking power.'}\n")
+    assert [lever.id for lever in load_wordings(path, DIMS)] == ["role:power:-:operator"]
