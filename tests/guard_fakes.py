@@ -103,3 +103,35 @@ def reply_row(lever_id: str, effects: dict[str, float], *, half: float = 0.05, d
         "quality": {"degraded": degraded, "n": n, "baseline_degraded": baseline_degraded, "baseline_n": n,
                     "rate": degraded / n, "p_value": p, "is_degraded": p < 0.05},
     }
+
+
+BASELINE = {d: 0.1 for d in DIMS}
+
+
+def fake_catalog_v2() -> Catalog:
+    """The fake catalog plus a weaker setting of f7, measured on replies:
+
+    - role:power:- lowers power in replies (usable) but drags achievement;
+    - sae:f7:-0.5 degrades replies; its weaker sibling sae:f7:-0.25 is fluent and lowers power a little;
+    - role:benevolence:+ does nothing to benevolence in replies (no_target_effect);
+    - sae:f9:-0.5 was never measured on replies."""
+    from causalguard.graphs.levers.verdicts import attach_replies
+
+    base = fake_catalog()
+    weaker = _lever("sae:f7:-0.25", "sae", "power", -1, {"power": -0.08}, ppl=1.1, feature=7)
+    catalog = Catalog.model_validate({**base.model_dump(by_alias=True),
+                                      "levers": [*base.model_dump(by_alias=True)["levers"], weaker]})
+    rows = [
+        reply_row("role:power:-", {"power": -0.30, "achievement": -0.15}, target="power", direction=-1),
+        reply_row("role:power:+", {"power": 0.20, "achievement": 0.10}, target="power"),
+        reply_row("sae:f7:-0.5", {"power": -0.50}, degraded=30, target="power", direction=-1),
+        reply_row("sae:f7:-0.25", {"power": -0.12, "achievement": -0.01}, target="power", direction=-1),
+        reply_row("role:benevolence:+", {"benevolence": 0.02, "power": -0.01}, target="benevolence"),
+    ]
+    return attach_replies(catalog, rows, BASELINE)
+
+
+def fake_bundle_v2() -> Bundle:
+    bundle = fake_bundle()
+    bundle.catalog = fake_catalog_v2()
+    return bundle

@@ -14,36 +14,15 @@ from causalguard.graphs.levers.variants import load_wordings, reply_style_levers
 from causalguard.graphs.levers.verdicts import attach_replies
 from causalguard.planning import PlanInfeasibleError, plan_levers
 from causalguard.planning.explain import explain_plan
-from tests.guard_fakes import DIMS, _lever, fake_bundle, fake_catalog, reply_row
-
-BASELINE = {d: 0.1 for d in DIMS}
+from tests.guard_fakes import BASELINE, DIMS, fake_bundle, fake_bundle_v2, fake_catalog, fake_catalog_v2, reply_row
 
 
 def _catalog_v2() -> Catalog:
-    """The fake catalog plus a weaker setting of f7, measured on replies:
-
-    - role:power:- lowers power in replies (usable) but drags achievement;
-    - sae:f7:-0.5 degrades replies; its weaker sibling sae:f7:-0.25 is fluent and lowers power a little;
-    - role:benevolence:+ does nothing to benevolence in replies (no_target_effect);
-    - sae:f9:-0.5 was never measured on replies."""
-    base = fake_catalog()
-    weaker = _lever("sae:f7:-0.25", "sae", "power", -1, {"power": -0.08}, ppl=1.1, feature=7)
-    catalog = Catalog.model_validate({**base.model_dump(by_alias=True),
-                                      "levers": [*base.model_dump(by_alias=True)["levers"], weaker]})
-    rows = [
-        reply_row("role:power:-", {"power": -0.30, "achievement": -0.15}, target="power", direction=-1),
-        reply_row("role:power:+", {"power": 0.20, "achievement": 0.10}, target="power"),
-        reply_row("sae:f7:-0.5", {"power": -0.50}, degraded=30, target="power", direction=-1),
-        reply_row("sae:f7:-0.25", {"power": -0.12, "achievement": -0.01}, target="power", direction=-1),
-        reply_row("role:benevolence:+", {"benevolence": 0.02, "power": -0.01}, target="benevolence"),
-    ]
-    return attach_replies(catalog, rows, BASELINE)
+    return fake_catalog_v2()
 
 
 def _bundle():  # type: ignore[no-untyped-def]
-    bundle = fake_bundle()
-    bundle.catalog = _catalog_v2()
-    return bundle
+    return fake_bundle_v2()
 
 
 def test_verdicts_keep_the_strongest_fluent_setting_and_mark_non_movers() -> None:

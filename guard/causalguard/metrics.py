@@ -45,9 +45,26 @@ class GuardMetrics:
         self.audited_score = Gauge("causalguard_audited_value_score", "Value score measured by the last audit.",
                                    ["profile", "value"], registry=r)
         self.audited_change = Gauge("causalguard_audited_value_change",
-                                    "Guarded minus unguarded score in the last audit.", ["profile", "value"],
-                                    registry=r)
-        self.drift = Gauge("causalguard_side_effect_drift", "Audited minus predicted change (last audit).",
+                                    "Guarded minus unguarded score: the last survey audit, or the running mean of "
+                                    "all reply-audit pairs of the current plan.", ["profile", "value"], registry=r)
+        self.audited_change_low = Gauge("causalguard_audited_value_change_ci_low",
+                                        "Reply audits: lower end of the running 95% interval of the change.",
+                                        ["profile", "value"], registry=r)
+        self.audited_change_high = Gauge("causalguard_audited_value_change_ci_high",
+                                         "Reply audits: upper end of the running 95% interval of the change.",
+                                         ["profile", "value"], registry=r)
+        self.audit_power = Gauge("causalguard_audit_power", "Reply audits: power to detect the planned change with "
+                                 "the pairs so far (two-sided 5% test).", ["profile", "value"], registry=r)
+        self.drift_alarm = Gauge("causalguard_audit_drift_alarm", "1 when the audited interval excludes the plan's "
+                                 "forecast interval (reply audits, after audit.min_pairs pairs).",
+                                 ["profile", "value"], registry=r)
+        self.quality_alarm = Gauge("causalguard_audit_quality_alarm", "1 when guarded replies are degraded more "
+                                   "often than unguarded ones (one-sided Fisher, p < 0.05).", ["profile"], registry=r)
+        self.audit_degraded_rate = Gauge("causalguard_audit_degraded_reply_rate", "Share of audited replies outside "
+                                         "the unsteered quality range.", ["profile", "arm"], registry=r)
+        self.audit_pairs = Gauge("causalguard_audit_pairs", "Reply pairs accumulated for the current plan.",
+                                 ["profile"], registry=r)
+        self.drift = Gauge("causalguard_side_effect_drift", "Audited minus predicted change.",
                            ["profile", "value"], registry=r)
         self.audit_seconds = Histogram("causalguard_audit_duration_seconds", "Canary audit duration.",
                                        ["profile"], buckets=AUDIT_BUCKETS, registry=r)

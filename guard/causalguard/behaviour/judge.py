@@ -17,6 +17,7 @@ fingerprint of the judge model) and ``judge.safetensors`` (mean, scale, directio
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,13 +51,18 @@ class ValueJudge(Protocol):
 @contextmanager
 def read_layers(model: Any, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
     """Record the hidden-state output of each decoder layer in ``layers`` for the block's forward passes
-    (the last pass wins). The hooks are removed on exit, also on exceptions."""
+    (the last pass wins). Only passes run by the thread that entered the block are recorded, so a
+    judge may score while the same model serves requests on other threads. The hooks are removed on
+    exit, also on exceptions."""
     modules = decoder_layers(model)
     seen: dict[int, torch.Tensor] = {}
     handles = []
+    owner = threading.get_ident()
 
     def make(layer: int) -> Any:
         def hook(module: Any, args: Any, output: Any) -> None:
+            if threading.get_ident() != owner:
+                return
             seen[layer] = (output[0] if isinstance(output, tuple) else output).detach()
         return hook
 

@@ -74,9 +74,19 @@ class ProfileSpec(_Strict):
 
 
 class AuditSpec(_Strict):
-    """Canary value audits of every profile, in the background."""
+    """Value audits of every profile, in the background: reply audits (what the chatbot says, judged) where
+    the bundle has a value judge, else survey audits (inventory items scored)."""
 
     enabled: bool = Field(default=True, description="Run audits at all.")
+    kind: Literal["auto", "replies", "survey"] = Field(
+        default="auto", description="replies (needs the bundle's judge), survey, or auto (replies where possible).")
+    prompts: str | None = Field(default=None, description="Reply audits: the operator's prompt set (JSONL); "
+                                                           "default the shipped test prompts.")
+    prompts_per_audit: int = Field(default=4, ge=1, le=64, description="Reply audits: prompts per round.")
+    max_new_tokens: int = Field(default=48, ge=8, le=512, description="Reply audits: tokens per reply.")
+    min_pairs: int = Field(default=8, ge=2, description="Reply audits: pairs before an alarm may fire.")
+    max_cpu_share: float = Field(default=0.25, gt=0, le=1,
+                                 description="Audits wait so that they take at most this share of the time.")
     interval_seconds: float = Field(default=60.0, gt=0, description="Time between canary audits.")
     items_per_audit: int = Field(default=24, ge=2, description="Inventory items scored per audit.")
     values: list[str] | None = Field(default=None, description="Values audited; default: every value.")

@@ -17,7 +17,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ from causalguard.runtime.audit import CanaryAuditor
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
 from causalguard.runtime.plan_conditions import ProfileCondition
 from causalguard.runtime.prompts import Message
+from causalguard.runtime.reply_audit import ReplyAuditor
 from causalguard.runtime.state import GuardState, build_guard_state, bundle_catalog
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,12 @@ class ValueGuard:
                                   "schema": self.bundle.schema,
                                   "catalog_levers": str(len(self.catalog.levers))})
         self._publish(self.state)
-        self.auditor = CanaryAuditor(lambda: self.state, self.lm, self.bundle, self.metrics, self.audit_condition)
+        self.busy: Callable[[], bool] = lambda: False  # the server sets this: audits skip rounds while it is busy
+        try:
+            self.auditor: CanaryAuditor | ReplyAuditor = self._make_auditor(first)
+        except Exception:
+            self._stack.close()
+            raise
         if start_audits and first.audit.enabled:
             self.auditor.start()
 
@@ -152,6 +158,36 @@ class ValueGuard:
         base = self.config_path.parent if self.config_path is not None else None
         folder = resolve_bundle_dir(bundle if bundle is not None else config.bundle, config.model, base)
         return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
+
+    def _make_auditor(self, config: GuardConfig) -> CanaryAuditor | ReplyAuditor:
+        """Reply audits where the bundle has a value judge and reply calibration (or ``audit.kind: replies``
+        demands them), else survey audits. The kind is fixed at start-up; a reload does not switch it."""
+        from causalguard.artifacts import JUDGE_FILE
+
+        kind = config.audit.kind
+        folder = self.bundle.path
+        calibration = self.bundle.behaviour.calibration if self.bundle.behaviour is not None else None
+        has_judge = folder is not None and (folder / JUDGE_FILE).exists() and calibration is not None
+        if kind == "replies" and not has_judge:
+            raise ConfigError.single(self.source.where, "reply audits need a bundle with a value judge and reply "
+                                     "calibration (judge.json, behaviour.json)", field="audit.kind",
+                                     hint="run 'causalguard behaviour report --bundle FOLDER' or set "
+                                          "audit.kind: survey")
+        if kind == "survey" or not has_judge or folder is None or calibration is None:
+            return CanaryAuditor(lambda: self.state, self.lm, self.bundle, self.metrics, self.audit_condition)
+        from causalguard.behaviour.judge import load_probe_judge
+        from causalguard.behaviour.prompts import load_prompts
+
+        judge = load_probe_judge(folder, self.lm)
+        if config.audit.prompts is None:
+            prompts = load_prompts(dimensions=self.catalog.dimensions).split("test")
+        else:
+            path = Path(config.audit.prompts)
+            if not path.is_absolute() and self.config_path is not None:
+                path = self.config_path.parent / path
+            prompts = load_prompts(path, dimensions=self.catalog.dimensions)
+        return ReplyAuditor(lambda: self.state, self.lm, judge, calibration, prompts, self.metrics,
+                            busy=lambda: self.busy())
 
     def _build_state(self, sourced: SourcedConfig) -> GuardState:
         return build_guard_state(sourced, self.bundle, sae=self.sae)

@@ -46,6 +46,8 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
         try:
             guard = guard_factory(state.source, state.metrics)
             guard.generate([{"role": "user", "content": "Hello"}], max_new_tokens=1)  # a real forward pass
+            admission = state.admission
+            guard.busy = lambda: admission.waiting > 0 or admission.running >= admission.max_concurrency
             state.guard = guard
             state.ready = True
             log.info("guard ready: %s, profiles %s", guard.lm.name, ", ".join(guard.state.plans))

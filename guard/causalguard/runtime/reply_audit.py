@@ -1,0 +1,180 @@
+"""Reply audits: what the guarded chatbot says, judged for every value and for quality, round after round.
+
+Each round, per profile with levers: a sample of the audit prompts (the operator's prompt set, or
+the shipped test prompts) is answered twice through the guard's own generation path, guarded (the
+profile's role instructions and SAE edits) and unguarded (the operator's system prompt only),
+greedy, so the pair differs only by the plan. The value judge scores both replies on every value;
+reply quality flags both against the bundle's unsteered calibration. The pairs accumulate per plan
+(``AuditAccumulator``; a reload that changes a plan starts a new one), and every round publishes the
+running estimate with its interval, the power to detect the planned change, and the drift and
+quality alarms (see ``audit_estimates``).
+
+Audits never starve serving: a round is skipped (and counted) while requests are running or
+queued (``busy``), and after a round of ``t`` seconds the next waits at least
+``t * (1 / max_cpu_share - 1)`` seconds besides the interval. Failures are counted and logged, never
+raised into serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from causalguard.behaviour.judge import ValueJudge
+from causalguard.behaviour.prompts import Prompt, PromptSet
+from causalguard.behaviour.quality import QualityCalibration, reply_quality
+from causalguard.metrics import GuardMetrics
+from causalguard.models.loaded import LoadedModel
+from causalguard.runtime.audit_estimates import AuditAccumulator
+from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from causalguard.runtime.state import GuardState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplyPair:
+    prompt: Prompt
+    guarded: str
+    unguarded: str
+    guarded_system: str | None
+    unguarded_system: str | None
+
+
+class ReplyAuditor:
+    """Background reply audits of every profile of the current configuration (``state()``, read each round)."""
+
+    def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, judge: ValueJudge,
+                 calibration: QualityCalibration, prompts: PromptSet, metrics: GuardMetrics, *,
+                 busy: Callable[[], bool] = lambda: False) -> None:
+        if len(prompts) == 0:
+            raise ValueError("reply audits need at least one prompt")
+        self.state = state
+        self.lm = lm
+        self.judge = judge
+        self.calibration = calibration
+        self.prompts = list(prompts)
+        self.metrics = metrics
+        self.busy = busy
+        self.accumulators: dict[str, AuditAccumulator] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._round = 0
+        self._last_seconds = 0.0
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="causalguard-reply-audit", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            audit = self.state().config.audit
+            pause = max(audit.interval_seconds, self._last_seconds * (1 / audit.max_cpu_share - 1))
+            if self._stop.wait(pause):
+                return
+
+    # ---- one round ------------------------------------------------------------------------------
+    def run_once(self) -> dict[str, AuditAccumulator]:
+        """Audit every profile with levers once; busy servers and failures are counted, not raised."""
+        state = self.state()
+        self._round += 1
+        started = time.perf_counter()
+        for name, plan in state.plans.items():
+            if not plan.levers:
+                continue
+            if self.busy():
+                self.metrics.audits.labels(profile=name, outcome="skipped_busy").inc()
+                continue
+            try:
+                t0 = time.perf_counter()
+                self.audit(state, name, seed=self._round)
+                self.metrics.audits.labels(profile=name, outcome="ok").inc()
+                self.metrics.audit_seconds.labels(profile=name).observe(time.perf_counter() - t0)
+                self.metrics.audit_last_success.labels(profile=name).set(time.time())
+            except Exception:
+                log.exception("reply audit of profile %s failed", name)
+                self.metrics.audits.labels(profile=name, outcome="error").inc()
+        self._last_seconds = time.perf_counter() - started
+        return dict(self.accumulators)
+
+    def sample(self, state: GuardState, seed: int) -> list[Prompt]:
+        k = min(state.config.audit.prompts_per_audit, len(self.prompts))
+        return random.Random(seed).sample(self.prompts, k)
+
+    def replies(self, state: GuardState, profile: str, prompts: Sequence[Prompt]) -> list[ReplyPair]:
+        """Guarded and unguarded greedy replies to ``prompts``, in one batch, through the guard's path."""
+        plan = state.plan(profile)
+        config = state.config
+        instructions = plan.role_instructions()
+        rows = [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, instructions),
+                              state.interventions[profile]) for p in prompts]
+        rows += [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, ())) for p in prompts]
+        outs = generate_rows(self.lm, rows, max_new_tokens=config.audit.max_new_tokens)
+        texts = [self.lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip() for o in outs]
+        guarded_system = "\n\n".join(x for x in (config.system_prompt, *instructions) if x) or None
+        n = len(prompts)
+        return [ReplyPair(p, texts[i], texts[n + i], guarded_system, config.system_prompt)
+                for i, p in enumerate(prompts)]
+
+    def degraded(self, pairs: Sequence[ReplyPair]) -> tuple[list[bool], list[bool]]:
+        """Quality flags of the guarded and the unguarded replies (each under its served context)."""
+        messages = [p.prompt.text for p in pairs] * 2
+        texts = [p.guarded for p in pairs] + [p.unguarded for p in pairs]
+        systems = [p.guarded_system for p in pairs] + [p.unguarded_system for p in pairs]
+        flags = [self.calibration.degraded(q) for q in reply_quality(self.lm, messages, texts, systems=systems)]
+        return flags[:len(pairs)], flags[len(pairs):]
+
+    def audit(self, state: GuardState, profile: str, *, seed: int = 0) -> AuditAccumulator:
+        plan = state.plan(profile)
+        key = (profile, *(lever.id for lever in plan.levers), plan.units)
+        acc = self.accumulators.get(profile)
+        if acc is None or acc.plan_key != key:
+            acc = AuditAccumulator(key, min_pairs=state.config.audit.min_pairs)
+        pairs = self.replies(state, profile, self.sample(state, seed))
+        scores = self.judge.score([p.guarded for p in pairs] + [p.unguarded for p in pairs])
+        n = len(pairs)
+        dims = self.judge.dimensions
+        diffs = {d: [float(scores[i, k] - scores[n + i, k]) for i in range(n)] for k, d in enumerate(dims)}
+        guarded_bad, unguarded_bad = self.degraded(pairs)
+        acc.add(diffs, guarded_bad, unguarded_bad)
+        self.accumulators[profile] = acc
+        self.publish(state, profile, acc)
+        return acc
+
+    def publish(self, state: GuardState, profile: str, acc: AuditAccumulator) -> None:
+        """Set the audit gauges. Drift and power compare with the plan only when the plan is in reply
+        units (``units: survey`` plans are audited on replies but not compared: other scales)."""
+        plan = state.plan(profile)
+        comparable = plan.units == "replies"
+        m = self.metrics
+        for value in acc.diffs:
+            e = acc.estimate(value)
+            forecast = plan.forecast_for(value)
+            labels = {"profile": profile, "value": value}
+            m.audited_change.labels(**labels).set(e.mean)
+            m.audited_change_low.labels(**labels).set(e.low)
+            m.audited_change_high.labels(**labels).set(e.high)
+            if comparable:
+                m.drift.labels(**labels).set(e.mean - forecast.change)
+                m.audit_power.labels(**labels).set(acc.power(value, forecast.change))
+            m.drift_alarm.labels(**labels).set(int(comparable and acc.drift_alarm(value, forecast.low,
+                                                                                   forecast.high)))
+        m.audit_pairs.labels(profile=profile).set(len(next(iter(acc.diffs.values()), [])))
+        quality = acc.quality()
+        m.quality_alarm.labels(profile=profile).set(int(acc.quality_alarm()))
+        if quality is not None:
+            m.audit_degraded_rate.labels(profile=profile, arm="guarded").set(quality.rate)
+            m.audit_degraded_rate.labels(profile=profile, arm="unguarded").set(quality.baseline_rate)
