@@ -129,3 +129,12 @@ def test_variants_sweep_and_wordings(tmp_path: Path) -> None:
     assert f"{path}:3: wordings[1].value: unknown value 'powr'" in str(caught.value)
     path.write_text("wordings:\n  - {value: power, direction: down, text: 'Never suggest seeking power.'}\n")
     assert [lever.id for lever in load_wordings(path, DIMS)] == ["role:power:-:operator"]
+
+
+def test_levers_show_never_calls_a_lever_best_unless_it_moves_its_target_in_replies() -> None:
+    from causalguard.graphs.levers.catalog import render_report
+
+    text = render_report(_catalog_v2())
+    assert "| benevolence | + | none: no lever moves it in replies" in text  # role:benevolence:+ does not
+    assert "| power | - | role:power:- |" in text  # not sae:f7:-0.5 (degrades) nor sae:f9 (unmeasured)
+    assert "| sae:f9:-0.5 | power | | | | not measured on replies | never planned |" in text

@@ -122,3 +122,45 @@ def behaviour_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle f
         raise typer.BadParameter(f"{bundle} has no {BEHAVIOUR_FILE}; run 'causalguard behaviour report "
                                  f"--bundle {bundle}'")
     typer.echo(render_behaviour(json.loads(path.read_text(encoding="utf-8"))))
+
+
+@behaviour_app.command("validate")
+def behaviour_validate_command(
+    config: Annotated[Path, typer.Option(help="The operator config (guard.yaml) whose profiles are validated.")],
+    every_value: Annotated[bool, typer.Option(help="Also one profile per value and direction "
+                                                   "(<value>-up, <value>-down).")] = False,
+    work: Annotated[Path, typer.Option(help="Reply run folder (resumable); validation.json is written into it.")] = (
+        Path("runs/validate")
+    ),
+    prompts: Annotated[int, typer.Option(min=10, help="Test prompts per profile (balanced over values).")] = 20,
+    personas: Annotated[int, typer.Option(min=1, help="The config's system prompt plus fresh personas.")] = 2,
+    max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
+    restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
+) -> None:
+    """Do the config's plans hold in the replies? Held-out test prompts, fresh personas, guarded vs unguarded."""
+    from causalguard.config.loading import read_guard_config
+    from causalguard.graphs.behaviour.replies import ReplySettings
+    from causalguard.graphs.behaviour.validate import (
+        ValidateSettings,
+        every_value_profiles,
+        render_validation,
+        validate_profiles,
+    )
+    from causalguard.graphs.bundle.format import load_bundle, resolve_bundle_dir
+    from causalguard.models import load_model
+
+    sourced = read_guard_config(config)
+    guard = sourced.config
+    lm = load_model(guard.model)
+    bundle = load_bundle(resolve_bundle_dir(guard.bundle, guard.model, config.parent),
+                         expected_fingerprint=lm.fingerprint)
+    if bundle.catalog is None:
+        raise typer.BadParameter("the config's bundle has no catalog", param_hint="--config")
+    profiles = {name: guard.profile(name) for name in guard.profile_names}
+    if every_value:
+        profiles.update(every_value_profiles(bundle.catalog.dimensions))
+    settings = ValidateSettings(prompts=prompts, personas=personas,
+                                replies=ReplySettings(max_new_tokens=max_new_tokens))
+    doc = validate_profiles(lm, bundle, guard, profiles, work, settings, restart=restart, log=typer.echo)
+    typer.echo(render_validation(doc))
+    typer.echo(f"wrote {work / 'validation.json'}")

@@ -184,6 +184,24 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:+.{digits}f}"
 
 
+def _replies_section(catalog: Catalog) -> list[str]:
+    """Catalog v2: every lever's effect on its own target in replies, its verdict and why."""
+    lines = ["", "## In replies (reply scale: +1 = a typical reply holding the value, -1 = rejecting it)", "",
+             "| lever | target | survey effect | reply effect (95% CI) | degraded | verdict | why |",
+             "|---|---|---|---|---|---|---|"]
+    for e in catalog.levers:
+        r = e.replies
+        if r is None:
+            lines.append(f"| {e.id} | {e.target or '?'} | | | | not measured on replies | never planned |")
+            continue
+        t = e.target
+        eff = r.effects[t] if t else None
+        lines.append(f"| {e.id} | {t or '?'} | {_fmt(e.effects[t].mean) if t else 'n/a'} | "
+                     + (f"{_fmt(eff.mean)} ({_fmt(eff.ci_low)}, {_fmt(eff.ci_high)})" if eff else "n/a")
+                     + f" | {r.degraded}/{r.n} | {r.verdict} | {r.why} |")
+    return lines
+
+
 def render_report(catalog: Catalog) -> str:
     dims = catalog.dimensions
     n = len(catalog.personas)
@@ -194,7 +212,8 @@ def render_report(catalog: Catalog) -> str:
         "unsteered, same persona). A persona's value counts as moved when the change exceeds half the spread",
         "of that value across the unsteered personas.",
         "",
-        "## Best lever per value and direction",
+        "## Best lever per value and direction" + (" (among levers that move their target in replies and keep them "
+                                                   "fluent)" if catalog.has_replies else ""),
         "",
         "| value | direction | lever | effect on target (95% CI) | personas moved as intended | specificity | "
         "unparseable | perplexity x |",
@@ -202,10 +221,14 @@ def render_report(catalog: Catalog) -> str:
     ]
     for dim in dims:
         for direction in (1, -1):
-            options = [e for e in catalog.levers if e.target == dim and e.direction == direction]
+            options = [e for e in catalog.levers if e.target == dim and e.direction == direction
+                       and (not catalog.has_replies or (e.replies is not None and e.replies.verdict == "usable"))]
             if not options:
+                lines.append(f"| {dim} | {'+' if direction > 0 else '-'} | none: no lever moves it in replies "
+                             "without degrading them | | | | | |")
                 continue
-            best = max(options, key=lambda e: direction * e.effects[dim].mean)
+            best = max(options, key=lambda e: direction * (e.replies.effects[dim].mean if e.replies is not None
+                                                           else e.effects[dim].mean))
             eff = best.effects[dim]
             lines.append(
                 f"| {dim} | {'+' if direction > 0 else '-'} | {best.id} | {_fmt(eff.mean)} "
@@ -234,6 +257,8 @@ def render_report(catalog: Catalog) -> str:
               "| lever | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
     for e in catalog.levers:
         lines.append(f"| {e.id} | " + " | ".join(_fmt(e.effects[d].mean) for d in dims) + " |")
+    if catalog.has_replies:
+        lines += _replies_section(catalog)
     bf = catalog.baseline_fluency
     lines += ["", f"Unsteered: perplexity {bf.perplexity:.2f} on the neutral texts, "
               f"{bf.unparseable_rate:.0%} unparseable answers."]

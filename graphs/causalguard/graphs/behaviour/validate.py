@@ -1,0 +1,187 @@
+"""``causalguard behaviour validate``: do a config's plans hold in the replies, on prompts and personas
+that nothing was tuned on?
+
+For every profile (the config's, plus one per value and direction with ``--every-value``):
+
+1. plan it as the guard would (``plan_levers``, the config's limits and units); an infeasible
+   profile is recorded as refused, with the planner's explanation;
+2. generate replies to the held-out **test** prompts for fresh personas (a persona seed used nowhere
+   else), guarded (the plan's role instructions and SAE edits) and unguarded (the same persona, no
+   levers), through the guard's own generation path, checkpointed like every reply run;
+3. judge both for every value and measure reply quality under the served context: per value, the
+   change (guarded minus unguarded, same persona and prompt) with a 95% t-interval; degraded replies
+   against unguarded ones (one-sided Fisher exact); and, for the values that moved beyond noise,
+   whether the plan's forecast had the same sign.
+
+A profile passes when every target moved the intended way beyond noise, replies are not degraded,
+and the forecast's sign agrees for at least 80% of the values that moved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from causalguard.adapters.hf.hooks import install_steering_hooks
+from causalguard.adapters.hf.sae import load_sae
+from causalguard.behaviour.judge import load_probe_judge
+from causalguard.behaviour.prompts import load_prompts
+from causalguard.behaviour.quality import compare_degradation, reply_quality
+from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
+from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.report import reply_personas, served_system_prompt, t_interval
+from causalguard.graphs.bundle.format import Bundle
+from causalguard.models.loaded import LoadedModel
+from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
+from causalguard.runtime.plan_conditions import plan_interventions
+
+VALIDATION_FILE = "validation.json"
+
+
+@dataclass(frozen=True)
+class ValidateSettings:
+    prompts: int = 20  # test prompts, balanced over values
+    personas: int = 2  # the config's system prompt plus fresh generated personas
+    persona_seed: int = 3000  # used by no other run (bundle 0, catalog 1000, behaviour report 2000)
+    replies: ReplySettings = field(default_factory=ReplySettings)
+    batch_size: int = 16
+    min_sign_agreement: float = 0.8
+
+
+def every_value_profiles(dimensions: Sequence[str]) -> dict[str, ProfileSpec]:
+    """One profile per value and direction: ``<value>-up`` and ``<value>-down``."""
+    out = {}
+    for d in dimensions:
+        for direction, suffix in (("increase", "up"), ("decrease", "down")):
+            out[f"{d}-{suffix}"] = ProfileSpec(targets={d: TargetSpec(direction=direction)})  # type: ignore[arg-type]
+    return out
+
+
+def _plans(config: GuardConfig, profiles: dict[str, ProfileSpec], bundle: Bundle,
+           sae_available: bool) -> tuple[dict[str, Plan], dict[str, str]]:
+    plans, refused = {}, {}
+    for name, profile in profiles.items():
+        if not profile.targets:
+            continue
+        try:
+            plans[name] = plan_levers(profile, bundle, config.limits, name=name, sae_available=sae_available,
+                                      units=config.units)
+        except PlanInfeasibleError as exc:
+            refused[name] = str(exc)
+    return plans, refused
+
+
+def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, profiles: dict[str, ProfileSpec],
+                      work: Path, settings: ValidateSettings, *, restart: bool = False,
+                      log: Callable[[str], None] = print) -> dict[str, Any]:
+    if bundle.catalog is None or bundle.path is None or bundle.behaviour is None:
+        raise ValueError("validation needs a bundle folder with a catalog and a behaviour report")
+    catalog = bundle.catalog
+    dims = catalog.dimensions
+    sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
+    plans, refused = _plans(config, profiles, bundle, sae is not None)
+    for name, why in refused.items():
+        log(f"{name}: refused by the planner: {why.splitlines()[0]}")
+    judge = load_probe_judge(bundle.path, lm)
+    calibration = bundle.behaviour.calibration
+    prompts = list(load_prompts(dimensions=dims).split("test").balanced(settings.prompts))
+    personas = [p if p.id != "assistant" else type(p)("operator", config.system_prompt)
+                for p in reply_personas(settings.personas, settings.persona_seed)]
+    conditions = [ReplyCondition("none")]
+    conditions += [ReplyCondition(f"profile:{name}", tuple(plan.role_instructions()),
+                                  plan_interventions(plan, sae, catalog)) for name, plan in plans.items()]
+    identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
+                "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "test",
+                "plans": {name: [lever.id for lever in plan.levers] for name, plan in plans.items()}}
+    store = ReplyStore(work, identity, restart=restart)
+    log(f"replies: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} test prompts")
+    layers = [sae.layer] if sae is not None else []
+    with install_steering_hooks(lm.model, layers):
+        replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
+                              batch_size=settings.batch_size,
+                              progress=lambda done, total: log(f"  {done}/{total} replies"))
+    keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
+    texts = [replies[k].text for k in keys]
+    log("judging and measuring reply quality ...")
+    scores = judge.score(texts)
+    system_of = {p.id: p.system_prompt for p in personas}
+    instructions = {c.id: c.instructions for c in conditions}
+    text_of = {q.id: q.text for q in prompts}
+    quality = reply_quality(lm, [text_of[k[2]] for k in keys], texts,
+                            systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys])
+    row = {k: i for i, k in enumerate(keys)}
+    base_flags = [calibration.degraded(quality[row[("none", p.id, q.id)]]) for p in personas for q in prompts]
+    results = {}
+    for name, plan in plans.items():
+        cid = f"profile:{name}"
+        diffs = np.stack([scores[row[(cid, p.id, q.id)]] - scores[row[("none", p.id, q.id)]]
+                          for p in personas for q in prompts])
+        measured = {d: t_interval(diffs[:, k]) for k, d in enumerate(dims)}
+        flags = [calibration.degraded(quality[row[(cid, p.id, q.id)]]) for p in personas for q in prompts]
+        degradation = compare_degradation(flags, base_flags)
+        results[name] = _verdict(plan, measured, degradation.as_dict(), settings.min_sign_agreement)
+        results[name]["example"] = {"prompt": prompts[0].text,
+                                    "guarded": replies[(cid, personas[0].id, prompts[0].id)].text,
+                                    "unguarded": replies[("none", personas[0].id, prompts[0].id)].text}
+    doc = {"model": lm.name, "units": next(iter(plans.values())).units if plans else config.units,
+           "prompts": [q.id for q in prompts], "prompt_split": "test",
+           "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
+           "profiles": results, "refused": refused}
+    (work / VALIDATION_FILE).write_text(json.dumps(_finite(doc), indent=2) + "\n")
+    return doc
+
+
+def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[str, Any],
+             min_agreement: float) -> dict[str, Any]:
+    moved = [v for v, e in measured.items() if e["ci_low"] > 0 or e["ci_high"] < 0]
+    agree = [v for v in moved if np.sign(plan.forecast_for(v).change) == np.sign(measured[v]["mean"])]
+    targets = {}
+    for value, goal in plan.goals.items():
+        e = measured[value]
+        targets[value] = bool(e["ci_low"] > 0) if goal > 0 else bool(e["ci_high"] < 0)
+    agreement = len(agree) / len(moved) if moved else None
+    passed = (all(targets.values()) and not quality["is_degraded"]
+              and (agreement is None or agreement >= min_agreement))
+    return {"levers": [lever.id for lever in plan.levers], "units": plan.units,
+            "forecast": {f.value: {"change": f.change, "low": f.low, "high": f.high} for f in plan.forecast},
+            "measured": measured, "target_moved_as_intended": targets, "quality": quality,
+            "moved_beyond_noise": moved, "sign_agreement": agreement, "passed": passed}
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def render_validation(doc: dict[str, Any]) -> str:
+    lines = [f"Held-out validation on {doc['model']}: {len(doc['prompts'])} test prompts x {len(doc['personas'])} "
+             f"fresh personas, {doc['units']} units (change = guarded minus unguarded, 95% CI)", "",
+             "| profile | levers | target change (95% CI) | forecast | moved as intended | degraded (unguarded) "
+             "| sign agreement (values moved) | passed |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in doc["profiles"].items():
+        for value in r["target_moved_as_intended"]:
+            e = r["measured"][value]
+            f = r["forecast"][value]
+            q = r["quality"]
+            agreement = "n/a" if r["sign_agreement"] is None else f"{r['sign_agreement']:.0%}"
+            lines.append(f"| {name} | {', '.join(r['levers'])} | {e['mean']:+.3f} ({e['ci_low']:+.3f}, "
+                         f"{e['ci_high']:+.3f}) | {f['change']:+.3f} | "
+                         f"{'yes' if r['target_moved_as_intended'][value] else 'no'} | {q['degraded']}/{q['n']} "
+                         f"({q['baseline_degraded']}/{q['baseline_n']}) | {agreement} "
+                         f"({len(r['moved_beyond_noise'])}) | {'yes' if r['passed'] else 'no'} |")
+    if doc["refused"]:
+        lines += ["", "Refused by the planner (no lever combination meets them without degrading replies):", ""]
+        for name, why in doc["refused"].items():
+            lines.append(f"- {name}: {why.splitlines()[0]}")
+    return "\n".join(lines) + "\n"
