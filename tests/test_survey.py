@@ -155,3 +155,35 @@ def test_valuebench_csv_runs_through_the_survey(lm: LoadedModel, tmp_path: Path)
     assert result.dimensions == ["benevolence", "power"]
     assert result.matrix().shape == (1 + 3 + 4, 2)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["inventory"]["name"] == "valuebench-vb"
+
+
+def test_store_resume_is_exact_after_a_cut_at_every_byte_of_its_last_line(tmp_path: Path) -> None:
+    """A cut inside a number still parses as a number (-0.2425 -> -0.24): the row checksum catches it."""
+    full = [ItemAnswer("a", "d", 1, 0.1, -0.2425113320350647), ItemAnswer("b", "d", -1, 1 / 3, -1 / 3, 0.9, "Yes")]
+    reference = AnswerStore(tmp_path / "ref.csv")
+    reference.append("c1", full)
+    reference.append("c2", full)
+    content = (tmp_path / "ref.csv").read_bytes()
+    head, last = content[: content.rstrip(b"\n").rfind(b"\n") + 1], content[content.rstrip(b"\n").rfind(b"\n") + 1:]
+    for cut in range(len(last)):
+        path = tmp_path / f"cut{cut}.csv"
+        path.write_bytes(head + last[:cut])
+        loaded = AnswerStore(path).load(expected_items=2)
+        # c2 lost part of its last row: recomputed, never taken as it is (only the newline lost: kept whole)
+        assert list(loaded) == (["c1", "c2"] if cut == len(last) - 1 else ["c1"]), cut
+        assert all(answers == full for answers in loaded.values())
+        assert path.read_bytes().endswith(b"\n")  # the next append starts on its own line
+    assert AnswerStore(tmp_path / "ref.csv").load(expected_items=2) == {"c1": full, "c2": full}
+
+
+def test_store_rejects_damaged_rows_and_old_formats(tmp_path: Path) -> None:
+    store = AnswerStore(tmp_path / "answers.csv")
+    store.append("c1", [ItemAnswer("a", "d", 1, 0.1, 0.1)])
+    text = (tmp_path / "answers.csv").read_text()
+    (tmp_path / "answers.csv").write_text(text.replace("0.1,0.1", "0.1,0.7"))  # a changed score
+    assert store.load(expected_items=1) == {}
+    (tmp_path / "answers.csv").write_text("condition,item_id,dimension,polarity,raw,score,yes_no_mass,text\n"
+                                          "c1,a,d,1,0.1,0.1,,\n")  # the previous format, without checksums
+    assert store.load(expected_items=1) == {}
+    store.append("c1", [ItemAnswer("a", "d", 1, 0.1, float("nan"))])
+    assert store.load(expected_items=1) == {}  # a non-finite score is never resumed from
