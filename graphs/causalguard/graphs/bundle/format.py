@@ -136,14 +136,15 @@ def _graphml(graph: ValueGraph) -> nx.DiGraph:
 
 def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force: bool = False) -> Bundle:
     """Load and validate a bundle; refuse one built for other weights unless ``force``."""
-    from safetensors.numpy import load_file
-
     path = folder / BUNDLE_FILE
     if not path.exists():
         raise ConfigError.single(str(folder), f"not a causalguard bundle (no {BUNDLE_FILE})",
                                  hint="build one with 'causalguard graph build'")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})",
+                                 hint="bundle.json is written by 'causalguard graph build'; rebuild it") from None
     except json.JSONDecodeError as exc:
         raise ConfigError.single(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from None
     schema = raw.get("schema") if isinstance(raw, dict) else None
@@ -160,12 +161,50 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
             f"({raw['model'].get('name')}), but the loaded model is {expected_fingerprint}; "
             "its graph and effects may not hold. Pass force=True (--force) to use it anyway"
         )
-    graph = ValueGraph.from_json(raw["graph"])
-    tensors = load_file(str(folder / EFFECTS_FILE))
+    try:
+        graph = ValueGraph.from_json(raw["graph"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError.single(str(path), f"the graph is malformed: {exc}", field="graph",
+                                 hint="rebuild the bundle with 'causalguard graph build'") from None
+    tensors = _effect_tensors(folder / EFFECTS_FILE, len(graph.nodes))
     samples = tensors.get("bootstrap_total", np.zeros((0, len(graph.nodes), len(graph.nodes))))
     effects = EffectModel(graph.nodes, tensors["total"].astype(float), samples.astype(float))
-    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, load_catalog(folder),
+    catalog = load_catalog(folder)
+    if catalog is not None and list(catalog.dimensions) != list(graph.nodes):
+        raise ConfigError.single(str(folder / "catalog.json"), f"the catalog's values {catalog.dimensions} are not "
+                                 f"the graph's {list(graph.nodes)}", field="dimensions",
+                                 hint="measure the catalog for this bundle: 'causalguard levers measure'")
+    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, catalog,
                   load_behaviour(folder))
+
+
+def _effect_tensors(path: Path, n: int) -> dict[str, np.ndarray]:
+    """``effects.safetensors``, checked: readable, every tensor present, of its shape and finite."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    hint = "rebuild the bundle with 'causalguard graph build'"
+    try:
+        tensors = load_file(str(path))
+    except FileNotFoundError:
+        raise ConfigError.single(str(path), "missing", hint=hint) from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError.single(str(path), f"not a readable safetensors file ({exc})", hint=hint) from None
+    shapes: dict[str, tuple[int, ...]] = {"total": (n, n), "class_low": (n, n), "class_high": (n, n)}
+    for name in shapes:
+        if name not in tensors:
+            raise ConfigError.single(str(path), f"tensor {name!r} is missing", field=name, hint=hint)
+    if "bootstrap_total" in tensors:
+        shapes["bootstrap_total"] = (tensors["bootstrap_total"].shape[0], n, n)
+    for name, shape in shapes.items():
+        tensor = tensors[name]
+        if tuple(tensor.shape) != shape:
+            raise ConfigError.single(str(path), f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {shape} "
+                                     f"for {n} values", field=name, hint=hint)
+        if not np.isfinite(tensor).all():
+            raise ConfigError.single(str(path), f"tensor {name!r} holds NaN or infinite numbers", field=name,
+                                     hint=hint)
+    return tensors
 
 
 def resolve_bundle_dir(where: str | Path, model_name: str, base: Path | None = None) -> Path:
