@@ -148,7 +148,12 @@ def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[st
     agreement = len(agree) / len(moved) if moved else None
     passed = (all(targets.values()) and not quality["is_degraded"]
               and (agreement is None or agreement >= min_agreement))
-    return {"levers": [lever.id for lever in plan.levers], "units": plan.units,
+    additivity = None
+    if len(plan.levers) >= 2:  # the forecast is the sum of single-lever effects (dev prompts): how far off?
+        misses = {v: measured[v]["mean"] - plan.forecast_for(v).change for v in measured}
+        additivity = {"mean_abs_miss": float(np.mean([abs(m) for m in misses.values()])),
+                      "target_miss": {v: misses[v] for v in plan.goals}}
+    return {"levers": [lever.id for lever in plan.levers], "units": plan.units, "additivity": additivity,
             "forecast": {f.value: {"change": f.change, "low": f.low, "high": f.high} for f in plan.forecast},
             "measured": measured, "target_moved_as_intended": targets, "quality": quality,
             "moved_beyond_noise": moved, "sign_agreement": agreement, "passed": passed}
@@ -180,6 +185,14 @@ def render_validation(doc: dict[str, Any]) -> str:
                          f"{'yes' if r['target_moved_as_intended'][value] else 'no'} | {q['degraded']}/{q['n']} "
                          f"({q['baseline_degraded']}/{q['baseline_n']}) | {agreement} "
                          f"({len(r['moved_beyond_noise'])}) | {'yes' if r['passed'] else 'no'} |")
+    pairs = {n: r["additivity"] for n, r in doc["profiles"].items() if r.get("additivity")}
+    if pairs:
+        lines += ["", "Additivity (plans combining levers; forecast = sum of the single levers' effects on dev "
+                  "prompts, measured = the combination on test prompts):", ""]
+        for name, a in pairs.items():
+            misses = ", ".join(f"{v} {m:+.3f}" for v, m in a["target_miss"].items())
+            lines.append(f"- {name}: mean |measured - forecast| over values {a['mean_abs_miss']:.3f}; "
+                         f"targets {misses}")
     if doc["refused"]:
         lines += ["", "Refused by the planner (no lever combination meets them without degrading replies):", ""]
         for name, why in doc["refused"].items():
