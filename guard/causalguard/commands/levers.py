@@ -66,6 +66,8 @@ def levers_extend_command(
     reply_wordings: Annotated[bool, typer.Option(help="The built-in reply-style role wordings.")] = False,
     wordings: Annotated[Path | None, typer.Option(help="The operator's role wordings (YAML: wordings: "
                                                        "[{value, direction: up|down, text, name}]).")] = None,
+    only: Annotated[str | None, typer.Option(help="Comma-separated ids: add only these of the variants (e.g. the "
+                                                  "ones the behaviour report found fluent).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Measure more levers (SAE strength sweeps, role wordings) on the catalog's personas and add them."""
@@ -84,6 +86,12 @@ def levers_extend_command(
         levers, sources = variant_levers(catalog, sweep, reply_wordings, wordings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--sweep") from None
+    if only is not None:
+        wanted = {x.strip() for x in only.split(",") if x.strip()}
+        unknown = sorted(wanted - {lever.id for lever in levers})
+        if unknown:
+            raise typer.BadParameter(f"not among the variants asked for: {', '.join(unknown)}", param_hint="--only")
+        levers = [lever for lever in levers if lever.id in wanted]
     if not levers:
         raise typer.BadParameter("nothing to add: give --sweep, --reply-wordings or --wordings")
     lm = load_model(model)
