@@ -138,3 +138,26 @@ def test_levers_show_never_calls_a_lever_best_unless_it_moves_its_target_in_repl
     assert "| benevolence | + | none: no lever moves it in replies" in text  # role:benevolence:+ does not
     assert "| power | - | role:power:- |" in text  # not sae:f7:-0.5 (degrades) nor sae:f9 (unmeasured)
     assert "| sae:f9:-0.5 | power | | | | not measured on replies | never planned |" in text
+
+
+def _interval(mean: float, half: float = 0.05) -> dict[str, float]:
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": 40}
+
+
+def test_validation_verdict_needs_target_movement_quality_and_sign_agreement() -> None:
+    from causalguard.graphs.behaviour.validate import _verdict
+
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
+                       LimitsSpec(max_levers=2))
+    fine = {"degraded": 1, "n": 40, "baseline_degraded": 1, "baseline_n": 40, "is_degraded": False}
+    measured = {"power": _interval(-0.2), "achievement": _interval(-0.1), "benevolence": _interval(0.0)}
+    ok = _verdict(plan, measured, fine, 0.8)
+    assert ok["passed"] and ok["target_moved_as_intended"] == {"power": True}
+    assert ok["moved_beyond_noise"] == ["power", "achievement"]
+    assert _verdict(plan, {**measured, "power": _interval(-0.02)}, fine, 0.8)["passed"] is False  # within noise
+    assert _verdict(plan, measured, {**fine, "is_degraded": True}, 0.8)["passed"] is False  # degraded replies
+    wrong_sign = _verdict(plan, {**measured, "achievement": _interval(+0.3)}, fine, 0.8)
+    assert plan.forecast_for("achievement").change < 0  # the forecast says achievement falls; replies: it rises
+    assert wrong_sign["sign_agreement"] == 0.5 and wrong_sign["passed"] is False
+    assert len(plan.levers) == 2
+    assert ok["additivity"]["target_miss"]["power"] == pytest.approx(-0.2 - plan.forecast_for("power").change)
