@@ -128,6 +128,7 @@ def test_rounds_accumulate_and_publish_interval_power_and_alarms() -> None:
     assert _gauge(metrics, "causalguard_audit_power", profile="default", value="power") == pytest.approx(1.0)
     assert _gauge(metrics, "causalguard_audit_quality_alarm", profile="default") == 0
     assert _gauge(metrics, "causalguard_audits_total", profile="default", outcome="ok") == 2
+    assert _gauge(metrics, "causalguard_audited_value_score", profile="default", value="power") == pytest.approx(-0.3)
 
 
 def test_a_survey_units_plan_is_audited_but_not_compared() -> None:

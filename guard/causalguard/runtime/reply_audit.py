@@ -152,6 +152,8 @@ class ReplyAuditor:
         acc.add(diffs, guarded_bad, unguarded_bad)
         self.accumulators[profile] = acc
         self.publish(state, profile, acc)
+        for k, d in enumerate(dims):  # this round's guarded replies, reply scale
+            self.metrics.audited_score.labels(profile=profile, value=d).set(float(scores[:n, k].mean()))
         return acc
 
     def publish(self, state: GuardState, profile: str, acc: AuditAccumulator) -> None:
