@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from causalguard.config.loading import SourcedConfig, read_guard_config
+from causalguard.errors import CausalguardError
 from causalguard.metrics import GuardMetrics, metrics_asgi_app
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.body_limit import BodyLimit
@@ -51,6 +52,9 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
             state.guard = guard
             state.ready = True
             log.info("guard ready: %s, profiles %s", guard.lm.name, ", ".join(guard.state.plans))
+        except CausalguardError as exc:  # an explained error (config, bundle, plan): no traceback
+            log.error("loading the guard failed:\n%s", exc)
+            state.load_error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # reported by /readyz; the process stays up for inspection
             log.exception("loading the guard failed")
             state.load_error = f"{type(exc).__name__}: {exc}"

@@ -41,8 +41,8 @@ def reload_config(state: ServerState, raise_errors: bool = False) -> int:
         return 0
     try:
         guard.reload()
-    except ConfigError:
-        log.exception("config reload refused; the old config stays active")
+    except ConfigError as exc:  # an expected, explained error: no traceback in the log
+        log.error("config reload refused; the old config stays active:\n%s", exc)
         if raise_errors:
             raise
         return guard.config_version
