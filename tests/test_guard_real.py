@@ -88,3 +88,28 @@ def test_plan_command_explains_an_infeasible_profile(config: Path) -> None:
                           text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "infeasible" in proc.stderr and "power" in proc.stderr and "fix:" in proc.stderr
+
+
+REPLY_AUDIT_YAML = """\
+model: smollm2-135m-instruct
+targets:
+  stimulation: {direction: increase}
+audit: {prompts_per_audit: 2, max_new_tokens: 24, min_pairs: 2}
+"""
+
+
+def test_one_real_reply_audit_round_judges_guarded_and_unguarded_replies(lm: LoadedModel, tmp_path: Path) -> None:
+    config = tmp_path / "guard.yaml"
+    config.write_text(REPLY_AUDIT_YAML)
+    metrics = GuardMetrics()
+    with ValueGuard(lm.model, lm.tokenizer, config, metrics=metrics, name=lm.name, start_audits=False) as guard:
+        assert type(guard.auditor).__name__ == "ReplyAuditor" and guard.plan().units == "replies"
+        accumulators = guard.auditor.run_once()
+        acc = accumulators["default"]
+        assert acc.rounds == 1 and acc.estimate("stimulation").n == 2
+        assert len(acc.guarded_degraded) == 2 and len(acc.unguarded_degraded) == 2
+        sample = metrics.registry.get_sample_value
+        assert sample("causalguard_audits_total", {"profile": "default", "outcome": "ok"}) == 1
+        assert sample("causalguard_audit_pairs", {"profile": "default"}) == 2
+        change = sample("causalguard_audited_value_change", {"profile": "default", "value": "stimulation"})
+        assert change is not None and abs(change - acc.estimate("stimulation").mean) < 1e-9

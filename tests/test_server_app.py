@@ -106,6 +106,12 @@ def test_client_interventions_only_when_the_operator_allows(tiny_lm: LoadedModel
         assert edited["choices"][0]["message"]["content"] != plain["choices"][0]["message"]["content"]
         bad = c.post("/v1/chat/completions", json={**ASK, "interventions": [{"feature": 999, "value": 1}]})
         assert bad.status_code == 400 and "out of range" in bad.json()["error"]["message"]
+        assert str(tmp_path) not in bad.text and "/" not in bad.json()["error"]["message"]  # no paths on disk
+        twice = c.post("/v1/chat/completions", json={**ASK, "interventions": [
+            {"feature": 3, "value": 1}, {"feature": 3, "mode": "clamp", "value": 2}]})
+        assert twice.status_code == 400 and "edited twice" in twice.json()["error"]["message"]
+        huge = c.post("/v1/chat/completions", json={**ASK, "interventions": [{"feature": 3, "value": 5000}]})
+        assert huge.status_code == 400 and huge.json()["error"]["param"] == "interventions[0].value"
 
 
 def test_streaming_sse_matches_the_plain_answer(client: TestClient) -> None:

@@ -60,6 +60,9 @@ class LimitsSpec(_Strict):
         description="Cap on how much a lever raises the share of unparseable yes/no answers over the unsteered "
                     "model's.")
     max_levers: int = Field(default=2, ge=1, le=4, description="Most levers combined in one plan.")
+    max_client_edit: float = Field(default=100.0, gt=0, le=1e4,
+                                   description="Largest |value| of a client's SAE feature edit (when client "
+                                               "interventions are allowed).")
     side_effect_weight: float = Field(
         default=1.0, ge=0.0,
         description="Penalty per unit of mean |change| of the other values (in noise units) when scoring plans.")

@@ -96,6 +96,11 @@ def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCa
                                   type_="permission_error", param="interventions")
         if guard.sae is None:
             raise RequestRejected(400, "this guard has no SAE to intervene with", param="interventions")
+        cap = config.limits.max_client_edit
+        for k, edit in enumerate(body.interventions):
+            if abs(edit.value) > cap:
+                raise RequestRejected(400, f"|value| {abs(edit.value):g} is over this server's limit {cap:g}",
+                                      param=f"interventions[{k}].value")
         try:
             extra = (SaeIntervention(guard.sae, tuple(FeatureEdit(i.feature, i.mode, i.value)
                                                       for i in body.interventions)),)

@@ -58,8 +58,12 @@ class SaeIntervention:
     def __post_init__(self) -> None:
         if not self.edits:
             raise ValueError("an intervention needs at least one feature edit")
+        seen: set[int] = set()
         for edit in self.edits:
             self.sae.check_feature(edit.feature)
+            if edit.feature in seen:
+                raise ValueError(f"feature {edit.feature} is edited twice; give one edit per feature")
+            seen.add(edit.feature)
 
     @property
     def layer(self) -> int:

@@ -53,7 +53,8 @@ class LoadedSae:
 
     def check_feature(self, feature: int) -> None:
         if not 0 <= feature < self.d_sae:
-            raise ValueError(f"feature {feature} is out of range: the SAE at {self.path} has {self.d_sae} features")
+            raise ValueError(f"feature {feature} is out of range: the SAE has {self.d_sae} features (0 to "
+                             f"{self.d_sae - 1})")
 
 
 def load_sae(folder: Path, lm: LoadedModel, *, hook_name: str | None = None) -> LoadedSae:
