@@ -161,3 +161,22 @@ def test_validation_verdict_needs_target_movement_quality_and_sign_agreement() -
     assert wrong_sign["sign_agreement"] == 0.5 and wrong_sign["passed"] is False
     assert len(plan.levers) == 2
     assert ok["additivity"]["target_miss"]["power"] == pytest.approx(-0.2 - plan.forecast_for("power").change)
+
+
+def test_cached_scores_reuse_by_reply_key_across_orders_and_subsets(tmp_path: Path) -> None:
+    from causalguard.graphs.behaviour.report import cached_scores
+
+    calls: list[list[int]] = []
+
+    def compute(keys):  # type: ignore[no-untyped-def]
+        def run(idx):  # type: ignore[no-untyped-def]
+            calls.append(list(idx))
+            return [f"s:{keys[i][0]}" for i in idx]
+        return run
+
+    a = [("x", "p", "q"), ("y", "p", "q")]
+    assert cached_scores(tmp_path / "c.json", 1, a, compute(a)) == ["s:x", "s:y"]
+    b = [("z", "p", "q"), ("y", "p", "q")]  # another order, one new reply
+    assert cached_scores(tmp_path / "c.json", 1, b, compute(b)) == ["s:z", "s:y"]
+    assert calls == [[0, 1], [0]]
+    assert cached_scores(tmp_path / "c.json", 2, a, compute(a)) == ["s:x", "s:y"] and calls[-1] == [0, 1]

@@ -97,21 +97,27 @@ def served_system_prompt(persona_prompt: str | None, instructions: Sequence[str]
 
 
 def cached_scores(path: Path, version: Any, keys: Sequence[tuple[str, str, str]],
-                  compute: Callable[[], list[Any]]) -> list[Any]:
-    """Per-reply scores kept beside the replies, recomputed when the replies or ``version`` change."""
-    tag = {"version": version, "keys": [list(k) for k in keys]}
+                  compute: Callable[[Sequence[int]], list[Any]]) -> list[Any]:
+    """Per-reply scores kept beside the replies, by reply key: ``compute(indices)`` scores only the
+    replies (of ``keys``) not yet in the cache; everything is recomputed when ``version`` changes. Order
+    and subsets of ``keys`` may change between runs (levers added or dropped)."""
+    saved: dict[tuple[str, ...], Any] = {}
     if path.exists():
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("tag") == tag and len(saved.get("scores", [])) == len(keys):
-                return list(saved["scores"])
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            pass  # recompute a damaged cache
-    scores = compute()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"tag": tag, "scores": scores}))
-    os.replace(tmp, path)
-    return scores
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("tag", {}).get("version") == version:
+                saved = {tuple(k): v for k, v in zip(doc["tag"]["keys"], doc["scores"], strict=True)}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            saved = {}  # recompute a damaged cache
+    missing = [i for i, k in enumerate(keys) if tuple(k) not in saved]
+    if missing:
+        for i, score in zip(missing, compute(missing), strict=True):
+            saved[tuple(keys[i])] = score
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"tag": {"version": version, "keys": [list(k) for k in saved]},
+                                   "scores": list(saved.values())}))
+        os.replace(tmp, path)
+    return [saved[tuple(k)] for k in keys]
 
 
 def t_interval(diffs: np.ndarray) -> dict[str, float]:
@@ -215,13 +221,14 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     w = fitted.judge.weights
     judge_id = hashlib.sha256(w.directions.tobytes() + w.midpoints.tobytes() + w.mean.tobytes()).hexdigest()[:16]
     judged = cached_scores(work / "judge_scores.json", f"probe:{w.layer}:{judge_id}", keys,
-                           lambda: fitted.judge.score([r.text for r in ordered]).tolist())
+                           lambda idx: fitted.judge.score([ordered[i].text for i in idx]).tolist())
     judge_s = time.time() - t1
     t2 = time.time()
     quality = [ReplyQuality(**q) for q in cached_scores(
         work / "quality_scores.json", "served-context-v2", keys,
-        lambda: [q.as_dict() for q in reply_quality(lm, [text_of[r.prompt] for r in ordered],
-                                                     [r.text for r in ordered], systems=systems)])]
+        lambda idx: [q.as_dict() for q in reply_quality(lm, [text_of[ordered[i].prompt] for i in idx],
+                                                         [ordered[i].text for i in idx],
+                                                         systems=[systems[i] for i in idx])])]
     quality_s = time.time() - t2
     scores = {k: np.asarray(judged[i], dtype=float) for i, k in enumerate(keys)}
     qual = {k: quality[i] for i, k in enumerate(keys)}
