@@ -284,3 +284,14 @@ def test_shipped_default_bundle_matches_the_embedded_model(lm: LoadedModel) -> N
     assert set(bundle.graph.nodes) == set(SCHWARTZ)
     assert bundle.doc["survey"]["rows"] >= 81 and bundle.doc["evaluation"]["applicable"]
     assert (folder / "MODEL_CARD.md").exists()
+
+
+def test_every_shipped_prediction_lies_inside_its_own_band() -> None:
+    from causalguard.graphs.bundle.format import shipped_bundle_dir
+
+    effects = load_bundle(shipped_bundle_dir("smollm2-135m-instruct")).effects
+    for source in effects.nodes:
+        for p in effects.predict_do(source, -0.1):
+            assert p.low <= p.change <= p.high, (source, p)
+    with pytest.raises(ValueError, match="finite"):
+        effects.predict_do(effects.nodes[0], float("nan"))

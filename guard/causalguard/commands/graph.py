@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -81,7 +82,8 @@ def graph_predict_command(
         typer.Option(help="Intervention VALUE=DELTA, e.g. power=-0.1 (repeatable: a lever's direct effects)."),
     ],
 ) -> None:
-    """Predict every value's change under do(value += delta), with a 90% bootstrap band."""
+    """Predict every value's change under do(value += delta): the median over bootstrap graphs and their
+    5th-95th percentile band."""
     from causalguard.graphs.bundle import load_bundle
 
     loaded = load_bundle(bundle)
@@ -92,16 +94,21 @@ def graph_predict_command(
             direct[name.strip()] = float(number)
         except ValueError:
             raise typer.BadParameter(f"expected VALUE=DELTA, got {text!r}", param_hint="--do") from None
+        if not math.isfinite(direct[name.strip()]):
+            raise typer.BadParameter(f"DELTA must be a finite number, got {text!r}", param_hint="--do")
         if not sep:
             raise typer.BadParameter(f"expected VALUE=DELTA, got {text!r}", param_hint="--do")
     try:
         predictions = loaded.effects.predict_lever(direct)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--do") from None
-    typer.echo(f"do({', '.join(f'{k} {v:+g}' for k, v in direct.items())}) on {loaded.model_name}:")
+    draws = loaded.effects.samples.shape[0]
+    typer.echo(f"do({', '.join(f'{k} {v:+g}' for k, v in direct.items())}) on {loaded.model_name}: "
+               + (f"median over {draws} bootstrap graphs, band = their 5th-95th percentiles" if draws else
+                  "class-mean total effect (no bootstrap graphs in the bundle: no band)"))
     for p in predictions:
         flag = "" if p.value not in direct else "  (intervened)"
-        typer.echo(f"  {p.value:16s} {p.change:+.4f}   90% band [{p.low:+.4f}, {p.high:+.4f}]{flag}")
+        typer.echo(f"  {p.value:16s} {p.change:+.4f}   band [{p.low:+.4f}, {p.high:+.4f}]{flag}")
 
 
 @graph_app.command("compare")

@@ -12,6 +12,9 @@ from causalguard.values.inventory import unknown_name_message
 
 @dataclass(frozen=True)
 class Prediction:
+    """A value's predicted change: the median over bootstrap graphs, inside its 5th-95th percentile
+    band (without bootstrap samples: the class-mean total effect, with a band of zero width)."""
+
     value: str
     change: float
     low: float  # 5th percentile over bootstrap graphs
@@ -36,10 +39,13 @@ class EffectModel:
         d = np.zeros(len(self.nodes))
         for value, delta in direct.items():
             d[self.index(value)] = delta
+        if not np.isfinite(d).all():
+            raise ValueError("intervention sizes must be finite numbers")
         change = d @ self.total
         if self.samples.size:
             draws = np.einsum("i,bij->bj", d, self.samples)
             low, high = np.quantile(draws, 0.05, axis=0), np.quantile(draws, 0.95, axis=0)
+            change = np.median(draws, axis=0)
         else:
             low = high = change
         return [Prediction(v, float(change[k]), float(low[k]), float(high[k])) for k, v in enumerate(self.nodes)]
