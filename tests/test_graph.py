@@ -295,3 +295,9 @@ def test_every_shipped_prediction_lies_inside_its_own_band() -> None:
             assert p.low <= p.change <= p.high, (source, p)
     with pytest.raises(ValueError, match="finite"):
         effects.predict_do(effects.nodes[0], float("nan"))
+
+
+def test_no_human_reference_for_a_non_schwartz_inventory() -> None:
+    graph = ValueGraph(("curiosity", "honesty"), ())
+    report = compare_with_reference(graph, np.eye(2), permutations=9)
+    assert report["reference"] is None and "no reference for this inventory" in report["reason"]

@@ -39,6 +39,9 @@ def describe_bundle(bundle: Bundle) -> str:
     else:
         lines.append(f"held-out prediction: n/a ({evaluation.get('reason')})")
     human = doc["human_comparison"]
+    if human.get("reference") is None:
+        lines.append(f"vs a human reference: {human.get('reason', 'no reference for this inventory')}")
+        return "\n".join(lines)
     sk = human["skeleton"]
     lines.append(f"vs {human['reference']}: skeleton precision {_f(sk['precision'])}, recall {_f(sk['recall'])}, "
                  f"SHD {sk['shd']}")

@@ -105,8 +105,12 @@ def mantel(a: np.ndarray, b: np.ndarray, *, permutations: int = 9999, seed: int 
 def compare_with_reference(
     model: ValueGraph, correlation: np.ndarray, reference: ValueGraph | None = None, *, permutations: int = 9999
 ) -> dict[str, Any]:
-    """Skeleton scores against ``reference`` (default: the circumplex ring) and, for Schwartz values,
-    the Mantel correlation between the model's value correlations and the circumplex cosine pattern."""
+    """Skeleton scores against ``reference`` (default: the circumplex ring, only when every value is a
+    Schwartz value) and, for Schwartz values, the Mantel correlation between the model's value
+    correlations and the circumplex cosine pattern. Other inventories without a reference get
+    ``{"reference": None}``: there is nothing to compare with."""
+    if reference is None and circumplex_pattern(model.nodes) is None:
+        return {"reference": None, "reason": "no reference for this inventory (give one with --reference)"}
     ref = reference or circumplex_graph(model.nodes)
     out: dict[str, Any] = {"reference": "schwartz-circumplex" if reference is None else "file",
                            "skeleton": skeleton_scores(model, ref)}
