@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 README_YAML = """\
 model: smollm2-135m-instruct
 targets:
-  benevolence: {direction: increase}
+  stimulation: {direction: increase}
 protected:
-  power: {tolerance: 0.3}
-audit: {interval_seconds: 3, items_per_audit: 10}
+  security: {tolerance: 0.2}
+audit: {interval_seconds: 3, prompts_per_audit: 2, max_new_tokens: 16}
 """
 ASK = [{"role": "user", "content": "What matters most in life?"}]
 
@@ -44,21 +44,21 @@ def test_readme_example_plans_generates_and_audits_into_metrics(lm: LoadedModel,
     try:
         with ValueGuard(lm.model, lm.tokenizer, config, metrics=metrics, name=lm.name) as guard:
             plan = guard.plan()
-            assert plan.levers and plan.forecast_for("benevolence").change > 0
-            assert abs(plan.forecast_for("power").change) <= 0.3
+            assert plan.units == "replies" and plan.levers and plan.forecast_for("stimulation").low > 0
+            assert abs(plan.forecast_for("security").change) <= 0.2
             text = guard.explain()
-            assert "predicted side effects" in text and "power" in text and "tolerance 0.3" in text
+            assert "predicted side effects" in text and "security" in text and "tolerance 0.2" in text
             reply = guard.generate(ASK, max_new_tokens=12)
             assert reply.text and reply.levers == tuple(lever.id for lever in plan.levers)
-            deadline = time.time() + 60  # one audit interval plus the audit itself
+            deadline = time.time() + 120  # one audit interval plus a reply audit round
             body = ""
             while time.time() < deadline:
                 body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-                if 'causalguard_audited_value_score{profile="default",value="benevolence"}' in body:
+                if 'causalguard_audit_pairs{profile="default"}' in body:
                     break
                 time.sleep(0.5)
-            assert 'causalguard_audited_value_score{profile="default",value="benevolence"}' in body
-            assert 'causalguard_side_effect_drift{profile="default",value="power"}' in body
+            assert 'causalguard_audited_value_score{profile="default",value="stimulation"}' in body
+            assert 'causalguard_audit_drift_alarm{profile="default",value="security"}' in body
     finally:
         server.shutdown()
 
@@ -83,11 +83,13 @@ def test_plan_command_prints_every_profile(config: Path) -> None:
 
 
 def test_plan_command_explains_an_infeasible_profile(config: Path) -> None:
-    config.write_text(README_YAML.replace("tolerance: 0.3", "tolerance: 0.0001"))
+    config.write_text(README_YAML.replace("stimulation: {direction: increase}", "benevolence: {direction: increase}"))
     proc = subprocess.run([sys.executable, "-m", "causalguard.cli", "plan", str(config)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "infeasible" in proc.stderr and "power" in proc.stderr and "fix:" in proc.stderr
+    # on this model no lever raises benevolence in replies without degrading them: refused, with the reason
+    assert "infeasible" in proc.stderr and "benevolence" in proc.stderr and "fix:" in proc.stderr
+    assert "not moved beyond noise" in proc.stderr and "reply quality" in proc.stderr
 
 
 REPLY_AUDIT_YAML = """\

@@ -23,8 +23,11 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 MODEL = "smollm2-135m-instruct"
+# Serving plumbing: profiles planned in survey units (benevolence cannot be raised in replies on this model,
+# see the README) and survey audits, which also cover the lever-free 'plain' profile every round.
 CONFIG = f"""\
 model: {MODEL}
+units: survey
 targets:
   benevolence: {{direction: increase}}
 method: role
@@ -35,6 +38,7 @@ profiles:
     method: role
   plain: {{}}
 audit:
+  kind: survey
   interval_seconds: 2
   items_per_audit: 10
 server:
