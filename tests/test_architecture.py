@@ -38,6 +38,7 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.planning": SERVING, "causalguard.runtime": SERVING, "causalguard.server": SERVING,
     "causalguard.adapters.langchain": SERVING,
     "causalguard.commands": ENTRY, "causalguard.cli": ENTRY,
+    "causalguard.graphs.behaviour.validate": ENTRY,  # plans (serving) measured by reply runs (offline)
 }
 # Offline code may generate replies exactly as the guard serves them (that is the point of it).
 OFFLINE_MAY_USE = ("causalguard.runtime.generation", "causalguard.runtime.prompts")
