@@ -277,7 +277,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     fitted.judge.save(bundle_dir, {"fitted_on": "labelled_replies.jsonl dev half",
                                    "validation": {k: validation[k] for k in ("min_auroc", "mean_auroc",
                                                                              "weak_values")}})
-    (bundle_dir / BEHAVIOUR_FILE).write_text(json.dumps(_finite(doc), indent=2) + "\n")
+    (bundle_dir / BEHAVIOUR_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     (bundle_dir / BEHAVIOUR_REPORT).write_text(render_behaviour(doc))
     save_catalog(attach_replies(catalog, rows, judge_means), bundle_dir)
     log(f"catalog {CATALOG_SCHEMA_REPLIES}: reply effects and verdicts attached to the catalog's levers")
@@ -311,14 +311,14 @@ def merged_rows(path: Path, settings_doc: dict[str, Any], rows: list[dict[str, A
     return kept + rows
 
 
-def _finite(obj: Any) -> Any:
+def finite_json(obj: Any) -> Any:
     """JSON has no NaN: undefined figures are written as null."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [finite_json(v) for v in obj]
     return obj
 
 

@@ -20,7 +20,6 @@ and the forecast's sign agrees for at least 80% of the values that moved.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import compare_degradation, reply_quality
 from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
-from causalguard.graphs.behaviour.report import reply_personas, served_system_prompt, t_interval
+from causalguard.graphs.behaviour.report import finite_json, reply_personas, served_system_prompt, t_interval
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
@@ -133,7 +132,7 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
            "prompts": [q.id for q in prompts], "prompt_split": "test",
            "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
            "profiles": results, "refused": refused}
-    (work / VALIDATION_FILE).write_text(json.dumps(_finite(doc), indent=2) + "\n")
+    (work / VALIDATION_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     return doc
 
 
@@ -157,16 +156,6 @@ def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[st
             "forecast": {f.value: {"change": f.change, "low": f.low, "high": f.high} for f in plan.forecast},
             "measured": measured, "target_moved_as_intended": targets, "quality": quality,
             "moved_beyond_noise": moved, "sign_agreement": agreement, "passed": passed}
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def render_validation(doc: dict[str, Any]) -> str:
