@@ -90,7 +90,31 @@ def test_a_lever_that_does_not_move_its_target_cannot_meet_it() -> None:
     with pytest.raises(PlanInfeasibleError) as caught:
         plan_levers(ProfileSpec(targets={"benevolence": TargetSpec(direction="increase")}), _bundle(),
                     LimitsSpec(max_levers=1))
-    assert "benevolence: not moved beyond noise" in str(caught.value)
+    assert "benevolence (increase): role:benevolence:+ +0.02" in str(caught.value)
+    assert "no target effect" in str(caught.value)
+
+
+def test_a_side_effect_is_never_relied_on_to_reach_a_goal() -> None:
+    # role:power:- lowers achievement in its replies (-0.15) too, but it was built for power: a goal on
+    # achievement alone has no lever of its own and is refused, and so is one beside power
+    for targets in ({"achievement": TargetSpec(direction="decrease")},
+                    {"power": TargetSpec(direction="decrease"), "achievement": TargetSpec(direction="decrease")}):
+        with pytest.raises(PlanInfeasibleError) as caught:
+            plan_levers(ProfileSpec(targets=targets), _bundle(), LimitsSpec(max_levers=2))
+        text = str(caught.value)
+        assert "achievement" in text and ("the catalog has no lever for it" in text or "not moved" in text)
+    # in survey units side effects still count (the survey is what the graph and v1 catalogs speak)
+    plan = plan_levers(ProfileSpec(targets={"achievement": TargetSpec(direction="decrease")}), _bundle(),
+                       LimitsSpec(max_levers=1), units="survey")
+    assert plan.levers
+
+
+def test_reply_unit_plans_hold_only_levers_that_moved_their_own_goal() -> None:
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
+                       LimitsSpec(max_levers=2))
+    for lever in plan.levers:
+        assert lever.target == "power" and lever.direction == -1
+        assert lever.replies is not None and lever.replies.verdict == "usable"
 
 
 def test_an_unreachable_goal_is_a_warning_naming_what_is_reachable() -> None:

@@ -133,7 +133,12 @@ def behaviour_validate_command(
         Path("runs/validate")
     ),
     prompts: Annotated[int, typer.Option(min=10, help="Test prompts per profile (balanced over values).")] = 20,
+    prompt_offset: Annotated[int, typer.Option(
+        min=0, help="Skip the first N test prompts of the balanced order (a slice an earlier validation did not "
+                    "read).")] = 0,
     personas: Annotated[int, typer.Option(min=1, help="The config's system prompt plus fresh personas.")] = 2,
+    persona_seed: Annotated[int, typer.Option(
+        min=3000, help="Seed of the fresh personas (3000 and up: seeds no other run uses).")] = 3000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
 ) -> None:
@@ -159,8 +164,8 @@ def behaviour_validate_command(
     profiles = {name: guard.profile(name) for name in guard.profile_names}
     if every_value:
         profiles.update(every_value_profiles(bundle.catalog.dimensions))
-    settings = ValidateSettings(prompts=prompts, personas=personas,
-                                replies=ReplySettings(max_new_tokens=max_new_tokens))
+    settings = ValidateSettings(prompts=prompts, prompt_offset=prompt_offset, personas=personas,
+                                persona_seed=persona_seed, replies=ReplySettings(max_new_tokens=max_new_tokens))
     doc = validate_profiles(lm, bundle, guard, profiles, work, settings, restart=restart, log=typer.echo)
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")

@@ -18,6 +18,14 @@ replies (when the bundle has reply measurements) are never planned. Every combin
   value's noise threshold; replies: the 95% interval excludes 0) and every protected value's
   predicted |change| stays within its tolerance.
 
+In reply units only *goal levers* are planned: a lever built for one of the profile's targets, in the
+asked direction, whose own replies moved that target the intended way beyond noise (verdict
+``usable``), and every target needs one of them. A lever's effect on values other than its own
+target is a side effect: it is forecast (and must keep protected values within tolerance) but never
+relied on to reach a goal. Such effects are picked after the fact from ~10 values x every lever, so
+the ones that look large are mostly the lucky draws, and they did not hold on held-out prompts
+(``validation.json``: 9 of 15 profiles planned that way missed their target).
+
 A goal the best plan cannot reach (``change: 0.5`` where it reaches +0.05) is a warning naming what
 is reachable. The graph adds a forecast: the targets' survey changes pushed through the bundle's
 total effects, labelled with the graph's held-out evaluation. An infeasible profile raises
@@ -149,6 +157,44 @@ def degrading_levers(catalog: Catalog, behaviour: BehaviourSummary | None) -> di
     return out
 
 
+def moves_own_goal(lever: LeverEntry, goals: dict[str, float]) -> bool:
+    """Whether ``lever`` is a goal lever in reply units: built for one of ``goals`` in its direction, and
+    its own replies moved that target the intended way beyond noise."""
+    if lever.replies is None or lever.replies.verdict != "usable" or lever.target not in goals:
+        return False
+    return lever.direction == (1 if goals[lever.target] > 0 else -1)
+
+
+def _no_goal_lever(name: str, goals: dict[str, float], catalog: Catalog, method: str,
+                   excluded: dict[str, str], allowed: set[str]) -> PlanInfeasibleError:
+    """Reply units, and no allowed lever moves any target in its own replies: say, per target, what each
+    lever built for it did."""
+    lines = [f"profile '{name}' is infeasible in replies units: no allowed lever built for "
+             f"{', '.join(goals)} moved it the asked way beyond noise in its own replies (method={method})."]
+    for value, goal in goals.items():
+        sign = 1 if goal > 0 else -1
+        built = [lever for lever in catalog.levers if lever.target == value and lever.direction == sign]
+        lines.append(f"  {value} ({'increase' if sign > 0 else 'decrease'}): "
+                     + ("; ".join(_lever_verdict(lever, value, excluded, allowed) for lever in built)
+                        if built else "the catalog has no lever for it"))
+    lines.append("levers' effects on values other than their own target are side effects and are never relied on "
+                 "to reach a goal. fix: drop the target, measure more levers for it ('causalguard levers extend', "
+                 "'causalguard behaviour report'), or plan in survey units (units: survey) knowing that survey "
+                 "effects did not carry over to replies on this model")
+    return PlanInfeasibleError("\n".join(lines), list(goals))
+
+
+def _lever_verdict(lever: LeverEntry, value: str, excluded: dict[str, str], allowed: set[str]) -> str:
+    if lever.replies is None:
+        return f"{lever.id} not measured on replies"
+    effect = _interval_text(lever.replies.effects[value])
+    if lever.id in excluded:
+        return f"{lever.id} {effect}, {excluded[lever.id].split(' (')[0]}"
+    if lever.replies.verdict == "usable" and lever.id not in allowed:
+        return f"{lever.id} {effect}, moves it but is not allowed here (method, runtime or fluency caps)"
+    return f"{lever.id} {effect}, {lever.replies.verdict.replace('_', ' ')}"
+
+
 def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool,
                     behaviour: BehaviourSummary | None = None) -> list[LeverEntry]:
     excluded = degrading_levers(catalog, behaviour)
@@ -224,6 +270,11 @@ def plan_levers(
                     ("no targets: the model runs unguarded",), unit, (), label)
     levers = eligible_levers(catalog, profile.method, limits, sae_available, bundle.behaviour)
     excluded = degrading_levers(catalog, bundle.behaviour)
+    if unit == "replies" and levers:
+        allowed = {lever.id for lever in levers}
+        levers = [lever for lever in levers if moves_own_goal(lever, goals)]
+        if not levers:
+            raise _no_goal_lever(name, goals, catalog, profile.method, excluded, allowed)
     if not levers:
         raise PlanInfeasibleError(
             f"profile '{name}': no lever passes method={profile.method}, the fluency caps "
@@ -258,6 +309,8 @@ def plan_levers(
                 else:
                     score += ((achieved - goal) / noise[k]) ** 2
                 beyond = sign * achieved > noise[k] if unit == "survey" else sign * achieved - half[k] > 0
+                if unit == "replies" and not any(levers[i].target == value for i in combo):
+                    beyond = False  # moved only as another lever's side effect: not relied on
                 if not beyond:
                     violations.append(value)  # a target must move beyond noise, the intended way
             for value, tolerance in tolerances.items():

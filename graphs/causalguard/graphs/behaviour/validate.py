@@ -46,6 +46,7 @@ VALIDATION_FILE = "validation.json"
 @dataclass(frozen=True)
 class ValidateSettings:
     prompts: int = 20  # test prompts, balanced over values
+    prompt_offset: int = 0  # skip this many of the balanced order (a slice no earlier validation read)
     personas: int = 2  # the config's system prompt plus fresh generated personas
     persona_seed: int = 3000  # used by no other run (bundle 0, catalog 1000, behaviour report 2000)
     replies: ReplySettings = field(default_factory=ReplySettings)
@@ -89,12 +90,19 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
         log(f"{name}: refused by the planner: {why.splitlines()[0]}")
     judge = load_probe_judge(bundle.path, lm)
     calibration = bundle.behaviour.calibration
-    prompts = list(load_prompts(dimensions=dims).split("test").balanced(settings.prompts))
+    test = load_prompts(dimensions=dims).split("test")
+    prompts = list(test.balanced(settings.prompt_offset + settings.prompts))[settings.prompt_offset:]
+    if len(prompts) < settings.prompts:
+        raise ValueError(f"the test split has {len(test.prompts)} prompts: {settings.prompts} from offset "
+                         f"{settings.prompt_offset} do not fit; lower --prompts or --prompt-offset")
     personas = [p if p.id != "assistant" else type(p)("operator", config.system_prompt)
                 for p in reply_personas(settings.personas, settings.persona_seed)]
+    condition_of = {name: "plan:" + "+".join(lever.id for lever in plan.levers) for name, plan in plans.items()}
     conditions = [ReplyCondition("none")]
-    conditions += [ReplyCondition(f"profile:{name}", tuple(plan.role_instructions()),
-                                  plan_interventions(plan, sae, catalog)) for name, plan in plans.items()]
+    for name, plan in plans.items():  # profiles with the same levers share one condition
+        if condition_of[name] not in {c.id for c in conditions}:
+            conditions.append(ReplyCondition(condition_of[name], tuple(plan.role_instructions()),
+                                             plan_interventions(plan, sae, catalog)))
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "test",
                 "plans": {name: [lever.id for lever in plan.levers] for name, plan in plans.items()}}
@@ -118,7 +126,7 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
     base_flags = [calibration.degraded(quality[row[("none", p.id, q.id)]]) for p in personas for q in prompts]
     results = {}
     for name, plan in plans.items():
-        cid = f"profile:{name}"
+        cid = condition_of[name]
         diffs = np.stack([scores[row[(cid, p.id, q.id)]] - scores[row[("none", p.id, q.id)]]
                           for p in personas for q in prompts])
         measured = {d: t_interval(diffs[:, k]) for k, d in enumerate(dims)}
@@ -129,7 +137,8 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
                                     "guarded": replies[(cid, personas[0].id, prompts[0].id)].text,
                                     "unguarded": replies[("none", personas[0].id, prompts[0].id)].text}
     doc = {"model": lm.name, "units": next(iter(plans.values())).units if plans else config.units,
-           "prompts": [q.id for q in prompts], "prompt_split": "test",
+           "prompts": [q.id for q in prompts], "prompt_split": "test", "prompt_offset": settings.prompt_offset,
+           "persona_seed": settings.persona_seed,
            "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
            "profiles": results, "refused": refused}
     (work / VALIDATION_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
