@@ -27,6 +27,7 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.values": FOUNDATION, "causalguard.roles": FOUNDATION, "causalguard.models": FOUNDATION,
     "causalguard.config": FOUNDATION, "causalguard.metrics": FOUNDATION,
     "causalguard.steering_conditions": FOUNDATION, "causalguard.jsonl_files": FOUNDATION,
+    "causalguard.run_records": FOUNDATION,
     "causalguard.scoring": MECHANICS, "causalguard.adapters.hf": MECHANICS, "causalguard.behaviour": MECHANICS,
     "causalguard.runtime.generation": MECHANICS, "causalguard.runtime.prompts": MECHANICS,
     "causalguard.method_choice": MECHANICS,

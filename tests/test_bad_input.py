@@ -60,7 +60,7 @@ BUNDLE_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         lambda f: _json(f, "bundle.json", lambda d: d["graph"]["edges"].append(
             {**d["graph"]["edges"][0], "target": "greed"})), "bundle.json", "graph"),
     "catalog with other values": (lambda f: _json(f, "catalog.json", lambda d: d.update(
-        dimensions=d["dimensions"][:2])), "catalog.json", "dimensions"),
+        dimensions=d["dimensions"][:2])), "catalog.json", "catalog's values"),
     "catalog NaN effect": (lambda f: _json(f, "catalog.json", lambda d: d["levers"][0]["effects"][
         d["dimensions"][0]].update(mean=float("nan"))), "catalog.json", "finite"),
     "catalog infinite baseline": (lambda f: _json(f, "catalog.json", lambda d: d["baseline"][d["dimensions"][0]]
@@ -97,3 +97,184 @@ def test_a_bad_number_in_guard_yaml_is_a_clear_error(tmp_path: Path, case: str) 
     with pytest.raises(ConfigError) as caught:
         read_guard_config(path)
     assert f"{path}:" in str(caught.value) and field in str(caught.value), str(caught.value)
+
+
+HEADER = "questionnaire,item,value,agreement,question\n"
+ROWS = ('PVQ,"I like to be in charge.",Power,1,"Do you like to be in charge?"\n'
+        'PVQ,"I want wealth.",Power,1,"Do you want wealth?"\n'
+        'PVQ,"I help my friends.",Benevolence,1,"Do you help your friends?"\n'
+        'PVQ,"I care for others.",Benevolence,-1,"Do you care for others?"\n')
+
+# name -> (file bytes, line, field, message): each must be one located problem with a fix
+CSV_CASES: dict[str, tuple[bytes, int, str, str]] = {
+    "short row": ((HEADER + "PVQ,I like it\n" + ROWS).encode(), 2, "row", "has 2 fields, the header has 5"),
+    "long row": ((HEADER + ROWS + 'PVQ,"I rule.",Power,1,"Do you rule?",extra\n').encode(), 6, "row", "has 6 fields"),
+    "item under 3 characters": ((HEADER + 'PVQ,Hi,Power,1,"Do you?"\n' + ROWS).encode(), 2, "item", "2 characters"),
+    "Latin-1 file": ((HEADER + ROWS + 'PVQ,"I like cafés.",Power,1,"Do you?"\n').encode("latin-1"), 6, "",
+                     "not UTF-8"),
+    "field over 128 KB": ((HEADER + 'PVQ,"I ' + "x" * 140000 + '",Power,1,"Do you?"\n' + ROWS).encode(), 2, "",
+                          "field larger than field limit"),
+    "item over 1000 characters": ((HEADER + 'PVQ,"I ' + "y" * 10000 + '",Power,1,"Do you?"\n' + ROWS).encode(), 2,
+                                  "item", "10002 characters"),
+    "agreement 1.7": ((HEADER + ROWS.replace("Power,1,", "Power,1.7,", 1)).encode(), 2, "agreement", "'1.7'"),
+    "agreement inf": ((HEADER + ROWS.replace("Power,1,", "Power,inf,", 1)).encode(), 2, "agreement", "'inf'"),
+    "two spellings merge": ((HEADER + ROWS + 'PVQ,"I rule.",POWER!,1,"Do you rule?"\n').encode(), 6, "value",
+                            "both become the value name 'power'"),
+    "duplicate row": ((HEADER + ROWS + ROWS.splitlines(keepends=True)[0]).encode(), 6, "item", "repeats line 2"),
+    "value named like an id column": ((HEADER + ROWS + 'PVQ,"I adapt.",condition,1,"Do you adapt?"\n'
+                                       'PVQ,"I adapt a lot.",condition,1,"Do you adapt a lot?"\n').encode(), 6,
+                                      "value", "column name of the score matrix"),
+}
+
+
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_a_bad_valuebench_csv_is_a_located_error(tmp_path: Path, case: str) -> None:
+    from causalguard.values import load_inventory
+
+    data, line, field, message = CSV_CASES[case]
+    path = tmp_path / "inventory.csv"
+    path.write_bytes(HEADER.encode() + ROWS.encode())
+    assert load_inventory(path).names == ["power", "benevolence"]  # the clean file loads
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    text, problem = str(caught.value), caught.value.problems[0]
+    assert problem.line == line and problem.field == field and message in text and "fix:" in text, text
+
+
+def test_a_byte_order_mark_is_read_as_utf8(tmp_path: Path) -> None:
+    from causalguard.values import load_inventory
+
+    path = tmp_path / "inventory.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + ROWS).encode())
+    assert load_inventory(path).names == ["power", "benevolence"]
+
+
+ROLE_CASES: dict[str, tuple[str, int, str, str]] = {
+    "id of the baseline": ("roles:\n  - {id: baseline, description: 'a clerk'}\n", 2, "roles[0].id", "built-in"),
+    "id of a persona": ("roles:\n  - {id: 'persona:000', description: 'a clerk'}\n", 2, "roles[0].id", "built-in"),
+    "id of a value role": ("roles:\n  - {id: ok, description: 'a clerk'}\n  - {id: 'value:power:inclined', "
+                           "description: 'a clerk'}\n", 3, "roles[1].id", "built-in"),
+    "duplicate id": ("roles:\n  - {id: a, description: 'a clerk'}\n\n  - {id: a, description: 'a monk'}\n", 4,
+                     "roles[1].id", "first on line 2"),
+    "description under 3 characters": ("roles:\n  - {id: a, description: 'Hi'}\n", 2, "roles[0].description",
+                                       "at least 3"),
+    "system prompt over 4000 characters": ("roles:\n  - {id: a, description: 'a clerk', system_prompt: '"
+                                           + "z" * 5000 + "'}\n", 2, "roles[0].system_prompt", "at most 4000"),
+}
+
+
+@pytest.mark.parametrize("case", list(ROLE_CASES))
+def test_a_bad_roles_file_is_a_located_error(tmp_path: Path, case: str) -> None:
+    from causalguard.roles import load_roles_file
+
+    text, line, field, message = ROLE_CASES[case]
+    path = tmp_path / "roles.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_roles_file(path)
+    problem = caught.value.problems[0]
+    assert problem.line == line and problem.field == field and message in str(caught.value), str(caught.value)
+    assert "fix:" in str(caught.value)
+
+
+HINT_CASES: dict[str, tuple[str, str, str]] = {
+    "targets: null": ("targets: null\n", "targets", "write a mapping"),
+    "a top-level list": ("- a\n- b\n", "(top level)", "top level is a mapping of GuardConfig fields"),
+    "a word for a number": ("limits: {max_levers: many}\n", "limits.max_levers", "write a whole number"),
+    "out of range": ("limits: {max_levers: 0}\n", "limits.max_levers", "write a number at least 1"),
+    "not a boolean": ("allow_client_interventions: maybe\n", "allow_client_interventions", "true or false"),
+    "NaN": ("targets:\n  power: {change: .nan}\n", "targets.power.change", "finite number"),
+}
+
+
+@pytest.mark.parametrize("case", list(HINT_CASES))
+def test_every_config_error_says_how_to_fix_it(tmp_path: Path, case: str) -> None:
+    text, field, hint = HINT_CASES[case]
+    path = tmp_path / "guard.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        read_guard_config(path)
+    problem = caught.value.problems[0]
+    assert problem.field == field and problem.hint is not None and hint in problem.hint, str(caught.value)
+
+
+def test_an_oversized_yaml_is_refused_before_parsing(tmp_path: Path) -> None:
+    from causalguard.yaml_files import MAX_YAML_BYTES
+
+    path = tmp_path / "guard.yaml"
+    path.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match="byte limit for YAML"):
+        read_guard_config(path)
+
+
+MORE_BUNDLE_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
+    "SAE feature out of range": (lambda f: _json(f, "catalog.json", lambda d: next(
+        lever for lever in d["levers"] if lever["kind"] == "sae").update(feature=10**6)), "catalog.json",
+        "but the SAE has 4096 features"),
+    "a value missing from a lever's effects": (lambda f: _json(f, "catalog.json", lambda d: d["levers"][0][
+        "effects"].pop(d["dimensions"][1])), "catalog.json", "missing stimulation"),
+    "a value missing from a reply effect": (lambda f: _json(f, "catalog.json", lambda d: d["levers"][0][
+        "replies"]["effects"].pop(d["dimensions"][1])), "catalog.json", "replies.effects"),
+    "a lever listed twice": (lambda f: _json(f, "catalog.json", lambda d: d["levers"].append(d["levers"][0])),
+                             "catalog.json", "listed twice"),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE_BUNDLE_CASES))
+def test_a_catalog_that_does_not_fit_its_bundle_is_refused_at_load(tmp_path: Path, case: str) -> None:
+    damage, file, message = MORE_BUNDLE_CASES[case]
+    folder = _bundle_copy(tmp_path)
+    shutil.copytree(SHIPPED / "sae", folder / "sae")
+    load_bundle(folder)
+    damage(folder)
+    with pytest.raises(ConfigError) as caught:
+        load_bundle(folder)
+    assert file in str(caught.value) and message in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "cfg.json not JSON", "cfg.json without d_sae"])
+def test_a_damaged_sae_is_a_clear_error(tmp_path: Path, damage: str) -> None:
+    from causalguard.adapters.hf.sae import load_sae
+    from causalguard.models import load_model
+
+    folder = tmp_path / "sae"
+    shutil.copytree(SHIPPED / "sae", folder)
+    if damage == "truncated weights":
+        weights = folder / "sae_weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[:5000])
+    elif damage == "cfg.json not JSON":
+        (folder / "cfg.json").write_text("{not json")
+    else:
+        _json(folder, "cfg.json", lambda d: d.pop("d_sae"))
+    with pytest.raises(ConfigError) as caught:
+        load_sae(folder, load_model("smollm2-135m-instruct"))
+    assert str(folder) in str(caught.value) and "fix:" in str(caught.value), str(caught.value)
+
+
+def test_a_corrupt_run_record_is_a_clear_error_and_keeps_the_answers(tmp_path: Path) -> None:
+    from causalguard.graphs.survey.results import load_survey
+
+    (tmp_path / "run.json").write_text("{broken")
+    (tmp_path / "answers.csv").write_text("kept\n")
+    with pytest.raises(ConfigError, match="unreadable run record") as caught:
+        load_survey(tmp_path)
+    assert "--restart" in str(caught.value) and (tmp_path / "answers.csv").read_text() == "kept\n"
+
+
+def test_a_file_the_machine_refuses_is_one_line_naming_it(tmp_path: Path) -> None:
+    import errno
+    import subprocess
+    import sys
+
+    from causalguard.cli import os_error_line
+
+    line = os_error_line(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "answers.csv")))
+    assert line.startswith(str(tmp_path / "answers.csv")) and "resumes" in line and "\n" not in line
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = subprocess.run([sys.executable, "-m", "causalguard.cli", "survey", "--out", str(blocker / "out"),
+                             "--dimensions", "power,benevolence", "--personas", "1", "--no-value-roles",
+                             "--no-anchors"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {blocker / 'out'}: Not a directory" in result.stderr, result.stderr

@@ -184,3 +184,53 @@ def test_timeouts_answer_504_or_an_sse_error_event_and_count_as_timeouts(tiny_lm
         assert 'outcome="cancelled"' not in scraped
         assert "causalguard_requests_in_flight 0.0" in scraped and "causalguard_queue_depth 0.0" in scraped
         assert c.get("/readyz").json()["hooks_installed"] == 1
+
+
+def test_a_prompt_over_the_token_limit_is_a_400_before_admission(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
+                                                                  tmp_path: Path) -> None:
+    with _client(tiny_lm, tiny_sae, tmp_path, GUARD_YAML + "server: {max_prompt_tokens: 64}\n") as c:
+        _wait_ready(c)
+        long = {**ASK, "messages": [{"role": "user", "content": "tell me more " * 200}]}
+        for stream in (False, True):
+            response = c.post("/v1/chat/completions", json={**long, "stream": stream})
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["param"] == "messages" and error["code"] == "context_length_exceeded"
+            assert "server.max_prompt_tokens" in error["message"]
+        assert c.post("/v1/chat/completions", json=ASK).status_code == 200  # a short one is served
+        assert "causalguard_requests_in_flight 0.0" in c.get("/metrics/").text
+
+
+def test_reload_with_a_folder_or_an_infeasible_profile_is_a_400(client: TestClient, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAUSALGUARD_ADMIN_TOKEN", "s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    config = tmp_path / "guard.yaml"
+    config.unlink()
+    config.mkdir()  # the config path replaced by a folder
+    folder = client.post("/admin/reload", headers=auth)
+    assert folder.status_code == 400 and "is a folder" in folder.json()["error"]["message"]
+    config.rmdir()
+    config.write_text(GUARD_YAML.replace("  plain: {}\n", "  plain: {}\n  impossible:\n    targets:\n"
+                                         "      universalism: {direction: increase}\n    method: role\n"))
+    infeasible = client.post("/admin/reload", headers=auth)
+    assert infeasible.status_code == 400 and "impossible" in infeasible.json()["error"]["message"]
+    assert client.post("/v1/chat/completions", json=ASK).status_code == 200  # the old config stays active
+
+
+def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(client: TestClient,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = client.app.state.guard_server.guard  # type: ignore[attr-defined]
+    real = guard.stream
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        for k, piece in enumerate(real(*args, **kwargs)):
+            if k == 2:
+                raise RuntimeError("/secret/path/model exploded")
+            yield piece
+
+    monkeypatch.setattr(guard, "stream", failing)
+    events = client.post("/v1/chat/completions", json={**ASK, "stream": True}).text
+    assert '"generation failed: internal error (see the server log)"' in events
+    assert "/secret/path" not in events and events.rstrip().endswith("data: [DONE]")
+    assert "causalguard_requests_in_flight 0.0" in client.get("/metrics/").text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -35,12 +36,35 @@ app.command("serve")(serve_command)
 app.command("plan")(plan_command)
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "free disk space, then rerun the same command: it resumes, nothing written so far is lost",
+    errno.EDQUOT: "free disk space, then rerun the same command: it resumes, nothing written so far is lost",
+    errno.EROFS: "choose a writable folder (--out / --work)",
+    errno.EACCES: "choose a folder you may write to (--out / --work), or fix its permissions",
+    errno.EPERM: "choose a folder you may write to (--out / --work), or fix its permissions",
+    errno.ENOENT: "check the path: a parent folder does not exist",
+    errno.EISDIR: "give a file path, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """``OSError`` as one line: the path, what the system said, and a fix."""
+    where = exc.filename if exc.filename is not None else "writing a file"
+    what = exc.strerror or str(exc)
+    hint = _OS_HINTS.get(exc.errno or 0, "check the path and the machine's disk")
+    return f"{where}: {what} (errno {exc.errno}); fix: {hint}"
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except CausalguardError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # the machine refused a file: one line naming it, with what to do
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume", err=True)

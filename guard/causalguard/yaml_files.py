@@ -1,7 +1,7 @@
 """Reading YAML safely while keeping line numbers, and turning pydantic errors into located problems.
 
-Data is parsed with ``yaml.safe_load`` (never a full loader). Line numbers come from a second,
-construction-free pass (``yaml.compose`` with the safe loader), which only builds the node tree.
+Data is parsed with the safe loader only (never a full loader), once: the node tree is composed
+(kept for line numbers and duplicate keys) and the data constructed from it by the safe constructor.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from causalguard.errors import ConfigError, Problem
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-MAX_YAML_BYTES = 8 * 1024 * 1024
+MAX_YAML_BYTES = 2 * 1024 * 1024  # configs, inventories and roles files are kilobytes; 2 MB parse in about a second
 
 
 def duplicate_keys(node: yaml.Node | None) -> list[tuple[str, int, int]]:
@@ -42,8 +42,20 @@ def duplicate_keys(node: yaml.Node | None) -> list[tuple[str, int, int]]:
     return sorted(found, key=lambda f: f[2])
 
 
+def _parse_once(text: str) -> tuple[Any, yaml.Node | None]:
+    """One pass: compose the node tree (kept for line numbers), then construct the data from it with the
+    safe constructor (libyaml's when installed)."""
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse ``path`` with ``yaml.safe_load``; also return its node tree for line look-ups. Duplicate
+    """Parse ``path`` with the safe loader; also return its node tree for line look-ups. Duplicate
     keys and files over ``MAX_YAML_BYTES`` are errors."""
     try:
         size = path.stat().st_size
@@ -61,8 +73,7 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     except UnicodeDecodeError as exc:
         raise ConfigError.single(str(path), f"not UTF-8 text ({exc.reason})", hint="save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data, node = _parse_once(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -141,6 +152,7 @@ def problems_from_validation(
     for error in exc.errors():
         loc = [p for p in error["loc"] if isinstance(p, int | str)]
         hint: str | None = None
+        top = False
         if error["type"] == "extra_forbidden":
             owner = _model_at(model, loc)
             known = sorted(owner.model_fields) if owner else []
@@ -151,12 +163,44 @@ def problems_from_validation(
             message = "required field is missing"
             hint = f"add '{loc[-1]}'"
         else:
-            message = error["msg"]
-            ctx = error.get("ctx") or {}
-            if "expected" in ctx:
-                hint = f"use one of {ctx['expected']}"
-        problems.append(Problem(path, line_of(node, loc), format_loc(loc), message, hint))
+            message = error["msg"].removeprefix("Value error, ")
+            message, _, fix = message.partition("; fix: ")  # validators may say how to fix what they refuse
+            top = not loc and error["type"] in ("model_type", "dict_type", "model_attributes_type")
+            hint = fix or _hint(error, model if top else None)
+        problems.append(Problem(path, line_of(node, loc), format_loc(loc) or ("(top level)" if top else ""),
+                                message, hint))
     return problems
+
+
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "string": "text", "bool": "true or false",
+               "dict": "a mapping (key: value lines)", "list": "a list (- item lines)", "model": "a mapping"}
+
+
+def _hint(error: Any, top: type[BaseModel] | None) -> str | None:
+    """A fix for one pydantic error: what to write instead."""
+    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
+    if top is not None:
+        return f"the file's top level is a mapping of {top.__name__} fields: {', '.join(sorted(top.model_fields))}"
+    if "expected" in ctx:
+        return f"use one of {ctx['expected']}"
+    bounds = {"greater_than": "above", "greater_than_equal": "at least", "less_than": "below",
+              "less_than_equal": "at most"}
+    for name, word in bounds.items():
+        if kind == name:
+            limit = next(iter(ctx.values()), None)
+            return f"write a number {word} {limit}"
+    if kind == "finite_number":
+        return "write a finite number (.nan and .inf are not allowed)"
+    if kind in ("string_too_short", "too_short"):
+        return f"write at least {ctx.get('min_length')} {'characters' if kind.startswith('string') else 'entries'}"
+    if kind in ("string_too_long", "too_long"):
+        return f"write at most {ctx.get('max_length')} {'characters' if kind.startswith('string') else 'entries'}"
+    if kind == "string_pattern_mismatch":
+        return f"match the pattern {ctx.get('pattern')}"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        wanted = _TYPE_WORDS.get(kind.split("_")[0], "another type")
+        return f"write {wanted}" + (" (the value is empty: give one or delete the key)" if got is None else "")
+    return None
 
 
 def validate_yaml_file(model: type[ModelT], path: Path) -> ModelT:

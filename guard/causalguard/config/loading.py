@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from causalguard.config.schema import GuardConfig
-from causalguard.errors import ConfigError, Problem
+from causalguard.errors import CausalguardError, ConfigError, Problem
 from causalguard.yaml_files import format_loc, line_of, read_yaml, validate_yaml_file_with_node
 
 
@@ -28,6 +29,24 @@ class SourcedConfig:
     @property
     def where(self) -> str:
         return str(self.path) if self.path is not None else "<config>"
+
+    def line(self, field: str) -> int | None:
+        """The line of ``field`` ('bundle', 'limits.max_levers') in the file read, if known."""
+        return line_of(self.node, field.split(".")) if self.node is not None else None
+
+    @contextmanager
+    def blame(self, field: str) -> Iterator[None]:
+        """Loading what ``field`` names (the model, the bundle) failed: re-raise the error pointing at the
+        field's line of this config first, then the underlying file's own problems."""
+        try:
+            yield
+        except ConfigError as exc:
+            head = Problem(self.where, self.line(field), field, f"{getattr(self.config, field, '')!s} cannot be used "
+                           f"(below)", hint=f"fix the files below or point '{field}' elsewhere")
+            raise ConfigError([head, *exc.problems]) from None
+        except CausalguardError as exc:
+            raise ConfigError.single(self.where, str(exc), line=self.line(field), field=field,
+                                     hint=f"point '{field}' at something that loads") from None
 
 
 def read_guard_config(source: SourcedConfig | GuardConfig | str | Path) -> SourcedConfig:

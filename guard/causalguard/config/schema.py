@@ -111,6 +111,9 @@ class ServerSpec(_Strict):
     max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
     max_tokens_limit: int = Field(default=256, ge=1, description="Largest max_tokens a client may ask for.")
     max_request_bytes: int = Field(default=65536, ge=1024, description="Larger bodies get 413.")
+    max_prompt_tokens: int = Field(default=2048, ge=16, description="Longer conversations (after the chat template "
+                                   "and role instructions) get 400 before they take a slot: a prefill cannot be "
+                                   "cancelled midway, so this bounds how long one holds it.")
     request_timeout_seconds: float = Field(default=120.0, gt=0, description="Generation is cancelled after this.")
     drain_timeout_seconds: float = Field(default=30.0, ge=0, description="SIGTERM waits this long for requests.")
     admin_token_env: str | None = Field(default="CAUSALGUARD_ADMIN_TOKEN",

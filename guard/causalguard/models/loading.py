@@ -44,6 +44,8 @@ def load_model(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32", us
     elif path.is_dir():
         model, tokenizer = _from_pretrained(path, dtype=dtype)
         name, where = str(path), str(path)
+    elif text.startswith((".", "/", "~")) and not path.exists():
+        raise ModelNotAvailableError(f"no such model folder or file: {path.resolve()}")
     elif "/" in text and not path.exists():
         model, tokenizer = _from_pretrained(text, dtype=dtype)
         name, where = text, text

@@ -6,15 +6,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from causalguard.errors import ConfigError, Problem
 from causalguard.jsonl_files import read_jsonl
 from causalguard.roles.role import Role
 from causalguard.values.inventory import Inventory, unknown_name_message
-from causalguard.yaml_files import validate_yaml_file
+from causalguard.yaml_files import line_of, validate_yaml_file_with_node
 
 Direction = Literal["up", "down"]
+# Ids the survey gives its own conditions: an operator role may not take one.
+RESERVED_ROLE_IDS = ("baseline",)
+MAX_ROLE_CHARS = 4000  # a persona is a paragraph; a longer text crowds the model's context
+RESERVED_ROLE_PREFIXES = ("persona:", "value:", "steer:", "sae:", "role:")
 
 
 class RoleSpec(BaseModel):
@@ -25,15 +29,24 @@ class RoleSpec(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="Unique id, e.g. 'monk'.")
     kind: Literal["persona", "anchor", "custom"] = Field(default="custom")
     system_prompt: str | None = Field(
-        default=None, description="Second-person text for the chat system prompt; omit to derive one."
+        default=None, min_length=3, max_length=MAX_ROLE_CHARS,
+        description="Second-person text for the chat system prompt; omit to derive one.",
     )
     description: str = Field(
-        min_length=3,
+        min_length=3, max_length=MAX_ROLE_CHARS,
         description="Third-person noun phrase: 'a retired judge who ...' (used by completion framing).",
     )
     expected: dict[str, Direction] = Field(
         default_factory=dict, description="Expected value directions for validity checks: {tradition: up}."
     )
+
+    @field_validator("id")
+    @classmethod
+    def _not_built_in(cls, value: str) -> str:
+        if value in RESERVED_ROLE_IDS or value.startswith(RESERVED_ROLE_PREFIXES):
+            raise ValueError(f"'{value}' is taken by the survey's built-in conditions ('baseline', "
+                             f"{', '.join(repr(p + '...') for p in RESERVED_ROLE_PREFIXES)}); fix: choose another id")
+        return value
 
     def to_role(self) -> Role:
         system = self.system_prompt or f"You are {self.description.rstrip(',')}. Answer every question as them."
@@ -53,14 +66,16 @@ def load_roles_file(path: Path, inventory: Inventory | None = None) -> list[Role
     if path.suffix.lower() == ".jsonl":
         specs_with_lines = _read_jsonl(path)
     else:
-        parsed = validate_yaml_file(RolesFile, path)
-        specs_with_lines = [(spec, None) for spec in parsed.roles]
+        parsed, node = validate_yaml_file_with_node(RolesFile, path)
+        specs_with_lines = [(spec, line_of(node, ["roles", index, "id"])) for index, spec in enumerate(parsed.roles)]
     problems: list[Problem] = []
-    seen: set[str] = set()
+    seen: dict[str, int | None] = {}
     for index, (spec, line) in enumerate(specs_with_lines):
         if spec.id in seen:
-            problems.append(Problem(str(path), line, f"roles[{index}].id", f"duplicate id '{spec.id}'"))
-        seen.add(spec.id)
+            problems.append(Problem(str(path), line, f"roles[{index}].id",
+                                    f"duplicate id '{spec.id}' (first on line {seen[spec.id]})",
+                                    hint="give every role its own id"))
+        seen.setdefault(spec.id, line)
         if inventory is not None:
             for name in spec.expected:
                 if name not in inventory.names:

@@ -146,7 +146,8 @@ class ValueGuard:
         from causalguard.models import load_model
 
         sourced = read_guard_config(config)
-        lm = load_model(sourced.config.model)
+        with sourced.blame("model"):
+            lm = load_model(sourced.config.model)
         return cls(lm.model, lm.tokenizer, sourced, name=lm.name, **kwargs)
 
     @property
@@ -156,8 +157,13 @@ class ValueGuard:
 
     def _load_bundle(self, config: GuardConfig, bundle: str | Path | None, force: bool) -> Bundle:
         base = self.config_path.parent if self.config_path is not None else None
-        folder = resolve_bundle_dir(bundle if bundle is not None else config.bundle, config.model, base)
-        return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
+        if bundle is not None:
+            return load_bundle(resolve_bundle_dir(bundle, config.model, base), expected_fingerprint=self.lm.fingerprint,
+                               force=force)
+        sourced = self.source if self.source.config is config else SourcedConfig(config)
+        with sourced.blame("bundle"):
+            folder = resolve_bundle_dir(config.bundle, config.model, base)
+            return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
 
     def _make_auditor(self, config: GuardConfig) -> CanaryAuditor | ReplyAuditor:
         """Reply audits where the bundle has a value judge and reply calibration (or ``audit.kind: replies``

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 import uuid
@@ -18,7 +19,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from causalguard.errors import ConfigError
+from causalguard.errors import CausalguardError, ConfigError
 from causalguard.runtime.value_guard import Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
 from causalguard.server.schemas import ChatCompletionRequest, RequestRejected, error_body, translate_request
@@ -26,6 +27,7 @@ from causalguard.server.state import ServerState, reload_config
 from causalguard.server.streaming import ThreadedIterator
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 def server_state(request: Request) -> ServerState:
@@ -91,10 +93,10 @@ async def admin_reload(request: Request) -> JSONResponse:
         return error_response(503, "not ready", type_="server_error", headers={"Retry-After": "5"})
     try:
         version = await asyncio.to_thread(reload_config, state, True)
-    except ConfigError as exc:
+    except CausalguardError as exc:  # a bad file or a profile the planner refuses: the old config stays active
+        problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
         return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error", "param": "config",
-                                       "code": "invalid_config",
-                                       "problems": [str(p) for p in exc.problems]}}, status_code=400)
+                                       "code": "invalid_config", "problems": problems}}, status_code=400)
     return JSONResponse({"reloaded": True, "version": version, "profiles": state.config.profile_names})
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -180,6 +182,13 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
     except TimeoutError:
         cancel.cancel("timeout")
         yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
+        yield "data: [DONE]\n\n"
+    except Exception as exc:  # after the first byte the status is sent: say what failed in the stream itself
+        cancel.cancel("error")
+        log.error("stream failed after the first chunk: %s", type(exc).__name__, exc_info=not isinstance(
+            exc, CausalguardError))
+        what = str(exc) if isinstance(exc, CausalguardError) else "internal error (see the server log)"
+        yield f"data: {json.dumps(error_body(f'generation failed: {what}', type_='server_error'))}\n\n"
         yield "data: [DONE]\n\n"
     finally:
         # Shielded: when the client is gone, the task is cancelled and every unshielded await here would

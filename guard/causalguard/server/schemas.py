@@ -109,4 +109,21 @@ def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCa
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
     if not any(m["role"] != "system" for m in messages):
         raise RequestRejected(400, "messages need at least one user turn", param="messages")
+    check_prompt_length(guard, messages, profile, limit)
     return GuardCall(profile, messages, limit, body.temperature, body.seed, extra)
+
+
+def check_prompt_length(guard: ValueGuard, messages: list[dict[str, str]], profile: str, max_new_tokens: int) -> None:
+    """Refuse, before admission, a conversation longer than the operator's ``server.max_prompt_tokens`` or
+    one whose reply would not fit the model's context."""
+    config = guard.config
+    tokens = len(guard.prompt_ids(messages, guard.state.plans[profile], config))
+    if tokens > config.server.max_prompt_tokens:
+        raise RequestRejected(400, f"the conversation is {tokens} tokens, over this server's limit of "
+                                   f"{config.server.max_prompt_tokens} (server.max_prompt_tokens); shorten it",
+                              param="messages", code="context_length_exceeded")
+    context = getattr(getattr(guard.lm.model, "config", None), "max_position_embeddings", None)
+    if isinstance(context, int) and tokens + max_new_tokens > context:
+        raise RequestRejected(400, f"the conversation ({tokens} tokens) plus max_tokens ({max_new_tokens}) exceeds "
+                                   f"the model's context of {context} tokens",
+                              param="messages", code="context_length_exceeded")

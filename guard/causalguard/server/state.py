@@ -6,7 +6,7 @@ import logging
 
 from causalguard.config.loading import SourcedConfig
 from causalguard.config.schema import GuardConfig
-from causalguard.errors import ConfigError
+from causalguard.errors import CausalguardError
 from causalguard.metrics import GuardMetrics
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.admission import Admission
@@ -41,7 +41,7 @@ def reload_config(state: ServerState, raise_errors: bool = False) -> int:
         return 0
     try:
         guard.reload()
-    except ConfigError as exc:  # an expected, explained error: no traceback in the log
+    except CausalguardError as exc:  # an expected, explained error (bad file, infeasible plan): no traceback
         log.error("config reload refused; the old config stays active:\n%s", exc)
         if raise_errors:
             raise

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from causalguard.errors import CausalguardError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+# Column names the score matrices use for ids (ours and the paper's): a value may not take one.
+RESERVED_NAMES = ("condition", "role_kind", "steering", "steer_dim", "player_name")
+# An item is one questionnaire sentence; a longer text is a mistake (and would crowd the model's context).
+MAX_ITEM_CHARS = 1000
 
 
 class Item(BaseModel):
@@ -21,8 +25,10 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(description="Unique item id within the inventory, e.g. 'ben01'.")
-    statement: str = Field(min_length=3, description="First-person statement, e.g. 'I help my friends.'")
-    question: str = Field(min_length=3, description="The same item as a yes/no question to 'you'.")
+    statement: str = Field(min_length=3, max_length=MAX_ITEM_CHARS,
+                           description="First-person statement, e.g. 'I help my friends.'")
+    question: str = Field(min_length=3, max_length=MAX_ITEM_CHARS,
+                          description="The same item as a yes/no question to 'you'.")
     polarity: Literal[1, -1] = Field(
         description="+1 if agreeing expresses the value, -1 if agreeing expresses its opposite."
     )
@@ -38,6 +44,14 @@ class Dimension(BaseModel):
     definition: str = Field(min_length=3, description="What holding the value means (a noun phrase).")
     opposite: str | None = Field(default=None, description="What rejecting the value means (optional).")
     items: list[Item] = Field(min_length=2, description="At least two items, ideally balanced in polarity.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_NAMES:
+            raise ValueError(f"'{name}' is a column name of the score matrix; "
+                             f"fix: rename the value (e.g. '{name}_value')")
+        return name
 
     @property
     def display(self) -> str:

@@ -57,15 +57,32 @@ class LoadedSae:
                              f"{self.d_sae - 1})")
 
 
+def _read_sae_config(path: Path) -> dict[str, Any]:
+    """cfg.json, checked for what loading needs: a JSON object with positive integer d_in and d_sae."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError.single(str(path), f"not valid JSON: {exc}", hint="copy the SAE folder again") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError.single(str(path), "not a JSON object", hint="copy the SAE folder again")
+    for key in ("d_in", "d_sae"):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError.single(str(path), f"{key} must be a positive integer, got {value!r}", field=key,
+                                     hint="copy the SAE folder again")
+    return cfg
+
+
 def load_sae(folder: Path, lm: LoadedModel, *, hook_name: str | None = None) -> LoadedSae:
     """Load an SAE folder and check it fits ``lm``: width equals the hooked layer's, hook point exists."""
+    import torch
     from sae_lens import SAE
 
     cfg_path = folder / SAE_CONFIG
     if not cfg_path.exists():
         raise ConfigError.single(str(folder), "not an sae-lens SAE folder (no cfg.json)",
                                  hint="save SAEs with sae-lens's save_model(), or 'causalguard sae train'")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = _read_sae_config(cfg_path)
     name = hook_name or (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
     if not name:
         raise ConfigError.single(str(cfg_path), "the SAE does not say which hook point it reads",
@@ -79,7 +96,18 @@ def load_sae(folder: Path, lm: LoadedModel, *, hook_name: str | None = None) -> 
             str(cfg_path), f"SAE width d_in={cfg['d_in']} does not match the model's hidden size {lm.hidden_size}",
             field="d_in", hint="use an SAE trained on this model",
         )
-    sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")  # fp16 on disk; fp32 math on CPU
+    try:
+        sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")  # fp16 on disk; fp32 math on CPU
+    except Exception as exc:  # safetensors and torch raise their own types for truncated or foreign files
+        raise ConfigError.single(str(folder / "sae_weights.safetensors"), f"cannot read the SAE weights: {exc}",
+                                 hint="the file is damaged or incomplete: copy the SAE folder again or retrain it "
+                                      "('causalguard sae train')") from None
+    expected = (int(cfg["d_in"]), int(cfg["d_sae"]))
+    finite = bool(torch.isfinite(sae.W_enc).all() & torch.isfinite(sae.W_dec).all())
+    if tuple(sae.W_enc.shape) != expected or not finite:
+        raise ConfigError.single(str(folder / "sae_weights.safetensors"),
+                                 f"W_enc is {tuple(sae.W_enc.shape)} (cfg.json says {expected}) or holds NaN/inf",
+                                 hint="the weights do not belong to this cfg.json: copy the SAE folder again")
     sae.eval()
     return LoadedSae(sae=sae, layer=layer, hook_name=str(name), d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
                      path=str(folder))

@@ -20,7 +20,7 @@ import networkx as nx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from causalguard.artifacts import BUNDLE_FILE, BUNDLE_SCHEMA, EFFECTS_FILE, GRAPHML_FILE, SVG_FILE
+from causalguard.artifacts import BUNDLE_FILE, BUNDLE_SCHEMA, EFFECTS_FILE, GRAPHML_FILE, SAE_CONFIG, SVG_FILE
 from causalguard.behaviour.artifacts import BehaviourSummary, load_behaviour
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.graphs.causal.graph import ValueGraph
@@ -174,8 +174,27 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
         raise ConfigError.single(str(folder / "catalog.json"), f"the catalog's values {catalog.dimensions} are not "
                                  f"the graph's {list(graph.nodes)}", field="dimensions",
                                  hint="measure the catalog for this bundle: 'causalguard levers measure'")
-    return Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, catalog,
-                  load_behaviour(folder))
+    bundle = Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, catalog,
+                    load_behaviour(folder))
+    if catalog is not None and bundle.sae_dir is not None:
+        _check_sae_features(catalog, bundle.sae_dir)
+    return bundle
+
+
+def _check_sae_features(catalog: Catalog, sae_dir: Path) -> None:
+    """Every SAE lever's feature exists in the bundle's SAE (its cfg.json's d_sae)."""
+    cfg_path = sae_dir / SAE_CONFIG
+    try:
+        d_sae = json.loads(cfg_path.read_text(encoding="utf-8")).get("d_sae")
+    except (OSError, ValueError, AttributeError):
+        return  # the SAE loader reports a damaged cfg.json with its own clear error when it is used
+    if not isinstance(d_sae, int):
+        return
+    for k, lever in enumerate(catalog.levers):
+        if lever.kind == "sae" and lever.feature is not None and lever.feature >= d_sae:
+            raise ConfigError.single(str(sae_dir.parent / "catalog.json"), f"lever {lever.id} steers feature "
+                                     f"{lever.feature}, but the SAE has {d_sae} features", field=f"levers[{k}].feature",
+                                     hint="measure the catalog with this bundle's SAE: 'causalguard levers measure'")
 
 
 def _effect_tensors(path: Path, n: int) -> dict[str, np.ndarray]:

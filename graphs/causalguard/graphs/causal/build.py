@@ -19,6 +19,7 @@ from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.predict import EffectModel
 from causalguard.graphs.causal.reference import compare_with_reference
 from causalguard.graphs.causal.sem import class_total_effects
+from causalguard.run_records import read_run_record
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def _survey_metadata(source: Path | None) -> dict[str, Any]:
     """Model, inventory, method and quality summary of the survey the matrix came from, if known."""
     if source is None or not source.is_dir() or not (source / "run.json").exists():
         return {}
-    run = json.loads((source / "run.json").read_text())
-    out = {k: run[k] for k in ("model", "inventory", "method", "settings", "conditions") if k in run}
+    run = read_run_record(source / "run.json")
+    out: dict[str, Any] = {k: run[k] for k in ("model", "inventory", "method", "settings", "conditions") if k in run}
     quality = source / "quality.json"
     if quality.exists():
         out["quality"] = json.loads(quality.read_text()).get("summary", {})

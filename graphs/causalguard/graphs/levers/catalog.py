@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from causalguard.artifacts import CATALOG_FILE, CATALOG_REPORT, CATALOG_SCHEMA
 from causalguard.errors import ConfigError
@@ -122,6 +122,37 @@ class Catalog(BaseModel):
     levers: list[LeverEntry]
     replies_baseline: dict[str, float] | None = Field(
         default=None, description="catalog/2: unsteered replies' mean judge score per value (reply scale)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalog:
+        """Every per-value table covers exactly the catalog's values; levers are unique and well-formed."""
+        dims = set(self.dimensions)
+        if len(dims) != len(self.dimensions):
+            raise ValueError("dimensions: a value is listed twice")
+        tables: list[tuple[str, set[str]]] = [("baseline", set(self.baseline)),
+                                              ("noise_threshold", set(self.noise_threshold))]
+        if self.replies_baseline is not None:
+            tables.append(("replies_baseline", set(self.replies_baseline)))
+        seen: set[str] = set()
+        for k, lever in enumerate(self.levers):
+            if lever.id in seen:
+                raise ValueError(f"levers[{k}].id: '{lever.id}' is listed twice")
+            seen.add(lever.id)
+            tables.append((f"levers[{k}].effects ({lever.id})", set(lever.effects)))
+            if lever.replies is not None:
+                tables.append((f"levers[{k}].replies.effects ({lever.id})", set(lever.replies.effects)))
+            if lever.target is not None and lever.target not in dims:
+                raise ValueError(f"levers[{k}].target: '{lever.target}' is not one of the catalog's values")
+            if lever.kind == "sae" and (lever.feature is None or lever.feature < 0):
+                raise ValueError(f"levers[{k}].feature: an SAE lever needs a feature index >= 0 ({lever.id})")
+        for name, keys in tables:
+            if keys != dims:
+                missing, extra = sorted(dims - keys), sorted(keys - dims)
+                raise ValueError(f"{name}: " + "; ".join(
+                    part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                      f"unknown {', '.join(extra)}" if extra else "") if part)
+                                 + " (every table must cover exactly the catalog's dimensions)")
+        return self
 
     @property
     def has_replies(self) -> bool:

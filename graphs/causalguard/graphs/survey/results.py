@@ -12,6 +12,7 @@ import numpy as np
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.survey.store import AnswerStore
+from causalguard.run_records import read_run_record
 from causalguard.scoring.base import ItemAnswer
 
 RUN_FILE = "run.json"
@@ -110,7 +111,7 @@ def load_survey(out_dir: Path) -> SurveyResult:
     if not run_file.exists():
         raise ConfigError.single(str(out_dir), f"not a survey output folder (no {RUN_FILE})",
                                  hint="run 'causalguard survey --out DIR' first")
-    metadata = json.loads(run_file.read_text())
+    metadata = read_run_record(run_file)
     if metadata.get("status") != "complete":
         raise ConfigError.single(str(run_file), "the survey has not finished",
                                  hint="rerun the same 'causalguard survey' command to resume it")

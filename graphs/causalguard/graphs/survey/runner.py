@@ -30,10 +30,31 @@ from causalguard.graphs.survey.results import (
 from causalguard.graphs.survey.settings import SurveySettings
 from causalguard.graphs.survey.store import AnswerStore
 from causalguard.models.loaded import LoadedModel
+from causalguard.run_records import read_run_record
 from causalguard.scoring.registry import make_method
 from causalguard.values.inventory import Inventory
 
 SURVEY_FORMAT = "causalguard.survey/1"
+
+
+PROMPT_OVERHEAD_TOKENS = 128  # chat template, framing and the answer
+
+
+def check_context(lm: LoadedModel, inventory: Inventory, conditions: Sequence[Condition]) -> None:
+    """The longest role text plus the longest item must fit the model's context, or the survey would
+    score truncated prompts without a word: refuse before the first forward pass."""
+    limit = getattr(getattr(lm.model, "config", None), "max_position_embeddings", None)
+    if not isinstance(limit, int) or not conditions:
+        return
+    role = max(conditions, key=lambda c: len(c.role.system_prompt or c.role.description)).role
+    texts = [t for _, item in inventory.items() for t in (item.statement, item.question)]
+    item = max(texts, key=len)
+    count = (len(lm.tokenizer(role.system_prompt or role.description)["input_ids"])
+             + len(lm.tokenizer(item)["input_ids"]) + PROMPT_OVERHEAD_TOKENS)
+    if count > limit:
+        raise ConfigError.single(f"role '{role.id}'", f"the longest role text and item need about {count} tokens; "
+                                 f"the model's context is {limit}", field="system_prompt",
+                                 hint="shorten the role's system prompt or description")
 
 
 def _condition_info(c: Condition) -> ConditionInfo:
@@ -92,7 +113,7 @@ def run_survey(
     run_file = out_dir / RUN_FILE
     store = AnswerStore(out_dir / ANSWERS_FILE)
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        previous = {} if restart else read_run_record(run_file)
         if previous.get("signature") != signature:
             if not restart:
                 raise ConfigError.single(
@@ -101,6 +122,7 @@ def run_survey(
                 )
             store.path.unlink(missing_ok=True)
     items = list(inventory.items())
+    check_context(lm, inventory, conditions)
     infos = [_condition_info(c) for c in conditions]
     metadata: dict[str, Any] = {
         "format": SURVEY_FORMAT,
