@@ -278,3 +278,14 @@ def test_a_file_the_machine_refuses_is_one_line_naming_it(tmp_path: Path) -> Non
                              "--no-anchors"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"error: {blocker / 'out'}: Not a directory" in result.stderr, result.stderr
+
+
+def test_levers_show_renders_from_catalog_json_without_catalog_md(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    folder = _bundle_copy(tmp_path)
+    assert not (folder / "CATALOG.md").exists()
+    result = CliRunner().invoke(app, ["levers", "show", str(folder)])
+    assert result.exit_code == 0 and "role:stimulation:+:reply" in result.output, result.output

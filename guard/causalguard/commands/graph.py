@@ -111,6 +111,32 @@ def graph_predict_command(
         typer.echo(f"  {p.value:16s} {p.change:+.4f}   band [{p.low:+.4f}, {p.high:+.4f}]{flag}")
 
 
+@graph_app.command("evaluate")
+def graph_evaluate_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    test: Annotated[Path, typer.Option(help="Interventional score matrix (CSV or survey folder): the paper's format "
+                                            "(steer_dim, player_name) or ours (condition, steering).")],
+    random_graphs: Annotated[int, typer.Option(min=0, help="Random DAGs with the graph's edge count.")] = 20,
+    bootstraps: Annotated[int, typer.Option(min=0, help="Resamples of interventions for the intervals.")] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """Hold the bundle's graph against an interventional test matrix: per intervention, the change of every
+    other value (steered minus the same persona unsteered) predicted from the target's own change, by the
+    graph and by its baselines."""
+    from causalguard.graphs.bundle import load_bundle
+    from causalguard.graphs.causal.interventions import evaluate_interventions, render_interventions
+    from causalguard.graphs.causal.matrix import read_score_matrix
+
+    loaded = load_bundle(bundle)
+    matrix = read_score_matrix(test)
+    doc = evaluate_interventions(matrix, loaded, random_graphs=random_graphs, bootstraps=bootstraps)
+    typer.echo(f"{loaded.model_name}: graph with {len(loaded.graph.edges)} edges against {test}")
+    typer.echo(render_interventions(doc))
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        typer.echo(f"wrote {out}")
+
+
 @graph_app.command("compare")
 def graph_compare_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],

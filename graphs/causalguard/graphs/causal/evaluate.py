@@ -32,7 +32,7 @@ from causalguard.graphs.causal.sem import class_total_effects, fit_sem
 
 
 @dataclass
-class _Pair:
+class PredictedPair:
     target: str
     value: str
     measured: float
@@ -72,7 +72,7 @@ def evaluate_held_out(
     noise = data[test].std(axis=0, ddof=1) * np.sqrt(2)
     pattern = circumplex_pattern(matrix.columns)
     col = {v: j for j, v in enumerate(matrix.columns)}
-    pairs: list[_Pair] = []
+    pairs: list[PredictedPair] = []
     paper = {"descendant": [0, 0], "non_descendant": [0, 0]}
     for target in targets:
         held = {rows[f"value:{target}:inclined"], rows[f"value:{target}:disinclined"]}
@@ -85,7 +85,7 @@ def evaluate_held_out(
         delta = m[x]
         sd = train.std(axis=0, ddof=1)
         cov = np.cov(train, rowvar=False)
-        randoms = [_random_graph_effects(graph, train, matrix.columns, rng) for _ in range(random_graphs)]
+        randoms = [random_graph_effects(graph, train, matrix.columns, rng) for _ in range(random_graphs)]
         descendants = graph.descendants(target)
         for v in matrix.columns:
             if v == target:
@@ -101,7 +101,7 @@ def evaluate_held_out(
                 predicted["human_circumplex"] = float(delta * pattern[x, j] * sd[j] / sd[x])
             for k, r in enumerate(randoms):
                 predicted[f"random_{k}"] = float(delta * r[x, j])
-            pairs.append(_Pair(target, v, float(m[j]), moved, predicted))
+            pairs.append(PredictedPair(target, v, float(m[j]), moved, predicted))
             bucket = paper["descendant" if v in descendants else "non_descendant"]
             bucket[0] += int(moved)
             bucket[1] += 1
@@ -119,7 +119,7 @@ def evaluate_held_out(
     }
 
 
-def _metrics(pairs: list[_Pair], key: Callable[[_Pair], float]) -> dict[str, float | None]:
+def predictor_metrics(pairs: list[PredictedPair], key: Callable[[PredictedPair], float]) -> dict[str, float | None]:
     preds = [key(p) for p in pairs]
     moved = [p for p in pairs if p.moved]
     signs = [1.0 if np.sign(key(p)) == np.sign(p.measured) else (0.5 if key(p) == 0 else 0.0) for p in moved]
@@ -131,14 +131,14 @@ def _metrics(pairs: list[_Pair], key: Callable[[_Pair], float]) -> dict[str, flo
     }
 
 
-def _score_predictors(pairs: list[_Pair], random_graphs: int) -> dict[str, dict[str, float | None]]:
-    def column(name: str) -> Callable[[_Pair], float]:
+def _score_predictors(pairs: list[PredictedPair], random_graphs: int) -> dict[str, dict[str, float | None]]:
+    def column(name: str) -> Callable[[PredictedPair], float]:
         return lambda pair: pair.predicted[name]
 
     names = [n for n in pairs[0].predicted if not n.startswith("random_")]
-    table = {name: _metrics(pairs, column(name)) for name in names}
+    table = {name: predictor_metrics(pairs, column(name)) for name in names}
     if random_graphs:
-        runs = [_metrics(pairs, column(f"random_{k}")) for k in range(random_graphs)]
+        runs = [predictor_metrics(pairs, column(f"random_{k}")) for k in range(random_graphs)]
         averaged: dict[str, float | None] = {}
         for metric in ("auroc", "sign_accuracy", "mae"):
             values = [v for r in runs if (v := r[metric]) is not None]
@@ -147,7 +147,7 @@ def _score_predictors(pairs: list[_Pair], random_graphs: int) -> dict[str, dict[
     return table
 
 
-def _random_graph_effects(graph: ValueGraph, data: np.ndarray, nodes: list[str], rng: np.random.Generator) -> Any:
+def random_graph_effects(graph: ValueGraph, data: np.ndarray, nodes: list[str], rng: np.random.Generator) -> Any:
     """Total effects of an SEM on a random DAG with as many edges as ``graph``."""
     n = len(nodes)
     order = rng.permutation(n)

@@ -1,0 +1,221 @@
+"""Hold a bundle's graph against an interventional test matrix: does it predict how steering one value
+moves the others?
+
+The test matrix is in the paper's format (``steer_dim`` = the intervention, empty when unsteered;
+``player_name`` = the persona) or ours (``steering`` = the intervention, ``none`` when unsteered;
+``condition`` = the persona, before any ``|``). For every intervention, the change is measured per persona (steered
+minus the same persona unsteered) and averaged; a value *moved* when its mean change is beyond
+noise (a two-sided 95% t-test over the personas). The intervention's target is the value it
+names (``steer_dim``) or, for our lever ids, the lever's target in the bundle's catalog.
+
+Every predictor sees only the measured change of the target itself (``m[X]``) and predicts the
+others from it, as the planner does:
+
+- ``graph``: the bundle's total effects, ``m[X] * T[X, v]``;
+- ``no_graph``: no side effects (0);
+- ``correlation``: the regression slope of v on X over the test's *unsteered* rows;
+- ``human_circumplex``: Schwartz's circular pattern scaled by the unsteered spread (Schwartz values only);
+- ``random_graphs``: SEMs on random DAGs with the graph's edge count, fitted on the unsteered rows.
+
+Metrics per predictor: AUROC of |prediction| for "moved", sign accuracy on moved values, MAE, each
+with a 95% bootstrap interval over interventions; and the paper's statistic (how often the target's
+descendants vs non-descendants moved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from causalguard.errors import ConfigError
+from causalguard.graphs.bundle.format import Bundle
+from causalguard.graphs.causal.evaluate import PredictedPair, predictor_metrics, random_graph_effects
+from causalguard.graphs.causal.matrix import ScoreMatrix
+from causalguard.graphs.causal.reference import circumplex_pattern
+from causalguard.values.loading import slug
+
+UNSTEERED = ("", "none")
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One intervention's measured effect: mean change per value over the personas that have both rows."""
+
+    id: str
+    target: str
+    personas: int
+    mean: np.ndarray
+    moved: np.ndarray  # bool per value
+
+
+def _layout(matrix: ScoreMatrix) -> tuple[str, str]:
+    info = matrix.row_info[0] if matrix.row_info else {}
+    if "steer_dim" in info and "player_name" in info:
+        return "steer_dim", "player_name"
+    if "steering" in info and "condition" in info:
+        return "steering", "condition"
+    raise ConfigError.single("--test", "the matrix has neither the paper's id columns (steer_dim, player_name) nor "
+                             "ours (condition, steering)", hint="give an interventional score matrix")
+
+
+def _target_of(intervention: str, columns: list[str], bundle: Bundle) -> str | None:
+    """The value an intervention steers: a value it names, or its lever's target in the catalog."""
+    name = slug(intervention)
+    if name in columns:
+        return name
+    if bundle.catalog is not None:
+        lever_id = intervention.removeprefix("sae:") if intervention.startswith("sae:sae:") else intervention
+        for lever in bundle.catalog.levers:
+            if lever.id == lever_id:
+                return lever.target
+    return None
+
+
+def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[Intervention], list[str]]:
+    """Per intervention, the mean per-persona change and which values moved (a two-sided 95% t-test over
+    its personas); also what was skipped, and why."""
+    from scipy.stats import t as student_t
+
+    steer_col, persona_col = _layout(matrix)
+    unsteered: dict[str, int] = {}
+    steered: dict[str, dict[str, int]] = {}
+    for i, info in enumerate(matrix.row_info):
+        steer = info.get(steer_col, "").strip()
+        persona = info.get(persona_col, "").split("|")[0].strip()  # ours: 'persona:000|sae:...
+        if steer.lower() in UNSTEERED:
+            unsteered.setdefault(persona, i)
+        else:
+            steered.setdefault(steer, {}).setdefault(persona, i)
+    out, skipped = [], []
+    for steer, rows in steered.items():
+        target = _target_of(steer, matrix.columns, bundle)
+        if target is None or target not in matrix.columns:
+            skipped.append(f"{steer}: no target value (not a value name nor a catalog lever)")
+            continue
+        pairs = [(i, unsteered[p]) for p, i in rows.items() if p in unsteered]
+        if len(pairs) < 2:
+            skipped.append(f"{steer}: {len(pairs)} persona(s) with an unsteered row; needs 2")
+            continue
+        changes = np.array([matrix.values[i] - matrix.values[j] for i, j in pairs])
+        mean = changes.mean(axis=0)
+        se = changes.std(axis=0, ddof=1) / np.sqrt(len(pairs))
+        critical = float(student_t.ppf(0.975, len(pairs) - 1))
+        out.append(Intervention(steer, target, len(pairs), mean, np.abs(mean) > critical * np.maximum(se, 1e-12)))
+    return out, skipped
+
+
+def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,
+                           seed: int = 0) -> dict[str, Any]:
+    """The graph and its baselines on an interventional matrix (see the module docstring)."""
+    nodes = list(bundle.effects.nodes)
+    missing = [v for v in nodes if v not in matrix.columns]
+    if missing:
+        raise ConfigError.single("--test", f"the matrix lacks the bundle's value(s) {', '.join(missing)}",
+                                 hint=f"its value columns are: {', '.join(matrix.columns)}")
+    matrix = ScoreMatrix(nodes, matrix.values[:, [matrix.columns.index(v) for v in nodes]], matrix.row_ids,
+                         matrix.row_info, matrix.dropped)
+    interventions, skipped = measured_interventions(matrix, bundle)
+    if not interventions:
+        raise ConfigError.single("--test", "no intervention has a target and two personas with unsteered rows",
+                                 hint="; ".join(skipped[:5]) or "add steered and unsteered rows per persona")
+    steer_col, _ = _layout(matrix)
+    base = np.array([i for i, info in enumerate(matrix.row_info) if info.get(steer_col, "").strip().lower()
+                     in UNSTEERED])
+    observed = matrix.values[base]
+    cov = np.cov(observed, rowvar=False)
+    sd = observed.std(axis=0, ddof=1)
+    pattern = circumplex_pattern(nodes)
+    rng = np.random.default_rng(seed)
+    randoms = [random_graph_effects(bundle.graph, observed, nodes, rng) for _ in range(random_graphs)]
+    total = bundle.effects.total
+    pairs: list[PredictedPair] = []
+    owner: list[int] = []  # which intervention each pair belongs to (bootstrap unit)
+    paper = {"descendant": [0, 0], "non_descendant": [0, 0]}
+    for k, item in enumerate(interventions):
+        x = nodes.index(item.target)
+        delta = float(item.mean[x])
+        descendants = bundle.graph.descendants(item.target)
+        for j, v in enumerate(nodes):
+            if j == x:
+                continue
+            predicted = {"graph": delta * float(total[x, j]), "no_graph": 0.0,
+                         "correlation": delta * float(cov[x, j] / cov[x, x]) if cov[x, x] > 0 else 0.0}
+            if pattern is not None:
+                predicted["human_circumplex"] = delta * float(pattern[x, j] * sd[j] / sd[x]) if sd[x] > 0 else 0.0
+            for r, effects in enumerate(randoms):
+                predicted[f"random_{r}"] = delta * float(effects[x, j])
+            pairs.append(PredictedPair(item.target, v, float(item.mean[j]), bool(item.moved[j]), predicted))
+            owner.append(k)
+            bucket = paper["descendant" if v in descendants else "non_descendant"]
+            bucket[0] += int(item.moved[j])
+            bucket[1] += 1
+    names = [n for n in pairs[0].predicted if not n.startswith("random_")]
+    table = {name: _with_intervals(pairs, owner, len(interventions), name, bootstraps, seed) for name in names}
+    if random_graphs:
+        runs = [predictor_metrics(pairs, lambda p, r=r: p.predicted[f"random_{r}"]) for r in range(random_graphs)]
+        table[f"random_graphs (mean of {random_graphs})"] = {
+            m: _mean([run[m] for run in runs]) for m in ("auroc", "sign_accuracy", "mae")}
+    return {
+        "interventions": len(interventions),
+        "personas_per_intervention": int(np.median([i.personas for i in interventions])),
+        "unsteered_rows": len(base),
+        "pairs": len(pairs),
+        "moved_share": round(sum(p.moved for p in pairs) / len(pairs), 4),
+        "skipped": skipped,
+        "predictors": table,
+        "paper_statistic": {name: {"changed": c, "total": t, "rate": round(c / t, 4) if t else None}
+                            for name, (c, t) in paper.items()},
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(float(np.mean(kept)), 4) if kept else None
+
+
+def _with_intervals(pairs: list[PredictedPair], owner: list[int], n: int, name: str, bootstraps: int,
+                    seed: int) -> dict[str, Any]:
+    """A predictor's metrics with 95% percentile intervals, resampling whole interventions."""
+    point = predictor_metrics(pairs, lambda p: p.predicted[name])
+    rng = np.random.default_rng(seed)
+    by_owner: list[list[PredictedPair]] = [[] for _ in range(n)]
+    for pair, k in zip(pairs, owner, strict=True):
+        by_owner[k].append(pair)
+    draws: dict[str, list[float]] = {"auroc": [], "sign_accuracy": [], "mae": []}
+    for _ in range(bootstraps):
+        sample = [pair for k in rng.integers(0, n, size=n) for pair in by_owner[k]]
+        for metric, value in predictor_metrics(sample, lambda p: p.predicted[name]).items():
+            if value is not None:
+                draws[metric].append(value)
+    out: dict[str, Any] = dict(point)
+    for metric, values in draws.items():
+        bounds = np.quantile(values, [0.025, 0.975]) if len(values) >= 20 else None
+        out[f"{metric}_ci"] = None if bounds is None else [round(float(b), 4) for b in bounds]
+    return out
+
+
+def render_interventions(doc: dict[str, Any]) -> str:
+    """The evaluation as a table, with what the figures mean."""
+    lines = [f"{doc['interventions']} interventions (median {doc['personas_per_intervention']} personas each, "
+             f"{doc['unsteered_rows']} unsteered rows), {doc['pairs']} (intervention, other value) pairs, "
+             f"{doc['moved_share']:.0%} moved beyond noise (95% t-test over personas)", "",
+             "| predictor | AUROC (95% CI) | sign accuracy on moved (95% CI) | MAE |", "|---|---|---|---|"]
+
+    def fmt(row: dict[str, Any], metric: str) -> str:
+        value, ci = row.get(metric), row.get(f"{metric}_ci")
+        text = "n/a" if value is None else f"{value:.3f}"
+        return text + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+
+    for name, row in doc["predictors"].items():
+        lines.append(f"| {name} | {fmt(row, 'auroc')} | {fmt(row, 'sign_accuracy')} | {fmt(row, 'mae')} |")
+    stat = doc["paper_statistic"]
+    lines += ["", "paper's statistic (share of values that moved): descendants of the target "
+              f"{stat['descendant']['rate']} ({stat['descendant']['changed']}/{stat['descendant']['total']}), "
+              f"non-descendants {stat['non_descendant']['rate']} ({stat['non_descendant']['changed']}/"
+              f"{stat['non_descendant']['total']})"]
+    if doc["skipped"]:
+        lines += ["", f"skipped {len(doc['skipped'])} intervention(s): " + "; ".join(doc["skipped"][:5])
+                  + (" ..." if len(doc["skipped"]) > 5 else "")]
+    return "\n".join(lines)

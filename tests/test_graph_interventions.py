@@ -1,0 +1,106 @@
+"""``graph evaluate --test``: the bundle's graph against an interventional matrix in the paper's format."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from causalguard.errors import ConfigError
+from causalguard.graphs.bundle.format import Bundle, save_bundle
+from causalguard.graphs.causal.graph import ValueGraph, make_edge
+from causalguard.graphs.causal.interventions import evaluate_interventions
+from causalguard.graphs.causal.matrix import read_score_matrix
+from causalguard.graphs.causal.predict import EffectModel
+
+NODES = ("a", "b", "c", "d", "e")
+# the true system: a -> b -> c (0.8 each); d and e stand alone
+TRUE = np.eye(5)
+TRUE[0, 1] = TRUE[1, 2] = 0.8
+TRUE[0, 2] = 0.64
+
+
+def _bundle(total: np.ndarray, edges: tuple = ()) -> Bundle:  # type: ignore[type-arg]
+    graph = ValueGraph(NODES, edges)
+    return Bundle({"model": {"name": "toy"}}, graph, EffectModel(NODES, total, np.zeros((0, 5, 5))), total, total)
+
+
+def _paper_csv(path: Path, seed: int = 0, personas: int = 8) -> Path:
+    """Rows in the paper's layout: unsteered personas, then each value steered by +0.5 per persona."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 1, size=(personas, 5)) @ TRUE  # persona differences propagate like interventions
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["steer_dim", "player_name", *NODES, *(f"{v}:scstd" for v in NODES), "stds", "scstds"])
+        for p in range(personas):
+            writer.writerow(["", f"p{p}", *base[p], *([0.1] * 5), 1, 1])
+        for x, name in enumerate(NODES):
+            push = np.zeros(5)
+            push[x] = 0.5
+            for p in range(personas):
+                row = base[p] + push @ TRUE + rng.normal(0, 0.02, size=5)
+                writer.writerow([name.upper(), f"p{p}", *row, *([0.1] * 5), 1, 1])
+    return path
+
+
+def test_the_true_graph_beats_no_graph_and_random_graphs(tmp_path: Path) -> None:
+    matrix = read_score_matrix(_paper_csv(tmp_path / "test.csv"))
+    edges = (make_edge("a", "b", "directed"), make_edge("b", "c", "directed"))
+    doc = evaluate_interventions(matrix, _bundle(TRUE, edges), random_graphs=10, bootstraps=200)
+    table = doc["predictors"]
+    assert doc["interventions"] == 5 and doc["pairs"] == 20
+    # a -> b, a -> c, b -> c move beyond noise; the other 17 pairs only by chance (a t-test false positive)
+    assert table["graph"]["auroc"] >= 0.8 and table["graph"]["sign_accuracy"] > 0.75
+    assert table["no_graph"]["auroc"] == pytest.approx(0.5)
+    assert table["graph"]["mae"] < table["no_graph"]["mae"]
+    low, high = table["graph"]["auroc_ci"]
+    assert low <= table["graph"]["auroc"] <= high and "random_graphs (mean of 10)" in table
+    stat = doc["paper_statistic"]
+    assert stat["descendant"]["rate"] == 1.0 and stat["non_descendant"]["rate"] < 0.25
+
+
+def test_an_empty_graph_predicts_at_chance(tmp_path: Path) -> None:
+    matrix = read_score_matrix(_paper_csv(tmp_path / "test.csv"))
+    doc = evaluate_interventions(matrix, _bundle(np.eye(5)), random_graphs=0, bootstraps=0)
+    assert doc["predictors"]["graph"]["auroc"] == pytest.approx(0.5)
+
+
+def test_a_matrix_without_unsteered_rows_or_values_is_a_clear_error(tmp_path: Path) -> None:
+    path = _paper_csv(tmp_path / "test.csv")
+    lines = path.read_text().splitlines(keepends=True)
+    (tmp_path / "steered.csv").write_text(lines[0] + "".join(lines[9:]))
+    with pytest.raises(ConfigError, match="no intervention has a target and two personas"):
+        evaluate_interventions(read_score_matrix(tmp_path / "steered.csv"), _bundle(TRUE))
+    other = ValueGraph(("a", "b", "zeta"), ())
+    bundle = Bundle({"model": {"name": "toy"}}, other, EffectModel(("a", "b", "zeta"), np.eye(3), np.zeros((0, 3, 3))),
+                    np.eye(3), np.eye(3))
+    with pytest.raises(ConfigError, match="lacks the bundle's value"):
+        evaluate_interventions(read_score_matrix(path), bundle)
+
+
+def test_graph_evaluate_command_prints_the_table(tmp_path: Path) -> None:
+    from causalguard.cli import app
+    from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
+
+    shipped = load_bundle(shipped_bundle_dir("smollm2-135m-instruct"))
+    nodes = list(shipped.effects.nodes)
+    rng = np.random.default_rng(1)
+    path = tmp_path / "test.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["steer_dim", "player_name", *nodes])
+        base = rng.normal(0, 0.1, size=(4, len(nodes)))
+        for p in range(4):
+            writer.writerow(["", f"p{p}", *base[p]])
+        for name in nodes[:3]:
+            for p in range(4):
+                writer.writerow([name, f"p{p}", *(base[p] + rng.normal(0, 0.05, size=len(nodes)))])
+    result = CliRunner().invoke(app, ["graph", "evaluate", str(shipped.path), "--test", str(path),
+                                      "--random-graphs", "3", "--bootstraps", "50", "--out", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    assert "3 interventions" in result.output and "| graph |" in result.output and "paper's statistic" in result.output
+    assert (tmp_path / "e.json").exists()
+    _ = save_bundle  # the shipped bundle is read, never written
