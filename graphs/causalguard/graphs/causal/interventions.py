@@ -24,6 +24,7 @@ descendants vs non-descendants moved).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +155,7 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     names = [n for n in pairs[0].predicted if not n.startswith("random_")]
     table = {name: _with_intervals(pairs, owner, len(interventions), name, bootstraps, seed) for name in names}
     if random_graphs:
-        runs = [predictor_metrics(pairs, lambda p, r=r: p.predicted[f"random_{r}"]) for r in range(random_graphs)]
+        runs = [predictor_metrics(pairs, _column(f"random_{r}")) for r in range(random_graphs)]
         table[f"random_graphs (mean of {random_graphs})"] = {
             m: _mean([run[m] for run in runs]) for m in ("auroc", "sign_accuracy", "mae")}
     return {
@@ -168,6 +169,10 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
         "paper_statistic": {name: {"changed": c, "total": t, "rate": round(c / t, 4) if t else None}
                             for name, (c, t) in paper.items()},
     }
+
+
+def _column(name: str) -> Callable[[PredictedPair], float]:
+    return lambda pair: pair.predicted[name]
 
 
 def _mean(values: list[float | None]) -> float | None:
