@@ -204,3 +204,38 @@ def test_cached_scores_reuse_by_reply_key_across_orders_and_subsets(tmp_path: Pa
     assert cached_scores(tmp_path / "c.json", 1, b, compute(b)) == ["s:z", "s:y"]
     assert calls == [[0, 1], [0]]
     assert cached_scores(tmp_path / "c.json", 2, a, compute(a)) == ["s:x", "s:y"] and calls[-1] == [0, 1]
+
+
+def _confirmation(power: float, half: float = 0.05, degraded: int = 1) -> dict:  # type: ignore[type-arg]
+    row = reply_row("x", {"power": power}, half=half, degraded=degraded)
+    return {"effects": row["effects"], "quality": row["quality"]}
+
+
+def test_confirmation_replaces_effects_and_keeps_only_levers_that_replicate() -> None:
+    from causalguard.graphs.behaviour.confirm import confirmed_catalog
+
+    catalog = _catalog_v2()
+    screened = catalog.lever("role:power:-").replies.effects["power"]  # type: ignore[union-attr]
+    held = confirmed_catalog(catalog, {"role:power:-": _confirmation(-0.2)}).lever("role:power:-")
+    assert held.replies is not None and held.replies.verdict == "usable" and held.replies.confirmed
+    assert held.replies.effects["power"].mean == pytest.approx(-0.2) and held.replies.screening == screened
+    assert "replicated" in held.replies.why
+    faded = confirmed_catalog(catalog, {"role:power:-": _confirmation(-0.02)}).lever("role:power:-")
+    assert faded.replies is not None and faded.replies.verdict == "no_target_effect"
+    assert "did not replicate" in faded.replies.why
+    degraded = confirmed_catalog(catalog, {"role:power:-": _confirmation(-0.3, degraded=30)}).lever("role:power:-")
+    assert degraded.replies is not None and degraded.replies.verdict == "degrades_replies"
+    # confirming twice keeps the first (selecting) measurement as the screening
+    twice = confirmed_catalog(confirmed_catalog(catalog, {"role:power:-": _confirmation(-0.2)}),
+                              {"role:power:-": _confirmation(-0.25)}).lever("role:power:-")
+    assert twice.replies is not None and twice.replies.screening == screened
+
+
+def test_a_lever_that_did_not_replicate_is_never_planned() -> None:
+    from causalguard.graphs.behaviour.confirm import confirmed_catalog
+
+    bundle = _bundle()
+    bundle.catalog = confirmed_catalog(bundle.catalog, {"role:power:-": _confirmation(-0.01),  # type: ignore[arg-type]
+                                                        "sae:f7:-0.25": _confirmation(-0.01)})
+    with pytest.raises(PlanInfeasibleError, match="no target effect"):
+        plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec())

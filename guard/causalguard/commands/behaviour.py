@@ -109,6 +109,35 @@ def behaviour_judge_command(
     typer.echo(f"  min {validation['min_auroc']:.3f}, mean {validation['mean_auroc']:.3f}")
 
 
+@behaviour_app.command("confirm")
+def behaviour_confirm_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder with a catalog measured on replies.")],
+    levers: Annotated[str | None, typer.Option(help="Comma-separated lever ids; default: every usable lever.")] = None,
+    work: Annotated[Path, typer.Option(help="Reply run folder (resumable).")] = Path("runs/confirm"),
+    prompts: Annotated[int, typer.Option(min=10, help="Dev prompts (balanced over values).")] = 40,
+    prompt_offset: Annotated[int, typer.Option(min=0, help="Skip the first N dev prompts of the balanced order "
+                                                           "(the report used 20).")] = 20,
+    personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus fresh personas.")] = 2,
+    persona_seed: Annotated[int, typer.Option(help="Seed of the fresh personas (the report used 2000).")] = 2001,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
+    restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
+) -> None:
+    """Measure levers again on replies nothing selected them on (fresh dev prompts and personas); their
+    effects in the catalog become the confirmation's, and a lever stays usable only if it replicates."""
+    from causalguard.graphs.behaviour.confirm import ConfirmSettings, confirm_levers
+    from causalguard.graphs.bundle.format import load_bundle
+    from causalguard.models import load_model
+
+    lm = load_model(model or load_bundle(bundle).model_name)
+    settings = ConfirmSettings(levers=tuple(x.strip() for x in levers.split(",")) if levers else None,
+                               prompts=prompts, prompt_offset=prompt_offset, personas=personas,
+                               persona_seed=persona_seed)
+    doc = confirm_levers(lm, bundle, work, settings, restart=restart, log=typer.echo)
+    for lever_id, row in doc["levers"].items():
+        typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
+    typer.echo(f"wrote {bundle / 'confirmation.json'} and updated {bundle / 'catalog.json'}")
+
+
 @behaviour_app.command("show")
 def behaviour_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's behaviour report (rendered from behaviour.json)."""

@@ -80,6 +80,14 @@ class LeverReplies(BaseModel):
     degrades_replies: bool
     verdict: Verdict
     why: str
+    screening: Interval | None = Field(default=None, description="after 'behaviour confirm': the first measurement "
+                                       "of the target effect, which selected the lever; effects are then the "
+                                       "confirmation's")
+
+    @property
+    def confirmed(self) -> bool:
+        """Measured again on replies nothing selected it on ('causalguard behaviour confirm')."""
+        return self.screening is not None
 
     @property
     def plannable(self) -> bool:

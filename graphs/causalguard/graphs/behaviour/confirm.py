@@ -1,0 +1,168 @@
+"""``causalguard behaviour confirm``: measure the usable levers again, on replies nothing selected them on.
+
+A lever earns ``usable`` by moving its target beyond noise in the behaviour report: one test among
+many levers, so the levers that pass are partly the lucky draws, and their measured effects run
+high (validation on held-out prompts measured about half the forecast). Confirmation is the second
+stage of a screen-then-confirm design:
+
+1. generate replies for the chosen levers (default: every ``usable`` one) and for the unsteered
+   model on a slice of the **dev** prompts the report did not use (``prompt_offset``) and fresh
+   personas (a seed no other run uses), through the guard's own generation path, checkpointed;
+2. judge them with the bundle's judge and flag quality with the bundle's calibration;
+3. replace each lever's reply effects in the catalog with the confirmation's (unbiased: nothing was
+   selected on them) and keep the screening's effect on the target beside them; the verdict stays
+   ``usable`` only when the confirmation also moves the target beyond noise the intended way (95%
+   t-interval) and its replies are not degraded; otherwise ``no_target_effect`` or
+   ``degrades_replies``, with the figures in ``why``.
+
+The figures go to ``confirmation.json`` in the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from causalguard.adapters.hf.hooks import install_steering_hooks
+from causalguard.adapters.hf.sae import load_sae
+from causalguard.behaviour.judge import load_probe_judge
+from causalguard.behaviour.prompts import load_prompts
+from causalguard.behaviour.quality import compare_degradation, reply_quality
+from causalguard.errors import ConfigError
+from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.report import (
+    finite_json,
+    lever_effects,
+    lever_reply_condition,
+    reply_personas,
+    served_system_prompt,
+)
+from causalguard.graphs.bundle.format import load_bundle
+from causalguard.graphs.levers.catalog import Catalog, Interval, LeverEntry, save_catalog
+from causalguard.models.loaded import LoadedModel
+
+CONFIRMATION_FILE = "confirmation.json"
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    levers: tuple[str, ...] | None = None  # None: every lever the catalog calls usable
+    prompts: int = 40  # dev prompts, balanced over values
+    prompt_offset: int = 20  # past the report's 20: prompts nothing was selected on
+    personas: int = 2  # the default assistant prompt plus fresh personas
+    persona_seed: int = 2001  # apart from the report's 2000 and validation's 3000+
+    replies: ReplySettings = field(default_factory=ReplySettings)
+    batch_size: int = 16
+
+
+def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: ConfirmSettings, *,
+                   restart: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
+    catalog, behaviour = bundle.catalog, bundle.behaviour
+    if catalog is None or not catalog.has_replies or behaviour is None:
+        raise ConfigError.single(str(bundle_dir), "confirmation needs a catalog measured on replies",
+                                 hint="run 'causalguard behaviour report --bundle FOLDER' first")
+    chosen = _chosen(catalog, settings.levers, bundle_dir)
+    dims = list(catalog.dimensions)
+    dev = load_prompts(dimensions=dims).split("dev")
+    prompts = list(dev.balanced(settings.prompt_offset + settings.prompts))[settings.prompt_offset:]
+    if len(prompts) < settings.prompts:
+        raise ValueError(f"the dev split has {len(dev.prompts)} prompts: {settings.prompts} from offset "
+                         f"{settings.prompt_offset} do not fit")
+    personas = reply_personas(settings.personas, settings.persona_seed)
+    sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
+    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog) for e in chosen]
+    identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
+                "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "dev",
+                "levers": [e.id for e in chosen]}
+    store = ReplyStore(work, identity, restart=restart)
+    log(f"confirming {len(chosen)} levers: {len(conditions)} conditions x {len(personas)} personas x "
+        f"{len(prompts)} dev prompts (offset {settings.prompt_offset})")
+    with install_steering_hooks(lm.model, [sae.layer] if sae is not None else []):
+        replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
+                              batch_size=settings.batch_size,
+                              progress=lambda done, total: log(f"  {done}/{total} replies"))
+    keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
+    log("judging and measuring reply quality ...")
+    judge = load_probe_judge(bundle_dir, lm)
+    judged = judge.score([replies[k].text for k in keys])
+    scores = {k: np.asarray(judged[i], dtype=float) for i, k in enumerate(keys)}
+    system_of, instructions, text_of = ({p.id: p.system_prompt for p in personas},
+                                        {c.id: c.instructions for c in conditions}, {q.id: q.text for q in prompts})
+    quality = reply_quality(lm, [text_of[k[2]] for k in keys], [replies[k].text for k in keys],
+                            systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys])
+    flags = {k: behaviour.calibration.degraded(quality[i]) for i, k in enumerate(keys)}
+    base_flags = [flags[("none", p.id, q.id)] for p in personas for q in prompts]
+    rows = {}
+    for lever in chosen:
+        effects = lever_effects(scores, lever.id, personas, prompts, dims)
+        degradation = compare_degradation([flags[(lever.id, p.id, q.id)] for p in personas for q in prompts],
+                                          base_flags)
+        rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
+    updated = confirmed_catalog(catalog, rows)
+    save_catalog(updated, bundle_dir)
+    doc = {"model": lm.name, "prompt_split": "dev", "prompts": [q.id for q in prompts],
+           "prompt_offset": settings.prompt_offset, "personas": [asdict(p) for p in personas],
+           "replies": asdict(settings.replies),
+           "levers": {e.id: {**rows[e.id], "screening": _screening(e).model_dump(),
+                             "verdict": updated.lever(e.id).replies.verdict,  # type: ignore[union-attr]
+                             "why": updated.lever(e.id).replies.why} for e in chosen}}  # type: ignore[union-attr]
+    (bundle_dir / CONFIRMATION_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
+    return doc
+
+
+def _chosen(catalog: Catalog, ids: Sequence[str] | None, bundle_dir: Path) -> list[LeverEntry]:
+    if ids is None:
+        chosen = [e for e in catalog.levers if e.replies is not None and e.replies.verdict == "usable"]
+    else:
+        known = {e.id for e in catalog.levers}
+        unknown = sorted(set(ids) - known)
+        if unknown:
+            raise ConfigError.single(str(bundle_dir / "catalog.json"), f"unknown lever ids: {', '.join(unknown)}",
+                                     field="--levers", hint="see 'causalguard levers show BUNDLE' for the ids")
+        chosen = [e for e in catalog.levers if e.id in ids and e.replies is not None]
+    if not chosen:
+        raise ConfigError.single(str(bundle_dir / "catalog.json"), "no lever to confirm (none is usable, or the "
+                                 "chosen ones were never measured on replies)", field="--levers",
+                                 hint="run 'causalguard behaviour report' first, or name levers with --levers")
+    return chosen
+
+
+def _screening(lever: LeverEntry) -> Interval:
+    assert lever.replies is not None and lever.target is not None
+    return lever.replies.screening or lever.replies.effects[lever.target]
+
+
+def confirmed_catalog(catalog: Catalog, rows: dict[str, dict[str, Any]]) -> Catalog:
+    """The catalog with each confirmed lever's reply effects replaced by the confirmation's and its verdict
+    decided on them (see the module docstring)."""
+    levers = []
+    for lever in catalog.levers:
+        row = rows.get(lever.id)
+        if row is None or lever.replies is None or lever.target is None:
+            levers.append(lever)
+            continue
+        effects = {d: Interval(**row["effects"][d]) for d in catalog.dimensions}
+        target = effects[lever.target]
+        moved = target.ci_low > 0 if lever.direction > 0 else target.ci_high < 0
+        q = row["quality"]
+        screening = _screening(lever)
+        figures = (f"screening {screening.mean:+.2f} ({screening.n} pairs), confirmation {target.mean:+.2f} "
+                   f"(95% CI {target.ci_low:+.2f} .. {target.ci_high:+.2f}, {target.n} fresh pairs)")
+        if q["is_degraded"]:
+            verdict, why = "degrades_replies", f"{figures}; {q['degraded']}/{q['n']} confirmation replies degraded"
+        elif not moved:
+            verdict, why = "no_target_effect", f"{figures}: did not replicate"
+        else:
+            verdict, why = "usable", f"{figures}: replicated"
+        replies = lever.replies.model_copy(update={
+            "effects": effects, "moves_target_as_intended": moved, "degraded": q["degraded"], "n": q["n"],
+            "degraded_rate": q["rate"], "p_value": q["p_value"], "degrades_replies": q["is_degraded"],
+            "verdict": verdict, "why": why, "screening": screening})
+        levers.append(lever.model_copy(update={"replies": replies}))
+    return catalog.model_copy(update={"levers": levers})
