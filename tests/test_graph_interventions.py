@@ -104,3 +104,27 @@ def test_graph_evaluate_command_prints_the_table(tmp_path: Path) -> None:
     assert "3 interventions" in result.output and "| graph |" in result.output and "paper's statistic" in result.output
     assert (tmp_path / "e.json").exists()
     _ = save_bundle  # the shipped bundle is read, never written
+
+
+def test_leave_one_lever_out_rediscovers_the_chain_without_each_levers_rows(tmp_path: Path) -> None:
+    from causalguard.graphs.causal.discovery import PCSettings
+    from causalguard.graphs.causal.leave_one_out import learning_curve, leave_one_lever_out
+
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 1, size=(200, 5))
+    observational = noise @ TRUE  # a -> b -> c, d and e alone
+    survey = tmp_path / "survey.csv"
+    with survey.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["condition", "role_kind", "steering", *NODES])
+        for k, row in enumerate(observational):
+            writer.writerow([f"persona:{k:03d}", "persona", "none", *row])
+    test = read_score_matrix(_paper_csv(tmp_path / "test.csv", personas=12))
+    doc = leave_one_lever_out(read_score_matrix(survey), test, _bundle(np.eye(5)), PCSettings(), random_graphs=5,
+                              bootstraps=100)
+    # the bundle's own (empty) graph is not used: each lever is predicted by a graph found without it
+    assert doc["training_rows"] == 200 + test.shape[0] and doc["edges_per_graph"] >= 2
+    assert doc["predictors"]["graph"]["auroc"] >= 0.8 > doc["predictors"]["no_graph"]["auroc"]
+    curve = learning_curve(read_score_matrix(survey), test, _bundle(np.eye(5)), PCSettings(), [0.2, 1.0],
+                           repeats=2)
+    assert [point["repeats"] for point in curve] == [2, 1] and curve[0]["training_rows"] < curve[1]["training_rows"]

@@ -119,19 +119,56 @@ def graph_evaluate_command(
     random_graphs: Annotated[int, typer.Option(min=0, help="Random DAGs with the graph's edge count.")] = 20,
     bootstraps: Annotated[int, typer.Option(min=0, help="Resamples of interventions for the intervals.")] = 1000,
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+    leave_one_out: Annotated[Path | None, typer.Option(
+        help="Observational survey (folder or CSV): instead of the bundle's graph, predict each intervention "
+             "with a graph discovered on this survey plus the other interventions' rows (sources-only "
+             "indicators), without its own.")] = None,
+    learning_curve: Annotated[str | None, typer.Option(
+        help="With --leave-one-out: comma-separated fractions of the training rows, e.g. 0.25,0.5,1 "
+             "(leave-one-out AUROC against rows).")] = None,
+    alpha: Annotated[float, typer.Option(min=0.0001, max=0.5,
+                                         help="PC's significance level (--leave-one-out).")] = 0.05,
 ) -> None:
     """Hold the bundle's graph against an interventional test matrix: per intervention, the change of every
     other value (steered minus the same persona unsteered) predicted from the target's own change, by the
     graph and by its baselines."""
     from causalguard.graphs.bundle import load_bundle
+    from causalguard.graphs.causal.discovery import PCSettings
     from causalguard.graphs.causal.interventions import evaluate_interventions, render_interventions
     from causalguard.graphs.causal.matrix import read_score_matrix
 
     loaded = load_bundle(bundle)
     matrix = read_score_matrix(test)
-    doc = evaluate_interventions(matrix, loaded, random_graphs=random_graphs, bootstraps=bootstraps)
-    typer.echo(f"{loaded.model_name}: graph with {len(loaded.graph.edges)} edges against {test}")
+    if leave_one_out is None:
+        if learning_curve is not None:
+            raise typer.BadParameter("needs --leave-one-out SURVEY", param_hint="--learning-curve")
+        doc = evaluate_interventions(matrix, loaded, random_graphs=random_graphs, bootstraps=bootstraps)
+        typer.echo(f"{loaded.model_name}: graph with {len(loaded.graph.edges)} edges against {test}")
+    else:
+        from causalguard.graphs.causal.leave_one_out import learning_curve as curve
+        from causalguard.graphs.causal.leave_one_out import leave_one_lever_out
+
+        survey = read_score_matrix(leave_one_out)
+        settings = PCSettings(alpha=alpha)
+        doc = leave_one_lever_out(survey, matrix, loaded, settings, random_graphs=random_graphs,
+                                  bootstraps=bootstraps)
+        typer.echo(f"{loaded.model_name}: leave one lever out, {doc['training_rows']} training rows "
+                   f"({survey.shape[0]} survey + {matrix.shape[0]} interventional), median "
+                   f"{doc['edges_per_graph']:.0f} edges among the values per graph, against {test}")
+        if learning_curve is not None:
+            try:
+                fractions = [float(x) for x in learning_curve.split(",")]
+            except ValueError:
+                raise typer.BadParameter(f"expected fractions like 0.25,0.5,1; got {learning_curve!r}",
+                                         param_hint="--learning-curve") from None
+            if not all(0 < f <= 1 for f in fractions):
+                raise typer.BadParameter("fractions must be in (0, 1]", param_hint="--learning-curve")
+            doc["learning_curve"] = curve(survey, matrix, loaded, settings, fractions)
     typer.echo(render_interventions(doc))
+    for point in doc.get("learning_curve", []):
+        typer.echo(f"  learning curve: {point['training_rows']} rows ({point['fraction']:.0%}, {point['repeats']} "
+                   f"draws): graph AUROC {point['graph_auroc']}, correlation {point['correlation_auroc']}, "
+                   f"{point['edges']:.1f} edges")
     if out is not None:
         out.write_text(json.dumps(doc, indent=2) + "\n")
         typer.echo(f"wrote {out}")

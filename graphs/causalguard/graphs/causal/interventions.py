@@ -33,6 +33,7 @@ import numpy as np
 from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.causal.evaluate import PredictedPair, predictor_metrics, random_graph_effects
+from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.reference import circumplex_pattern
 from causalguard.values.loading import slug
@@ -51,7 +52,7 @@ class Intervention:
     moved: np.ndarray  # bool per value
 
 
-def _layout(matrix: ScoreMatrix) -> tuple[str, str]:
+def id_layout(matrix: ScoreMatrix) -> tuple[str, str]:
     info = matrix.row_info[0] if matrix.row_info else {}
     if "steer_dim" in info and "player_name" in info:
         return "steer_dim", "player_name"
@@ -79,7 +80,7 @@ def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[In
     its personas); also what was skipped, and why."""
     from scipy.stats import t as student_t
 
-    steer_col, persona_col = _layout(matrix)
+    steer_col, persona_col = id_layout(matrix)
     unsteered: dict[str, int] = {}
     steered: dict[str, dict[str, int]] = {}
     for i, info in enumerate(matrix.row_info):
@@ -107,21 +108,31 @@ def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[In
     return out, skipped
 
 
-def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,
-                           seed: int = 0) -> dict[str, Any]:
-    """The graph and its baselines on an interventional matrix (see the module docstring)."""
-    nodes = list(bundle.effects.nodes)
+GraphFor = Callable[[Intervention], tuple[ValueGraph, np.ndarray]]  # the graph and total effects to predict with
+
+
+def aligned(matrix: ScoreMatrix, nodes: list[str], what: str = "--test") -> ScoreMatrix:
+    """``matrix`` with exactly the value columns ``nodes``, in that order."""
     missing = [v for v in nodes if v not in matrix.columns]
     if missing:
-        raise ConfigError.single("--test", f"the matrix lacks the bundle's value(s) {', '.join(missing)}",
+        raise ConfigError.single(what, f"the matrix lacks the bundle's value(s) {', '.join(missing)}",
                                  hint=f"its value columns are: {', '.join(matrix.columns)}")
-    matrix = ScoreMatrix(nodes, matrix.values[:, [matrix.columns.index(v) for v in nodes]], matrix.row_ids,
-                         matrix.row_info, matrix.dropped)
+    return ScoreMatrix(nodes, matrix.values[:, [matrix.columns.index(v) for v in nodes]], matrix.row_ids,
+                       matrix.row_info, matrix.dropped)
+
+
+def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,
+                           seed: int = 0, graph_for: GraphFor | None = None) -> dict[str, Any]:
+    """The graph and its baselines on an interventional matrix (see the module docstring). ``graph_for``
+    gives the graph to predict each intervention with (default: the bundle's, for every one; leave-one-
+    lever-out passes graphs discovered without the intervention's rows)."""
+    nodes = list(bundle.effects.nodes)
+    matrix = aligned(matrix, nodes)
     interventions, skipped = measured_interventions(matrix, bundle)
     if not interventions:
         raise ConfigError.single("--test", "no intervention has a target and two personas with unsteered rows",
                                  hint="; ".join(skipped[:5]) or "add steered and unsteered rows per persona")
-    steer_col, _ = _layout(matrix)
+    steer_col, _ = id_layout(matrix)
     base = np.array([i for i, info in enumerate(matrix.row_info) if info.get(steer_col, "").strip().lower()
                      in UNSTEERED])
     observed = matrix.values[base]
@@ -129,15 +140,15 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     sd = observed.std(axis=0, ddof=1)
     pattern = circumplex_pattern(nodes)
     rng = np.random.default_rng(seed)
-    randoms = [random_graph_effects(bundle.graph, observed, nodes, rng) for _ in range(random_graphs)]
-    total = bundle.effects.total
     pairs: list[PredictedPair] = []
     owner: list[int] = []  # which intervention each pair belongs to (bootstrap unit)
     paper = {"descendant": [0, 0], "non_descendant": [0, 0]}
     for k, item in enumerate(interventions):
         x = nodes.index(item.target)
         delta = float(item.mean[x])
-        descendants = bundle.graph.descendants(item.target)
+        graph, total = graph_for(item) if graph_for is not None else (bundle.graph, bundle.effects.total)
+        randoms = [random_graph_effects(graph, observed, nodes, rng) for _ in range(random_graphs)]
+        descendants = graph.descendants(item.target)
         for j, v in enumerate(nodes):
             if j == x:
                 continue
