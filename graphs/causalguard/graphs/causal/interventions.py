@@ -13,7 +13,8 @@ others from it, as the planner does:
 
 - ``graph``: the bundle's total effects, ``m[X] * T[X, v]``;
 - ``no_graph``: no side effects (0);
-- ``correlation``: the regression slope of v on X over the test's *unsteered* rows;
+- ``correlation``: the regression slope of v on X over unsteered rows (the test's own, or the training
+  survey's for leave-one-lever-out);
 - ``human_circumplex``: Schwartz's circular pattern scaled by the unsteered spread (Schwartz values only);
 - ``random_graphs``: SEMs on random DAGs with the graph's edge count, fitted on the unsteered rows.
 
@@ -122,10 +123,12 @@ def aligned(matrix: ScoreMatrix, nodes: list[str], what: str = "--test") -> Scor
 
 
 def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,
-                           seed: int = 0, graph_for: GraphFor | None = None) -> dict[str, Any]:
+                           seed: int = 0, graph_for: GraphFor | None = None,
+                           observational: np.ndarray | None = None) -> dict[str, Any]:
     """The graph and its baselines on an interventional matrix (see the module docstring). ``graph_for``
     gives the graph to predict each intervention with (default: the bundle's, for every one; leave-one-
-    lever-out passes graphs discovered without the intervention's rows)."""
+    lever-out passes graphs discovered without the intervention's rows); ``observational`` the unsteered
+    rows the baselines are fitted on (default: the test matrix's own)."""
     nodes = list(bundle.effects.nodes)
     matrix = aligned(matrix, nodes)
     interventions, skipped = measured_interventions(matrix, bundle)
@@ -135,7 +138,7 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     steer_col, _ = id_layout(matrix)
     base = np.array([i for i, info in enumerate(matrix.row_info) if info.get(steer_col, "").strip().lower()
                      in UNSTEERED])
-    observed = matrix.values[base]
+    observed = matrix.values[base] if observational is None else observational
     cov = np.cov(observed, rowvar=False)
     sd = observed.std(axis=0, ddof=1)
     pattern = circumplex_pattern(nodes)

@@ -81,8 +81,9 @@ def leave_one_lever_out(survey: ScoreMatrix, test: ScoreMatrix, bundle: Bundle, 
         used.append(len(graph.edges))
         return graph, total
 
+    unsteered = np.array([r for r in rows if pool.steering[r].lower() in UNSTEERED])
     doc = evaluate_interventions(test, bundle, random_graphs=random_graphs, bootstraps=bootstraps, seed=seed,
-                                 graph_for=graph_for)
+                                 graph_for=graph_for, observational=pool.values[unsteered])
     doc["training_rows"] = len(rows)
     doc["edges_per_graph"] = float(np.median(used)) if used else 0.0
     return doc
