@@ -89,7 +89,7 @@ def test_plan_command_explains_an_infeasible_profile(config: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     # on this model no lever raises benevolence in replies without degrading them: refused, with the reason
     assert "infeasible" in proc.stderr and "benevolence" in proc.stderr and "fix:" in proc.stderr
-    assert "not moved beyond noise" in proc.stderr and "reply quality" in proc.stderr
+    assert "no allowed lever built for benevolence" in proc.stderr and "degrades replies" in proc.stderr
 
 
 REPLY_AUDIT_YAML = """\
