@@ -234,3 +234,54 @@ def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(cli
     assert '"generation failed: internal error (see the server log)"' in events
     assert "/secret/path" not in events and events.rstrip().endswith("data: [DONE]")
     assert "causalguard_requests_in_flight 0.0" in client.get("/metrics/").text
+
+
+@pytest.mark.parametrize(("patch", "param"), [
+    ({"top_p": 0.5}, "top_p"),
+    ({"stop": ["\n"]}, "stop"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logprobs": True}, "logprobs"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"temprature": 0.5}, "temprature"),
+])
+def test_every_field_is_honoured_or_named_in_a_400(client: TestClient, patch: dict, param: str) -> None:
+    response = client.post("/v1/chat/completions", json={**ASK, **patch})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_fields_at_their_off_value_are_served(client: TestClient) -> None:
+    off = {"top_p": 1, "stop": None, "presence_penalty": 0, "logprobs": False, "tools": [], "user": "u-1",
+           "response_format": {"type": "text"}}
+    assert client.post("/v1/chat/completions", json={**ASK, **off}).status_code == 200
+
+
+def test_models_profiles_and_request_ids(client: TestClient) -> None:
+    unknown = client.post("/v1/chat/completions", json={**ASK, "model": "gpt-4o"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    clash = client.post("/v1/chat/completions", json={**ASK, "model": "tiny-llama:kind", "profile": "plain"})
+    assert clash.status_code == 400 and clash.json()["error"]["param"] == "profile"
+    assert client.get("/v1/models/tiny-llama:kind").json()["id"] == "tiny-llama:kind"
+    assert client.get("/v1/models/gpt-4o").status_code == 404
+    echoed = client.post("/v1/chat/completions", json=ASK, headers={"x-request-id": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    generated = client.get("/healthz", headers={"x-request-id": "bad id with spaces"})
+    assert generated.headers["x-request-id"].startswith("req-")
+
+
+def test_invalid_json_says_where(client: TestClient) -> None:
+    response = client.post("/v1/chat/completions", content=b'{"model": "tiny-llama",\n "messages": [}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "line 2, column" in response.json()["error"]["message"]
+
+
+def test_a_stream_names_its_levers_and_usage(client: TestClient) -> None:
+    text = client.post("/v1/chat/completions", json={**ASK, "stream": True,
+                                                     "stream_options": {"include_usage": True}}).text
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    finish = next(e for e in events if e["choices"] and e["choices"][0]["finish_reason"])
+    assert finish["causalguard"] == {"profile": "default", "levers": ["sae:f7:-0.5"]}
+    usage = events[-1]["usage"]
+    assert events[-1]["choices"] == [] and usage["completion_tokens"] == 6 and usage["prompt_tokens"] > 0

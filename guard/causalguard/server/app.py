@@ -26,6 +26,7 @@ from causalguard.errors import CausalguardError
 from causalguard.metrics import GuardMetrics, metrics_asgi_app
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.body_limit import BodyLimit
+from causalguard.server.request_id import RequestId
 from causalguard.server.routes import error_response, router
 from causalguard.server.state import ServerState, reload_config
 
@@ -83,10 +84,22 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
     app.mount("/metrics", metrics_asgi_app(state.metrics))
 
     app.add_middleware(BodyLimit, limit=lambda: state.config.server.max_request_bytes)
+    app.add_middleware(RequestId)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # loc is ("body", <character offset>): say where, in lines
+            offset = next((p for p in first.get("loc", ())[1:] if isinstance(p, int)), None)
+            body = exc.body if isinstance(exc.body, str | bytes) else b""
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            where = ""
+            if offset is not None:
+                line = text.count("\n", 0, offset) + 1
+                where = f" at line {line}, column {offset - (text.rfind(chr(10), 0, offset) + 1) + 1}"
+            ctx = first.get("ctx")
+            detail = ctx.get("error", "JSON decode error") if isinstance(ctx, dict) else "JSON decode error"
+            return error_response(400, f"the body is not valid JSON{where}: {detail}", param=None, code="invalid_json")
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         return error_response(400, f"{param or 'body'}: {first.get('msg')}", param=param, code="invalid_value")
 

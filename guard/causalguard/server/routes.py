@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.runtime.value_guard import Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
+from causalguard.server.request_id import request_id_of
 from causalguard.server.schemas import ChatCompletionRequest, RequestRejected, error_body, translate_request
 from causalguard.server.state import ServerState, reload_config
 from causalguard.server.streaming import ThreadedIterator
@@ -79,6 +80,16 @@ async def models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "causalguard"}
                                        for i in ids]}
 
+@router.get("/v1/models/{model_id}")
+async def model(model_id: str, request: Request) -> Any:
+    state = server_state(request)
+    name = state.config.model
+    if model_id not in [name] + [f"{name}:{p}" for p in state.config.profile_names]:
+        return error_response(404, f"the model '{model_id}' does not exist here (GET /v1/models lists them)",
+                              param="model", code="model_not_found")
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "causalguard"}
+
+
 @router.post("/admin/reload")
 async def admin_reload(request: Request) -> JSONResponse:
     state = server_state(request)
@@ -109,6 +120,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     try:
         call = translate_request(body, guard)
     except RequestRejected as exc:
+        log.info("request %s rejected: %s (param %s, code %s)", request_id_of(request.scope), exc, exc.param,
+                 exc.code)
         return error_response(exc.status, str(exc), type_=exc.type_, param=exc.param, code=exc.code)
     config, profile, messages = guard.config, call.profile, call.messages
     stack = AsyncExitStack()
@@ -122,7 +135,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                               "temperature": call.temperature, "seed": call.seed,
                               "extra_interventions": call.interventions}
     if body.stream:
-        return ClosingStreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request),
+        trailer = {"usage": call.prompt_tokens} if body.stream_options and body.stream_options.include_usage else {}
+        return ClosingStreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request, trailer),
                                         media_type="text/event-stream")
     async with stack:
         cancel = Cancellation()
@@ -145,8 +159,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
 
 async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, str]], kwargs: dict[str, Any],
-               model: str, stack: AsyncExitStack, request: Request) -> AsyncIterator[str]:
-    """SSE chunks; a client that disconnects cancels generation, which releases its slot.
+               model: str, stack: AsyncExitStack, request: Request, trailer: dict[str, int]) -> AsyncIterator[str]:
+    """SSE chunks; a client that disconnects cancels generation, which releases its slot. The last chunk
+    names the profile and levers applied (``causalguard``); with ``stream_options.include_usage`` a usage
+    chunk follows, as OpenAI sends it (``trailer["usage"]`` holds the prompt tokens).
 
     The disconnect is polled between tokens: uvicorn drops writes to a closed connection silently,
     so waiting for a failed write would let the generation run to its end."""
@@ -157,10 +173,13 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     deadline = time.monotonic() + guard.config.server.request_timeout_seconds
 
-    def chunk(delta: dict[str, str], finish: str | None) -> str:
+    def chunk(delta: dict[str, str], finish: str | None, **extra: Any) -> str:
         body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(body)}\n\n"
+
+    plan = guard.state.plan(kwargs["profile"])
+    applied = {"profile": kwargs["profile"], "levers": [lever.id for lever in plan.levers]}
 
     try:
         yield chunk({"role": "assistant", "content": ""}, None)
@@ -173,7 +192,14 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
                 break
             piece = await asyncio.wait_for(pieces.next(), remaining) if remaining > 0 else None
             if piece is None:
-                yield chunk({}, report.get("finish_reason", "stop"))
+                yield chunk({}, report.get("finish_reason", "stop"), causalguard=applied)
+                if "usage" in trailer:
+                    done = int(report.get("completion_tokens", 0))
+                    usage = {"prompt_tokens": trailer["usage"], "completion_tokens": done,
+                             "total_tokens": trailer["usage"] + done}
+                    body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [], "usage": usage}
+                    yield f"data: {json.dumps(body)}\n\n"
                 break
             if await request.is_disconnected():
                 break  # finally: cancel generation, release the slot

@@ -33,8 +33,27 @@ class ClientIntervention(BaseModel):
     value: float = Field(ge=-1e4, le=1e4)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+# OpenAI request fields this server does not honour: accepted only at the value that means "off"
+# (what the client gets then is what it asked for); any other value is a 400 naming the field.
+UNSUPPORTED_UNLESS_OFF: dict[str, tuple[Any, ...]] = {
+    "stop": (None, [], ""), "top_p": (None, 1, 1.0), "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0), "logprobs": (None, False), "top_logprobs": (None, 0),
+    "logit_bias": (None, {}), "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
+    "function_call": (None, "none"), "parallel_tool_calls": (None, False, True),
+    "response_format": (None, {"type": "text"}), "modalities": (None, ["text"]), "audio": (None,),
+    "prediction": (None,), "reasoning_effort": (None,), "web_search_options": (None,),
+}
+# Fields that do not change the reply: accepted and recorded nowhere.
+IGNORED_FIELDS = ("user", "metadata", "store", "service_tier")
+
+
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -42,12 +61,25 @@ class ChatCompletionRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="Only n=1 is served.")
     profile: str | None = Field(default=None, max_length=100)
     interventions: list[ClientIntervention] = Field(default_factory=list, max_length=16)
 
     def token_limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """The first field this server would not honour: (field, why); None when every field is served."""
+        for name, value in (self.model_extra or {}).items():
+            if name in IGNORED_FIELDS:
+                continue
+            if name not in UNSUPPORTED_UNLESS_OFF:
+                return name, f"unknown field '{name}'"
+            if value not in UNSUPPORTED_UNLESS_OFF[name]:
+                return name, f"'{name}' is not supported by this server (leave it out or at its default)"
+        return None
+
 
 
 def error_body(message: str, *, type_: str = "invalid_request_error", param: str | None = None,
@@ -75,13 +107,25 @@ class GuardCall:
     temperature: float
     seed: int | None
     interventions: tuple[SaeIntervention, ...]
+    prompt_tokens: int = 0
 
 
 def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCall:
     """Check a request against the guard's current config and translate it; ``RequestRejected`` if it
     cannot be served (unknown profile, too many tokens, interventions the operator does not allow)."""
     config = guard.config
-    profile = body.profile or (body.model.split(":", 1)[1] if ":" in body.model else "default")
+    unsupported = body.unsupported()
+    if unsupported is not None:
+        raise RequestRejected(400, unsupported[1], param=unsupported[0], code="unsupported_parameter")
+    name, _, named_profile = body.model.partition(":")
+    if name != config.model:
+        raise RequestRejected(404, f"the model '{body.model}' does not exist here; models: {config.model} and "
+                                   f"{config.model}:<profile> (GET /v1/models)", param="model",
+                              code="model_not_found", type_="invalid_request_error")
+    if body.profile and named_profile and body.profile != named_profile:
+        raise RequestRejected(400, f"profile '{body.profile}' and model '{body.model}' name different profiles; "
+                                   "give one of them", param="profile", code="conflicting_profile")
+    profile = body.profile or named_profile or "default"
     if profile not in guard.state.plans:
         raise RequestRejected(400, f"unknown profile '{profile}'; profiles: {', '.join(guard.state.plans)}",
                               param="profile", code="unknown_profile")
@@ -109,13 +153,13 @@ def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCa
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
     if not any(m["role"] != "system" for m in messages):
         raise RequestRejected(400, "messages need at least one user turn", param="messages")
-    check_prompt_length(guard, messages, profile, limit)
-    return GuardCall(profile, messages, limit, body.temperature, body.seed, extra)
+    tokens = check_prompt_length(guard, messages, profile, limit)
+    return GuardCall(profile, messages, limit, body.temperature, body.seed, extra, tokens)
 
 
-def check_prompt_length(guard: ValueGuard, messages: list[dict[str, str]], profile: str, max_new_tokens: int) -> None:
-    """Refuse, before admission, a conversation longer than the operator's ``server.max_prompt_tokens`` or
-    one whose reply would not fit the model's context."""
+def check_prompt_length(guard: ValueGuard, messages: list[dict[str, str]], profile: str, max_new_tokens: int) -> int:
+    """The conversation's prompt tokens; refuse, before admission, one longer than the operator's
+    ``server.max_prompt_tokens`` or one whose reply would not fit the model's context."""
     config = guard.config
     tokens = len(guard.prompt_ids(messages, guard.state.plans[profile], config))
     if tokens > config.server.max_prompt_tokens:
@@ -127,3 +171,4 @@ def check_prompt_length(guard: ValueGuard, messages: list[dict[str, str]], profi
         raise RequestRejected(400, f"the conversation ({tokens} tokens) plus max_tokens ({max_new_tokens}) exceeds "
                                    f"the model's context of {context} tokens",
                               param="messages", code="context_length_exceeded")
+    return tokens
