@@ -48,6 +48,9 @@ def render_reference() -> str:
     lines += _section("Profiles (`profiles.<name>`)", ProfileSpec, "")
     for name, field in GuardConfig.model_fields.items():
         annotation = field.annotation
+        optional = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(optional) == 1:  # `X | None`: the section of X
+            annotation = optional[0]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             lines += _section(f"`{name}`", annotation, f"{name}.")
     protected = typing.get_args(GuardConfig.model_fields["protected"].annotation)[1]

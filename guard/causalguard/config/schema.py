@@ -120,6 +120,21 @@ class ServerSpec(_Strict):
                                         description="Env var holding the admin endpoint's bearer token.")
 
 
+class UpstreamSpec(_Strict):
+    """Proxy mode: replies come from an OpenAI-compatible chat-completions server (vLLM, TGI, llama.cpp,
+    a hosted API) serving the same model; the guard plans role levers, composes them into the system
+    message, and forwards. The local model is still loaded for planning checks and reply audits."""
+
+    base_url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+                          description="The upstream's API root, e.g. http://127.0.0.1:8080/v1.")
+    model: str = Field(min_length=1, max_length=200, description="The model name the upstream expects.")
+    api_key_env: str | None = Field(default=None, description="Env var holding the upstream's API key (never logged).")
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Whole-request timeout (504 after it).")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600, description="Connection timeout.")
+    retries: int = Field(default=2, ge=0, le=10, description="Retries of requests that could not connect (then 503).")
+    max_connections: int = Field(default=16, ge=1, le=1024, description="Connection pool size.")
+
+
 class GuardConfig(_Strict):
     """The whole operator file."""
 
@@ -141,6 +156,8 @@ class GuardConfig(_Strict):
     audit: AuditSpec = Field(default_factory=AuditSpec, description="See `audit`.")
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="See `metrics`.")
     server: ServerSpec = Field(default_factory=ServerSpec, description="See `server`.")
+    upstream: UpstreamSpec | None = Field(default=None, description="See `upstream` (proxy mode); none: the "
+                                                                     "local model generates.")
 
     def profile(self, name: str = "default") -> ProfileSpec:
         if name == "default":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from causalguard.adapters.hf.interventions import SaeIntervention
@@ -73,6 +73,10 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
         try:
             plans[name] = plan_levers(profile, bundle, config.limits, name=name,
                                       sae_available=local_model and sae is not None, units=config.units)
+            if not local_model and config.profile(name).method != "role":
+                note = ("generation is remote (an upstream server or a LangChain model): SAE levers cannot run "
+                        "there, so this profile was planned with role levers only")
+                plans[name] = replace(plans[name], reasons=(*plans[name].reasons, note))
         except PlanInfeasibleError as exc:
             if local_model:
                 raise

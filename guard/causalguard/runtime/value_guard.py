@@ -114,7 +114,9 @@ class ValueGuard:
         self.bundle = bundle if isinstance(bundle, Bundle) else self._load_bundle(first, bundle, force_bundle)
         self.catalog = bundle_catalog(self.bundle)
         self.sae: LoadedSae | None = None
-        if self.bundle.sae_dir is not None:
+        # proxy mode (``upstream:``): replies come from the upstream, so SAE levers cannot run; fixed at start
+        self.proxy = first.upstream is not None
+        if self.bundle.sae_dir is not None and not self.proxy:
             self.sae = load_sae(self.bundle.sae_dir, self.lm)
         self.metrics = metrics if metrics is not None else GuardMetrics()
         self._closed = False
@@ -196,7 +198,7 @@ class ValueGuard:
                             busy=lambda: self.busy())
 
     def _build_state(self, sourced: SourcedConfig) -> GuardState:
-        return build_guard_state(sourced, self.bundle, sae=self.sae)
+        return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy)
 
     def _publish(self, state: GuardState) -> None:
         for plan in state.plans.values():
@@ -367,6 +369,10 @@ class ValueGuard:
         """Dispatcher hooks this guard has installed (0 once closed, or without an SAE)."""
         hooks = getattr(self, "hooks", None)
         return len(hooks.handles) if hooks is not None else 0
+
+    def record_request(self, profile: str, outcome: RequestOutcome, seconds: float) -> None:
+        """Count a request served elsewhere (proxy mode) under this guard's metrics."""
+        self._count(profile, self.state.plan(profile), outcome, seconds)
 
     def _count(self, profile: str, plan: Plan, outcome: RequestOutcome, seconds: float) -> None:
         self.metrics.count_request(profile, method_label(plan), outcome, seconds,

@@ -78,6 +78,8 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
             await asyncio.to_thread(loader.join)
             if state.guard is not None:
                 state.guard.close()
+            if state.upstream is not None:
+                await state.upstream.aclose()
 
     app = FastAPI(title="causalguard", lifespan=lifespan)
     app.state.guard_server = state

@@ -20,12 +20,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from causalguard.errors import CausalguardError, ConfigError
+from causalguard.metrics import RequestOutcome
+from causalguard.runtime.prompts import compose_messages
 from causalguard.runtime.value_guard import Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
 from causalguard.server.request_id import request_id_of
-from causalguard.server.schemas import ChatCompletionRequest, RequestRejected, error_body, translate_request
+from causalguard.server.schemas import (
+    ChatCompletionRequest,
+    GuardCall,
+    RequestRejected,
+    error_body,
+    translate_request,
+)
 from causalguard.server.state import ServerState, reload_config
 from causalguard.server.streaming import ThreadedIterator
+from causalguard.server.upstream import Upstream, UpstreamError
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -131,6 +140,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         state.metrics.count_rejected(profile)
         return error_response(429, f"server busy: {exc}", type_="rate_limit_error", code="queue_full",
                       headers={"Retry-After": "1"})
+    if state.upstream is not None:
+        return await _proxied(state, state.upstream, guard, call, body, stack, request)
     kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": call.max_new_tokens,
                               "temperature": call.temperature, "seed": call.seed,
                               "extra_interventions": call.interventions}
@@ -222,3 +233,52 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
         with anyio.CancelScope(shield=True):
             await pieces.aclose()
             await stack.aclose()
+
+
+async def _proxied(state: ServerState, upstream: Upstream, guard: ValueGuard, call: GuardCall,
+                   body: ChatCompletionRequest, stack: AsyncExitStack, request: Request) -> Any:
+    """Proxy mode: the plan's role levers composed into the system message, generation upstream."""
+    plan = guard.state.plan(call.profile)
+    messages = compose_messages(call.messages, guard.config.system_prompt, plan.role_instructions())
+    applied = {"profile": call.profile, "levers": [lever.id for lever in plan.levers]}
+    payload = upstream.payload(messages, max_tokens=call.max_new_tokens, temperature=call.temperature,
+                               seed=call.seed, stream=body.stream)
+    started = time.perf_counter()
+    if not body.stream:
+        async with stack:
+            try:
+                reply = await upstream.complete(payload)
+            except UpstreamError as exc:
+                guard.record_request(call.profile, "error", time.perf_counter() - started)
+                return error_response(exc.status, str(exc), type_="server_error", code=exc.code)
+        guard.record_request(call.profile, "ok", time.perf_counter() - started)
+        return {**reply, "model": body.model, "causalguard": applied}
+    return ClosingStreamingResponse(_proxied_sse(upstream, guard, payload, body.model, applied, stack, request,
+                                                 started), media_type="text/event-stream")
+
+
+async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str, Any], model: str,
+                       applied: dict[str, Any], stack: AsyncExitStack, request: Request,
+                       started: float) -> AsyncIterator[str]:
+    outcome: RequestOutcome = "error"
+    chunks = upstream.stream(payload)
+    try:
+        async for chunk in chunks:
+            if await request.is_disconnected():
+                outcome = "cancelled"
+                break  # closing the upstream stream below cancels its generation
+            chunk["model"] = model
+            if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
+                chunk["causalguard"] = applied
+            yield f"data: {json.dumps(chunk)}\n\n"
+        else:
+            outcome = "ok"
+            yield "data: [DONE]\n\n"
+    except UpstreamError as exc:
+        yield f"data: {json.dumps(error_body(str(exc), type_='server_error', code=exc.code))}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()
+            await stack.aclose()
+            guard.record_request(applied["profile"], outcome, time.perf_counter() - started)

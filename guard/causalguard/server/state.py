@@ -10,6 +10,7 @@ from causalguard.errors import CausalguardError
 from causalguard.metrics import GuardMetrics
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.admission import Admission
+from causalguard.server.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ class ServerState:
         self.admission = Admission(source.config.server.max_concurrency, source.config.server.max_queue)
         metrics.track_admission(lambda: self.admission.running, lambda: self.admission.waiting)
         self.guard: ValueGuard | None = None
+        # proxy mode: the upstream that generates (read at start-up; a reload does not switch it)
+        self.upstream: Upstream | None = Upstream(source.config.upstream) if source.config.upstream else None
         self.ready = False
         self.load_error: str | None = None
 
