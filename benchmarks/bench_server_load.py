@@ -17,8 +17,11 @@ from _timing import machine
 from causalguard.server.loadtest import run_load
 from causalguard.server.process import serve_in_process
 
+# Serving plumbing, not value claims: survey units plan these profiles (in reply units this model can only
+# move stimulation; README, "What the replies show").
 CONFIG = """\
 model: smollm2-135m-instruct
+units: survey
 targets:
   benevolence: {direction: increase}
 method: role
@@ -29,6 +32,7 @@ profiles:
     method: auto
   plain: {}
 audit:
+  kind: survey
   interval_seconds: 30
 server:
   max_concurrency: 2

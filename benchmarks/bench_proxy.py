@@ -1,0 +1,95 @@
+"""Added latency of proxy mode: the same requests straight to llama.cpp's server and through the guard.
+
+    .venv/bin/python benchmarks/bench_proxy.py [--requests 40] [--max-tokens 16]
+
+Starts llama.cpp's OpenAI-compatible server (scripts/install-llama-cpp-server.sh) on the embedded
+SmolLM2 GGUF and ``causalguard serve`` in proxy mode in front of it (profile 'plain': no levers, so both
+arms send the same messages), then alternates direct and proxied requests: p50/p95 of the whole
+non-streamed request and of the time to the first streamed token, and the proxy's added median.
+Targets (issue 15): under 5 ms added at p50, and time to first token within 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from _timing import machine
+
+from causalguard.models.registry import EMBEDDED_MODELS
+from causalguard.server.process import free_port, serve_in_process
+
+ASK = [{"role": "system", "content": "You are a helpful assistant."},
+       {"role": "user", "content": "Name a colour."}]
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _timed(client: httpx.Client, url: str, model: str, max_tokens: int, stream: bool) -> float:
+    body = {"model": model, "messages": ASK, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
+    start = time.perf_counter()
+    if not stream:
+        client.post(url, json=body).raise_for_status()
+        return time.perf_counter() - start
+    with client.stream("POST", url, json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"content": "' in line and '"content": ""' not in line:
+                return time.perf_counter() - start
+    raise RuntimeError("no token streamed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    args = parser.parse_args()
+    port = free_port()
+    gguf = EMBEDDED_MODELS["smollm2-135m-instruct"].locate_gguf()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        upstream = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
+                                     "127.0.0.1", "--port", str(port), "--model_alias", "up", "--n_threads", "2"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        direct_url = f"http://127.0.0.1:{port}/v1"
+        try:
+            for _ in range(240):
+                try:
+                    if httpx.get(f"{direct_url}/models", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            config = folder / "guard.yaml"
+            config.write_text("model: smollm2-135m-instruct\nsystem_prompt: You are a helpful assistant.\n"
+                              "profiles:\n  plain: {}\naudit: {enabled: false}\n"
+                              f"upstream:\n  base_url: {direct_url}\n  model: up\n")
+            with serve_in_process(config, folder / "server.log") as guard, httpx.Client(timeout=120) as client:
+                arms = {"direct": (f"{direct_url}/chat/completions", "up"),
+                        "proxied": (f"{guard.url}/v1/chat/completions", "smollm2-135m-instruct:plain")}
+                results: dict[tuple[str, bool], list[float]] = {(a, s): [] for a in arms for s in (False, True)}
+                for stream in (False, True):
+                    for url, model in arms.values():  # warm-up
+                        _timed(client, url, model, args.max_tokens, stream)
+                    for _ in range(args.requests):
+                        for name, (url, model) in arms.items():
+                            results[(name, stream)].append(_timed(client, url, model, args.max_tokens, stream))
+        finally:
+            upstream.terminate()
+            upstream.wait(30)
+    print(f"machine: {machine()}; {args.requests} requests per arm, interleaved, {args.max_tokens} tokens")
+    for stream, what in ((False, "whole request"), (True, "time to first token")):
+        direct, proxied = results[("direct", stream)], results[("proxied", stream)]
+        d50, d95, p50, p95 = (_quantile(v, q) * 1e3 for v in (direct, proxied) for q in (0.5, 0.95))
+        print(f"  {what:20s} direct p50 {d50:7.1f} ms  p95 {d95:7.1f} | proxied p50 {p50:7.1f} ms  p95 {p95:7.1f}"
+              f" | added p50 {p50 - d50:+.1f} ms (target < 5 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Proxy mode against a real, independent upstream: llama.cpp's OpenAI-compatible server (PyPI
+llama-cpp-python[server], built by scripts/install-llama-cpp-server.sh) serving the embedded SmolLM2
+GGUF on loopback, with the guard's server in front, driven by the ``openai`` client."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from causalguard.models.registry import EMBEDDED_MODELS
+from causalguard.server.process import ServerProcess, free_port, serve_in_process
+
+pytestmark = pytest.mark.slow
+MODEL = "smollm2-135m-instruct"
+ASK = [{"role": "user", "content": "I have a free weekend. Any ideas?"}]
+
+
+def _need_llama_cpp() -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("CAUSALGUARD_REQUIRE_LLAMA_CPP"):
+            pytest.fail("llama-cpp-python is required here: run scripts/install-llama-cpp-server.sh")
+        pytest.skip("llama-cpp-python not installed (scripts/install-llama-cpp-server.sh builds it)")
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _need_llama_cpp()
+    folder = tmp_path_factory.mktemp("llama")
+    port = free_port()
+    gguf = EMBEDDED_MODELS[MODEL].locate_gguf()
+    log = (folder / "llama.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
+                                "127.0.0.1", "--port", str(port), "--model_alias", "smollm2-upstream",
+                                "--n_ctx", "2048", "--n_threads", "2"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None:
+                raise AssertionError((folder / "llama.log").read_text()[-3000:])
+            time.sleep(0.5)
+        else:
+            raise AssertionError("llama.cpp server not up after 120 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def guard(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("proxy")
+    config = folder / "guard.yaml"
+    config.write_text(f"model: {MODEL}\nsystem_prompt: You are a helpful assistant.\n"
+                      "targets:\n  stimulation: {direction: increase}\nprofiles:\n  plain: {}\n"
+                      "audit: {enabled: false}\n"
+                      f"upstream:\n  base_url: {upstream}\n  model: smollm2-upstream\n  timeout_seconds: 120\n")
+    with serve_in_process(config, folder / "server.log") as process:
+        yield process
+
+
+def test_the_openai_client_through_the_guard_to_llama_cpp(guard: ServerProcess, upstream: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{guard.url}/v1", api_key="unused")
+    direct = openai.OpenAI(base_url=upstream, api_key="unused")
+    guarded = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=24, temperature=0)  # type: ignore[arg-type]
+    extra = guarded.model_extra or {}
+    assert extra["causalguard"] == {"profile": "default", "levers": ["role:stimulation:+:reply"]}
+    assert guarded.model == MODEL and guarded.choices[0].message.content
+    # what the guard sent: the operator's prompt, then the lever's instruction, in one system message
+    instruction = "In your reply, recommend something new, exciting or adventurous, and encourage the user to " \
+                  "take on a challenge."
+    same = direct.chat.completions.create(
+        model="smollm2-upstream", max_tokens=24, temperature=0,
+        messages=[{"role": "system", "content": f"You are a helpful assistant.\n\n{instruction}"}, *ASK])  # type: ignore[list-item]
+    assert guarded.choices[0].message.content == same.choices[0].message.content
+    plain = client.chat.completions.create(model=f"{MODEL}:plain", messages=ASK, max_tokens=24, temperature=0)  # type: ignore[arg-type]
+    unguarded = direct.chat.completions.create(
+        model="smollm2-upstream", max_tokens=24, temperature=0,
+        messages=[{"role": "system", "content": "You are a helpful assistant."}, *ASK])  # type: ignore[list-item]
+    assert plain.choices[0].message.content == unguarded.choices[0].message.content
+    assert (plain.model_extra or {})["causalguard"]["levers"] == []
+
+
+def test_streaming_passes_through_token_by_token(guard: ServerProcess) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{guard.url}/v1", api_key="unused")
+    whole = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=16, temperature=0)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=16, temperature=0, stream=True)  # type: ignore[arg-type]
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 3 and "".join(pieces) == whole.choices[0].message.content
+    assert (chunks[-1].model_extra or {}).get("causalguard", {}).get("profile") == "default"
+
+
+def test_an_upstream_that_is_down_is_a_503(tmp_path: Path) -> None:
+    _need_llama_cpp()
+    config = tmp_path / "guard.yaml"
+    config.write_text(f"model: {MODEL}\naudit: {{enabled: false}}\nupstream:\n"
+                      f"  base_url: http://127.0.0.1:{free_port()}/v1\n  model: x\n  retries: 1\n")
+    with serve_in_process(config, tmp_path / "server.log") as process:
+        response = httpx.post(f"{process.url}/v1/chat/completions", timeout=60,
+                              json={"model": MODEL, "messages": ASK, "max_tokens": 4})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "upstream_unavailable"
