@@ -175,3 +175,32 @@ def test_a_failing_round_is_counted_not_raised() -> None:
     auditor.replies = broken  # type: ignore[method-assign]
     auditor.run_once()
     assert _gauge(metrics, "causalguard_audits_total", profile="default", outcome="error") == 1
+
+
+def test_the_periodic_worker_repeats_until_stopped_and_starts_once() -> None:
+    import threading
+
+    from causalguard.runtime.periodic import PeriodicWorker
+
+    class Counter(PeriodicWorker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rounds = 0
+            self.third = threading.Event()
+
+        def run_once(self) -> None:
+            self.rounds += 1
+            if self.rounds == 3:
+                self.third.set()
+
+        def pause_seconds(self) -> float:
+            return 0.01
+
+    worker = Counter()
+    worker.start()
+    worker.start()  # idempotent: one thread
+    assert worker.third.wait(5)
+    worker.stop()
+    done = worker.rounds
+    assert done >= 3 and not any(t.name == Counter.thread_name and t.is_alive() for t in threading.enumerate())
+    assert worker.rounds == done  # nothing runs after stop

@@ -20,6 +20,7 @@ from causalguard.graphs.bundle.format import Bundle
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.role import BASELINE
+from causalguard.runtime.periodic import PeriodicWorker
 from causalguard.runtime.state import GuardState, bundle_catalog
 from causalguard.scoring.base import ItemAnswer
 from causalguard.scoring.statement import StatementContrast
@@ -44,13 +45,16 @@ class AuditResult:
         return [v for v, t in tolerances.items() if v in self.changes and abs(self.changes[v]) > t]
 
 
-class CanaryAuditor:
+class CanaryAuditor(PeriodicWorker):
     """Periodic audits for every profile of the current configuration (``state()``, read each round).
 
     ``condition(profile, state)`` gives a profile's levers as a survey condition on ``lm``."""
 
+    thread_name = "causalguard-audit"
+
     def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, bundle: Bundle, metrics: GuardMetrics,
                  condition: Callable[[str, GuardState], SteeringCondition]) -> None:
+        super().__init__()
         self.state = state
         self.lm = lm
         self.bundle = bundle
@@ -58,29 +62,13 @@ class CanaryAuditor:
         self.metrics = metrics
         self.condition = condition
         self.results: dict[str, AuditResult] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._round = 0
         self._inventory: Inventory | None = None
         self._unguarded_lock = threading.Lock()
         self._unguarded: tuple[tuple[object, ...], list[ItemAnswer]] | None = None  # shared by a round's profiles
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="causalguard-audit", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.run_once()
-            if self._stop.wait(self.state().config.audit.interval_seconds):
-                return
+    def pause_seconds(self) -> float:
+        return self.state().config.audit.interval_seconds
 
     def run_once(self) -> dict[str, AuditResult]:
         """Audit every profile once (with the timeout); failures are counted and logged, not raised."""

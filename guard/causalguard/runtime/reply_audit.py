@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.audit_estimates import AuditAccumulator
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from causalguard.runtime.periodic import PeriodicWorker
 from causalguard.runtime.state import GuardState
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,15 @@ class ReplyPair:
     unguarded_system: str | None
 
 
-class ReplyAuditor:
+class ReplyAuditor(PeriodicWorker):
     """Background reply audits of every profile of the current configuration (``state()``, read each round)."""
+
+    thread_name = "causalguard-reply-audit"
 
     def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, judge: ValueJudge,
                  calibration: QualityCalibration, prompts: PromptSet, metrics: GuardMetrics, *,
                  busy: Callable[[], bool] = lambda: False) -> None:
+        super().__init__()
         if len(prompts) == 0:
             raise ValueError("reply audits need at least one prompt")
         self.state = state
@@ -61,30 +64,13 @@ class ReplyAuditor:
         self.metrics = metrics
         self.busy = busy
         self.accumulators: dict[str, AuditAccumulator] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._round = 0
         self._last_seconds = 0.0
 
-    # ---- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="causalguard-reply-audit", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.run_once()
-            audit = self.state().config.audit
-            pause = max(audit.interval_seconds, self._last_seconds * (1 / audit.max_cpu_share - 1))
-            if self._stop.wait(pause):
-                return
+    def pause_seconds(self) -> float:
+        """The configured interval, stretched so rounds take at most ``audit.max_cpu_share`` of the time."""
+        audit = self.state().config.audit
+        return max(audit.interval_seconds, self._last_seconds * (1 / audit.max_cpu_share - 1))
 
     # ---- one round ------------------------------------------------------------------------------
     def run_once(self) -> dict[str, AuditAccumulator]:
