@@ -24,8 +24,9 @@ from _timing import machine
 from causalguard.models.registry import EMBEDDED_MODELS
 from causalguard.server.process import free_port, serve_in_process
 
-ASK = [{"role": "system", "content": "You are a helpful assistant."},
-       {"role": "user", "content": "Name a colour."}]
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+COUNTER = iter(range(10**9))  # every request asks something new: llama.cpp reuses a cached prompt prefix, and
+# a request repeating the one before it would skip most of its prefill (and flatter whichever arm came second)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -34,7 +35,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _timed(client: httpx.Client, url: str, model: str, max_tokens: int, stream: bool) -> float:
-    body = {"model": model, "messages": ASK, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
+    ask = {"role": "user", "content": f"Name a colour, then the number {next(COUNTER)}."}
+    body = {"model": model, "messages": [SYSTEM, ask], "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     start = time.perf_counter()
     if not stream:
         client.post(url, json=body).raise_for_status()
@@ -67,7 +69,7 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.5)
             config = folder / "guard.yaml"
-            config.write_text("model: smollm2-135m-instruct\nsystem_prompt: You are a helpful assistant.\n"
+            config.write_text("model: smollm2-135m-instruct\n"  # no operator prompt: both arms send the same messages
                               "profiles:\n  plain: {}\naudit: {enabled: false}\n"
                               f"upstream:\n  base_url: {direct_url}\n  model: up\n")
             with serve_in_process(config, folder / "server.log") as guard, httpx.Client(timeout=120) as client:
