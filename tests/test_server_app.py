@@ -237,8 +237,10 @@ def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(cli
 
 
 @pytest.mark.parametrize(("patch", "param"), [
-    ({"top_p": 0.5}, "top_p"),
-    ({"stop": ["\n"]}, "stop"),
+    ({"frequency_penalty": 0.3}, "frequency_penalty"),
+    ({"logit_bias": {"42": 5}}, "logit_bias"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"top_p": 0}, "top_p"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"logprobs": True}, "logprobs"),
@@ -285,3 +287,24 @@ def test_a_stream_names_its_levers_and_usage(client: TestClient) -> None:
     assert finish["causalguard"] == {"profile": "default", "levers": ["sae:f7:-0.5"]}
     usage = events[-1]["usage"]
     assert events[-1]["choices"] == [] and usage["completion_tokens"] == 6 and usage["prompt_tokens"] > 0
+
+
+def test_stop_strings_end_the_reply_before_them_streamed_or_not(client: TestClient) -> None:
+    long = {**ASK, "max_tokens": 24}
+    whole = client.post("/v1/chat/completions", json=long).json()["choices"][0]["message"]["content"]
+    stop = whole[len(whole) // 2: len(whole) // 2 + 3]
+    assert len(stop) == 3
+    expected = whole[: whole.index(stop)]
+    cut = client.post("/v1/chat/completions", json={**long, "stop": [stop]}).json()
+    assert cut["choices"][0]["message"]["content"] == expected and cut["choices"][0]["finish_reason"] == "stop"
+    text = client.post("/v1/chat/completions", json={**long, "stop": stop, "stream": True}).text
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    assert streamed == expected and events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_top_p_keeps_the_nucleus(client: TestClient) -> None:
+    greedy = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 12}).json()
+    nucleus = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 12, "temperature": 1.0, "seed": 3,
+                                                        "top_p": 1e-6}).json()  # only the top token survives
+    assert nucleus["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]

@@ -51,12 +51,14 @@ def test_role_levers_are_composed_into_the_system_message_and_sae_levers_fall_ba
         assert guard.proxy and guard.sae is None
         assert all(lever.kind == "role" for plan in guard.state.plans.values() for lever in plan.levers)
         assert any("planned with role levers only" in r for r in guard.state.plan("default").reasons)
-        body = client.post("/v1/chat/completions", json={**ASK, "profile": "kind", "seed": 7}).json()
+        body = client.post("/v1/chat/completions", json={**ASK, "profile": "kind", "seed": 7, "stop": ["\n\n"],
+                                                          "temperature": 0.7, "top_p": 0.9}).json()
     assert body["choices"][0]["message"]["content"] == "upstream says hi"
     assert body["model"] == "tiny-llama" and body["causalguard"] == {"profile": "kind",
                                                                      "levers": ["role:benevolence:+"]}
     sent = seen[-1]
     assert sent["model"] == "up-model" and sent["seed"] == 7 and sent["max_tokens"] == 6
+    assert sent["stop"] == ["\n\n"] and sent["top_p"] == 0.9 and sent["temperature"] == 0.7
     system = sent["messages"][0]
     assert system["role"] == "system" and system["content"].startswith("Be brief.")
     assert "benevolence" in system["content"].lower() and sent["messages"][1] == ASK["messages"][0]

@@ -59,10 +59,13 @@ class SeededSampler:
     It returns logits that are ``-inf`` everywhere except the drawn token, so ``generate`` runs with
     ``do_sample=False`` and no global RNG is involved."""
 
-    def __init__(self, temperature: float, seeds: Sequence[int | None]) -> None:
+    def __init__(self, temperature: float, seeds: Sequence[int | None], top_p: float = 1.0) -> None:
         if not temperature > 0:
             raise ValueError("SeededSampler needs a temperature > 0 (use greedy decoding otherwise)")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.temperature = temperature
+        self.top_p = top_p
         self.generators = []
         for seed in seeds:
             gen = torch.Generator()
@@ -71,6 +74,10 @@ class SeededSampler:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1:  # nucleus: the smallest set of tokens whose probability reaches top_p
+            ordered, order = probs.sort(dim=-1, descending=True)
+            outside = ordered.cumsum(dim=-1) - ordered >= self.top_p  # the top token always stays
+            probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
         picked = torch.stack([torch.multinomial(probs[row], 1, generator=self.generators[row])[0]
                               for row in range(probs.shape[0])])
         out = torch.full_like(scores, float("-inf"))
@@ -78,18 +85,36 @@ class SeededSampler:
         return out
 
 
-def sampling_kwargs(temperature: float, seeds: Sequence[int | None]) -> dict[str, Any]:
-    """``generate`` keyword arguments: greedy for ``temperature <= 0``, else per-row seeded sampling."""
+def sampling_kwargs(temperature: float, seeds: Sequence[int | None], top_p: float = 1.0) -> dict[str, Any]:
+    """``generate`` keyword arguments: greedy for ``temperature <= 0``, else per-row seeded sampling
+    (nucleus sampling with ``top_p < 1``)."""
     if temperature <= 0:
         return {"do_sample": False}
     from transformers import LogitsProcessorList
 
-    return {"do_sample": False, "logits_processor": LogitsProcessorList([SeededSampler(temperature, seeds)])}
+    return {"do_sample": False, "logits_processor": LogitsProcessorList([SeededSampler(temperature, seeds, top_p)])}
+
+
+class StopText:
+    """A stopping criterion: a row is done once its new text contains one of ``stops`` (OpenAI's ``stop``)."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer, self.stops, self.width = tokenizer, tuple(stops), prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], dtype=torch.bool)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string (excluded), and whether one was found."""
+    hits = [text.index(s) for s in stops if s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
 
 
 def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tokens: int, temperature: float = 0.0,
                   min_new_tokens: int = 0, stopping_criteria: Any = None, streamer: Any = None,
-                  cancelled: Any = None) -> list[Generated]:
+                  cancelled: Any = None, top_p: float = 1.0, stop: Sequence[str] = ()) -> list[Generated]:
     """Continue every row in one left-padded batch, each with its own interventions and seed.
 
     ``cancelled`` (a ``threading.Event``), when set by the end, marks unfinished rows ``cancelled``."""
@@ -100,9 +125,14 @@ def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tok
     width = ids.shape[1]
     plan_rows = tuple(RowPlan(r.interventions, len(r.prompt)) for r in rows)
     steering = SteeringPlan(plan_rows) if any(r.interventions for r in plan_rows) else None
-    kwargs = sampling_kwargs(temperature, [r.seed for r in rows])
+    kwargs = sampling_kwargs(temperature, [r.seed for r in rows], top_p)
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens
+    if stop:
+        from transformers import StoppingCriteriaList
+
+        criteria = [*(stopping_criteria or []), StopText(lm.tokenizer, stop, width)]
+        stopping_criteria = StoppingCriteriaList(criteria)
     if stopping_criteria is not None:
         kwargs["stopping_criteria"] = stopping_criteria
     if streamer is not None:

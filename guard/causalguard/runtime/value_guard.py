@@ -36,7 +36,7 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan
 from causalguard.runtime.audit import CanaryAuditor
-from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, cut_at_stop, generate_rows
 from causalguard.runtime.plan_conditions import ProfileCondition
 from causalguard.runtime.prompts import Message
 from causalguard.runtime.reply_audit import ReplyAuditor
@@ -259,18 +259,20 @@ class ValueGuard:
 
     def generate(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
-                 extra_interventions: Sequence[SaeIntervention] = ()) -> GuardedResponse:
+                 extra_interventions: Sequence[SaeIntervention] = (), top_p: float = 1.0,
+                 stop: Sequence[str] = ()) -> GuardedResponse:
         """One reply. ``cancel`` stops generation at the next token; ``extra_interventions`` adds SAE edits
-        on top of the profile's (the server only passes them when the operator allows it)."""
+        on top of the profile's (the server only passes them when the operator allows it); ``top_p`` is
+        nucleus sampling (with ``temperature > 0``); the reply ends before the first of ``stop``."""
         return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
                                    temperature=temperature, seed=seed, cancel=cancel,
-                                   extra_interventions=[tuple(extra_interventions)])[0]
+                                   extra_interventions=[tuple(extra_interventions)], top_p=top_p, stop=stop)[0]
 
     def generate_batch(self, conversations: Sequence[Sequence[Message]], *, profiles: Sequence[str] | None = None,
                        max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
                        cancel: threading.Event | None = None,
                        extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
-                       min_new_tokens: int = 0) -> list[GuardedResponse]:
+                       min_new_tokens: int = 0, top_p: float = 1.0, stop: Sequence[str] = ()) -> list[GuardedResponse]:
         """Generate for several conversations in one left-padded batch; each row gets its own profile.
         With ``temperature > 0`` and a ``seed``, row ``i`` samples from its own generator seeded
         ``seed + i`` (no global RNG), so a seeded request is reproducible under concurrency."""
@@ -290,7 +292,8 @@ class ValueGuard:
         outcome: RequestOutcome = "error"
         try:
             outs = generate_rows(self.lm, rows, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 min_new_tokens=min_new_tokens, stopping_criteria=criteria, cancelled=cancel)
+                                 min_new_tokens=min_new_tokens, stopping_criteria=criteria, cancelled=cancel,
+                                 top_p=top_p, stop=stop)
             outcome = _stopped_outcome(cancel)
         finally:
             for profile, plan in zip(profiles, plans, strict=True):
@@ -299,25 +302,27 @@ class ValueGuard:
         for row, (profile, plan) in enumerate(zip(profiles, plans, strict=True)):
             new = outs[row].tokens
             self.metrics.generated_tokens.labels(profile=profile, method=method_label(plan)).inc(len(new))
-            text = self.lm.tokenizer.decode(new, skip_special_tokens=True)
+            text, stopped = cut_at_stop(self.lm.tokenizer.decode(new, skip_special_tokens=True), stop)
             responses.append(GuardedResponse(text, len(new), len(prompts[row]), profile,
-                                             tuple(lever.id for lever in plan.levers), outs[row].finish_reason))
+                                             tuple(lever.id for lever in plan.levers),
+                                             "stop" if stopped else outs[row].finish_reason))
         return responses
 
     def stream(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
                temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
                extra_interventions: Sequence[SaeIntervention] = (),
-               report: dict[str, Any] | None = None) -> Iterator[str]:
+               report: dict[str, Any] | None = None, top_p: float = 1.0, stop: Sequence[str] = ()) -> Iterator[str]:
         """Yield text pieces as they are generated. Closing the iterator early (or setting ``cancel``)
         stops generation at the next token. ``report`` receives ``completion_tokens`` and
-        ``finish_reason`` (stop, length or cancelled) when the stream ends."""
+        ``finish_reason`` (stop, length or cancelled) when the stream ends. With ``stop``, text that could
+        begin a stop string is held back until it cannot, and the stream ends before the stop string."""
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         state = self.state
         plan = state.plan(profile)
         prompt = self.prompt_ids(messages, plan, state.config)
         interventions = state.interventions[profile] + tuple(extra_interventions)
-        stop = cancel or threading.Event()
+        stops, halt = tuple(stop), cancel or threading.Event()
         streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=None)
         method = method_label(plan)
 
@@ -328,7 +333,8 @@ class ValueGuard:
             try:
                 (out,) = generate_rows(self.lm, [GenerationRow(prompt, interventions, seed)],
                                        max_new_tokens=max_new_tokens, temperature=temperature, streamer=streamer,
-                                       stopping_criteria=StoppingCriteriaList([_cancel_criteria(stop)]))
+                                       stopping_criteria=StoppingCriteriaList([_cancel_criteria(halt)]),
+                                       top_p=top_p, stop=stops)
                 counted["tokens"] = len(out.tokens) + int(out.finish_reason == "stop")
                 counted["eos"] = int(out.finish_reason == "stop")
             except BaseException as exc:  # surfaced to the consumer below
@@ -339,28 +345,38 @@ class ValueGuard:
         worker = threading.Thread(target=run, name="causalguard-stream", daemon=True)
         worker.start()
         outcome: RequestOutcome = "error"
-        first = True
+        first, held, hit_stop = True, "", False
+        keep = max((len(s) for s in stops), default=1) - 1  # a stop string may straddle pieces
         try:
             for piece in streamer:
-                if first and piece:
-                    self.metrics.ttft_seconds.labels(profile=profile, method=method).observe(
-                        time.perf_counter() - started)
-                    first = False
-                if piece:
-                    yield piece
+                if not piece or hit_stop:
+                    continue
+                held, hit_stop = cut_at_stop(held + piece, stops)
+                ready = held if hit_stop else held[: len(held) - keep] if keep else held
+                held = held[len(ready):]
+                if ready:
+                    if first:
+                        self.metrics.ttft_seconds.labels(profile=profile, method=method).observe(
+                            time.perf_counter() - started)
+                        first = False
+                    yield ready
+                if hit_stop:
+                    halt.set()
+            if held and not hit_stop:
+                yield held
             if failure:
                 raise failure[0]
-            outcome = _stopped_outcome(stop)
+            outcome = "ok" if hit_stop else _stopped_outcome(halt)
         except GeneratorExit:  # closed by the consumer: a timeout when it said so, else a cancellation
-            outcome = _stopped_outcome(stop) if stop.is_set() else "cancelled"
+            outcome = _stopped_outcome(halt) if halt.is_set() else "cancelled"
             raise
         finally:
-            stop.set()
+            halt.set()
             worker.join()
             self.metrics.generated_tokens.labels(profile=profile, method=method).inc(counted["tokens"])
             if report is not None:
                 report["completion_tokens"] = counted["tokens"]
-                report["finish_reason"] = ("stop" if counted.get("eos") else
+                report["finish_reason"] = ("stop" if counted.get("eos") or hit_stop else
                                            "cancelled" if outcome in ("cancelled", "timeout") else "length")
             self._count(profile, plan, outcome, time.perf_counter() - started)
 

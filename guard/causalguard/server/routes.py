@@ -143,7 +143,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     if state.upstream is not None:
         return await _proxied(state, state.upstream, guard, call, body, stack, request)
     kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": call.max_new_tokens,
-                              "temperature": call.temperature, "seed": call.seed,
+                              "temperature": call.temperature, "seed": call.seed, "top_p": call.top_p,
+                              "stop": call.stop,
                               "extra_interventions": call.interventions}
     if body.stream:
         trailer = {"usage": call.prompt_tokens} if body.stream_options and body.stream_options.include_usage else {}
@@ -242,7 +243,7 @@ async def _proxied(state: ServerState, upstream: Upstream, guard: ValueGuard, ca
     messages = compose_messages(call.messages, guard.config.system_prompt, plan.role_instructions())
     applied = {"profile": call.profile, "levers": [lever.id for lever in plan.levers]}
     payload = upstream.payload(messages, max_tokens=call.max_new_tokens, temperature=call.temperature,
-                               seed=call.seed, stream=body.stream)
+                               seed=call.seed, stream=body.stream, top_p=call.top_p, stop=call.stop)
     started = time.perf_counter()
     if not body.stream:
         async with stack:

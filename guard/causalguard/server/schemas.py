@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 
@@ -41,7 +41,7 @@ class StreamOptions(BaseModel):
 # OpenAI request fields this server does not honour: accepted only at the value that means "off"
 # (what the client gets then is what it asked for); any other value is a 400 naming the field.
 UNSUPPORTED_UNLESS_OFF: dict[str, tuple[Any, ...]] = {
-    "stop": (None, [], ""), "top_p": (None, 1, 1.0), "presence_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0),
     "frequency_penalty": (None, 0, 0.0), "logprobs": (None, False), "top_logprobs": (None, 0),
     "logit_bias": (None, {}), "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
     "function_call": (None, "none"), "parallel_tool_calls": (None, False, True),
@@ -60,6 +60,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = Field(default=None, description="Up to 4 strings; the reply ends before the first.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="Only n=1 is served.")
@@ -68,6 +70,18 @@ class ChatCompletionRequest(BaseModel):
 
     def token_limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > 4 or any(not 1 <= len(s) <= 64 for s in stops):
+            raise ValueError("stop: at most 4 strings of 1 to 64 characters")
+        return value
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def unsupported(self) -> tuple[str, str] | None:
         """The first field this server would not honour: (field, why); None when every field is served."""
@@ -108,6 +122,8 @@ class GuardCall:
     seed: int | None
     interventions: tuple[SaeIntervention, ...]
     prompt_tokens: int = 0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
 
 
 def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCall:
@@ -154,7 +170,7 @@ def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCa
     if not any(m["role"] != "system" for m in messages):
         raise RequestRejected(400, "messages need at least one user turn", param="messages")
     tokens = check_prompt_length(guard, messages, profile, limit)
-    return GuardCall(profile, messages, limit, body.temperature, body.seed, extra, tokens)
+    return GuardCall(profile, messages, limit, body.temperature, body.seed, extra, tokens, body.top_p, body.stops)
 
 
 def check_prompt_length(guard: ValueGuard, messages: list[dict[str, str]], profile: str, max_new_tokens: int) -> int:

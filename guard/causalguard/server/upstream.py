@@ -44,11 +44,15 @@ class Upstream:
                                         limits=limits, transport=transport)
 
     def payload(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, seed: int | None,
-                stream: bool) -> dict[str, Any]:
+                stream: bool, top_p: float = 1.0, stop: tuple[str, ...] = ()) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.spec.model, "messages": messages, "max_tokens": max_tokens,
                                 "temperature": temperature, "stream": stream}
         if seed is not None:
             body["seed"] = seed
+        if top_p < 1:
+            body["top_p"] = top_p
+        if stop:
+            body["stop"] = list(stop)
         return body
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
