@@ -308,3 +308,23 @@ def test_top_p_keeps_the_nucleus(client: TestClient) -> None:
     nucleus = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 12, "temperature": 1.0, "seed": 3,
                                                         "top_p": 1e-6}).json()  # only the top token survives
     assert nucleus["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+
+
+def test_json_logs_are_one_object_per_line_with_the_extra_fields() -> None:
+    import logging
+
+    from causalguard.server.json_logs import JsonFormatter
+
+    record = logging.LogRecord("causalguard.server", logging.INFO, __file__, 1, "plan %s", ("default",), None)
+    record.profile, record.levers = "default", ["role:stimulation:+:reply"]
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["message"] == "plan default" and doc["levers"] == ["role:stimulation:+:reply"]
+    assert doc["level"] == "INFO" and doc["time"].endswith("+00:00")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    line = JsonFormatter().format(failed)
+    assert "\n" not in line and "ValueError: boom" in json.loads(line)["exception"]

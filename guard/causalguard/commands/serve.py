@@ -15,6 +15,8 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_format: Annotated[str, typer.Option(help="text, or json: one JSON object per line (with request ids, "
+                                                 "plans at start and reload, rejected parameters).")] = "text",
 ) -> None:
     """Serve the guarded model: OpenAI-compatible /v1/chat/completions, /metrics, /healthz, /readyz.
 
@@ -28,7 +30,14 @@ def serve_command(
     from causalguard.metrics import GuardMetrics, start_metrics_server
     from causalguard.server.app import create_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter(f"expected text or json, got {log_format!r}", param_hint="--log-format")
+    if log_format == "json":
+        from causalguard.server.json_logs import use_json_logs
+
+        use_json_logs(log_level)
+    else:
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = read_guard_config(config)  # parsed once, then passed down
     settings = source.config
     metrics = GuardMetrics()
@@ -36,6 +45,7 @@ def serve_command(
         start_metrics_server(metrics, settings.metrics.port, settings.metrics.host)
     app = create_app(source, metrics=metrics)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                           log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
                                            timeout_graceful_shutdown=int(settings.server.drain_timeout_seconds)))
     server.run()
 

@@ -28,7 +28,7 @@ from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.body_limit import BodyLimit
 from causalguard.server.request_id import RequestId
 from causalguard.server.routes import error_response, router
-from causalguard.server.state import ServerState, reload_config
+from causalguard.server.state import ServerState, log_plans, reload_config
 
 log = logging.getLogger(__name__)
 GuardFactory = Callable[[SourcedConfig, GuardMetrics], ValueGuard]
@@ -53,6 +53,7 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
             state.guard = guard
             state.ready = True
             log.info("guard ready: %s, profiles %s", guard.lm.name, ", ".join(guard.state.plans))
+            log_plans(guard, "start")
         except CausalguardError as exc:  # an explained error (config, bundle, plan): no traceback
             log.error("loading the guard failed:\n%s", exc)
             state.load_error = f"{type(exc).__name__}: {exc}"

@@ -130,7 +130,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         call = translate_request(body, guard)
     except RequestRejected as exc:
         log.info("request %s rejected: %s (param %s, code %s)", request_id_of(request.scope), exc, exc.param,
-                 exc.code)
+                 exc.code, extra={"event": "rejected", "request_id": request_id_of(request.scope),
+                                  "param": exc.param, "code": exc.code, "status": exc.status})
         return error_response(exc.status, str(exc), type_=exc.type_, param=exc.param, code=exc.code)
     config, profile, messages = guard.config, call.profile, call.messages
     stack = AsyncExitStack()

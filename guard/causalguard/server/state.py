@@ -50,4 +50,13 @@ def reload_config(state: ServerState, raise_errors: bool = False) -> int:
             raise
         return guard.config_version
     log.info("config reloaded: profiles %s", ", ".join(guard.state.plans))
+    log_plans(guard, "reload")
     return guard.config_version
+
+
+def log_plans(guard: ValueGuard, when: str) -> None:
+    """One log record per profile's plan (structured fields for JSON logs)."""
+    for name, plan in guard.state.plans.items():
+        log.info("plan %s: %s", name, ", ".join(lever.id for lever in plan.levers) or "no levers",
+                 extra={"event": f"plan_{when}", "profile": name, "levers": [lever.id for lever in plan.levers],
+                        "units": plan.units, "proxy": guard.proxy})
