@@ -122,3 +122,18 @@ def test_an_upstream_that_is_down_is_a_503(tmp_path: Path) -> None:
         response = httpx.post(f"{process.url}/v1/chat/completions", timeout=60,
                               json={"model": MODEL, "messages": ASK, "max_tokens": 4})
     assert response.status_code == 503 and response.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_a_reply_audit_round_judges_what_the_upstream_serves(upstream: str, tmp_path: Path) -> None:
+    from causalguard.runtime.value_guard import ValueGuard
+
+    config = tmp_path / "guard.yaml"
+    config.write_text(f"model: {MODEL}\ntargets:\n  stimulation: {{direction: increase}}\n"
+                      "audit: {prompts_per_audit: 2, max_new_tokens: 16}\n"
+                      f"upstream:\n  base_url: {upstream}\n  model: smollm2-upstream\n")
+    with ValueGuard.from_config(config, start_audits=False) as guard:
+        assert guard.auditor.complete is not None  # type: ignore[union-attr]
+        pairs = guard.auditor.replies(guard.state, "default", guard.auditor.prompts[:2])  # type: ignore[union-attr]
+        assert all(p.guarded and p.unguarded and p.guarded != p.unguarded for p in pairs)
+        accumulated = guard.auditor.audit(guard.state, "default")  # type: ignore[union-attr]
+        assert accumulated.estimate("stimulation").n == 2

@@ -3,6 +3,7 @@ busy servers, plan changes. (One real-model round lives in test_guard_real.py.)"
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -204,3 +205,36 @@ def test_the_periodic_worker_repeats_until_stopped_and_starts_once() -> None:
     done = worker.rounds
     assert done >= 3 and not any(t.name == Counter.thread_name and t.is_alive() for t in threading.enumerate())
     assert worker.rounds == done  # nothing runs after stop
+
+
+def test_in_proxy_mode_audit_replies_come_from_the_upstream_with_the_served_messages() -> None:
+    import httpx
+
+    from causalguard.config.schema import UpstreamSpec
+    from causalguard.runtime.upstream_replies import upstream_completer
+
+    sent: list[dict] = []  # type: ignore[type-arg]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body)
+        guarded = any("power" in m["content"].lower() for m in body["messages"] if m["role"] == "system")
+        content = "LOW" if guarded else "HIGH"
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), fake_bundle_v2(),
+                       LimitsSpec(max_levers=1), name="default", units="replies", sae_available=False)
+    config = GuardConfig(system_prompt="Be kind.", audit=AuditSpec(prompts_per_audit=2, max_new_tokens=9))
+    state = _State(config, {"default": plan})
+    spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up")
+    auditor = ReplyAuditor(lambda: state, None, _Judge(), CALIBRATION,  # type: ignore[arg-type]
+                           load_prompts(dimensions=None).split("test"), GuardMetrics(),
+                           complete=upstream_completer(spec, transport=httpx.MockTransport(handler)))
+    prompts = auditor.prompts[:2]
+    pairs = auditor.replies(state, "default", prompts)
+    assert [(p.guarded, p.unguarded) for p in pairs] == [("LOW", "HIGH"), ("LOW", "HIGH")]
+    assert all(body["model"] == "up" and body["max_tokens"] == 9 and body["temperature"] == 0.0 for body in sent)
+    guarded_system = sent[0]["messages"][0]["content"]
+    assert guarded_system.startswith("Be kind.") and plan.role_instructions()[0] in guarded_system
+    assert sent[2]["messages"][0] == {"role": "system", "content": "Be kind."}
+    assert sent[0]["messages"][1]["content"] == prompts[0].text

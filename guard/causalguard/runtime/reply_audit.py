@@ -31,7 +31,9 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.audit_estimates import AuditAccumulator
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
 from causalguard.runtime.periodic import PeriodicWorker
+from causalguard.runtime.prompts import compose_messages
 from causalguard.runtime.state import GuardState
+from causalguard.runtime.upstream_replies import Complete
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class ReplyAuditor(PeriodicWorker):
 
     def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, judge: ValueJudge,
                  calibration: QualityCalibration, prompts: PromptSet, metrics: GuardMetrics, *,
-                 busy: Callable[[], bool] = lambda: False) -> None:
+                 busy: Callable[[], bool] = lambda: False, complete: Complete | None = None) -> None:
         super().__init__()
         if len(prompts) == 0:
             raise ValueError("reply audits need at least one prompt")
@@ -63,6 +65,7 @@ class ReplyAuditor(PeriodicWorker):
         self.prompts = list(prompts)
         self.metrics = metrics
         self.busy = busy
+        self.complete = complete  # proxy mode: replies come from the upstream, as users get them
         self.accumulators: dict[str, AuditAccumulator] = {}
         self._round = 0
         self._last_seconds = 0.0
@@ -101,19 +104,30 @@ class ReplyAuditor(PeriodicWorker):
         return random.Random(seed).sample(self.prompts, k)
 
     def replies(self, state: GuardState, profile: str, prompts: Sequence[Prompt]) -> list[ReplyPair]:
-        """Guarded and unguarded greedy replies to ``prompts``, in one batch, through the guard's path."""
+        """Guarded and unguarded greedy replies to ``prompts``: in one batch through the guard's path, or in
+        proxy mode from the upstream (the same composed messages it is served)."""
         plan = state.plan(profile)
         config = state.config
         instructions = plan.role_instructions()
-        rows = [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, instructions),
-                              state.interventions[profile]) for p in prompts]
-        rows += [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, ())) for p in prompts]
-        outs = generate_rows(self.lm, rows, max_new_tokens=config.audit.max_new_tokens)
-        texts = [self.lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip() for o in outs]
+        if self.complete is not None:
+            limit = config.audit.max_new_tokens
+            texts = [self.complete(compose_messages(p.messages(), config.system_prompt, extra), limit).strip()
+                     for extra in (instructions, ()) for p in prompts]
+        else:
+            texts = self._local_replies(state, profile, prompts, instructions)
         guarded_system = "\n\n".join(x for x in (config.system_prompt, *instructions) if x) or None
         n = len(prompts)
         return [ReplyPair(p, texts[i], texts[n + i], guarded_system, config.system_prompt)
                 for i, p in enumerate(prompts)]
+
+    def _local_replies(self, state: GuardState, profile: str, prompts: Sequence[Prompt],
+                       instructions: Sequence[str]) -> list[str]:
+        config = state.config
+        rows = [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, instructions),
+                              state.interventions[profile]) for p in prompts]
+        rows += [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, ())) for p in prompts]
+        outs = generate_rows(self.lm, rows, max_new_tokens=config.audit.max_new_tokens)
+        return [self.lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip() for o in outs]
 
     def degraded(self, pairs: Sequence[ReplyPair]) -> tuple[list[bool], list[bool]]:
         """Quality flags of the guarded and the unguarded replies (each under its served context)."""

@@ -194,8 +194,13 @@ class ValueGuard:
             if not path.is_absolute() and self.config_path is not None:
                 path = self.config_path.parent / path
             prompts = load_prompts(path, dimensions=self.catalog.dimensions)
+        complete = None
+        if config.upstream is not None:
+            from causalguard.runtime.upstream_replies import upstream_completer
+
+            complete = upstream_completer(config.upstream)
         return ReplyAuditor(lambda: self.state, self.lm, judge, calibration, prompts, self.metrics,
-                            busy=lambda: self.busy())
+                            busy=lambda: self.busy(), complete=complete)
 
     def _build_state(self, sourced: SourcedConfig) -> GuardState:
         return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy)
