@@ -18,6 +18,7 @@ raised into serving.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -89,7 +90,11 @@ class ReplyAuditor(PeriodicWorker):
                 continue
             try:
                 t0 = time.perf_counter()
-                self.audit(state, name, seed=self._round)
+                acc = self.audit(state, name, seed=self._round)
+                targets = {v: self._logged(acc, v) for v in plan.goals}
+                log.info("reply audit of profile %s: %s", name, targets,
+                         extra={"event": "audit", "profile": name, "pairs": acc.estimate(next(iter(plan.goals))).n
+                                if plan.goals else 0, "targets": targets, "quality_alarm": acc.quality_alarm()})
                 self.metrics.audits.labels(profile=name, outcome="ok").inc()
                 self.metrics.audit_seconds.labels(profile=name).observe(time.perf_counter() - t0)
                 self.metrics.audit_last_success.labels(profile=name).set(time.time())
@@ -98,6 +103,13 @@ class ReplyAuditor(PeriodicWorker):
                 self.metrics.audits.labels(profile=name, outcome="error").inc()
         self._last_seconds = time.perf_counter() - started
         return dict(self.accumulators)
+
+    @staticmethod
+    def _logged(acc: AuditAccumulator, value: str) -> dict[str, float | None]:
+        """A target's running estimate for the log: JSON-safe (no interval yet is null)."""
+        e = acc.estimate(value)
+        return {k: round(x, 4) if math.isfinite(x) else None for k, x in (("mean", e.mean), ("low", e.low),
+                                                                           ("high", e.high))}
 
     def sample(self, state: GuardState, seed: int) -> list[Prompt]:
         k = min(state.config.audit.prompts_per_audit, len(self.prompts))
