@@ -40,6 +40,11 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 
+def sse_error(message: str, *, code: str | None = None) -> str:
+    """An OpenAI error event: what a stream says when it fails after its first byte (``[DONE]`` follows)."""
+    return f"data: {json.dumps(error_body(message, type_='server_error', code=code))}\n\n"
+
+
 def server_state(request: Request) -> ServerState:
     state: ServerState = request.app.state.guard_server
     return state
@@ -201,7 +206,7 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
             if remaining <= 0:
                 cancel.cancel("timeout")
                 await pieces.aclose()
-                yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
+                yield sse_error("generation timed out")
                 break
             piece = await asyncio.wait_for(pieces.next(), remaining) if remaining > 0 else None
             if piece is None:
@@ -220,14 +225,14 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
         yield "data: [DONE]\n\n"
     except TimeoutError:
         cancel.cancel("timeout")
-        yield f"data: {json.dumps(error_body('generation timed out', type_='server_error'))}\n\n"
+        yield sse_error("generation timed out")
         yield "data: [DONE]\n\n"
     except Exception as exc:  # after the first byte the status is sent: say what failed in the stream itself
         cancel.cancel("error")
         log.error("stream failed after the first chunk: %s", type(exc).__name__, exc_info=not isinstance(
             exc, CausalguardError))
         what = str(exc) if isinstance(exc, CausalguardError) else "internal error (see the server log)"
-        yield f"data: {json.dumps(error_body(f'generation failed: {what}', type_='server_error'))}\n\n"
+        yield sse_error(f"generation failed: {what}")
         yield "data: [DONE]\n\n"
     finally:
         # Shielded: when the client is gone, the task is cancelled and every unshielded await here would
@@ -277,7 +282,7 @@ async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str,
             outcome = "ok"
             yield "data: [DONE]\n\n"
     except UpstreamError as exc:
-        yield f"data: {json.dumps(error_body(str(exc), type_='server_error', code=exc.code))}\n\n"
+        yield sse_error(str(exc), code=exc.code)
         yield "data: [DONE]\n\n"
     finally:
         with anyio.CancelScope(shield=True):
