@@ -60,6 +60,11 @@ def test_remote_models_get_role_levers_in_the_system_prompt() -> None:
     assert answer.startswith("SYSTEM: You are terse.") and "inclined to benevolence" in answer
     streamed = "".join((PROMPT | guard | StrOutputParser()).stream({"question": "hi"}))
     assert streamed.strip() == answer
+    # the operator's system prompt comes first, before the client's system text and the lever
+    operated = ChatValueGuard(inner=EchoSystemChatModel(), config=_config(system_prompt="Be kind."),
+                              bundle=fake_bundle(), guard_profile="kind")
+    assert (PROMPT | operated | StrOutputParser()).invoke({"question": "hi"}).startswith(
+        "SYSTEM: Be kind.\n\nYou are terse.")
 
 
 def test_remote_models_cannot_take_sae_levers_unless_falling_back() -> None:

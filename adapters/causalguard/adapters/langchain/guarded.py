@@ -60,6 +60,7 @@ class ChatValueGuard(BaseChatModel):
 
     _guard: Any = PrivateAttr(default=None)
     _plan: Plan | None = PrivateAttr(default=None)
+    _system_prompt: str | None = PrivateAttr(default=None)  # the operator's, first in every composed system message
     _metrics: GuardMetrics | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any) -> None:
@@ -67,6 +68,7 @@ class ChatValueGuard(BaseChatModel):
             raise TypeError("config must be a GuardConfig, a SourcedConfig or a path to guard.yaml")
         sourced = read_guard_config(self.config)
         config, path = sourced.config, sourced.path
+        self._system_prompt = config.system_prompt
         if isinstance(self.inner, ChatHuggingFaceLocal):
             from causalguard.runtime.value_guard import ValueGuard
 
@@ -110,7 +112,7 @@ class ChatValueGuard(BaseChatModel):
 
     # ---- sync -----------------------------------------------------------------------------------
     def _composed(self, messages: list[BaseMessage]) -> list[BaseMessage]:
-        return to_messages(compose_messages(to_dicts(messages), None, self.plan.role_instructions()))
+        return to_messages(compose_messages(to_dicts(messages), self._system_prompt, self.plan.role_instructions()))
 
     def _response_metadata(self) -> dict[str, Any]:
         return {"causalguard_profile": self.guard_profile,
