@@ -289,3 +289,41 @@ def test_levers_show_renders_from_catalog_json_without_catalog_md(tmp_path: Path
     assert not (folder / "CATALOG.md").exists()
     result = CliRunner().invoke(app, ["levers", "show", str(folder)])
     assert result.exit_code == 0 and "role:stimulation:+:reply" in result.output, result.output
+
+
+def test_a_prompt_slice_past_the_end_is_a_clear_error() -> None:
+    from causalguard.behaviour.prompts import load_prompts
+
+    test = load_prompts().split("test")
+    assert [p.id for p in test.balanced_slice(20, 10)] == [p.id for p in test.balanced(30)][20:]
+    with pytest.raises(ConfigError) as caught:
+        test.balanced_slice(100, 40)
+    assert "--prompt-offset" in str(caught.value) and "fix: lower --prompts or --prompt-offset" in str(caught.value)
+
+
+def test_an_unset_upstream_key_variable_names_the_config_line(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from causalguard.config.loading import upstream_api_key
+
+    monkeypatch.delenv("CG_TEST_UPSTREAM_KEY", raising=False)
+    path = tmp_path / "guard.yaml"
+    path.write_text("upstream:\n  base_url: http://127.0.0.1:9/v1\n  model: m\n  api_key_env: CG_TEST_UPSTREAM_KEY\n")
+    sourced = read_guard_config(path)
+    with pytest.raises(ConfigError) as caught:
+        upstream_api_key(sourced)
+    assert f"{path}:4: upstream.api_key_env" in str(caught.value) and "CG_TEST_UPSTREAM_KEY" in str(caught.value)
+    monkeypatch.setenv("CG_TEST_UPSTREAM_KEY", "s3cret")
+    assert upstream_api_key(sourced) == "s3cret"
+    path.write_text("upstream:\n  base_url: ftp://nowhere\n  model: m\n")
+    with pytest.raises(ConfigError, match="upstream.base_url"):
+        read_guard_config(path)
+
+
+def test_serve_rejects_an_unknown_log_format() -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    example = Path(__file__).resolve().parent.parent / "deploy" / "guard.yaml"
+    result = CliRunner().invoke(app, ["serve", "--config", str(example), "--log-format", "xml"])
+    assert result.exit_code != 0 and "expected text or json" in result.output

@@ -92,6 +92,14 @@ class PromptSet:
             depth += 1
         return PromptSet(self.path, tuple(chosen))
 
+    def balanced_slice(self, offset: int, n: int) -> PromptSet:
+        """Prompts ``offset`` to ``offset + n`` of the balanced order: a slice earlier runs did not read."""
+        chosen = self.balanced(offset + n).prompts[offset:]
+        if len(chosen) < n:
+            raise ConfigError.single("--prompt-offset", f"{self.path} has {len(self.prompts)} prompts here: {n} from "
+                                     f"offset {offset} do not fit", hint="lower --prompts or --prompt-offset")
+        return PromptSet(self.path, chosen)
+
     def counts(self) -> Counter[str]:
         return Counter(v for p in self.prompts for v in p.values)
 

@@ -102,3 +102,19 @@ def check_value_names(config: GuardConfig, dimensions: Sequence[str], path: Path
                                     f"'{name}' is both a target and protected", "remove it from one of them"))
     if problems:
         raise ConfigError(problems)
+
+
+def upstream_api_key(sourced: SourcedConfig) -> str | None:
+    """The proxy-mode upstream's API key from the environment variable ``upstream.api_key_env`` names
+    (None when it names none); a named variable that is unset is an error at that line of the config."""
+    import os
+
+    spec = sourced.config.upstream
+    if spec is None or spec.api_key_env is None:
+        return None
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise ConfigError.single(sourced.where, f"the environment variable {spec.api_key_env} is not set",
+                                 line=sourced.line("upstream.api_key_env"), field="upstream.api_key_env",
+                                 hint="export it in the server's environment, or remove api_key_env")
+    return key

@@ -3,7 +3,6 @@ HTTP client, apart from the server's pool), greedy, so an audit judges what user
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import httpx
@@ -13,9 +12,10 @@ from causalguard.config.schema import UpstreamSpec
 Complete = Callable[[list[dict[str, str]], int], str]  # (composed messages, max tokens) -> reply text
 
 
-def upstream_completer(spec: UpstreamSpec, *, transport: httpx.BaseTransport | None = None) -> Complete:
+def upstream_completer(spec: UpstreamSpec, *, api_key: str | None = None,
+                       transport: httpx.BaseTransport | None = None) -> Complete:
     """A function that asks the upstream for one greedy reply; upstream failures raise (audits count them)."""
-    key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+    key = api_key
     client = httpx.Client(base_url=spec.base_url.rstrip("/"), headers={"authorization": f"Bearer {key}"} if key else {},
                           timeout=httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds),
                           transport=transport)

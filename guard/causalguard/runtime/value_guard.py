@@ -27,7 +27,7 @@ from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.config.holder import ConfigHolder
-from causalguard.config.loading import SourcedConfig, read_guard_config
+from causalguard.config.loading import SourcedConfig, read_guard_config, upstream_api_key
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
@@ -198,7 +198,8 @@ class ValueGuard:
         if config.upstream is not None:
             from causalguard.runtime.upstream_replies import upstream_completer
 
-            complete = upstream_completer(config.upstream)
+            sourced = self.source if self.source.config is config else SourcedConfig(config)
+            complete = upstream_completer(config.upstream, api_key=upstream_api_key(sourced))
         return ReplyAuditor(lambda: self.state, self.lm, judge, calibration, prompts, self.metrics,
                             busy=lambda: self.busy(), complete=complete)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from causalguard.config.loading import SourcedConfig
+from causalguard.config.loading import SourcedConfig, upstream_api_key
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import CausalguardError
 from causalguard.metrics import GuardMetrics
@@ -25,7 +25,8 @@ class ServerState:
         metrics.track_admission(lambda: self.admission.running, lambda: self.admission.waiting)
         self.guard: ValueGuard | None = None
         # proxy mode: the upstream that generates (read at start-up; a reload does not switch it)
-        self.upstream: Upstream | None = Upstream(source.config.upstream) if source.config.upstream else None
+        spec = source.config.upstream
+        self.upstream = Upstream(spec, api_key=upstream_api_key(source)) if spec is not None else None
         self.ready = False
         self.load_error: str | None = None
 

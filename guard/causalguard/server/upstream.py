@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -32,11 +31,10 @@ class UpstreamError(Exception):
 class Upstream:
     """One pooled HTTP client to the upstream (create at start-up, ``aclose`` at shutdown)."""
 
-    def __init__(self, spec: UpstreamSpec, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, spec: UpstreamSpec, *, api_key: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.spec = spec
-        key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-        if spec.api_key_env and not key:
-            raise ValueError(f"upstream.api_key_env: the environment variable {spec.api_key_env} is not set")
+        key = api_key  # from config.loading.upstream_api_key: never logged
         headers = {"authorization": f"Bearer {key}"} if key else {}
         timeout = httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds)
         limits = httpx.Limits(max_connections=spec.max_connections, max_keepalive_connections=spec.max_connections)

@@ -69,11 +69,8 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
                                  hint="run 'causalguard behaviour report --bundle FOLDER' first")
     chosen = _chosen(catalog, settings.levers, bundle_dir)
     dims = list(catalog.dimensions)
-    dev = load_prompts(dimensions=dims).split("dev")
-    prompts = list(dev.balanced(settings.prompt_offset + settings.prompts))[settings.prompt_offset:]
-    if len(prompts) < settings.prompts:
-        raise ValueError(f"the dev split has {len(dev.prompts)} prompts: {settings.prompts} from offset "
-                         f"{settings.prompt_offset} do not fit")
+    prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(settings.prompt_offset,
+                                                                          settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
     conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog) for e in chosen]

@@ -90,11 +90,8 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
         log(f"{name}: refused by the planner: {why.splitlines()[0]}")
     judge = load_probe_judge(bundle.path, lm)
     calibration = bundle.behaviour.calibration
-    test = load_prompts(dimensions=dims).split("test")
-    prompts = list(test.balanced(settings.prompt_offset + settings.prompts))[settings.prompt_offset:]
-    if len(prompts) < settings.prompts:
-        raise ValueError(f"the test split has {len(test.prompts)} prompts: {settings.prompts} from offset "
-                         f"{settings.prompt_offset} do not fit; lower --prompts or --prompt-offset")
+    prompts = list(load_prompts(dimensions=dims).split("test").balanced_slice(settings.prompt_offset,
+                                                                          settings.prompts))
     personas = [p if p.id != "assistant" else type(p)("operator", config.system_prompt)
                 for p in reply_personas(settings.personas, settings.persona_seed)]
     condition_of = {name: "plan:" + "+".join(lever.id for lever in plan.levers) for name, plan in plans.items()}
