@@ -315,7 +315,7 @@ def test_an_unset_upstream_key_variable_names_the_config_line(tmp_path: Path,
     monkeypatch.setenv("CG_TEST_UPSTREAM_KEY", "s3cret")
     assert upstream_api_key(sourced) == "s3cret"
     path.write_text("upstream:\n  base_url: ftp://nowhere\n  model: m\n")
-    with pytest.raises(ConfigError, match="upstream.base_url"):
+    with pytest.raises(ConfigError, match=r"upstream\.base_url"):
         read_guard_config(path)
 
 
