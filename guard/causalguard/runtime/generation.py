@@ -96,13 +96,19 @@ def sampling_kwargs(temperature: float, seeds: Sequence[int | None], top_p: floa
 
 
 class StopText:
-    """A stopping criterion: a row is done once its new text contains one of ``stops`` (OpenAI's ``stop``)."""
+    """A stopping criterion: a row is done once its new text contains one of ``stops`` (OpenAI's ``stop``).
+
+    Checked after every token, a stop string first appears at the end of the text, so only the last few
+    tokens are decoded (as many as the longest stop string has characters, plus a margin), not the
+    whole reply each step."""
 
     def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int) -> None:
         self.tokenizer, self.stops, self.width = tokenizer, tuple(stops), prompt_width
+        self.window = max(len(s) for s in self.stops) + 4
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        start = max(self.width, input_ids.shape[1] - self.window)
+        texts = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], dtype=torch.bool)
 
 

@@ -157,13 +157,16 @@ class ValueGuard:
         """The file the current configuration was read from (None for an in-memory config)."""
         return self.source.path
 
+    def _sourced(self, config: GuardConfig) -> SourcedConfig:
+        """``config`` with the file it came from, when it is the one this guard read (for line numbers)."""
+        return self.source if self.source.config is config else SourcedConfig(config)
+
     def _load_bundle(self, config: GuardConfig, bundle: str | Path | None, force: bool) -> Bundle:
         base = self.config_path.parent if self.config_path is not None else None
         if bundle is not None:
             return load_bundle(resolve_bundle_dir(bundle, config.model, base), expected_fingerprint=self.lm.fingerprint,
                                force=force)
-        sourced = self.source if self.source.config is config else SourcedConfig(config)
-        with sourced.blame("bundle"):
+        with self._sourced(config).blame("bundle"):
             folder = resolve_bundle_dir(config.bundle, config.model, base)
             return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
 
@@ -198,8 +201,7 @@ class ValueGuard:
         if config.upstream is not None:
             from causalguard.runtime.upstream_replies import upstream_completer
 
-            sourced = self.source if self.source.config is config else SourcedConfig(config)
-            complete = upstream_completer(config.upstream, api_key=upstream_api_key(sourced))
+            complete = upstream_completer(config.upstream, api_key=upstream_api_key(self._sourced(config)))
         return ReplyAuditor(lambda: self.state, self.lm, judge, calibration, prompts, self.metrics,
                             busy=lambda: self.busy(), complete=complete)
 

@@ -40,6 +40,11 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 
+def applied_levers(guard: ValueGuard, profile: str) -> dict[str, Any]:
+    """The ``causalguard`` field of a response: which profile and levers shaped it."""
+    return {"profile": profile, "levers": [lever.id for lever in guard.state.plan(profile).levers]}
+
+
 def sse_error(message: str, *, code: str | None = None) -> str:
     """An OpenAI error event: what a stream says when it fails after its first byte (``[DONE]`` follows)."""
     return f"data: {json.dumps(error_body(message, type_='server_error', code=code))}\n\n"
@@ -196,8 +201,7 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(body)}\n\n"
 
-    plan = guard.state.plan(kwargs["profile"])
-    applied = {"profile": kwargs["profile"], "levers": [lever.id for lever in plan.levers]}
+    applied = applied_levers(guard, kwargs["profile"])
 
     try:
         yield chunk({"role": "assistant", "content": ""}, None)
@@ -247,7 +251,7 @@ async def _proxied(state: ServerState, upstream: Upstream, guard: ValueGuard, ca
     """Proxy mode: the plan's role levers composed into the system message, generation upstream."""
     plan = guard.state.plan(call.profile)
     messages = compose_messages(call.messages, guard.config.system_prompt, plan.role_instructions())
-    applied = {"profile": call.profile, "levers": [lever.id for lever in plan.levers]}
+    applied = applied_levers(guard, call.profile)
     payload = upstream.payload(messages, max_tokens=call.max_new_tokens, temperature=call.temperature,
                                seed=call.seed, stream=body.stream, top_p=call.top_p, stop=call.stop)
     started = time.perf_counter()

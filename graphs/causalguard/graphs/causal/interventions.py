@@ -144,13 +144,17 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     pattern = circumplex_pattern(nodes)
     rng = np.random.default_rng(seed)
     pairs: list[PredictedPair] = []
+    random_sets: dict[int, list[np.ndarray]] = {}
     owner: list[int] = []  # which intervention each pair belongs to (bootstrap unit)
     paper = {"descendant": [0, 0], "non_descendant": [0, 0]}
     for k, item in enumerate(interventions):
         x = nodes.index(item.target)
         delta = float(item.mean[x])
         graph, total = graph_for(item) if graph_for is not None else (bundle.graph, bundle.effects.total)
-        randoms = [random_graph_effects(graph, observed, nodes, rng) for _ in range(random_graphs)]
+        edges = len(graph.edges)  # random DAGs depend only on the edge count: fit each count's set once
+        if edges not in random_sets:
+            random_sets[edges] = [random_graph_effects(graph, observed, nodes, rng) for _ in range(random_graphs)]
+        randoms = random_sets[edges]
         descendants = graph.descendants(item.target)
         for j, v in enumerate(nodes):
             if j == x:
