@@ -212,7 +212,7 @@ def _confirmation(power: float, half: float = 0.05, degraded: int = 1) -> dict: 
 
 
 def test_confirmation_replaces_effects_and_keeps_only_levers_that_replicate() -> None:
-    from causalguard.graphs.behaviour.confirm import confirmed_catalog
+    from causalguard.graphs.behaviour.confirmation_file import confirmed_catalog
 
     catalog = _catalog_v2()
     screened = catalog.lever("role:power:-").replies.effects["power"]  # type: ignore[union-attr]
@@ -232,7 +232,7 @@ def test_confirmation_replaces_effects_and_keeps_only_levers_that_replicate() ->
 
 
 def test_a_lever_that_did_not_replicate_is_never_planned() -> None:
-    from causalguard.graphs.behaviour.confirm import confirmed_catalog
+    from causalguard.graphs.behaviour.confirmation_file import confirmed_catalog
 
     bundle = _bundle()
     bundle.catalog = confirmed_catalog(bundle.catalog, {"role:power:-": _confirmation(-0.01),  # type: ignore[arg-type]

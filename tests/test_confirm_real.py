@@ -32,6 +32,7 @@ def test_confirming_a_lever_rewrites_its_effects_from_fresh_replies(lm: LoadedMo
     assert after.screening == before.screening  # the first, selecting measurement is kept
     assert after.verdict in ("usable", "no_target_effect", "degrades_replies") and "10 fresh pairs" in after.why
     written = json.loads((bundle / "confirmation.json").read_text())
-    assert written["prompt_offset"] == 100 and list(written["levers"]) == [LEVER] == list(doc["levers"])
+    assert list(doc["levers"]) == [LEVER] and written["levers"][LEVER]["run"]["prompt_offset"] == 100
+    assert "role:stimulation:-:reply" in written["levers"]  # levers confirmed in earlier runs stay in the file
     untouched = load_catalog(bundle).lever("role:stimulation:-:reply").replies  # type: ignore[union-attr]
     assert untouched is not None and untouched.n == 80

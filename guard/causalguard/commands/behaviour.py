@@ -55,8 +55,11 @@ def behaviour_report_command(
         extra, _ = variant_levers(catalog, sweep, reply_wordings, wordings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--sweep") from None
+    # variants 'levers extend' already added to the catalog are measured as catalog levers, also with --levers none
     in_catalog = {e.id for e in catalog.levers}
-    extra = [lever for lever in extra if lever.id not in in_catalog]  # measured below with the catalog's levers
+    if lever_ids is not None:
+        lever_ids = tuple(dict.fromkeys(lever_ids + tuple(v.id for v in extra if v.id in in_catalog)))
+    extra = [lever for lever in extra if lever.id not in in_catalog]
     settings = ReportSettings(prompts=prompts, personas=personas, levers=lever_ids, batch_size=batch_size,
                               extra=tuple(extra), replies=ReplySettings(max_new_tokens, temperature, seed))
     lm = load_model(model)

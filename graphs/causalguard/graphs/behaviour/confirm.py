@@ -15,7 +15,9 @@ stage of a screen-then-confirm design:
    t-interval) and its replies are not degraded; otherwise ``no_target_effect`` or
    ``degrades_replies``, with the figures in ``why``.
 
-The figures go to ``confirmation.json`` in the bundle.
+The figures go to ``confirmation.json`` in the bundle, where levers confirmed in separate runs accumulate
+(each with its run's prompts and personas); ``behaviour report`` re-applies them when it re-attaches
+screening effects to the catalog, so a later report never silently undoes a confirmation.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ from causalguard.behaviour.judge import load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import compare_degradation, reply_quality
 from causalguard.errors import ConfigError
+from causalguard.graphs.behaviour.confirmation_file import (
+    CONFIRMATION_FILE,
+    confirmed_catalog,
+    merged_confirmation,
+    screening_of,
+)
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.report import (
     finite_json,
@@ -43,10 +51,8 @@ from causalguard.graphs.behaviour.report import (
     served_system_prompt,
 )
 from causalguard.graphs.bundle.format import load_bundle
-from causalguard.graphs.levers.catalog import Catalog, Interval, LeverEntry, save_catalog
+from causalguard.graphs.levers.catalog import Catalog, LeverEntry, save_catalog
 from causalguard.models.loaded import LoadedModel
-
-CONFIRMATION_FILE = "confirmation.json"
 
 
 @dataclass(frozen=True)
@@ -103,13 +109,14 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
         rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
     updated = confirmed_catalog(catalog, rows)
     save_catalog(updated, bundle_dir)
-    doc = {"model": lm.name, "prompt_split": "dev", "prompts": [q.id for q in prompts],
-           "prompt_offset": settings.prompt_offset, "personas": [asdict(p) for p in personas],
-           "replies": asdict(settings.replies),
-           "levers": {e.id: {**rows[e.id], "screening": _screening(e).model_dump(),
-                             "verdict": updated.lever(e.id).replies.verdict,  # type: ignore[union-attr]
-                             "why": updated.lever(e.id).replies.why} for e in chosen}}  # type: ignore[union-attr]
-    (bundle_dir / CONFIRMATION_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
+    run = {"prompt_split": "dev", "prompts": [q.id for q in prompts], "prompt_offset": settings.prompt_offset,
+           "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies)}
+    levers = {e.id: {**rows[e.id], "screening": screening_of(e).model_dump(),
+                     "verdict": updated.lever(e.id).replies.verdict,  # type: ignore[union-attr]
+                     "why": updated.lever(e.id).replies.why, "run": run} for e in chosen}  # type: ignore[union-attr]
+    doc = {"model": lm.name, **run, "levers": levers}
+    merged = merged_confirmation(bundle_dir, doc)  # levers confirmed in earlier runs stay
+    (bundle_dir / CONFIRMATION_FILE).write_text(json.dumps(finite_json(merged), indent=2) + "\n")
     return doc
 
 
@@ -128,38 +135,3 @@ def _chosen(catalog: Catalog, ids: Sequence[str] | None, bundle_dir: Path) -> li
                                  "chosen ones were never measured on replies)", field="--levers",
                                  hint="run 'causalguard behaviour report' first, or name levers with --levers")
     return chosen
-
-
-def _screening(lever: LeverEntry) -> Interval:
-    assert lever.replies is not None and lever.target is not None
-    return lever.replies.screening or lever.replies.effects[lever.target]
-
-
-def confirmed_catalog(catalog: Catalog, rows: dict[str, dict[str, Any]]) -> Catalog:
-    """The catalog with each confirmed lever's reply effects replaced by the confirmation's and its verdict
-    decided on them (see the module docstring)."""
-    levers = []
-    for lever in catalog.levers:
-        row = rows.get(lever.id)
-        if row is None or lever.replies is None or lever.target is None:
-            levers.append(lever)
-            continue
-        effects = {d: Interval(**row["effects"][d]) for d in catalog.dimensions}
-        target = effects[lever.target]
-        moved = target.ci_low > 0 if lever.direction > 0 else target.ci_high < 0
-        q = row["quality"]
-        screening = _screening(lever)
-        figures = (f"screening {screening.mean:+.2f} ({screening.n} pairs), confirmation {target.mean:+.2f} "
-                   f"(95% CI {target.ci_low:+.2f} .. {target.ci_high:+.2f}, {target.n} fresh pairs)")
-        if q["is_degraded"]:
-            verdict, why = "degrades_replies", f"{figures}; {q['degraded']}/{q['n']} confirmation replies degraded"
-        elif not moved:
-            verdict, why = "no_target_effect", f"{figures}: did not replicate"
-        else:
-            verdict, why = "usable", f"{figures}: replicated"
-        replies = lever.replies.model_copy(update={
-            "effects": effects, "moves_target_as_intended": moved, "degraded": q["degraded"], "n": q["n"],
-            "degraded_rate": q["rate"], "p_value": q["p_value"], "degrades_replies": q["is_degraded"],
-            "verdict": verdict, "why": why, "screening": screening})
-        levers.append(lever.model_copy(update={"replies": replies}))
-    return catalog.model_copy(update={"levers": levers})

@@ -43,6 +43,7 @@ from causalguard.behaviour.labelled import load_labelled
 from causalguard.behaviour.prompts import Prompt, load_prompts
 from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, compare_degradation, reply_quality
 from causalguard.errors import ConfigError
+from causalguard.graphs.behaviour.confirmation_file import CONFIRMATION_FILE, confirmed_catalog, read_confirmation
 from causalguard.graphs.behaviour.judge_fit import fit_probe_judge
 from causalguard.graphs.behaviour.replies import (
     Persona,
@@ -269,8 +270,9 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
                      "judge_means": judge_means},
         "levers": rows,
         "agreement": agreement(rows),
-        "examples": _examples(replies, [r for r in rows if ("none", personas[0].id, prompts[0].id) in replies
-                                        and (r["id"], personas[0].id, prompts[0].id) in replies], personas, prompts),
+        "examples": merged_examples(bundle_dir / BEHAVIOUR_FILE, settings_doc, _examples(
+            replies, [r for r in rows if ("none", personas[0].id, prompts[0].id) in replies
+                      and (r["id"], personas[0].id, prompts[0].id) in replies], personas, prompts)),
         "timing": {"replies": len(keys), "generation_seconds": generation_s, "judge_seconds": judge_s,
                    "quality_seconds": quality_s, "total_seconds": time.time() - started},
     }
@@ -279,7 +281,11 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
                                                                              "weak_values")}})
     (bundle_dir / BEHAVIOUR_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     (bundle_dir / BEHAVIOUR_REPORT).write_text(render_behaviour(doc))
-    save_catalog(attach_replies(catalog, rows, judge_means), bundle_dir)
+    # levers confirmed earlier keep their confirmation's effects and verdicts over this screening
+    confirmed = read_confirmation(bundle_dir, dims)
+    save_catalog(confirmed_catalog(attach_replies(catalog, rows, judge_means), confirmed), bundle_dir)
+    if confirmed:
+        log(f"re-applied {CONFIRMATION_FILE} to {len(confirmed)} confirmed levers")
     log(f"catalog {CATALOG_SCHEMA_REPLIES}: reply effects and verdicts attached to the catalog's levers")
     return doc
 
@@ -309,6 +315,20 @@ def merged_rows(path: Path, settings_doc: dict[str, Any], rows: list[dict[str, A
     if kept:
         log(f"kept {len(kept)} levers measured earlier with the same settings")
     return kept + rows
+
+
+def merged_examples(path: Path, settings_doc: dict[str, Any], examples: list[dict[str, str]]) -> list[dict[str, str]]:
+    """This run's example replies plus an earlier report's (same settings) for the levers this run did not
+    re-measure, so the report keeps an example for every lever it keeps."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict) or old.get("settings") != settings_doc:
+        return examples
+    fresh = {e["lever"] for e in examples}
+    kept = [e for e in old.get("examples", []) if isinstance(e, dict) and e.get("lever") not in fresh]
+    return examples + kept
 
 
 def finite_json(obj: Any) -> Any:
