@@ -111,7 +111,7 @@ def test_the_committed_reference_matches_the_schema() -> None:
 def test_the_annotated_deploy_example_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "deploy" / "guard.yaml"
     config = load_guard_config(example, dimensions=["stimulation", "security", "benevolence"])
-    assert config.profile_names == ["default", "calm", "plain"]
+    assert config.profile_names == ["default", "plain"]
 
 
 @pytest.mark.parametrize("kind", ["config", "inventory", "roles"])
