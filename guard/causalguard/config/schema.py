@@ -107,7 +107,12 @@ class MetricsSpec(_Strict):
 class ServerSpec(_Strict):
     """The OpenAI-compatible server's limits (read at start-up; a reload does not resize the pool)."""
 
-    max_concurrency: int = Field(default=2, ge=1, description="Generations running at once.")
+    max_concurrency: int = Field(default=16, ge=1, le=256, description="Requests generating at once: with batching, "
+                                 "the rows of the shared decode loop; without, separate generate calls (keep it "
+                                 "near the core count then).")
+    batching: bool = Field(default=True, description="Continuous batching (in-process mode): concurrent requests "
+                           "share one decode loop, joining and leaving as they start and finish, each row with its "
+                           "own levers, seed and stop strings.")
     max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
     max_tokens_limit: int = Field(default=256, ge=1, description="Largest max_tokens a client may ask for.")
     max_request_bytes: int = Field(default=65536, ge=1024, description="Larger bodies get 413.")

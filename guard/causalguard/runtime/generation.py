@@ -66,23 +66,32 @@ class SeededSampler:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.temperature = temperature
         self.top_p = top_p
-        self.generators = []
-        for seed in seeds:
-            gen = torch.Generator()
-            gen.manual_seed(int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
-            self.generators.append(gen)
+        self.generators = [row_generator(seed) for seed in seeds]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1:  # nucleus: the smallest set of tokens whose probability reaches top_p
-            ordered, order = probs.sort(dim=-1, descending=True)
-            outside = ordered.cumsum(dim=-1) - ordered >= self.top_p  # the top token always stays
-            probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
-        picked = torch.stack([torch.multinomial(probs[row], 1, generator=self.generators[row])[0]
-                              for row in range(probs.shape[0])])
+        picked = [sample_token(scores[row], self.temperature, self.top_p, self.generators[row])
+                  for row in range(scores.shape[0])]
         out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(scores.shape[0]), picked] = 0.0
+        out[torch.arange(scores.shape[0]), torch.tensor(picked)] = 0.0
         return out
+
+
+def row_generator(seed: int | None) -> torch.Generator:
+    """A row's own random generator: seeded from ``seed``, or from the OS when there is none."""
+    gen = torch.Generator()
+    gen.manual_seed(int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+    return gen
+
+
+def sample_token(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """Draw one token from a row's next-token ``scores`` (1-d logits) at ``temperature``, keeping the
+    smallest set of tokens whose probability reaches ``top_p`` (the top token always stays)."""
+    probs = torch.softmax(scores.float() / temperature, dim=-1)
+    if top_p < 1:
+        ordered, order = probs.sort(dim=-1, descending=True)
+        outside = ordered.cumsum(dim=-1) - ordered >= top_p
+        probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+    return int(torch.multinomial(probs, 1, generator=generator)[0])
 
 
 def sampling_kwargs(temperature: float, seeds: Sequence[int | None], top_p: float = 1.0) -> dict[str, Any]:

@@ -7,6 +7,8 @@
 Role levers are composed into the system prompt; SAE levers run through dispatcher hooks installed
 once for the guard's lifetime (removed by ``close()``), while each request's interventions live in a
 context variable, so concurrent requests with different profiles never see each other's levers.
+With ``server.batching`` (the default), ``generate`` and ``stream`` calls from any number of threads
+share one continuous-batching decode loop (``runtime/batcher``), each row with its own levers.
 The configuration is an immutable snapshot: ``reload()`` validates and plans first, then swaps it;
 requests keep the snapshot they started with.
 """
@@ -36,7 +38,8 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan
 from causalguard.runtime.audit import CanaryAuditor
-from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, cut_at_stop, generate_rows
+from causalguard.runtime.batcher import ContinuousBatcher, DecodeSettings
+from causalguard.runtime.generation import Generated, GenerationRow, chat_prompt_ids, cut_at_stop, generate_rows
 from causalguard.runtime.plan_conditions import ProfileCondition
 from causalguard.runtime.prompts import Message
 from causalguard.runtime.reply_audit import ReplyAuditor
@@ -123,6 +126,11 @@ class ValueGuard:
         self._stack = ExitStack()
         if self.sae is not None:
             self.hooks = self._stack.enter_context(install_steering_hooks(self.lm.model, [self.sae.layer]))
+        # one decode loop for concurrent requests; closed before the hooks are removed (the stack unwinds in reverse)
+        self.batcher: ContinuousBatcher | None = None
+        if first.server.batching and not self.proxy:
+            self.batcher = self._stack.enter_context(
+                ContinuousBatcher(self.lm, max_rows=first.server.max_concurrency))
         try:
             self._holder: ConfigHolder[GuardState] = ConfigHolder(lambda: self._build_state(self.source))
         except Exception:
@@ -271,10 +279,26 @@ class ValueGuard:
                  stop: Sequence[str] = ()) -> GuardedResponse:
         """One reply. ``cancel`` stops generation at the next token; ``extra_interventions`` adds SAE edits
         on top of the profile's (the server only passes them when the operator allows it); ``top_p`` is
-        nucleus sampling (with ``temperature > 0``); the reply ends before the first of ``stop``."""
-        return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
-                                   temperature=temperature, seed=seed, cancel=cancel,
-                                   extra_interventions=[tuple(extra_interventions)], top_p=top_p, stop=stop)[0]
+        nucleus sampling (with ``temperature > 0``); the reply ends before the first of ``stop``.
+        With batching on, the request joins the shared decode loop; otherwise it is a batch of one."""
+        if self.batcher is None:
+            return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
+                                       temperature=temperature, seed=seed, cancel=cancel,
+                                       extra_interventions=[tuple(extra_interventions)], top_p=top_p, stop=stop)[0]
+        state = self.state
+        plan = state.plan(profile)
+        prompt = self.prompt_ids(messages, plan, state.config)
+        row = GenerationRow(prompt, state.interventions[profile] + tuple(extra_interventions), seed)
+        started = time.perf_counter()
+        outcome: RequestOutcome = "error"
+        try:
+            job = self.batcher.submit(row, DecodeSettings(max_new_tokens, temperature, top_p, tuple(stop)),
+                                      cancel=cancel)
+            out = job.result()
+            outcome = _stopped_outcome(cancel)
+        finally:
+            self._count(profile, plan, outcome, time.perf_counter() - started)
+        return self._response(profile, plan, len(prompt), out, stop)
 
     def generate_batch(self, conversations: Sequence[Sequence[Message]], *, profiles: Sequence[str] | None = None,
                        max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
@@ -306,15 +330,16 @@ class ValueGuard:
         finally:
             for profile, plan in zip(profiles, plans, strict=True):
                 self._count(profile, plan, outcome, time.perf_counter() - started)
-        responses = []
-        for row, (profile, plan) in enumerate(zip(profiles, plans, strict=True)):
-            new = outs[row].tokens
-            self.metrics.generated_tokens.labels(profile=profile, method=method_label(plan)).inc(len(new))
-            text, stopped = cut_at_stop(self.lm.tokenizer.decode(new, skip_special_tokens=True), stop)
-            responses.append(GuardedResponse(text, len(new), len(prompts[row]), profile,
-                                             tuple(lever.id for lever in plan.levers),
-                                             "stop" if stopped else outs[row].finish_reason))
-        return responses
+        return [self._response(profile, plan, len(prompt), out, stop)
+                for profile, plan, prompt, out in zip(profiles, plans, prompts, outs, strict=True)]
+
+    def _response(self, profile: str, plan: Plan, prompt_tokens: int, out: Generated,
+                  stop: Sequence[str]) -> GuardedResponse:
+        """A finished generation as a reply (text cut at the first stop string), its tokens counted."""
+        self.metrics.generated_tokens.labels(profile=profile, method=method_label(plan)).inc(len(out.tokens))
+        text, stopped = cut_at_stop(self.lm.tokenizer.decode(out.tokens, skip_special_tokens=True), stop)
+        return GuardedResponse(text, len(out.tokens), prompt_tokens, profile, tuple(lever.id for lever in plan.levers),
+                               "stop" if stopped else out.finish_reason)
 
     def stream(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
                temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
@@ -324,6 +349,7 @@ class ValueGuard:
         stops generation at the next token. ``report`` receives ``completion_tokens`` and
         ``finish_reason`` (stop, length or cancelled) when the stream ends. With ``stop``, text that could
         begin a stop string is held back until it cannot, and the stream ends before the stop string."""
+        import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         state = self.state
@@ -336,15 +362,23 @@ class ValueGuard:
 
         counted: dict[str, int] = {"tokens": 0}
         failure: list[BaseException] = []
+        row = GenerationRow(prompt, interventions, seed)
 
         def run() -> None:
             try:
-                (out,) = generate_rows(self.lm, [GenerationRow(prompt, interventions, seed)],
-                                       max_new_tokens=max_new_tokens, temperature=temperature, streamer=streamer,
-                                       stopping_criteria=StoppingCriteriaList([_cancel_criteria(halt)]),
-                                       top_p=top_p, stop=stops)
-                counted["tokens"] = len(out.tokens) + int(out.finish_reason == "stop")
-                counted["eos"] = int(out.finish_reason == "stop")
+                if self.batcher is not None:  # the shared decode loop feeds the streamer token by token
+                    streamer.put(torch.tensor([prompt]))  # the streamer skips the first thing it is given
+                    job = self.batcher.submit(row, DecodeSettings(max_new_tokens, temperature, top_p, stops),
+                                              cancel=halt, on_token=lambda t: streamer.put(torch.tensor([t])),
+                                              on_end=streamer.end)
+                    out, eos = job.result(), job.hit_eos
+                else:
+                    (out,) = generate_rows(self.lm, [row], max_new_tokens=max_new_tokens, temperature=temperature,
+                                           streamer=streamer, top_p=top_p, stop=stops,
+                                           stopping_criteria=StoppingCriteriaList([_cancel_criteria(halt)]))
+                    eos = out.finish_reason == "stop"
+                counted["tokens"] = len(out.tokens) + int(eos)
+                counted["eos"] = int(eos)
             except BaseException as exc:  # surfaced to the consumer below
                 failure.append(exc)
                 streamer.end()

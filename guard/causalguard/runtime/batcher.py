@@ -1,0 +1,315 @@
+"""Continuous batching: concurrent requests share one decode loop, rows joining and leaving as they go.
+
+    with ContinuousBatcher(lm, max_rows=16) as batcher:
+        job = batcher.submit(GenerationRow(prompt_ids, interventions, seed=7), DecodeSettings(max_new_tokens=64))
+        generated = job.result()                     # or pass on_token= to stream
+
+One worker thread owns the loop. Each step it
+
+1. admits waiting requests, up to ``max_rows`` running: each is prefilled alone (batch of one, so its
+   first token is exactly what it would be run alone) and its KV cache joins the running batch's,
+   left-padded to a common width;
+2. runs one decode step for every running row at once. Each row keeps its own logical positions
+   (``position_ids``), SAE interventions (a per-row ``SteeringPlan`` for the dispatcher hooks, which
+   must already be installed), sampling generator, token budget and stop strings;
+3. drops finished rows (end of sequence, budget, stop string, cancelled) and trims cache columns that
+   are padding for every row left.
+
+Greedy rows give the tokens the same request gets from ``generate_rows`` alone, up to float rounding
+of batched kernels (tested under mixed profiles). Callbacks run on the worker thread and must be quick;
+one that raises cancels only its own row. A failed forward pass fails the rows in it, never the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, steer
+from causalguard.models.loaded import LoadedModel
+from causalguard.runtime.generation import FinishReason, Generated, GenerationRow, row_generator, sample_token
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How one request decodes: its token budget, sampling (0 = greedy) and stop strings."""
+
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+class BatcherClosedError(RuntimeError):
+    """A request was submitted to a closed batcher."""
+
+
+@dataclass(eq=False)
+class BatchJob:
+    """One submitted request: wait for it with ``result()``; set ``cancel`` to stop it at the next step."""
+
+    row: GenerationRow
+    settings: DecodeSettings
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_token: Callable[[int], None] | None = None  # every new token (end of sequence excluded), worker thread
+    on_end: Callable[[], None] | None = None  # once, when the request ends however it ends, worker thread
+    tokens: list[int] = field(default_factory=list)
+    hit_eos: bool = False  # ended by the end-of-sequence token (finish "stop" is also a stop string)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _finish: FinishReason = "length"
+    _error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Generated:
+        """The generated tokens once the request has finished (raises what failed it)."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("the request has not finished")
+        if self._error is not None:
+            raise self._error
+        return Generated(list(self.tokens), self._finish)
+
+    def _end(self, finish: FinishReason, error: BaseException | None = None) -> None:
+        self._finish, self._error = finish, error
+        self._done.set()
+        if self.on_end is not None:
+            try:
+                self.on_end()
+            except Exception:  # a failing consumer must not stop the loop
+                log.warning("a request's on_end callback failed", exc_info=True)
+
+
+@dataclass(eq=False)
+class _Running:
+    """A row of the running batch: its job, its real tokens in the cache and the token to feed next."""
+
+    job: BatchJob
+    generator: torch.Generator | None
+    cached: int  # real (unpadded) tokens in the cache: the next token's logical position
+    next_token: int
+
+
+class ContinuousBatcher:
+    """A decode loop shared by concurrent requests on one model (see the module docstring)."""
+
+    def __init__(self, lm: LoadedModel, *, max_rows: int = 16, name: str = "causalguard-batcher") -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        self.lm, self.max_rows = lm, max_rows
+        self._eos = {int(lm.tokenizer.eos_token_id)} if lm.tokenizer.eos_token_id is not None else set()
+        self._waiting: deque[BatchJob] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._running: list[_Running] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None  # [rows, cache width]: 1 where a row has a real token
+        self.steps = 0  # decode steps run (for tests and metrics)
+        self.peak_rows = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    # ---- the public side ----------------------------------------------------------------------
+    def submit(self, row: GenerationRow, settings: DecodeSettings, *, cancel: threading.Event | None = None,
+               on_token: Callable[[int], None] | None = None, on_end: Callable[[], None] | None = None) -> BatchJob:
+        """Queue a request; it joins the running batch at the next step with room (``max_rows``)."""
+        if not row.prompt:
+            raise ValueError("a generation row needs at least one prompt token")
+        job = BatchJob(row, settings, cancel if cancel is not None else threading.Event(), on_token, on_end)
+        with self._wake:
+            if self._closing:
+                raise BatcherClosedError("the batcher is closed")
+            self._waiting.append(job)
+            self._wake.notify()
+        return job
+
+    @property
+    def rows(self) -> int:
+        """Rows decoding now."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the loop: running and waiting requests end ``cancelled``; joins the worker (idempotent)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> ContinuousBatcher:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while not self._closing and not self._waiting and not self._running:
+                        self._wake.wait()
+                    if self._closing:
+                        break
+                    admitted: list[BatchJob] = []
+                    while self._waiting and len(self._running) + len(admitted) < self.max_rows:
+                        admitted.append(self._waiting.popleft())
+                for job in admitted:
+                    self._admit(job)
+                if self._running:
+                    self._step()
+        for entry in self._running:
+            entry.job._end("cancelled")
+        with self._wake:
+            left, self._waiting = list(self._waiting), deque()
+        for job in left:
+            job._end("cancelled")
+        self._running, self._cache, self._mask = [], None, None
+
+    def _admit(self, job: BatchJob) -> None:
+        """Prefill ``job`` alone, take its first token, and join its cache to the running batch."""
+        from transformers import DynamicCache
+
+        if job.cancel.is_set():
+            job._end("cancelled")
+            return
+        prompt = torch.tensor([list(job.row.prompt)], dtype=torch.long)
+        width = prompt.shape[1]
+        plan = SteeringPlan((RowPlan(job.row.interventions, width),)) if job.row.interventions else None
+        cache = DynamicCache()
+        try:
+            with steer(plan):
+                out = self.lm.model(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                    position_ids=torch.arange(width).unsqueeze(0), past_key_values=cache,
+                                    use_cache=True, logits_to_keep=1)
+        except Exception as exc:
+            log.error("prefill failed: %s", exc, exc_info=True)
+            job._end("length", exc)
+            return
+        temperature = job.settings.temperature
+        entry = _Running(job, row_generator(job.row.seed) if temperature > 0 else None, width, -1)
+        if self._take(entry, out.logits[0, -1]):
+            return  # finished on its first token; its cache never joins
+        self._join(entry, out.past_key_values, width)
+
+    def _join(self, entry: _Running, cache: Any, width: int) -> None:
+        new_mask = torch.ones((1, width), dtype=torch.long)
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask, self._running = cache, new_mask, [entry]
+            self.peak_rows = max(self.peak_rows, 1)
+            return
+        have = self._mask.shape[1]
+        target = max(have, width)
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, target - have), _pad_left(theirs.keys, target - width)])
+            mine.values = torch.cat([_pad_left(mine.values, target - have),
+                                     _pad_left(theirs.values, target - width)])
+        self._mask = torch.cat([torch.nn.functional.pad(self._mask, (target - have, 0)),
+                                torch.nn.functional.pad(new_mask, (target - width, 0))])
+        self._running.append(entry)
+        self.peak_rows = max(self.peak_rows, len(self._running))
+
+    def _step(self) -> None:
+        """One decode step for every running row, then drop the rows that finished."""
+        assert self._mask is not None
+        running = self._running
+        ids = torch.tensor([[entry.next_token] for entry in running], dtype=torch.long)
+        mask = torch.cat([self._mask, torch.ones((len(running), 1), dtype=torch.long)], dim=1)
+        positions = torch.tensor([[entry.cached] for entry in running], dtype=torch.long)
+        rows = tuple(RowPlan(e.job.row.interventions, len(e.job.row.prompt)) for e in running)
+        plan = SteeringPlan(rows) if any(r.interventions for r in rows) else None
+        try:
+            with steer(plan):
+                out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    past_key_values=self._cache, use_cache=True)
+        except Exception as exc:
+            log.error("decode step failed for %d rows: %s", len(running), exc, exc_info=True)
+            for entry in running:
+                entry.job._end("length", exc)
+            self._running, self._cache, self._mask = [], None, None
+            return
+        self.steps += 1
+        self._mask = mask
+        keep = []
+        for row, entry in enumerate(running):
+            entry.cached += 1
+            if not self._take(entry, out.logits[row, -1]):
+                keep.append(row)
+        if len(keep) < len(running):
+            self._drop(keep)
+
+    def _take(self, entry: _Running, logits: torch.Tensor) -> bool:
+        """Pick ``entry``'s next token from ``logits``; True when the row has finished."""
+        job, settings = entry.job, entry.job.settings
+        if job.cancel.is_set():
+            job._end("cancelled")
+            return True
+        if entry.generator is None:
+            token = int(torch.argmax(logits))
+        else:
+            token = sample_token(logits, settings.temperature, settings.top_p, entry.generator)
+        if token in self._eos:
+            job.hit_eos = True
+            job._end("stop")
+            return True
+        job.tokens.append(token)
+        if job.on_token is not None:
+            try:
+                job.on_token(token)
+            except Exception as exc:
+                job._end("cancelled", exc)
+                return True
+        if settings.stop and self._hit_stop(job.tokens, settings.stop):
+            job._end("stop")
+            return True
+        if len(job.tokens) >= settings.max_new_tokens:
+            job._end("length")
+            return True
+        entry.next_token = token
+        return False
+
+    def _hit_stop(self, tokens: Sequence[int], stops: Sequence[str]) -> bool:
+        # a stop string first appears at the end of the text: decode only the last few tokens
+        window = max(len(s) for s in stops) + 4
+        tail = self.lm.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stops)
+
+    def _drop(self, keep: list[int]) -> None:
+        """Keep only rows ``keep``; cut cache columns that are padding for every row left."""
+        if not keep:
+            self._running, self._cache, self._mask = [], None, None
+            return
+        assert self._mask is not None
+        index = torch.tensor(keep, dtype=torch.long)
+        mask = self._mask[index]
+        start = int(mask.any(dim=0).long().argmax())  # the first column some row still uses
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+        self._mask = mask[:, start:]
+        self._running = [self._running[row] for row in keep]
+
+
+def _pad_left(states: torch.Tensor, columns: int) -> torch.Tensor:
+    """``[rows, heads, width, dim]`` states with ``columns`` zero columns before the first."""
+    return torch.nn.functional.pad(states, (0, 0, columns, 0)) if columns else states
