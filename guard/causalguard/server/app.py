@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Requests block a worker thread each while they generate (streams: one more to pull pieces), so
+        # the loop's default pool (cores + 4 threads) would cap the decode batch far below max_concurrency.
+        server = state.source.config.server
+        workers = ThreadPoolExecutor(2 * (server.max_concurrency + server.max_queue) + 8,
+                                     thread_name_prefix="causalguard-request")
+        asyncio.get_running_loop().set_default_executor(workers)
         loader = threading.Thread(target=load, name="causalguard-load", daemon=True)
         loader.start()
         try:
@@ -81,6 +88,7 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
                 state.guard.close()
             if state.upstream is not None:
                 await state.upstream.aclose()
+            workers.shutdown(wait=False)
 
     app = FastAPI(title="causalguard", lifespan=lifespan)
     app.state.guard_server = state
