@@ -34,7 +34,14 @@ import torch
 
 from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, steer
 from causalguard.models.loaded import LoadedModel
-from causalguard.runtime.generation import FinishReason, Generated, GenerationRow, row_generator, sample_token
+from causalguard.runtime.generation import (
+    FinishReason,
+    Generated,
+    GenerationRow,
+    row_generator,
+    sample_token,
+    stop_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +297,7 @@ class ContinuousBatcher:
 
     def _hit_stop(self, tokens: Sequence[int], stops: Sequence[str]) -> bool:
         # a stop string first appears at the end of the text: decode only the last few tokens
-        window = max(len(s) for s in stops) + 4
-        tail = self.lm.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        tail = self.lm.tokenizer.decode(tokens[-stop_window(stops):], skip_special_tokens=True)
         return any(s in tail for s in stops)
 
     def _drop(self, keep: list[int]) -> None:

@@ -113,12 +113,18 @@ class StopText:
 
     def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int) -> None:
         self.tokenizer, self.stops, self.width = tokenizer, tuple(stops), prompt_width
-        self.window = max(len(s) for s in self.stops) + 4
+        self.window = stop_window(self.stops)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
         start = max(self.width, input_ids.shape[1] - self.window)
         texts = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], dtype=torch.bool)
+
+
+def stop_window(stops: Sequence[str]) -> int:
+    """How many trailing tokens to decode to see whether the text now contains a stop string: a token is
+    at least one character, so the longest stop string's length, plus a margin for merged pieces."""
+    return max(len(s) for s in stops) + 4
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
