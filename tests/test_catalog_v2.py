@@ -159,7 +159,7 @@ def test_levers_show_never_calls_a_lever_best_unless_it_moves_its_target_in_repl
     from causalguard.graphs.levers.catalog import render_report
 
     text = render_report(_catalog_v2())
-    assert "| benevolence | + | none: no lever moves it in replies" in text  # role:benevolence:+ does not
+    assert "| benevolence | + | none usable: no lever moves it in replies" in text  # role:benevolence:+ does not
     assert "| power | - | role:power:- |" in text  # not sae:f7:-0.5 (degrades) nor sae:f9 (unmeasured)
     assert "| sae:f9:-0.5 | power | | | | not measured on replies | never planned |" in text
 

@@ -36,3 +36,4 @@ def test_confirming_a_lever_rewrites_its_effects_from_fresh_replies(lm: LoadedMo
     assert "role:stimulation:-:reply" in written["levers"]  # levers confirmed in earlier runs stay in the file
     untouched = load_catalog(bundle).lever("role:stimulation:-:reply").replies  # type: ignore[union-attr]
     assert untouched is not None and untouched.n == 80
+    assert untouched.verdict == "failed_held_out"  # the bundle's held-out test outlives a new confirmation

@@ -141,6 +141,36 @@ def behaviour_confirm_command(
     typer.echo(f"wrote {bundle / 'confirmation.json'} and updated {bundle / 'catalog.json'}")
 
 
+@behaviour_app.command("held-out")
+def behaviour_held_out_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder whose catalog the test updates.")],
+    looks: Annotated[list[Path], typer.Argument(help="Validation files ('behaviour validate'), in the order they "
+                                                     "were run; each is one look at held-out data (1 to 5).")],
+) -> None:
+    """Pool the held-out validations per lever (Pocock-adjusted for the looks) and take away the levers that
+    did not hold: they become 'failed_held_out' and are never planned. Never makes a lever usable."""
+    import json
+
+    from causalguard.graphs.behaviour.held_out import HELD_OUT_FILE, held_out_catalog, held_out_record
+    from causalguard.graphs.behaviour.report import finite_json
+    from causalguard.graphs.bundle.format import load_bundle
+    from causalguard.graphs.levers.catalog import save_catalog
+
+    if not 1 <= len(looks) <= 5:
+        raise typer.BadParameter(f"expected 1 to 5 validation files, got {len(looks)}", param_hint="LOOKS")
+    catalog = load_bundle(bundle).catalog
+    if catalog is None or not catalog.has_replies:
+        raise typer.BadParameter(f"{bundle} has no catalog measured on replies; run 'causalguard behaviour report "
+                                 f"--bundle {bundle}' first", param_hint="--bundle")
+    record = held_out_record(catalog, looks)
+    (bundle / HELD_OUT_FILE).write_text(json.dumps(finite_json(record), indent=2) + "\n")
+    save_catalog(held_out_catalog(catalog, record), bundle)
+    typer.echo(f"{len(looks)} look(s), Pocock design: {record['level']:.2%} intervals")
+    for lever_id, row in record["levers"].items():
+        typer.echo(f"  {lever_id}: {row['why']}")
+    typer.echo(f"wrote {bundle / HELD_OUT_FILE} and updated {bundle / 'catalog.json'}")
+
+
 @behaviour_app.command("show")
 def behaviour_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's behaviour report (rendered from behaviour.json)."""

@@ -7,8 +7,9 @@ survey's. Survey effects are shown beside reply effects either way.
 Candidates are the catalog's measured levers allowed by the profile's method, the runtime (SAE
 levers need a local HF model), the fluency caps and reply quality. Reply quality is a hard
 constraint, not a penalty: a lever whose replies were degraded more often than unsteered ones, a
-weaker setting of a feature whose stronger setting stays fluent, and a lever never measured on
-replies (when the bundle has reply measurements) are never planned. Every combination of up to
+weaker setting of a feature whose stronger setting stays fluent, a lever never measured on
+replies (when the bundle has reply measurements) and a lever whose pre-registered held-out test
+failed (``failed_held_out``, ``causalguard behaviour held-out``) are never planned. Every combination of up to
 ``max_levers`` compatible levers is scored with the measured effects, assumed additive:
 
 - a target with a desired change is scored by its squared miss, one with only a direction by how
@@ -143,7 +144,8 @@ def degrading_levers(catalog: Catalog, behaviour: BehaviourSummary | None) -> di
             if lever.replies is None:
                 out[lever.id] = "not measured on replies"
             elif not lever.replies.plannable:
-                what = "degrades replies" if lever.replies.verdict == "degrades_replies" else "weaker setting"
+                what = {"degrades_replies": "degrades replies", "failed_held_out": "did not hold on held-out prompts"
+                        }.get(lever.replies.verdict, "weaker setting")
                 out[lever.id] = f"{what} ({lever.replies.why})"
         return out
     if behaviour is None:
@@ -188,6 +190,9 @@ def _lever_verdict(lever: LeverEntry, value: str, excluded: dict[str, str], allo
     if lever.replies is None:
         return f"{lever.id} not measured on replies"
     effect = _interval_text(lever.replies.effects[value])
+    if lever.replies.verdict == "failed_held_out":
+        held_out = lever.replies.why.split("held-out test: ")[-1]
+        return f"{lever.id} {effect} on dev prompts, {held_out} on held-out prompts"
     if lever.id in excluded:
         return f"{lever.id} {effect}, {excluded[lever.id].split(' (')[0]}"
     if lever.replies.verdict == "usable" and lever.id not in allowed:
@@ -343,8 +348,11 @@ def plan_levers(
     degrading = sorted(k for k, why in excluded.items() if why.startswith("degrades"))
     weaker = sum(1 for why in excluded.values() if why.startswith("weaker"))
     unmeasured = sum(1 for why in excluded.values() if why.startswith("not measured"))
+    failed = sorted(k for k, why in excluded.items() if why.startswith("did not hold"))
     if degrading:
         reasons.append(f"never planned, their replies degrade: {', '.join(degrading)}")
+    if failed:
+        reasons.append(f"never planned, did not hold on held-out prompts: {', '.join(failed)}")
     if weaker:
         reasons.append(f"never planned: {weaker} weaker settings of SAE features whose stronger setting stays fluent")
     if unmeasured:

@@ -42,6 +42,7 @@ from causalguard.graphs.behaviour.confirmation_file import (
     merged_confirmation,
     screening_of,
 )
+from causalguard.graphs.behaviour.held_out import held_out_catalog, read_held_out
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.report import (
     finite_json,
@@ -108,7 +109,7 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
                                           base_flags)
         rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
     updated = confirmed_catalog(catalog, rows)
-    save_catalog(updated, bundle_dir)
+    save_catalog(held_out_catalog(updated, read_held_out(bundle_dir)), bundle_dir)  # a failed held-out test stays
     run = {"prompt_split": "dev", "prompts": [q.id for q in prompts], "prompt_offset": settings.prompt_offset,
            "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies)}
     levers = {e.id: {**rows[e.id], "screening": screening_of(e).model_dump(),

@@ -44,6 +44,7 @@ from causalguard.behaviour.prompts import Prompt, load_prompts
 from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, compare_degradation, reply_quality
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.confirmation_file import CONFIRMATION_FILE, confirmed_catalog, read_confirmation
+from causalguard.graphs.behaviour.held_out import HELD_OUT_FILE, held_out_catalog, read_held_out
 from causalguard.graphs.behaviour.judge_fit import fit_probe_judge
 from causalguard.graphs.behaviour.replies import (
     Persona,
@@ -282,10 +283,15 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     (bundle_dir / BEHAVIOUR_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     (bundle_dir / BEHAVIOUR_REPORT).write_text(render_behaviour(doc))
     # levers confirmed earlier keep their confirmation's effects and verdicts over this screening
+    # and levers tested on held-out prompts keep that test's outcome
     confirmed = read_confirmation(bundle_dir, dims)
-    save_catalog(confirmed_catalog(attach_replies(catalog, rows, judge_means), confirmed), bundle_dir)
+    held_out = read_held_out(bundle_dir)
+    save_catalog(held_out_catalog(confirmed_catalog(attach_replies(catalog, rows, judge_means), confirmed), held_out),
+                 bundle_dir)
     if confirmed:
         log(f"re-applied {CONFIRMATION_FILE} to {len(confirmed)} confirmed levers")
+    if held_out["levers"]:
+        log(f"re-applied {HELD_OUT_FILE} to {len(held_out['levers'])} levers tested on held-out prompts")
     log(f"catalog {CATALOG_SCHEMA_REPLIES}: reply effects and verdicts attached to the catalog's levers")
     return doc
 

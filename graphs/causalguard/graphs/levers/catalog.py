@@ -8,8 +8,10 @@ intended direction, and its fluency cost.
 Schema ``causalguard.catalog/2`` adds what the replies showed (``causalguard behaviour report``):
 per lever, ``replies`` = its judge effect on every value (reply scale: +1 = a typical high-pole
 reply, -1 = a typical low-pole one; 95% CI over reply pairs), its reply quality, and a verdict
-(``usable``, ``no_target_effect``, ``degrades_replies``, ``weaker_setting``); ``replies_baseline``
-= the unsteered replies' mean judge score per value. Version-1 catalogs load with no reply data.
+(``usable``, ``no_target_effect``, ``degrades_replies``, ``weaker_setting``, ``failed_held_out``);
+``replies_baseline`` = the unsteered replies' mean judge score per value. Version-1 catalogs load with
+no reply data. ``replies.held_out`` is the lever's pre-registered test on held-out prompts
+(``causalguard behaviour held-out``): a failed one makes the lever ``failed_held_out``, never planned.
 """
 
 from __future__ import annotations
@@ -64,7 +66,20 @@ class CatalogSae(BaseModel):
     strength_unit: str = "median residual-stream norm at the layer"
 
 
-Verdict = Literal["usable", "no_target_effect", "degrades_replies", "weaker_setting"]
+Verdict = Literal["usable", "no_target_effect", "degrades_replies", "weaker_setting", "failed_held_out"]
+
+
+class HeldOut(BaseModel):
+    """A lever's target effect pooled over the held-out validations that planned it alone."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int = Field(gt=0, description="reply pairs over all looks")
+    level: float = Field(gt=0, lt=1, description="the pooled interval's coverage (Pocock-adjusted for the looks)")
+    looks: list[str] = Field(min_length=1, description="the validation files pooled")
+    passed: bool
 
 
 class LeverReplies(BaseModel):
@@ -83,6 +98,8 @@ class LeverReplies(BaseModel):
     screening: Interval | None = Field(default=None, description="after 'behaviour confirm': the first measurement "
                                        "of the target effect, which selected the lever; effects are then the "
                                        "confirmation's")
+    held_out: HeldOut | None = Field(default=None, description="after 'behaviour held-out': the pooled held-out "
+                                     "test of the lever's target effect")
 
     @property
     def confirmed(self) -> bool:
@@ -263,8 +280,8 @@ def render_report(catalog: Catalog) -> str:
             options = [e for e in catalog.levers if e.target == dim and e.direction == direction
                        and (not catalog.has_replies or (e.replies is not None and e.replies.verdict == "usable"))]
             if not options:
-                lines.append(f"| {dim} | {'+' if direction > 0 else '-'} | none: no lever moves it in replies "
-                             "without degrading them | | | | | |")
+                lines.append(f"| {dim} | {'+' if direction > 0 else '-'} | none usable: no lever moves it in "
+                             "replies without degrading them (and holds on held-out prompts, where tested) | | | | | |")
                 continue
             best = max(options, key=lambda e: direction * (e.replies.effects[dim].mean if e.replies is not None
                                                            else e.effects[dim].mean))
