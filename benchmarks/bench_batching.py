@@ -7,8 +7,9 @@ Starts two ``causalguard serve`` processes on the default model with the same pr
 the batched server (``batching: true, max_concurrency: 16``). Each round sends the same requests
 (mixed profiles: a role lever, an SAE lever, the unguarded model; greedy) from ``--clients`` threads to
 one server, then the other, so drift affects both alike. Prints tokens per second (median over
-rounds), p50/p95 request latency, the ratio, and how many replies differ between the two servers
-(greedy decoding: they should not).
+rounds), p50/p95 request latency, the ratio, how many replies differ between the two servers
+(greedy decoding: they should not), and the ceiling: what a decode step of ``--clients`` rows allows
+on this machine if prefill and serving cost nothing.
 """
 
 from __future__ import annotations
@@ -120,6 +121,34 @@ def main() -> None:
     ratio = statistics.median(rates["batched"]) / statistics.median(rates["two at a time"])
     print(f"  ratio batched / two at a time: {ratio:.2f}x; replies that differ between the servers: "
           f"{differ}/{len(bodies)}")
+    step = decode_step_seconds(args.clients, width=96 + args.max_tokens // 2)
+    ceiling = args.clients / step
+    print(f"  ceiling: one {args.clients}-row decode step takes {step * 1000:.0f} ms (median of 10) = "
+          f"{ceiling:.1f} tokens/s = {ceiling / statistics.median(rates['two at a time']):.2f}x two at a time, "
+          "what batching would reach with free prefill and no serving overhead")
+
+
+def decode_step_seconds(rows: int, width: int, repeats: int = 10) -> float:
+    """Median seconds of one decode step of ``rows`` rows over a ``width``-token cache (the default model)."""
+    import torch
+
+    from causalguard.models import load_model
+
+    model = load_model("smollm2-135m-instruct").model
+    times = []
+    with torch.inference_mode():
+        prompt = torch.randint(0, 40000, (rows, width))
+        out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        token, mask = torch.randint(0, 40000, (rows, 1)), torch.ones(rows, width + 1, dtype=torch.long)
+        for _ in range(repeats):
+            for layer, (keys, values) in zip(out.past_key_values.layers, layers, strict=True):
+                layer.keys, layer.values = keys, values  # the same cache width every time
+            start = time.perf_counter()
+            model(input_ids=token, attention_mask=mask, position_ids=torch.full((rows, 1), width),
+                  past_key_values=out.past_key_values, use_cache=True)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _config(tmp: str, name: str, batching: str, rows: int) -> Path:

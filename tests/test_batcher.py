@@ -45,7 +45,12 @@ def test_mixed_rows_joining_mid_flight_match_each_request_alone(lm: LoadedModel)
             jobs += [batcher.submit(row, DecodeSettings(24)) for row in rows[2:]]
             together = [job.result(timeout=300) for job in jobs]
             assert batcher.peak_rows >= 2
+            hits = batcher.prefixes.hits
+            assert hits >= 1  # the rows share the chat template's system prompt
+            again = [job.result(timeout=300) for job in [batcher.submit(row, DecodeSettings(24)) for row in rows]]
+            assert batcher.prefixes.hits >= hits + len(rows)  # every prompt was cached: one token left to compute
     assert [g.tokens for g in together] == [g.tokens for g in alone]
+    assert [g.tokens for g in again] == [g.tokens for g in alone]
     assert [g.finish_reason for g in together] == [g.finish_reason for g in alone]
     assert alone[0].tokens != generate_rows(lm, [GenerationRow(rows[0].prompt)], max_new_tokens=24)[0].tokens
 
@@ -69,3 +74,27 @@ def test_budgets_stops_seeds_cancellation_and_closing(lm: LoadedModel) -> None:
     assert long_running.result(timeout=60).finish_reason == "cancelled"  # closing ends running rows
     with pytest.raises(BatcherClosedError):
         batcher.submit(rows[0], DecodeSettings(4))
+
+
+def test_the_prefix_cache_reuses_only_under_the_same_interventions_and_evicts_by_tokens() -> None:
+    import torch
+
+    from causalguard.runtime.batcher import PrefixCache
+
+    def layers(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.zeros(1, 1, n, 2), torch.zeros(1, 1, n, 2))]
+
+    steered, other = (object(),), (object(),)
+    cache = PrefixCache(max_tokens=30, min_reuse=4)
+    cache.store(list(range(12)), (), layers(12))
+    cache.store(list(range(12)), steered, layers(12))
+    assert cache.lookup([*range(10), 99], ())[0] == 10
+    assert cache.lookup(list(range(12)), ())[0] == 11  # one token is left to compute
+    assert cache.lookup([*range(3), 99], ()) == (0, None)  # below min_reuse
+    assert cache.lookup(list(range(12)), other) == (0, None)  # other interventions: nothing shared
+    assert cache.lookup(list(range(12)), steered)[0] == 11
+    cache.store(list(range(100, 112)), (), layers(12))  # 36 tokens > 30: the least recently used goes
+    assert cache.tokens == 24 and cache.lookup(list(range(12)), ()) == (0, None)
+    assert cache.lookup(list(range(12)), steered)[0] == 11
+    with pytest.raises(ValueError, match="prefix_cache_tokens"):
+        PrefixCache(-1)

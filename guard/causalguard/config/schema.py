@@ -113,6 +113,10 @@ class ServerSpec(_Strict):
     batching: bool = Field(default=True, description="Continuous batching (in-process mode): concurrent requests "
                            "share one decode loop, joining and leaving as they start and finish, each row with its "
                            "own levers, seed and stop strings.")
+    prefix_cache_tokens: int = Field(default=2048, ge=0, le=1_000_000, description="With batching: prompt tokens "
+                                     "whose keys and values are kept so that later prompts sharing a prefix (the "
+                                     "operator prompt, role levers) skip computing it; 0 turns it off. Memory: "
+                                     "this many tokens' KV cache (SmolLM2-135M: 46 KB a token).")
     max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
     max_tokens_limit: int = Field(default=256, ge=1, description="Largest max_tokens a client may ask for.")
     max_request_bytes: int = Field(default=65536, ge=1024, description="Larger bodies get 413.")

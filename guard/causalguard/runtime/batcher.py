@@ -6,9 +6,12 @@
 
 One worker thread owns the loop. Each step it
 
-1. admits waiting requests, up to ``max_rows`` running: each is prefilled alone (batch of one, so its
-   first token is exactly what it would be run alone) and its KV cache joins the running batch's,
-   left-padded to a common width;
+1. admits waiting requests, up to ``max_rows`` running, prefilled together in one forward pass (rows
+   right-aligned, padding masked) and joined to the running batch's KV cache, left-padded to a common
+   width. Each row first reuses the keys and values of the longest prompt prefix it shares with a
+   recent request under the same SAE interventions (a small LRU, ``prefix_cache_tokens``): chatbots
+   send the same operator prompt and role levers every time, so only a conversation's own tokens are
+   computed. Causal attention makes a reused prefix what the prefill would compute;
 2. runs one decode step for every running row at once. Each row keeps its own logical positions
    (``position_ids``), SAE interventions (a per-row ``SteeringPlan`` for the dispatcher hooks, which
    must already be installed), sampling generator, token budget and stop strings;
@@ -16,8 +19,9 @@ One worker thread owns the loop. Each step it
    are padding for every row left.
 
 Greedy rows give the tokens the same request gets from ``generate_rows`` alone, up to float rounding
-of batched kernels (tested under mixed profiles). Callbacks run on the worker thread and must be quick;
-one that raises cancels only its own row. A failed forward pass fails the rows in it, never the loop.
+of batched kernels and of a prefix computed in another pass (tested under mixed profiles). Callbacks
+run on the worker thread and must be quick; one that raises cancels only its own row. A failed
+forward pass fails the rows in it, never the loop.
 """
 
 from __future__ import annotations
@@ -104,6 +108,80 @@ class BatchJob:
 
 
 @dataclass(eq=False)
+class _Prefix:
+    """A recent prompt's keys and values, per layer ``[1, kv heads, tokens, head dim]``."""
+
+    tokens: tuple[int, ...]
+    interventions: tuple[Any, ...]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class PrefixCache:
+    """The keys and values of recent prompts, for prefill to reuse (least recently used go first).
+
+    ``lookup`` finds the longest prefix a prompt shares with an entry under the *same* SAE interventions
+    (the same objects: the guard builds them once per plan), leaving at least one prompt token to compute
+    so there are logits to take the first token from."""
+
+    def __init__(self, max_tokens: int, min_reuse: int = 8) -> None:
+        if max_tokens < 0:
+            raise ValueError(f"prefix_cache_tokens must be >= 0, got {max_tokens}")
+        self.max_tokens, self.min_reuse = max_tokens, min_reuse
+        self._entries: list[_Prefix] = []
+        self.hits = 0
+        self.reused_tokens = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(entry.tokens) for entry in self._entries)
+
+    def lookup(self, prompt: Sequence[int], interventions: tuple[Any, ...]) -> tuple[int, _Prefix | None]:
+        """``(n, entry)``: reuse ``entry``'s first ``n`` positions (``(0, None)`` when nothing is worth it)."""
+        best, found = 0, None
+        for entry in self._entries:
+            if not _same(entry.interventions, interventions):
+                continue
+            shared = _common_prefix(entry.tokens, prompt)
+            if shared > best:
+                best, found = shared, entry
+        best = min(best, len(prompt) - 1)
+        if found is None or best < self.min_reuse:
+            return 0, None
+        self._entries.remove(found)
+        self._entries.append(found)  # most recently used last
+        self.hits += 1
+        self.reused_tokens += best
+        return best, found
+
+    def store(self, prompt: Sequence[int], interventions: tuple[Any, ...],
+              layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep a prompt's per-layer keys and values (exactly ``len(prompt)`` positions) for later prompts."""
+        tokens = tuple(prompt)
+        if not self.max_tokens or len(tokens) > self.max_tokens:
+            return
+        self._entries = [e for e in self._entries if not (e.tokens == tokens and _same(e.interventions, interventions))]
+        self._entries.append(_Prefix(tokens, interventions, layers))
+        while self.tokens > self.max_tokens:
+            self._entries.pop(0)
+
+    def clear(self) -> None:
+        self._entries = []
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass(eq=False)
 class _Running:
     """A row of the running batch: its job, its real tokens in the cache and the token to feed next."""
 
@@ -116,10 +194,12 @@ class _Running:
 class ContinuousBatcher:
     """A decode loop shared by concurrent requests on one model (see the module docstring)."""
 
-    def __init__(self, lm: LoadedModel, *, max_rows: int = 16, name: str = "causalguard-batcher") -> None:
+    def __init__(self, lm: LoadedModel, *, max_rows: int = 16, prefix_cache_tokens: int = 2048,
+                 name: str = "causalguard-batcher") -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.lm, self.max_rows = lm, max_rows
+        self.prefixes = PrefixCache(prefix_cache_tokens)  # the worker's alone
         self._eos = {int(lm.tokenizer.eos_token_id)} if lm.tokenizer.eos_token_id is not None else set()
         self._waiting: deque[BatchJob] = deque()
         self._wake = threading.Condition()
@@ -181,8 +261,8 @@ class ContinuousBatcher:
                     admitted: list[BatchJob] = []
                     while self._waiting and len(self._running) + len(admitted) < self.max_rows:
                         admitted.append(self._waiting.popleft())
-                for job in admitted:
-                    self._admit(job)
+                if admitted:
+                    self._admit(admitted)
                 if self._running:
                     self._step()
         for entry in self._running:
@@ -192,48 +272,79 @@ class ContinuousBatcher:
         for job in left:
             job._end("cancelled")
         self._running, self._cache, self._mask = [], None, None
+        self.prefixes.clear()
 
-    def _admit(self, job: BatchJob) -> None:
-        """Prefill ``job`` alone, take its first token, and join its cache to the running batch."""
-        from transformers import DynamicCache
-
-        if job.cancel.is_set():
-            job._end("cancelled")
+    def _admit(self, jobs: Sequence[BatchJob]) -> None:
+        """Prefill ``jobs`` in one forward pass, take their first tokens, and join their caches to the running
+        batch. Each row reuses its longest cached prompt prefix and computes only the rest; rows are
+        right-aligned, so the padding between a row's prefix and its new tokens is masked out."""
+        live = []
+        for job in jobs:
+            if job.cancel.is_set():
+                job._end("cancelled")
+            else:
+                live.append(job)
+        if not live:
             return
-        prompt = torch.tensor([list(job.row.prompt)], dtype=torch.long)
-        width = prompt.shape[1]
-        plan = SteeringPlan((RowPlan(job.row.interventions, width),)) if job.row.interventions else None
-        cache = DynamicCache()
+        prompts = [list(job.row.prompt) for job in live]
+        found = [self.prefixes.lookup(prompt, job.row.interventions) for prompt, job in zip(prompts, live, strict=True)]
+        reused = [n for n, _ in found]
+        tails = [prompt[n:] for prompt, n in zip(prompts, reused, strict=True)]
+        before, after = max(reused), max(len(tail) for tail in tails)
+        pad = int(self.lm.tokenizer.pad_token_id or 0)
+        ids = torch.tensor([[pad] * (after - len(t)) + t for t in tails], dtype=torch.long)
+        mask = torch.tensor([[0] * (before - n) + [1] * n + [0] * (after - len(t)) + [1] * len(t)
+                             for n, t in zip(reused, tails, strict=True)], dtype=torch.long)
+        positions = torch.tensor([[0] * (after - len(t)) + list(range(n, n + len(t)))
+                                  for n, t in zip(reused, tails, strict=True)], dtype=torch.long)
+        cache = _cache_of(_prefix_batch(found, before) if before else [])
+        rows = tuple(RowPlan(job.row.interventions, len(prompt)) for job, prompt in zip(live, prompts, strict=True))
+        plan = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         try:
             with steer(plan):
-                out = self.lm.model(input_ids=prompt, attention_mask=torch.ones_like(prompt),
-                                    position_ids=torch.arange(width).unsqueeze(0), past_key_values=cache,
-                                    use_cache=True, logits_to_keep=1)
+                out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    past_key_values=cache, use_cache=True, logits_to_keep=1)
         except Exception as exc:
-            log.error("prefill failed: %s", exc, exc_info=True)
-            job._end("length", exc)
+            log.error("prefill failed for %d requests: %s", len(live), exc, exc_info=True)
+            for job in live:
+                job._end("length", exc)
             return
-        temperature = job.settings.temperature
-        entry = _Running(job, row_generator(job.row.seed) if temperature > 0 else None, width, -1)
-        if self._take(entry, out.logits[0, -1]):
-            return  # finished on its first token; its cache never joins
-        self._join(entry, out.past_key_values, width)
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        real = mask.bool()
+        for row, (job, prompt) in enumerate(zip(live, prompts, strict=True)):
+            if len(live) == 1:
+                self.prefixes.store(prompt, job.row.interventions, layers)
+            else:
+                self.prefixes.store(prompt, job.row.interventions,
+                                    [(k[row:row + 1, :, real[row]], v[row:row + 1, :, real[row]]) for k, v in layers])
+        keep, entries = [], []
+        for row, (job, prompt) in enumerate(zip(live, prompts, strict=True)):
+            generator = row_generator(job.row.seed) if job.settings.temperature > 0 else None
+            entry = _Running(job, generator, len(prompt), -1)
+            if not self._take(entry, out.logits[row, -1]):  # a row done at its first token never joins
+                keep.append(row)
+                entries.append(entry)
+        if keep:
+            index = torch.tensor(keep, dtype=torch.long)
+            self._join(entries, [(k[index], v[index]) for k, v in layers], mask[index])
 
-    def _join(self, entry: _Running, cache: Any, width: int) -> None:
-        new_mask = torch.ones((1, width), dtype=torch.long)
+    def _join(self, entries: list[_Running], layers: list[tuple[torch.Tensor, torch.Tensor]],
+              mask: torch.Tensor) -> None:
+        """Add prefilled rows (their per-layer keys and values, and mask) to the running batch, both left-padded
+        to a common width."""
         if self._cache is None or self._mask is None:
-            self._cache, self._mask, self._running = cache, new_mask, [entry]
-            self.peak_rows = max(self.peak_rows, 1)
+            self._cache, self._mask, self._running = _cache_of(layers), mask, list(entries)
+            self.peak_rows = max(self.peak_rows, len(entries))
             return
-        have = self._mask.shape[1]
+        have, width = self._mask.shape[1], mask.shape[1]
         target = max(have, width)
-        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, target - have), _pad_left(theirs.keys, target - width)])
-            mine.values = torch.cat([_pad_left(mine.values, target - have),
-                                     _pad_left(theirs.values, target - width)])
+        self._cache = _cache_of([
+            (torch.cat([_pad_left(mine.keys, target - have), _pad_left(keys, target - width)]),
+             torch.cat([_pad_left(mine.values, target - have), _pad_left(values, target - width)]))
+            for mine, (keys, values) in zip(self._cache.layers, layers, strict=True)])
         self._mask = torch.cat([torch.nn.functional.pad(self._mask, (target - have, 0)),
-                                torch.nn.functional.pad(new_mask, (target - width, 0))])
-        self._running.append(entry)
+                                torch.nn.functional.pad(mask, (target - width, 0))])
+        self._running.extend(entries)
         self.peak_rows = max(self.peak_rows, len(self._running))
 
     def _step(self) -> None:
@@ -309,11 +420,32 @@ class ContinuousBatcher:
         index = torch.tensor(keep, dtype=torch.long)
         mask = self._mask[index]
         start = int(mask.any(dim=0).long().argmax())  # the first column some row still uses
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
+        self._cache = _cache_of([(layer.keys[index, :, start:], layer.values[index, :, start:])
+                                    for layer in self._cache.layers])
         self._mask = mask[:, start:]
         self._running = [self._running[row] for row in keep]
+
+
+def _cache_of(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """A KV cache holding per-layer keys and values ``[rows, kv heads, width, head dim]``."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=layers)
+
+
+def _prefix_batch(found: Sequence[tuple[int, _Prefix | None]], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the reused prefixes of a batch's rows stacked and left-padded to ``width`` positions (zeros
+    for a row that reuses nothing)."""
+    template = next(entry for _, entry in found if entry is not None)
+    out = []
+    for layer, (keys, _) in enumerate(template.layers):
+        empty = torch.zeros((1, keys.shape[1], width, keys.shape[3]), dtype=keys.dtype)
+        stacked = []
+        for k in (0, 1):
+            stacked.append(torch.cat([_pad_left(entry.layers[layer][k][:, :, :n], width - n) if entry is not None
+                                      else empty for n, entry in found]))
+        out.append((stacked[0], stacked[1]))
+    return out
 
 
 def _pad_left(states: torch.Tensor, columns: int) -> torch.Tensor:

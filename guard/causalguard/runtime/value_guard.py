@@ -130,7 +130,8 @@ class ValueGuard:
         self.batcher: ContinuousBatcher | None = None
         if first.server.batching and not self.proxy:
             self.batcher = self._stack.enter_context(
-                ContinuousBatcher(self.lm, max_rows=first.server.max_concurrency))
+                ContinuousBatcher(self.lm, max_rows=first.server.max_concurrency,
+                                  prefix_cache_tokens=first.server.prefix_cache_tokens))
         try:
             self._holder: ConfigHolder[GuardState] = ConfigHolder(lambda: self._build_state(self.source))
         except Exception:
