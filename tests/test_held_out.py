@@ -133,3 +133,14 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     assert catalog.lever("role:stimulation:-:reply").replies.verdict == "failed_held_out"  # type: ignore[union-attr]
     assert catalog.lever("role:stimulation:+:reply").replies.verdict == "usable"  # type: ignore[union-attr]
     assert json.loads((shipped / "catalog.json").read_text()) == json.loads((folder / "catalog.json").read_text())
+
+
+def test_the_record_counts_forecast_signs_of_the_values_that_moved(tmp_path: Path) -> None:
+    profile = _profile("role:power:+", "power", 0.2, 0.05)
+    profile.update(moved_beyond_noise=["power", "achievement"],
+                   forecast={"power": {"change": 0.1}, "achievement": {"change": 0.05}},
+                   measured={**profile["measured"], "achievement": {"mean": -0.03}})
+    record = held_out_record(fake_catalog_v2(), [_look(tmp_path, "v.json", up=profile)])
+    row = record["levers"]["role:power:+"]
+    assert row["side_effect_signs"] == {"moved": 2, "agreed": 1}
+    assert "forecast sign right for 1 of 2 values that moved" in row["why"]

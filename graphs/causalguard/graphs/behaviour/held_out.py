@@ -6,7 +6,8 @@ planned alone (one lever, one target), the looks' target effects are pooled (inv
 each look's standard error read back from its 95% t-interval) into one interval whose coverage is
 Pocock-adjusted for the number of looks (2 looks: 97.06%), so that looking again at new test data does
 not inflate the error rate. The lever *holds* when that interval excludes 0 the intended way and no look
-degraded its replies.
+degraded its replies. The record also counts, over the looks, the values that moved beyond noise and
+for how many of them the plan's forecast had the right sign.
 
 Held-out results only ever take a lever away: a lever that did not hold becomes ``failed_held_out`` and
 is never planned; one that held keeps its verdict. They never make a lever usable, so test data cannot
@@ -90,8 +91,17 @@ def single_lever_results(path: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(quality, dict) or not isinstance(quality.get("is_degraded"), bool):
             raise ConfigError.single(where, "expected quality.is_degraded (true or false)", field=f"{field}.quality")
         out[lever_id] = {"target": target, "interval": interval, "degraded": quality["is_degraded"],
-                         "profile": name}
+                         "profile": name, **_sign_agreement(result)}
     return out
+
+
+def _sign_agreement(result: dict[str, Any]) -> dict[str, int]:
+    """How many values moved beyond noise in a look, and for how many the plan's forecast had the same sign."""
+    moved = result.get("moved_beyond_noise") or []
+    forecast, measured = result.get("forecast") or {}, result.get("measured") or {}
+    agreed = sum(1 for v in moved if isinstance(forecast.get(v), dict) and isinstance(measured.get(v), dict)
+                 and (forecast[v].get("change", 0) > 0) == (measured[v].get("mean", 0) > 0))
+    return {"moved": len(moved), "agreed": agreed}
 
 
 def held_out_record(catalog: Catalog, looks: Sequence[Path]) -> dict[str, Any]:
@@ -121,12 +131,15 @@ def held_out_record(catalog: Catalog, looks: Sequence[Path]) -> dict[str, Any]:
         target = rows[0][1]["target"]
         figures = (f"{target} {mean:+.3f} ({level:.2%} CI {low:+.3f} .. {high:+.3f}, "
                    f"{sum(row['interval']['n'] for _, row in rows)} pairs, {len(rows)} of {len(looks)} looks)")
-        why = (f"held: {figures}" if passed else
+        moved, agreed = sum(row["moved"] for _, row in rows), sum(row["agreed"] for _, row in rows)
+        signs = f"; forecast sign right for {agreed} of {moved} values that moved" if moved else ""
+        why = (f"held: {figures}{signs}" if passed else
                f"did not hold: {figures}" + (f"; replies degraded in {', '.join(degraded)}" if degraded else ""))
         levers[lever_id] = {
             "target": target, "direction": lever.direction,
-            "looks": [{"file": name, "profile": row["profile"], **row["interval"], "degraded": row["degraded"]}
-                      for name, row in rows],
+            "looks": [{"file": name, "profile": row["profile"], **row["interval"], "degraded": row["degraded"],
+                       "moved": row["moved"], "agreed": row["agreed"]} for name, row in rows],
+            "side_effect_signs": {"moved": moved, "agreed": agreed},
             "pooled": {"mean": mean, "ci_low": low, "ci_high": high,
                        "n": sum(row["interval"]["n"] for _, row in rows)},
             "passed": passed, "why": why,
