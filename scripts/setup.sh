@@ -12,7 +12,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip setuptools wheel 2>/dev/null || true
 "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
 extras="models"
-if [[ "${1:-}" == "--dev" ]]; then extras="models,dev"; fi
+if [[ "${1:-}" == "--dev" ]]; then extras="models,dev,ray"; fi
 "${pip[@]}" install -e ".[${extras}]"
 if [[ "${1:-}" == "--dev" ]]; then
   # The integration tests run a real Prometheus (Debian package 'prometheus', with promtool).

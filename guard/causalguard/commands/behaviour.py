@@ -7,6 +7,16 @@ from typing import Annotated
 
 import typer
 
+from causalguard.commands.options import (
+    BackendOpt,
+    RayActorCpusOpt,
+    RayActorGpusOpt,
+    RayActorsOpt,
+    RayActorThreadsOpt,
+    RayAddressOpt,
+    reply_backend,
+)
+
 behaviour_app = typer.Typer(help="Judge what the chatbot says: reply-level value judge, reply quality, lever "
                                  "effects on replies.", no_args_is_help=True)
 
@@ -34,6 +44,12 @@ def behaviour_report_command(
     seed: Annotated[int, typer.Option(min=0, help="Sampling seed (per-row generators).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
     restart: Annotated[bool, typer.Option(help="Discard a previous reply run in the work folder.")] = False,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_actor_cpus: RayActorCpusOpt = 1.0,
+    ray_actor_gpus: RayActorGpusOpt = 0.0,
+    ray_actor_threads: RayActorThreadsOpt = None,
 ) -> None:
     """Fit and validate the judge, generate replies for every lever, and write the behaviour report."""
     from causalguard.artifacts import BEHAVIOUR_REPORT
@@ -64,7 +80,9 @@ def behaviour_report_command(
                               extra=tuple(extra), replies=ReplySettings(max_new_tokens, temperature, seed))
     lm = load_model(model)
     build_behaviour_report(lm, bundle, work or bundle.parent / f".behaviour-work-{bundle.name}", settings,
-                           restart=restart, log=typer.echo)
+                           restart=restart, log=typer.echo,
+                           backend=reply_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
+                                                 ray_actor_threads))
     typer.echo(f"wrote {bundle / 'behaviour.json'} and {bundle / BEHAVIOUR_REPORT}")
 
 
@@ -124,6 +142,12 @@ def behaviour_confirm_command(
     persona_seed: Annotated[int, typer.Option(help="Seed of the fresh personas (the report used 2000).")] = 2001,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_actor_cpus: RayActorCpusOpt = 1.0,
+    ray_actor_gpus: RayActorGpusOpt = 0.0,
+    ray_actor_threads: RayActorThreadsOpt = None,
 ) -> None:
     """Measure levers again on replies nothing selected them on (fresh dev prompts and personas); their
     effects in the catalog become the confirmation's, and a lever stays usable only if it replicates."""
@@ -135,7 +159,9 @@ def behaviour_confirm_command(
     settings = ConfirmSettings(levers=tuple(x.strip() for x in levers.split(",")) if levers else None,
                                prompts=prompts, prompt_offset=prompt_offset, personas=personas,
                                persona_seed=persona_seed)
-    doc = confirm_levers(lm, bundle, work, settings, restart=restart, log=typer.echo)
+    doc = confirm_levers(lm, bundle, work, settings, restart=restart, log=typer.echo,
+                         backend=reply_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
+                                               ray_actor_threads))
     for lever_id, row in doc["levers"].items():
         typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
     typer.echo(f"wrote {bundle / 'confirmation.json'} and updated {bundle / 'catalog.json'}")
@@ -203,6 +229,12 @@ def behaviour_validate_command(
         min=3000, help="Seed of the fresh personas (3000 and up: seeds no other run uses).")] = 3000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_actor_cpus: RayActorCpusOpt = 1.0,
+    ray_actor_gpus: RayActorGpusOpt = 0.0,
+    ray_actor_threads: RayActorThreadsOpt = None,
 ) -> None:
     """Do the config's plans hold in the replies? Held-out test prompts, fresh personas, guarded vs unguarded."""
     from causalguard.config.loading import read_guard_config
@@ -228,6 +260,8 @@ def behaviour_validate_command(
         profiles.update(every_value_profiles(bundle.catalog.dimensions))
     settings = ValidateSettings(prompts=prompts, prompt_offset=prompt_offset, personas=personas,
                                 persona_seed=persona_seed, replies=ReplySettings(max_new_tokens=max_new_tokens))
-    doc = validate_profiles(lm, bundle, guard, profiles, work, settings, restart=restart, log=typer.echo)
+    doc = validate_profiles(lm, bundle, guard, profiles, work, settings, restart=restart, log=typer.echo,
+                            backend=reply_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
+                                                  ray_actor_threads))
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")

@@ -7,6 +7,16 @@ from typing import Annotated
 
 import typer
 
+from causalguard.commands.options import (
+    BackendOpt,
+    RayActorCpusOpt,
+    RayActorGpusOpt,
+    RayActorsOpt,
+    RayActorThreadsOpt,
+    RayAddressOpt,
+    survey_backend,
+)
+
 levers_app = typer.Typer(help="Levers (role prompts, SAE features): measure them into a bundle's catalog.",
                          no_args_is_help=True)
 
@@ -33,6 +43,12 @@ def levers_measure_command(
     personas: Annotated[int, typer.Option(min=2, help="Held-out personas every lever is measured on.")] = 5,
     strengths: Annotated[str, typer.Option(help="SAE strengths, in units of the layer's residual norm.")] = "0.25,0.5",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_actor_cpus: RayActorCpusOpt = 1.0,
+    ray_actor_gpus: RayActorGpusOpt = 0.0,
+    ray_actor_threads: RayActorThreadsOpt = None,
 ) -> None:
     """Propose role and SAE levers, measure each over held-out personas, write the catalog."""
     from causalguard.graphs.levers.build import CatalogSettings, build_levers_catalog
@@ -47,7 +63,9 @@ def levers_measure_command(
     sae_dir = sae if sae is not None else (default_sae if (default_sae / SAE_CONFIG).exists() else None)
     settings = CatalogSettings(strengths=_floats(strengths), measure=MeasureSettings(personas=personas))
     catalog = build_levers_catalog(lm, load_inventory(inventory), bundle, sae_dir,
-                                   work or bundle.parent / f".levers-work-{bundle.name}", settings, progress=not quiet)
+                                   work or bundle.parent / f".levers-work-{bundle.name}", settings, progress=not quiet,
+                                   backend=survey_backend(backend, ray_address, ray_actors, ray_actor_cpus,
+                                                          ray_actor_gpus, ray_actor_threads))
     typer.echo(f"{len(catalog.levers)} levers measured on {len(catalog.personas)} personas; "
                f"wrote {bundle / 'catalog.json'} and {bundle / 'CATALOG.md'}")
 
@@ -69,6 +87,12 @@ def levers_extend_command(
     only: Annotated[str | None, typer.Option(help="Comma-separated ids: add only these of the variants (e.g. the "
                                                   "ones the behaviour report found fluent).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_actor_cpus: RayActorCpusOpt = 1.0,
+    ray_actor_gpus: RayActorGpusOpt = 0.0,
+    ray_actor_threads: RayActorThreadsOpt = None,
 ) -> None:
     """Measure more levers (SAE strength sweeps, role wordings) on the catalog's personas and add them."""
     from causalguard.graphs.levers.build import extend_catalog
@@ -97,7 +121,9 @@ def levers_extend_command(
     lm = load_model(model)
     extended = extend_catalog(lm, load_inventory(inventory), bundle, catalog, levers, sources,
                               work or bundle.parent / f".levers-extend-{bundle.name}",
-                              MeasureSettings(personas=len(catalog.personas)), progress=not quiet)
+                              MeasureSettings(personas=len(catalog.personas)), progress=not quiet,
+                              backend=survey_backend(backend, ray_address, ray_actors, ray_actor_cpus,
+                                                     ray_actor_gpus, ray_actor_threads))
     typer.echo(f"{len(extended.levers) - len(catalog.levers)} levers added; the catalog has {len(extended.levers)}")
 
 

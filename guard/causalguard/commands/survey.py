@@ -8,7 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from causalguard.commands.options import DimensionsOpt, InventoryOpt, ModelOpt, QuestionnaireOpt, split_list
+from causalguard.commands.options import (
+    BackendOpt,
+    DimensionsOpt,
+    InventoryOpt,
+    ModelOpt,
+    QuestionnaireOpt,
+    RayActorCpusOpt,
+    RayActorGpusOpt,
+    RayActorsOpt,
+    RayActorThreadsOpt,
+    RayAddressOpt,
+    split_list,
+    survey_backend,
+)
 
 methods_app = typer.Typer(help="Compare scoring methods and choose a model's default.", no_args_is_help=True)
 
@@ -38,6 +51,12 @@ def survey_command(
     ] = "float32",
     restart: Annotated[bool, typer.Option(help="Discard answers of an --out folder made with other settings.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_actor_cpus: RayActorCpusOpt = 1.0,
+    ray_actor_gpus: RayActorGpusOpt = 0.0,
+    ray_actor_threads: RayActorThreadsOpt = None,
 ) -> None:
     """Run a value survey: roles x items on one model; writes answers, scores and a quality report."""
     from causalguard.graphs.survey.conditions import build_conditions, standard_roles
@@ -64,7 +83,9 @@ def survey_command(
     conditions = build_conditions(roles)
     typer.echo(f"survey: {lm.name}, {len(inv.names)} dimensions, {sum(len(d.items) for d in inv.dimensions)} items, "
                f"{len(conditions)} conditions, method {chosen} -> {out}", err=True)
-    run_survey(lm, inv, conditions, settings, out, progress=not quiet, restart=restart)
+    run_survey(lm, inv, conditions, settings, out, progress=not quiet, restart=restart,
+               backend=survey_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
+                                      ray_actor_threads))
     typer.echo((out / "quality.md").read_text())
 
 

@@ -44,6 +44,7 @@ from causalguard.graphs.behaviour.confirmation_file import (
 )
 from causalguard.graphs.behaviour.held_out import held_out_catalog, read_held_out
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import (
     finite_json,
     lever_effects,
@@ -68,7 +69,8 @@ class ConfirmSettings:
 
 
 def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: ConfirmSettings, *,
-                   restart: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   restart: bool = False, log: Callable[[str], None] = print,
+                   backend: ReplyBackend | None = None) -> dict[str, Any]:
     bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
     catalog, behaviour = bundle.catalog, bundle.behaviour
     if catalog is None or not catalog.has_replies or behaviour is None:
@@ -90,7 +92,7 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
     with install_steering_hooks(lm.model, [sae.layer] if sae is not None else []):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
                               batch_size=settings.batch_size,
-                              progress=lambda done, total: log(f"  {done}/{total} replies"))
+                              progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     log("judging and measuring reply quality ...")
     judge = load_probe_judge(bundle_dir, lm)

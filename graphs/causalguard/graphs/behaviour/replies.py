@@ -24,8 +24,9 @@ from typing import Any
 from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.behaviour.prompts import Prompt
 from causalguard.errors import CausalguardError
+from causalguard.graphs.behaviour.reply_backends import LocalReplies, ReplyBackend
 from causalguard.models.loaded import LoadedModel
-from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from causalguard.runtime.generation import Generated, GenerationRow, chat_prompt_ids
 
 REPLIES_FILE = "replies.jsonl"
 RUN_FILE = "run.json"
@@ -134,11 +135,13 @@ class ReplyStore:
 
 def run_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas: Sequence[Persona],
                 prompts: Sequence[Prompt], settings: ReplySettings, store: ReplyStore, *, batch_size: int = 16,
-                progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, str, str], Reply]:
+                progress: Callable[[int, int], None] | None = None,
+                backend: ReplyBackend | None = None) -> dict[tuple[str, str, str], Reply]:
     """Generate every condition x persona x prompt reply not yet in ``store``; returns all of them.
 
-    ``batch_size`` is part of the run's layout: resume with the same value. SAE interventions need
-    dispatcher hooks on their layers (``install_steering_hooks``)."""
+    ``batch_size`` is part of the run's layout: resume with the same value. ``backend`` generates the
+    batches (default: in this process, where SAE interventions need dispatcher hooks on their layers,
+    ``install_steering_hooks``; ``RayReplies`` on Ray actors)."""
     done = store.load()
     everything = [(c, p, q) for c in conditions for p in personas for q in prompts]
     encoded = {(c.id, p.id, q.id): chat_prompt_ids(lm, q.messages(), p.system_prompt, c.instructions)
@@ -147,17 +150,17 @@ def run_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas:
     # every reply in the same batch as an uninterrupted one and greedy outputs match exactly.
     everything.sort(key=lambda cpq: (len(encoded[(cpq[0].id, cpq[1].id, cpq[2].id)]), cpq[0].id, cpq[1].id,
                                      cpq[2].id))
-    batches = [everything[i:i + batch_size] for i in range(0, len(everything), batch_size)]
+    chunks = [everything[i:i + batch_size] for i in range(0, len(everything), batch_size)]
+    todo = [(index, [GenerationRow(encoded[(c.id, p.id, q.id)], c.interventions, settings.row_seed(c.id, p.id, q.id))
+                     for c, p, q in chunk])
+            for index, chunk in enumerate(chunks) if not all((c.id, p.id, q.id) in done for c, p, q in chunk)]
     total = len(everything)
     finished = sum(1 for k in encoded if k in done)
-    for chunk in batches:
-        if all((c.id, p.id, q.id) in done for c, p, q in chunk):
-            continue
-        rows = [GenerationRow(encoded[(c.id, p.id, q.id)], c.interventions, settings.row_seed(c.id, p.id, q.id))
-                for c, p, q in chunk]
-        outs = generate_rows(lm, rows, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
+
+    def on_batch(index: int, outs: list[Generated]) -> None:
+        nonlocal finished
         batch = [Reply(c.id, p.id, q.id, lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip(),
-                       len(o.tokens), o.finish_reason) for (c, p, q), o in zip(chunk, outs, strict=True)]
+                       len(o.tokens), o.finish_reason) for (c, p, q), o in zip(chunks[index], outs, strict=True)]
         new = [r for r in batch if r.key not in done]
         store.append(new)
         for reply in new:
@@ -165,4 +168,6 @@ def run_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas:
         finished += len(new)
         if progress is not None:
             progress(finished, total)
+
+    (backend or LocalReplies()).generate(lm, todo, settings.max_new_tokens, settings.temperature, on_batch)
     return {k: done[k] for k in encoded}

@@ -54,6 +54,7 @@ from causalguard.graphs.behaviour.replies import (
     ReplyStore,
     run_replies,
 )
+from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.bundle.format import load_bundle
 from causalguard.graphs.levers.catalog import Catalog, LeverEntry, save_catalog
 from causalguard.graphs.levers.lever import LeverSpec
@@ -166,7 +167,8 @@ def agreement(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settings: ReportSettings, *,
-                           restart: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+                           restart: bool = False, log: Callable[[str], None] = print,
+                           backend: ReplyBackend | None = None) -> dict[str, Any]:
     started = time.time()
     bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
     catalog = bundle.catalog
@@ -209,7 +211,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     layers = [sae.layer] if sae is not None else []
     with install_steering_hooks(lm.model, layers):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
-                              batch_size=settings.batch_size, progress=progress)
+                              batch_size=settings.batch_size, progress=progress, backend=backend)
     generation_s = time.time() - t0
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     ordered = [replies[k] for k in keys]

@@ -34,6 +34,7 @@ from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import compare_degradation, reply_quality
 from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import finite_json, reply_personas, served_system_prompt, t_interval
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.models.loaded import LoadedModel
@@ -79,7 +80,7 @@ def _plans(config: GuardConfig, profiles: dict[str, ProfileSpec], bundle: Bundle
 
 def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, profiles: dict[str, ProfileSpec],
                       work: Path, settings: ValidateSettings, *, restart: bool = False,
-                      log: Callable[[str], None] = print) -> dict[str, Any]:
+                      log: Callable[[str], None] = print, backend: ReplyBackend | None = None) -> dict[str, Any]:
     if bundle.catalog is None or bundle.path is None or bundle.behaviour is None:
         raise ValueError("validation needs a bundle folder with a catalog and a behaviour report")
     catalog = bundle.catalog
@@ -109,7 +110,7 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
     with install_steering_hooks(lm.model, layers):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
                               batch_size=settings.batch_size,
-                              progress=lambda done, total: log(f"  {done}/{total} replies"))
+                              progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     texts = [replies[k].text for k in keys]
     log("judging and measuring reply quality ...")

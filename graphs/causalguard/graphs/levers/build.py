@@ -16,6 +16,7 @@ from causalguard.graphs.levers.candidates import Candidate, find_candidates, res
 from causalguard.graphs.levers.catalog import Catalog, build_catalog, save_catalog
 from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.levers.measure import NEUTRAL_TEXTS, MeasureSettings, fluency_costs, measure_effects
+from causalguard.graphs.survey.backends import SurveyBackend
 from causalguard.models.loaded import LoadedModel
 from causalguard.values.inventory import Inventory
 
@@ -48,7 +49,8 @@ def propose_levers(inventory: Inventory, candidates: list[Candidate], strengths:
 
 
 def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, sae_dir: Path | None,
-                         work_dir: Path, settings: CatalogSettings, *, progress: bool = True) -> Catalog:
+                         work_dir: Path, settings: CatalogSettings, *, progress: bool = True,
+                         backend: SurveyBackend | None = None) -> Catalog:
     work_dir.mkdir(parents=True, exist_ok=True)
     sae = load_sae(sae_dir, lm) if sae_dir is not None else None
     candidates: list[Candidate] = []
@@ -65,7 +67,8 @@ def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path
             cache.write_text(json.dumps({"candidates": [asdict(c) for c in candidates], "residual_norm": norm},
                                         indent=2))
     levers, sources = propose_levers(inventory, candidates, settings.strengths)
-    measured = measure_effects(lm, inventory, levers, sae, norm, work_dir, settings.measure, progress=progress)
+    measured = measure_effects(lm, inventory, levers, sae, norm, work_dir, settings.measure, progress=progress,
+                               backend=backend)
     fluency_file = work_dir / "fluency.json"
     if fluency_file.exists():
         fluency = json.loads(fluency_file.read_text())
@@ -88,7 +91,8 @@ def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path
 
 def extend_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, catalog: Catalog,
                    levers: list[LeverSpec], sources: dict[str, str], work_dir: Path,
-                   settings: MeasureSettings, *, progress: bool = True) -> Catalog:
+                   settings: MeasureSettings, *, progress: bool = True,
+                   backend: SurveyBackend | None = None) -> Catalog:
     """Measure more levers (sweeps, wordings) on the catalog's own personas and add them to it.
 
     The unsteered personas are scored again in this run; the survey is deterministic, so their scores
@@ -106,7 +110,8 @@ def extend_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, cata
         sae = load_sae(_sae_folder(bundle_dir, catalog.sae.path), lm)
         norm = catalog.sae.residual_norm
     work_dir.mkdir(parents=True, exist_ok=True)
-    measured = measure_effects(lm, inventory, new, sae, norm, work_dir, settings, progress=progress)
+    measured = measure_effects(lm, inventory, new, sae, norm, work_dir, settings, progress=progress,
+                               backend=backend)
     if measured["personas"] != catalog.personas:
         raise ValueError(f"the catalog was measured on personas {catalog.personas}, these settings give "
                          f"{measured['personas']}: use the catalog's persona count and seed")

@@ -23,6 +23,7 @@ from causalguard.adapters.hf.interventions import FeatureEdit
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.adapters.hf.sae_condition import SaeSteering
 from causalguard.graphs.levers.lever import LeverSpec
+from causalguard.graphs.survey.backends import SurveyBackend
 from causalguard.graphs.survey.conditions import build_conditions
 from causalguard.graphs.survey.runner import SurveySettings, run_survey
 from causalguard.models.loaded import LoadedModel
@@ -76,13 +77,13 @@ def _interval(diffs: np.ndarray) -> dict[str, float]:
 
 def measure_effects(
     lm: LoadedModel, inventory: Inventory, levers: Sequence[LeverSpec], sae: LoadedSae | None, residual_norm: float,
-    out_dir: Path, settings: MeasureSettings, *, progress: bool = True,
+    out_dir: Path, settings: MeasureSettings, *, progress: bool = True, backend: SurveyBackend | None = None,
 ) -> dict[str, Any]:
     personas = generate_personas(settings.personas, seed=settings.persona_seed)
     steerings = [NoSteering(), *[lever_survey_condition(lever, sae, residual_norm) for lever in levers]]
     conditions = build_conditions(personas, steerings)
     result = run_survey(lm, inventory, conditions, SurveySettings(method="statement", batch_size=settings.batch_size),
-                        out_dir / "survey", progress=progress)
+                        out_dir / "survey", progress=progress, backend=backend)
     matrix = result.matrix()
     row = {c.id: i for i, c in enumerate(result.conditions)}
     dims = inventory.names

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.survey.agreement import run_agreement
+from causalguard.graphs.survey.backends import LocalBackend, SurveyBackend, make_scorer
 from causalguard.graphs.survey.conditions import Condition
 from causalguard.graphs.survey.results import (
     ANSWERS_FILE,
@@ -31,7 +32,7 @@ from causalguard.graphs.survey.settings import SurveySettings
 from causalguard.graphs.survey.store import AnswerStore
 from causalguard.models.loaded import LoadedModel
 from causalguard.run_records import read_run_record
-from causalguard.scoring.registry import make_method
+from causalguard.scoring.base import ItemAnswer
 from causalguard.values.inventory import Inventory
 
 SURVEY_FORMAT = "causalguard.survey/1"
@@ -97,18 +98,20 @@ def run_survey(
     progress: bool = True,
     restart: bool = False,
     on_condition_done: Callable[[str], None] | None = None,
+    backend: SurveyBackend | None = None,
 ) -> SurveyResult:
     """Score every item under every condition and write the output folder (see README: survey output).
 
     An existing folder from the same model, inventory, conditions and settings is resumed: finished
     conditions are kept, the rest computed. A folder from different settings is refused unless
-    ``restart`` is set, which deletes its answers.
+    ``restart`` is set, which deletes its answers. ``backend`` scores the conditions (default: in this
+    process; ``RayBackend`` on a Ray cluster); the results do not depend on it.
     """
     import torch
 
+    scoring: SurveyBackend = backend or LocalBackend()
     out_dir.mkdir(parents=True, exist_ok=True)
-    method = make_method(settings.method, batch_size=settings.batch_size, reuse_prefix=settings.reuse_prefix,
-                         max_new_tokens=settings.max_new_tokens)
+    method = make_scorer(settings)
     signature = _signature(lm, inventory, conditions, settings, method.version)
     run_file = out_dir / RUN_FILE
     store = AnswerStore(out_dir / ANSWERS_FILE)
@@ -145,14 +148,16 @@ def run_survey(
     todo = [c for c in conditions if c.id not in done]
     started = time.perf_counter()
     with tqdm(total=len(conditions) * len(items), initial=len(done) * len(items), unit="item",
-              desc=f"survey ({settings.method})", disable=not progress, dynamic_ncols=True) as bar:
-        for condition in todo:
-            answers = method.score(lm, condition.role, condition.steering, items)
+              desc=f"survey ({settings.method}, {scoring.name})", disable=not progress, dynamic_ncols=True) as bar:
+
+        def finished(condition: Condition, answers: list[ItemAnswer]) -> None:
             store.append(condition.id, answers)
             done[condition.id] = answers
             bar.update(len(items))
             if on_condition_done is not None:
                 on_condition_done(condition.id)
+
+        workers = scoring.run(lm, settings, todo, items, finished)
     elapsed = time.perf_counter() - started
 
     result = SurveyResult(out_dir=out_dir, dimensions=inventory.names, conditions=infos,
@@ -169,7 +174,8 @@ def run_survey(
         status="complete",
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         timing={"computed_conditions": len(todo), "seconds": round(elapsed, 2),
-                "items_per_second": round(len(todo) * len(items) / elapsed, 2) if todo and elapsed > 0 else None},
+                "items_per_second": round(len(todo) * len(items) / elapsed, 2) if todo and elapsed > 0 else None,
+                "backend": scoring.name, "workers": workers},
     )
     run_file.write_text(json.dumps(metadata, indent=2))
     return result

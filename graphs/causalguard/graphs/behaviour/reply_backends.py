@@ -1,0 +1,99 @@
+"""Where reply runs generate their batches: in this process (``LocalReplies``) or on Ray actors (``RayReplies``).
+
+``run_replies`` fixes the batch layout of a whole run up front (so a resumed run batches every reply
+as an uninterrupted one does) and hands the batches still to do to a backend, which calls
+``on_batch`` on the driver as each finishes; the driver appends them to the checkpoint. Greedy replies
+are the same on either backend (tested), given the same torch thread count (``RayOptions.threads``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from causalguard.adapters.hf.hooks import install_steering_hooks
+from causalguard.graphs.ray_pool import ActorPool, RayOptions, dtype_name, load_checked_model, ray_session, worker_name
+from causalguard.models.loaded import LoadedModel
+from causalguard.runtime.generation import Generated, GenerationRow, generate_rows
+
+Batches = Sequence[tuple[int, list[GenerationRow]]]  # (batch index, rows)
+OnBatch = Callable[[int, list[Generated]], None]
+
+
+class ReplyBackend(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def generate(self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float,
+                 on_batch: OnBatch) -> None:
+        """Generate every batch, calling ``on_batch(index, outputs)`` on the driver as each finishes.
+        Local: SAE interventions need the caller's dispatcher hooks (``install_steering_hooks``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalReplies:
+    name: str = "local"
+
+    def generate(self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float,
+                 on_batch: OnBatch) -> None:
+        for index, rows in batches:
+            on_batch(index, generate_rows(lm, rows, max_new_tokens=max_new_tokens, temperature=temperature))
+
+
+class ReplyWorker:
+    """One actor: the model loaded once; dispatcher hooks installed on the layers its rows steer, for the
+    actor's lifetime (they go with its process)."""
+
+    def __init__(self, model: str, dtype: str, fingerprint: str, threads: int) -> None:
+        self.lm = load_checked_model(model, dtype, fingerprint, threads)
+        self._hooks = ExitStack()
+        self._layers: set[int] = set()
+
+    def generate(self, index: int, rows: list[GenerationRow], max_new_tokens: int,
+                 temperature: float) -> tuple[int, list[Generated], float, str]:
+        started = time.perf_counter()
+        new = {i.layer for row in rows for i in row.interventions} - self._layers
+        if new:
+            self._hooks.enter_context(install_steering_hooks(self.lm.model, sorted(new)))
+            self._layers |= new
+        outs = generate_rows(self.lm, rows, max_new_tokens=max_new_tokens, temperature=temperature)
+        return index, outs, time.perf_counter() - started, worker_name()
+
+
+@dataclass
+class RayReplies:
+    """Generate reply batches on a Ray actor pool (``graphs/ray_pool.py``)."""
+
+    options: RayOptions = field(default_factory=RayOptions)
+    name: str = "ray"
+    pool: ActorPool | None = None
+    workers: dict[str, list[float]] = field(default_factory=dict)  # worker -> [batches, seconds]
+
+    @property
+    def actors(self) -> list[Any]:
+        return self.pool.actors if self.pool is not None else []
+
+    def generate(self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float,
+                 on_batch: OnBatch) -> None:
+        if not batches:
+            return
+        with ray_session(self.options) as ray:
+            self.pool = ActorPool(ray, ReplyWorker, (lm.name, dtype_name(lm), lm.fingerprint,
+                                                     self.options.torch_threads()), self.options)
+
+            def finished(result: tuple[int, list[Generated], float, str]) -> None:
+                index, outs, seconds, worker = result
+                on_batch(index, outs)
+                counted = self.workers.setdefault(worker, [0, 0.0])
+                counted[0] += 1
+                counted[1] += seconds
+
+            try:
+                self.pool.run(batches, lambda actor, _, batch: actor.generate.remote(batch[0], batch[1], max_new_tokens,
+                                                                                     temperature), finished)
+            finally:
+                self.pool = None
