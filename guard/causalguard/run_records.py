@@ -1,4 +1,5 @@
-"""``run.json``: the record an offline run (survey, reply run) keeps of what it is, read back checked."""
+"""``run.json`` (the record an offline run keeps of what it is) and the other JSON records of offline runs
+(``confirmation.json``, ``held_out.json``, validations), read back checked."""
 
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ from typing import Any
 from causalguard.errors import ConfigError
 
 
-def read_run_record(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; a damaged record is a clear error (the run's other files are kept)."""
+def read_json_object(path: Path, *, what: str, hint: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing, damaged or non-object file is an error naming ``what`` it
+    should be and the ``hint`` to fix it."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError.single(str(path), f"no such file (expected {what})", hint=hint) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError.single(str(path), f"unreadable run record ({exc})",
-                                 hint="restore the file, or rerun with --restart (which starts the run over)") from None
+        raise ConfigError.single(str(path), f"unreadable {what} ({exc})", hint=hint) from None
     if not isinstance(record, dict):
-        raise ConfigError.single(str(path), "the run record is not a JSON object",
-                                 hint="restore the file, or rerun with --restart (which starts the run over)")
+        raise ConfigError.single(str(path), f"the {what} is not a JSON object", hint=hint)
     return record
+
+
+def read_run_record(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a damaged record is a clear error (the run's other files are kept)."""
+    return read_json_object(path, what="run record",
+                            hint="restore the file, or rerun with --restart (which starts the run over)")

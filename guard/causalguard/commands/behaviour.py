@@ -9,11 +9,7 @@ import typer
 
 from causalguard.commands.options import (
     BackendOpt,
-    RayActorCpusOpt,
-    RayActorGpusOpt,
-    RayActorsOpt,
-    RayActorThreadsOpt,
-    RayAddressOpt,
+    RayOpt,
     reply_backend,
 )
 
@@ -45,11 +41,7 @@ def behaviour_report_command(
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
     restart: Annotated[bool, typer.Option(help="Discard a previous reply run in the work folder.")] = False,
     backend: BackendOpt = "local",
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
-    ray_actor_cpus: RayActorCpusOpt = 1.0,
-    ray_actor_gpus: RayActorGpusOpt = 0.0,
-    ray_actor_threads: RayActorThreadsOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Fit and validate the judge, generate replies for every lever, and write the behaviour report."""
     from causalguard.artifacts import BEHAVIOUR_REPORT
@@ -81,8 +73,7 @@ def behaviour_report_command(
     lm = load_model(model)
     build_behaviour_report(lm, bundle, work or bundle.parent / f".behaviour-work-{bundle.name}", settings,
                            restart=restart, log=typer.echo,
-                           backend=reply_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
-                                                 ray_actor_threads))
+                           backend=reply_backend(backend, ray))
     typer.echo(f"wrote {bundle / 'behaviour.json'} and {bundle / BEHAVIOUR_REPORT}")
 
 
@@ -143,11 +134,7 @@ def behaviour_confirm_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
     backend: BackendOpt = "local",
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
-    ray_actor_cpus: RayActorCpusOpt = 1.0,
-    ray_actor_gpus: RayActorGpusOpt = 0.0,
-    ray_actor_threads: RayActorThreadsOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Measure levers again on replies nothing selected them on (fresh dev prompts and personas); their
     effects in the catalog become the confirmation's, and a lever stays usable only if it replicates."""
@@ -160,8 +147,7 @@ def behaviour_confirm_command(
                                prompts=prompts, prompt_offset=prompt_offset, personas=personas,
                                persona_seed=persona_seed)
     doc = confirm_levers(lm, bundle, work, settings, restart=restart, log=typer.echo,
-                         backend=reply_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
-                                               ray_actor_threads))
+                         backend=reply_backend(backend, ray))
     for lever_id, row in doc["levers"].items():
         typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
     typer.echo(f"wrote {bundle / 'confirmation.json'} and updated {bundle / 'catalog.json'}")
@@ -230,11 +216,7 @@ def behaviour_validate_command(
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
     backend: BackendOpt = "local",
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
-    ray_actor_cpus: RayActorCpusOpt = 1.0,
-    ray_actor_gpus: RayActorGpusOpt = 0.0,
-    ray_actor_threads: RayActorThreadsOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Do the config's plans hold in the replies? Held-out test prompts, fresh personas, guarded vs unguarded."""
     from causalguard.config.loading import read_guard_config
@@ -261,7 +243,6 @@ def behaviour_validate_command(
     settings = ValidateSettings(prompts=prompts, prompt_offset=prompt_offset, personas=personas,
                                 persona_seed=persona_seed, replies=ReplySettings(max_new_tokens=max_new_tokens))
     doc = validate_profiles(lm, bundle, guard, profiles, work, settings, restart=restart, log=typer.echo,
-                            backend=reply_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
-                                                  ray_actor_threads))
+                            backend=reply_backend(backend, ray))
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")

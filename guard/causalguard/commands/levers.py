@@ -9,11 +9,7 @@ import typer
 
 from causalguard.commands.options import (
     BackendOpt,
-    RayActorCpusOpt,
-    RayActorGpusOpt,
-    RayActorsOpt,
-    RayActorThreadsOpt,
-    RayAddressOpt,
+    RayOpt,
     survey_backend,
 )
 
@@ -44,11 +40,7 @@ def levers_measure_command(
     strengths: Annotated[str, typer.Option(help="SAE strengths, in units of the layer's residual norm.")] = "0.25,0.5",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     backend: BackendOpt = "local",
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
-    ray_actor_cpus: RayActorCpusOpt = 1.0,
-    ray_actor_gpus: RayActorGpusOpt = 0.0,
-    ray_actor_threads: RayActorThreadsOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Propose role and SAE levers, measure each over held-out personas, write the catalog."""
     from causalguard.graphs.levers.build import CatalogSettings, build_levers_catalog
@@ -64,8 +56,7 @@ def levers_measure_command(
     settings = CatalogSettings(strengths=_floats(strengths), measure=MeasureSettings(personas=personas))
     catalog = build_levers_catalog(lm, load_inventory(inventory), bundle, sae_dir,
                                    work or bundle.parent / f".levers-work-{bundle.name}", settings, progress=not quiet,
-                                   backend=survey_backend(backend, ray_address, ray_actors, ray_actor_cpus,
-                                                          ray_actor_gpus, ray_actor_threads))
+                                   backend=survey_backend(backend, ray))
     typer.echo(f"{len(catalog.levers)} levers measured on {len(catalog.personas)} personas; "
                f"wrote {bundle / 'catalog.json'} and {bundle / 'CATALOG.md'}")
 
@@ -88,11 +79,7 @@ def levers_extend_command(
                                                   "ones the behaviour report found fluent).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     backend: BackendOpt = "local",
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
-    ray_actor_cpus: RayActorCpusOpt = 1.0,
-    ray_actor_gpus: RayActorGpusOpt = 0.0,
-    ray_actor_threads: RayActorThreadsOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Measure more levers (SAE strength sweeps, role wordings) on the catalog's personas and add them."""
     from causalguard.graphs.levers.build import extend_catalog
@@ -122,8 +109,7 @@ def levers_extend_command(
     extended = extend_catalog(lm, load_inventory(inventory), bundle, catalog, levers, sources,
                               work or bundle.parent / f".levers-extend-{bundle.name}",
                               MeasureSettings(personas=len(catalog.personas)), progress=not quiet,
-                              backend=survey_backend(backend, ray_address, ray_actors, ray_actor_cpus,
-                                                     ray_actor_gpus, ray_actor_threads))
+                              backend=survey_backend(backend, ray))
     typer.echo(f"{len(extended.levers) - len(catalog.levers)} levers added; the catalog has {len(extended.levers)}")
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 if TYPE_CHECKING:
     from causalguard.graphs.behaviour.reply_backends import ReplyBackend
+    from causalguard.graphs.ray_pool import RayOptions
     from causalguard.graphs.survey.backends import SurveyBackend
 
 ModelOpt = Annotated[
@@ -34,39 +35,64 @@ BackendOpt = Annotated[
     typer.Option(help="Where the work runs: local (this process) or ray (an actor pool on a Ray cluster, each actor "
                       "loading the model once; pip install 'causalguard[ray]'). The results are the same."),
 ]
-RayAddressOpt = Annotated[
-    str | None, typer.Option(help="--backend ray: the cluster to join (e.g. ray://head:10001 or auto); default: "
-                                  "start a local one on this machine.")
+RayOpt = Annotated[
+    str | None,
+    typer.Option("--ray", help="--backend ray: the actor pool as key=value pairs: actors (2), cpus and gpus reserved "
+                               "per actor (1, 0), threads (torch threads per actor; default this process's, so that "
+                               "results match a local run byte for byte), restarts (3), address (the cluster to join, "
+                               "e.g. ray://head:10001 or auto; default: start one on this machine). Example: "
+                               "--ray actors=8,gpus=1,address=auto"),
 ]
-RayActorsOpt = Annotated[int, typer.Option(min=1, help="--backend ray: actors, each loading the model once.")]
-RayActorCpusOpt = Annotated[float, typer.Option(min=0.01, help="--backend ray: CPUs reserved per actor.")]
-RayActorGpusOpt = Annotated[float, typer.Option(min=0, help="--backend ray: GPUs reserved per actor.")]
-RayActorThreadsOpt = Annotated[int | None, typer.Option(min=1, help="--backend ray: torch threads per actor; "
-                                                                    "default: this process's, so that the scores "
-                                                                    "match a local run byte for byte.")]
+_RAY_KEYS = {"actors": int, "cpus": float, "gpus": float, "threads": int, "restarts": int, "address": str}
 
 
-def survey_backend(backend: str, address: str | None, actors: int, cpus: float, gpus: float,
-                   threads: int | None = None) -> SurveyBackend:
-    """The backend the command-line options name."""
+def ray_options(text: str | None) -> RayOptions:
+    """``--ray`` parsed: ``key=value`` pairs separated by commas; a bad one is an error naming it and the fix."""
+    from causalguard.graphs.ray_pool import RayOptions
+
+    values: dict[str, Any] = {}
+    for pair in (text or "").split(","):
+        if not pair.strip():
+            continue
+        key, sep, raw = (part.strip() for part in pair.partition("="))
+        if not sep or key not in _RAY_KEYS or not raw:
+            raise typer.BadParameter(f"'{pair.strip()}' is not one of {', '.join(f'{k}=...' for k in _RAY_KEYS)}",
+                                     param_hint="--ray")
+        try:
+            values[key] = _RAY_KEYS[key](raw)
+        except ValueError:
+            raise typer.BadParameter(f"{key} must be a number, got '{raw}'", param_hint="--ray") from None
+    names = {"cpus": "num_cpus", "gpus": "num_gpus", "restarts": "max_restarts"}
+    try:
+        return RayOptions(**{names.get(k, k): v for k, v in values.items()})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ray") from None
+
+
+def _checked(backend: str, ray: str | None) -> None:
+    if backend == "local" and ray:
+        raise typer.BadParameter("--ray sets up the Ray backend: add --backend ray, or drop --ray", param_hint="--ray")
+
+
+def survey_backend(backend: str, ray: str | None) -> SurveyBackend:
+    """Where a survey's conditions are scored, as ``--backend`` and ``--ray`` name it."""
     from causalguard.graphs.survey.backends import LocalBackend
 
+    _checked(backend, ray)
     if backend == "local":
         return LocalBackend()
-    from causalguard.graphs.ray_pool import RayOptions
     from causalguard.graphs.survey.ray_backend import RayBackend
 
-    return RayBackend(RayOptions(address=address, actors=actors, num_cpus=cpus, num_gpus=gpus, threads=threads))
+    return RayBackend(ray_options(ray))
 
 
-def reply_backend(backend: str, address: str | None, actors: int, cpus: float, gpus: float,
-                  threads: int | None = None) -> ReplyBackend:
-    """Where reply runs generate their batches, as the command-line options name it."""
+def reply_backend(backend: str, ray: str | None) -> ReplyBackend:
+    """Where reply runs generate their batches, as ``--backend`` and ``--ray`` name it."""
     from causalguard.graphs.behaviour.reply_backends import LocalReplies
 
+    _checked(backend, ray)
     if backend == "local":
         return LocalReplies()
     from causalguard.graphs.behaviour.reply_backends import RayReplies
-    from causalguard.graphs.ray_pool import RayOptions
 
-    return RayReplies(RayOptions(address=address, actors=actors, num_cpus=cpus, num_gpus=gpus, threads=threads))
+    return RayReplies(ray_options(ray))

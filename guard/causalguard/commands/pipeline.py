@@ -11,11 +11,7 @@ from causalguard.commands.graph import graph_build_command
 from causalguard.commands.options import (
     BackendOpt,
     ModelOpt,
-    RayActorCpusOpt,
-    RayActorGpusOpt,
-    RayActorsOpt,
-    RayActorThreadsOpt,
-    RayAddressOpt,
+    RayOpt,
 )
 from causalguard.commands.survey import survey_command
 
@@ -28,14 +24,9 @@ def pipeline_command(
     bundle_dir: Annotated[Path | None, typer.Option(help="Where to write the bundle (default: OUT/bundle).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     backend: BackendOpt = "local",
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
-    ray_actor_cpus: RayActorCpusOpt = 1.0,
-    ray_actor_gpus: RayActorGpusOpt = 0.0,
-    ray_actor_threads: RayActorThreadsOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """The main job: survey the model (personas + value roles + anchors), then build its graph bundle."""
-    survey_command(out=out / "survey", model=model, personas=personas, method=method, quiet=quiet, backend=backend,
-                   ray_address=ray_address, ray_actors=ray_actors, ray_actor_cpus=ray_actor_cpus,
-                   ray_actor_gpus=ray_actor_gpus, ray_actor_threads=ray_actor_threads)
+    survey_command(out=out / "survey", model=model, personas=personas, method=method, quiet=quiet,
+                   backend=backend, ray=ray)
     graph_build_command(source=out / "survey", out=bundle_dir or out / "bundle")

@@ -14,11 +14,7 @@ from causalguard.commands.options import (
     InventoryOpt,
     ModelOpt,
     QuestionnaireOpt,
-    RayActorCpusOpt,
-    RayActorGpusOpt,
-    RayActorsOpt,
-    RayActorThreadsOpt,
-    RayAddressOpt,
+    RayOpt,
     split_list,
     survey_backend,
 )
@@ -52,11 +48,7 @@ def survey_command(
     restart: Annotated[bool, typer.Option(help="Discard answers of an --out folder made with other settings.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     backend: BackendOpt = "local",
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
-    ray_actor_cpus: RayActorCpusOpt = 1.0,
-    ray_actor_gpus: RayActorGpusOpt = 0.0,
-    ray_actor_threads: RayActorThreadsOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Run a value survey: roles x items on one model; writes answers, scores and a quality report."""
     from causalguard.graphs.survey.conditions import build_conditions, standard_roles
@@ -84,8 +76,7 @@ def survey_command(
     typer.echo(f"survey: {lm.name}, {len(inv.names)} dimensions, {sum(len(d.items) for d in inv.dimensions)} items, "
                f"{len(conditions)} conditions, method {chosen} -> {out}", err=True)
     run_survey(lm, inv, conditions, settings, out, progress=not quiet, restart=restart,
-               backend=survey_backend(backend, ray_address, ray_actors, ray_actor_cpus, ray_actor_gpus,
-                                      ray_actor_threads))
+               backend=survey_backend(backend, ray))
     typer.echo((out / "quality.md").read_text())
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.levers.catalog import Catalog, Interval, LeverEntry
+from causalguard.run_records import read_json_object
 
 CONFIRMATION_FILE = "confirmation.json"
 _QUALITY_FIELDS = ("degraded", "n", "rate", "p_value", "is_degraded")
@@ -66,12 +67,9 @@ def read_confirmation(bundle_dir: Path, dimensions: list[str]) -> dict[str, dict
     if not path.exists():
         return {}
     where = str(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError.single(where, f"not valid JSON ({exc})",
-                                 hint="re-run 'causalguard behaviour confirm' or delete the file") from None
-    levers = doc.get("levers") if isinstance(doc, dict) else None
+    doc = read_json_object(path, what="confirmation record",
+                           hint="re-run 'causalguard behaviour confirm' or delete the file")
+    levers = doc.get("levers")
     if not isinstance(levers, dict):
         raise ConfigError.single(where, "expected an object with 'levers'", field="levers")
     for lever_id, row in levers.items():

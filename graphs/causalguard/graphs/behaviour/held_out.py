@@ -16,7 +16,6 @@ select what the product promises.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from scipy import stats
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.levers.catalog import Catalog, HeldOut
+from causalguard.run_records import read_json_object
 
 HELD_OUT_FILE = "held_out.json"
 HELD_OUT_SCHEMA = "causalguard.held_out/1"
@@ -65,14 +65,9 @@ def single_lever_results(path: Path) -> dict[str, dict[str, Any]]:
 
     Profiles that planned the same lever measured the same replies; the first one is kept."""
     where = str(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError.single(where, "no such file", hint="pass validation files written by "
-                                 "'causalguard behaviour validate'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError.single(where, f"not valid JSON ({exc})") from None
-    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    doc = read_json_object(path, what="validation file",
+                           hint="pass validation files written by 'causalguard behaviour validate'")
+    profiles = doc.get("profiles")
     if not isinstance(profiles, dict):
         raise ConfigError.single(where, "expected a validation file with 'profiles'", field="profiles",
                                  hint="pass validation files written by 'causalguard behaviour validate'")
@@ -177,12 +172,9 @@ def read_held_out(bundle_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return {"levers": {}}
     where = str(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError.single(where, f"not valid JSON ({exc})",
-                                 hint="re-run 'causalguard behaviour held-out' or delete the file") from None
-    if not isinstance(doc, dict) or doc.get("schema") != HELD_OUT_SCHEMA or not isinstance(doc.get("levers"), dict):
+    doc = read_json_object(path, what="held-out record",
+                           hint="re-run 'causalguard behaviour held-out' or delete the file")
+    if doc.get("schema") != HELD_OUT_SCHEMA or not isinstance(doc.get("levers"), dict):
         raise ConfigError.single(where, f"expected schema {HELD_OUT_SCHEMA} with 'levers'", field="schema",
                                  hint="re-run 'causalguard behaviour held-out'")
     level = doc.get("level")
