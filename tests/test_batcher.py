@@ -79,7 +79,7 @@ def test_budgets_stops_seeds_cancellation_and_closing(lm: LoadedModel) -> None:
 def test_the_prefix_cache_reuses_only_under_the_same_interventions_and_evicts_by_tokens() -> None:
     import torch
 
-    from causalguard.runtime.batcher import PrefixCache
+    from causalguard.runtime.prefix_cache import PrefixCache
 
     def layers(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(torch.zeros(1, 1, n, 2), torch.zeros(1, 1, n, 2))]

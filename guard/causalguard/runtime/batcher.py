@@ -9,7 +9,7 @@ One worker thread owns the loop. Each step it
 1. admits waiting requests, up to ``max_rows`` running, prefilled together in one forward pass (rows
    right-aligned, padding masked) and joined to the running batch's KV cache, left-padded to a common
    width. Each row first reuses the keys and values of the longest prompt prefix it shares with a
-   recent request under the same SAE interventions (a small LRU, ``prefix_cache_tokens``): chatbots
+   recent request under the same SAE interventions (``runtime/prefix_cache.py``): chatbots
    send the same operator prompt and role levers every time, so only a conversation's own tokens are
    computed. Causal attention makes a reused prefix what the prefill would compute;
 2. runs one decode step for every running row at once. Each row keeps its own logical positions
@@ -46,6 +46,7 @@ from causalguard.runtime.generation import (
     sample_token,
     stop_window,
 )
+from causalguard.runtime.prefix_cache import PrefixCache, pad_left, stacked_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -105,80 +106,6 @@ class BatchJob:
                 self.on_end()
             except Exception:  # a failing consumer must not stop the loop
                 log.warning("a request's on_end callback failed", exc_info=True)
-
-
-@dataclass(eq=False)
-class _Prefix:
-    """A recent prompt's keys and values, per layer ``[1, kv heads, tokens, head dim]``."""
-
-    tokens: tuple[int, ...]
-    interventions: tuple[Any, ...]
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
-
-
-class PrefixCache:
-    """The keys and values of recent prompts, for prefill to reuse (least recently used go first).
-
-    ``lookup`` finds the longest prefix a prompt shares with an entry under the *same* SAE interventions
-    (the same objects: the guard builds them once per plan), leaving at least one prompt token to compute
-    so there are logits to take the first token from."""
-
-    def __init__(self, max_tokens: int, min_reuse: int = 8) -> None:
-        if max_tokens < 0:
-            raise ValueError(f"prefix_cache_tokens must be >= 0, got {max_tokens}")
-        self.max_tokens, self.min_reuse = max_tokens, min_reuse
-        self._entries: list[_Prefix] = []
-        self.hits = 0
-        self.reused_tokens = 0
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(entry.tokens) for entry in self._entries)
-
-    def lookup(self, prompt: Sequence[int], interventions: tuple[Any, ...]) -> tuple[int, _Prefix | None]:
-        """``(n, entry)``: reuse ``entry``'s first ``n`` positions (``(0, None)`` when nothing is worth it)."""
-        best, found = 0, None
-        for entry in self._entries:
-            if not _same(entry.interventions, interventions):
-                continue
-            shared = _common_prefix(entry.tokens, prompt)
-            if shared > best:
-                best, found = shared, entry
-        best = min(best, len(prompt) - 1)
-        if found is None or best < self.min_reuse:
-            return 0, None
-        self._entries.remove(found)
-        self._entries.append(found)  # most recently used last
-        self.hits += 1
-        self.reused_tokens += best
-        return best, found
-
-    def store(self, prompt: Sequence[int], interventions: tuple[Any, ...],
-              layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Keep a prompt's per-layer keys and values (exactly ``len(prompt)`` positions) for later prompts."""
-        tokens = tuple(prompt)
-        if not self.max_tokens or len(tokens) > self.max_tokens:
-            return
-        self._entries = [e for e in self._entries if not (e.tokens == tokens and _same(e.interventions, interventions))]
-        self._entries.append(_Prefix(tokens, interventions, layers))
-        while self.tokens > self.max_tokens:
-            self._entries.pop(0)
-
-    def clear(self) -> None:
-        self._entries = []
-
-
-def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass(eq=False)
@@ -297,7 +224,7 @@ class ContinuousBatcher:
                              for n, t in zip(reused, tails, strict=True)], dtype=torch.long)
         positions = torch.tensor([[0] * (after - len(t)) + list(range(n, n + len(t)))
                                   for n, t in zip(reused, tails, strict=True)], dtype=torch.long)
-        cache = _cache_of(_prefix_batch(found, before) if before else [])
+        cache = _cache_of(stacked_prefixes(found, before) if before else [])
         rows = tuple(RowPlan(job.row.interventions, len(prompt)) for job, prompt in zip(live, prompts, strict=True))
         plan = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         try:
@@ -339,8 +266,8 @@ class ContinuousBatcher:
         have, width = self._mask.shape[1], mask.shape[1]
         target = max(have, width)
         self._cache = _cache_of([
-            (torch.cat([_pad_left(mine.keys, target - have), _pad_left(keys, target - width)]),
-             torch.cat([_pad_left(mine.values, target - have), _pad_left(values, target - width)]))
+            (torch.cat([pad_left(mine.keys, target - have), pad_left(keys, target - width)]),
+             torch.cat([pad_left(mine.values, target - have), pad_left(values, target - width)]))
             for mine, (keys, values) in zip(self._cache.layers, layers, strict=True)])
         self._mask = torch.cat([torch.nn.functional.pad(self._mask, (target - have, 0)),
                                 torch.nn.functional.pad(mask, (target - width, 0))])
@@ -431,23 +358,3 @@ def _cache_of(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
     from transformers import DynamicCache
 
     return DynamicCache(ddp_cache_data=layers)
-
-
-def _prefix_batch(found: Sequence[tuple[int, _Prefix | None]], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer, the reused prefixes of a batch's rows stacked and left-padded to ``width`` positions (zeros
-    for a row that reuses nothing)."""
-    template = next(entry for _, entry in found if entry is not None)
-    out = []
-    for layer, (keys, _) in enumerate(template.layers):
-        empty = torch.zeros((1, keys.shape[1], width, keys.shape[3]), dtype=keys.dtype)
-        stacked = []
-        for k in (0, 1):
-            stacked.append(torch.cat([_pad_left(entry.layers[layer][k][:, :, :n], width - n) if entry is not None
-                                      else empty for n, entry in found]))
-        out.append((stacked[0], stacked[1]))
-    return out
-
-
-def _pad_left(states: torch.Tensor, columns: int) -> torch.Tensor:
-    """``[rows, heads, width, dim]`` states with ``columns`` zero columns before the first."""
-    return torch.nn.functional.pad(states, (0, 0, columns, 0)) if columns else states
