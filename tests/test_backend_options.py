@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import typer
 
@@ -32,3 +34,17 @@ def test_ray_options_without_the_ray_backend_are_an_error() -> None:
         survey_backend("local", "actors=2")
     assert survey_backend("local", None).name == "local"
     assert reply_backend("ray", "actors=3").name == "ray"
+
+
+def test_levers_interventions_names_an_unknown_lever_before_loading_the_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    shipped = Path(__file__).parents[1] / "graphs/causalguard/graphs/smollm2-135m-instruct"
+    result = CliRunner().invoke(app, ["levers", "interventions", "--bundle", str(shipped), "--out",
+                                      str(tmp_path / "iv"), "--levers", "role:stimulation:+:reply,nope"])
+    assert result.exit_code == 2 and "not in the catalog: nope" in result.output
+    result = CliRunner().invoke(app, ["levers", "interventions", "--bundle", str(shipped), "--out",
+                                      str(tmp_path / "iv"), "--ray", "actors=2"])
+    assert result.exit_code == 2 and "add --backend ray" in result.output

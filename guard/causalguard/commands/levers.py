@@ -113,6 +113,52 @@ def levers_extend_command(
     typer.echo(f"{len(extended.levers) - len(catalog.levers)} levers added; the catalog has {len(extended.levers)}")
 
 
+@levers_app.command("interventions")
+def levers_interventions_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder whose catalog levers are applied.")],
+    out: Annotated[Path, typer.Option(help="Survey folder (resumable): scores.csv is the interventional matrix.")],
+    personas: Annotated[int, typer.Option(min=2, help="Fresh personas, each unsteered and under every lever.")] = 12,
+    persona_seed: Annotated[int, typer.Option(help="Their seed; keep it apart from the catalog's (1000) and the "
+                                                   "survey's (0).")] = 4000,
+    levers: Annotated[str | None, typer.Option(help="Comma-separated lever ids; default: every catalog lever.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
+    inventory: Annotated[str, typer.Option(help="Inventory the bundle was built with.")] = "schwartz-basic-10",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    backend: BackendOpt = "local",
+    ray: RayOpt = None,
+) -> None:
+    """Survey fresh personas unsteered and under every lever: an interventional score matrix (personas x
+    levers rows) for 'graph build --sources-only' and 'graph evaluate --test'."""
+    from causalguard.graphs.bundle.format import load_bundle
+    from causalguard.graphs.levers.build import sae_for_catalog
+    from causalguard.graphs.levers.measure import lever_survey_condition, survey_levers
+    from causalguard.models import load_model
+    from causalguard.roles.personas import generate_personas
+    from causalguard.steering_conditions import NoSteering
+    from causalguard.values import load_inventory
+
+    scorer = survey_backend(backend, ray)
+    catalog = load_bundle(bundle).catalog
+    if catalog is None:
+        raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'",
+                                 param_hint="--bundle")
+    chosen = catalog.levers
+    if levers is not None:
+        wanted = [x.strip() for x in levers.split(",") if x.strip()]
+        unknown = sorted(set(wanted) - {e.id for e in catalog.levers})
+        if unknown:
+            raise typer.BadParameter(f"not in the catalog: {', '.join(unknown)}", param_hint="--levers")
+        chosen = [e for e in catalog.levers if e.id in wanted]
+    lm = load_model(model or catalog.model.name)
+    sae, norm = sae_for_catalog(lm, bundle, catalog, [e.spec() for e in chosen])
+    steerings = [NoSteering(), *[lever_survey_condition(e.spec(), sae, norm) for e in chosen]]
+    typer.echo(f"interventions: {personas} personas x {len(steerings)} conditions (unsteered + {len(chosen)} "
+               f"levers) = {personas * len(steerings)} rows -> {out}", err=True)
+    survey_levers(lm, load_inventory(inventory), generate_personas(personas, seed=persona_seed), steerings, out,
+                  progress=not quiet, backend=scorer)
+    typer.echo(f"wrote {out / 'scores.csv'}")
+
+
 @levers_app.command("show")
 def levers_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's catalog report (rendered from catalog.json)."""

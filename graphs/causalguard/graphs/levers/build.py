@@ -8,10 +8,11 @@ at the largest strength. Intermediate results live in the work folder, so reruns
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from causalguard.adapters.hf.sae import load_sae
+from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.graphs.levers.candidates import Candidate, find_candidates, residual_norm
 from causalguard.graphs.levers.catalog import Catalog, build_catalog, save_catalog
 from causalguard.graphs.levers.lever import LeverSpec
@@ -102,13 +103,7 @@ def extend_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, cata
     new = [lever for lever in levers if lever.id not in known]
     if not new:
         return catalog
-    sae = None
-    norm = 0.0
-    if any(lever.kind == "sae" for lever in new):
-        if catalog.sae is None:
-            raise ValueError("SAE levers need a catalog with an SAE")
-        sae = load_sae(_sae_folder(bundle_dir, catalog.sae.path), lm)
-        norm = catalog.sae.residual_norm
+    sae, norm = sae_for_catalog(lm, bundle_dir, catalog, new)
     work_dir.mkdir(parents=True, exist_ok=True)
     measured = measure_effects(lm, inventory, new, sae, norm, work_dir, settings, progress=progress,
                                backend=backend)
@@ -128,6 +123,16 @@ def extend_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, cata
     extended = catalog.model_copy(update={"levers": [*catalog.levers, *added.levers]})
     save_catalog(extended, bundle_dir)
     return extended
+
+
+def sae_for_catalog(lm: LoadedModel, bundle_dir: Path, catalog: Catalog,
+                    levers: Sequence[LeverSpec]) -> tuple[LoadedSae | None, float]:
+    """The catalog's SAE and residual norm when ``levers`` include SAE levers, else ``(None, 0.0)``."""
+    if not any(lever.kind == "sae" for lever in levers):
+        return None, 0.0
+    if catalog.sae is None:
+        raise ValueError("SAE levers need a catalog with an SAE")
+    return load_sae(_sae_folder(bundle_dir, catalog.sae.path), lm), catalog.sae.residual_norm
 
 
 def _sae_folder(bundle_dir: Path, location: str) -> Path:

@@ -25,10 +25,11 @@ from causalguard.adapters.hf.sae_condition import SaeSteering
 from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.survey.backends import SurveyBackend
 from causalguard.graphs.survey.conditions import build_conditions
+from causalguard.graphs.survey.results import SurveyResult
 from causalguard.graphs.survey.runner import SurveySettings, run_survey
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas
-from causalguard.roles.role import BASELINE
+from causalguard.roles.role import BASELINE, Role
 from causalguard.scoring.generate import GenerateParse
 from causalguard.steering_conditions import NoSteering, PromptSteering, SteeringCondition
 from causalguard.values.inventory import Inventory
@@ -75,15 +76,24 @@ def _interval(diffs: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
+def survey_levers(lm: LoadedModel, inventory: Inventory, personas: Sequence[Role],
+                  steerings: Sequence[SteeringCondition], out_dir: Path, *, batch_size: int = 32, progress: bool = True,
+                  backend: SurveyBackend | None = None) -> SurveyResult:
+    """Every persona unsteered and under every lever (statement scores): an interventional matrix whose
+    ``steering`` column names the lever, resumable in ``out_dir``."""
+    conditions = build_conditions(personas, steerings)
+    return run_survey(lm, inventory, conditions, SurveySettings(method="statement", batch_size=batch_size),
+                      out_dir, progress=progress, backend=backend)
+
+
 def measure_effects(
     lm: LoadedModel, inventory: Inventory, levers: Sequence[LeverSpec], sae: LoadedSae | None, residual_norm: float,
     out_dir: Path, settings: MeasureSettings, *, progress: bool = True, backend: SurveyBackend | None = None,
 ) -> dict[str, Any]:
     personas = generate_personas(settings.personas, seed=settings.persona_seed)
     steerings = [NoSteering(), *[lever_survey_condition(lever, sae, residual_norm) for lever in levers]]
-    conditions = build_conditions(personas, steerings)
-    result = run_survey(lm, inventory, conditions, SurveySettings(method="statement", batch_size=settings.batch_size),
-                        out_dir / "survey", progress=progress, backend=backend)
+    result = survey_levers(lm, inventory, personas, steerings, out_dir / "survey", batch_size=settings.batch_size,
+                           progress=progress, backend=backend)
     matrix = result.matrix()
     row = {c.id: i for i, c in enumerate(result.conditions)}
     dims = inventory.names
