@@ -37,6 +37,7 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.graphs.causal.evaluate": OFFLINE, "causalguard.graphs.causal.bootstrap": OFFLINE,
     "causalguard.graphs.causal.interventions": OFFLINE, "causalguard.graphs.causal.leave_one_out": OFFLINE,
     "causalguard.graphs.causal.discovery": OFFLINE, "causalguard.graphs.causal.matrix": OFFLINE,
+    "causalguard.graphs.causal.contexts": OFFLINE,
     "causalguard.planning": SERVING, "causalguard.runtime": SERVING, "causalguard.server": SERVING,
     "causalguard.adapters.langchain": SERVING,
     "causalguard.commands": ENTRY, "causalguard.cli": ENTRY,

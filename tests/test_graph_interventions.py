@@ -28,8 +28,8 @@ def _bundle(total: np.ndarray, edges: tuple = ()) -> Bundle:  # type: ignore[typ
     return Bundle({"model": {"name": "toy"}}, graph, EffectModel(NODES, total, np.zeros((0, 5, 5))), total, total)
 
 
-def _paper_csv(path: Path, seed: int = 0, personas: int = 8) -> Path:
-    """Rows in the paper's layout: unsteered personas, then each value steered by +0.5 per persona."""
+def _paper_csv(path: Path, seed: int = 0, personas: int = 8, push: float = 0.5) -> Path:
+    """Rows in the paper's layout: unsteered personas, then each value steered by +``push`` per persona."""
     rng = np.random.default_rng(seed)
     base = rng.normal(0, 1, size=(personas, 5)) @ TRUE  # persona differences propagate like interventions
     with path.open("w", newline="") as handle:
@@ -38,10 +38,10 @@ def _paper_csv(path: Path, seed: int = 0, personas: int = 8) -> Path:
         for p in range(personas):
             writer.writerow(["", f"p{p}", *base[p], *([0.1] * 5), 1, 1])
         for x, name in enumerate(NODES):
-            push = np.zeros(5)
-            push[x] = 0.5
+            direct = np.zeros(5)
+            direct[x] = push
             for p in range(personas):
-                row = base[p] + push @ TRUE + rng.normal(0, 0.02, size=5)
+                row = base[p] + direct @ TRUE + rng.normal(0, 0.02, size=5)
                 writer.writerow([name.upper(), f"p{p}", *row, *([0.1] * 5), 1, 1])
     return path
 
@@ -77,7 +77,7 @@ def test_a_matrix_without_unsteered_rows_or_values_is_a_clear_error(tmp_path: Pa
     other = ValueGraph(("a", "b", "zeta"), ())
     bundle = Bundle({"model": {"name": "toy"}}, other, EffectModel(("a", "b", "zeta"), np.eye(3), np.zeros((0, 3, 3))),
                     np.eye(3), np.eye(3))
-    with pytest.raises(ConfigError, match="lacks the bundle's value"):
+    with pytest.raises(ConfigError, match=r"lacks the value\(s\) zeta"):
         evaluate_interventions(read_score_matrix(path), bundle)
 
 
@@ -128,3 +128,85 @@ def test_leave_one_lever_out_rediscovers_the_chain_without_each_levers_rows(tmp_
     curve = learning_curve(read_score_matrix(survey), test, _bundle(np.eye(5)), PCSettings(), [0.2, 1.0],
                            repeats=2)
     assert [point["repeats"] for point in curve] == [2, 1] and curve[0]["training_rows"] < curve[1]["training_rows"]
+
+
+def _survey_csv(path: Path, rows: int = 200, seed: int = 3) -> Path:
+    """Observational rows of the true system: a -> b -> c, d and e alone."""
+    observational = np.random.default_rng(seed).normal(0, 1, size=(rows, 5)) @ TRUE
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["condition", "role_kind", "steering", *NODES])
+        for k, row in enumerate(observational):
+            writer.writerow([f"persona:{k:03d}", "persona", "none", *row])
+    return path
+
+
+def test_joint_matrix_groups_interventions_into_source_context_columns(tmp_path: Path) -> None:
+    from causalguard.graphs.causal.contexts import joint_matrix
+
+    survey = read_score_matrix(_survey_csv(tmp_path / "survey.csv", rows=20))
+    test = read_score_matrix(_paper_csv(tmp_path / "test.csv", personas=4))
+    joint = joint_matrix(survey, test, list(NODES), None)
+    assert joint.rows == 20 + 4 + 5 * 4 and joint.contexts == tuple(f"do:{v}" for v in NODES)
+    assert joint.indicators[:24].sum() == 0 and (joint.indicators[24:].sum(axis=1) == 1).all()
+    data, names, contexts = joint.data(joint.without("A"))
+    assert "do:a" not in contexts and data.shape == (joint.rows - 4, 5 + 4) and names[5:] == list(contexts)
+    assert len(joint.unsteered()) == 24
+
+
+def test_stability_selection_ships_frequent_edges_and_leaves_split_orientations_undirected() -> None:
+    from causalguard.graphs.causal.bootstrap import stable_graph
+
+    def sample(*edges: tuple[str, str, str]) -> ValueGraph:
+        return ValueGraph(NODES, tuple(make_edge(a, b, kind) for a, b, kind in edges))  # type: ignore[arg-type]
+
+    samples = ([sample(("a", "b", "directed"), ("c", "d", "directed"), ("a", "e", "directed"))] * 6
+               + [sample(("a", "b", "directed"), ("d", "c", "directed"))] * 4)
+    graph = stable_graph(NODES, samples, threshold=0.7)
+    ab, cd = graph.edge("a", "b"), graph.edge("c", "d")
+    assert ab is not None and (ab.source, ab.target, ab.kind, ab.stability) == ("a", "b", "directed", 1.0)
+    assert cd is not None and cd.kind == "directed" and cd.source == "c"  # 6 of 10 agree: majority
+    assert graph.edge("a", "e") is None  # in 6 of 10 graphs, under the 0.7 threshold
+    split = stable_graph(NODES, [sample(("c", "d", "directed"))] * 5 + [sample(("d", "c", "directed"))] * 5, 0.5)
+    edge = split.edge("c", "d")
+    assert edge is not None and edge.kind == "undirected" and edge.orientation == {"-->": 0.5, "<--": 0.5}
+
+
+def test_a_bundle_built_with_interventions_recovers_the_chain_and_scores_held_out_levers(tmp_path: Path) -> None:
+    from causalguard.graphs.causal.build import BuildSettings, build_bundle
+
+    survey = read_score_matrix(_survey_csv(tmp_path / "survey.csv"))
+    steered = read_score_matrix(_paper_csv(tmp_path / "test.csv", personas=12, push=2.0))
+    settings = BuildSettings(bootstrap=12, workers=1, random_graphs=3, permutations=99)
+    bundle = build_bundle(survey, settings, interventions=steered)
+    skeleton = {frozenset(p) for p in bundle.graph.skeleton()}
+    assert {frozenset(("a", "b")), frozenset(("b", "c"))} <= skeleton
+    # the interventions orient what observational rows cannot: do(a) -> a --- b makes a -> b
+    ab = bundle.graph.edge("a", "b")
+    assert ab is not None and (ab.kind, ab.source) == ("directed", "a")
+    assert all(e.stability is not None and e.stability >= 0.5 for e in bundle.graph.edges)
+    # only values in the shipped graph; the context columns are described in the discovery record
+    assert set(bundle.graph.nodes) == set(NODES) and bundle.effects.total.shape == (5, 5)
+    steer = bundle.doc["discovery"]["interventions"]
+    assert steer["rows"] == steered.shape[0] and "do:a" in steer["contexts"] and "a" in steer["context_edges"]["do:a"]
+    # total effect of a on c, fitted with the contexts as parents: the true 0.64, roughly
+    assert bundle.effects.total[0, 2] == pytest.approx(0.64, abs=0.15)
+    lolo = bundle.doc["evaluation"]["leave_one_lever_out"]
+    assert lolo["interventions"] == 5 and lolo["predictors"]["graph"]["auroc"] >= 0.8
+    assert lolo["predictors"]["graph"]["auroc"] > lolo["predictors"]["no_graph"]["auroc"]
+
+
+def test_graph_build_command_takes_interventions_and_shows_the_held_out_levers(tmp_path: Path) -> None:
+    from causalguard.cli import app
+
+    survey = _survey_csv(tmp_path / "survey.csv")
+    steered = _paper_csv(tmp_path / "test.csv", personas=12, push=2.0)
+    result = CliRunner().invoke(app, ["graph", "build", str(survey), "--out", str(tmp_path / "bundle"),
+                                      "--interventions", str(steered), "--bootstrap", "8", "--workers", "1",
+                                      "--stability", "0.6"])
+    assert result.exit_code == 0, result.output
+    assert "adjacency in >= 60% of 8 bootstrap graphs" in result.output
+    assert "interventional rows: 72 (+ 200 survey rows), 5 context columns as sources only" in result.output
+    assert "leave one lever out" in result.output and "| graph |" in result.output
+    shown = CliRunner().invoke(app, ["graph", "show", str(tmp_path / "bundle")])
+    assert shown.exit_code == 0 and "leave one lever out" in shown.output

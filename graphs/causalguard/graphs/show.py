@@ -20,7 +20,12 @@ def describe_bundle(bundle: Bundle) -> str:
         f"graph: {len(bundle.graph.nodes)} values, {len(bundle.graph.edges)} edges "
         f"({doc['effects']['dags_in_class']} DAGs in the class)",
     ]
+    lines.append(f"  edges shipped: {doc['discovery'].get('edges_selected_by', 'one PC run on all rows')}")
     lines += [f"  {edge}" for edge in sorted(bundle.graph.edges, key=lambda e: -(e.stability or 0))]
+    steered = doc["discovery"].get("interventions")
+    if steered:
+        lines.append(f"interventional rows: {steered['rows']} (+ {doc['survey'].get('survey_rows')} survey rows), "
+                     f"{len(steered['contexts'])} context columns as sources only")
     if doc["discovery"].get("dropped"):
         lines.append("dropped: " + "; ".join(doc["discovery"]["dropped"]))
     evaluation = doc["evaluation"]
@@ -38,6 +43,12 @@ def describe_bundle(bundle: Bundle) -> str:
                      f"(n={paper['non_descendant']['total']})")
     else:
         lines.append(f"held-out prediction: n/a ({evaluation.get('reason')})")
+    if "leave_one_lever_out" in evaluation:
+        from causalguard.graphs.causal.interventions import render_interventions
+
+        lines.append("leave one lever out (each lever predicted by a graph discovered without its rows):")
+        lines += [f"  {line}" if line else "" for line in render_interventions(evaluation["leave_one_lever_out"])
+                  .splitlines()]
     human = doc["human_comparison"]
     if human.get("reference") is None:
         lines.append(f"vs a human reference: {human.get('reason', 'no reference for this inventory')}")

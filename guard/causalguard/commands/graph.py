@@ -42,12 +42,26 @@ def graph_build_command(
         str | None, typer.Option(help="Comma-separated columns allowed only as causes (indicator columns).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for resampling and splits.")] = 0,
+    stability: Annotated[float, typer.Option(
+        min=0.01, max=1.0, help="Stability selection: an edge ships when PC finds it in at least this share of "
+                                "the bootstrap graphs.")] = 0.5,
+    interventions: Annotated[Path | None, typer.Option(
+        help="Interventional score matrix (folder or CSV; 'levers interventions' writes one, or the paper's "
+             "steer_dim/player_name format): its rows join the survey's, with context columns (one per "
+             "intended target and direction) as sources only, and the bundle adds leave-one-lever-out "
+             "evaluation.")] = None,
+    catalog: Annotated[Path | None, typer.Option(
+        help="Bundle folder whose catalog.json maps lever ids to targets (--interventions in our format); "
+             "default --out when it has one.")] = None,
+    evaluate_levers: Annotated[bool, typer.Option(
+        help="With --interventions: leave-one-lever-out evaluation (one PC run per lever).")] = True,
 ) -> None:
-    """Discover the causal value graph (PC) with bootstrap stability, effects and evaluations."""
+    """Discover the causal value graph (PC; the edges stable over bootstraps ship), effects and evaluations."""
     from causalguard.graphs.bundle import save_bundle
     from causalguard.graphs.causal.build import BuildSettings, build_bundle
     from causalguard.graphs.causal.discovery import Knowledge, PCSettings
     from causalguard.graphs.causal.matrix import read_score_matrix
+    from causalguard.graphs.levers.catalog import load_catalog
     from causalguard.graphs.show import describe_bundle
 
     matrix = read_score_matrix(source, id_columns=split_list(id_columns), exclude=exclude)
@@ -58,8 +72,14 @@ def graph_build_command(
         pc_settings = PCSettings(alpha=alpha, max_depth=max_depth, knowledge=knowledge)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    settings = BuildSettings(pc=pc_settings, bootstrap=bootstrap, workers=workers, seed=seed)
-    bundle = build_bundle(matrix, settings, source=source)
+    settings = BuildSettings(pc=pc_settings, bootstrap=bootstrap, workers=workers, seed=seed, stability=stability,
+                             evaluate_levers=evaluate_levers)
+    steered = None if interventions is None else read_score_matrix(interventions)
+    levers = load_catalog(catalog if catalog is not None else out) if steered is not None else None
+    if catalog is not None and levers is None:
+        raise typer.BadParameter(f"{catalog} has no catalog.json", param_hint="--catalog")
+    bundle = build_bundle(matrix, settings, source=source, interventions=steered, catalog=levers,
+                          interventions_source=interventions)
     save_bundle(bundle, out)
     typer.echo(describe_bundle(bundle))
     typer.echo(f"bundle written to {out}")

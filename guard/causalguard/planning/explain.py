@@ -32,18 +32,21 @@ def explain_plan(plan: Plan, catalog: Catalog) -> str:
                      f"{beside}")
     for warning in plan.warnings:
         lines.append(f"  WARNING unreachable: {warning}")
+    graph_used = any(f.graph_change is not None for f in plan.forecast)
     lines.append("  predicted side effects, 95% CI (measured lever effects"
-                 + ("; survey effect and" if survey else ";") + " graph forecast in brackets):")
+                 + ("; survey effect" if survey else "") + (" and graph forecast" if graph_used else "")
+                 + (" in brackets):" if survey or graph_used else "):"))
     for f in plan.forecast:
         if f.role == "target":
             continue
         tol = f"  tolerance {f.tolerance}" if f.tolerance is not None else ""
         flag = "  EXCEEDS TOLERANCE" if f.tolerance is not None and abs(f.change) > f.tolerance else ""
-        beside = f"survey {f.survey_change:+.3f}, " if survey and f.survey_change is not None else ""
-        lines.append(f"    {f.value}: {f.change:+.3f} ({f.low:+.3f} .. {f.high:+.3f}) [{beside}graph "
-                     f"{f.graph_change:+.3f}]{tol}{flag}")
+        notes = [f"survey {f.survey_change:+.3f}"] if survey and f.survey_change is not None else []
+        notes += [f"graph {f.graph_change:+.3f}"] if f.graph_change is not None else []
+        brackets = f" [{', '.join(notes)}]" if notes else ""
+        lines.append(f"    {f.value}: {f.change:+.3f} ({f.low:+.3f} .. {f.high:+.3f}){brackets}{tol}{flag}")
     if plan.graph_label:
-        lines.append(f"  graph: {plan.graph_label} (its forecasts are in survey units)")
+        lines.append(f"  graph: {plan.graph_label}" + (" (its forecasts are in survey units)" if graph_used else ""))
     lines.append("  why:")
     lines += [f"    {reason}" for reason in plan.reasons]
     noise = sum(catalog.noise_threshold.values()) / len(catalog.noise_threshold)

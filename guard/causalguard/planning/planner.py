@@ -40,7 +40,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -69,7 +69,8 @@ class ValueForecast:
     change: float  # measured effects of the chosen levers, summed (the plan's units)
     low: float
     high: float
-    graph_change: float  # the targets' planned survey changes propagated through the causal graph
+    graph_change: float | None  # the targets' planned survey changes propagated through the causal graph;
+    # None when the graph does not beat the best baseline on held-out data (``graph_validated``)
     role: str  # "target", "protected" or "other"
     tolerance: float | None = None
     survey_change: float | None = None  # the survey's forecast, beside a reply-unit forecast
@@ -233,17 +234,39 @@ def graph_paths(bundle: Bundle, source: str, target: str, limit: int = 3) -> lis
     return [" -> ".join(p) for p in itertools.islice(paths, limit)]
 
 
+def graph_evaluation(bundle: Bundle) -> tuple[str, dict[str, Any]]:
+    """The graph's held-out predictor table: leave-one-lever-out on interventional data when the bundle
+    has it (how the planner uses the graph), else the persona-split evaluation of value roles."""
+    evaluation = bundle.doc.get("evaluation") or {}
+    lolo = evaluation.get("leave_one_lever_out") or {}
+    if lolo.get("predictors"):
+        return f"leave-one-lever-out, {lolo['interventions']} levers", lolo["predictors"]
+    return "held-out personas, value roles", evaluation.get("predictors") or {}
+
+
+def graph_validated(bundle: Bundle) -> bool:
+    """Whether the graph's held-out AUROC beats every baseline's: only then does it forecast side effects."""
+    _, predictors = graph_evaluation(bundle)
+    graph = predictors.get("graph") or {}
+    baselines = [v["auroc"] for k, v in predictors.items() if k != "graph" and v.get("auroc") is not None]
+    return graph.get("auroc") is not None and graph["auroc"] > max(baselines, default=0.5)
+
+
 def graph_label(bundle: Bundle) -> str:
     """The graph forecast's credentials: its held-out evaluation against the best baseline."""
-    predictors = (bundle.doc.get("evaluation") or {}).get("predictors") or {}
+    kind, predictors = graph_evaluation(bundle)
     graph = predictors.get("graph")
     if not graph or graph.get("auroc") is None:
-        return "graph forecast not evaluated on held-out data"
+        return "graph forecast not evaluated on held-out data: not used for side effects"
     baselines = {k: v["auroc"] for k, v in predictors.items() if k != "graph" and v.get("auroc") is not None}
     name, best = max(baselines.items(), key=lambda kv: kv[1]) if baselines else ("none", 0.5)
-    verdict = "beats" if graph["auroc"] > best else "does not beat"
-    return (f"graph held-out AUROC {graph['auroc']:.2f} {verdict} the best baseline ({name} {best:.2f})"
-            + ("" if graph["auroc"] > best else ": read graph forecasts as unvalidated"))
+    ci = graph.get("auroc_ci")
+    interval = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+    if graph_validated(bundle):
+        return (f"graph held-out AUROC {graph['auroc']:.2f}{interval} beats the best baseline ({name} {best:.2f}; "
+                f"{kind})")
+    return (f"graph held-out AUROC {graph['auroc']:.2f}{interval} does not beat the best baseline ({name} "
+            f"{best:.2f}; {kind}): not used for side effects, the levers' own measured effects are")
 
 
 def _noise(levers: Sequence[LeverEntry], dims: Sequence[str], catalog: Catalog, units: PlanUnits) -> np.ndarray:
@@ -411,8 +434,9 @@ def _unreachable(goals: dict[str, float], forecast: Sequence[ValueForecast],
 def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str, float],
               tolerances: dict[str, float], bundle: Bundle, unit: PlanUnits) -> tuple[ValueForecast, ...]:
     planned = {v: sum(lever.effects[v].mean for lever in levers) for v in goals}  # the graph speaks survey units
+    used = graph_validated(bundle)
     graph = {p.value: p.change for p in bundle.effects.predict_lever(
-        {v: c for v, c in planned.items() if v in bundle.effects.nodes})} if planned else {}
+        {v: c for v, c in planned.items() if v in bundle.effects.nodes})} if planned and used else {}
     out = []
     for value in dims:
         effects = [lever_effect(lever, value, unit) for lever in levers]
@@ -420,7 +444,7 @@ def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str
         half = math.sqrt(sum(((e.ci_high - e.ci_low) / 2) ** 2 for e in effects))
         role = "target" if value in goals else ("protected" if value in tolerances else "other")
         survey = sum(lever.effects[value].mean for lever in levers) if unit == "replies" else None
-        out.append(ValueForecast(value, mean, mean - half, mean + half, graph.get(value, 0.0), role,
+        out.append(ValueForecast(value, mean, mean - half, mean + half, graph.get(value, 0.0) if used else None, role,
                                  tolerances.get(value), survey))
     return tuple(out)
 

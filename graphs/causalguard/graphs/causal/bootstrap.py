@@ -1,4 +1,5 @@
-"""Bootstrap stability: how often each adjacency and each orientation reappears on resampled rows."""
+"""Bootstrap stability: how often each adjacency and each orientation reappears on resampled rows, and
+stability selection (the edges that reappear often enough ship)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
-from causalguard.graphs.causal.graph import Edge, ValueGraph
+from causalguard.graphs.causal.graph import Edge, EdgeKind, ValueGraph, make_edge
 
 
 def mark(edge: Edge, a: str, b: str) -> str:
@@ -43,23 +44,33 @@ def bootstrap_graphs(
         return list(pool.map(_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
 
 
-def annotate_stability(graph: ValueGraph, samples: Sequence[ValueGraph]) -> ValueGraph:
-    """Copy of ``graph`` whose edges carry adjacency and orientation frequencies over ``samples``."""
+def stable_graph(nodes: Sequence[str], samples: Sequence[ValueGraph], threshold: float) -> ValueGraph:
+    """Stability selection: the edges whose adjacency appears in at least ``threshold`` of ``samples``.
+
+    An edge's mark is the one most of its appearances carry, when more than half do: a directed mark
+    gives a directed edge, ``<->`` a bidirected one; otherwise it stays undirected (the bootstraps did not
+    agree on a direction, so none is claimed). Edges carry their adjacency and mark frequencies."""
+    if not samples:
+        raise ValueError("stability selection needs bootstrap graphs")
+    pairs = sorted({tuple(sorted(p)) for s in samples for p in s.skeleton()})
     edges = []
-    for e in graph.edges:
+    for a, b in pairs:
         marks: Counter[str] = Counter()
         for sample in samples:
-            found = sample.edge(e.source, e.target)
+            found = sample.edge(a, b)
             if found is not None:
-                marks[mark(found, e.source, e.target)] += 1
-        total = len(samples)
-        stability = round(sum(marks.values()) / total, 4) if total else None
-        orientation = {k: round(v / total, 4) for k, v in sorted(marks.items())}
-        edges.append(Edge(e.source, e.target, e.kind, stability=stability, orientation=orientation))
-    return graph.with_edges(edges)
-
-
-def edge_frequencies(samples: Sequence[ValueGraph]) -> dict[frozenset[str], float]:
-    """Adjacency frequency of every pair seen in any sample (also pairs absent from the main graph)."""
-    counts: Counter[frozenset[str]] = Counter(p for s in samples for p in s.skeleton())
-    return {pair: c / len(samples) for pair, c in counts.items()} if samples else {}
+                marks[mark(found, a, b)] += 1
+        seen = sum(marks.values())
+        if seen / len(samples) < threshold:
+            continue
+        top, count = marks.most_common(1)[0]
+        orientation = {k: round(v / len(samples), 4) for k, v in sorted(marks.items())}
+        stability = round(seen / len(samples), 4)
+        majority = top if count * 2 > seen else "---"
+        if majority in ("-->", "<--"):
+            source, target = (a, b) if majority == "-->" else (b, a)
+            edges.append(Edge(source, target, "directed", stability=stability, orientation=orientation))
+        else:
+            kind: EdgeKind = "bidirected" if majority == "<->" else "undirected"
+            edges.append(make_edge(a, b, kind, stability=stability, orientation=orientation))
+    return ValueGraph(tuple(nodes), tuple(edges))

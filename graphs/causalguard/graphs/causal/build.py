@@ -1,9 +1,15 @@
-"""From a score matrix to a bundle: discovery, bootstrap stability, effects, evaluation, comparison."""
+"""From a score matrix to a bundle: discovery, stability selection, effects, evaluation, comparison.
+
+With an interventional matrix (``interventions``), the survey's rows and the interventional rows are
+pooled with context columns that PC may only use as causes (``contexts.py``); the shipped graph and
+effects are among the values, and the bundle's evaluation adds leave-one-lever-out prediction.
+The edges that ship are those PC finds in at least ``stability`` of the bootstrap resamples.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,13 +18,17 @@ import numpy as np
 
 from causalguard.artifacts import EFFECTS_FILE
 from causalguard.graphs.bundle.format import BUNDLE_SCHEMA, Bundle
-from causalguard.graphs.causal.bootstrap import annotate_stability, bootstrap_graphs, resample_indices
+from causalguard.graphs.causal.bootstrap import bootstrap_graphs, resample_indices, stable_graph
+from causalguard.graphs.causal.contexts import joint_matrix
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
 from causalguard.graphs.causal.evaluate import evaluate_held_out
+from causalguard.graphs.causal.graph import ValueGraph
+from causalguard.graphs.causal.leave_one_out import leave_one_lever_out
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.predict import EffectModel
 from causalguard.graphs.causal.reference import compare_with_reference
 from causalguard.graphs.causal.sem import class_total_effects
+from causalguard.graphs.levers.catalog import Catalog
 from causalguard.run_records import read_run_record
 
 
@@ -31,22 +41,50 @@ class BuildSettings:
     dag_limit: int = 64
     random_graphs: int = 20
     permutations: int = 9999
+    stability: float = 0.5  # share of bootstrap graphs an edge must appear in to ship
+    evaluate_levers: bool = True  # with interventions: leave-one-lever-out evaluation (one PC run per lever)
 
 
-def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path | None = None) -> Bundle:
-    """Discover the graph on all rows, annotate bootstrap stability, estimate effects, evaluate."""
+def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path | None = None,
+                 interventions: ScoreMatrix | None = None, catalog: Catalog | None = None,
+                 interventions_source: Path | None = None) -> Bundle:
+    """Discover the graph (stability selection over bootstraps), estimate effects, evaluate."""
     nodes = matrix.columns
-    data = matrix.values
-    graph = run_pc(data, nodes, settings.pc)
+    n = len(nodes)
+    pc = settings.pc
+    joint = None
+    if interventions is None:
+        data, names = matrix.values, list(nodes)
+    else:
+        joint = joint_matrix(matrix, interventions, nodes, catalog)
+        data, names, contexts = joint.data()
+        pc = replace(pc, knowledge=replace(pc.knowledge, sources_only=(*pc.knowledge.sources_only, *contexts)))
     indices = resample_indices(len(data), settings.bootstrap, settings.seed)
-    samples = bootstrap_graphs(data, nodes, settings.pc, indices, workers=settings.workers)
-    graph = annotate_stability(graph, samples)
-    effects = class_total_effects(graph, data, limit=settings.dag_limit, seed=settings.seed)
-    boot_totals = np.zeros((0, len(nodes), len(nodes)))
+    samples = bootstrap_graphs(data, names, pc, indices, workers=settings.workers)
+    full = stable_graph(names, samples, settings.stability) if samples else run_pc(data, names, pc)
+    effects = class_total_effects(full, data, limit=settings.dag_limit, seed=settings.seed)
+    boot_totals = np.zeros((0, n, n))
     if samples:  # each bootstrap graph's effects, fitted on its own resample: the prediction bands
-        boot_totals = np.stack([class_total_effects(g, data[idx], limit=8, seed=settings.seed).mean
+        boot_totals = np.stack([class_total_effects(g, data[idx], limit=8, seed=settings.seed).mean[:n, :n]
                                 for g, idx in zip(samples, indices, strict=True)])
+    graph = ValueGraph(tuple(nodes), tuple(e for e in full.edges if e.source in nodes and e.target in nodes))
     survey = _survey_metadata(source)
+    discovery: dict[str, Any] = {
+        "alpha": pc.alpha, "max_depth": pc.max_depth, "stable": pc.stable,
+        "knowledge": asdict(settings.pc.knowledge), "bootstrap": settings.bootstrap, "seed": settings.seed,
+        "stability_threshold": settings.stability if samples else None,
+        "edges_selected_by": f"adjacency in >= {settings.stability:.0%} of {len(samples)} bootstrap graphs"
+        if samples else "one PC run on all rows (no bootstrap)",
+        "dropped": matrix.dropped, "columns": nodes,
+    }
+    if joint is not None:
+        discovery["interventions"] = {
+            "source": str(interventions_source) if interventions_source else None,
+            "rows": interventions.shape[0] if interventions is not None else 0,
+            "contexts": list(joint.contexts),
+            "context_edges": {c: sorted(e.target for e in full.edges if e.source == c) for c in joint.contexts},
+            "meaning": "context columns (one per intended target and direction) entered PC as sources only",
+        }
     doc: dict[str, Any] = {
         "schema": BUNDLE_SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -54,19 +92,22 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
         "model": survey.get("model", {"name": "unknown", "fingerprint": ""}),
         "inventory": survey.get("inventory", {"dimensions": nodes}),
         "survey": {k: survey[k] for k in ("method", "settings", "conditions", "quality") if k in survey}
-        | {"rows": len(data), "source": str(source) if source else None},
-        "discovery": {
-            "alpha": settings.pc.alpha, "max_depth": settings.pc.max_depth, "stable": settings.pc.stable,
-            "knowledge": asdict(settings.pc.knowledge), "bootstrap": settings.bootstrap, "seed": settings.seed,
-            "dropped": matrix.dropped, "columns": nodes,
-        },
+        | {"rows": len(data), "survey_rows": matrix.shape[0], "source": str(source) if source else None,
+           "columns_used": "survey value scores (statement likelihoods); no reply-judge columns"},
+        "discovery": discovery,
         "graph": graph.to_json(),
         "effects": {"nodes": list(nodes), "dags_in_class": effects.dags, "file": EFFECTS_FILE,
                     "meaning": "total[i][j] = change of j per unit do(i += 1), mean over the class's DAGs"},
         "evaluation": evaluate_held_out(matrix, settings.pc, seed=settings.seed, random_graphs=settings.random_graphs),
         "human_comparison": compare_with_reference(graph, matrix.correlation(), permutations=settings.permutations),
     }
-    return Bundle(doc, graph, EffectModel(tuple(nodes), effects.mean, boot_totals), effects.low, effects.high)
+    bundle = Bundle(doc, graph, EffectModel(tuple(nodes), effects.mean[:n, :n], boot_totals),
+                    effects.low[:n, :n], effects.high[:n, :n], catalog=catalog)
+    if interventions is not None and settings.evaluate_levers:
+        doc["evaluation"]["leave_one_lever_out"] = leave_one_lever_out(
+            matrix, interventions, bundle, settings.pc, seed=settings.seed,
+            random_graphs=settings.random_graphs)
+    return bundle
 
 
 def _survey_metadata(source: Path | None) -> dict[str, Any]:

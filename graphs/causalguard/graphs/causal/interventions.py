@@ -33,13 +33,11 @@ import numpy as np
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle
+from causalguard.graphs.causal.contexts import UNSTEERED, aligned, id_layout, lever_target
 from causalguard.graphs.causal.evaluate import PredictedPair, predictor_metrics, random_graph_effects
 from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.reference import circumplex_pattern
-from causalguard.values.loading import slug
-
-UNSTEERED = ("", "none")
 
 
 @dataclass(frozen=True)
@@ -51,29 +49,6 @@ class Intervention:
     personas: int
     mean: np.ndarray
     moved: np.ndarray  # bool per value
-
-
-def id_layout(matrix: ScoreMatrix) -> tuple[str, str]:
-    info = matrix.row_info[0] if matrix.row_info else {}
-    if "steer_dim" in info and "player_name" in info:
-        return "steer_dim", "player_name"
-    if "steering" in info and "condition" in info:
-        return "steering", "condition"
-    raise ConfigError.single("--test", "the matrix has neither the paper's id columns (steer_dim, player_name) nor "
-                             "ours (condition, steering)", hint="give an interventional score matrix")
-
-
-def _target_of(intervention: str, columns: list[str], bundle: Bundle) -> str | None:
-    """The value an intervention steers: a value it names, or its lever's target in the catalog."""
-    name = slug(intervention)
-    if name in columns:
-        return name
-    if bundle.catalog is not None:
-        lever_id = intervention.removeprefix("sae:") if intervention.startswith("sae:sae:") else intervention
-        for lever in bundle.catalog.levers:
-            if lever.id == lever_id:
-                return lever.target
-    return None
 
 
 def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[Intervention], list[str]]:
@@ -93,7 +68,8 @@ def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[In
             steered.setdefault(steer, {}).setdefault(persona, i)
     out, skipped = [], []
     for steer, rows in steered.items():
-        target = _target_of(steer, matrix.columns, bundle)
+        found = lever_target(steer, matrix.columns, bundle.catalog)
+        target = None if found is None else found[0]
         if target is None or target not in matrix.columns:
             skipped.append(f"{steer}: no target value (not a value name nor a catalog lever)")
             continue
@@ -110,16 +86,6 @@ def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[In
 
 
 GraphFor = Callable[[Intervention], tuple[ValueGraph, np.ndarray]]  # the graph and total effects to predict with
-
-
-def aligned(matrix: ScoreMatrix, nodes: list[str], what: str = "--test") -> ScoreMatrix:
-    """``matrix`` with exactly the value columns ``nodes``, in that order."""
-    missing = [v for v in nodes if v not in matrix.columns]
-    if missing:
-        raise ConfigError.single(what, f"the matrix lacks the bundle's value(s) {', '.join(missing)}",
-                                 hint=f"its value columns are: {', '.join(matrix.columns)}")
-    return ScoreMatrix(nodes, matrix.values[:, [matrix.columns.index(v) for v in nodes]], matrix.row_ids,
-                       matrix.row_info, matrix.dropped)
 
 
 def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,

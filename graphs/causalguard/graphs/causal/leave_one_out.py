@@ -1,11 +1,12 @@
 """Leave one lever out: can a graph discovered without a lever's rows predict what the lever does?
 
 Training rows are an observational survey (unsteered personas, value roles, anchors) plus the rows
-of every *other* intervention in the interventional matrix, with one indicator column per
-intervention that enters PC as a source only (joint causal inference: the paper's variant). For each
-intervention, the graph is discovered on the training rows without its own rows, the SEM's total
-effects among the values are fitted on them, and the intervention is predicted from its measured
-on-target change (``interventions.evaluate_interventions`` scores it against the baselines).
+of every *other* intervention in the interventional matrix, with context columns that enter PC as
+sources only (joint causal inference, ``contexts.py``). For each intervention, the graph is
+discovered on the training rows without its own rows, the SEM's total effects among the values are
+fitted on them, and the intervention is predicted from its measured on-target change
+(``interventions.evaluate_interventions`` scores it against the baselines). One PC run per
+intervention, no bootstrap: the shipped graph's stability selection would cost 100 runs each.
 
 ``learning_curve`` repeats this on random fractions of the training rows: how the graph's AUROC grows
 with rows, which tells how many rows the target would need.
@@ -20,48 +21,23 @@ from typing import Any
 import numpy as np
 
 from causalguard.graphs.bundle.format import Bundle
+from causalguard.graphs.causal.contexts import JointMatrix, joint_matrix
 from causalguard.graphs.causal.discovery import Knowledge, PCSettings, run_pc
 from causalguard.graphs.causal.graph import ValueGraph
-from causalguard.graphs.causal.interventions import (
-    UNSTEERED,
-    Intervention,
-    aligned,
-    evaluate_interventions,
-    id_layout,
-)
+from causalguard.graphs.causal.interventions import Intervention, evaluate_interventions
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.sem import class_total_effects
 
 
-class _Pool:
-    """Training rows: the survey's, then the interventional matrix's, with intervention indicators."""
-
-    def __init__(self, survey: ScoreMatrix, test: ScoreMatrix, nodes: list[str]) -> None:
-        survey, test = aligned(survey, nodes, "--train"), aligned(test, nodes)
-        steer_col, _ = id_layout(test)
-        labels = [info.get(steer_col, "").strip() for info in test.row_info]
-        self.interventions = sorted({s for s in labels if s.lower() not in UNSTEERED})
-        self.values = np.vstack([survey.values, test.values])
-        self.steering = [""] * len(survey.values) + labels  # "" = unsteered or observational
-        self.indicators = np.zeros((len(self.values), len(self.interventions)))
-        for row, label in enumerate(self.steering):
-            if label in self.interventions:
-                self.indicators[row, self.interventions.index(label)] = 1.0
-        self.nodes = nodes
-
-    def graph_without(self, held_out: str, rows: np.ndarray, settings: PCSettings) -> tuple[ValueGraph, np.ndarray]:
-        """PC and SEM on ``rows`` minus ``held_out``'s rows; indicator columns are sources only."""
-        k = self.interventions.index(held_out)
-        keep = np.array([r for r in rows if self.steering[r] != held_out])
-        others = [j for j in range(len(self.interventions)) if j != k and self.indicators[keep, j].any()]
-        data = np.hstack([self.values[keep], self.indicators[np.ix_(keep, np.asarray(others, dtype=int))]])
-        names = [*self.nodes, *(f"do:{self.interventions[j]}" for j in others)]
-        knowledge = Knowledge(sources_only=tuple(names[len(self.nodes):]))
-        graph = run_pc(data, names, replace(settings, knowledge=knowledge))
-        n = len(self.nodes)
-        total = class_total_effects(graph, data).mean[:n, :n]
-        edges = tuple(e for e in graph.edges if e.source in self.nodes and e.target in self.nodes)
-        return ValueGraph(tuple(self.nodes), edges), total
+def graph_on(joint: JointMatrix, rows: np.ndarray, settings: PCSettings) -> tuple[ValueGraph, np.ndarray]:
+    """PC and the class's SEM total effects on ``rows`` of ``joint``, context columns as sources only; the
+    graph and effects among the values."""
+    data, names, contexts = joint.data(rows)
+    graph = run_pc(data, names, replace(settings, knowledge=Knowledge(sources_only=contexts)))
+    n = len(joint.nodes)
+    total = class_total_effects(graph, data).mean[:n, :n]
+    edges = tuple(e for e in graph.edges if e.source in joint.nodes and e.target in joint.nodes)
+    return ValueGraph(joint.nodes, edges), total
 
 
 def leave_one_lever_out(survey: ScoreMatrix, test: ScoreMatrix, bundle: Bundle, settings: PCSettings, *,
@@ -69,21 +45,20 @@ def leave_one_lever_out(survey: ScoreMatrix, test: ScoreMatrix, bundle: Bundle, 
                         bootstraps: int = 1000) -> dict[str, Any]:
     """Every intervention predicted by a graph discovered without its rows (on ``fraction`` of the rest)."""
     nodes = list(bundle.effects.nodes)
-    pool = _Pool(survey, test, nodes)
+    joint = joint_matrix(survey, test, nodes, bundle.catalog)
     rng = np.random.default_rng(seed)
-    rows = np.arange(len(pool.values))
+    rows = np.arange(joint.rows)
     if fraction < 1.0:
         rows = np.sort(rng.choice(rows, size=max(len(nodes) + 5, round(fraction * len(rows))), replace=False))
     used: list[int] = []
 
     def graph_for(item: Intervention) -> tuple[ValueGraph, np.ndarray]:
-        graph, total = pool.graph_without(item.id, rows, settings)
+        graph, total = graph_on(joint, np.intersect1d(rows, joint.without(item.id)), settings)
         used.append(len(graph.edges))
         return graph, total
 
-    unsteered = np.array([r for r in rows if pool.steering[r].lower() in UNSTEERED])
     doc = evaluate_interventions(test, bundle, random_graphs=random_graphs, bootstraps=bootstraps, seed=seed,
-                                 graph_for=graph_for, observational=pool.values[unsteered])
+                                 graph_for=graph_for, observational=joint.values[joint.unsteered(rows)])
     doc["training_rows"] = len(rows)
     doc["edges_per_graph"] = float(np.median(used)) if used else 0.0
     return doc
