@@ -210,3 +210,16 @@ def test_graph_build_command_takes_interventions_and_shows_the_held_out_levers(t
     assert "leave one lever out" in result.output and "| graph |" in result.output
     shown = CliRunner().invoke(app, ["graph", "show", str(tmp_path / "bundle")])
     assert shown.exit_code == 0 and "leave one lever out" in shown.output
+
+
+def test_auroc_by_ranks_matches_counting_pairs_with_ties() -> None:
+    from causalguard.graphs.causal.evaluate import auroc
+
+    rng = np.random.default_rng(5)
+    scores = list(np.round(rng.random(60), 1))  # many ties
+    labels = list(rng.random(60) < 0.4)
+    pos = [s for s, lab in zip(scores, labels, strict=True) if lab]
+    neg = [s for s, lab in zip(scores, labels, strict=True) if not lab]
+    counted = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert auroc(scores, labels) == pytest.approx(counted)
+    assert auroc([1.0, 2.0], [True, True]) is None

@@ -41,13 +41,17 @@ class PredictedPair:
 
 
 def auroc(scores: list[float], labels: list[bool]) -> float | None:
-    """Area under the ROC curve by the rank-sum formula (ties get average ranks); None if one class."""
-    pos = [s for s, lab in zip(scores, labels, strict=True) if lab]
-    neg = [s for s, lab in zip(scores, labels, strict=True) if not lab]
-    if not pos or not neg:
+    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties at average ranks; None if
+    one class is empty."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(labels, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
         return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return float(wins / (len(pos) * len(neg)))
+    ranks = rankdata(np.asarray(scores, dtype=float))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _role_rows(matrix: ScoreMatrix) -> dict[str, int]:
