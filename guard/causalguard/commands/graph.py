@@ -141,8 +141,8 @@ def graph_evaluate_command(
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
     leave_one_out: Annotated[Path | None, typer.Option(
         help="Observational survey (folder or CSV): instead of the bundle's graph, predict each intervention "
-             "with a graph discovered on this survey plus the other interventions' rows (sources-only "
-             "indicators), without its own.")] = None,
+             "with a graph discovered on this survey plus the other interventions' rows (context columns per "
+             "target and direction as sources only, as graph build --interventions), without its own.")] = None,
     learning_curve: Annotated[str | None, typer.Option(
         help="With --leave-one-out: comma-separated fractions of the training rows, e.g. 0.25,0.5,1 "
              "(leave-one-out AUROC against rows).")] = None,
