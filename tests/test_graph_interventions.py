@@ -223,3 +223,19 @@ def test_auroc_by_ranks_matches_counting_pairs_with_ties() -> None:
     counted = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
     assert auroc(scores, labels) == pytest.approx(counted)
     assert auroc([1.0, 2.0], [True, True]) is None
+
+
+def test_the_shipped_bundle_ships_the_rows_it_was_built_from() -> None:
+    from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
+    from causalguard.graphs.causal.contexts import joint_matrix
+
+    bundle = load_bundle(shipped_bundle_dir("smollm2-135m-instruct"))
+    assert bundle.path is not None
+    survey = read_score_matrix(bundle.path / "data" / "survey.csv")
+    steered = read_score_matrix(bundle.path / "data" / "interventions.csv")
+    record = bundle.doc["discovery"]["interventions"]
+    assert survey.shape[0] + steered.shape[0] == bundle.doc["survey"]["rows"] and steered.shape[0] == record["rows"]
+    joint = joint_matrix(survey, steered, list(bundle.effects.nodes), bundle.catalog)
+    assert list(joint.contexts) == record["contexts"]
+    lolo = bundle.doc["evaluation"]["leave_one_lever_out"]
+    assert lolo["training_rows"] == joint.rows and lolo["interventions"] == 78
