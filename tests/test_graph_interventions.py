@@ -55,11 +55,24 @@ def test_the_true_graph_beats_no_graph_and_random_graphs(tmp_path: Path) -> None
     # a -> b, a -> c, b -> c move beyond noise; the other 17 pairs only by chance (a t-test false positive)
     assert table["graph"]["auroc"] >= 0.8 and table["graph"]["sign_accuracy"] > 0.75
     assert table["no_graph"]["auroc"] == pytest.approx(0.5)
+    assert table["same_target_levers"]["auroc"] == pytest.approx(0.5)  # one lever per target: no siblings
     assert table["graph"]["mae"] < table["no_graph"]["mae"]
     low, high = table["graph"]["auroc_ci"]
     assert low <= table["graph"]["auroc"] <= high and "random_graphs (mean of 10)" in table
     stat = doc["paper_statistic"]
     assert stat["descendant"]["rate"] == 1.0 and stat["non_descendant"]["rate"] < 0.25
+
+
+def test_levers_with_the_same_target_predict_each_other(tmp_path: Path) -> None:
+    path = _paper_csv(tmp_path / "test.csv")
+    lines = path.read_text().splitlines(keepends=True)
+    # a second lever on a ("a" names the same value as "A"): same context, so each predicts the other
+    again = [line.replace("A,", "a,", 1) for line in lines if line.startswith("A,")]
+    (tmp_path / "twice.csv").write_text("".join(lines + again))
+    doc = evaluate_interventions(read_score_matrix(tmp_path / "twice.csv"), _bundle(np.eye(5)), random_graphs=0,
+                                 bootstraps=0)
+    assert doc["interventions"] == 6
+    assert doc["predictors"]["same_target_levers"]["auroc"] > doc["predictors"]["no_graph"]["auroc"]
 
 
 def test_an_empty_graph_predicts_at_chance(tmp_path: Path) -> None:

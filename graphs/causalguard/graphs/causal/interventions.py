@@ -16,7 +16,11 @@ others from it, as the planner does:
 - ``correlation``: the regression slope of v on X over unsteered rows (the test's own, or the training
   survey's for leave-one-lever-out);
 - ``human_circumplex``: Schwartz's circular pattern scaled by the unsteered spread (Schwartz values only);
-- ``random_graphs``: SEMs on random DAGs with the graph's edge count, fitted on the unsteered rows.
+- ``random_graphs``: SEMs on random DAGs with the graph's edge count, fitted on the unsteered rows;
+- ``same_target_levers``: no value graph at all: the mean measured change of the *other* interventions
+  that push the same target the same way (its context, ``contexts.context_name``); 0 when there is
+  none. It asks whether side effects follow the kind of lever rather than a path between values. (Scaled
+  by the ratio of on-target changes it did worse on SmolLM2: those changes are small and noisy.)
 
 Metrics per predictor: AUROC of |prediction| for "moved", sign accuracy on moved values, MAE, each
 with a 95% bootstrap interval over interventions; and the paper's statistic (how often the target's
@@ -33,7 +37,7 @@ import numpy as np
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle
-from causalguard.graphs.causal.contexts import UNSTEERED, aligned, id_layout, lever_target
+from causalguard.graphs.causal.contexts import UNSTEERED, aligned, context_name, id_layout, lever_target
 from causalguard.graphs.causal.evaluate import PredictedPair, predictor_metrics, random_graph_effects
 from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.matrix import ScoreMatrix
@@ -113,6 +117,7 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     random_sets: dict[int, list[np.ndarray]] = {}
     owner: list[int] = []  # which intervention each pair belongs to (bootstrap unit)
     paper = {"descendant": [0, 0], "non_descendant": [0, 0]}
+    siblings = _same_target_means(interventions, nodes, bundle)
     for k, item in enumerate(interventions):
         x = nodes.index(item.target)
         delta = float(item.mean[x])
@@ -129,6 +134,8 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
                          "correlation": delta * float(cov[x, j] / cov[x, x]) if cov[x, x] > 0 else 0.0}
             if pattern is not None:
                 predicted["human_circumplex"] = delta * float(pattern[x, j] * sd[j] / sd[x]) if sd[x] > 0 else 0.0
+            sibling = siblings.get(item.id)
+            predicted["same_target_levers"] = float(sibling[j]) if sibling is not None else 0.0
             for r, effects in enumerate(randoms):
                 predicted[f"random_{r}"] = delta * float(effects[x, j])
             pairs.append(PredictedPair(item.target, v, float(item.mean[j]), bool(item.moved[j]), predicted))
@@ -153,6 +160,17 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
         "paper_statistic": {name: {"changed": c, "total": t, "rate": round(c / t, 4) if t else None}
                             for name, (c, t) in paper.items()},
     }
+
+
+def _same_target_means(interventions: list[Intervention], nodes: list[str], bundle: Bundle) -> dict[str, np.ndarray]:
+    """Per intervention, the mean change of the other interventions in its context (none: absent)."""
+    context = {item.id: context_name(item.id, nodes, bundle.catalog) for item in interventions}
+    out = {}
+    for item in interventions:
+        others = [o.mean for o in interventions if o.id != item.id and context[o.id] == context[item.id]]
+        if others:
+            out[item.id] = np.mean(others, axis=0)
+    return out
 
 
 def _column(name: str) -> Callable[[PredictedPair], float]:
