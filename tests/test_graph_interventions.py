@@ -252,3 +252,19 @@ def test_the_shipped_bundle_ships_the_rows_it_was_built_from() -> None:
     assert list(joint.contexts) == record["contexts"]
     lolo = bundle.doc["evaluation"]["leave_one_lever_out"]
     assert lolo["training_rows"] == joint.rows and lolo["interventions"] == 78
+
+
+def test_graph_build_refuses_lever_rows_it_cannot_map_to_targets(tmp_path: Path) -> None:
+    from causalguard.cli import app
+
+    survey = _survey_csv(tmp_path / "survey.csv", rows=30)
+    steered = tmp_path / "levers.csv"  # our format: rows name catalog levers, not values
+    values = np.random.default_rng(0).normal(size=(12, 5))
+    steered.write_text("condition,steering,a,b,c,d,e\n" + "".join(
+        f"p{k // 2},{'none' if k % 2 == 0 else 'role:a:+:reply'},{','.join(map(str, row))}\n"
+        for k, row in enumerate(values)))
+    result = CliRunner().invoke(app, ["graph", "build", str(survey), "--out", str(tmp_path / "bundle"),
+                                      "--interventions", str(steered), "--bootstrap", "0"])
+    text = " ".join(result.output.replace("│", " ").split())  # unwrapped from the error box
+    assert result.exit_code == 2 and "--catalog" in text and "to map them to their target values" in text
+    assert not (tmp_path / "bundle").exists()

@@ -59,6 +59,7 @@ def graph_build_command(
     """Discover the causal value graph (PC; the edges stable over bootstraps ship), effects and evaluations."""
     from causalguard.graphs.bundle import save_bundle
     from causalguard.graphs.causal.build import BuildSettings, build_bundle
+    from causalguard.graphs.causal.contexts import id_layout
     from causalguard.graphs.causal.discovery import Knowledge, PCSettings
     from causalguard.graphs.causal.matrix import read_score_matrix
     from causalguard.graphs.levers.catalog import load_catalog
@@ -78,6 +79,11 @@ def graph_build_command(
     levers = load_catalog(catalog if catalog is not None else out) if steered is not None else None
     if catalog is not None and levers is None:
         raise typer.BadParameter(f"{catalog} has no catalog.json", param_hint="--catalog")
+    if steered is not None and levers is None and id_layout(steered, "--interventions")[0] == "steering":
+        # our format names levers, not values: without their targets every row would be 'do:other'
+        raise typer.BadParameter(f"{interventions} names catalog levers, and {out} has no catalog.json to map "
+                                 "them to their target values; give --catalog BUNDLE (the bundle whose levers "
+                                 "were applied)", param_hint="--catalog")
     bundle = build_bundle(matrix, settings, source=source, interventions=steered, catalog=levers,
                           interventions_source=interventions)
     save_bundle(bundle, out)

@@ -76,7 +76,10 @@ def _register_fast_fisherz() -> str:
             r = -inv[0, 1] / math.sqrt(abs(inv[0, 0] * inv[1, 1]))
             r = max(min(r, 1.0 - 1e-15), -1.0 + 1e-15)
             z = 0.5 * math.log((1 + r) / (1 - r))
-            p = math.erfc(math.sqrt(self.sample_size - len(given) - 3) * abs(z) / math.sqrt(2.0))
+            dof = self.sample_size - len(given) - 3
+            # fewer rows than the conditioning set needs: causal-learn's p-value is NaN (never "independent")
+            # where math.sqrt would raise
+            p = math.erfc(math.sqrt(dof) * abs(z) / math.sqrt(2.0)) if dof >= 0 else math.nan
             self.pvalue_cache[key] = p
             return p
 

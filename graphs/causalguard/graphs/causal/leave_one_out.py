@@ -22,7 +22,7 @@ import numpy as np
 
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.causal.contexts import JointMatrix, joint_matrix
-from causalguard.graphs.causal.discovery import Knowledge, PCSettings, run_pc
+from causalguard.graphs.causal.discovery import PCSettings, run_pc
 from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.interventions import Intervention, evaluate_interventions
 from causalguard.graphs.causal.matrix import ScoreMatrix
@@ -33,7 +33,8 @@ def graph_on(joint: JointMatrix, rows: np.ndarray, settings: PCSettings) -> tupl
     """PC and the class's SEM total effects on ``rows`` of ``joint``, context columns as sources only; the
     graph and effects among the values."""
     data, names, contexts = joint.data(rows)
-    graph = run_pc(data, names, replace(settings, knowledge=Knowledge(sources_only=contexts)))
+    knowledge = replace(settings.knowledge, sources_only=(*settings.knowledge.sources_only, *contexts))
+    graph = run_pc(data, names, replace(settings, knowledge=knowledge))
     n = len(joint.nodes)
     total = class_total_effects(graph, data).mean[:n, :n]
     edges = tuple(e for e in graph.edges if e.source in joint.nodes and e.target in joint.nodes)
