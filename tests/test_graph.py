@@ -301,3 +301,27 @@ def test_no_human_reference_for_a_non_schwartz_inventory() -> None:
     graph = ValueGraph(("curiosity", "honesty"), ())
     report = compare_with_reference(graph, np.eye(2), permutations=9)
     assert report["reference"] is None and "no reference for this inventory" in report["reason"]
+
+
+def test_our_fisher_z_gives_causal_learns_p_values_and_graph() -> None:
+    from causallearn.utils.cit import CIT
+
+    from causalguard.graphs.causal.discovery import _register_fast_fisherz
+
+    rng = np.random.default_rng(11)
+    data = rng.normal(size=(300, 6))
+    data[:, 1] += 0.6 * data[:, 0]
+    data[:, 2] += 0.5 * data[:, 1] - 0.4 * data[:, 3]
+    stock, ours = CIT(data, "fisherz"), CIT(data, _register_fast_fisherz())
+    for x, y, given in [(0, 1, ()), (0, 2, (1,)), (2, 0, (3, 1)), (4, 5, (0, 1, 2, 3)), (1, 3, (5, 2))]:
+        assert ours(x, y, list(given)) == pytest.approx(stock(x, y, list(given)), rel=1e-6, abs=1e-12)
+    nodes = [f"v{k}" for k in range(6)]
+    with_stock = run_pc_with_test(data, nodes, "fisherz")
+    assert {(e.source, e.target, e.kind) for e in run_pc(data, nodes).edges} == with_stock
+
+
+def run_pc_with_test(data: np.ndarray, nodes: list[str], test: str) -> set[tuple[str, str, str]]:
+    from causallearn.search.ConstraintBased.PC import pc
+
+    result = pc(data, 0.05, test, stable=True, show_progress=False, node_names=nodes)
+    return {(e.source, e.target, e.kind) for e in decode(result.G.graph, nodes).edges}

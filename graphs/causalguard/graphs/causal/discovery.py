@@ -1,8 +1,10 @@
 """PC discovery through causal-learn, wrapped behind one typed function that returns a ValueGraph.
 
 The Fisher-z test is causal-learn's own statistic, registered under ``FAST_FISHERZ`` with a cheaper
-cache key and ``erfc`` for the normal tail: scipy's per-call ``norm.cdf`` was 60% of PC's time on a
-matrix with intervention indicators. The p-values equal causal-learn's ``fisherz`` to rounding.
+cache key, ``erfc`` for the normal tail (scipy's per-call ``norm.cdf`` was 60% of PC's time on a
+matrix with intervention indicators) and the partial correlation from one inverse per conditioning set
+(a 2 x 2 Schur complement per test instead of a fresh inverse). The p-values equal causal-learn's
+``fisherz`` to rounding.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +65,13 @@ def _register_fast_fisherz() -> str:
         return FAST_FISHERZ
 
     class FastFisherZ(cit.FisherZ):
-        """causal-learn's Fisher-z partial-correlation test, keyed by tuples and using erfc for the tail."""
+        """causal-learn's Fisher-z partial-correlation test, keyed by tuples, with one inverse per conditioning
+        set (PC tests many pairs given the same set) and erfc for the tail."""
+
+        def __init__(self, data: np.ndarray, **kwargs: Any) -> None:
+            super().__init__(data, **kwargs)
+            self.given_inverses: dict[tuple[int, ...], np.ndarray] = {}
+            self.correlations: list[list[float]] = self.correlation_matrix.tolist()
 
         def __call__(self, X: int, Y: int, condition_set: Sequence[int] | None = None) -> float:
             x, y = (int(X), int(Y)) if X < Y else (int(Y), int(X))
@@ -71,9 +80,7 @@ def _register_fast_fisherz() -> str:
             cached: float | None = self.pvalue_cache.get(key)
             if cached is not None:
                 return cached
-            var = [x, y, *given]
-            inv = np.linalg.inv(self.correlation_matrix[np.ix_(var, var)])
-            r = -inv[0, 1] / math.sqrt(abs(inv[0, 0] * inv[1, 1]))
+            r = self.partial_correlation(x, y, given)
             r = max(min(r, 1.0 - 1e-15), -1.0 + 1e-15)
             z = 0.5 * math.log((1 + r) / (1 - r))
             dof = self.sample_size - len(given) - 3
@@ -82,6 +89,33 @@ def _register_fast_fisherz() -> str:
             p = math.erfc(math.sqrt(dof) * abs(z) / math.sqrt(2.0)) if dof >= 0 else math.nan
             self.pvalue_cache[key] = p
             return p
+
+        def partial_correlation(self, x: int, y: int, given: tuple[int, ...]) -> float:
+            """corr(x, y | given) from the Schur complement of the conditioning block: the same number as
+            causal-learn's ``-inv[0, 1] / sqrt(inv[0, 0] * inv[1, 1])`` of the (x, y, given) block."""
+            c = self.correlation_matrix
+            if not given:
+                return float(c[x, y])
+            if len(given) == 1:  # the closed form, in Python floats (a third of PC's tests)
+                rows, z = self.correlations, given[0]
+                xz, yz = rows[x][z], rows[y][z]
+                denominator = (rows[x][x] - xz * xz) * (rows[y][y] - yz * yz)
+                if denominator > 0:
+                    return float((rows[x][y] - xz * yz) / math.sqrt(denominator))
+            inverse = self.given_inverses.get(given)
+            if inverse is None:
+                try:
+                    inverse = self.given_inverses[given] = np.linalg.inv(c[np.ix_(given, given)])
+                except np.linalg.LinAlgError:
+                    raise ValueError("Data correlation matrix is singular. Cannot run fisherz test. Please "
+                                     "check your data.") from None
+            bx, by = c[x, given], c[y, given]
+            ix, iy = inverse @ bx, inverse @ by
+            xx, yy = c[x, x] - bx @ ix, c[y, y] - by @ iy
+            if xx * yy <= 0:
+                raise ValueError("Data correlation matrix is singular. Cannot run fisherz test. Please check "
+                                 "your data.")
+            return float((c[x, y] - bx @ iy) / math.sqrt(xx * yy))
 
         def __deepcopy__(self, memo: dict[int, object]) -> FastFisherZ:
             # PC's collider step deep-copies its graph, test included: share the test and its p-value
