@@ -42,6 +42,19 @@ def test_a_graph_that_does_not_beat_its_baselines_forecasts_nothing() -> None:
     assert plan.forecast_for("achievement").change == pytest.approx(-0.20)
 
 
+@pytest.mark.parametrize(("interval", "why"), [([0.44, 0.59], "its interval includes chance (0.5)"),
+                                               (None, "has no interval to tell it from chance")])
+def test_a_graph_ahead_of_its_baselines_by_chance_forecasts_nothing(interval: list[float] | None, why: str) -> None:
+    bundle = fake_bundle()  # Gemma 3 270M's figures: graph 0.515 (0.44-0.59), random graphs 0.508
+    predictors = bundle.doc["evaluation"]["leave_one_lever_out"]["predictors"]
+    predictors["graph"] = {"auroc": 0.515, "auroc_ci": interval}
+    predictors["correlation"]["auroc"] = 0.508
+    plan = plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec(max_levers=1))
+    assert all(f.graph_change is None for f in plan.forecast)
+    assert f"beats the best baseline (correlation 0.51; leave-one-lever-out, 6 levers) but {why}" in plan.graph_label
+    assert "not used for side effects" in plan.graph_label
+
+
 def test_protecting_achievement_switches_to_the_specific_sae_feature() -> None:
     profile = _profile(targets={"power": TargetSpec(direction="decrease")},
                        protected={"achievement": ProtectedSpec(tolerance=0.05)})

@@ -70,7 +70,7 @@ class ValueForecast:
     low: float
     high: float
     graph_change: float | None  # the targets' planned survey changes propagated through the causal graph;
-    # None when the graph does not beat the best baseline on held-out data (``graph_validated``)
+    # None when the graph is not validated on held-out data (``graph_validated``)
     role: str  # "target", "protected" or "other"
     tolerance: float | None = None
     survey_change: float | None = None  # the survey's forecast, beside a reply-unit forecast
@@ -245,28 +245,37 @@ def graph_evaluation(bundle: Bundle) -> tuple[str, dict[str, Any]]:
 
 
 def graph_validated(bundle: Bundle) -> bool:
-    """Whether the graph's held-out AUROC beats every baseline's: only then does it forecast side effects."""
-    _, predictors = graph_evaluation(bundle)
-    graph = predictors.get("graph") or {}
-    baselines = [v["auroc"] for k, v in predictors.items() if k != "graph" and v.get("auroc") is not None]
-    return graph.get("auroc") is not None and graph["auroc"] > max(baselines, default=0.5)
+    """Whether the graph forecasts side effects: its held-out AUROC beats every baseline's and the lower end
+    of its 95% interval is above chance (0.5). Without an interval it is not validated."""
+    return _graph_verdict(bundle)[0]
 
 
-def graph_label(bundle: Bundle) -> str:
-    """The graph forecast's credentials: its held-out evaluation against the best baseline."""
+def _graph_verdict(bundle: Bundle) -> tuple[bool, str]:
+    """(validated, the verdict in words), for ``graph_validated`` and ``graph_label``."""
     kind, predictors = graph_evaluation(bundle)
-    graph = predictors.get("graph")
-    if not graph or graph.get("auroc") is None:
-        return "graph forecast not evaluated on held-out data: not used for side effects"
+    graph = predictors.get("graph") or {}
+    if graph.get("auroc") is None:
+        return False, "graph forecast not evaluated on held-out data"
     baselines = {k: v["auroc"] for k, v in predictors.items() if k != "graph" and v.get("auroc") is not None}
     name, best = max(baselines.items(), key=lambda kv: kv[1]) if baselines else ("none", 0.5)
     ci = graph.get("auroc_ci")
     interval = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
-    if graph_validated(bundle):
-        return (f"graph held-out AUROC {graph['auroc']:.2f}{interval} beats the best baseline ({name} {best:.2f}; "
-                f"{kind})")
-    return (f"graph held-out AUROC {graph['auroc']:.2f}{interval} does not beat the best baseline ({name} "
-            f"{best:.2f}; {kind}): not used for side effects, the levers' own measured effects are")
+    head = f"graph held-out AUROC {graph['auroc']:.2f}{interval}"
+    compared = f"the best baseline ({name} {best:.2f}; {kind})"
+    if graph["auroc"] <= best:
+        return False, f"{head} does not beat {compared}"
+    if not ci:
+        return False, f"{head} beats {compared} but has no interval to tell it from chance"
+    if ci[0] <= 0.5:
+        return False, f"{head} beats {compared} but its interval includes chance (0.5)"
+    return True, f"{head} beats {compared}"
+
+
+def graph_label(bundle: Bundle) -> str:
+    """The graph forecast's credentials: its held-out evaluation against the best baseline, and whether
+    plans use it."""
+    validated, verdict = _graph_verdict(bundle)
+    return verdict if validated else f"{verdict}: not used for side effects, the levers' own measured effects are"
 
 
 def _noise(levers: Sequence[LeverEntry], dims: Sequence[str], catalog: Catalog, units: PlanUnits) -> np.ndarray:
