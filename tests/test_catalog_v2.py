@@ -135,7 +135,7 @@ def test_the_graph_forecast_is_labelled_with_its_held_out_evaluation() -> None:
     bundle = _bundle()
     bundle.doc["evaluation"] = {"predictors": {"graph": {"auroc": 0.49}, "correlation": {"auroc": 0.69}}}
     plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec())
-    assert "does not beat the best baseline (correlation 0.69; held-out personas, value roles)" in plan.graph_label
+    assert "does not beat the best baseline (correlation 0.690; held-out personas, value roles)" in plan.graph_label
     assert all(f.graph_change is None for f in plan.forecast)  # so it forecasts nothing
     assert plan.graph_label in explain_plan(plan, bundle.catalog)  # type: ignore[arg-type]
 

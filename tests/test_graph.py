@@ -286,10 +286,11 @@ def test_shipped_default_bundle_matches_the_embedded_model(lm: LoadedModel) -> N
     assert (folder / "MODEL_CARD.md").exists()
 
 
-def test_every_shipped_prediction_lies_inside_its_own_band() -> None:
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_every_shipped_prediction_lies_inside_its_own_band(model: str) -> None:
     from causalguard.graphs.bundle.format import shipped_bundle_dir
 
-    effects = load_bundle(shipped_bundle_dir("smollm2-135m-instruct")).effects
+    effects = load_bundle(shipped_bundle_dir(model)).effects
     for source in effects.nodes:
         for p in effects.predict_do(source, -0.1):
             assert p.low <= p.change <= p.high, (source, p)

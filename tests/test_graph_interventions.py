@@ -238,11 +238,12 @@ def test_auroc_by_ranks_matches_counting_pairs_with_ties() -> None:
     assert auroc([1.0, 2.0], [True, True]) is None
 
 
-def test_the_shipped_bundle_ships_the_rows_it_was_built_from() -> None:
+@pytest.mark.parametrize(("model", "levers"), [("smollm2-135m-instruct", 78), ("gemma3-270m", 20)])
+def test_the_shipped_bundle_ships_the_rows_it_was_built_from(model: str, levers: int) -> None:
     from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
     from causalguard.graphs.causal.contexts import joint_matrix
 
-    bundle = load_bundle(shipped_bundle_dir("smollm2-135m-instruct"))
+    bundle = load_bundle(shipped_bundle_dir(model))
     assert bundle.path is not None
     survey = read_score_matrix(bundle.path / "data" / "survey.csv")
     steered = read_score_matrix(bundle.path / "data" / "interventions.csv")
@@ -251,7 +252,7 @@ def test_the_shipped_bundle_ships_the_rows_it_was_built_from() -> None:
     joint = joint_matrix(survey, steered, list(bundle.effects.nodes), bundle.catalog)
     assert list(joint.contexts) == record["contexts"]
     lolo = bundle.doc["evaluation"]["leave_one_lever_out"]
-    assert lolo["training_rows"] == joint.rows and lolo["interventions"] == 78
+    assert lolo["training_rows"] == joint.rows and lolo["interventions"] == levers
 
 
 def test_graph_build_refuses_lever_rows_it_cannot_map_to_targets(tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ def test_less_power_picks_the_strongest_role_lever_without_protection() -> None:
     # graph forecast: power's change propagated along power -> achievement (total effect 0.6)
     assert plan.forecast_for("achievement").graph_change == pytest.approx(-0.30 * 0.6)
     assert math.isinf(plan.goals["power"]) and plan.goals["power"] < 0
-    assert "graph held-out AUROC 0.80 (95% CI 0.70-0.90) beats the best baseline (correlation 0.60" in plan.graph_label
+    label = "graph held-out AUROC 0.800 (95% CI 0.70-0.90) beats the best baseline (correlation 0.600"
+    assert label in plan.graph_label
 
 
 def test_a_graph_that_does_not_beat_its_baselines_forecasts_nothing() -> None:
@@ -35,7 +36,7 @@ def test_a_graph_that_does_not_beat_its_baselines_forecasts_nothing() -> None:
     bundle.doc["evaluation"]["leave_one_lever_out"]["predictors"]["correlation"]["auroc"] = 0.85
     plan = plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec(max_levers=1))
     assert all(f.graph_change is None for f in plan.forecast)
-    assert "does not beat the best baseline (correlation 0.85" in plan.graph_label
+    assert "does not beat the best baseline (correlation 0.850" in plan.graph_label
     text = explain_plan(plan, fake_catalog())
     assert "not used for side effects" in text and "[graph" not in text
     # the measured lever effects still forecast side effects
@@ -51,7 +52,7 @@ def test_a_graph_ahead_of_its_baselines_by_chance_forecasts_nothing(interval: li
     predictors["correlation"]["auroc"] = 0.508
     plan = plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec(max_levers=1))
     assert all(f.graph_change is None for f in plan.forecast)
-    assert f"beats the best baseline (correlation 0.51; leave-one-lever-out, 6 levers) but {why}" in plan.graph_label
+    assert f"beats the best baseline (correlation 0.508; leave-one-lever-out, 6 levers) but {why}" in plan.graph_label
     assert "not used for side effects" in plan.graph_label
 
 

@@ -260,8 +260,8 @@ def _graph_verdict(bundle: Bundle) -> tuple[bool, str]:
     name, best = max(baselines.items(), key=lambda kv: kv[1]) if baselines else ("none", 0.5)
     ci = graph.get("auroc_ci")
     interval = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
-    head = f"graph held-out AUROC {graph['auroc']:.2f}{interval}"
-    compared = f"the best baseline ({name} {best:.2f}; {kind})"
+    head = f"graph held-out AUROC {graph['auroc']:.3f}{interval}"
+    compared = f"the best baseline ({name} {best:.3f}; {kind})"
     if graph["auroc"] <= best:
         return False, f"{head} does not beat {compared}"
     if not ci:
