@@ -200,3 +200,17 @@ def test_the_config_file_is_parsed_once_at_start_up(tiny_lm: LoadedModel, tiny_s
         assert client.get("/readyz").status_code == 200
         assert client.get("/v1/models").json()["data"][0]["id"] == "tiny-llama"
     assert reads == [path]
+
+
+def test_a_base_model_without_a_chat_template_is_refused_at_its_config_line(
+        tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    import copy
+
+    base_tokenizer = copy.copy(tiny_lm.tokenizer)  # like Gemma 3 270M base: no chat template
+    base_tokenizer.chat_template = None
+    path = tmp_path / "guard.yaml"
+    path.write_text(GUARD_YAML)
+    with pytest.raises(ConfigError, match=r"guard.yaml:\d+: model: .*has no chat template") as caught:
+        ValueGuard(tiny_lm.model, base_tokenizer, path, bundle=fake_bundle_with_sae(tiny_sae.path))
+    assert "upstream" in str(caught.value) and tiny_lm.tokenizer.chat_template  # the original is untouched
+    assert all(not layer._forward_hooks for layer in decoder_layers(tiny_lm.model))

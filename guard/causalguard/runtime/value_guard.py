@@ -114,6 +114,12 @@ class ValueGuard:
         first = self.source.config
         model.eval()
         self.lm = LoadedModel(model, tokenizer, name or first.model, weights_fingerprint(model), first.model)
+        if first.upstream is None and not self.lm.has_chat_template:
+            raise ConfigError.single(
+                self.source.where, f"{self.lm.name} has no chat template (a base model): the guard composes "
+                "conversations with the model's chat template", line=self.source.line("model"), field="model",
+                hint="serve a chat or instruct model (e.g. smollm2-135m-instruct), set tokenizer.chat_template "
+                     "before wrapping this one, or serve it behind an OpenAI-compatible server and set 'upstream'")
         self.bundle = bundle if isinstance(bundle, Bundle) else self._load_bundle(first, bundle, force_bundle)
         self.catalog = bundle_catalog(self.bundle)
         self.sae: LoadedSae | None = None
