@@ -23,8 +23,10 @@ others from it, as the planner does:
   by the ratio of on-target changes it did worse on SmolLM2: those changes are small and noisy.)
 
 Metrics per predictor: AUROC of |prediction| for "moved", sign accuracy on moved values, MAE, each
-with a 95% bootstrap interval over interventions; and the paper's statistic (how often the target's
-descendants vs non-descendants moved).
+with a 95% bootstrap interval over interventions; the paper's statistic (how often the target's
+descendants vs non-descendants moved); and a ceiling (``split_half_ceiling``): each lever's own side
+effects measured on half of its personas, predicting the other half. A ceiling well above every
+predictor says the side effects are reproducible and the predictors, not the measurement, fall short.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.causal.contexts import UNSTEERED, aligned, context_name, id_layout, lever_target
-from causalguard.graphs.causal.evaluate import PredictedPair, predictor_metrics, random_graph_effects
+from causalguard.graphs.causal.evaluate import PredictedPair, auroc, predictor_metrics, random_graph_effects
 from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.reference import circumplex_pattern
@@ -53,6 +55,7 @@ class Intervention:
     personas: int
     mean: np.ndarray
     moved: np.ndarray  # bool per value
+    changes: np.ndarray  # personas x values: steered minus the same persona unsteered
 
 
 def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[Intervention], list[str]]:
@@ -85,7 +88,8 @@ def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[In
         mean = changes.mean(axis=0)
         se = changes.std(axis=0, ddof=1) / np.sqrt(len(pairs))
         critical = float(student_t.ppf(0.975, len(pairs) - 1))
-        out.append(Intervention(steer, target, len(pairs), mean, np.abs(mean) > critical * np.maximum(se, 1e-12)))
+        out.append(Intervention(steer, target, len(pairs), mean, np.abs(mean) > critical * np.maximum(se, 1e-12),
+                                changes))
     return out, skipped
 
 
@@ -159,6 +163,54 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
         "predictors": table,
         "paper_statistic": {name: {"changed": c, "total": t, "rate": round(c / t, 4) if t else None}
                             for name, (c, t) in paper.items()},
+        "reproducibility": split_half_ceiling(interventions, nodes, seed=seed),
+    }
+
+
+def split_half_ceiling(interventions: list[Intervention], nodes: list[str], *, splits: int = 20,
+                       seed: int = 0) -> dict[str, Any] | None:
+    """How well a lever's side effects measured on half of its personas predict them on the other half:
+    the AUROC of |mean change on half A| for "moved" on half B (a 95% t-test over B's personas), and
+    the correlation of the two halves' mean changes, over random splits (interventions with 4+
+    personas). It bounds what any predictor can reach with this measurement noise; the planner's own
+    forecast, the levers' measured effects, is this predictor."""
+    from scipy.stats import t as student_t
+
+    usable = [item for item in interventions if item.personas >= 4]
+    if not usable:
+        return None
+    rng = np.random.default_rng(seed)
+    aurocs: list[float] = []
+    correlations: list[float] = []
+    for _ in range(splits):
+        scores: list[float] = []
+        labels: list[bool] = []
+        means_a: list[float] = []
+        means_b: list[float] = []
+        for item in usable:
+            order = rng.permutation(item.personas)
+            half_a, half_b = item.changes[order[: item.personas // 2]], item.changes[order[item.personas // 2:]]
+            mean_b = half_b.mean(axis=0)
+            se_b = half_b.std(axis=0, ddof=1) / np.sqrt(len(half_b))
+            moved_b = np.abs(mean_b) > float(student_t.ppf(0.975, len(half_b) - 1)) * np.maximum(se_b, 1e-12)
+            others = [j for j, v in enumerate(nodes) if v != item.target]
+            scores += [abs(float(half_a[:, j].mean())) for j in others]
+            labels += [bool(moved_b[j]) for j in others]
+            means_a += [float(half_a[:, j].mean()) for j in others]
+            means_b += [float(mean_b[j]) for j in others]
+        found = auroc(scores, labels)
+        if found is not None:
+            aurocs.append(found)
+        if np.std(means_a) > 0 and np.std(means_b) > 0:
+            correlations.append(float(np.corrcoef(means_a, means_b)[0, 1]))
+    if not aurocs:
+        return None
+    return {
+        "splits": splits, "interventions": len(usable),
+        "auroc": round(float(np.mean(aurocs)), 4),
+        "auroc_range": [round(float(min(aurocs)), 4), round(float(max(aurocs)), 4)],
+        "side_effect_correlation": round(float(np.mean(correlations)), 4) if correlations else None,
+        "meaning": "a lever's own side effects on half of its personas predicting 'moved' on the other half",
     }
 
 
@@ -222,6 +274,12 @@ def render_interventions(doc: dict[str, Any]) -> str:
               f"{stat['descendant']['rate']} ({stat['descendant']['changed']}/{stat['descendant']['total']}), "
               f"non-descendants {stat['non_descendant']['rate']} ({stat['non_descendant']['changed']}/"
               f"{stat['non_descendant']['total']})"]
+    ceiling = doc.get("reproducibility")
+    if ceiling:
+        lines += [f"ceiling (each lever's own side effects on half of its personas, predicting the other half; "
+                  f"{ceiling['splits']} random splits): AUROC {ceiling['auroc']:.3f} (range "
+                  f"{ceiling['auroc_range'][0]:.2f}-{ceiling['auroc_range'][1]:.2f}), correlation of the halves' "
+                  f"side effects r = {ceiling['side_effect_correlation'] or float('nan'):.3f}"]
     if doc["skipped"]:
         lines += ["", f"skipped {len(doc['skipped'])} intervention(s): " + "; ".join(doc["skipped"][:5])
                   + (" ..." if len(doc["skipped"]) > 5 else "")]
