@@ -1,15 +1,16 @@
-"""`graph build` speed on a matrix the size of the default model's (target: 100 bootstraps < 2 min on 2 cores).
+"""`graph build` speed on the default model's matrix (target: 100 bootstraps < 2 min on 2 cores).
 
-The matrix mimics ``runs/interventions-smollm2`` plus its survey: 81 observational rows and 12 personas
-x 81 conditions (80 levers grouped into 20 target-direction contexts, plus unsteered), 10 values, from
-a seeded random linear SEM in which each context pushes its target. Prints medians of:
+By default the matrix is the shipped SmolLM2 bundle's own rows (``data/survey.csv`` and
+``data/interventions.csv``: 81 survey rows and 12 personas x 81 conditions, 10 values, 21 context
+columns); ``--synthetic`` uses a seeded random linear SEM of the same shape instead (80 levers grouped
+into 20 target-direction contexts, each pushing its target). Prints medians of:
 
 - one PC run on values + context columns: causal-learn's stock ``fisherz`` test (the baseline) against
   ours (``discovery.FAST_FISHERZ``, the same statistic), interleaved;
 - the whole discovery of ``graph build`` (100 bootstraps on 2 workers, stability selection, effects;
   no evaluation) on the 10 value columns alone and with the context columns.
 
-    .venv/bin/python benchmarks/bench_graph_build.py [--repeats 3] [--bootstraps 100]
+    .venv/bin/python benchmarks/bench_graph_build.py [--repeats 3] [--bootstraps 100] [--synthetic]
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ def joint_matrix(seed: int = 0) -> tuple[np.ndarray, list[str], tuple[str, ...]]
     return np.hstack([data, indicators]), [f"v{j}" for j in range(VALUES)] + list(contexts), contexts
 
 
+def shipped_matrix() -> tuple[np.ndarray, list[str], tuple[str, ...]]:
+    """The shipped SmolLM2 bundle's joint matrix, as ``graph build --interventions`` assembles it."""
+    from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
+    from causalguard.graphs.causal.contexts import joint_matrix as assemble
+    from causalguard.graphs.causal.matrix import read_score_matrix
+
+    bundle = load_bundle(shipped_bundle_dir("smollm2-135m-instruct"))
+    assert bundle.path is not None
+    survey = read_score_matrix(bundle.path / "data" / "survey.csv")
+    steered = read_score_matrix(bundle.path / "data" / "interventions.csv")
+    data, names, contexts = assemble(survey, steered, list(bundle.effects.nodes), bundle.catalog).data()
+    return data, names, contexts
+
+
 def stock_pc(data: np.ndarray, names: list[str], contexts: tuple[str, ...]) -> None:
     """causal-learn's PC with its own fisherz test and the same tiers: the baseline."""
     from causallearn.graph.GraphNode import GraphNode
@@ -77,8 +92,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bootstraps", type=int, default=100)
+    parser.add_argument("--synthetic", action="store_true", help="a seeded random SEM instead of the shipped rows")
     args = parser.parse_args()
-    data, names, contexts = joint_matrix()
+    data, names, contexts = joint_matrix() if args.synthetic else shipped_matrix()
     joint = PCSettings(knowledge=Knowledge(sources_only=contexts))
     run_pc(data[:, :VALUES], names[:VALUES])  # imports causal-learn outside the timings
     pc_times = interleaved({"stock fisherz": lambda: stock_pc(data, names, contexts),
@@ -90,7 +106,8 @@ def main() -> None:
             start = time.perf_counter()
             edges[name] = build(data[:, :columns], names[:columns], settings, args.bootstraps)
             build_times[name].append(time.perf_counter() - start)
-    print(f"machine: {machine()}; {len(data)} rows x {VALUES} values (+ {len(contexts)} context columns); "
+    what = "synthetic SEM" if args.synthetic else "the shipped SmolLM2 rows"
+    print(f"machine: {machine()}; {what}: {len(data)} rows x {VALUES} values (+ {len(contexts)} context columns); "
           f"medians of {args.repeats}")
     stock, ours = median(pc_times["stock fisherz"]), median(pc_times["causalguard fisherz"])
     print(f"  one PC run, values + contexts: stock fisherz {stock:6.2f} s, ours {ours:6.2f} s ({stock / ours:.1f}x)")
