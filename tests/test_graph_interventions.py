@@ -271,8 +271,8 @@ def test_graph_build_refuses_lever_rows_it_cannot_map_to_targets(tmp_path: Path)
     assert not (tmp_path / "bundle").exists()
 
 
-def test_the_split_half_ceiling_tells_reproducible_side_effects_from_noise() -> None:
-    from causalguard.graphs.causal.interventions import Intervention, split_half_ceiling
+def test_the_split_half_reproducibility_tells_reproducible_side_effects_from_noise() -> None:
+    from causalguard.graphs.causal.interventions import Intervention, split_half_reproducibility
 
     rng = np.random.default_rng(2)
 
@@ -282,9 +282,32 @@ def test_the_split_half_ceiling_tells_reproducible_side_effects_from_noise() -> 
         return Intervention(f"lever{k}", NODES[k % 5], 12, mean, np.abs(mean) > 0.1, changes)
 
     fat_hands = [lever(k, rng.choice([0.0, 0.5], size=5) * rng.choice([-1, 1], size=5)) for k in range(10)]
-    ceiling = split_half_ceiling(fat_hands, list(NODES), splits=5)
-    assert ceiling is not None and ceiling["auroc"] > 0.9 and ceiling["side_effect_correlation"] > 0.9
+    split = split_half_reproducibility(fat_hands, list(NODES), splits=5)
+    assert split is not None and split["auroc"] > 0.9 and split["side_effect_correlation"] > 0.9
     noise = [lever(k, np.zeros(5)) for k in range(10)]
-    ceiling = split_half_ceiling(noise, list(NODES), splits=5)
-    assert ceiling is not None and abs(ceiling["auroc"] - 0.5) < 0.2 and abs(ceiling["side_effect_correlation"]) < 0.3
-    assert split_half_ceiling([lever(0, np.zeros(5))][:0], list(NODES)) is None
+    split = split_half_reproducibility(noise, list(NODES), splits=5)
+    assert split is not None and abs(split["auroc"] - 0.5) < 0.2 and abs(split["side_effect_correlation"]) < 0.3
+    assert split_half_reproducibility([lever(0, np.zeros(5))][:0], list(NODES)) is None
+
+
+def test_catalog_effects_predict_levers_that_act_as_the_catalog_measured(tmp_path: Path) -> None:
+    from tests.guard_fakes import DIMS, fake_bundle
+
+    bundle = fake_bundle()
+    assert bundle.catalog is not None
+    rng = np.random.default_rng(4)
+    path = tmp_path / "levers.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["condition", "steering", *DIMS])
+        for p in range(8):
+            base = rng.normal(0, 1, size=3)
+            writer.writerow([f"persona:{p:03d}", "none", *base])
+            for lever in bundle.catalog.levers:  # each lever shifts each persona by its catalog effects, plus noise
+                shift = np.array([lever.effects[d].mean for d in DIMS])
+                writer.writerow([f"persona:{p:03d}|{lever.id}", lever.id, *(base + shift + rng.normal(0, 0.01, 3))])
+    doc = evaluate_interventions(read_score_matrix(path), bundle, random_graphs=0, bootstraps=0)
+    assert doc["interventions"] == 5
+    table = doc["predictors"]
+    assert table["catalog_effects"]["auroc"] > 0.8 and table["catalog_effects"]["mae"] < 0.02
+    assert table["catalog_effects"]["auroc"] > table["no_graph"]["auroc"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.causal.matrix import ScoreMatrix
-from causalguard.graphs.levers.catalog import Catalog
+from causalguard.graphs.levers.catalog import Catalog, LeverEntry
 from causalguard.values.loading import slug
 
 UNSTEERED = ("", "none")
@@ -60,12 +60,19 @@ def lever_target(intervention: str, columns: Sequence[str], catalog: Catalog | N
     name = slug(intervention)
     if name in columns:
         return name, 0
-    if catalog is not None:
-        lever_id = intervention.removeprefix("sae:") if intervention.startswith("sae:sae:") else intervention
-        for lever in catalog.levers:
-            if lever.id == lever_id and lever.target:
-                return lever.target, lever.direction
+    lever = catalog_lever(intervention, catalog)
+    if lever is not None and lever.target:
+        return lever.target, lever.direction
     return None
+
+
+def catalog_lever(intervention: str, catalog: Catalog | None) -> LeverEntry | None:
+    """The catalog lever an intervention label names (``levers interventions`` writes SAE levers as
+    ``sae:<lever id>``), or None."""
+    if catalog is None:
+        return None
+    lever_id = intervention.removeprefix("sae:") if intervention.startswith("sae:sae:") else intervention
+    return next((lever for lever in catalog.levers if lever.id == lever_id), None)
 
 
 def context_name(intervention: str, columns: Sequence[str], catalog: Catalog | None) -> str:

@@ -17,6 +17,8 @@ others from it, as the planner does:
   survey's for leave-one-lever-out);
 - ``human_circumplex``: Schwartz's circular pattern scaled by the unsteered spread (Schwartz values only);
 - ``random_graphs``: SEMs on random DAGs with the graph's edge count, fitted on the unsteered rows;
+- ``catalog_effects`` (when the bundle's catalog has the levers): each lever's effects as the catalog
+  measured them on its own, different personas: the planner's forecast of side effects;
 - ``same_target_levers``: no value graph at all: the mean measured change of the *other* interventions
   that push the same target the same way (its context, ``contexts.context_name``); 0 when there is
   none. It asks whether side effects follow the kind of lever rather than a path between values. (Scaled
@@ -24,9 +26,10 @@ others from it, as the planner does:
 
 Metrics per predictor: AUROC of |prediction| for "moved", sign accuracy on moved values, MAE, each
 with a 95% bootstrap interval over interventions; the paper's statistic (how often the target's
-descendants vs non-descendants moved); and a ceiling (``split_half_ceiling``): each lever's own side
-effects measured on half of its personas, predicting the other half. A ceiling well above every
-predictor says the side effects are reproducible and the predictors, not the measurement, fall short.
+descendants vs non-descendants moved); and the split-half reproducibility (``split_half_reproducibility``):
+each lever's own side effects measured on half of its personas, predicting the other half. A figure well
+above every value-graph predictor says the side effects are reproducible and those predictors, not the
+measurement, fall short; ``catalog_effects`` below it says the catalog's personas do not carry over.
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ import numpy as np
 
 from causalguard.errors import ConfigError
 from causalguard.graphs.bundle.format import Bundle
-from causalguard.graphs.causal.contexts import UNSTEERED, aligned, context_name, id_layout, lever_target
+from causalguard.graphs.causal.contexts import (
+    UNSTEERED,
+    aligned,
+    catalog_lever,
+    context_name,
+    id_layout,
+    lever_target,
+)
 from causalguard.graphs.causal.evaluate import PredictedPair, auroc, predictor_metrics, random_graph_effects
 from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.matrix import ScoreMatrix
@@ -122,6 +132,7 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     owner: list[int] = []  # which intervention each pair belongs to (bootstrap unit)
     paper = {"descendant": [0, 0], "non_descendant": [0, 0]}
     siblings = _same_target_means(interventions, nodes, bundle)
+    measured = _catalog_effects(interventions, bundle)
     for k, item in enumerate(interventions):
         x = nodes.index(item.target)
         delta = float(item.mean[x])
@@ -140,6 +151,8 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
                 predicted["human_circumplex"] = delta * float(pattern[x, j] * sd[j] / sd[x]) if sd[x] > 0 else 0.0
             sibling = siblings.get(item.id)
             predicted["same_target_levers"] = float(sibling[j]) if sibling is not None else 0.0
+            if measured is not None:
+                predicted["catalog_effects"] = measured.get(item.id, {}).get(v, 0.0)
             for r, effects in enumerate(randoms):
                 predicted[f"random_{r}"] = delta * float(effects[x, j])
             pairs.append(PredictedPair(item.target, v, float(item.mean[j]), bool(item.moved[j]), predicted))
@@ -163,17 +176,17 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
         "predictors": table,
         "paper_statistic": {name: {"changed": c, "total": t, "rate": round(c / t, 4) if t else None}
                             for name, (c, t) in paper.items()},
-        "reproducibility": split_half_ceiling(interventions, nodes, seed=seed),
+        "reproducibility": split_half_reproducibility(interventions, nodes, seed=seed),
     }
 
 
-def split_half_ceiling(interventions: list[Intervention], nodes: list[str], *, splits: int = 20,
-                       seed: int = 0) -> dict[str, Any] | None:
+def split_half_reproducibility(interventions: list[Intervention], nodes: list[str], *, splits: int = 20,
+                               seed: int = 0) -> dict[str, Any] | None:
     """How well a lever's side effects measured on half of its personas predict them on the other half:
     the AUROC of |mean change on half A| for "moved" on half B (a 95% t-test over B's personas), and
     the correlation of the two halves' mean changes, over random splits (interventions with 4+
-    personas). It bounds what any predictor can reach with this measurement noise; the planner's own
-    forecast, the levers' measured effects, is this predictor."""
+    personas): how much of a lever's side effects is reproducible rather than noise, on one set of
+    personas."""
     from scipy.stats import t as student_t
 
     usable = [item for item in interventions if item.personas >= 4]
@@ -212,6 +225,14 @@ def split_half_ceiling(interventions: list[Intervention], nodes: list[str], *, s
         "side_effect_correlation": round(float(np.mean(correlations)), 4) if correlations else None,
         "meaning": "a lever's own side effects on half of its personas predicting 'moved' on the other half",
     }
+
+
+def _catalog_effects(interventions: list[Intervention], bundle: Bundle) -> dict[str, dict[str, float]] | None:
+    """Per intervention, its lever's effects as the bundle's catalog measured them (other personas: the
+    planner's own forecast of side effects); None when no intervention is a catalog lever."""
+    found = {item.id: catalog_lever(item.id, bundle.catalog) for item in interventions}
+    effects = {k: {v: e.mean for v, e in lever.effects.items()} for k, lever in found.items() if lever is not None}
+    return effects or None
 
 
 def _same_target_means(interventions: list[Intervention], nodes: list[str], bundle: Bundle) -> dict[str, np.ndarray]:
@@ -274,12 +295,12 @@ def render_interventions(doc: dict[str, Any]) -> str:
               f"{stat['descendant']['rate']} ({stat['descendant']['changed']}/{stat['descendant']['total']}), "
               f"non-descendants {stat['non_descendant']['rate']} ({stat['non_descendant']['changed']}/"
               f"{stat['non_descendant']['total']})"]
-    ceiling = doc.get("reproducibility")
-    if ceiling:
-        lines += [f"ceiling (each lever's own side effects on half of its personas, predicting the other half; "
-                  f"{ceiling['splits']} random splits): AUROC {ceiling['auroc']:.3f} (range "
-                  f"{ceiling['auroc_range'][0]:.2f}-{ceiling['auroc_range'][1]:.2f}), correlation of the halves' "
-                  f"side effects r = {ceiling['side_effect_correlation'] or float('nan'):.3f}"]
+    split = doc.get("reproducibility")
+    if split:
+        lines += [f"split-half reproducibility (each lever's own side effects on half of its personas, predicting "
+                  f"the other half; {split['splits']} random splits): AUROC {split['auroc']:.3f} (range "
+                  f"{split['auroc_range'][0]:.2f}-{split['auroc_range'][1]:.2f}), correlation of the halves' "
+                  f"side effects r = {split['side_effect_correlation'] or float('nan'):.3f}"]
     if doc["skipped"]:
         lines += ["", f"skipped {len(doc['skipped'])} intervention(s): " + "; ".join(doc["skipped"][:5])
                   + (" ..." if len(doc["skipped"]) > 5 else "")]
