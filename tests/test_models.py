@@ -3,12 +3,14 @@
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from causalguard import ModelNotAvailableError
 from causalguard.models.loaded import LoadedModel
 from causalguard.models.loading import CACHE_MARKER, load_model
+from causalguard.models.prompting import encode_prefix
 from causalguard.models.registry import EMBEDDED_MODELS
 from causalguard.paths import cache_root
 
@@ -74,3 +76,26 @@ def test_second_embedded_model_gemma3_loads_and_scores() -> None:
     items = list(load_inventory(dimensions=["power"]).items())[:4]
     answers = StatementContrast(batch_size=4).score(gemma, BASELINE, NoSteering(), items)
     assert len(answers) == 4 and all(a.raw < 0 for a in answers)  # mean log-probs are negative
+    # a fresh dequantisation and the cached copy score alike: both start prompts with Gemma's BOS token
+    # (the cached tokenizer loses its add_bos_token flag; scores used to depend on whether the cache existed)
+    cold = load_model("gemma3-270m", use_cache=False)
+    bos = gemma.tokenizer.bos_token_id
+    assert encode_prefix(gemma.tokenizer, "x")[0] == bos == encode_prefix(cold.tokenizer, "x")[0]
+    again = StatementContrast(batch_size=4).score(cold, BASELINE, NoSteering(), items)
+    assert [a.raw for a in again] == pytest.approx([a.raw for a in answers], abs=1e-5)
+
+
+def test_prompts_start_with_bos_when_the_tokenizer_adds_it_by_default() -> None:
+    class Tokenizer:  # a flag lost in a save/load round trip; the encoding still adds BOS
+        bos_token_id = 2
+        add_bos_token = False
+
+        def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
+            ids = [ord(c) for c in text]
+            return SimpleNamespace(input_ids=[2, *ids] if add_special_tokens else ids)
+
+    assert encode_prefix(Tokenizer(), "hi") == [2, ord("h"), ord("i")]
+    assert encode_prefix(Tokenizer(), "") == [2]
+    no_bos = Tokenizer()
+    no_bos.bos_token_id = None  # type: ignore[assignment]
+    assert encode_prefix(no_bos, "hi") == [ord("h"), ord("i")]

@@ -21,12 +21,25 @@ def chat_text(tokenizer: Any, system: str | None, user: str, assistant_prefix: s
     return f"{head}User: {user}\nAssistant: {assistant_prefix}"
 
 
+def wants_bos(tokenizer: Any) -> bool:
+    """Whether the model's prompts start with its BOS token: the tokenizer's ``add_bos_token`` flag, or, where
+    a save/load round trip lost the flag (Gemma's GGUF tokenizer after ``save_pretrained``), whether its
+    own default encoding starts with BOS."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    if getattr(tokenizer, "add_bos_token", False):
+        return True
+    probe: list[int] = tokenizer("a").input_ids
+    return bool(probe) and probe[0] == bos
+
+
 def encode_prefix(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a prompt's beginning: adds the model's BOS token unless the text already has it."""
+    """Token ids of a prompt's beginning: adds the model's BOS token (``wants_bos``) unless the text
+    already has it."""
     ids: list[int] = tokenizer(text, add_special_tokens=False).input_ids
     bos = getattr(tokenizer, "bos_token_id", None)
-    wants_bos = bool(getattr(tokenizer, "add_bos_token", False))
-    if bos is not None and wants_bos and (not ids or ids[0] != bos):
+    if bos is not None and wants_bos(tokenizer) and (not ids or ids[0] != bos):
         ids = [int(bos), *ids]
     return ids
 
