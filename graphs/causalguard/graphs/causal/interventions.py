@@ -71,8 +71,6 @@ class Intervention:
 def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[Intervention], list[str]]:
     """Per intervention, the mean per-persona change and which values moved (a two-sided 95% t-test over
     its personas); also what was skipped, and why."""
-    from scipy.stats import t as student_t
-
     steer_col, persona_col = id_layout(matrix)
     unsteered: dict[str, int] = {}
     steered: dict[str, dict[str, int]] = {}
@@ -95,12 +93,19 @@ def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[In
             skipped.append(f"{steer}: {len(pairs)} persona(s) with an unsteered row; needs 2")
             continue
         changes = np.array([matrix.values[i] - matrix.values[j] for i, j in pairs])
-        mean = changes.mean(axis=0)
-        se = changes.std(axis=0, ddof=1) / np.sqrt(len(pairs))
-        critical = float(student_t.ppf(0.975, len(pairs) - 1))
-        out.append(Intervention(steer, target, len(pairs), mean, np.abs(mean) > critical * np.maximum(se, 1e-12),
-                                changes))
+        mean, moved = mean_and_moved(changes)
+        out.append(Intervention(steer, target, len(pairs), mean, moved, changes))
     return out, skipped
+
+
+def mean_and_moved(changes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean change per value over personas (rows), and which values moved: a two-sided 95% t-test."""
+    from scipy.stats import t as student_t
+
+    mean = changes.mean(axis=0)
+    se = changes.std(axis=0, ddof=1) / np.sqrt(len(changes))
+    critical = float(student_t.ppf(0.975, len(changes) - 1))
+    return mean, np.abs(mean) > critical * np.maximum(se, 1e-12)
 
 
 GraphFor = Callable[[Intervention], tuple[ValueGraph, np.ndarray]]  # the graph and total effects to predict with
@@ -187,8 +192,6 @@ def split_half_reproducibility(interventions: list[Intervention], nodes: list[st
     the correlation of the two halves' mean changes, over random splits (interventions with 4+
     personas): how much of a lever's side effects is reproducible rather than noise, on one set of
     personas."""
-    from scipy.stats import t as student_t
-
     usable = [item for item in interventions if item.personas >= 4]
     if not usable:
         return None
@@ -203,9 +206,7 @@ def split_half_reproducibility(interventions: list[Intervention], nodes: list[st
         for item in usable:
             order = rng.permutation(item.personas)
             half_a, half_b = item.changes[order[: item.personas // 2]], item.changes[order[item.personas // 2:]]
-            mean_b = half_b.mean(axis=0)
-            se_b = half_b.std(axis=0, ddof=1) / np.sqrt(len(half_b))
-            moved_b = np.abs(mean_b) > float(student_t.ppf(0.975, len(half_b) - 1)) * np.maximum(se_b, 1e-12)
+            mean_b, moved_b = mean_and_moved(half_b)
             others = [j for j, v in enumerate(nodes) if v != item.target]
             scores += [abs(float(half_a[:, j].mean())) for j in others]
             labels += [bool(moved_b[j]) for j in others]
