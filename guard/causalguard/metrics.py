@@ -76,6 +76,11 @@ class GuardMetrics:
                                       ["outcome"], registry=r)
         self.in_flight = Gauge("causalguard_requests_in_flight", "Requests being generated now.", registry=r)
         self.queue_depth = Gauge("causalguard_queue_depth", "Requests waiting for a generation slot.", registry=r)
+        self.decode_loop_stuck = Gauge("causalguard_decode_loop_stuck", "1 when the shared decode loop has died or "
+                                       "has had work for server.decode_stall_seconds without a step.", registry=r)
+        self.decode_loop_stalled_seconds = Gauge("causalguard_decode_loop_stalled_seconds", "How long the decode "
+                                                 "loop has had work without finishing a step (0 when idle).",
+                                                 registry=r)
         self.bundle = Info("causalguard_bundle", "The loaded bundle: model, fingerprint, schema.", registry=r)
 
     def count_request(self, profile: str, method: str, outcome: RequestOutcome, seconds: float,
@@ -95,6 +100,11 @@ class GuardMetrics:
         """Drive the in-flight and queue gauges from the admission state, read at scrape time."""
         self.in_flight.set_function(running)
         self.queue_depth.set_function(waiting)
+
+    def track_decode_loop(self, stuck: Callable[[], float], stalled_seconds: Callable[[], float]) -> None:
+        """Drive the decode-loop watchdog gauges, read at scrape time."""
+        self.decode_loop_stuck.set_function(stuck)
+        self.decode_loop_stalled_seconds.set_function(stalled_seconds)
 
     def publish_plan(self, plan: Any) -> None:
         """Set planned/predicted/tolerance gauges from a ``Plan``."""

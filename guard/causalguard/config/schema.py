@@ -124,6 +124,9 @@ class ServerSpec(_Strict):
                                    "and role instructions) get 400 before they take a slot: a prefill cannot be "
                                    "cancelled midway, so this bounds how long one holds it.")
     request_timeout_seconds: float = Field(default=120.0, gt=0, description="Generation is cancelled after this.")
+    decode_stall_seconds: float = Field(default=30.0, gt=0, description="With batching: the watchdog calls the "
+                                        "decode loop stuck (/readyz 503, causalguard_decode_loop_stuck 1) when it "
+                                        "has had work this long without finishing a step.")
     drain_timeout_seconds: float = Field(default=30.0, ge=0, description="SIGTERM waits this long for requests.")
     admin_token_env: str | None = Field(default="CAUSALGUARD_ADMIN_TOKEN",
                                         description="Env var holding the admin endpoint's bearer token.")

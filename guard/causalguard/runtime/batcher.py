@@ -21,13 +21,19 @@ One worker thread owns the loop. Each step it
 Greedy rows give the tokens the same request gets from ``generate_rows`` alone, up to float rounding
 of batched kernels and of a prefix computed in another pass (tested under mixed profiles). Callbacks
 run on the worker thread and must be quick; one that raises cancels only its own row. A failed
-forward pass fails the rows in it, never the loop.
+forward pass fails the rows in it, a row that cannot be sampled fails alone, and nothing that goes
+wrong in a step stops the loop: one bad request never wedges the others.
+
+A job may carry a ``deadline`` (``time.monotonic()`` seconds): a row still running then is ended
+``cancelled`` with a ``DeadlineExceeded`` error at its next step, and leaves the batch. ``health()``
+is the loop's watchdog view: whether the worker lives, and how long work has waited for a step.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +77,28 @@ class BatcherClosedError(RuntimeError):
     """A request was submitted to a closed batcher."""
 
 
+class DeadlineExceeded(TimeoutError):
+    """A request ran past its deadline and was removed from the batch."""
+
+
+@dataclass(frozen=True)
+class LoopHealth:
+    """The decode loop as a watchdog sees it.
+
+    ``stalled_seconds``: how long the loop has had work (running or waiting rows) without finishing a
+    step or an admission; 0 when idle. A loop whose worker died is ``alive=False``."""
+
+    alive: bool
+    stalled_seconds: float
+    rows: int
+    waiting: int
+    failed_steps: int
+
+    def stuck(self, threshold_seconds: float) -> bool:
+        """True when the loop is dead, or has had work for ``threshold_seconds`` without progress."""
+        return not self.alive or self.stalled_seconds > threshold_seconds
+
+
 @dataclass(eq=False)
 class BatchJob:
     """One submitted request: wait for it with ``result()``; set ``cancel`` to stop it at the next step."""
@@ -80,6 +108,7 @@ class BatchJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     on_token: Callable[[int], None] | None = None  # every new token (end of sequence excluded), worker thread
     on_end: Callable[[], None] | None = None  # once, when the request ends however it ends, worker thread
+    deadline: float | None = None  # time.monotonic() past which the row is removed (DeadlineExceeded)
     tokens: list[int] = field(default_factory=list)
     hit_eos: bool = False  # ended by the end-of-sequence token (finish "stop" is also a stop string)
     _done: threading.Event = field(default_factory=threading.Event)
@@ -99,6 +128,8 @@ class BatchJob:
         return Generated(list(self.tokens), self._finish)
 
     def _end(self, finish: FinishReason, error: BaseException | None = None) -> None:
+        if self._done.is_set():  # ended already (a failure path may reach a row twice)
+            return
         self._finish, self._error = finish, error
         self._done.set()
         if self.on_end is not None:
@@ -136,19 +167,28 @@ class ContinuousBatcher:
         self._mask: torch.Tensor | None = None  # [rows, cache width]: 1 where a row has a real token
         self.steps = 0  # decode steps run (for tests and metrics)
         self.peak_rows = 0
+        self.failed_steps = 0  # loop iterations that failed and ended their rows (for the watchdog)
+        self._progress = time.monotonic()  # last time the loop finished an iteration or went idle
+        self._admitting = 0  # jobs taken off the queue and being prefilled now
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     # ---- the public side ----------------------------------------------------------------------
     def submit(self, row: GenerationRow, settings: DecodeSettings, *, cancel: threading.Event | None = None,
-               on_token: Callable[[int], None] | None = None, on_end: Callable[[], None] | None = None) -> BatchJob:
-        """Queue a request; it joins the running batch at the next step with room (``max_rows``)."""
+               on_token: Callable[[int], None] | None = None, on_end: Callable[[], None] | None = None,
+               deadline: float | None = None) -> BatchJob:
+        """Queue a request; it joins the running batch at the next step with room (``max_rows``).
+        ``deadline`` (``time.monotonic()`` seconds) ends it ``cancelled`` with ``DeadlineExceeded`` if it
+        is still running then."""
         if not row.prompt:
             raise ValueError("a generation row needs at least one prompt token")
-        job = BatchJob(row, settings, cancel if cancel is not None else threading.Event(), on_token, on_end)
+        job = BatchJob(row, settings, cancel if cancel is not None else threading.Event(), on_token, on_end,
+                       deadline=deadline)
         with self._wake:
             if self._closing:
                 raise BatcherClosedError("the batcher is closed")
+            if not self._thread.is_alive():
+                raise BatcherClosedError("the batcher's decode loop has stopped")
             self._waiting.append(job)
             self._wake.notify()
         return job
@@ -161,6 +201,14 @@ class ContinuousBatcher:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def health(self) -> LoopHealth:
+        """The watchdog's view of the loop (see ``LoopHealth``); safe to call from any thread."""
+        rows, waiting = len(self._running), len(self._waiting) + self._admitting
+        busy = rows > 0 or waiting > 0
+        stalled = time.monotonic() - self._progress if busy else 0.0
+        return LoopHealth(self._thread.is_alive() or self._closing, max(0.0, stalled), rows, waiting,
+                          self.failed_steps)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the loop: running and waiting requests end ``cancelled``; joins the worker (idempotent)."""
@@ -178,37 +226,58 @@ class ContinuousBatcher:
 
     # ---- the loop ------------------------------------------------------------------------------
     def _loop(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._wake:
-                    while not self._closing and not self._waiting and not self._running:
-                        self._wake.wait()
-                    if self._closing:
-                        break
-                    admitted: list[BatchJob] = []
-                    while self._waiting and len(self._running) + len(admitted) < self.max_rows:
-                        admitted.append(self._waiting.popleft())
-                if admitted:
-                    self._admit(admitted)
-                if self._running:
-                    self._step()
-        for entry in self._running:
-            entry.job._end("cancelled")
-        with self._wake:
-            left, self._waiting = list(self._waiting), deque()
-        for job in left:
-            job._end("cancelled")
+        try:
+            with torch.inference_mode():
+                while True:
+                    with self._wake:
+                        while not self._closing and not self._waiting and not self._running:
+                            self._progress = time.monotonic()
+                            self._wake.wait()
+                        if self._closing:
+                            break
+                        admitted: list[BatchJob] = []
+                        while self._waiting and len(self._running) + len(admitted) < self.max_rows:
+                            admitted.append(self._waiting.popleft())
+                        self._admitting = len(admitted)
+                    try:
+                        if admitted:
+                            self._admit(admitted)
+                        if self._running:
+                            self._step()
+                    except Exception as exc:  # never let one iteration stop the loop for everyone
+                        self._fail_iteration(admitted, exc)
+                    self._admitting = 0
+                    self._progress = time.monotonic()
+        finally:  # however the loop ends, no request is left waiting for it
+            for entry in self._running:
+                entry.job._end("cancelled")
+            with self._wake:
+                left, self._waiting = list(self._waiting), deque()
+            for job in left:
+                job._end("cancelled")
+            self._running, self._cache, self._mask = [], None, None
+            self.prefixes.clear()
+
+    def _fail_iteration(self, admitted: Sequence[BatchJob], exc: Exception) -> None:
+        """An iteration failed outside the guarded forward passes: end its rows with the error, start clean."""
+        self.failed_steps += 1
+        log.error("decode loop iteration failed (%s): ending %d rows", type(exc).__name__,
+                  len(self._running) + len(admitted), exc_info=True)
+        for job in [*admitted, *(entry.job for entry in self._running)]:
+            job._end("length", exc)
         self._running, self._cache, self._mask = [], None, None
-        self.prefixes.clear()
 
     def _admit(self, jobs: Sequence[BatchJob]) -> None:
         """Prefill ``jobs`` in one forward pass, take their first tokens, and join their caches to the running
         batch. Each row reuses its longest cached prompt prefix and computes only the rest; rows are
         right-aligned, so the padding between a row's prefix and its new tokens is masked out."""
         live = []
+        now = time.monotonic()
         for job in jobs:
             if job.cancel.is_set():
                 job._end("cancelled")
+            elif job.deadline is not None and now > job.deadline:
+                job._end("cancelled", DeadlineExceeded("the request waited past its deadline"))
             else:
                 live.append(job)
         if not live:
@@ -309,10 +378,18 @@ class ContinuousBatcher:
         if job.cancel.is_set():
             job._end("cancelled")
             return True
-        if entry.generator is None:
-            token = int(torch.argmax(logits))
-        else:
-            token = sample_token(logits, settings.temperature, settings.top_p, entry.generator)
+        if job.deadline is not None and time.monotonic() > job.deadline:
+            job._end("cancelled", DeadlineExceeded("the request ran past its deadline and was removed"))
+            return True
+        try:
+            if entry.generator is None:
+                token = int(torch.argmax(logits))
+            else:
+                token = sample_token(logits, settings.temperature, settings.top_p, entry.generator)
+        except Exception as exc:  # this row alone cannot go on
+            log.warning("a row could not be sampled (%s); it ends with the error", type(exc).__name__)
+            job._end("length", exc)
+            return True
         if token in self._eos:
             job.hit_eos = True
             job._end("stop")

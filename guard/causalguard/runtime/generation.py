@@ -83,10 +83,27 @@ def row_generator(seed: int | None) -> torch.Generator:
     return gen
 
 
+# Below this temperature sampling is greedy in all but name; dividing by a smaller one (a denormal such as
+# 5e-324 underflows to 0 in float32) would turn the logits into inf and the probabilities into NaN.
+MIN_SAMPLING_TEMPERATURE = 1e-6
+
+
+class SamplingError(ValueError):
+    """A row's next-token distribution cannot be sampled (non-finite logits from the model)."""
+
+
 def sample_token(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
     """Draw one token from a row's next-token ``scores`` (1-d logits) at ``temperature``, keeping the
-    smallest set of tokens whose probability reaches ``top_p`` (the top token always stays)."""
-    probs = torch.softmax(scores.float() / temperature, dim=-1)
+    smallest set of tokens whose probability reaches ``top_p`` (the top token always stays).
+
+    Any positive temperature is safe: the logits are shifted so the top one is 0 and the temperature is
+    floored at ``MIN_SAMPLING_TEMPERATURE``, so the top token keeps a finite, positive probability. Raises
+    ``SamplingError`` when ``scores`` themselves are not finite where it matters (NaN, or no finite logit)."""
+    logits = scores.float()
+    top = logits.max()
+    if not torch.isfinite(top) or bool(torch.isnan(logits).any()):
+        raise SamplingError("the model's next-token logits are not finite: this row cannot be sampled")
+    probs = torch.softmax((logits - top) / max(float(temperature), MIN_SAMPLING_TEMPERATURE), dim=-1)
     if top_p < 1:
         ordered, order = probs.sort(dim=-1, descending=True)
         outside = ordered.cumsum(dim=-1) - ordered >= top_p

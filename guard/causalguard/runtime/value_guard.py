@@ -38,7 +38,7 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan
 from causalguard.runtime.audit import CanaryAuditor
-from causalguard.runtime.batcher import ContinuousBatcher, DecodeSettings
+from causalguard.runtime.batcher import BatchJob, ContinuousBatcher, DecodeSettings
 from causalguard.runtime.generation import Generated, GenerationRow, chat_prompt_ids, cut_at_stop, generate_rows
 from causalguard.runtime.plan_conditions import ProfileCondition
 from causalguard.runtime.prompts import Message
@@ -94,6 +94,16 @@ def _stopped_outcome(cancel: threading.Event | None) -> RequestOutcome:
     if cancel is None or not cancel.is_set():
         return "ok"
     return cancel.reason if isinstance(cancel, Cancellation) else "cancelled"
+
+
+# How long past its own deadline a caller waits for a job the decode loop has not ended (a loop stuck in a
+# forward pass cannot remove the row): then the caller gives up with a TimeoutError.
+DEADLINE_GRACE_SECONDS = 5.0
+
+
+def _bounded_result(job: BatchJob, timeout_seconds: float | None) -> Generated:
+    """``job.result()``, waiting at most ``timeout_seconds`` plus a grace when a timeout is given."""
+    return job.result(None if timeout_seconds is None else timeout_seconds + DEADLINE_GRACE_SECONDS)
 
 
 def method_label(plan: Plan) -> str:
@@ -283,11 +293,13 @@ class ValueGuard:
     def generate(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
                  extra_interventions: Sequence[SaeIntervention] = (), top_p: float = 1.0,
-                 stop: Sequence[str] = ()) -> GuardedResponse:
+                 stop: Sequence[str] = (), timeout_seconds: float | None = None) -> GuardedResponse:
         """One reply. ``cancel`` stops generation at the next token; ``extra_interventions`` adds SAE edits
         on top of the profile's (the server only passes them when the operator allows it); ``top_p`` is
         nucleus sampling (with ``temperature > 0``); the reply ends before the first of ``stop``.
-        With batching on, the request joins the shared decode loop; otherwise it is a batch of one."""
+        With batching on, the request joins the shared decode loop; otherwise it is a batch of one.
+        ``timeout_seconds`` (batching on): past it the row is removed from the batch and ``TimeoutError``
+        is raised (a ``DeadlineExceeded``), also when the decode loop itself has stopped making progress."""
         if self.batcher is None:
             return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
                                        temperature=temperature, seed=seed, cancel=cancel,
@@ -298,11 +310,15 @@ class ValueGuard:
         row = GenerationRow(prompt, state.interventions[profile] + tuple(extra_interventions), seed)
         started = time.perf_counter()
         outcome: RequestOutcome = "error"
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         try:
             job = self.batcher.submit(row, DecodeSettings(max_new_tokens, temperature, top_p, tuple(stop)),
-                                      cancel=cancel)
-            out = job.result()
+                                      cancel=cancel, deadline=deadline)
+            out = _bounded_result(job, timeout_seconds)
             outcome = _stopped_outcome(cancel)
+        except TimeoutError:
+            outcome = "timeout"
+            raise
         finally:
             self._count(profile, plan, outcome, time.perf_counter() - started)
         return self._response(profile, plan, len(prompt), out, stop)
@@ -351,11 +367,14 @@ class ValueGuard:
     def stream(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
                temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
                extra_interventions: Sequence[SaeIntervention] = (),
-               report: dict[str, Any] | None = None, top_p: float = 1.0, stop: Sequence[str] = ()) -> Iterator[str]:
+               report: dict[str, Any] | None = None, top_p: float = 1.0, stop: Sequence[str] = (),
+               timeout_seconds: float | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated. Closing the iterator early (or setting ``cancel``)
         stops generation at the next token. ``report`` receives ``completion_tokens`` and
         ``finish_reason`` (stop, length or cancelled) when the stream ends. With ``stop``, text that could
-        begin a stop string is held back until it cannot, and the stream ends before the stop string."""
+        begin a stop string is held back until it cannot, and the stream ends before the stop string.
+        ``timeout_seconds`` (batching on) bounds the generation as in ``generate``: the stream then raises
+        ``TimeoutError``."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
@@ -375,10 +394,11 @@ class ValueGuard:
             try:
                 if self.batcher is not None:  # the shared decode loop feeds the streamer token by token
                     streamer.put(torch.tensor([prompt]))  # the streamer skips the first thing it is given
+                    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
                     job = self.batcher.submit(row, DecodeSettings(max_new_tokens, temperature, top_p, stops),
                                               cancel=halt, on_token=lambda t: streamer.put(torch.tensor([t])),
-                                              on_end=streamer.end)
-                    out, eos = job.result(), job.hit_eos
+                                              on_end=streamer.end, deadline=deadline)
+                    out, eos = _bounded_result(job, timeout_seconds), job.hit_eos
                 else:
                     (out,) = generate_rows(self.lm, [row], max_new_tokens=max_new_tokens, temperature=temperature,
                                            streamer=streamer, top_p=top_p, stop=stops,

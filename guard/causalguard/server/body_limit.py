@@ -3,6 +3,11 @@
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses and client disconnects pass through
 untouched. A declared ``content-length`` is checked up front; a body without one is read up to the
 limit and replayed to the app.
+
+Ambiguous framing is refused at once with a 400, before any body byte is read (request-smuggling
+hygiene, RFC 9112 section 6.3): ``Content-Length`` together with ``Transfer-Encoding``, several
+``Content-Length`` headers, or one that is not a plain decimal number. The response closes the
+connection, since the rest of that request's bytes cannot be framed.
 """
 
 from __future__ import annotations
@@ -28,8 +33,17 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit()
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
+        raw = list(scope.get("headers") or [])
+        lengths = [value for name, value in raw if name.lower() == b"content-length"]
+        chunked = any(name.lower() == b"transfer-encoding" for name, _ in raw)
+        problem = ("Content-Length and Transfer-Encoding together" if lengths and chunked else
+                   "more than one Content-Length header" if len(lengths) > 1 else
+                   "a Content-Length that is not a decimal number" if lengths and not lengths[0].strip().isdigit()
+                   else None)
+        if problem is not None:
+            await self._refuse_framing(send, problem)
+            return
+        declared = lengths[0].strip() if lengths else None
         if declared is not None:
             if declared.isdigit() and int(declared) > limit:
                 await self._refuse(send, limit)
@@ -58,6 +72,16 @@ class BodyLimit:
             return dict(await receive())
 
         await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse_framing(send: Send, problem: str) -> None:
+        body = json.dumps(error_body(f"ambiguous request framing: {problem}; send one Content-Length or "
+                                     "chunked Transfer-Encoding, not both", param="headers",
+                                     code="bad_framing")).encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:

@@ -6,6 +6,7 @@ Every route reads the shared ``ServerState`` from ``request.app.state.guard_serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.metrics import RequestOutcome
 from causalguard.runtime.prompts import compose_messages
-from causalguard.runtime.value_guard import Cancellation, ValueGuard
+from causalguard.runtime.value_guard import DEADLINE_GRACE_SECONDS, Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
 from causalguard.server.request_id import request_id_of
 from causalguard.server.schemas import (
@@ -82,14 +83,20 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     state = server_state(request)
-    body: dict[str, Any] = {"ready": state.ready, "running": state.admission.running,
+    loop = state.decode_loop()
+    stuck = state.decode_loop_stuck()
+    ready = state.ready and not stuck
+    body: dict[str, Any] = {"ready": ready, "running": state.admission.running,
                             "waiting": state.admission.waiting, "hooks_installed": state.hooks_installed()}
+    if loop is not None:
+        body["decode_loop"] = {"alive": loop.alive, "stuck": stuck, "stalled_seconds": round(loop.stalled_seconds, 3),
+                               "rows": loop.rows, "failed_steps": loop.failed_steps}
     if state.guard is not None:
         body.update(model=state.guard.lm.name, profiles=list(state.guard.state.plans),
                     bundle_fingerprint=state.guard.bundle.fingerprint)
     if state.load_error:
         body["error"] = state.load_error
-    return JSONResponse(body, status_code=200 if state.ready else 503)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
@@ -155,7 +162,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         return await _proxied(state, state.upstream, guard, call, body, stack, request)
     kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": call.max_new_tokens,
                               "temperature": call.temperature, "seed": call.seed, "top_p": call.top_p,
-                              "stop": call.stop,
+                              "stop": call.stop, "timeout_seconds": config.server.request_timeout_seconds,
                               "extra_interventions": call.interventions}
     if body.stream:
         trailer = {"usage": call.prompt_tokens} if body.stream_options and body.stream_options.include_usage else {}
@@ -165,10 +172,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         cancel = Cancellation()
         job = asyncio.ensure_future(asyncio.to_thread(guard.generate, messages, cancel=cancel, **kwargs))
         try:
-            reply = await asyncio.wait_for(asyncio.shield(job), config.server.request_timeout_seconds)
+            # generate() itself gives up at the timeout (plus a grace when the decode loop is stuck);
+            # this wait is the backstop that never lets a request outlive both
+            reply = await asyncio.wait_for(asyncio.shield(job), config.server.request_timeout_seconds
+                                           + 2 * DEADLINE_GRACE_SECONDS)
         except TimeoutError:
             cancel.cancel("timeout")
-            await job
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(job), DEADLINE_GRACE_SECONDS)
             return error_response(504, "generation timed out", type_="server_error", code="timeout")
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),

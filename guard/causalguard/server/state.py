@@ -8,6 +8,7 @@ from causalguard.config.loading import SourcedConfig, upstream_api_key
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import CausalguardError
 from causalguard.metrics import GuardMetrics
+from causalguard.runtime.batcher import LoopHealth
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.admission import Admission
 from causalguard.server.upstream import Upstream
@@ -23,6 +24,8 @@ class ServerState:
         self.metrics = metrics
         self.admission = Admission(source.config.server.max_concurrency, source.config.server.max_queue)
         metrics.track_admission(lambda: self.admission.running, lambda: self.admission.waiting)
+        metrics.track_decode_loop(lambda: float(self.decode_loop_stuck()),
+                                  lambda: health.stalled_seconds if (health := self.decode_loop()) else 0.0)
         self.guard: ValueGuard | None = None
         # proxy mode: the upstream that generates (read at start-up; a reload does not switch it)
         spec = source.config.upstream
@@ -36,6 +39,16 @@ class ServerState:
 
     def hooks_installed(self) -> int:
         return self.guard.installed_hooks if self.guard is not None else 0
+
+    def decode_loop(self) -> LoopHealth | None:
+        """The shared decode loop's health (None without a guard or without batching)."""
+        batcher = self.guard.batcher if self.guard is not None else None
+        return batcher.health() if batcher is not None else None
+
+    def decode_loop_stuck(self) -> bool:
+        """The watchdog's verdict: the loop died, or has had work too long without a step."""
+        health = self.decode_loop()
+        return health is not None and health.stuck(self.config.server.decode_stall_seconds)
 
 
 def reload_config(state: ServerState, raise_errors: bool = False) -> int:
