@@ -30,6 +30,8 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.run_records": FOUNDATION,
     "causalguard.scoring": MECHANICS, "causalguard.adapters.hf": MECHANICS, "causalguard.behaviour": MECHANICS,
     "causalguard.runtime.generation": MECHANICS, "causalguard.runtime.prompts": MECHANICS,
+    "causalguard.runtime.guidance": MECHANICS, "causalguard.runtime.batcher": MECHANICS,
+    "causalguard.runtime.prefix_cache": MECHANICS,
     "causalguard.method_choice": MECHANICS,
     "causalguard.graphs.bundle": ARTIFACTS, "causalguard.graphs.causal": ARTIFACTS,
     "causalguard.graphs.levers.catalog": ARTIFACTS, "causalguard.graphs.levers.lever": ARTIFACTS,
@@ -44,7 +46,8 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.graphs.behaviour.validate": ENTRY,  # plans (serving) measured by reply runs (offline)
 }
 # Offline code may generate replies exactly as the guard serves them (that is the point of it).
-OFFLINE_MAY_USE = ("causalguard.runtime.generation", "causalguard.runtime.prompts")
+OFFLINE_MAY_USE = ("causalguard.runtime.generation", "causalguard.runtime.prompts", "causalguard.runtime.guidance",
+                   "causalguard.runtime.batcher", "causalguard.runtime.prefix_cache")
 
 
 def layer(module: str) -> int:

@@ -59,13 +59,18 @@ def load_behaviour(folder: Path) -> BehaviourSummary | None:
         raise ConfigError.single(str(path), f"schema is not {BEHAVIOUR_SCHEMA}", field="schema")
     try:
         cal = doc["quality_calibration"]
+        added: dict[str, Any] = {}  # fields of later calibrations; older files keep the defaults (flag none)
+        if "max_recited" in cal:
+            added["max_recited"] = int(_number(cal["max_recited"], "quality_calibration.max_recited", path))
+        if "max_sameness" in cal:
+            added["max_sameness"] = _number(cal["max_sameness"], "quality_calibration.max_sameness", path)
         calibration = QualityCalibration(
             n=int(cal["n"]), max_repetition=_number(cal["max_repetition"], "quality_calibration.max_repetition", path),
             min_distinct2=_number(cal["min_distinct2"], "quality_calibration.min_distinct2", path),
             max_perplexity=_number(cal["max_perplexity"], "quality_calibration.max_perplexity", path),
             min_relevance=_number(cal["min_relevance"], "quality_calibration.min_relevance", path),
             refusal_rate=_number(cal["refusal_rate"], "quality_calibration.refusal_rate", path),
-            degraded_rate=_number(cal["degraded_rate"], "quality_calibration.degraded_rate", path))
+            degraded_rate=_number(cal["degraded_rate"], "quality_calibration.degraded_rate", path), **added)
         levers = {}
         for k, row in enumerate(doc["levers"]):
             effects = {v: tuple(_number(e[f], f"levers[{k}].effects.{v}.{f}", path)

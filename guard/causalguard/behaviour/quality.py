@@ -12,6 +12,12 @@ Per reply (``reply_quality``):
   content-free message under the same system prompt (pointwise mutual information, nats/token):
   replies that ignore the message score near or below 0.
 - ``words`` (empty when under ``MIN_WORDS``) and ``refusal`` (a canned refusal phrase).
+- ``recited``: distinct word trigrams of the served system prompt (role-lever wordings included) that
+  the reply repeats and the user's message does not hold: replies that recite their instruction
+  ("here's an answer based on the value of ...") score high, whatever their fluency.
+- ``sameness`` (``cross_prompt_sameness``, set by runs that hold a lever's replies to many prompts):
+  the reply's highest word-bigram Jaccard similarity with the same lever's replies to *other* user
+  messages under the same persona: a lever that gives every user the same speech scores high.
 
 ``QualityCalibration.fit`` takes unsteered replies and keeps the edges of their own 95% range
 (2.5th/97.5th percentiles, on the side where quality is worse). A reply is *degraded* when it is empty,
@@ -71,9 +77,49 @@ class ReplyQuality:
     relevance: float
     words: int
     refusal: bool
+    recited: int = 0
+    sameness: float = 0.0
 
     def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
+
+
+def recited_trigrams(reply: str, system: str | None, message: str) -> int:
+    """Distinct word trigrams of ``system`` that ``reply`` repeats and ``message`` does not contain."""
+    if not system:
+        return 0
+
+    def grams(text: str) -> set[tuple[str, ...]]:
+        w = words(text)
+        return {tuple(w[i:i + 3]) for i in range(len(w) - 2)}
+
+    return len((grams(system) & grams(reply)) - grams(message))
+
+
+def _bigrams(text: str) -> set[tuple[str, str]]:
+    w = words(text)
+    return {(w[i], w[i + 1]) for i in range(len(w) - 1)}
+
+
+def cross_prompt_sameness(replies: Sequence[str], groups: Sequence[str], prompts: Sequence[str]) -> list[float]:
+    """Per reply, its highest word-bigram Jaccard similarity with replies of the same group (a lever and a
+    persona) to other prompts (0 when the group answers one prompt only)."""
+    if not len(replies) == len(groups) == len(prompts):
+        raise ValueError("give one group and one prompt per reply")
+    sets = [_bigrams(r) for r in replies]
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    out = [0.0] * len(replies)
+    for idx in members.values():
+        for i in idx:
+            best = 0.0
+            for j in idx:
+                if prompts[j] == prompts[i] or not (sets[i] or sets[j]):
+                    continue
+                best = max(best, len(sets[i] & sets[j]) / len(sets[i] | sets[j]))
+            out[i] = best
+    return out
 
 
 def _mean_logprobs(lm: LoadedModel, contexts: Sequence[str], replies: Sequence[list[int]],
@@ -116,7 +162,8 @@ def reply_quality(lm: LoadedModel, messages: Sequence[str], replies: Sequence[st
     for k, i in enumerate(scored):
         ppl[i] = float(math.exp(min(50.0, -lp_msg[k])))
         rel[i] = lp_msg[k] - lp_free[k]
-    return [ReplyQuality(repetition(r), distinct(r), ppl[i], rel[i], len(words(r)), bool(_REFUSAL.search(r)))
+    return [ReplyQuality(repetition(r), distinct(r), ppl[i], rel[i], len(words(r)), bool(_REFUSAL.search(r)),
+                         recited_trigrams(r, systems[i], messages[i]))
             for i, r in enumerate(replies)]
 
 
@@ -131,6 +178,8 @@ class QualityCalibration:
     min_relevance: float
     refusal_rate: float
     degraded_rate: float  # share of the calibration replies themselves flagged (about 5-10% by design)
+    max_recited: int = 1 << 30  # calibrations written before recitation was measured flag none
+    max_sameness: float = math.inf
 
     @classmethod
     def fit(cls, qualities: Sequence[ReplyQuality]) -> QualityCalibration:
@@ -145,6 +194,9 @@ class QualityCalibration:
             min_relevance=float(np.quantile([q.relevance for q in qualities], 0.025)),
             refusal_rate=float(np.mean([q.refusal for q in qualities])),
             degraded_rate=0.0,
+            # at least 1 trigram may recur by chance ("you are a"); more than the unsteered range recites
+            max_recited=max(1, int(np.quantile([q.recited for q in qualities], 0.975))),
+            max_sameness=max(0.2, float(np.quantile([q.sameness for q in qualities], 0.975))),
         )
         rate = float(np.mean([bool(calib.flags(q)) for q in qualities]))
         return cls(**{**asdict(calib), "degraded_rate": rate})
@@ -164,6 +216,10 @@ class QualityCalibration:
             out.append("perplexity")
         if q.relevance < self.min_relevance:
             out.append("relevance")
+        if q.recited > self.max_recited:
+            out.append("recites_instruction")
+        if q.sameness > self.max_sameness:
+            out.append("same_speech")
         return out
 
     def degraded(self, q: ReplyQuality) -> bool:

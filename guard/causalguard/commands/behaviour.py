@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -35,17 +36,28 @@ def behaviour_report_command(
     reply_wordings: Annotated[bool, typer.Option(help="Also the built-in reply-style role wordings.")] = False,
     wordings: Annotated[Path | None, typer.Option(help="Also the operator's role wordings (YAML: wordings: "
                                                        "[{value, direction: up|down, text, name}]).")] = None,
+    guided: Annotated[str | None, typer.Option(help="Also guided levers: every reply-style wording amplified by "
+                                                    "classifier-free guidance at these scales, e.g. '1.5,2'.")] = None,
+    guided_against: Annotated[str, typer.Option(help="What guidance pushes away from: 'opposite' (the other pole's "
+                                                     "wording), 'plain' (no role) or 'both'.")] = "opposite",
+    vectors: Annotated[str | None, typer.Option(help="Also vector levers: every steering vector in BUNDLE/vectors "
+                                                     "at these signed strengths (median residual norms), e.g. "
+                                                     "'0.5,-0.5,1,-1'.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
     seed: Annotated[int, typer.Option(min=0, help="Sampling seed (per-row generators).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
     restart: Annotated[bool, typer.Option(help="Discard a previous reply run in the work folder.")] = False,
+    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
+                                                  "(faster with long persona prompts; greedy replies equal the "
+                                                  "default path's up to float rounding).")] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
     """Fit and validate the judge, generate replies for every lever, and write the behaviour report."""
     from causalguard.artifacts import BEHAVIOUR_REPORT
     from causalguard.graphs.behaviour.replies import ReplySettings
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.report import ReportSettings, build_behaviour_report
     from causalguard.graphs.levers.catalog import load_catalog
     from causalguard.graphs.levers.variants import variant_levers
@@ -59,10 +71,16 @@ def behaviour_report_command(
     if catalog is None:
         raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'",
                                  param_hint="--bundle")
+    vector_layers = _vector_layers(bundle) if vectors else None
     try:
-        extra, _ = variant_levers(catalog, sweep, reply_wordings, wordings)
+        extra, _ = variant_levers(catalog, sweep, reply_wordings, wordings, guided=guided,
+                                  guided_against=guided_against, vectors=vectors, vector_layers=vector_layers)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--sweep") from None
+        hint = next((h for h in ("--guided", "--vectors") if str(exc).startswith(h)), "--sweep")
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    if continuous and backend != "local":
+        raise typer.BadParameter("--continuous runs in this process: leave --backend at local",
+                                 param_hint="--continuous")
     # variants 'levers extend' already added to the catalog are measured as catalog levers, also with --levers none
     in_catalog = {e.id for e in catalog.levers}
     if lever_ids is not None:
@@ -73,8 +91,25 @@ def behaviour_report_command(
     lm = load_model(model)
     build_behaviour_report(lm, bundle, work or bundle.parent / f".behaviour-work-{bundle.name}", settings,
                            restart=restart, log=typer.echo,
-                           backend=reply_backend(backend, ray))
+                           backend=BatcherReplies() if continuous else reply_backend(backend, ray))
     typer.echo(f"wrote {bundle / 'behaviour.json'} and {bundle / BEHAVIOUR_REPORT}")
+
+
+def _vector_layers(bundle: Path) -> dict[str, int]:
+    """Value -> layer of the bundle's steering vectors (read from the card; shapes are checked at use)."""
+    from causalguard.adapters.hf.vectors import VECTORS_CARD
+    from causalguard.errors import ConfigError
+
+    card = bundle / "vectors" / VECTORS_CARD
+    if not card.is_file():
+        raise typer.BadParameter(f"{card} is missing; run 'causalguard levers vectors --bundle {bundle}'",
+                                 param_hint="--vectors")
+    try:
+        listed = json.loads(card.read_text(encoding="utf-8"))["vectors"]
+        return {str(value): int(info["layer"]) for value, info in listed.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        raise ConfigError.single(str(card), "not a steering-vector card", field="vectors",
+                                 hint="re-run 'causalguard levers vectors'") from None
 
 
 @behaviour_app.command("judge")

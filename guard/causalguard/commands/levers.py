@@ -159,6 +159,49 @@ def levers_interventions_command(
     typer.echo(f"wrote {out / 'scores.csv'}")
 
 
+@levers_app.command("vectors")
+def levers_vectors_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder; the vectors are written to BUNDLE/vectors/.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
+    work: Annotated[Path | None, typer.Option(help="Work folder (resumable); default "
+                                                   "BUNDLE/../.vectors-<bundle name>.")] = None,
+    prompts: Annotated[int, typer.Option(min=4, help="Dev prompts, balanced over values.")] = 24,
+    prompt_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the balanced dev prompts (the "
+                                                           "report reads 0-20, confirm 20-60).")] = 60,
+    personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus generated personas.")] = 2,
+    persona_seed: Annotated[int, typer.Option(help="Their seed, apart from the report's (2000).")] = 5000,
+    max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Reply length.")] = 64,
+    restart: Annotated[bool, typer.Option(help="Discard the work folder's replies.")] = False,
+    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
+                                                  "(faster with long persona prompts).")] = True,
+) -> None:
+    """Extract one steering vector per value from the model's own replies on dev prompts (inclined minus
+    disinclined reply-style wording, judge-filtered, mean over reply tokens, layer chosen on split halves)."""
+    from causalguard.behaviour.judge import load_probe_judge
+    from causalguard.behaviour.prompts import load_prompts
+    from causalguard.graphs.behaviour.replies import ReplySettings
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies
+    from causalguard.graphs.behaviour.report import reply_personas
+    from causalguard.graphs.bundle.format import load_bundle
+    from causalguard.graphs.levers.vectors import VectorSettings, extract_vectors
+    from causalguard.models import load_model
+
+    loaded = load_bundle(bundle)
+    if loaded.catalog is None:
+        raise typer.BadParameter(f"{bundle} has no catalog.json", param_hint="--bundle")
+    lm = load_model(model or loaded.catalog.model.name)
+    judge = load_probe_judge(bundle, lm)
+    dims = list(judge.dimensions)
+    chosen = list(load_prompts(dimensions=dims).split("dev").balanced_slice(prompt_offset, prompts))
+    settings = VectorSettings(replies=ReplySettings(max_new_tokens=max_new_tokens))
+    card = extract_vectors(lm, judge, dims, chosen, reply_personas(personas, persona_seed),
+                           work or bundle.parent / f".vectors-{bundle.name}", bundle / "vectors", settings,
+                           restart=restart, log=lambda line: typer.echo(line, err=True),
+                           backend=BatcherReplies() if continuous else None)
+    layers = ", ".join(f"{v} L{info['layer']}" for v, info in card["per_value"].items())
+    typer.echo(f"wrote {bundle / 'vectors'}: {layers}")
+
+
 @levers_app.command("show")
 def levers_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's catalog report (rendered from catalog.json)."""

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Method = Literal["role", "sae", "auto"]
+Method = Literal["role", "sae", "guided", "vector", "auto"]
 
 
 Units = Literal["auto", "replies", "survey"]
@@ -73,7 +73,8 @@ class ProfileSpec(_Strict):
 
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="Value name -> target.")
     protected: dict[str, ProtectedSpec] = Field(default_factory=dict, description="Value name -> tolerance.")
-    method: Method = Field(default="auto", description="Levers allowed: role, sae, or auto (both).")
+    method: Method = Field(default="auto", description="Levers allowed: role, sae, guided (role prompts amplified "
+                           "by classifier-free guidance), vector (steering vectors), or auto (any).")
 
 
 class AuditSpec(_Strict):
@@ -158,7 +159,8 @@ class GuardConfig(_Strict):
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="The default profile's targets.")
     protected: dict[str, ProtectedSpec] = Field(default_factory=dict,
                                                 description="The default profile's protected values.")
-    method: Method = Field(default="auto", description="The default profile's levers: role, sae or auto.")
+    method: Method = Field(default="auto", description="The default profile's levers: role, sae, guided, "
+                                                                 "vector or auto (any).")
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description="Extra named profiles.")
     allow_client_interventions: bool = Field(
         default=False, description="Let server clients send their own SAE feature edits (off: profiles only).")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,7 +95,28 @@ class Plan:
         return next(f for f in self.forecast if f.value == value)
 
     def role_instructions(self) -> list[str]:
-        return [lever.text for lever in self.levers if lever.kind == "role" and lever.text]
+        """The system-message instructions of the plan's role and guided levers."""
+        return [lever.text for lever in self.levers if lever.kind in ("role", "guided") and lever.text]
+
+    @property
+    def guided_lever(self) -> LeverEntry | None:
+        """The plan's guided lever (a plan holds at most one)."""
+        return next((lever for lever in self.levers if lever.kind == "guided"), None)
+
+    def negative_instructions(self) -> list[str] | None:
+        """The guidance twin's instructions: the role instructions with the guided lever's wording replaced
+        by its negative wording (or left out); None when the plan has no guided lever."""
+        guided = self.guided_lever
+        if guided is None:
+            return None
+        out = []
+        for lever in self.levers:
+            if lever is guided:
+                if guided.negative_text:
+                    out.append(guided.negative_text)
+            elif lever.kind == "role" and lever.text:
+                out.append(lever.text)
+        return out
 
 
 def plan_units(requested: str, catalog: Catalog) -> PlanUnits:
@@ -116,6 +137,8 @@ def lever_effect(lever: LeverEntry, value: str, units: PlanUnits) -> Interval:
         if lever.replies is None:
             raise ValueError(f"lever {lever.id} was not measured on replies")
         return lever.replies.effects[value]
+    if lever.effects is None:
+        raise ValueError(f"lever {lever.id} was measured on replies only: it has no survey effects")
     return lever.effects[value]
 
 
@@ -201,8 +224,20 @@ def _lever_verdict(lever: LeverEntry, value: str, excluded: dict[str, str], allo
     return f"{lever.id} {effect}, {lever.replies.verdict.replace('_', ' ')}"
 
 
+# Lever kinds that act on the model's activations or logits: they need the local model (not proxy mode).
+LOCAL_ONLY_KINDS = ("sae", "guided", "vector")
+
+
 def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool,
-                    behaviour: BehaviourSummary | None = None) -> list[LeverEntry]:
+                    behaviour: BehaviourSummary | None = None, units: PlanUnits = "replies",
+                    local_kinds: Collection[str] | None = None) -> list[LeverEntry]:
+    """Levers the profile's method, the runtime, the survey fluency caps and reply quality allow.
+
+    ``local_kinds``: the kinds of ``LOCAL_ONLY_KINDS`` this runtime can apply (a local model with the
+    SAE, the steering vectors); default: all of them when ``sae_available``, none otherwise. In survey
+    units only levers with survey measurements qualify (guided and vector levers are measured on
+    replies only)."""
+    runnable = set(local_kinds) if local_kinds is not None else set(LOCAL_ONLY_KINDS) if sae_available else set()
     excluded = degrading_levers(catalog, behaviour)
     out = []
     for lever in catalog.levers:
@@ -210,20 +245,26 @@ def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_avail
             continue
         if method != "auto" and lever.kind != method:
             continue
-        if lever.kind == "sae" and not sae_available:
+        if lever.kind in LOCAL_ONLY_KINDS and lever.kind not in runnable:
             continue
-        if lever.fluency.unparseable_rate - catalog.baseline_fluency.unparseable_rate > limits.max_unparseable_increase:
+        if units == "survey" and lever.effects is None:
             continue
-        ratio = lever.fluency.perplexity_ratio
-        if ratio is not None and ratio > limits.max_perplexity_ratio:
-            continue
+        if lever.fluency is not None:
+            extra = lever.fluency.unparseable_rate - catalog.baseline_fluency.unparseable_rate
+            if extra > limits.max_unparseable_increase:
+                continue
+            ratio = lever.fluency.perplexity_ratio
+            if ratio is not None and ratio > limits.max_perplexity_ratio:
+                continue
         out.append(lever)
     return out
 
 
 def _compatible(levers: Sequence[LeverEntry]) -> bool:
+    """One lever per kind and target (per feature for SAE levers), and at most one guided lever: a plan has
+    one guidance twin."""
     keys = [(lever.kind, lever.feature if lever.kind == "sae" else lever.target) for lever in levers]
-    return len(set(keys)) == len(keys)
+    return len(set(keys)) == len(keys) and sum(lever.kind == "guided" for lever in levers) <= 1
 
 
 def graph_paths(bundle: Bundle, source: str, target: str, limit: int = 3) -> list[str]:
@@ -290,7 +331,7 @@ def _noise(levers: Sequence[LeverEntry], dims: Sequence[str], catalog: Catalog, 
 
 def plan_levers(
     profile: ProfileSpec, bundle: Bundle, limits: LimitsSpec, *, name: str = "default", sae_available: bool = True,
-    units: str = "auto",
+    units: str = "auto", local_kinds: Collection[str] | None = None,
 ) -> Plan:
     """Plan ``profile`` with the levers of ``bundle``'s catalog (see the module docstring)."""
     if bundle.catalog is None:
@@ -305,7 +346,7 @@ def plan_levers(
     if not goals:
         return Plan(name, (), {}, _forecast((), dims, goals, tolerances, bundle, unit),
                     ("no targets: the model runs unguarded",), unit, (), label)
-    levers = eligible_levers(catalog, profile.method, limits, sae_available, bundle.behaviour)
+    levers = eligible_levers(catalog, profile.method, limits, sae_available, bundle.behaviour, unit, local_kinds)
     excluded = degrading_levers(catalog, bundle.behaviour)
     if unit == "replies" and levers:
         allowed = {lever.id for lever in levers}
@@ -398,6 +439,7 @@ def _reasons(chosen: Sequence[LeverEntry], goals: dict[str, float], dims: Sequen
         f"{lever.id}: survey, {lever.effects[dims[0]].n} personas: "
         + ", ".join(f"{v} {lever.effects[v].mean:+.3f}" for v in goals)
         + (f" (proposed for {lever.target})" if lever.target and lever.target not in goals else "")
+        if lever.effects is not None else f"{lever.id}: a {lever.kind} lever, measured on replies only"
         for lever in chosen
     ]
     weak = set(bundle.behaviour.weak_values) if bundle.behaviour is not None else set()
@@ -442,8 +484,10 @@ def _unreachable(goals: dict[str, float], forecast: Sequence[ValueForecast],
 
 def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str, float],
               tolerances: dict[str, float], bundle: Bundle, unit: PlanUnits) -> tuple[ValueForecast, ...]:
-    planned = {v: sum(lever.effects[v].mean for lever in levers) for v in goals}  # the graph speaks survey units
-    used = graph_validated(bundle)
+    surveyed = all(lever.effects is not None for lever in levers)
+    planned = {v: sum(lever.effects[v].mean for lever in levers if lever.effects is not None)
+               for v in goals} if surveyed else {}  # the graph speaks survey units
+    used = graph_validated(bundle) and surveyed
     graph = {p.value: p.change for p in bundle.effects.predict_lever(
         {v: c for v, c in planned.items() if v in bundle.effects.nodes})} if planned and used else {}
     out = []
@@ -452,7 +496,8 @@ def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str
         mean = sum(e.mean for e in effects)
         half = math.sqrt(sum(((e.ci_high - e.ci_low) / 2) ** 2 for e in effects))
         role = "target" if value in goals else ("protected" if value in tolerances else "other")
-        survey = sum(lever.effects[value].mean for lever in levers) if unit == "replies" else None
+        survey = (sum(lever.effects[value].mean for lever in levers if lever.effects is not None)
+                  if unit == "replies" and surveyed else None)
         out.append(ValueForecast(value, mean, mean - half, mean + half, graph.get(value, 0.0) if used else None, role,
                                  tolerances.get(value), survey))
     return tuple(out)

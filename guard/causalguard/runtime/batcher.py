@@ -24,6 +24,10 @@ run on the worker thread and must be quick; one that raises cancels only its own
 forward pass fails the rows in it, a row that cannot be sampled fails alone, and nothing that goes
 wrong in a step stops the loop: one bad request never wedges the others.
 
+A guided row (``GenerationRow.guidance``) runs as two rows of the batch: itself and an unconditional
+twin under its negative prompt (``runtime/guidance.py``). The pair picks one token from the guided
+log-probabilities, both are fed it, and they join, count against ``max_rows`` and leave together.
+
 A job may carry a ``deadline`` (``time.monotonic()`` seconds): a row still running then is ended
 ``cancelled`` with a ``DeadlineExceeded`` error at its next step, and leaves the batch. ``health()``
 is the loop's watchdog view: whether the worker lives, and how long work has waited for a step.
@@ -48,10 +52,11 @@ from causalguard.runtime.generation import (
     FinishReason,
     Generated,
     GenerationRow,
+    pick_token,
     row_generator,
-    sample_token,
     stop_window,
 )
+from causalguard.runtime.guidance import guided_logits
 from causalguard.runtime.prefix_cache import PrefixCache, pad_left, stacked_prefixes
 
 log = logging.getLogger(__name__)
@@ -147,7 +152,13 @@ class _Running:
     generator: torch.Generator | None
     cached: int  # real (unpadded) tokens in the cache: the next token's logical position
     next_token: int
+    twin: _Running | None = None  # a guided row's unconditional twin (a row of the batch too)
+    is_twin: bool = False
 
+
+def _cost(job: BatchJob) -> int:
+    """Batch rows a job takes: two for a guided row (itself and its twin)."""
+    return 2 if job.row.guidance is not None else 1
 
 class ContinuousBatcher:
     """A decode loop shared by concurrent requests on one model (see the module docstring)."""
@@ -236,7 +247,10 @@ class ContinuousBatcher:
                         if self._closing:
                             break
                         admitted: list[BatchJob] = []
-                        while self._waiting and len(self._running) + len(admitted) < self.max_rows:
+                        taken = len(self._running)
+                        while self._waiting and (taken + _cost(self._waiting[0]) <= self.max_rows
+                                                 or (not admitted and not self._running)):
+                            taken += _cost(self._waiting[0])
                             admitted.append(self._waiting.popleft())
                         self._admitting = len(admitted)
                     try:
@@ -282,8 +296,14 @@ class ContinuousBatcher:
                 live.append(job)
         if not live:
             return
-        prompts = [list(job.row.prompt) for job in live]
-        found = [self.prefixes.lookup(prompt, job.row.interventions) for prompt, job in zip(prompts, live, strict=True)]
+        # every job's row, then the twins of the guided ones (no interventions: the unconditional side)
+        owners: list[tuple[BatchJob, bool]] = [(job, False) for job in live]
+        owners += [(job, True) for job in live if job.row.guidance is not None]
+        prompts = [list(job.row.guidance.negative_prompt) if twin and job.row.guidance is not None
+                   else list(job.row.prompt) for job, twin in owners]
+        kept = [() if twin else job.row.interventions for job, twin in owners]
+        found = [self.prefixes.lookup(prompt, interventions) for prompt, interventions in zip(prompts, kept,
+                                                                                                strict=True)]
         reused = [n for n, _ in found]
         tails = [prompt[n:] for prompt, n in zip(prompts, reused, strict=True)]
         before, after = max(reused), max(len(tail) for tail in tails)
@@ -294,7 +314,7 @@ class ContinuousBatcher:
         positions = torch.tensor([[0] * (after - len(t)) + list(range(n, n + len(t)))
                                   for n, t in zip(reused, tails, strict=True)], dtype=torch.long)
         cache = _cache_of(stacked_prefixes(found, before) if before else [])
-        rows = tuple(RowPlan(job.row.interventions, len(prompt)) for job, prompt in zip(live, prompts, strict=True))
+        rows = tuple(RowPlan(interventions, len(prompt)) for interventions, prompt in zip(kept, prompts, strict=True))
         plan = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         try:
             with steer(plan):
@@ -307,19 +327,28 @@ class ContinuousBatcher:
             return
         layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         real = mask.bool()
-        for row, (job, prompt) in enumerate(zip(live, prompts, strict=True)):
-            if len(live) == 1:
-                self.prefixes.store(prompt, job.row.interventions, layers)
+        for row, (prompt, interventions) in enumerate(zip(prompts, kept, strict=True)):
+            if len(prompts) == 1:
+                self.prefixes.store(prompt, interventions, layers)
             else:
-                self.prefixes.store(prompt, job.row.interventions,
+                self.prefixes.store(prompt, interventions,
                                     [(k[row:row + 1, :, real[row]], v[row:row + 1, :, real[row]]) for k, v in layers])
+        twin_rows = {id(job): row for row, (job, twin) in enumerate(owners) if twin}
         keep, entries = [], []
-        for row, (job, prompt) in enumerate(zip(live, prompts, strict=True)):
+        for row, job in enumerate(live):
             generator = row_generator(job.row.seed) if job.settings.temperature > 0 else None
-            entry = _Running(job, generator, len(prompt), -1)
-            if not self._take(entry, out.logits[row, -1]):  # a row done at its first token never joins
+            entry = _Running(job, generator, len(prompts[row]), -1)
+            twin_row = twin_rows.get(id(job))
+            if twin_row is not None:
+                entry.twin = _Running(job, None, len(prompts[twin_row]), -1, is_twin=True)
+            logits = self._row_logits(entry, out.logits[:, -1], row, twin_row)
+            if not self._take(entry, logits):  # a row done at its first token never joins
                 keep.append(row)
                 entries.append(entry)
+                if entry.twin is not None and twin_row is not None:
+                    entry.twin.next_token = entry.next_token
+                    keep.append(twin_row)
+                    entries.append(entry.twin)
         if keep:
             index = torch.tensor(keep, dtype=torch.long)
             self._join(entries, [(k[index], v[index]) for k, v in layers], mask[index])
@@ -364,13 +393,29 @@ class ContinuousBatcher:
             return
         self.steps += 1
         self._mask = mask
+        row_of = {id(entry): row for row, entry in enumerate(running)}
         keep = []
         for row, entry in enumerate(running):
             entry.cached += 1
-            if not self._take(entry, out.logits[row, -1]):
+            if entry.is_twin:
+                continue  # decided with its guided row
+            twin_row = row_of[id(entry.twin)] if entry.twin is not None else None
+            if not self._take(entry, self._row_logits(entry, out.logits[:, -1], row, twin_row)):
                 keep.append(row)
+                if entry.twin is not None and twin_row is not None:
+                    entry.twin.next_token = entry.next_token
+                    keep.append(twin_row)
+        keep.sort()
         if len(keep) < len(running):
             self._drop(keep)
+
+    @staticmethod
+    def _row_logits(entry: _Running, logits: torch.Tensor, row: int, twin_row: int | None) -> torch.Tensor:
+        """A row's next-token scores: its own, or guided by its twin's."""
+        guidance = entry.job.row.guidance
+        if guidance is None or twin_row is None:
+            return logits[row]
+        return guided_logits(logits[row], logits[twin_row], guidance.scale)
 
     def _take(self, entry: _Running, logits: torch.Tensor) -> bool:
         """Pick ``entry``'s next token from ``logits``; True when the row has finished."""
@@ -382,10 +427,7 @@ class ContinuousBatcher:
             job._end("cancelled", DeadlineExceeded("the request ran past its deadline and was removed"))
             return True
         try:
-            if entry.generator is None:
-                token = int(torch.argmax(logits))
-            else:
-                token = sample_token(logits, settings.temperature, settings.top_p, entry.generator)
+            token = pick_token(logits, settings.temperature, settings.top_p, entry.generator)
         except Exception as exc:  # this row alone cannot go on
             log.warning("a row could not be sampled (%s); it ends with the error", type(exc).__name__)
             job._end("length", exc)

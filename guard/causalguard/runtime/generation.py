@@ -5,6 +5,8 @@
 
 - Prompts are left-padded into one batch; each row carries its own SAE interventions (a per-row
   ``SteeringPlan`` for the dispatcher hooks, which must already be installed on the model).
+- A row with ``guidance`` (``runtime/guidance.py``) decodes beside an unconditional twin row, added to
+  the batch and removed from the results here; its tokens come from the guided log-probabilities.
 - Sampling never touches torch's global RNG: ``SeededSampler`` draws every row's next token from
   its own ``torch.Generator`` (seeded from the row's seed, or from the OS when there is none) and
   hands it to ``generate`` as the only finite logit, so greedy decoding picks it. A seeded row gives
@@ -21,9 +23,10 @@ from typing import Any, Literal
 import torch
 
 from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, steer
-from causalguard.adapters.hf.interventions import SaeIntervention
+from causalguard.adapters.hf.interventions import Intervention
 from causalguard.models.batching import left_padded
 from causalguard.models.loaded import LoadedModel
+from causalguard.runtime.guidance import Guidance, TwinLayout, guided_logits
 from causalguard.runtime.prompts import Message, compose_messages
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -31,11 +34,13 @@ FinishReason = Literal["stop", "length", "cancelled"]
 
 @dataclass(frozen=True)
 class GenerationRow:
-    """One conversation to continue: its prompt token ids, its SAE interventions and its sampling seed."""
+    """One conversation to continue: its prompt token ids, its interventions (SAE edits, steering
+    vectors), its sampling seed and, for a guided lever, its classifier-free guidance."""
 
     prompt: Sequence[int]
-    interventions: tuple[SaeIntervention, ...] = ()
+    interventions: tuple[Intervention, ...] = ()
     seed: int | None = None
+    guidance: Guidance | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,58 @@ def sampling_kwargs(temperature: float, seeds: Sequence[int | None], top_p: floa
     return {"do_sample": False, "logits_processor": LogitsProcessorList([SeededSampler(temperature, seeds, top_p)])}
 
 
+class GuidedPicker:
+    """A logits processor for a batch holding guided rows and their twins (``TwinLayout``): each of the
+    caller's rows picks its token (greedy, or sampled from its own generator) from its guided scores,
+    and its twin is fed the same token. Like ``SeededSampler`` it returns ``-inf`` except the pick."""
+
+    def __init__(self, layout: TwinLayout, temperature: float, seeds: Sequence[int | None], top_p: float = 1.0) -> None:
+        self.layout, self.temperature, self.top_p = layout, temperature, top_p
+        self.twin = {row: (twin, scale) for row, twin, scale in layout.twins}
+        self.generators = [row_generator(seed) for seed in seeds] if temperature > 0 else None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(scores, float("-inf"))
+        for row in range(self.layout.rows):
+            twin = self.twin.get(row)
+            logits = scores[row] if twin is None else guided_logits(scores[row], scores[twin[0]], twin[1])
+            token = pick_token(logits, self.temperature, self.top_p,
+                               self.generators[row] if self.generators is not None else None)
+            out[row, token] = 0.0
+            if twin is not None:
+                out[twin[0], token] = 0.0
+        return out
+
+
+def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """Greedy (no generator) or sampled next token of one row."""
+    if generator is None:
+        return int(torch.argmax(logits))
+    return sample_token(logits, temperature, top_p, generator)
+
+
+def with_twins(rows: Sequence[GenerationRow]) -> tuple[list[GenerationRow], TwinLayout]:
+    """``rows`` followed by one unconditional twin per guided row (its negative prompt, no interventions)."""
+    layout = TwinLayout.of([row.guidance for row in rows])
+    twins = [GenerationRow(tuple(rows[row].guidance.negative_prompt))  # type: ignore[union-attr]
+             for row, _, _ in layout.twins]
+    return [*rows, *twins], layout
+
+
+class FirstRowStreamer:
+    """Passes only the first row to a transformers streamer (which takes batches of one): a streamed
+    guided row decodes beside its twin, whose tokens are the same."""
+
+    def __init__(self, streamer: Any) -> None:
+        self.streamer = streamer
+
+    def put(self, value: torch.Tensor) -> None:
+        self.streamer.put(value[:1])
+
+    def end(self) -> None:
+        self.streamer.end()
+
+
 class StopText:
     """A stopping criterion: a row is done once its new text contains one of ``stops`` (OpenAI's ``stop``).
 
@@ -158,12 +215,20 @@ def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tok
     ``cancelled`` (a ``threading.Event``), when set by the end, marks unfinished rows ``cancelled``."""
     if not rows:
         return []
+    asked = len(rows)
+    rows, layout = with_twins(rows)
     pad = lm.pad_token_id
     ids, mask = left_padded([r.prompt for r in rows], pad)
     width = ids.shape[1]
     plan_rows = tuple(RowPlan(r.interventions, len(r.prompt)) for r in rows)
     steering = SteeringPlan(plan_rows) if any(r.interventions for r in plan_rows) else None
-    kwargs = sampling_kwargs(temperature, [r.seed for r in rows], top_p)
+    if layout.twins:
+        from transformers import LogitsProcessorList
+
+        kwargs: dict[str, Any] = {"do_sample": False, "logits_processor": LogitsProcessorList(
+            [GuidedPicker(layout, temperature, [r.seed for r in rows[:asked]], top_p)])}
+    else:
+        kwargs = sampling_kwargs(temperature, [r.seed for r in rows], top_p)
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens
     if stop:
@@ -174,14 +239,14 @@ def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tok
     if stopping_criteria is not None:
         kwargs["stopping_criteria"] = stopping_criteria
     if streamer is not None:
-        kwargs["streamer"] = streamer
+        kwargs["streamer"] = streamer if not layout.twins else FirstRowStreamer(streamer)
     with torch.inference_mode(), steer(steering):
         out = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                 pad_token_id=pad, **kwargs)
     eos = lm.tokenizer.eos_token_id
     was_cancelled = cancelled is not None and cancelled.is_set()
     results = []
-    for row in range(len(rows)):
+    for row in range(asked):
         new = out[row, width:].tolist()
         stopped = eos in new
         new = new[: new.index(eos)] if stopped else new

@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from causalguard.adapters.hf.hooks import SteeringPlan, steer
-from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
+from causalguard.adapters.hf.interventions import FeatureEdit, Intervention, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae
+from causalguard.adapters.hf.vectors import VectorSet
 from causalguard.graphs.levers.catalog import Catalog
+from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan
+from causalguard.runtime.generation import GenerationRow, chat_prompt_ids
+from causalguard.runtime.guidance import Guidance
+from causalguard.runtime.prompts import Message
 
 
-def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog) -> tuple[SaeIntervention, ...]:
-    """The plan's SAE levers as one additive intervention over all tokens (as they were measured)."""
+def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog,
+                       vectors: VectorSet | None = None) -> tuple[Intervention, ...]:
+    """The plan's SAE levers as one additive intervention over all tokens, and its vector levers on
+    generated tokens (each as it was measured)."""
     edits = []
+    steering: list[Intervention] = []
     for lever in plan.levers:
+        if lever.kind == "vector":
+            if vectors is None or lever.target is None:
+                raise ValueError(f"lever {lever.id} needs the bundle's steering vectors, which are not loaded")
+            steering.append(vectors.intervention(lever.target, lever.strength))
         if lever.kind != "sae":
             continue
         if sae is None or catalog.sae is None or lever.feature is None:
             raise ValueError(f"lever {lever.id} needs the bundle's SAE, which is not loaded")
         edits.append(FeatureEdit(lever.feature, "add", sae.additive_value(
             lever.feature, lever.strength, catalog.sae.residual_norm)))
-    return (SaeIntervention(sae, tuple(edits)),) if edits and sae is not None else ()
+    sae_part: tuple[Intervention, ...] = (SaeIntervention(sae, tuple(edits)),) if edits and sae is not None else ()
+    return sae_part + tuple(steering)
+
+
+def plan_row(lm: LoadedModel, messages: Sequence[Message], system_prompt: str | None, plan: Plan,
+             interventions: tuple[Intervention, ...], seed: int | None = None) -> GenerationRow:
+    """A guarded conversation as a generation row: the plan's role and guided wordings in the system
+    message, its interventions, and for a guided lever the twin's prompt under the negative wording."""
+    prompt = chat_prompt_ids(lm, messages, system_prompt, plan.role_instructions())
+    negative = plan.negative_instructions()
+    guidance = None
+    if negative is not None and plan.guided_lever is not None and plan.guided_lever.guidance_scale is not None:
+        guidance = Guidance(plan.guided_lever.guidance_scale,
+                            tuple(chat_prompt_ids(lm, messages, system_prompt, negative)))
+    return GenerationRow(prompt, interventions, seed, guidance)
 
 
 @dataclass(frozen=True)
@@ -34,7 +60,7 @@ class ProfileCondition:
 
     id: str
     note: str | None
-    interventions: tuple[SaeIntervention, ...]
+    interventions: tuple[Intervention, ...]
 
     def prompt_note(self) -> str | None:
         return self.note

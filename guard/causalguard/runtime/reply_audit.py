@@ -32,6 +32,7 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.audit_estimates import AuditAccumulator
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
 from causalguard.runtime.periodic import PeriodicWorker
+from causalguard.runtime.plan_conditions import plan_row
 from causalguard.runtime.prompts import compose_messages
 from causalguard.runtime.state import GuardState
 from causalguard.runtime.upstream_replies import Complete
@@ -135,8 +136,9 @@ class ReplyAuditor(PeriodicWorker):
     def _local_replies(self, state: GuardState, profile: str, prompts: Sequence[Prompt],
                        instructions: Sequence[str]) -> list[str]:
         config = state.config
-        rows = [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, instructions),
-                              state.interventions[profile]) for p in prompts]
+        plan = state.plan(profile)
+        rows = [plan_row(self.lm, p.messages(), config.system_prompt, plan, state.interventions[profile])
+                for p in prompts]
         rows += [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, ())) for p in prompts]
         outs = generate_rows(self.lm, rows, max_new_tokens=config.audit.max_new_tokens)
         return [self.lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip() for o in outs]

@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from causalguard.adapters.hf.interventions import SaeIntervention
+from causalguard.adapters.hf.interventions import Intervention
 from causalguard.adapters.hf.sae import LoadedSae
+from causalguard.adapters.hf.vectors import VectorSet
 from causalguard.config.loading import SourcedConfig, check_value_names
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import CausalguardError, ConfigError
@@ -36,7 +37,7 @@ class GuardState:
 
     config: GuardConfig
     plans: Mapping[str, Plan]
-    interventions: Mapping[str, tuple[SaeIntervention, ...]]
+    interventions: Mapping[str, tuple[Intervention, ...]]
 
     def plan(self, profile: str) -> Plan:
         if profile not in self.plans:
@@ -53,7 +54,7 @@ def bundle_catalog(bundle: Bundle) -> Catalog:
 
 
 def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae | None, local_model: bool = True,
-                      profiles: Sequence[str] | None = None) -> GuardState:
+                      profiles: Sequence[str] | None = None, vectors: VectorSet | None = None) -> GuardState:
     """Check the config's value names against the catalog and plan every profile (or ``profiles``).
 
     ``local_model=False`` (a remote chat model): SAE levers are impossible, so a profile asking for them
@@ -62,6 +63,9 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
     config, where = sourced.config, sourced.where
     check_value_names(config, catalog.dimensions, sourced.path or Path("<config>"), sourced.node)
     plans = {}
+    # lever kinds that act on activations or logits: only on a local model, and only with their artifacts
+    local_kinds = {kind for kind, ready in (("sae", sae is not None), ("vector", vectors is not None),
+                                            ("guided", True)) if ready and local_model}
     for name in profiles if profiles is not None else config.profile_names:
         profile = config.profile(name)
         if not local_model and profile.method == "sae":
@@ -72,7 +76,8 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
             profile = profile.model_copy(update={"method": "role"})
         try:
             plans[name] = plan_levers(profile, bundle, config.limits, name=name,
-                                      sae_available=local_model and sae is not None, units=config.units)
+                                      sae_available=local_model and sae is not None, units=config.units,
+                                      local_kinds=local_kinds)
             if not local_model and config.profile(name).method != "role":
                 note = ("generation is remote (an upstream server or a LangChain model): SAE levers cannot run "
                         "there, so this profile was planned with role levers only")
@@ -84,5 +89,5 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
     for plan in plans.values():
         for warning in plan.warnings:
             log.warning("profile %s: unreachable goal: %s", plan.profile, warning)
-    interventions = {name: plan_interventions(plan, sae, catalog) for name, plan in plans.items()}
+    interventions = {name: plan_interventions(plan, sae, catalog, vectors) for name, plan in plans.items()}
     return GuardState(config, plans, interventions)

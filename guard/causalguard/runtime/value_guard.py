@@ -28,6 +28,7 @@ from typing import Any
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
+from causalguard.adapters.hf.vectors import VectorSet, load_vectors
 from causalguard.config.holder import ConfigHolder
 from causalguard.config.loading import SourcedConfig, read_guard_config, upstream_api_key
 from causalguard.config.schema import GuardConfig
@@ -39,8 +40,8 @@ from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan
 from causalguard.runtime.audit import CanaryAuditor
 from causalguard.runtime.batcher import BatchJob, ContinuousBatcher, DecodeSettings
-from causalguard.runtime.generation import Generated, GenerationRow, chat_prompt_ids, cut_at_stop, generate_rows
-from causalguard.runtime.plan_conditions import ProfileCondition
+from causalguard.runtime.generation import Generated, chat_prompt_ids, cut_at_stop, generate_rows
+from causalguard.runtime.plan_conditions import ProfileCondition, plan_row
 from causalguard.runtime.prompts import Message
 from causalguard.runtime.reply_audit import ReplyAuditor
 from causalguard.runtime.state import GuardState, build_guard_state, bundle_catalog
@@ -107,7 +108,9 @@ def _bounded_result(job: BatchJob, timeout_seconds: float | None) -> Generated:
 
 
 def method_label(plan: Plan) -> str:
-    return "sae" if plan.uses_sae else ("role" if plan.levers else "none")
+    """The metrics' ``method`` label: the strongest kind of lever the plan uses (sae, vector, guided, role, none)."""
+    kinds = {lever.kind for lever in plan.levers}
+    return next((kind for kind in ("sae", "vector", "guided", "role") if kind in kinds), "none")
 
 
 class ValueGuard:
@@ -137,11 +140,17 @@ class ValueGuard:
         self.proxy = first.upstream is not None
         if self.bundle.sae_dir is not None and not self.proxy:
             self.sae = load_sae(self.bundle.sae_dir, self.lm)
+        self.vectors: VectorSet | None = None
+        if self.bundle.vectors_dir is not None and not self.proxy:
+            self.vectors = load_vectors(self.bundle.vectors_dir, hidden_size=self.lm.hidden_size,
+                                        num_layers=self.lm.num_layers, fingerprint=self.lm.fingerprint)
         self.metrics = metrics if metrics is not None else GuardMetrics()
         self._closed = False
         self._stack = ExitStack()
-        if self.sae is not None:
-            self.hooks = self._stack.enter_context(install_steering_hooks(self.lm.model, [self.sae.layer]))
+        layers = ({self.sae.layer} if self.sae is not None else set()) | (
+            self.vectors.layers() if self.vectors is not None else set())
+        if layers:
+            self.hooks = self._stack.enter_context(install_steering_hooks(self.lm.model, sorted(layers)))
         # one decode loop for concurrent requests; closed before the hooks are removed (the stack unwinds in reverse)
         self.batcher: ContinuousBatcher | None = None
         if first.server.batching and not self.proxy:
@@ -231,7 +240,7 @@ class ValueGuard:
                             busy=lambda: self.busy(), complete=complete)
 
     def _build_state(self, sourced: SourcedConfig) -> GuardState:
-        return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy)
+        return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy, vectors=self.vectors)
 
     def _publish(self, state: GuardState) -> None:
         for plan in state.plans.values():
@@ -306,8 +315,9 @@ class ValueGuard:
                                        extra_interventions=[tuple(extra_interventions)], top_p=top_p, stop=stop)[0]
         state = self.state
         plan = state.plan(profile)
-        prompt = self.prompt_ids(messages, plan, state.config)
-        row = GenerationRow(prompt, state.interventions[profile] + tuple(extra_interventions), seed)
+        row = plan_row(self.lm, messages, state.config.system_prompt, plan,
+                       state.interventions[profile] + tuple(extra_interventions), seed)
+        prompt = row.prompt
         started = time.perf_counter()
         outcome: RequestOutcome = "error"
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
@@ -338,11 +348,12 @@ class ValueGuard:
         if len(profiles) != len(conversations):
             raise ValueError("give one profile per conversation")
         plans = [state.plan(p) for p in profiles]
-        prompts = [self.prompt_ids(m, plan, state.config) for m, plan in zip(conversations, plans, strict=True)]
         started = time.perf_counter()
-        extras = list(extra_interventions) if extra_interventions is not None else [()] * len(prompts)
-        rows = [GenerationRow(prompt, state.interventions[p] + extra, None if seed is None else seed + i)
-                for i, (p, prompt, extra) in enumerate(zip(profiles, prompts, extras, strict=True))]
+        extras = list(extra_interventions) if extra_interventions is not None else [()] * len(conversations)
+        rows = [plan_row(self.lm, m, state.config.system_prompt, plan, state.interventions[p] + extra,
+                         None if seed is None else seed + i)
+                for i, (m, p, plan, extra) in enumerate(zip(conversations, profiles, plans, extras, strict=True))]
+        prompts = [row.prompt for row in rows]
         criteria = StoppingCriteriaList([_cancel_criteria(cancel)]) if cancel is not None else None
         outcome: RequestOutcome = "error"
         try:
@@ -380,15 +391,15 @@ class ValueGuard:
 
         state = self.state
         plan = state.plan(profile)
-        prompt = self.prompt_ids(messages, plan, state.config)
-        interventions = state.interventions[profile] + tuple(extra_interventions)
+        row = plan_row(self.lm, messages, state.config.system_prompt, plan,
+                       state.interventions[profile] + tuple(extra_interventions), seed)
+        prompt = row.prompt
         stops, halt = tuple(stop), cancel or threading.Event()
         streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=None)
         method = method_label(plan)
 
         counted: dict[str, int] = {"tokens": 0}
         failure: list[BaseException] = []
-        row = GenerationRow(prompt, interventions, seed)
 
         def run() -> None:
             try:

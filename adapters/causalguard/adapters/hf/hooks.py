@@ -1,4 +1,4 @@
-"""Dispatcher forward hooks that apply the *current request's* SAE interventions.
+"""Dispatcher forward hooks that apply the *current request's* interventions (SAE edits, steering vectors).
 
 Two pieces, each a context manager that always cleans up in ``finally``:
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from causalguard.adapters.hf.interventions import SaeIntervention, scope_mask
+from causalguard.adapters.hf.interventions import Intervention, scope_mask
 
 UNBOUNDED = 1 << 30
 
@@ -38,7 +38,7 @@ UNBOUNDED = 1 << 30
 class RowPlan:
     """The interventions for one batch row; ``prompt_length`` in real (unpadded) tokens."""
 
-    interventions: tuple[SaeIntervention, ...] = ()
+    interventions: tuple[Intervention, ...] = ()
     prompt_length: int = UNBOUNDED
     spans: tuple[frozenset[int], ...] = ()  # per intervention; empty unless its scope is a span
 
@@ -53,7 +53,7 @@ class SteeringPlan:
     rows: tuple[RowPlan, ...] = field(default_factory=tuple)
 
     @classmethod
-    def broadcast(cls, interventions: Sequence[SaeIntervention], prompt_length: int = UNBOUNDED) -> SteeringPlan:
+    def broadcast(cls, interventions: Sequence[Intervention], prompt_length: int = UNBOUNDED) -> SteeringPlan:
         return cls((RowPlan(tuple(interventions), prompt_length),))
 
     def layers(self) -> set[int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
@@ -45,6 +45,19 @@ class Scope:
             raise ValueError(f"unknown scope {self.kind!r}; use all, prompt, generated or span")
         if (self.kind == "span") != (self.text is not None):
             raise ValueError("a 'span' scope needs text, and only a span scope takes text")
+
+
+class Intervention(Protocol):
+    """What the dispatcher hooks apply: a change to one layer's output at a scope's tokens (an SAE edit, a
+    steering vector)."""
+
+    @property
+    def layer(self) -> int: ...
+
+    @property
+    def scope(self) -> Scope: ...
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,7 @@ def scope_mask(scope: Scope, positions: torch.Tensor, prompt_length: int, span: 
     return torch.tensor([int(p) in span for p in positions.tolist()], dtype=torch.bool)
 
 
-def validate_layers(interventions: Sequence[SaeIntervention], num_layers: int) -> None:
+def validate_layers(interventions: Sequence[Intervention], num_layers: int) -> None:
     for intervention in interventions:
         if not 0 <= intervention.layer < num_layers:
             raise ValueError(f"unknown layer {intervention.layer}: the model has {num_layers}")

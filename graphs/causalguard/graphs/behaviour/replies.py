@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from causalguard.adapters.hf.interventions import SaeIntervention
+from causalguard.adapters.hf.interventions import Intervention
 from causalguard.behaviour.prompts import Prompt
 from causalguard.errors import CausalguardError
 from causalguard.graphs.behaviour.reply_backends import LocalReplies, ReplyBackend
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.generation import Generated, GenerationRow, chat_prompt_ids
+from causalguard.runtime.guidance import Guidance
 
 REPLIES_FILE = "replies.jsonl"
 RUN_FILE = "run.json"
@@ -42,11 +43,14 @@ class Persona:
 
 @dataclass(frozen=True)
 class ReplyCondition:
-    """A steering condition for replies: role instructions and SAE interventions (``none``: neither)."""
+    """A steering condition for replies: role instructions, interventions (SAE edits, steering vectors)
+    and, for guided levers, a guidance scale with the twin's instructions (``none``: nothing)."""
 
     id: str
     instructions: tuple[str, ...] = ()
-    interventions: tuple[SaeIntervention, ...] = ()
+    interventions: tuple[Intervention, ...] = ()
+    guidance_scale: float | None = None
+    negative_instructions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,16 @@ def run_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas:
     everything.sort(key=lambda cpq: (len(encoded[(cpq[0].id, cpq[1].id, cpq[2].id)]), cpq[0].id, cpq[1].id,
                                      cpq[2].id))
     chunks = [everything[i:i + batch_size] for i in range(0, len(everything), batch_size)]
-    todo = [(index, [GenerationRow(encoded[(c.id, p.id, q.id)], c.interventions, settings.row_seed(c.id, p.id, q.id))
-                     for c, p, q in chunk])
+
+    def row(c: ReplyCondition, p: Persona, q: Prompt) -> GenerationRow:
+        guidance = None
+        if c.guidance_scale is not None:
+            negative = chat_prompt_ids(lm, q.messages(), p.system_prompt, c.negative_instructions)
+            guidance = Guidance(c.guidance_scale, tuple(negative))
+        return GenerationRow(encoded[(c.id, p.id, q.id)], c.interventions, settings.row_seed(c.id, p.id, q.id),
+                             guidance)
+
+    todo = [(index, [row(c, p, q) for c, p, q in chunk])
             for index, chunk in enumerate(chunks) if not all((c.id, p.id, q.id) in done for c, p, q in chunk)]
     total = len(everything)
     finished = sum(1 for k in encoded if k in done)

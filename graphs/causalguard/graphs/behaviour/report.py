@@ -17,6 +17,7 @@ Written to ``behaviour.json`` (schema ``causalguard.behaviour/1``) and ``BEHAVIO
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -32,6 +33,7 @@ import numpy as np
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
+from causalguard.adapters.hf.vectors import VectorSet, load_vectors
 from causalguard.artifacts import (
     BEHAVIOUR_FILE,
     BEHAVIOUR_REPORT,
@@ -41,7 +43,13 @@ from causalguard.artifacts import (
 )
 from causalguard.behaviour.labelled import load_labelled
 from causalguard.behaviour.prompts import Prompt, load_prompts
-from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, compare_degradation, reply_quality
+from causalguard.behaviour.quality import (
+    QualityCalibration,
+    ReplyQuality,
+    compare_degradation,
+    cross_prompt_sameness,
+    reply_quality,
+)
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.confirmation_file import CONFIRMATION_FILE, confirmed_catalog, read_confirmation
 from causalguard.graphs.behaviour.held_out import HELD_OUT_FILE, held_out_catalog, read_held_out
@@ -56,7 +64,7 @@ from causalguard.graphs.behaviour.replies import (
 )
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.bundle.format import load_bundle
-from causalguard.graphs.levers.catalog import Catalog, LeverEntry, save_catalog
+from causalguard.graphs.levers.catalog import REPLY_ONLY_KINDS, Catalog, LeverEntry, save_catalog
 from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.levers.verdicts import attach_replies
 from causalguard.models.loaded import LoadedModel
@@ -83,10 +91,19 @@ def reply_personas(n: int, seed: int) -> list[Persona]:
     return out[:n]
 
 
-def lever_reply_condition(lever: LeverEntry | LeverSpec, sae: LoadedSae | None, catalog: Catalog) -> ReplyCondition:
-    """A catalog lever as a reply condition, applied as the guard applies it (SAE: additive, all tokens)."""
+def lever_reply_condition(lever: LeverEntry | LeverSpec, sae: LoadedSae | None, catalog: Catalog,
+                          vectors: VectorSet | None = None) -> ReplyCondition:
+    """A catalog lever as a reply condition, applied as the guard applies it (SAE: additive, all tokens;
+    vector: generated tokens; guided: the role wording with its twin's)."""
     if lever.kind == "role":
         return ReplyCondition(lever.id, (lever.text or "",))
+    if lever.kind == "guided":
+        return ReplyCondition(lever.id, (lever.text or "",), guidance_scale=lever.guidance_scale,
+                              negative_instructions=(lever.negative_text,) if lever.negative_text else ())
+    if lever.kind == "vector":
+        if vectors is None or lever.target is None:
+            raise ValueError(f"lever {lever.id} needs the bundle's steering vectors (vectors/), which are not loaded")
+        return ReplyCondition(lever.id, (), (vectors.intervention(lever.target, lever.strength),))
     if sae is None or catalog.sae is None or lever.feature is None:
         raise ValueError(f"lever {lever.id} needs the bundle's SAE")
     value = sae.additive_value(lever.feature, lever.strength, catalog.sae.residual_norm)
@@ -181,6 +198,8 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
             raise ConfigError.single(str(bundle_dir / CATALOG_FILE), f"unknown lever ids: {', '.join(unknown)}",
                                      field="--levers", hint="see 'causalguard levers show BUNDLE' for the ids")
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
+    vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
+                            fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
 
     log("fitting the judge on the labelled dev half ...")
     fitted = fit_probe_judge(lm, load_labelled(dimensions=dims), dims)
@@ -197,7 +216,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     levers: list[LeverEntry | LeverSpec] = [*chosen, *settings.extra]
     if len({e.id for e in levers}) != len(levers):
         raise ValueError("lever ids repeat among the extra levers")
-    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog) for e in levers]
+    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors) for e in levers]
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size}
     store = ReplyStore(work, identity, restart=restart)
@@ -208,7 +227,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
         rate = done / max(time.time() - t0, 1e-9)
         log(f"  {done}/{total} replies, {rate:.2f}/s, ETA {(total - done) / max(rate, 1e-9) / 60:.1f} min")
 
-    layers = [sae.layer] if sae is not None else []
+    layers = sorted({i.layer for c in conditions for i in c.interventions})
     with install_steering_hooks(lm.model, layers):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
                               batch_size=settings.batch_size, progress=progress, backend=backend)
@@ -229,10 +248,13 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     judge_s = time.time() - t1
     t2 = time.time()
     quality = [ReplyQuality(**q) for q in cached_scores(
-        work / "quality_scores.json", "served-context-v2", keys,
+        work / "quality_scores.json", "served-context-v3", keys,
         lambda idx: [q.as_dict() for q in reply_quality(lm, [text_of[ordered[i].prompt] for i in idx],
                                                          [ordered[i].text for i in idx],
                                                          systems=[systems[i] for i in idx])])]
+    sameness = cross_prompt_sameness([r.text for r in ordered], [f"{r.condition}|{r.persona}" for r in ordered],
+                                     [r.prompt for r in ordered])
+    quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     quality_s = time.time() - t2
     scores = {k: np.asarray(judged[i], dtype=float) for i, k in enumerate(keys)}
     qual = {k: quality[i] for i, k in enumerate(keys)}
@@ -250,7 +272,8 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
         if target is not None:
             e = effects[target]
             moved = bool(e["ci_low"] > 0) if entry.direction > 0 else bool(e["ci_high"] < 0)
-        survey = {d: entry.effects[d].mean for d in dims} if isinstance(entry, LeverEntry) else None
+        survey = ({d: entry.effects[d].mean for d in dims}
+                  if isinstance(entry, LeverEntry) and entry.effects is not None else None)
         rows.append({"id": entry.id, "kind": entry.kind, "target": target, "direction": entry.direction,
                      "spec": lever_spec_dict(entry), "in_survey_catalog": isinstance(entry, LeverEntry),
                      "effects": effects, "survey_effects": survey,
@@ -288,6 +311,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     # and levers tested on held-out prompts keep that test's outcome
     confirmed = read_confirmation(bundle_dir, dims)
     held_out = read_held_out(bundle_dir)
+    catalog = with_reply_only_levers(catalog, [e for e in levers if isinstance(e, LeverSpec)])
     save_catalog(held_out_catalog(confirmed_catalog(attach_replies(catalog, rows, judge_means), confirmed), held_out),
                  bundle_dir)
     if confirmed:
@@ -301,7 +325,19 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
 def lever_spec_dict(lever: LeverEntry | LeverSpec) -> dict[str, Any]:
     """What the runtime needs to apply a lever (behaviour-only levers have no catalog entry)."""
     return {"kind": lever.kind, "target": lever.target, "direction": lever.direction, "strength": lever.strength,
-            "feature": lever.feature, "text": lever.text}
+            "feature": lever.feature, "text": lever.text, "guidance_scale": lever.guidance_scale,
+            "negative_text": lever.negative_text, "layer": lever.layer}
+
+
+def with_reply_only_levers(catalog: Catalog, extra: Sequence[LeverSpec]) -> Catalog:
+    """``catalog`` with the guided and vector levers of ``extra`` added as catalog levers (measured on
+    replies only: no survey effects). Other extras (role wordings, SAE sweeps) join the catalog only
+    through 'levers extend', which surveys them."""
+    known = {e.id for e in catalog.levers}
+    added = [LeverEntry(**asdict(spec), source=spec.kind, effects=None, counts=None, intended_share=None,
+                        specificity=None, fluency=None)
+             for spec in extra if spec.kind in REPLY_ONLY_KINDS and spec.id not in known]
+    return catalog.model_copy(update={"levers": [*catalog.levers, *added]}) if added else catalog
 
 
 def merged_rows(path: Path, settings_doc: dict[str, Any], rows: list[dict[str, Any]],

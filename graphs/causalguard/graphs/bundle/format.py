@@ -87,6 +87,13 @@ class Bundle:
         return location if location.is_absolute() or self.path is None else self.path / location
 
     @property
+    def vectors_dir(self) -> Path | None:
+        """The bundle's steering vectors (``vectors/``), when they were extracted."""
+        if self.path is None or not (self.path / "vectors").is_dir():
+            return None
+        return self.path / "vectors"
+
+    @property
     def model_name(self) -> str:
         return str(self.doc["model"].get("name", "?"))
 

@@ -232,7 +232,8 @@ def _catalog_effects(interventions: list[Intervention], bundle: Bundle) -> dict[
     """Per intervention, its lever's effects as the bundle's catalog measured them (other personas: the
     planner's own forecast of side effects); None when no intervention is a catalog lever."""
     found = {item.id: catalog_lever(item.id, bundle.catalog) for item in interventions}
-    effects = {k: {v: e.mean for v, e in lever.effects.items()} for k, lever in found.items() if lever is not None}
+    effects = {k: {v: e.mean for v, e in lever.effects.items()} for k, lever in found.items()
+               if lever is not None and lever.effects is not None}
     return effects or None
 
 

@@ -112,26 +112,58 @@ class LeverReplies(BaseModel):
         return self.verdict in ("usable", "no_target_effect")
 
 
+REPLY_ONLY_KINDS = ("guided", "vector")  # the survey cannot score guidance or generated-token vectors
+
+
 class LeverEntry(BaseModel):
+    """One lever with what was measured of it. Role and SAE levers carry survey measurements
+    (``effects``, ``counts``, ``fluency``); guided and vector levers are measured on replies only and
+    carry ``None`` there."""
+
     model_config = ConfigDict(extra="forbid")
     id: str
-    kind: Literal["role", "sae"]
+    kind: Literal["role", "sae", "guided", "vector"]
     target: str | None
     direction: int
     strength: float
     feature: int | None = None
     text: str | None = None
-    source: str = Field(description="how the lever was proposed: value_role, contrast, your_values")
-    effects: dict[str, Interval]
-    counts: dict[str, dict[str, int]]
+    guidance_scale: float | None = Field(default=None, ge=1, le=10, allow_inf_nan=False,
+                                         description="guided levers: the guidance scale g")
+    negative_text: str | None = Field(default=None, description="guided levers: the twin's wording (none: no role)")
+    layer: int | None = Field(default=None, ge=0, description="vector levers: the layer the vector is added at")
+    source: str = Field(description="how the lever was proposed: value_role, contrast, your_values, guided, vector")
+    effects: dict[str, Interval] | None = Field(description="survey effects (None: measured on replies only)")
+    counts: dict[str, dict[str, int]] | None = None
     intended_share: float | None = Field(description="share of personas moved in the intended direction on target")
     specificity: float | None
-    fluency: Fluency
+    fluency: Fluency | None
     replies: LeverReplies | None = Field(default=None, description="catalog/2: measured on replies")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> LeverEntry:
+        surveyed = self.effects is not None and self.counts is not None and self.fluency is not None
+        if self.kind in REPLY_ONLY_KINDS:
+            if self.effects is not None:
+                raise ValueError(f"{self.id}: a {self.kind} lever is measured on replies only (effects: null)")
+        elif not surveyed:
+            raise ValueError(f"{self.id}: a {self.kind} lever needs its survey effects, counts and fluency")
+        if self.kind == "guided" and (self.guidance_scale is None or not self.text):
+            raise ValueError(f"{self.id}: a guided lever needs its text and guidance_scale")
+        if self.kind == "vector" and (self.layer is None or self.target is None):
+            raise ValueError(f"{self.id}: a vector lever needs its target and layer")
+        if self.kind == "role" and not self.text:
+            raise ValueError(f"{self.id}: a role lever needs its text")
+        return self
+
+    def survey_effect(self, value: str) -> Interval | None:
+        """The survey's measured effect on ``value`` (None for levers measured on replies only)."""
+        return self.effects[value] if self.effects is not None else None
 
     def spec(self) -> LeverSpec:
         return LeverSpec(id=self.id, kind=self.kind, target=self.target, direction=self.direction,
-                         strength=self.strength, feature=self.feature, text=self.text)
+                         strength=self.strength, feature=self.feature, text=self.text,
+                         guidance_scale=self.guidance_scale, negative_text=self.negative_text, layer=self.layer)
 
 
 class Catalog(BaseModel):
@@ -163,7 +195,8 @@ class Catalog(BaseModel):
             if lever.id in seen:
                 raise ValueError(f"levers[{k}].id: '{lever.id}' is listed twice")
             seen.add(lever.id)
-            tables.append((f"levers[{k}].effects ({lever.id})", set(lever.effects)))
+            if lever.effects is not None:
+                tables.append((f"levers[{k}].effects ({lever.id})", set(lever.effects)))
             if lever.replies is not None:
                 tables.append((f"levers[{k}].replies.effects ({lever.id})", set(lever.replies.effects)))
             if lever.target is not None and lever.target not in dims:
@@ -252,7 +285,8 @@ def _replies_section(catalog: Catalog) -> list[str]:
             continue
         t = e.target
         eff = r.effects[t] if t else None
-        lines.append(f"| {e.id} | {t or '?'} | {_fmt(e.effects[t].mean) if t else 'n/a'} | "
+        survey = e.survey_effect(t) if t else None
+        lines.append(f"| {e.id} | {t or '?'} | {_fmt(survey.mean) if survey else 'n/a'} | "
                      + (f"{_fmt(eff.mean)} ({_fmt(eff.ci_low)}, {_fmt(eff.ci_high)})" if eff else "n/a")
                      + f" | {r.degraded}/{r.n} | {r.verdict} | {r.why} |")
     return lines
@@ -284,13 +318,16 @@ def render_report(catalog: Catalog) -> str:
                              "replies without degrading them (and holds on held-out prompts, where tested) | | | | | |")
                 continue
             best = max(options, key=lambda e: direction * (e.replies.effects[dim].mean if e.replies is not None
-                                                           else e.effects[dim].mean))
-            eff = best.effects[dim]
+                                                           else e.effects[dim].mean if e.effects else 0.0))
+            eff = best.survey_effect(dim)  # guided and vector levers: measured on replies only (n/a here)
+            fluency = best.fluency
             lines.append(
-                f"| {dim} | {'+' if direction > 0 else '-'} | {best.id} | {_fmt(eff.mean)} "
-                f"({_fmt(eff.ci_low)}, {_fmt(eff.ci_high)}) | {best.intended_share:.0%} | "
-                f"{_fmt(best.specificity, 2)} | {best.fluency.unparseable_rate:.0%} | "
-                f"{'n/a' if best.fluency.perplexity_ratio is None else f'{best.fluency.perplexity_ratio:.2f}'} |"
+                f"| {dim} | {'+' if direction > 0 else '-'} | {best.id} | "
+                + (f"{_fmt(eff.mean)} ({_fmt(eff.ci_low)}, {_fmt(eff.ci_high)})" if eff else "n/a")
+                + f" | {'n/a' if best.intended_share is None else f'{best.intended_share:.0%}'} | "
+                f"{_fmt(best.specificity, 2)} | {'n/a' if fluency is None else f'{fluency.unparseable_rate:.0%}'} | "
+                + ("n/a" if fluency is None or fluency.perplexity_ratio is None else f"{fluency.perplexity_ratio:.2f}")
+                + " |"
             )
     lines += ["", "## Roles vs SAE steering (share of personas moved in the intended direction on target)", "",
               "| value | role + | role - | best SAE + | best SAE - |", "|---|---|---|---|---|"]
@@ -302,17 +339,19 @@ def render_report(catalog: Catalog) -> str:
                 share = max((e.intended_share or 0.0 for e in opts), default=None)
                 cells.append("n/a" if share is None else f"{share:.0%}")
         lines.append(f"| {dim} | " + " | ".join(cells) + " |")
-    sae_levers = [e for e in catalog.levers if e.kind == "sae"]
+    sae_levers = [e for e in catalog.levers if e.kind == "sae" and e.counts is not None]
     if sae_levers:
         lines += ["", "## SAE features x values (Table 1 shape): personas increased / decreased / unchanged", "",
                   "| lever | source | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
         for e in sae_levers:
-            cells = [f"{e.counts[d]['increased']}/{e.counts[d]['decreased']}/{e.counts[d]['unchanged']}" for d in dims]
+            counts = e.counts or {}
+            cells = [f"{counts[d]['increased']}/{counts[d]['decreased']}/{counts[d]['unchanged']}" for d in dims]
             lines.append(f"| {e.id} (target {e.target or '?'}) | {e.source} | " + " | ".join(cells) + " |")
     lines += ["", "## Every lever: mean effect per value", "",
               "| lever | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
     for e in catalog.levers:
-        lines.append(f"| {e.id} | " + " | ".join(_fmt(e.effects[d].mean) for d in dims) + " |")
+        if e.effects is not None:
+            lines.append(f"| {e.id} | " + " | ".join(_fmt(e.effects[d].mean) for d in dims) + " |")
     if catalog.has_replies:
         lines += _replies_section(catalog)
     bf = catalog.baseline_fluency

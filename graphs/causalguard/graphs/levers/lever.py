@@ -1,4 +1,13 @@
-"""What a lever is: a role prompt or an SAE feature edit, with a direction and a strength."""
+"""What a lever is: a role prompt, a guided role prompt, a steering vector or an SAE feature edit, with a
+direction and a strength.
+
+- ``role``: an instruction in the system message;
+- ``guided``: a role instruction amplified by classifier-free guidance against a negative wording (the
+  opposite pole's, or none): ``guidance_scale`` g, ``negative_text`` (``runtime/guidance.py``);
+- ``vector``: a direction added to the residual stream at ``layer`` on generated tokens; ``strength`` is
+  signed, in units of the layer's median residual-stream norm (``adapters/hf/vectors.py``);
+- ``sae``: an SAE feature's decoder direction added at the SAE's layer.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,7 @@ from typing import Literal
 
 from causalguard.values.inventory import Dimension
 
-LeverKind = Literal["role", "sae"]
+LeverKind = Literal["role", "sae", "guided", "vector"]
 
 
 def role_instruction(dim: Dimension, direction: int) -> str:
@@ -34,12 +43,31 @@ class LeverSpec:
     strength: float
     feature: int | None = None
     text: str | None = None
+    guidance_scale: float | None = None  # guided levers
+    negative_text: str | None = None  # guided levers: the twin's wording (None: no role)
+    layer: int | None = None  # vector levers
 
     @classmethod
     def role(cls, dim: Dimension, direction: int) -> LeverSpec:
         sign = "+" if direction > 0 else "-"
         return cls(id=f"role:{dim.name}:{sign}", kind="role", target=dim.name, direction=direction, strength=1.0,
                    text=role_instruction(dim, direction))
+
+    @classmethod
+    def guided(cls, target: str, direction: int, text: str, scale: float, negative_text: str | None,
+               name: str) -> LeverSpec:
+        """``text`` amplified by guidance ``scale`` against ``negative_text`` (``name`` labels the wording)."""
+        sign = "+" if direction > 0 else "-"
+        against = "opposite" if negative_text else "plain"
+        return cls(id=f"guided:{target}:{sign}:{name}:g{scale:g}:{against}", kind="guided", target=target,
+                   direction=direction, strength=1.0, text=text, guidance_scale=scale, negative_text=negative_text)
+
+    @classmethod
+    def vector(cls, target: str, strength: float, layer: int) -> LeverSpec:
+        """The bundle's steering vector for ``target`` at ``layer``, added with signed ``strength``."""
+        sign = "+" if strength > 0 else "-"
+        return cls(id=f"vector:{target}:{sign}:L{layer}:{abs(strength):g}", kind="vector", target=target,
+                   direction=1 if strength > 0 else -1, strength=strength, layer=layer)
 
     @classmethod
     def sae(cls, feature: int, strength: float, target: str | None) -> LeverSpec:

@@ -13,6 +13,7 @@ Here are the variants the behavioural catalog measures beside them:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -130,13 +131,66 @@ def load_wordings(path: Path, dimensions: Sequence[str]) -> list[LeverSpec]:
     return levers
 
 
+def guided_levers(dimensions: Sequence[str], scales: Sequence[float], against: str = "opposite") -> list[LeverSpec]:
+    """Each value and pole's reply-style wording amplified by guidance at ``scales``, against the opposite
+    pole's wording (``against="opposite"``), against no role (``"plain"``) or both."""
+    if against not in ("opposite", "plain", "both"):
+        raise ValueError(f"guidance is against 'opposite', 'plain' or 'both', got {against!r}")
+    out = []
+    for d in dimensions:
+        if d not in REPLY_STYLE_WORDINGS:
+            continue
+        for k, sign in ((0, 1), (1, -1)):
+            for scale in scales:
+                for negative in ((REPLY_STYLE_WORDINGS[d][1 - k],) if against != "plain" else ()) + (
+                        (None,) if against != "opposite" else ()):
+                    out.append(LeverSpec.guided(d, sign, REPLY_STYLE_WORDINGS[d][k], scale, negative, "reply"))
+    return out
+
+
+def vector_levers(vectors: dict[str, int], strengths: Sequence[float]) -> list[LeverSpec]:
+    """Each value's steering vector (value -> layer) at every signed strength."""
+    return [LeverSpec.vector(value, strength, layer) for value, layer in vectors.items() for strength in strengths]
+
+
+def _numbers(text: str, what: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what}: expected comma-separated finite numbers, got {text!r}")
+    return values
+
+
 def variant_levers(catalog: Catalog, sweep: str | None, reply_wordings: bool,
-                   wordings: Path | None) -> tuple[list[LeverSpec], dict[str, str]]:
+                   wordings: Path | None, *, guided: str | None = None, guided_against: str = "opposite",
+                   vectors: str | None = None,
+                   vector_layers: dict[str, int] | None = None) -> tuple[list[LeverSpec], dict[str, str]]:
     """The variants the command-line options ask for, and how each was proposed (lever id -> source).
 
-    ``sweep``: comma-separated signed strengths for every catalog SAE feature that has a target."""
+    ``sweep``: comma-separated signed strengths for every catalog SAE feature that has a target;
+    ``guided``: guidance scales for every reply-style wording (``guided_against``: opposite, plain, both);
+    ``vectors``: signed strengths for every steering vector (``vector_layers``: value -> layer)."""
     levers: list[LeverSpec] = []
     sources: dict[str, str] = {}
+    if guided:
+        scales = _numbers(guided, "--guided")
+        bad = [s for s in scales if not 1 <= s <= 10]
+        if bad:
+            raise ValueError(f"--guided: guidance scales must be in [1, 10], got {bad}")
+        for lever in guided_levers(catalog.dimensions, scales, guided_against):
+            levers.append(lever)
+            sources[lever.id] = "guided"
+    if vectors:
+        if not vector_layers:
+            raise ValueError("--vectors: the bundle has no steering vectors; run 'causalguard levers vectors' first")
+        strengths = _numbers(vectors, "--vectors")
+        if any(s == 0 or abs(s) > 8 for s in strengths):
+            raise ValueError(f"--vectors: strengths must be non-zero and within +-8 residual norms, got {strengths}")
+        for lever in vector_levers(vector_layers, strengths):
+            levers.append(lever)
+            sources[lever.id] = "vector"
     if sweep:
         try:
             strengths = [float(x) for x in sweep.split(",") if x.strip()]

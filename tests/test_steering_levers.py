@@ -1,0 +1,147 @@
+"""Guided and vector levers in the catalog, the planner and the guard: measured on replies only, planned
+only when their verdict is usable, never in survey units or proxy mode, one guided lever per plan, and
+the guard generates a planned guided lever with its twin; reply quality flags recitation and the same
+speech for every user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, cross_prompt_sameness, recited_trigrams
+from causalguard.config.schema import LimitsSpec, ProfileSpec, TargetSpec
+from causalguard.graphs.behaviour.report import with_reply_only_levers
+from causalguard.graphs.levers.catalog import Catalog, LeverEntry
+from causalguard.graphs.levers.lever import LeverSpec
+from causalguard.graphs.levers.variants import guided_levers, variant_levers, vector_levers
+from causalguard.graphs.levers.verdicts import attach_replies
+from causalguard.planning import PlanInfeasibleError, plan_levers
+from tests.guard_fakes import BASELINE, fake_bundle_v2, fake_catalog_v2, reply_row
+
+GUIDED = LeverSpec.guided("benevolence", 1, "In your reply, show care.", 2.0, "In your reply, be cold.", "reply")
+VECTOR = LeverSpec.vector("benevolence", 0.5, 1)
+
+
+def _catalog(rows: list[dict[str, Any]]) -> Catalog:
+    base = fake_catalog_v2()
+    wording = LeverSpec(id="role:benevolence:+:test", kind="role", target="benevolence", direction=1, strength=1.0,
+                        text="Be kind.")
+    added = with_reply_only_levers(base, [GUIDED, VECTOR, wording])
+    kept = {e.id: e for e in base.levers}
+    rows = rows + [reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target,
+                             direction=e.direction) for e in kept.values() if e.replies is not None]
+    return attach_replies(added, rows, BASELINE)
+
+
+def _bundle(rows: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    bundle = fake_bundle_v2()
+    bundle.catalog = _catalog(rows)
+    return bundle
+
+
+BENEVOLENCE_UP = ProfileSpec(targets={"benevolence": TargetSpec(direction="increase")})
+
+
+def test_reply_only_levers_join_the_catalog_without_survey_effects() -> None:
+    catalog = _catalog([reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence")])
+    guided = catalog.lever(GUIDED.id)
+    assert guided.kind == "guided" and guided.effects is None and guided.fluency is None
+    assert guided.guidance_scale == 2.0 and guided.negative_text == "In your reply, be cold."
+    assert guided.replies is not None and guided.replies.verdict == "usable"
+    assert catalog.lever(VECTOR.id).replies is None  # not measured on replies: never planned
+    assert "role:benevolence:+:test" not in {e.id for e in catalog.levers}  # role wordings need the survey
+    Catalog.model_validate(catalog.model_dump(by_alias=True))  # round-trips
+
+
+def test_lever_entries_of_each_kind_need_their_fields() -> None:
+    entry = fake_catalog_v2().levers[0].model_dump()
+    with pytest.raises(ValidationError, match="measured on replies only"):
+        LeverEntry.model_validate({**entry, "id": "g", "kind": "guided", "guidance_scale": 2.0})
+    with pytest.raises(ValidationError, match="needs its text and guidance_scale"):
+        LeverEntry.model_validate({**entry, "id": "g", "kind": "guided", "effects": None, "counts": None,
+                                   "fluency": None})
+    with pytest.raises(ValidationError, match="needs its target and layer"):
+        LeverEntry.model_validate({**entry, "id": "v", "kind": "vector", "effects": None, "counts": None,
+                                   "fluency": None, "text": None})
+    with pytest.raises(ValidationError, match="needs its survey effects"):
+        LeverEntry.model_validate({**entry, "effects": None})
+    with pytest.raises(ValidationError, match="needs its text"):
+        LeverEntry.model_validate({**entry, "text": None})
+    with pytest.raises(ValidationError):
+        LeverEntry.model_validate({**entry, "id": "g", "kind": "guided", "effects": None, "counts": None,
+                                   "fluency": None, "guidance_scale": float("nan")})
+
+
+def test_the_planner_plans_a_guided_lever_only_when_usable() -> None:
+    usable = _bundle([reply_row(GUIDED.id, {"benevolence": 0.3, "power": -0.02}, target="benevolence"),
+                      reply_row(VECTOR.id, {"benevolence": 0.2}, target="benevolence")])
+    plan = plan_levers(BENEVOLENCE_UP, usable, LimitsSpec(max_levers=2))
+    kinds = sorted(lever.kind for lever in plan.levers)
+    assert "guided" in kinds and plan.guided_lever is not None
+    assert plan.role_instructions() == ["In your reply, show care."]
+    assert plan.negative_instructions() == ["In your reply, be cold."]
+    assert plan.forecast_for("benevolence").survey_change is None  # no survey effects to add up
+    # no runtime for guided/vector levers (proxy mode): refused, since the role lever does not move it
+    with pytest.raises(PlanInfeasibleError):
+        plan_levers(BENEVOLENCE_UP, usable, LimitsSpec(max_levers=2), local_kinds=())
+    survey = plan_levers(BENEVOLENCE_UP, usable, LimitsSpec(max_levers=2), units="survey")
+    assert {lever.kind for lever in survey.levers} <= {"role", "sae"}  # no survey effects: never in survey units
+    vector_only = plan_levers(BENEVOLENCE_UP, usable, LimitsSpec(max_levers=2), local_kinds=("vector",))
+    assert [lever.kind for lever in vector_only.levers] == ["vector"]
+    degrading = _bundle([reply_row(GUIDED.id, {"benevolence": 0.5}, degraded=30, target="benevolence")])
+    with pytest.raises(PlanInfeasibleError):
+        plan_levers(BENEVOLENCE_UP, degrading, LimitsSpec(max_levers=2))
+    not_moving = _bundle([reply_row(GUIDED.id, {"benevolence": 0.01}, target="benevolence")])
+    with pytest.raises(PlanInfeasibleError):
+        plan_levers(BENEVOLENCE_UP, not_moving, LimitsSpec(max_levers=2))
+
+
+def test_a_plan_holds_at_most_one_guided_lever() -> None:
+    other = LeverSpec.guided("benevolence", 1, "In your reply, be kind.", 3.0, None, "kind")
+    bundle = fake_bundle_v2()
+    base = with_reply_only_levers(fake_catalog_v2(), [GUIDED, other])
+    rows = [reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence"),
+            reply_row(other.id, {"benevolence": 0.3}, target="benevolence")]
+    rows += [reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target,
+                       direction=e.direction) for e in base.levers if e.replies is not None]
+    bundle.catalog = attach_replies(base, rows, BASELINE)
+    plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=3))
+    assert sum(lever.kind == "guided" for lever in plan.levers) == 1
+    assert other.negative_text is None and other.id.endswith(":plain")
+
+
+def test_variants_build_guided_and_vector_levers_and_refuse_bad_options() -> None:
+    levers = guided_levers(["benevolence", "power"], [1.5, 2.0], "both")
+    assert len(levers) == 2 * 2 * 2 * 2
+    assert {lever.negative_text is None for lever in levers} == {True, False}
+    assert [lever.id for lever in vector_levers({"power": 12}, [0.5, -0.5])] == ["vector:power:+:L12:0.5",
+                                                                                  "vector:power:-:L12:0.5"]
+    catalog = fake_catalog_v2()
+    for kwargs, message in (({"guided": "0.5"}, "must be in"), ({"guided": "x"}, "comma-separated"),
+                            ({"vectors": "0.5"}, "no steering vectors"),
+                            ({"vectors": "0,1", "vector_layers": {"power": 1}}, "non-zero"),
+                            ({"guided": "nan"}, "finite")):
+        with pytest.raises(ValueError, match=message):
+            variant_levers(catalog, None, False, None, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="opposite"):
+        guided_levers(["power"], [2.0], "sideways")
+
+
+def test_recitation_and_the_same_speech_are_degraded() -> None:
+    system = "You are a helpful assistant.\n\nIn your reply, show care for the people around the user."
+    recites = "Here is an answer. In your reply, show care for the people around the user, which means kindness."
+    fine = "You could call her tonight and ask how she is doing; small gestures help."
+    assert recited_trigrams(recites, system, "How do I help my friend?") >= 5
+    assert recited_trigrams(fine, system, "How do I help my friend?") == 0
+    speech = "Benevolence is the most important value: always care for others and be kind to everyone."
+    replies = [speech, speech, "Try a new recipe with seasonal vegetables.", "Ask for a raise with evidence."]
+    same = cross_prompt_sameness(replies, ["lever", "lever", "none", "none"], ["a", "b", "a", "b"])
+    assert same[0] == same[1] == 1.0 and same[2] < 0.2 and same[3] < 0.2
+    base = [ReplyQuality(0.0, 1.0, 3.0, 0.5, 20, False, recited=k % 2, sameness=0.05) for k in range(20)]
+    calibration = QualityCalibration.fit(base)
+    assert calibration.max_recited == 1 and calibration.max_sameness == pytest.approx(0.2)
+    assert "recites_instruction" in calibration.flags(ReplyQuality(0.0, 1.0, 3.0, 0.5, 20, False, recited=5))
+    assert "same_speech" in calibration.flags(ReplyQuality(0.0, 1.0, 3.0, 0.5, 20, False, sameness=0.9))
+    assert not calibration.flags(base[1])
