@@ -240,3 +240,21 @@ def test_a_lever_that_did_not_replicate_is_never_planned() -> None:
                                                         "sae:f7:-0.25": _confirmation(-0.01)})
     with pytest.raises(PlanInfeasibleError, match="no target effect"):
         plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec())
+
+
+def test_a_second_judge_must_see_the_target_move_too() -> None:
+    from causalguard.graphs.behaviour.validate import _verdict, render_validation
+
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
+                       LimitsSpec(max_levers=2))
+    fine = {"degraded": 1, "n": 40, "baseline_degraded": 1, "baseline_n": 40, "is_degraded": False}
+    measured = {"power": _interval(-0.2), "achievement": _interval(-0.1), "benevolence": _interval(0.0)}
+    agrees = _verdict(plan, measured, fine, 0.8, {"power": _interval(-0.01, 0.005)})
+    assert agrees["passed"] and agrees["second_judge_confirms"] == {"power": True}
+    for second in ({"power": _interval(-0.01, 0.02)}, {"power": _interval(+0.02, 0.005)}):  # noise, wrong way
+        verdict = _verdict(plan, measured, fine, 0.8, second)
+        assert verdict["second_judge_confirms"] == {"power": False} and verdict["passed"] is False
+    assert _verdict(plan, measured, fine, 0.8)["second_judge_confirms"] is None
+    doc = {"model": "fake", "prompts": ["a"], "personas": [{}], "units": "replies", "refused": {},
+           "profiles": {"less-power": {**agrees, "levers": ["x"]}}}
+    assert "-0.0100 (-0.0150, -0.0050) yes" in render_validation(doc)

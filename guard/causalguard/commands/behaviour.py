@@ -168,6 +168,9 @@ def behaviour_confirm_command(
     persona_seed: Annotated[int, typer.Option(help="Seed of the fresh personas (the report used 2000).")] = 2001,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix "
+                                                  "cache.")] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
@@ -180,9 +183,14 @@ def behaviour_confirm_command(
     lm = load_model(model or load_bundle(bundle).model_name)
     settings = ConfirmSettings(levers=tuple(x.strip() for x in levers.split(",")) if levers else None,
                                prompts=prompts, prompt_offset=prompt_offset, personas=personas,
-                               persona_seed=persona_seed)
+                               persona_seed=persona_seed, batch_size=batch_size)
+    if continuous and backend != "local":
+        raise typer.BadParameter("--continuous runs in this process: leave --backend at local",
+                                 param_hint="--continuous")
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies
+
     doc = confirm_levers(lm, bundle, work, settings, restart=restart, log=typer.echo,
-                         backend=reply_backend(backend, ray))
+                         backend=BatcherReplies() if continuous else reply_backend(backend, ray))
     for lever_id, row in doc["levers"].items():
         typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
     typer.echo(f"wrote {bundle / 'confirmation.json'} and updated {bundle / 'catalog.json'}")
@@ -250,6 +258,12 @@ def behaviour_validate_command(
         min=3000, help="Seed of the fresh personas (3000 and up: seeds no other run uses).")] = 3000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    second_judge: Annotated[str | None, typer.Option(
+        help="Also judge every target with a likelihood-contrast judge on this model (e.g. gemma3-270m); a profile "
+             "then passes only if both judges see its targets move.")] = None,
+    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix "
+                                                  "cache.")] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
@@ -276,8 +290,24 @@ def behaviour_validate_command(
     if every_value:
         profiles.update(every_value_profiles(bundle.catalog.dimensions))
     settings = ValidateSettings(prompts=prompts, prompt_offset=prompt_offset, personas=personas,
-                                persona_seed=persona_seed, replies=ReplySettings(max_new_tokens=max_new_tokens))
+                                persona_seed=persona_seed, replies=ReplySettings(max_new_tokens=max_new_tokens),
+                                batch_size=batch_size)
+    judge2 = None
+    if second_judge is not None:
+        from causalguard.behaviour.judge import ContrastJudge, ValueDefinition
+        from causalguard.values import load_inventory
+
+        inventory = load_inventory("schwartz-basic-10")
+        judge2 = ContrastJudge(load_model(second_judge), [ValueDefinition(d.name, d.display, d.definition,
+                                                                          d.opposite_text)
+                                                          for d in inventory.dimensions])
+    if continuous and backend != "local":
+        raise typer.BadParameter("--continuous runs in this process: leave --backend at local",
+                                 param_hint="--continuous")
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies
+
     doc = validate_profiles(lm, bundle, guard, profiles, work, settings, restart=restart, log=typer.echo,
-                            backend=reply_backend(backend, ray))
+                            backend=BatcherReplies() if continuous else reply_backend(backend, ray),
+                            second_judge=judge2)
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")

@@ -22,6 +22,7 @@ screening effects to the catalog, so a later report never silently undoes a conf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,9 +33,10 @@ import numpy as np
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.sae import load_sae
+from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.behaviour.judge import load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
-from causalguard.behaviour.quality import compare_degradation, reply_quality
+from causalguard.behaviour.quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.confirmation_file import (
     CONFIRMATION_FILE,
@@ -82,14 +84,16 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
                                                                           settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
-    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog) for e in chosen]
+    vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
+                            fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
+    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors) for e in chosen]
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "dev",
                 "levers": [e.id for e in chosen]}
     store = ReplyStore(work, identity, restart=restart)
     log(f"confirming {len(chosen)} levers: {len(conditions)} conditions x {len(personas)} personas x "
         f"{len(prompts)} dev prompts (offset {settings.prompt_offset})")
-    with install_steering_hooks(lm.model, [sae.layer] if sae is not None else []):
+    with install_steering_hooks(lm.model, sorted({i.layer for c in conditions for i in c.interventions})):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
                               batch_size=settings.batch_size,
                               progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)
@@ -102,6 +106,9 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
                                         {c.id: c.instructions for c in conditions}, {q.id: q.text for q in prompts})
     quality = reply_quality(lm, [text_of[k[2]] for k in keys], [replies[k].text for k in keys],
                             systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys])
+    sameness = cross_prompt_sameness([replies[k].text for k in keys], [f"{k[0]}|{k[1]}" for k in keys],
+                                     [k[2] for k in keys])
+    quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     flags = {k: behaviour.calibration.degraded(quality[i]) for i, k in enumerate(keys)}
     base_flags = [flags[("none", p.id, q.id)] for p in personas for q in prompts]
     rows = {}

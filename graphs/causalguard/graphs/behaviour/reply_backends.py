@@ -40,7 +40,7 @@ class BatcherReplies:
     a long persona prompt compute it once, which makes prefill-heavy runs several times faster here.
     Greedy replies equal ``LocalReplies``' up to float rounding of batched kernels (as served)."""
 
-    max_rows: int = 16
+    max_rows: int = 32
     prefix_cache_tokens: int = 16384
     name: str = "batcher"
 

@@ -14,11 +14,15 @@ For every profile (the config's, plus one per value and direction with ``--every
    whether the plan's forecast had the same sign.
 
 A profile passes when every target moved the intended way beyond noise, replies are not degraded,
-and the forecast's sign agrees for at least 80% of the values that moved.
+and the forecast's sign agrees for at least 80% of the values that moved. With a second judge
+(``second_judge``: a likelihood-contrast judge on another model, which selected nothing), every target
+must also move the intended way beyond noise by that judge: levers are chosen on the probe judge, so
+its estimate alone may be inflated. The second judge scores only the profiles' targets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,9 +33,10 @@ import numpy as np
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.sae import load_sae
-from causalguard.behaviour.judge import load_probe_judge
+from causalguard.adapters.hf.vectors import load_vectors
+from causalguard.behaviour.judge import ContrastJudge, load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
-from causalguard.behaviour.quality import compare_degradation, reply_quality
+from causalguard.behaviour.quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
@@ -65,14 +70,15 @@ def every_value_profiles(dimensions: Sequence[str]) -> dict[str, ProfileSpec]:
 
 
 def _plans(config: GuardConfig, profiles: dict[str, ProfileSpec], bundle: Bundle,
-           sae_available: bool) -> tuple[dict[str, Plan], dict[str, str]]:
+           sae_available: bool, vectors_available: bool = False) -> tuple[dict[str, Plan], dict[str, str]]:
     plans, refused = {}, {}
+    local_kinds = {"guided"} | ({"sae"} if sae_available else set()) | ({"vector"} if vectors_available else set())
     for name, profile in profiles.items():
         if not profile.targets:
             continue
         try:
             plans[name] = plan_levers(profile, bundle, config.limits, name=name, sae_available=sae_available,
-                                      units=config.units)
+                                      units=config.units, local_kinds=local_kinds)
         except PlanInfeasibleError as exc:
             refused[name] = str(exc)
     return plans, refused
@@ -80,13 +86,16 @@ def _plans(config: GuardConfig, profiles: dict[str, ProfileSpec], bundle: Bundle
 
 def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, profiles: dict[str, ProfileSpec],
                       work: Path, settings: ValidateSettings, *, restart: bool = False,
-                      log: Callable[[str], None] = print, backend: ReplyBackend | None = None) -> dict[str, Any]:
+                      log: Callable[[str], None] = print, backend: ReplyBackend | None = None,
+                      second_judge: ContrastJudge | None = None) -> dict[str, Any]:
     if bundle.catalog is None or bundle.path is None or bundle.behaviour is None:
         raise ValueError("validation needs a bundle folder with a catalog and a behaviour report")
     catalog = bundle.catalog
     dims = catalog.dimensions
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
-    plans, refused = _plans(config, profiles, bundle, sae is not None)
+    vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
+                            fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
+    plans, refused = _plans(config, profiles, bundle, sae is not None, vectors is not None)
     for name, why in refused.items():
         log(f"{name}: refused by the planner: {why.splitlines()[0]}")
     judge = load_probe_judge(bundle.path, lm)
@@ -99,14 +108,18 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
     conditions = [ReplyCondition("none")]
     for name, plan in plans.items():  # profiles with the same levers share one condition
         if condition_of[name] not in {c.id for c in conditions}:
+            negative = plan.negative_instructions()
+            guided = plan.guided_lever
             conditions.append(ReplyCondition(condition_of[name], tuple(plan.role_instructions()),
-                                             plan_interventions(plan, sae, catalog)))
+                                             plan_interventions(plan, sae, catalog, vectors),
+                                             guided.guidance_scale if guided is not None else None,
+                                             tuple(negative or ())))
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "test",
                 "plans": {name: [lever.id for lever in plan.levers] for name, plan in plans.items()}}
     store = ReplyStore(work, identity, restart=restart)
     log(f"replies: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} test prompts")
-    layers = [sae.layer] if sae is not None else []
+    layers = sorted({i.layer for c in conditions for i in c.interventions})
     with install_steering_hooks(lm.model, layers):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
                               batch_size=settings.batch_size,
@@ -121,7 +134,10 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
     quality = reply_quality(lm, [text_of[k[2]] for k in keys], texts,
                             systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys])
     row = {k: i for i, k in enumerate(keys)}
+    sameness = cross_prompt_sameness(texts, [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys])
+    quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     base_flags = [calibration.degraded(quality[row[("none", p.id, q.id)]]) for p in personas for q in prompts]
+    second = _second_judge_effects(second_judge, plans, condition_of, keys, texts, personas, prompts, log)
     results = {}
     for name, plan in plans.items():
         cid = condition_of[name]
@@ -130,7 +146,14 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
         measured = {d: t_interval(diffs[:, k]) for k, d in enumerate(dims)}
         flags = [calibration.degraded(quality[row[(cid, p.id, q.id)]]) for p in personas for q in prompts]
         degradation = compare_degradation(flags, base_flags)
-        results[name] = _verdict(plan, measured, degradation.as_dict(), settings.min_sign_agreement)
+        results[name] = _verdict(plan, measured, degradation.as_dict(), settings.min_sign_agreement,
+                                 second.get(name))
+        # everyday traffic for the lever: the prompts not tagged with its target (what it was not chosen on)
+        results[name]["untagged"] = {
+            value: t_interval(np.asarray([scores[row[(cid, p.id, q.id)]][dims.index(value)]
+                                          - scores[row[("none", p.id, q.id)]][dims.index(value)]
+                                          for p in personas for q in prompts if value not in q.values]))
+            for value in plan.goals}
         results[name]["example"] = {"prompt": prompts[0].text,
                                     "guarded": replies[(cid, personas[0].id, prompts[0].id)].text,
                                     "unguarded": replies[("none", personas[0].id, prompts[0].id)].text}
@@ -138,13 +161,43 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
            "prompts": [q.id for q in prompts], "prompt_split": "test", "prompt_offset": settings.prompt_offset,
            "persona_seed": settings.persona_seed,
            "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
+           "second_judge": None if second_judge is None else {"kind": "contrast", "model": second_judge.lm.name,
+                                                               "framings": len(second_judge.framings)},
            "profiles": results, "refused": refused}
     (work / VALIDATION_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     return doc
 
 
+def _second_judge_effects(judge: ContrastJudge | None, plans: dict[str, Plan], condition_of: dict[str, str],
+                          keys: Sequence[tuple[str, str, str]], texts: Sequence[str], personas: Sequence[Any],
+                          prompts: Sequence[Any], log: Callable[[str], None]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per profile, the second judge's change on each of its targets (guarded minus unguarded, 95% t)."""
+    if judge is None:
+        return {}
+    row = {k: i for i, k in enumerate(keys)}
+    by_value = {v.name: v for v in judge.values}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    targets = sorted({v for plan in plans.values() for v in plan.goals})
+    log(f"second judge ({judge.lm.name}, likelihood contrast) on {', '.join(targets)} ...")
+    for value in targets:
+        if value not in by_value:
+            raise ValueError(f"the second judge has no definition of '{value}'")
+        single = ContrastJudge(judge.lm, [by_value[value]], judge.framings, batch_size=judge.batch_size)
+        wanted = {condition_of[name] for name, plan in plans.items() if value in plan.goals} | {"none"}
+        chosen = [k for k in keys if k[0] in wanted]
+        scored = dict(zip(chosen, single.score([texts[row[k]] for k in chosen])[:, 0].tolist(), strict=True))
+        for name, plan in plans.items():
+            if value not in plan.goals:
+                continue
+            cid = condition_of[name]
+            diffs = np.asarray([scored[(cid, p.id, q.id)] - scored[("none", p.id, q.id)]
+                                for p in personas for q in prompts])
+            out.setdefault(name, {})[value] = t_interval(diffs)
+    return out
+
+
 def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[str, Any],
-             min_agreement: float) -> dict[str, Any]:
+             min_agreement: float, second: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     moved = [v for v, e in measured.items() if e["ci_low"] > 0 or e["ci_high"] < 0]
     agree = [v for v in moved if np.sign(plan.forecast_for(v).change) == np.sign(measured[v]["mean"])]
     targets = {}
@@ -152,8 +205,13 @@ def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[st
         e = measured[value]
         targets[value] = bool(e["ci_low"] > 0) if goal > 0 else bool(e["ci_high"] < 0)
     agreement = len(agree) / len(moved) if moved else None
+    confirmed = None
+    if second is not None:
+        confirmed = {v: bool(second[v]["ci_low"] > 0) if goal > 0 else bool(second[v]["ci_high"] < 0)
+                     for v, goal in plan.goals.items()}
     passed = (all(targets.values()) and not quality["is_degraded"]
-              and (agreement is None or agreement >= min_agreement))
+              and (agreement is None or agreement >= min_agreement)
+              and (confirmed is None or all(confirmed.values())))
     additivity = None
     if len(plan.levers) >= 2:  # the forecast is the sum of single-lever effects (dev prompts): how far off?
         misses = {v: measured[v]["mean"] - plan.forecast_for(v).change for v in measured}
@@ -162,25 +220,39 @@ def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[st
     return {"levers": [lever.id for lever in plan.levers], "units": plan.units, "additivity": additivity,
             "forecast": {f.value: {"change": f.change, "low": f.low, "high": f.high} for f in plan.forecast},
             "measured": measured, "target_moved_as_intended": targets, "quality": quality,
+            "second_judge": second, "second_judge_confirms": confirmed,
             "moved_beyond_noise": moved, "sign_agreement": agreement, "passed": passed}
 
 
 def render_validation(doc: dict[str, Any]) -> str:
     lines = [f"Held-out validation on {doc['model']}: {len(doc['prompts'])} test prompts x {len(doc['personas'])} "
              f"fresh personas, {doc['units']} units (change = guarded minus unguarded, 95% CI)", "",
-             "| profile | levers | target change (95% CI) | forecast | moved as intended | degraded (unguarded) "
-             "| sign agreement (values moved) | passed |", "|---|---|---|---|---|---|---|---|"]
+             "| profile | levers | target change (95% CI) | forecast | moved as intended | second judge (95% CI) "
+             "| degraded (unguarded) | sign agreement (values moved) | passed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in doc["profiles"].items():
         for value in r["target_moved_as_intended"]:
             e = r["measured"][value]
             f = r["forecast"][value]
             q = r["quality"]
             agreement = "n/a" if r["sign_agreement"] is None else f"{r['sign_agreement']:.0%}"
+            second = (r.get("second_judge") or {}).get(value)
+            confirms = (r.get("second_judge_confirms") or {}).get(value)
+            judged = ("not run" if second is None else f"{second['mean']:+.4f} ({second['ci_low']:+.4f}, "
+                      f"{second['ci_high']:+.4f}) {'yes' if confirms else 'no'}")
             lines.append(f"| {name} | {', '.join(r['levers'])} | {e['mean']:+.3f} ({e['ci_low']:+.3f}, "
                          f"{e['ci_high']:+.3f}) | {f['change']:+.3f} | "
-                         f"{'yes' if r['target_moved_as_intended'][value] else 'no'} | {q['degraded']}/{q['n']} "
-                         f"({q['baseline_degraded']}/{q['baseline_n']}) | {agreement} "
+                         f"{'yes' if r['target_moved_as_intended'][value] else 'no'} | {judged} | "
+                         f"{q['degraded']}/{q['n']} ({q['baseline_degraded']}/{q['baseline_n']}) | {agreement} "
                          f"({len(r['moved_beyond_noise'])}) | {'yes' if r['passed'] else 'no'} |")
+    untagged = {n: r["untagged"] for n, r in doc["profiles"].items() if r.get("untagged")}
+    if untagged:
+        lines += ["", "Everyday traffic for each lever: the target's change on the test prompts *not* tagged with it:",
+                  ""]
+        for name, by_value in untagged.items():
+            lines.append(f"- {name}: " + ", ".join(
+                f"{v} {e['mean']:+.3f} ({e['ci_low']:+.3f}, {e['ci_high']:+.3f}; {e['n']} pairs)"
+                for v, e in by_value.items()))
     pairs = {n: r["additivity"] for n, r in doc["profiles"].items() if r.get("additivity")}
     if pairs:
         lines += ["", "Additivity (plans combining levers; forecast = sum of the single levers' effects on dev "

@@ -1,0 +1,82 @@
+"""What vector and guided levers cost in the shared decode loop: 16 rows, plain vs vector vs guided.
+
+    .venv/bin/python benchmarks/bench_lever_cost.py [--rows 16] [--max-tokens 48] [--rounds 3]
+
+One ``ContinuousBatcher`` on the default model with the shipped bundle's steering vectors. Each round
+runs the same 16 conversations (the assistant prompt, everyday questions; greedy, every row forced to
+``--max-tokens`` tokens by an end-of-sequence-free budget) three ways, in turn, so drift affects all
+alike:
+
+- plain: no levers;
+- vector: every row steered by a steering vector (two values in turn, hooks on their layers);
+- guided: every row a guided role lever (g = 2 against the opposite wording): 16 rows plus 16 twins.
+
+Prints generated tokens per second (median of rounds) and the cost per generated token relative to
+plain (goals in the lever issue: vector <= 1.05x, guided <= 2.2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from _timing import machine
+
+from causalguard.adapters.hf.hooks import install_steering_hooks
+from causalguard.adapters.hf.vectors import load_vectors
+from causalguard.graphs.bundle.format import shipped_bundle_dir
+from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
+from causalguard.models import load_model
+from causalguard.runtime.batcher import ContinuousBatcher, DecodeSettings
+from causalguard.runtime.generation import GenerationRow, chat_prompt_ids
+from causalguard.runtime.guidance import Guidance
+
+QUESTIONS = ("What matters most in life?", "Should I help a stranger?", "How do I become powerful?",
+             "Describe a perfect weekend.", "I have a free weekend. Any ideas?", "How should I spend my savings?",
+             "My friend lied to me. What now?", "Is it worth learning to cook?")
+SYSTEM = "You are a helpful assistant."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    lm = load_model("smollm2-135m-instruct")
+    vectors = load_vectors(shipped_bundle_dir("smollm2-135m-instruct") / "vectors", hidden_size=lm.hidden_size,
+                           num_layers=lm.num_layers, fingerprint=lm.fingerprint)
+    values = ("benevolence", "power")
+    steer_with = [vectors.intervention(values[i % 2], 0.15) for i in range(args.rows)]
+    questions = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + f" ({i})"} for i in range(args.rows)]
+    plain = [GenerationRow(chat_prompt_ids(lm, [q], SYSTEM, [])) for q in questions]
+    vector = [GenerationRow(row.prompt, (steer_with[i],)) for i, row in enumerate(plain)]
+    up, down = REPLY_STYLE_WORDINGS["benevolence"]
+    guided = [GenerationRow(chat_prompt_ids(lm, [q], SYSTEM, [up]), (), None,
+                            Guidance(2.0, tuple(chat_prompt_ids(lm, [q], SYSTEM, [down])))) for q in questions]
+    arms = {"plain": plain, "vector": vector, "guided": guided}
+    rates: dict[str, list[float]] = {name: [] for name in arms}
+    with install_steering_hooks(lm.model, sorted(vectors.layers())), \
+            ContinuousBatcher(lm, max_rows=2 * args.rows, prefix_cache_tokens=0) as batcher:
+        batcher._eos = set()  # every row runs its whole budget: equal work per arm (a benchmark-only knob)
+        for rows in arms.values():  # warm-up
+            for row in rows[:2]:
+                batcher.submit(row, DecodeSettings(4)).result()
+        for _ in range(args.rounds):
+            for name, rows in arms.items():
+                start = time.perf_counter()
+                jobs = [batcher.submit(r, DecodeSettings(args.max_tokens)) for r in rows]
+                tokens = sum(len(job.result().tokens) for job in jobs)
+                rates[name].append(tokens / (time.perf_counter() - start))
+    print(f"machine: {machine()}")
+    print(f"{args.rows} rows x {args.max_tokens} tokens, {args.rounds} rounds, greedy, one continuous batcher")
+    base = statistics.median(rates["plain"])
+    for name in arms:
+        rate = statistics.median(rates[name])
+        print(f"  {name:>6}: {rate:7.1f} generated tokens/s (rounds: {', '.join(f'{r:.1f}' for r in rates[name])}); "
+              f"cost per token {base / rate:.2f}x plain")
+
+
+if __name__ == "__main__":
+    main()
