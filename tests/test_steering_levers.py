@@ -79,7 +79,7 @@ def test_the_planner_plans_a_guided_lever_only_when_usable() -> None:
                       reply_row(VECTOR.id, {"benevolence": 0.2}, target="benevolence")])
     plan = plan_levers(BENEVOLENCE_UP, usable, LimitsSpec(max_levers=2))
     kinds = sorted(lever.kind for lever in plan.levers)
-    assert "guided" in kinds and plan.guided_lever is not None
+    assert kinds == ["guided"] and plan.guided_lever is not None  # planned alone: never measured as a pair
     assert plan.role_instructions() == ["In your reply, show care."]
     assert plan.negative_instructions() == ["In your reply, be cold."]
     assert plan.forecast_for("benevolence").survey_change is None  # no survey effects to add up
@@ -98,7 +98,7 @@ def test_the_planner_plans_a_guided_lever_only_when_usable() -> None:
         plan_levers(BENEVOLENCE_UP, not_moving, LimitsSpec(max_levers=2))
 
 
-def test_a_plan_holds_at_most_one_guided_lever() -> None:
+def test_guided_and_vector_levers_are_planned_alone() -> None:
     other = LeverSpec.guided("benevolence", 1, "In your reply, be kind.", 3.0, None, "kind")
     bundle = fake_bundle_v2()
     base = with_reply_only_levers(fake_catalog_v2(), [GUIDED, other])
@@ -108,7 +108,7 @@ def test_a_plan_holds_at_most_one_guided_lever() -> None:
                        direction=e.direction) for e in base.levers if e.replies is not None]
     bundle.catalog = attach_replies(base, rows, BASELINE)
     plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=3))
-    assert sum(lever.kind == "guided" for lever in plan.levers) == 1
+    assert len(plan.levers) == 1 and plan.levers[0].kind == "guided"
     assert other.negative_text is None and other.id.endswith(":plain")
 
 

@@ -261,10 +261,12 @@ def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_avail
 
 
 def _compatible(levers: Sequence[LeverEntry]) -> bool:
-    """One lever per kind and target (per feature for SAE levers), and at most one guided lever: a plan has
-    one guidance twin."""
+    """One lever per kind and target (per feature for SAE levers). Guided and vector levers are planned
+    alone: their effects were measured one lever at a time, never as a pair, and a plan has one guidance
+    twin (a combination would first need its own measurement, as single levers have)."""
     keys = [(lever.kind, lever.feature if lever.kind == "sae" else lever.target) for lever in levers]
-    return len(set(keys)) == len(keys) and sum(lever.kind == "guided" for lever in levers) <= 1
+    reply_only = sum(lever.kind in ("guided", "vector") for lever in levers)
+    return len(set(keys)) == len(keys) and (reply_only == 0 or len(levers) == 1)
 
 
 def graph_paths(bundle: Bundle, source: str, target: str, limit: int = 3) -> list[str]:
