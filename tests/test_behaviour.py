@@ -191,6 +191,9 @@ def test_calibration_flags_a_synthetic_loop_and_passes_varied_text() -> None:
     assert calibration.flags(ReplyQuality(0.0, 1.0, 8.5, 0.55, 15, False)) == []
     assert calibration.flags(ReplyQuality(0.0, 1.0, 8.5, 0.55, 1, False)) == ["empty"]
     assert calibration.flags(ReplyQuality(0.0, 1.0, 80.0, -0.5, 15, False)) == ["perplexity", "relevance"]
+    # perplexity: the unsteered 97.5th percentile (< 9) times 1.5; a steered reply at 12 is fluent enough
+    assert 9 * 1.5 >= calibration.max_perplexity > 8 * 1.5
+    assert calibration.flags(ReplyQuality(0.0, 1.0, 12.0, 0.55, 15, False)) == []
     with pytest.raises(ValueError, match="at least 10"):
         QualityCalibration.fit(base[:3])
     worse = compare_degradation([True] * 8 + [False] * 2, [False] * 19 + [True])

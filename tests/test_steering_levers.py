@@ -145,3 +145,15 @@ def test_recitation_and_the_same_speech_are_degraded() -> None:
     assert "recites_instruction" in calibration.flags(ReplyQuality(0.0, 1.0, 3.0, 0.5, 20, False, recited=5))
     assert "same_speech" in calibration.flags(ReplyQuality(0.0, 1.0, 3.0, 0.5, 20, False, sameness=0.9))
     assert not calibration.flags(base[1])
+
+
+def test_explain_says_what_guided_and_vector_levers_do() -> None:
+    from causalguard.planning.explain import lever_text
+
+    usable = _bundle([reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence"),
+                      reply_row(VECTOR.id, {"benevolence": 0.2}, target="benevolence")])
+    catalog = usable.catalog
+    assert lever_text(catalog.lever(GUIDED.id)) == ('role prompt "In your reply, show care." amplified by guidance '
+                                                    'g=2, against "In your reply, be cold."')
+    assert lever_text(catalog.lever(VECTOR.id)) == ("steering vector for benevolence added on generated tokens at "
+                                                    "layer 1, strength +0.5 (x median residual norm)")

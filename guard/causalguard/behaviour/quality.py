@@ -20,8 +20,13 @@ Per reply (``reply_quality``):
   messages under the same persona: a lever that gives every user the same speech scores high.
 
 ``QualityCalibration.fit`` takes unsteered replies and keeps the edges of their own 95% range
-(2.5th/97.5th percentiles, on the side where quality is worse). A reply is *degraded* when it is empty,
-a refusal where the unsteered model did not refuse, or outside the range on any metric.
+(2.5th/97.5th percentiles, on the side where quality is worse). Perplexity is the exception: greedy
+unsteered replies are the model's most likely text (SmolLM2: median 2.2), so *any* lever that changes
+what is said raises it, fluent or not (fluent steered replies read here sat at 2.7-3.2); its ceiling is
+the unsteered 97.5th percentile times ``PERPLEXITY_MARGIN`` (1.5, the catalog's default fluency cap),
+which still flags text the model finds implausible, while loops are caught by repetition. A reply is
+*degraded* when it is empty, a refusal where the unsteered model did not refuse, or outside the range
+on any metric.
 ``compare_degradation`` tells whether a set of steered replies is degraded more often than the
 unsteered ones (one-sided Fisher exact test).
 """
@@ -42,6 +47,7 @@ from causalguard.models.prompting import chat_text, encode_continuation, encode_
 from causalguard.scoring.shared_prefix import continuation_logprobs
 
 MIN_WORDS = 3
+PERPLEXITY_MARGIN = 1.5
 CONTENT_FREE_MESSAGE = "Say something."
 _WORD = re.compile(r"[\w']+")
 _REFUSAL = re.compile(r"\b(I can(?:no|')t (?:help|assist|answer)|I'm sorry, but I|as an AI( language model)?\b)",
@@ -190,7 +196,7 @@ class QualityCalibration:
             n=len(qualities),
             max_repetition=float(np.quantile([q.repetition for q in qualities], 0.975)),
             min_distinct2=float(np.quantile([q.distinct2 for q in qualities], 0.025)),
-            max_perplexity=float(np.quantile(finite_ppl, 0.975)) if finite_ppl else math.inf,
+            max_perplexity=float(np.quantile(finite_ppl, 0.975)) * PERPLEXITY_MARGIN if finite_ppl else math.inf,
             min_relevance=float(np.quantile([q.relevance for q in qualities], 0.025)),
             refusal_rate=float(np.mean([q.refusal for q in qualities])),
             degraded_rate=0.0,

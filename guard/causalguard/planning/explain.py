@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from causalguard.graphs.levers.catalog import Catalog
+from causalguard.graphs.levers.catalog import Catalog, LeverEntry
 from causalguard.planning.planner import Plan
 
 UNIT_TEXT = {
@@ -14,14 +14,25 @@ UNIT_TEXT = {
 }
 
 
+def lever_text(lever: LeverEntry) -> str:
+    """What a lever does, in words."""
+    if lever.kind == "role":
+        return f'role prompt "{lever.text}"'
+    if lever.kind == "guided":
+        against = f'against "{lever.negative_text}"' if lever.negative_text else "against no role"
+        return f'role prompt "{lever.text}" amplified by guidance g={lever.guidance_scale:g}, {against}'
+    if lever.kind == "vector":
+        return (f"steering vector for {lever.target} added on generated tokens at layer {lever.layer}, strength "
+                f"{lever.strength:+g} (x median residual norm)")
+    return f"SAE feature {lever.feature} added at strength {lever.strength:+g} (x residual norm)"
+
+
 def explain_plan(plan: Plan, catalog: Catalog) -> str:
     lines = [f"Profile '{plan.profile}' ({UNIT_TEXT[plan.units]})"]
     if not plan.levers:
         lines.append("  no levers: the model answers unguarded")
     for lever in plan.levers:
-        what = (f'role prompt "{lever.text}"' if lever.kind == "role"
-                else f"SAE feature {lever.feature} added at strength {lever.strength:+g} (x residual norm)")
-        lines.append(f"  lever {lever.id}: {what}")
+        lines.append(f"  lever {lever.id}: {lever_text(lever)}")
     survey = plan.units == "replies"
     lines.append("  targets:")
     for value, goal in plan.goals.items():
