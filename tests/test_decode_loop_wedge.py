@@ -56,14 +56,14 @@ def test_a_row_that_cannot_be_sampled_fails_alone(tiny_lm: LoadedModel, monkeypa
     import causalguard.runtime.batcher as batcher_module
     from causalguard.runtime.generation import SamplingError
 
-    real = batcher_module.sample_token
+    real = batcher_module.pick_token
 
-    def poisoned(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    def poisoned(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
         if temperature == 0.5:
             raise SamplingError("the model's next-token logits are not finite")
         return real(scores, temperature, top_p, generator)
 
-    monkeypatch.setattr(batcher_module, "sample_token", poisoned)
+    monkeypatch.setattr(batcher_module, "pick_token", poisoned)
     with ContinuousBatcher(tiny_lm, max_rows=4) as batcher:
         bad = batcher.submit(_row(tiny_lm), DecodeSettings(20, temperature=0.5))
         good = batcher.submit(_row(tiny_lm, "Any weekend ideas?"), DecodeSettings(10, temperature=0.9),

@@ -120,14 +120,16 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     shipped = Path(__file__).parents[1] / "graphs/causalguard/graphs/smollm2-135m-instruct"
     folder = tmp_path / "bundle"
     folder.mkdir()
-    for name in ("bundle.json", "effects.safetensors", "catalog.json", "validation.json",
-                 "validation-test101-120.json"):
+    looks = ("validation.json", "validation-test101-120.json", "validation-fresh-test1-40.json")
+    for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks):
         shutil.copy(shipped / name, folder / name)
     result = CliRunner().invoke(app, ["behaviour", "held-out", "--bundle", str(folder),
-                                      str(folder / "validation.json"), str(folder / "validation-test101-120.json")])
+                                      *(str(folder / name) for name in looks)])
     assert result.exit_code == 0, result.output
     assert "role:stimulation:-:reply: did not hold" in result.output
     assert "role:stimulation:+:reply: held" in result.output
+    assert "vector:universalism:-:L10:0.15: held" in result.output
+    assert "vector:power:-:L12:0.3: did not hold" in result.output and "the second judge did not see it" in result.output
     catalog = load_catalog(folder)
     assert catalog is not None
     assert catalog.lever("role:stimulation:-:reply").replies.verdict == "failed_held_out"  # type: ignore[union-attr]
@@ -144,3 +146,12 @@ def test_the_record_counts_forecast_signs_of_the_values_that_moved(tmp_path: Pat
     row = record["levers"]["role:power:+"]
     assert row["side_effect_signs"] == {"moved": 2, "agreed": 1}
     assert "forecast sign right for 1 of 2 values that moved" in row["why"]
+
+
+def test_a_look_whose_second_judge_did_not_see_the_target_move_fails_the_lever(tmp_path: Path) -> None:
+    seen = {**_profile("role:power:+", "power", 0.15, 0.05), "second_judge_confirms": {"power": True}}
+    unseen = {**_profile("role:power:-", "power", -0.15, 0.05), "second_judge_confirms": {"power": False}}
+    record = held_out_record(fake_catalog_v2(), [_look(tmp_path, "v.json", up=seen, down=unseen)])
+    assert record["levers"]["role:power:+"]["passed"]
+    down = record["levers"]["role:power:-"]
+    assert not down["passed"] and "the second judge did not see it in v.json" in down["why"]

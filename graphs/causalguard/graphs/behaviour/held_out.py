@@ -5,9 +5,10 @@ test prompts and fresh personas. Each validation file is one *look*. For every l
 planned alone (one lever, one target), the looks' target effects are pooled (inverse-variance weighted,
 each look's standard error read back from its 95% t-interval) into one interval whose coverage is
 Pocock-adjusted for the number of looks (2 looks: 97.06%), so that looking again at new test data does
-not inflate the error rate. The lever *holds* when that interval excludes 0 the intended way and no look
-degraded its replies. The record also counts, over the looks, the values that moved beyond noise and
-for how many of them the plan's forecast had the right sign.
+not inflate the error rate. The lever *holds* when that interval excludes 0 the intended way, no look
+degraded its replies, and every look that ran a second judge (another model, which selected nothing)
+saw the target move the intended way beyond noise too. The record also counts, over the looks, the
+values that moved beyond noise and for how many of them the plan's forecast had the right sign.
 
 Held-out results only ever take a lever away: a lever that did not hold becomes ``failed_held_out`` and
 is never planned; one that held keeps its verdict. They never make a lever usable, so test data cannot
@@ -85,8 +86,10 @@ def single_lever_results(path: Path) -> dict[str, dict[str, Any]]:
         quality = result.get("quality")
         if not isinstance(quality, dict) or not isinstance(quality.get("is_degraded"), bool):
             raise ConfigError.single(where, "expected quality.is_degraded (true or false)", field=f"{field}.quality")
+        confirms = result.get("second_judge_confirms")  # None: the look ran no second judge
+        second = None if not isinstance(confirms, dict) else bool(confirms.get(target))
         out[lever_id] = {"target": target, "interval": interval, "degraded": quality["is_degraded"],
-                         "profile": name, **_sign_agreement(result)}
+                         "profile": name, "second_judge": second, **_sign_agreement(result)}
     return out
 
 
@@ -121,15 +124,17 @@ def held_out_record(catalog: Catalog, looks: Sequence[Path]) -> dict[str, Any]:
         half = z / math.sqrt(sum(weights))
         low, high = mean - half, mean + half
         degraded = [name for name, row in rows if row["degraded"]]
+        unconfirmed = [name for name, row in rows if row.get("second_judge") is False]
         moved = low > 0 if lever.direction > 0 else high < 0
-        passed = moved and not degraded
+        passed = moved and not degraded and not unconfirmed
         target = rows[0][1]["target"]
         figures = (f"{target} {mean:+.3f} ({level:.2%} CI {low:+.3f} .. {high:+.3f}, "
                    f"{sum(row['interval']['n'] for _, row in rows)} pairs, {len(rows)} of {len(looks)} looks)")
         moved, agreed = sum(row["moved"] for _, row in rows), sum(row["agreed"] for _, row in rows)
         signs = f"; forecast sign right for {agreed} of {moved} values that moved" if moved else ""
         why = (f"held: {figures}{signs}" if passed else
-               f"did not hold: {figures}" + (f"; replies degraded in {', '.join(degraded)}" if degraded else ""))
+               f"did not hold: {figures}" + (f"; replies degraded in {', '.join(degraded)}" if degraded else "")
+               + (f"; the second judge did not see it in {', '.join(unconfirmed)}" if unconfirmed else ""))
         levers[lever_id] = {
             "target": target, "direction": lever.direction,
             "looks": [{"file": name, "profile": row["profile"], **row["interval"], "degraded": row["degraded"],
