@@ -129,7 +129,8 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     assert "role:stimulation:-:reply: did not hold" in result.output
     assert "role:stimulation:+:reply: held" in result.output
     assert "vector:universalism:-:L10:0.15: held" in result.output
-    assert "vector:power:-:L12:0.3: did not hold" in result.output and "the second judge did not see it" in result.output
+    assert "vector:power:-:L12:0.3: did not hold" in result.output
+    assert "the second judge did not see it" in result.output
     catalog = load_catalog(folder)
     assert catalog is not None
     assert catalog.lever("role:stimulation:-:reply").replies.verdict == "failed_held_out"  # type: ignore[union-attr]
