@@ -157,3 +157,11 @@ def test_explain_says_what_guided_and_vector_levers_do() -> None:
                                                     'g=2, against "In your reply, be cold."')
     assert lever_text(catalog.lever(VECTOR.id)) == ("steering vector for benevolence added on generated tokens at "
                                                     "layer 1, strength +0.5 (x median residual norm)")
+
+
+def test_a_runtime_runs_the_local_kinds_whose_artifacts_it_loaded() -> None:
+    from causalguard.planning.planner import runnable_kinds
+
+    assert runnable_kinds(local_model=False, sae_loaded=True, vectors_loaded=True) == set()
+    assert runnable_kinds(local_model=True, sae_loaded=False, vectors_loaded=True) == {"guided", "vector"}
+    assert runnable_kinds(local_model=True, sae_loaded=True, vectors_loaded=False) == {"guided", "sae"}

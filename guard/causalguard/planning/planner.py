@@ -228,6 +228,14 @@ def _lever_verdict(lever: LeverEntry, value: str, excluded: dict[str, str], allo
 LOCAL_ONLY_KINDS = ("sae", "guided", "vector")
 
 
+def runnable_kinds(*, local_model: bool, sae_loaded: bool, vectors_loaded: bool) -> set[str]:
+    """The ``LOCAL_ONLY_KINDS`` a runtime can apply: none on a remote model; SAE and vector levers only
+    with their artifacts loaded; guided levers on any local model."""
+    if not local_model:
+        return set()
+    return {"guided"} | ({"sae"} if sae_loaded else set()) | ({"vector"} if vectors_loaded else set())
+
+
 def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool,
                     behaviour: BehaviourSummary | None = None, units: PlanUnits = "replies",
                     local_kinds: Collection[str] | None = None) -> list[LeverEntry]:

@@ -19,7 +19,7 @@ from causalguard.config.schema import GuardConfig
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.levers.catalog import Catalog
-from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
+from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
     check_value_names(config, catalog.dimensions, sourced.path or Path("<config>"), sourced.node)
     plans = {}
     # lever kinds that act on activations or logits: only on a local model, and only with their artifacts
-    local_kinds = {kind for kind, ready in (("sae", sae is not None), ("vector", vectors is not None),
-                                            ("guided", True)) if ready and local_model}
+    local_kinds = runnable_kinds(local_model=local_model, sae_loaded=sae is not None,
+                                 vectors_loaded=vectors is not None)
     for name in profiles if profiles is not None else config.profile_names:
         profile = config.profile(name)
         if not local_model and profile.method == "sae":

@@ -43,7 +43,7 @@ from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import finite_json, reply_personas, served_system_prompt, t_interval
 from causalguard.graphs.bundle.format import Bundle
 from causalguard.models.loaded import LoadedModel
-from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers
+from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions
 
 VALIDATION_FILE = "validation.json"
@@ -72,7 +72,7 @@ def every_value_profiles(dimensions: Sequence[str]) -> dict[str, ProfileSpec]:
 def _plans(config: GuardConfig, profiles: dict[str, ProfileSpec], bundle: Bundle,
            sae_available: bool, vectors_available: bool = False) -> tuple[dict[str, Plan], dict[str, str]]:
     plans, refused = {}, {}
-    local_kinds = {"guided"} | ({"sae"} if sae_available else set()) | ({"vector"} if vectors_available else set())
+    local_kinds = runnable_kinds(local_model=True, sae_loaded=sae_available, vectors_loaded=vectors_available)
     for name, profile in profiles.items():
         if not profile.targets:
             continue
