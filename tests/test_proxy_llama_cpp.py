@@ -5,6 +5,7 @@ GGUF on loopback, with the guard's server in front, driven by the ``openai`` cli
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -67,10 +68,64 @@ def guard(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     config = folder / "guard.yaml"
     config.write_text(f"model: {MODEL}\nsystem_prompt: You are a helpful assistant.\n"
                       "targets:\n  stimulation: {direction: increase}\nprofiles:\n  plain: {}\n"
-                      "audit: {enabled: false}\n"
+                      "audit: {enabled: false}\nmonitor: {sample_rate: 1.0}\n"
                       f"upstream:\n  base_url: {upstream}\n  model: smollm2-upstream\n  timeout_seconds: 120\n")
     with serve_in_process(config, folder / "server.log") as process:
         yield process
+
+
+def _judged(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics/", timeout=10).text
+    return {s.labels["profile"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "causalguard_monitor_replies_total" and s.labels.get("outcome") == "judged"}
+
+
+def test_the_live_monitor_judges_what_llama_cpp_served(guard: ServerProcess) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{guard.url}/v1", api_key="unused")
+    before = _judged(guard.url)
+    questions = ["Should I learn to surf this summer?", "How do I tell my boss I need a day off?",
+                 "What should I cook for friends tonight?"]
+    for question in questions:
+        ask = [{"role": "user", "content": question}]
+        client.chat.completions.create(model=f"{MODEL}:plain", messages=ask, max_tokens=16, temperature=0)  # type: ignore[arg-type]
+        list(client.chat.completions.create(model=MODEL, messages=ask, max_tokens=16, temperature=0,  # type: ignore[arg-type]
+                                            stream=True))
+    deadline, after = time.monotonic() + 60, before
+    while time.monotonic() < deadline:
+        after = _judged(guard.url)
+        if all(after.get(p, 0) - before.get(p, 0) == len(questions) for p in ("plain", "default")):
+            break
+        time.sleep(0.5)
+    assert {p: after.get(p, 0) - before.get(p, 0) for p in ("plain", "default")} == {"plain": 3, "default": 3}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{guard.url}/metrics/", timeout=10).text
+    means = {(s.labels["profile"], s.labels["value"]): s.value for family in text_string_to_metric_families(text)
+             for s in family.samples if s.name == "causalguard_monitor_value_score_mean"}
+    assert {p for p, _ in means} >= {"plain", "default"} and all(abs(v) < 5 for v in means.values())
+    assert not any(q in text for q in questions)
+
+
+def test_proxy_replies_carry_their_scores_when_the_operator_exposes_them(upstream: str, tmp_path: Path) -> None:
+    config = tmp_path / "guard.yaml"
+    config.write_text(f"model: {MODEL}\ntargets:\n  stimulation: {{direction: increase}}\naudit: {{enabled: false}}\n"
+                      "monitor: {expose_scores: true}\n"
+                      f"upstream:\n  base_url: {upstream}\n  model: smollm2-upstream\n  timeout_seconds: 120\n")
+    with serve_in_process(config, tmp_path / "server.log") as process:
+        body = {"model": MODEL, "messages": ASK, "max_tokens": 16, "temperature": 0}
+        reply = httpx.post(f"{process.url}/v1/chat/completions", json=body, timeout=120).json()
+        scores = reply["causalguard"]["scores"]
+        assert "stimulation" in scores and all(isinstance(x, float) for x in scores.values())
+        with httpx.stream("POST", f"{process.url}/v1/chat/completions", json={**body, "stream": True},
+                          timeout=120) as streamed:
+            events = [line[6:] for line in streamed.iter_lines() if line.startswith("data: ")]
+        last = [json.loads(e) for e in events if e != "[DONE]" and "causalguard" in json.loads(e)]
+        assert len(last) == 1 and set(last[0]["causalguard"]["scores"]) == set(scores)
 
 
 def test_the_openai_client_through_the_guard_to_llama_cpp(guard: ServerProcess, upstream: str) -> None:

@@ -182,7 +182,8 @@ def test_dashboard_and_alerts_only_use_exported_metrics() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "causalguard.json").read_text())
     titles = {p["title"] for p in dashboard["panels"]}
     assert {"Targets: planned vs audited change", "Side effects: predicted vs measured", "Latency",
-            "Throughput", "Lever usage", "Side-effect drift and tolerances"} <= titles
+            "Throughput", "Lever usage", "Side-effect drift and tolerances", "Live replies: value scores",
+            "Live replies: change vs reference and drift"} <= titles
 
 
 def test_promtool_accepts_the_deploy_kit() -> None:
@@ -191,7 +192,7 @@ def test_promtool_accepts_the_deploy_kit() -> None:
                             text=True)
     assert config.returncode == 0, config.stdout + config.stderr
     rules = subprocess.run([promtool, "check", "rules", str(DEPLOY / "alerts.yml")], capture_output=True, text=True)
-    assert rules.returncode == 0 and "SUCCESS: 10 rules found" in rules.stdout, rules.stdout + rules.stderr
+    assert rules.returncode == 0 and "SUCCESS: 12 rules found" in rules.stdout, rules.stdout + rules.stderr
 
 
 def test_dockerfile_lints_clean() -> None:

@@ -1,7 +1,8 @@
 """Every Prometheus metric causalguard exports, declared in one place on an injectable registry.
 
 Labels are bounded: ``profile`` (names in the operator config), ``value`` (the inventory's values),
-``method``/``kind`` (role, sae, none), ``outcome`` (a fixed set). Never per-request ids.
+``method``/``kind`` (role, sae, guided, vector, none), ``outcome`` (a fixed set). Never per-request ids,
+prompts or replies.
 Expose with ``start_metrics_server`` (standalone port) or ``metrics_asgi_app`` (mount in an app).
 """
 
@@ -15,6 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 AUDIT_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+SCORE_BUCKETS = (-1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5)  # reply judge scale
+JUDGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+MonitorOutcome = Literal["judged", "not_sampled", "skipped_queue_full", "failed", "cancelled", "stale"]
+MONITOR_OUTCOMES: tuple[str, ...] = get_args(MonitorOutcome)
 RequestOutcome = Literal["ok", "error", "cancelled", "rejected", "timeout"]
 REQUEST_OUTCOMES: tuple[str, ...] = get_args(RequestOutcome)
 
@@ -81,6 +86,44 @@ class GuardMetrics:
         self.decode_loop_stalled_seconds = Gauge("causalguard_decode_loop_stalled_seconds", "How long the decode "
                                                  "loop has had work without finishing a step (0 when idle).",
                                                  registry=r)
+        # the live monitor: served replies judged (reply judge scale: +1 a typical reply holding the value)
+        self.monitor_replies = Counter("causalguard_monitor_replies_total", "Served replies by what the live "
+                                       "monitor did with them: judged, not_sampled, skipped_queue_full, failed, "
+                                       "cancelled (streams stopped early), stale (the plan changed before judging).",
+                                       ["profile", "outcome"], registry=r)
+        self.monitor_score = Histogram("causalguard_monitor_reply_value_score", "Live monitor: value score of each "
+                                       "judged reply (reply judge scale, +1 = a typical reply holding the value).",
+                                       ["profile", "value"], buckets=SCORE_BUCKETS, registry=r)
+        self.monitor_mean = Gauge("causalguard_monitor_value_score_mean", "Live monitor: mean value score over the "
+                                  "profile's sliding window (reply judge scale).", ["profile", "value"], registry=r)
+        self.monitor_mean_low = Gauge("causalguard_monitor_value_score_ci_low", "Live monitor: lower end of the 95% "
+                                      "interval of the window mean (reply judge scale).", ["profile", "value"],
+                                      registry=r)
+        self.monitor_mean_high = Gauge("causalguard_monitor_value_score_ci_high", "Live monitor: upper end of the "
+                                       "95% interval of the window mean (reply judge scale).", ["profile", "value"],
+                                       registry=r)
+        self.monitor_change = Gauge("causalguard_monitor_value_change", "Live monitor: window mean minus the "
+                                    "reference profile's window mean (reply judge scale; needs monitor."
+                                    "reference_profile traffic).", ["profile", "value"], registry=r)
+        self.monitor_change_low = Gauge("causalguard_monitor_value_change_ci_low", "Live monitor: lower end of the "
+                                        "95% (Welch) interval of the change vs the reference.", ["profile", "value"],
+                                        registry=r)
+        self.monitor_change_high = Gauge("causalguard_monitor_value_change_ci_high", "Live monitor: upper end of "
+                                         "the 95% (Welch) interval of the change vs the reference.",
+                                         ["profile", "value"], registry=r)
+        self.monitor_drift_alarm = Gauge("causalguard_monitor_drift_alarm", "1 when the live change of a target or "
+                                         "protected value vs the reference excludes the plan's forecast interval "
+                                         "(after monitor.min_replies replies on both sides).", ["profile", "value"],
+                                         registry=r)
+        self.monitor_degraded_rate = Gauge("causalguard_monitor_degraded_reply_rate", "Live monitor: share of the "
+                                           "window's replies outside the unsteered quality range.", ["profile"],
+                                           registry=r)
+        self.monitor_window = Gauge("causalguard_monitor_window_replies", "Live monitor: judged replies in the "
+                                    "profile's window (current plan).", ["profile"], registry=r)
+        self.monitor_queue_depth = Gauge("causalguard_monitor_queue_depth", "Live monitor: replies waiting for the "
+                                         "judge.", registry=r)
+        self.monitor_judge_seconds = Histogram("causalguard_monitor_judge_batch_seconds", "Live monitor: time to "
+                                               "judge one batch of replies.", buckets=JUDGE_BUCKETS, registry=r)
         self.bundle = Info("causalguard_bundle", "The loaded bundle: model, fingerprint, schema.", registry=r)
 
     def count_request(self, profile: str, method: str, outcome: RequestOutcome, seconds: float,

@@ -173,6 +173,13 @@ def reply_quality(lm: LoadedModel, messages: Sequence[str], replies: Sequence[st
             for i, r in enumerate(replies)]
 
 
+def text_quality(message: str, reply: str, system: str | None) -> ReplyQuality:
+    """The metrics read from the text alone (no model pass): repetition, distinct bigrams, words, refusal
+    and recitation. ``perplexity`` and ``relevance`` are NaN (not measured), which no threshold flags."""
+    return ReplyQuality(repetition(reply), distinct(reply), math.nan, math.nan, len(words(reply)),
+                        bool(_REFUSAL.search(reply)), recited_trigrams(reply, system, message))
+
+
 @dataclass(frozen=True)
 class QualityCalibration:
     """The unsteered model's own 95% range on each metric, from ``n`` unsteered replies."""

@@ -81,8 +81,9 @@ def _value_name_locations(config: GuardConfig) -> list[tuple[tuple[str | int, ..
 
 def check_value_names(config: GuardConfig, dimensions: Sequence[str], path: Path,
                       node: yaml.Node | None = None) -> None:
-    """Raise ``ConfigError`` listing every value name that is not one of ``dimensions`` (``node``: the
-    file's YAML tree for line numbers; read from ``path`` when not given)."""
+    """Raise ``ConfigError`` listing every value name that is not one of ``dimensions``, a target that is
+    also protected, and a ``monitor.reference_profile`` that names no profile (``node``: the file's YAML
+    tree for line numbers; read from ``path`` when not given)."""
     if node is None and path.is_file():
         node = read_yaml(path)[1]
     problems = []
@@ -100,6 +101,13 @@ def check_value_names(config: GuardConfig, dimensions: Sequence[str], path: Path
             loc = ("protected", name) if profile == "default" else ("profiles", profile, "protected", name)
             problems.append(Problem(str(path), line_of(node, loc), format_loc(loc),
                                     f"'{name}' is both a target and protected", "remove it from one of them"))
+    reference = config.monitor.reference_profile
+    if "reference_profile" in config.monitor.model_fields_set and reference is not None \
+            and reference not in config.profile_names:
+        loc = ("monitor", "reference_profile")
+        problems.append(Problem(str(path), line_of(node, loc), format_loc(loc),
+                                f"'{reference}' is not a profile here (profiles: {', '.join(config.profile_names)})",
+                                f"add a profile without targets ('profiles: {{{reference}: {{}}}}') or set it to null"))
     if problems:
         raise ConfigError(problems)
 

@@ -97,6 +97,35 @@ class AuditSpec(_Strict):
     timeout_seconds: float = Field(default=120.0, gt=0, description="An audit slower than this is abandoned.")
 
 
+class MonitorSpec(_Strict):
+    """The live value monitor: a sampled share of served replies (in-process and proxy mode) judged on every
+    value and for text quality off the request path, with sliding-window means and a drift alarm against
+    the plan's forecast, measured against a lever-free reference profile's live replies."""
+
+    enabled: bool = Field(default=True, description="Judge served replies (needs the bundle's value judge; "
+                          "without one the monitor is off and says so in the log).")
+    sample_rate: float = Field(default=0.25, ge=0, le=1, description="Share of each profile's replies judged "
+                               "(systematic: every 1/rate-th reply).")
+    queue_size: int = Field(default=256, ge=1, le=100_000, description="Replies waiting for the judge; beyond it "
+                            "replies are skipped and counted, never waited for.")
+    batch_size: int = Field(default=16, ge=1, le=256, description="Replies judged in one pass.")
+    window: int = Field(default=200, ge=10, le=100_000, description="Replies per profile in the sliding window "
+                        "of the live means.")
+    min_replies: int = Field(default=30, ge=5, description="Replies in both a profile's and the reference's "
+                             "window before the drift alarm may fire.")
+    reference_profile: str | None = Field(default="plain", description="A lever-free profile whose live replies "
+                                          "are the unguarded reference of the drift alarm (the default 'plain' "
+                                          "is used only where the config has it); none: no live reference.")
+    quality: Literal["text", "full"] = Field(default="text", description="text: empty, refusal, repetition, "
+                                             "distinct bigrams, recited instruction (no model pass); full: also "
+                                             "perplexity and relevance (three model passes per reply).")
+    expose_scores: bool = Field(default=False, description="Judge every reply on the request path and return "
+                                "its value scores in the response's 'causalguard' field (adds the judge's time "
+                                "to each request).")
+    log_interval_seconds: float = Field(default=60.0, gt=0, description="Judge failures are logged at most once "
+                                        "per this interval (all are counted).")
+
+
 class MetricsSpec(_Strict):
     """Prometheus metrics (always also mounted at the server's /metrics)."""
 
@@ -168,6 +197,7 @@ class GuardConfig(_Strict):
         default=True, description="Where SAE levers cannot run (remote models), plan with role levers instead.")
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="See `limits`.")
     audit: AuditSpec = Field(default_factory=AuditSpec, description="See `audit`.")
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec, description="See `monitor`.")
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="See `metrics`.")
     server: ServerSpec = Field(default_factory=ServerSpec, description="See `server`.")
     upstream: UpstreamSpec | None = Field(default=None, description="See `upstream` (proxy mode); none: the "

@@ -88,6 +88,12 @@ class Plan:
     graph_label: str = ""  # the graph's held-out evaluation, for reading its forecast
 
     @property
+    def key(self) -> tuple[str, ...]:
+        """What the plan applies: profile, lever ids and units. Audits and the live monitor start afresh
+        when a reload changes it."""
+        return (self.profile, *(lever.id for lever in self.levers), self.units)
+
+    @property
     def uses_sae(self) -> bool:
         return any(lever.kind == "sae" for lever in self.levers)
 

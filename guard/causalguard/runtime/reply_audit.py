@@ -153,7 +153,7 @@ class ReplyAuditor(PeriodicWorker):
 
     def audit(self, state: GuardState, profile: str, *, seed: int = 0) -> AuditAccumulator:
         plan = state.plan(profile)
-        key = (profile, *(lever.id for lever in plan.levers), plan.units)
+        key = plan.key
         acc = self.accumulators.get(profile)
         if acc is None or acc.plan_key != key:
             acc = AuditAccumulator(key, min_pairs=state.config.audit.min_pairs)

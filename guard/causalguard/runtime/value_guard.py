@@ -15,6 +15,7 @@ requests keep the snapshot they started with.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -29,6 +30,8 @@ from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.adapters.hf.vectors import VectorSet, load_vectors
+from causalguard.behaviour.judge import ValueJudge
+from causalguard.behaviour.quality import QualityCalibration
 from causalguard.config.holder import ConfigHolder
 from causalguard.config.loading import SourcedConfig, read_guard_config, upstream_api_key
 from causalguard.config.schema import GuardConfig
@@ -41,8 +44,9 @@ from causalguard.planning.planner import Plan
 from causalguard.runtime.audit import CanaryAuditor
 from causalguard.runtime.batcher import BatchJob, ContinuousBatcher, DecodeSettings
 from causalguard.runtime.generation import Generated, chat_prompt_ids, cut_at_stop, generate_rows
+from causalguard.runtime.monitor import JudgedReply, LiveMonitor, ServedReply
 from causalguard.runtime.plan_conditions import ProfileCondition, plan_row
-from causalguard.runtime.prompts import Message
+from causalguard.runtime.prompts import Message, compose_messages
 from causalguard.runtime.reply_audit import ReplyAuditor
 from causalguard.runtime.state import GuardState, build_guard_state, bundle_catalog
 
@@ -57,6 +61,7 @@ class GuardedResponse:
     profile: str
     levers: tuple[str, ...]
     finish_reason: str  # "stop" or "length" (or "cancelled" for streams stopped early)
+    scores: dict[str, float] | None = None  # the reply's value scores, with monitor.expose_scores only
 
 
 @functools.cache
@@ -167,13 +172,17 @@ class ValueGuard:
                                   "catalog_levers": str(len(self.catalog.levers))})
         self._publish(self.state)
         self.busy: Callable[[], bool] = lambda: False  # the server sets this: audits skip rounds while it is busy
+        self._judge: ValueJudge | None = None  # loaded once, shared by the reply audits and the live monitor
         try:
             self.auditor: CanaryAuditor | ReplyAuditor = self._make_auditor(first)
+            self.monitor: LiveMonitor | None = self._make_monitor(first)
         except Exception:
             self._stack.close()
             raise
         if start_audits and first.audit.enabled:
             self.auditor.start()
+        if self.monitor is not None:
+            self.monitor.start()
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -204,26 +213,71 @@ class ValueGuard:
             folder = resolve_bundle_dir(config.bundle, config.model, base)
             return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
 
+    def _reply_judge(self) -> tuple[ValueJudge, QualityCalibration] | None:
+        """The bundle's value judge and reply-quality calibration, or None when it lacks either."""
+        from causalguard.artifacts import JUDGE_FILE
+        from causalguard.behaviour.judge import load_probe_judge
+
+        folder = self.bundle.path
+        calibration = self.bundle.behaviour.calibration if self.bundle.behaviour is not None else None
+        if folder is None or calibration is None or not (folder / JUDGE_FILE).exists():
+            return None
+        if self._judge is None:
+            self._judge = load_probe_judge(folder, self.lm)
+        return self._judge, calibration
+
+    def _make_monitor(self, config: GuardConfig) -> LiveMonitor | None:
+        """The live monitor where the bundle has a value judge (``monitor.enabled`` is read per reply, so a
+        reload can turn it on or off); None, said once in the log, without a judge."""
+        judged = self._reply_judge()
+        if judged is None:
+            if config.monitor.enabled:
+                log.warning("live monitor off: the bundle has no value judge and reply calibration (judge.json, "
+                            "behaviour.json); run 'causalguard behaviour report --bundle FOLDER'")
+            return None
+        return LiveMonitor(lambda: self.state, judged[0], judged[1], self.metrics, lm=self.lm)
+
+    def observe_reply(self, profile: str, messages: Sequence[Message], text: str, *,
+                      state: GuardState | None = None) -> dict[str, float] | None:
+        """Hand a finished reply (generated here or, in proxy mode, upstream) to the live monitor. Returns its
+        value scores when ``monitor.expose_scores`` is on (judged on this thread), else None. Never raises."""
+        try:
+            state = state or self.state
+            if self.monitor is None or not state.config.monitor.enabled:
+                return None
+            plan = state.plan(profile)
+            served = compose_messages(messages, state.config.system_prompt, plan.role_instructions())
+            system = next((m["content"] for m in served if m["role"] == "system"), None)
+            user = next((m["content"] for m in reversed(served) if m["role"] == "user"), "")
+            reply = ServedReply(profile, plan.key, user, text, system)
+            if state.config.monitor.expose_scores:
+                judged: JudgedReply | None = self.monitor.judge_now(reply)
+                return None if judged is None else judged.scores
+            self.monitor.observe(reply)
+        except Exception:  # the monitor never breaks serving
+            log.exception("live monitor: could not take a reply")
+        return None
+
+    def observe_cancelled(self, profile: str) -> None:
+        """A stream stopped before its reply was complete: counted by the monitor, not judged."""
+        if self.monitor is not None and self.state.config.monitor.enabled:
+            self.monitor.cancelled(profile)
+
     def _make_auditor(self, config: GuardConfig) -> CanaryAuditor | ReplyAuditor:
         """Reply audits where the bundle has a value judge and reply calibration (or ``audit.kind: replies``
         demands them), else survey audits. The kind is fixed at start-up; a reload does not switch it."""
-        from causalguard.artifacts import JUDGE_FILE
-
         kind = config.audit.kind
-        folder = self.bundle.path
-        calibration = self.bundle.behaviour.calibration if self.bundle.behaviour is not None else None
-        has_judge = folder is not None and (folder / JUDGE_FILE).exists() and calibration is not None
-        if kind == "replies" and not has_judge:
+        judged = self._reply_judge()
+        if kind == "replies" and judged is None:
             raise ConfigError.single(self.source.where, "reply audits need a bundle with a value judge and reply "
                                      "calibration (judge.json, behaviour.json)", field="audit.kind",
                                      hint="run 'causalguard behaviour report --bundle FOLDER' or set "
                                           "audit.kind: survey")
-        if kind == "survey" or not has_judge or folder is None or calibration is None:
+        if kind == "survey" or judged is None:
             return CanaryAuditor(lambda: self.state, self.lm, self.bundle, self.metrics, self.audit_condition)
-        from causalguard.behaviour.judge import load_probe_judge
         from causalguard.behaviour.prompts import load_prompts
 
-        judge = load_probe_judge(folder, self.lm)
+        judge, calibration = judged
         if config.audit.prompts is None:
             prompts = load_prompts(dimensions=self.catalog.dimensions).split("test")
         else:
@@ -302,17 +356,20 @@ class ValueGuard:
     def generate(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
                  extra_interventions: Sequence[SaeIntervention] = (), top_p: float = 1.0,
-                 stop: Sequence[str] = (), timeout_seconds: float | None = None) -> GuardedResponse:
+                 stop: Sequence[str] = (), timeout_seconds: float | None = None,
+                 observe: bool = True) -> GuardedResponse:
         """One reply. ``cancel`` stops generation at the next token; ``extra_interventions`` adds SAE edits
         on top of the profile's (the server only passes them when the operator allows it); ``top_p`` is
-        nucleus sampling (with ``temperature > 0``); the reply ends before the first of ``stop``.
+        nucleus sampling (with ``temperature > 0``); the reply ends before the first of ``stop``;
+        ``observe=False`` keeps the reply from the live monitor (health checks, warm-ups).
         With batching on, the request joins the shared decode loop; otherwise it is a batch of one.
         ``timeout_seconds`` (batching on): past it the row is removed from the batch and ``TimeoutError``
         is raised (a ``DeadlineExceeded``), also when the decode loop itself has stopped making progress."""
         if self.batcher is None:
             return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
                                        temperature=temperature, seed=seed, cancel=cancel,
-                                       extra_interventions=[tuple(extra_interventions)], top_p=top_p, stop=stop)[0]
+                                       extra_interventions=[tuple(extra_interventions)], top_p=top_p, stop=stop,
+                                       observe=observe)[0]
         state = self.state
         plan = state.plan(profile)
         row = plan_row(self.lm, messages, state.config.system_prompt, plan,
@@ -331,14 +388,17 @@ class ValueGuard:
             raise
         finally:
             self._count(profile, plan, outcome, time.perf_counter() - started)
-        return self._response(profile, plan, len(prompt), out, stop)
+        response = self._response(profile, plan, len(prompt), out, stop)
+        return self._monitored(response, messages, state, outcome) if observe else response
 
     def generate_batch(self, conversations: Sequence[Sequence[Message]], *, profiles: Sequence[str] | None = None,
                        max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
                        cancel: threading.Event | None = None,
                        extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
-                       min_new_tokens: int = 0, top_p: float = 1.0, stop: Sequence[str] = ()) -> list[GuardedResponse]:
-        """Generate for several conversations in one left-padded batch; each row gets its own profile.
+                       min_new_tokens: int = 0, top_p: float = 1.0, stop: Sequence[str] = (),
+                       observe: bool = True) -> list[GuardedResponse]:
+        """Generate for several conversations in one left-padded batch; each row gets its own profile
+        (``observe``: as in ``generate``).
         With ``temperature > 0`` and a ``seed``, row ``i`` samples from its own generator seeded
         ``seed + i`` (no global RNG), so a seeded request is reproducible under concurrency."""
         from transformers import StoppingCriteriaList
@@ -364,8 +424,20 @@ class ValueGuard:
         finally:
             for profile, plan in zip(profiles, plans, strict=True):
                 self._count(profile, plan, outcome, time.perf_counter() - started)
-        return [self._response(profile, plan, len(prompt), out, stop)
-                for profile, plan, prompt, out in zip(profiles, plans, prompts, outs, strict=True)]
+        responses = [self._response(profile, plan, len(prompt), out, stop)
+                     for profile, plan, prompt, out in zip(profiles, plans, prompts, outs, strict=True)]
+        if not observe:
+            return responses
+        return [self._monitored(r, m, state, outcome) for r, m in zip(responses, conversations, strict=True)]
+
+    def _monitored(self, response: GuardedResponse, messages: Sequence[Message], state: GuardState,
+                   outcome: RequestOutcome) -> GuardedResponse:
+        """``response`` handed to the live monitor (a stopped one only counted), with its scores when exposed."""
+        if outcome != "ok":
+            self.observe_cancelled(response.profile)
+            return response
+        scores = self.observe_reply(response.profile, messages, response.text, state=state)
+        return response if scores is None else dataclasses.replace(response, scores=scores)
 
     def _response(self, profile: str, plan: Plan, prompt_tokens: int, out: Generated,
                   stop: Sequence[str]) -> GuardedResponse:
@@ -382,7 +454,8 @@ class ValueGuard:
                timeout_seconds: float | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated. Closing the iterator early (or setting ``cancel``)
         stops generation at the next token. ``report`` receives ``completion_tokens`` and
-        ``finish_reason`` (stop, length or cancelled) when the stream ends. With ``stop``, text that could
+        ``finish_reason`` (stop, length or cancelled) when the stream ends, and ``scores`` (the reply's value
+        scores) with ``monitor.expose_scores``. With ``stop``, text that could
         begin a stop string is held back until it cannot, and the stream ends before the stop string.
         ``timeout_seconds`` (batching on) bounds the generation as in ``generate``: the stream then raises
         ``TimeoutError``."""
@@ -425,7 +498,7 @@ class ValueGuard:
         worker = threading.Thread(target=run, name="causalguard-stream", daemon=True)
         worker.start()
         outcome: RequestOutcome = "error"
-        first, held, hit_stop = True, "", False
+        first, held, hit_stop, sent = True, "", False, []
         keep = max((len(s) for s in stops), default=1) - 1  # a stop string may straddle pieces
         try:
             for piece in streamer:
@@ -439,10 +512,12 @@ class ValueGuard:
                         self.metrics.ttft_seconds.labels(profile=profile, method=method).observe(
                             time.perf_counter() - started)
                         first = False
+                    sent.append(ready)
                     yield ready
                 if hit_stop:
                     halt.set()
             if held and not hit_stop:
+                sent.append(held)
                 yield held
             if failure:
                 raise failure[0]
@@ -459,6 +534,12 @@ class ValueGuard:
                 report["finish_reason"] = ("stop" if counted.get("eos") or hit_stop else
                                            "cancelled" if outcome in ("cancelled", "timeout") else "length")
             self._count(profile, plan, outcome, time.perf_counter() - started)
+            if outcome == "ok":
+                scores = self.observe_reply(profile, messages, "".join(sent), state=state)
+                if report is not None and scores is not None:
+                    report["scores"] = scores
+            elif outcome in ("cancelled", "timeout"):
+                self.observe_cancelled(profile)
 
     @property
     def installed_hooks(self) -> int:
@@ -476,11 +557,13 @@ class ValueGuard:
 
     # ---- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop audits and remove the hooks (idempotent)."""
+        """Stop audits and the live monitor, and remove the hooks (idempotent)."""
         if self._closed:
             return
         self._closed = True
         self.auditor.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         self._stack.close()
 
     def __enter__(self) -> ValueGuard:

@@ -48,7 +48,8 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
     def load() -> None:
         try:
             guard = guard_factory(state.source, state.metrics)
-            guard.generate([{"role": "user", "content": "Hello"}], max_new_tokens=1)  # a real forward pass
+            # a real forward pass, kept from the live monitor (and counted as a request, as before)
+            guard.generate([{"role": "user", "content": "Hello"}], max_new_tokens=1, observe=False)
             admission = state.admission
             guard.busy = lambda: admission.waiting > 0 or admission.running >= admission.max_concurrency
             state.guard = guard

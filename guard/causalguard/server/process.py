@@ -65,11 +65,12 @@ class ServerProcess:
 
 @contextmanager
 def serve_in_process(config: Path, log_path: Path, *, port: int | None = None,
-                     env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+                     env: dict[str, str] | None = None, log_level: str = "warning",
+                     extra_args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
     """Start the server on loopback, wait until ready, and always stop it (SIGTERM, then SIGKILL)."""
     port = port or free_port()
     command = [sys.executable, "-c", "from causalguard.cli import main; main()", "serve", "--config", str(config),
-               "--port", str(port), "--log-level", "warning"]
+               "--port", str(port), "--log-level", log_level, *extra_args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = ServerProcess(process, port, log_path, config)

@@ -188,7 +188,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                      "finish_reason": reply.finish_reason}],
         "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
                   "total_tokens": reply.prompt_tokens + reply.completion_tokens},
-        "causalguard": {"profile": reply.profile, "levers": list(reply.levers)},
+        "causalguard": {"profile": reply.profile, "levers": list(reply.levers),
+                        **({"scores": reply.scores} if reply.scores is not None else {})},
     }
 
 
@@ -225,7 +226,9 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
                 break
             piece = await asyncio.wait_for(pieces.next(), remaining) if remaining > 0 else None
             if piece is None:
-                yield chunk({}, report.get("finish_reason", "stop"), causalguard=applied)
+                scores = report.get("scores")
+                yield chunk({}, report.get("finish_reason", "stop"),
+                            causalguard={**applied, "scores": scores} if scores is not None else applied)
                 if "usage" in trailer:
                     done = int(report.get("completion_tokens", 0))
                     usage = {"prompt_tokens": trailer["usage"], "completion_tokens": done,
@@ -274,24 +277,45 @@ async def _proxied(state: ServerState, upstream: Upstream, guard: ValueGuard, ca
                 guard.record_request(call.profile, "error", time.perf_counter() - started)
                 return error_response(exc.status, str(exc), type_="server_error", code=exc.code)
         guard.record_request(call.profile, "ok", time.perf_counter() - started)
-        return {**reply, "model": body.model, "causalguard": applied}
+        scores = await asyncio.to_thread(guard.observe_reply, call.profile, call.messages, _reply_text(reply))
+        return {**reply, "model": body.model,
+                "causalguard": {**applied, "scores": scores} if scores is not None else applied}
     return ClosingStreamingResponse(_proxied_sse(upstream, guard, payload, body.model, applied, stack, request,
-                                                 started), media_type="text/event-stream")
+                                                 started, call.messages), media_type="text/event-stream")
+
+
+def _reply_text(reply: dict[str, Any]) -> str:
+    """The assistant text of an upstream chat completion ('' when it has none)."""
+    choices = reply.get("choices")
+    message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) \
+        else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
 
 
 async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str, Any], model: str,
                        applied: dict[str, Any], stack: AsyncExitStack, request: Request,
-                       started: float) -> AsyncIterator[str]:
+                       started: float, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+    """The upstream's chunks, relabelled; the finished reply goes to the live monitor (its scores ride on
+    the finishing chunk with ``monitor.expose_scores``), a stream stopped early is only counted."""
     outcome: RequestOutcome = "error"
     chunks = upstream.stream(payload)
+    text: list[str] = []
+    observed = False
     try:
         async for chunk in chunks:
             if await request.is_disconnected():
                 outcome = "cancelled"
                 break  # closing the upstream stream below cancels its generation
             chunk["model"] = model
-            if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
-                chunk["causalguard"] = applied
+            choice = chunk["choices"][0] if chunk.get("choices") and isinstance(chunk["choices"][0], dict) else {}
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                text.append(delta["content"])
+            if choice.get("finish_reason"):
+                scores = await asyncio.to_thread(guard.observe_reply, applied["profile"], messages, "".join(text))
+                observed = True
+                chunk["causalguard"] = {**applied, "scores": scores} if scores is not None else applied
             yield f"data: {json.dumps(chunk)}\n\n"
         else:
             outcome = "ok"
@@ -304,3 +328,5 @@ async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str,
             await chunks.aclose()
             await stack.aclose()
             guard.record_request(applied["profile"], outcome, time.perf_counter() - started)
+            if outcome == "cancelled" and not observed:
+                guard.observe_cancelled(applied["profile"])
