@@ -18,7 +18,7 @@ from causalguard.server.loadtest import run_load
 from causalguard.server.process import serve_in_process
 
 # Serving plumbing, not value claims: survey units plan these profiles (in reply units this model can only
-# move stimulation; README, "What the replies show").
+# move stimulation; docs/behaviour.md, "What the replies show").
 CONFIG = """\
 model: smollm2-135m-instruct
 units: survey

@@ -25,7 +25,7 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.errors": FOUNDATION, "causalguard.artifacts": FOUNDATION, "causalguard.yaml_files": FOUNDATION,
     "causalguard.paths": FOUNDATION,
     "causalguard.values": FOUNDATION, "causalguard.roles": FOUNDATION, "causalguard.models": FOUNDATION,
-    "causalguard.config": FOUNDATION, "causalguard.metrics": FOUNDATION,
+    "causalguard.config": FOUNDATION, "causalguard.metrics": FOUNDATION, "causalguard.metrics_reference": FOUNDATION,
     "causalguard.steering_conditions": FOUNDATION, "causalguard.jsonl_files": FOUNDATION,
     "causalguard.run_records": FOUNDATION,
     "causalguard.scoring": MECHANICS, "causalguard.adapters.hf": MECHANICS, "causalguard.behaviour": MECHANICS,

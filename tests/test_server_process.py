@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 MODEL = "smollm2-135m-instruct"
 # Serving plumbing: profiles planned in survey units (benevolence cannot be raised in replies on this model,
-# see the README) and survey audits, which also cover the lever-free 'plain' profile every round.
+# see docs/levers.md) and survey audits, which also cover the lever-free 'plain' profile every round.
 CONFIG = f"""\
 model: {MODEL}
 units: survey

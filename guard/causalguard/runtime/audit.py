@@ -65,10 +65,18 @@ class CanaryAuditor(PeriodicWorker):
         self._round = 0
         self._inventory: Inventory | None = None
         self._unguarded_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
         self._unguarded: tuple[tuple[object, ...], list[ItemAnswer]] | None = None  # shared by a round's profiles
 
     def pause_seconds(self) -> float:
         return self.state().config.audit.interval_seconds
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the loop and wait for an audit still scoring (a survey audit ends within seconds)."""
+        super().stop(timeout)
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
 
     def run_once(self) -> dict[str, AuditResult]:
         """Audit every profile once (with the timeout); failures are counted and logged, not raised."""
@@ -79,10 +87,15 @@ class CanaryAuditor(PeriodicWorker):
             worker = threading.Thread(target=self._audit_into, args=(state, profile, self._round, done),
                                       name="causalguard-audit-run", daemon=True)
             started = time.perf_counter()
+            self._worker = worker
             worker.start()
-            worker.join(state.config.audit.timeout_seconds)
+            deadline = time.monotonic() + state.config.audit.timeout_seconds
+            while worker.is_alive() and time.monotonic() < deadline and not self.stopping.is_set():
+                worker.join(0.1)
             seconds = time.perf_counter() - started
             metrics = self.metrics
+            if self.stopping.is_set():
+                break
             if worker.is_alive():
                 metrics.audits.labels(profile=profile, outcome="timeout").inc()
                 log.warning("audit of profile %s ran past %.0f s; skipped", profile, state.config.audit.timeout_seconds)

@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -205,6 +207,29 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """``text`` up to the first stop string (excluded), and whether one was found."""
     hits = [text.index(s) for s in stops if s in text]
     return (text[: min(hits)], True) if hits else (text, False)
+
+
+@functools.cache
+def _cancel_criteria_class() -> Any:
+    """A transformers stopping criterion that ends generation once its event is set (built on first use)."""
+    from transformers import StoppingCriteria
+
+    class CancelCriteria(StoppingCriteria):
+        def __init__(self, event: threading.Event) -> None:
+            self.event = event
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+    return CancelCriteria
+
+
+def cancel_criteria(event: threading.Event) -> Any:
+    """A ``StoppingCriteriaList`` for ``generate``/``generate_rows`` that ends generation at the next token
+    once ``event`` is set."""
+    from transformers import StoppingCriteriaList
+
+    return StoppingCriteriaList([_cancel_criteria_class()(event)])
 
 
 def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tokens: int, temperature: float = 0.0,

@@ -124,7 +124,8 @@ class LiveMonitor:
             self._thread = threading.Thread(target=self._loop, name="causalguard-live-monitor", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """End the judging thread after its current batch (waits up to ``timeout``)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -7,7 +7,10 @@ from typing import Any
 
 
 class PeriodicWorker:
-    """Subclasses define ``run_once`` and ``pause_seconds``; ``start`` is idempotent, ``stop`` joins."""
+    """Subclasses define ``run_once`` and ``pause_seconds``; ``start`` is idempotent, ``stop`` joins.
+
+    A round in progress should watch ``stopping`` (set by ``stop``) and end early, so that closing the
+    owner never leaves a thread inside a forward pass while the interpreter shuts down."""
 
     thread_name = "causalguard-periodic"
 
@@ -27,7 +30,13 @@ class PeriodicWorker:
         self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once ``stop`` was called."""
+        return self._stop
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ask the loop to end and wait (up to ``timeout``) until its round has returned."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -12,7 +12,8 @@ quality alarms (see ``audit_estimates``).
 Audits never starve serving: a round is skipped (and counted) while requests are running or
 queued (``busy``), and after a round of ``t`` seconds the next waits at least
 ``t * (1 / max_cpu_share - 1)`` seconds besides the interval. Failures are counted and logged, never
-raised into serving.
+raised into serving. ``stop`` ends a round at the next generated token (or upstream call), so closing
+the guard does not wait for the round.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from causalguard.behaviour.quality import QualityCalibration, reply_quality
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.audit_estimates import AuditAccumulator
-from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from causalguard.runtime.generation import GenerationRow, cancel_criteria, chat_prompt_ids, generate_rows
 from causalguard.runtime.periodic import PeriodicWorker
 from causalguard.runtime.plan_conditions import plan_row
 from causalguard.runtime.prompts import compose_messages
@@ -38,6 +39,10 @@ from causalguard.runtime.state import GuardState
 from causalguard.runtime.upstream_replies import Complete
 
 log = logging.getLogger(__name__)
+
+
+class AuditStopped(Exception):
+    """The auditor was stopped in the middle of a round: the round ends without a result."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class ReplyAuditor(PeriodicWorker):
         for name, plan in state.plans.items():
             if not plan.levers:
                 continue
+            if self.stopping.is_set():
+                break
             if self.busy():
                 self.metrics.audits.labels(profile=name, outcome="skipped_busy").inc()
                 continue
@@ -99,6 +106,8 @@ class ReplyAuditor(PeriodicWorker):
                 self.metrics.audits.labels(profile=name, outcome="ok").inc()
                 self.metrics.audit_seconds.labels(profile=name).observe(time.perf_counter() - t0)
                 self.metrics.audit_last_success.labels(profile=name).set(time.time())
+            except AuditStopped:
+                break
             except Exception:
                 log.exception("reply audit of profile %s failed", name)
                 self.metrics.audits.labels(profile=name, outcome="error").inc()
@@ -124,10 +133,17 @@ class ReplyAuditor(PeriodicWorker):
         instructions = plan.role_instructions()
         if self.complete is not None:
             limit = config.audit.max_new_tokens
-            texts = [self.complete(compose_messages(p.messages(), config.system_prompt, extra), limit).strip()
-                     for extra in (instructions, ()) for p in prompts]
+            texts = []
+            for extra in (instructions, ()):
+                for p in prompts:
+                    if self.stopping.is_set():
+                        raise AuditStopped
+                    texts.append(self.complete(compose_messages(p.messages(), config.system_prompt, extra),
+                                               limit).strip())
         else:
             texts = self._local_replies(state, profile, prompts, instructions)
+        if self.stopping.is_set():
+            raise AuditStopped
         guarded_system = "\n\n".join(x for x in (config.system_prompt, *instructions) if x) or None
         n = len(prompts)
         return [ReplyPair(p, texts[i], texts[n + i], guarded_system, config.system_prompt)
@@ -140,7 +156,8 @@ class ReplyAuditor(PeriodicWorker):
         rows = [plan_row(self.lm, p.messages(), config.system_prompt, plan, state.interventions[profile])
                 for p in prompts]
         rows += [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, ())) for p in prompts]
-        outs = generate_rows(self.lm, rows, max_new_tokens=config.audit.max_new_tokens)
+        outs = generate_rows(self.lm, rows, max_new_tokens=config.audit.max_new_tokens,
+                             stopping_criteria=cancel_criteria(self.stopping))
         return [self.lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip() for o in outs]
 
     def degraded(self, pairs: Sequence[ReplyPair]) -> tuple[list[bool], list[bool]]:

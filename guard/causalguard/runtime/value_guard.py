@@ -16,10 +16,10 @@ requests keep the snapshot they started with.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -43,7 +43,7 @@ from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan
 from causalguard.runtime.audit import CanaryAuditor
 from causalguard.runtime.batcher import BatchJob, ContinuousBatcher, DecodeSettings
-from causalguard.runtime.generation import Generated, chat_prompt_ids, cut_at_stop, generate_rows
+from causalguard.runtime.generation import Generated, cancel_criteria, chat_prompt_ids, cut_at_stop, generate_rows
 from causalguard.runtime.monitor import JudgedReply, LiveMonitor, ServedReply
 from causalguard.runtime.plan_conditions import ProfileCondition, plan_row
 from causalguard.runtime.prompts import Message, compose_messages
@@ -62,26 +62,6 @@ class GuardedResponse:
     levers: tuple[str, ...]
     finish_reason: str  # "stop" or "length" (or "cancelled" for streams stopped early)
     scores: dict[str, float] | None = None  # the reply's value scores, with monitor.expose_scores only
-
-
-@functools.cache
-def _cancel_criteria_class() -> Any:
-    """A transformers stopping criterion that ends generation once its event is set (built on first use)."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class CancelCriteria(StoppingCriteria):
-        def __init__(self, event: threading.Event) -> None:
-            self.event = event
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
-
-    return CancelCriteria
-
-
-def _cancel_criteria(event: threading.Event) -> Any:
-    return _cancel_criteria_class()(event)
 
 
 class Cancellation(threading.Event):
@@ -110,6 +90,14 @@ DEADLINE_GRACE_SECONDS = 5.0
 def _bounded_result(job: BatchJob, timeout_seconds: float | None) -> Generated:
     """``job.result()``, waiting at most ``timeout_seconds`` plus a grace when a timeout is given."""
     return job.result(None if timeout_seconds is None else timeout_seconds + DEADLINE_GRACE_SECONDS)
+
+
+def _close_parts(auditor: CanaryAuditor | ReplyAuditor, monitor: LiveMonitor | None, stack: ExitStack) -> None:
+    """Stop a guard's background threads, then its decode loop and hooks (the stack unwinds in reverse)."""
+    auditor.stop()
+    if monitor is not None:
+        monitor.stop()
+    stack.close()
 
 
 def method_label(plan: Plan) -> str:
@@ -179,6 +167,9 @@ class ValueGuard:
         except Exception:
             self._stack.close()
             raise
+        # closes the background threads and hooks on close(), or at interpreter exit for a guard never
+        # closed (a thread left inside a forward pass at exit aborts the process)
+        self._finalizer = weakref.finalize(self, _close_parts, self.auditor, self.monitor, self._stack)
         if start_audits and first.audit.enabled:
             self.auditor.start()
         if self.monitor is not None:
@@ -401,8 +392,6 @@ class ValueGuard:
         (``observe``: as in ``generate``).
         With ``temperature > 0`` and a ``seed``, row ``i`` samples from its own generator seeded
         ``seed + i`` (no global RNG), so a seeded request is reproducible under concurrency."""
-        from transformers import StoppingCriteriaList
-
         state = self.state
         profiles = list(profiles) if profiles is not None else ["default"] * len(conversations)
         if len(profiles) != len(conversations):
@@ -414,7 +403,7 @@ class ValueGuard:
                          None if seed is None else seed + i)
                 for i, (m, p, plan, extra) in enumerate(zip(conversations, profiles, plans, extras, strict=True))]
         prompts = [row.prompt for row in rows]
-        criteria = StoppingCriteriaList([_cancel_criteria(cancel)]) if cancel is not None else None
+        criteria = cancel_criteria(cancel) if cancel is not None else None
         outcome: RequestOutcome = "error"
         try:
             outs = generate_rows(self.lm, rows, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -460,7 +449,7 @@ class ValueGuard:
         ``timeout_seconds`` (batching on) bounds the generation as in ``generate``: the stream then raises
         ``TimeoutError``."""
         import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         state = self.state
         plan = state.plan(profile)
@@ -486,7 +475,7 @@ class ValueGuard:
                 else:
                     (out,) = generate_rows(self.lm, [row], max_new_tokens=max_new_tokens, temperature=temperature,
                                            streamer=streamer, top_p=top_p, stop=stops,
-                                           stopping_criteria=StoppingCriteriaList([_cancel_criteria(halt)]))
+                                           stopping_criteria=cancel_criteria(halt))
                     eos = out.finish_reason == "stop"
                 counted["tokens"] = len(out.tokens) + int(eos)
                 counted["eos"] = int(eos)
@@ -557,14 +546,12 @@ class ValueGuard:
 
     # ---- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop audits and the live monitor, and remove the hooks (idempotent)."""
+        """Stop audits and the live monitor, and remove the hooks (idempotent; also run at interpreter exit
+        for a guard that was never closed)."""
         if self._closed:
             return
         self._closed = True
-        self.auditor.stop()
-        if self.monitor is not None:
-            self.monitor.stop()
-        self._stack.close()
+        self._finalizer()
 
     def __enter__(self) -> ValueGuard:
         return self

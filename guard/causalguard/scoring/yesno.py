@@ -11,7 +11,7 @@ i.e. a calibrated P(yes) rescaled to [-1, 1] and turned toward the value. ``cali
 bias: ``condition_mean`` (default), the mean log-odds over the items scored together, which with
 polarity-balanced items is the standard acquiescence correction; or ``content_free``, the log-odds
 for a content-free question "N/A" (Zhao et al. 2021). On SmolLM2-135M the content-free bias left
-Cronbach's alpha at -7.6 (acquiescence dominated); the condition mean raised it to 0.1 (BRIEF, README).
+Cronbach's alpha at -7.6 (acquiescence dominated); the condition mean raised it to 0.1 (BRIEF, docs/survey.md).
 Small chat models put only part of their next-token mass on yes/no; it is kept per answer.
 """
 

@@ -1,4 +1,4 @@
-"""The bundle format (schema ``causalguard.bundle/1``), documented in README 'Bundle format'.
+"""The bundle format (schema ``causalguard.bundle/1``), documented in docs/formats.md (Bundle format).
 
 A bundle folder holds:
   bundle.json          everything below, validated on load

@@ -100,7 +100,7 @@ def run_survey(
     on_condition_done: Callable[[str], None] | None = None,
     backend: SurveyBackend | None = None,
 ) -> SurveyResult:
-    """Score every item under every condition and write the output folder (see README: survey output).
+    """Score every item under every condition and write the output folder (see docs/survey.md: output folder).
 
     An existing folder from the same model, inventory, conditions and settings is resumed: finished
     conditions are kept, the rest computed. A folder from different settings is refused unless
