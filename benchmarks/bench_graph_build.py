@@ -50,7 +50,7 @@ def joint_matrix(seed: int = 0) -> tuple[np.ndarray, list[str], tuple[str, ...]]
 
 def shipped_matrix() -> tuple[np.ndarray, list[str], tuple[str, ...]]:
     """The shipped SmolLM2 bundle's joint matrix, as ``graph build --interventions`` assembles it."""
-    from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
+    from causalguard.bundle.format import load_bundle, shipped_bundle_dir
     from causalguard.graphs.causal.contexts import joint_matrix as assemble
     from causalguard.graphs.causal.matrix import read_score_matrix
 

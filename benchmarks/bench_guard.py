@@ -15,9 +15,9 @@ import argparse
 import torch
 from _timing import interleaved, machine, median
 
+from causalguard.bundle.catalog import load_catalog
+from causalguard.bundle.format import shipped_bundle_dir
 from causalguard.config import GuardConfig
-from causalguard.graphs.bundle.format import shipped_bundle_dir
-from causalguard.graphs.levers.catalog import load_catalog
 from causalguard.models import load_model
 from causalguard.runtime import ValueGuard
 

@@ -19,7 +19,7 @@ from _timing import interleaved, machine, median
 
 from causalguard.adapters.hf import FeatureEdit, SaeIntervention, install_steering_hooks, load_sae, steer
 from causalguard.adapters.hf.hooks import SteeringPlan
-from causalguard.graphs.bundle.format import shipped_bundle_dir
+from causalguard.bundle.format import shipped_bundle_dir
 from causalguard.models import load_model
 from causalguard.models.prompting import chat_text
 

@@ -25,7 +25,7 @@ from _timing import machine
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.vectors import load_vectors
-from causalguard.graphs.bundle.format import shipped_bundle_dir
+from causalguard.bundle.format import shipped_bundle_dir
 from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
 from causalguard.models import load_model
 from causalguard.runtime.batcher import ContinuousBatcher, DecodeSettings

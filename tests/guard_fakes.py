@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from causalguard.graphs.bundle.format import Bundle
-from causalguard.graphs.causal.graph import ValueGraph, make_edge
-from causalguard.graphs.causal.predict import EffectModel
-from causalguard.graphs.levers.catalog import Catalog, CatalogSae
+from causalguard.bundle.catalog import Catalog, CatalogSae
+from causalguard.bundle.effects import EffectModel
+from causalguard.bundle.format import Bundle
+from causalguard.bundle.graph import ValueGraph, make_edge
 
 DIMS = ["achievement", "power", "benevolence"]
 

@@ -33,13 +33,8 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.runtime.guidance": MECHANICS, "causalguard.runtime.batcher": MECHANICS,
     "causalguard.runtime.prefix_cache": MECHANICS,
     "causalguard.method_choice": MECHANICS,
-    "causalguard.graphs.bundle": ARTIFACTS, "causalguard.graphs.causal": ARTIFACTS,
-    "causalguard.graphs.levers.catalog": ARTIFACTS, "causalguard.graphs.levers.lever": ARTIFACTS,
-    "causalguard.graphs": OFFLINE, "causalguard.graphs.causal.build": OFFLINE,
-    "causalguard.graphs.causal.evaluate": OFFLINE, "causalguard.graphs.causal.bootstrap": OFFLINE,
-    "causalguard.graphs.causal.interventions": OFFLINE, "causalguard.graphs.causal.leave_one_out": OFFLINE,
-    "causalguard.graphs.causal.discovery": OFFLINE, "causalguard.graphs.causal.matrix": OFFLINE,
-    "causalguard.graphs.causal.contexts": OFFLINE,
+    "causalguard.bundle": ARTIFACTS,
+    "causalguard.graphs": OFFLINE,
     "causalguard.planning": SERVING, "causalguard.runtime": SERVING, "causalguard.server": SERVING,
     "causalguard.adapters.langchain": SERVING,
     "causalguard.commands": ENTRY, "causalguard.cli": ENTRY,
@@ -89,11 +84,70 @@ def test_every_module_level_import_follows_the_layers() -> None:
     assert not bad, "\n".join(bad)
 
 
+def _is_serving(module: str) -> bool:
+    best = max((p for p in LAYER_OF if module == p or module.startswith(p + ".")), key=len, default=None)
+    return best is not None and LAYER_OF[best] == SERVING
+
+
+def all_imports(package_prefix: str) -> list[tuple[str, str, int]]:
+    """(importer, imported, line) for every causalguard import, at any depth, in modules under the prefix."""
+    out = []
+    for folder, package in SOURCES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *parts)).removesuffix(".__init__")
+            if not (name.startswith(package_prefix) or _is_serving(name)):
+                continue
+            for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("causalguard"):
+                    out.append((name, n.module, n.lineno))
+                elif isinstance(n, ast.Import):
+                    out += [(name, a.name, n.lineno) for a in n.names if a.name.startswith("causalguard")]
+    return out
+
+
+def test_serving_and_the_artifact_layer_never_import_the_offline_package_not_even_lazily() -> None:
+    edges = all_imports("causalguard.bundle")
+    assert any(src.startswith("causalguard.bundle") for src, _, _ in edges)
+    bad = [f"{src}:{line} imports {dst}" for src, dst, line in edges if dst.startswith("causalguard.graphs")]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_serving_side_runs_without_the_offline_package(tmp_path: Path) -> None:
+    """Plan and serve with the shipped bundle while importing any causalguard.graphs module fails."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("causalguard.graphs."):
+            raise ImportError(f"offline module {name} imported by the serving side")
+        return None
+sys.meta_path.insert(0, Block())
+from causalguard.bundle.format import load_bundle, resolve_bundle_dir
+from causalguard.config.loading import read_guard_config
+from causalguard.runtime.state import build_guard_state
+import causalguard.server.app, causalguard.server.routes, causalguard.runtime.value_guard
+import causalguard.adapters.langchain.guarded
+bundle = load_bundle(resolve_bundle_dir("builtin", "smollm2-135m-instruct"))
+state = build_guard_state(read_guard_config(sys.argv[1]), bundle, sae=None)
+assert state.plans["default"].levers, state.plans
+assert not [m for m in sys.modules if m.startswith("causalguard.graphs.")], "the offline package was imported"
+print("ok")
+"""
+    config = tmp_path / "guard.yaml"
+    config.write_text("targets:\n  stimulation: {direction: increase}\nmethod: role\n")
+    result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
 def test_the_rule_catches_a_violation() -> None:
     assert layer("causalguard.runtime.value_guard") == SERVING
     assert layer("causalguard.graphs.levers.measure") == OFFLINE
-    assert layer("causalguard.graphs.levers.catalog") == ARTIFACTS
-    assert layer("causalguard.graphs.causal.graph") == ARTIFACTS and layer("causalguard.graphs.causal.build") == OFFLINE
+    assert layer("causalguard.bundle.catalog") == ARTIFACTS
+    assert layer("causalguard.bundle.graph") == ARTIFACTS and layer("causalguard.graphs.causal.build") == OFFLINE
 
 
 def test_the_root_exports_the_public_api_lazily() -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from causalguard.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.config.loading import read_guard_config
 from causalguard.errors import ConfigError
-from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
 
 SHIPPED = shipped_bundle_dir("smollm2-135m-instruct")
 

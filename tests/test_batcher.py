@@ -11,7 +11,7 @@ import pytest
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import load_sae
-from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
+from causalguard.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.batcher import BatcherClosedError, ContinuousBatcher, DecodeSettings
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows

@@ -323,8 +323,8 @@ def test_contrast_judge_matches_a_hand_computation(tiny_lm: LoadedModel) -> None
 def test_behaviour_report_refuses_unknown_lever_ids_before_any_work(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from causalguard.bundle.format import shipped_bundle_dir
     from causalguard.cli import app
-    from causalguard.graphs.bundle.format import shipped_bundle_dir
 
     bundle = shipped_bundle_dir("smollm2-135m-instruct")
     result = CliRunner().invoke(app, ["behaviour", "report", "--bundle", str(bundle), "--levers",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from causalguard.bundle.catalog import Catalog, load_catalog, save_catalog
 from causalguard.config.schema import LimitsSpec, ProfileSpec, ProtectedSpec, TargetSpec
 from causalguard.errors import ConfigError
-from causalguard.graphs.levers.catalog import Catalog, load_catalog, save_catalog
 from causalguard.graphs.levers.variants import load_wordings, reply_style_levers, sweep_levers
 from causalguard.graphs.levers.verdicts import attach_replies
 from causalguard.planning import PlanInfeasibleError, plan_levers
@@ -157,7 +157,7 @@ def test_variants_sweep_and_wordings(tmp_path: Path) -> None:
 
 
 def test_levers_show_never_calls_a_lever_best_unless_it_moves_its_target_in_replies() -> None:
-    from causalguard.graphs.levers.catalog import render_report
+    from causalguard.bundle.catalog import render_report
 
     text = render_report(_catalog_v2())
     assert "| benevolence | + | none usable: no lever moves it in replies" in text  # role:benevolence:+ does not

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from causalguard.bundle.catalog import load_catalog
+from causalguard.bundle.format import shipped_bundle_dir
 from causalguard.graphs.behaviour.confirm import ConfirmSettings, confirm_levers
 from causalguard.graphs.behaviour.replies import ReplySettings
-from causalguard.graphs.bundle.format import shipped_bundle_dir
-from causalguard.graphs.levers.catalog import load_catalog
 from causalguard.models.loaded import LoadedModel
 
 pytestmark = pytest.mark.slow

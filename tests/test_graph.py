@@ -10,14 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from causalguard import ConfigError
+from causalguard.bundle import BundleMismatchError, load_bundle, save_bundle
+from causalguard.bundle.effects import EffectModel
+from causalguard.bundle.graph import ValueGraph, make_edge
 from causalguard.cli import app
-from causalguard.graphs.bundle import BundleMismatchError, load_bundle, save_bundle
 from causalguard.graphs.causal.build import BuildSettings, build_bundle
 from causalguard.graphs.causal.discovery import Knowledge, PCSettings, decode, run_pc
 from causalguard.graphs.causal.evaluate import auroc, evaluate_held_out
-from causalguard.graphs.causal.graph import ValueGraph, make_edge
 from causalguard.graphs.causal.matrix import ScoreMatrix, clean, read_score_matrix
-from causalguard.graphs.causal.predict import EffectModel
 from causalguard.graphs.causal.reference import (
     circumplex_graph,
     circumplex_pattern,
@@ -288,7 +288,7 @@ def test_shipped_default_bundle_matches_the_embedded_model(lm: LoadedModel) -> N
 
 @pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma3-270m"])
 def test_every_shipped_prediction_lies_inside_its_own_band(model: str) -> None:
-    from causalguard.graphs.bundle.format import shipped_bundle_dir
+    from causalguard.bundle.format import shipped_bundle_dir
 
     effects = load_bundle(shipped_bundle_dir(model)).effects
     for source in effects.nodes:

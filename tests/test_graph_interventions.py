@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from causalguard.bundle.effects import EffectModel
+from causalguard.bundle.format import Bundle, save_bundle
+from causalguard.bundle.graph import ValueGraph, make_edge
 from causalguard.errors import ConfigError
-from causalguard.graphs.bundle.format import Bundle, save_bundle
-from causalguard.graphs.causal.graph import ValueGraph, make_edge
 from causalguard.graphs.causal.interventions import evaluate_interventions
 from causalguard.graphs.causal.matrix import read_score_matrix
-from causalguard.graphs.causal.predict import EffectModel
 
 NODES = ("a", "b", "c", "d", "e")
 # the true system: a -> b -> c (0.8 each); d and e stand alone
@@ -95,8 +95,8 @@ def test_a_matrix_without_unsteered_rows_or_values_is_a_clear_error(tmp_path: Pa
 
 
 def test_graph_evaluate_command_prints_the_table(tmp_path: Path) -> None:
+    from causalguard.bundle.format import load_bundle, shipped_bundle_dir
     from causalguard.cli import app
-    from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
 
     shipped = load_bundle(shipped_bundle_dir("smollm2-135m-instruct"))
     nodes = list(shipped.effects.nodes)
@@ -240,7 +240,7 @@ def test_auroc_by_ranks_matches_counting_pairs_with_ties() -> None:
 
 @pytest.mark.parametrize(("model", "levers"), [("smollm2-135m-instruct", 78), ("gemma3-270m", 20)])
 def test_the_shipped_bundle_ships_the_rows_it_was_built_from(model: str, levers: int) -> None:
-    from causalguard.graphs.bundle.format import load_bundle, shipped_bundle_dir
+    from causalguard.bundle.format import load_bundle, shipped_bundle_dir
     from causalguard.graphs.causal.contexts import joint_matrix
 
     bundle = load_bundle(shipped_bundle_dir(model))

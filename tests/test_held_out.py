@@ -114,8 +114,8 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
 
     from typer.testing import CliRunner
 
+    from causalguard.bundle.catalog import load_catalog
     from causalguard.cli import app
-    from causalguard.graphs.levers.catalog import load_catalog
 
     shipped = Path(__file__).parents[1] / "graphs/causalguard/graphs/smollm2-135m-instruct"
     folder = tmp_path / "bundle"

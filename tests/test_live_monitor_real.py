@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from causalguard.behaviour.prompts import load_prompts
-from causalguard.graphs.bundle.format import resolve_bundle_dir
+from causalguard.bundle.format import resolve_bundle_dir
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.process import free_port, serve_in_process
 from tests.test_server_process import _need

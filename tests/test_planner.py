@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from causalguard.behaviour.artifacts import BehaviourSummary, LeverBehaviour
 from causalguard.behaviour.quality import QualityCalibration
+from causalguard.bundle.behaviour import BehaviourSummary, LeverBehaviour
 from causalguard.config.schema import LimitsSpec, ProfileSpec, ProtectedSpec, TargetSpec
 from causalguard.planning import PlanInfeasibleError, plan_levers
 from causalguard.planning.explain import explain_plan

@@ -11,10 +11,10 @@ from causalguard.adapters.hf import FeatureEdit
 from causalguard.adapters.hf.hooks import decoder_layers
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.adapters.hf.sae_condition import SaeSteering
+from causalguard.bundle.catalog import build_catalog, load_catalog, save_catalog
+from causalguard.bundle.lever import LeverSpec
 from causalguard.graphs.levers.build import propose_levers
 from causalguard.graphs.levers.candidates import find_candidates, residual_norm
-from causalguard.graphs.levers.catalog import build_catalog, load_catalog, save_catalog
-from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.levers.measure import NEUTRAL_TEXTS, MeasureSettings, fluency_costs, measure_effects
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.role import BASELINE
@@ -145,8 +145,8 @@ def test_sae_build_chooses_a_layer_and_writes_its_card(tiny_lm: LoadedModel, tmp
 def test_levers_show_prints_the_shipped_catalog_and_refuses_a_bundle_without_one(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from causalguard.bundle.format import shipped_bundle_dir
     from causalguard.cli import app
-    from causalguard.graphs.bundle.format import shipped_bundle_dir
 
     shown = CliRunner().invoke(app, ["levers", "show", str(shipped_bundle_dir("smollm2-135m-instruct"))])
     assert shown.exit_code == 0 and "Roles vs SAE steering" in shown.output

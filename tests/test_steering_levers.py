@@ -11,10 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, cross_prompt_sameness, recited_trigrams
+from causalguard.bundle.catalog import Catalog, LeverEntry
+from causalguard.bundle.lever import LeverSpec
 from causalguard.config.schema import LimitsSpec, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.report import with_reply_only_levers
-from causalguard.graphs.levers.catalog import Catalog, LeverEntry
-from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.levers.variants import guided_levers, variant_levers, vector_levers
 from causalguard.graphs.levers.verdicts import attach_replies
 from causalguard.planning import PlanInfeasibleError, plan_levers

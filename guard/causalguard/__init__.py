@@ -29,7 +29,7 @@ _LAZY = {
     "ValueGuard": "causalguard.runtime.value_guard",
     "GuardedResponse": "causalguard.runtime.value_guard",
     "load_model": "causalguard.models.loading",
-    "load_bundle": "causalguard.graphs.bundle.format",
+    "load_bundle": "causalguard.bundle.format",
     "load_guard_config": "causalguard.config.loading",
     "PlanInfeasibleError": "causalguard.planning.planner",
     "ProbeJudge": "causalguard.behaviour.judge",
@@ -39,8 +39,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from causalguard.behaviour.judge import ProbeJudge
     from causalguard.behaviour.prompts import load_prompts
+    from causalguard.bundle.format import load_bundle
     from causalguard.config.loading import load_guard_config
-    from causalguard.graphs.bundle.format import load_bundle
     from causalguard.models.loading import load_model
     from causalguard.planning.planner import PlanInfeasibleError
     from causalguard.runtime.value_guard import GuardedResponse, ValueGuard

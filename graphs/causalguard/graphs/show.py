@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from causalguard.graphs.bundle.format import Bundle
+from causalguard.bundle.format import Bundle
 
 
 def _f(value: Any) -> str:

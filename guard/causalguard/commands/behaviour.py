@@ -56,10 +56,10 @@ def behaviour_report_command(
 ) -> None:
     """Fit and validate the judge, generate replies for every lever, and write the behaviour report."""
     from causalguard.artifacts import BEHAVIOUR_REPORT
+    from causalguard.bundle.catalog import load_catalog
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.report import ReportSettings, build_behaviour_report
-    from causalguard.graphs.levers.catalog import load_catalog
     from causalguard.graphs.levers.variants import variant_levers
     from causalguard.models import load_model
 
@@ -176,8 +176,8 @@ def behaviour_confirm_command(
 ) -> None:
     """Measure levers again on replies nothing selected them on (fresh dev prompts and personas); their
     effects in the catalog become the confirmation's, and a lever stays usable only if it replicates."""
+    from causalguard.bundle.format import load_bundle
     from causalguard.graphs.behaviour.confirm import ConfirmSettings, confirm_levers
-    from causalguard.graphs.bundle.format import load_bundle
     from causalguard.models import load_model
 
     lm = load_model(model or load_bundle(bundle).model_name)
@@ -206,10 +206,10 @@ def behaviour_held_out_command(
     did not hold: they become 'failed_held_out' and are never planned. Never makes a lever usable."""
     import json
 
+    from causalguard.bundle.catalog import save_catalog
+    from causalguard.bundle.format import load_bundle
     from causalguard.graphs.behaviour.held_out import HELD_OUT_FILE, held_out_catalog, held_out_record
     from causalguard.graphs.behaviour.report import finite_json
-    from causalguard.graphs.bundle.format import load_bundle
-    from causalguard.graphs.levers.catalog import save_catalog
 
     if not 1 <= len(looks) <= 5:
         raise typer.BadParameter(f"expected 1 to 5 validation files, got {len(looks)}", param_hint="LOOKS")
@@ -268,6 +268,7 @@ def behaviour_validate_command(
     ray: RayOpt = None,
 ) -> None:
     """Do the config's plans hold in the replies? Held-out test prompts, fresh personas, guarded vs unguarded."""
+    from causalguard.bundle.format import load_bundle, resolve_bundle_dir
     from causalguard.config.loading import read_guard_config
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.validate import (
@@ -276,7 +277,6 @@ def behaviour_validate_command(
         render_validation,
         validate_profiles,
     )
-    from causalguard.graphs.bundle.format import load_bundle, resolve_bundle_dir
     from causalguard.models import load_model
 
     sourced = read_guard_config(config)

@@ -57,12 +57,12 @@ def graph_build_command(
         help="With --interventions: leave-one-lever-out evaluation (one PC run per lever).")] = True,
 ) -> None:
     """Discover the causal value graph (PC; the edges stable over bootstraps ship), effects and evaluations."""
-    from causalguard.graphs.bundle import save_bundle
+    from causalguard.bundle import save_bundle
+    from causalguard.bundle.catalog import load_catalog
     from causalguard.graphs.causal.build import BuildSettings, build_bundle
     from causalguard.graphs.causal.contexts import id_layout
     from causalguard.graphs.causal.discovery import Knowledge, PCSettings
     from causalguard.graphs.causal.matrix import read_score_matrix
-    from causalguard.graphs.levers.catalog import load_catalog
     from causalguard.graphs.show import describe_bundle
 
     matrix = read_score_matrix(source, id_columns=split_list(id_columns), exclude=exclude)
@@ -94,7 +94,7 @@ def graph_build_command(
 @graph_app.command("show")
 def graph_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's graph, stability, evaluation and human comparison."""
-    from causalguard.graphs.bundle import load_bundle
+    from causalguard.bundle import load_bundle
     from causalguard.graphs.show import describe_bundle
 
     typer.echo(describe_bundle(load_bundle(bundle)))
@@ -110,7 +110,7 @@ def graph_predict_command(
 ) -> None:
     """Predict every value's change under do(value += delta): the median over bootstrap graphs and their
     5th-95th percentile band."""
-    from causalguard.graphs.bundle import load_bundle
+    from causalguard.bundle import load_bundle
 
     loaded = load_bundle(bundle)
     direct: dict[str, float] = {}
@@ -158,7 +158,7 @@ def graph_evaluate_command(
     """Hold the bundle's graph against an interventional test matrix: per intervention, the change of every
     other value (steered minus the same persona unsteered) predicted from the target's own change, by the
     graph and by its baselines."""
-    from causalguard.graphs.bundle import load_bundle
+    from causalguard.bundle import load_bundle
     from causalguard.graphs.causal.discovery import PCSettings
     from causalguard.graphs.causal.interventions import evaluate_interventions, render_interventions
     from causalguard.graphs.causal.matrix import read_score_matrix
@@ -209,7 +209,7 @@ def graph_compare_command(
     permutations: Annotated[int, typer.Option(min=99, help="Permutations for the Mantel p-value.")] = 9999,
 ) -> None:
     """Compare a bundle's graph with a human reference structure."""
-    from causalguard.graphs.bundle import load_bundle
+    from causalguard.bundle import load_bundle
     from causalguard.graphs.causal.reference import read_reference
 
     loaded = load_bundle(bundle)
@@ -228,7 +228,7 @@ def graph_diff_command(
     new: Annotated[Path, typer.Argument(help="Second bundle folder.")],
 ) -> None:
     """Edges gained, lost, reversed and re-marked between two bundles (two models or two runs)."""
-    from causalguard.graphs.bundle import load_bundle
+    from causalguard.bundle import load_bundle
     from causalguard.graphs.causal.reference import diff_graphs
 
     a, b = load_bundle(old), load_bundle(new)

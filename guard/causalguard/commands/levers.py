@@ -82,8 +82,8 @@ def levers_extend_command(
     ray: RayOpt = None,
 ) -> None:
     """Measure more levers (SAE strength sweeps, role wordings) on the catalog's personas and add them."""
+    from causalguard.bundle.catalog import load_catalog
     from causalguard.graphs.levers.build import extend_catalog
-    from causalguard.graphs.levers.catalog import load_catalog
     from causalguard.graphs.levers.measure import MeasureSettings
     from causalguard.graphs.levers.variants import variant_levers
     from causalguard.models import load_model
@@ -129,7 +129,7 @@ def levers_interventions_command(
 ) -> None:
     """Survey fresh personas unsteered and under every lever: an interventional score matrix (personas x
     levers rows) for 'graph build --sources-only' and 'graph evaluate --test'."""
-    from causalguard.graphs.bundle.format import load_bundle
+    from causalguard.bundle.format import load_bundle
     from causalguard.graphs.levers.build import sae_for_catalog
     from causalguard.graphs.levers.measure import lever_survey_condition, survey_levers
     from causalguard.models import load_model
@@ -179,10 +179,10 @@ def levers_vectors_command(
     disinclined reply-style wording, judge-filtered, mean over reply tokens, layer chosen on split halves)."""
     from causalguard.behaviour.judge import load_probe_judge
     from causalguard.behaviour.prompts import load_prompts
+    from causalguard.bundle.format import load_bundle
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.report import reply_personas
-    from causalguard.graphs.bundle.format import load_bundle
     from causalguard.graphs.levers.vectors import VectorSettings, extract_vectors
     from causalguard.models import load_model
 
@@ -205,7 +205,7 @@ def levers_vectors_command(
 @levers_app.command("show")
 def levers_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's catalog report (rendered from catalog.json)."""
-    from causalguard.graphs.levers.catalog import load_catalog, render_report
+    from causalguard.bundle.catalog import load_catalog, render_report
 
     catalog = load_catalog(bundle)
     if catalog is None:

@@ -31,7 +31,8 @@ def survey_command(
     personas: Annotated[int, typer.Option(min=0, help="Number of seeded synthetic personas.")] = 30,
     value_roles: Annotated[bool, typer.Option(help="Add inclined/disinclined roles for every dimension.")] = True,
     anchors: Annotated[bool, typer.Option(help="Add the known-group anchor personas (validity checks).")] = True,
-    roles_file: Annotated[Path | None, typer.Option(help="Extra roles, YAML or JSONL (docs/formats.md: roles file).")] = None,
+    roles_file: Annotated[Path | None, typer.Option(
+        help="Extra roles, YAML or JSONL (docs/formats.md: roles file).")] = None,
     method: Annotated[
         str, typer.Option(help="auto (the model's stored choice), yesno, statement or generate.")
     ] = "auto",

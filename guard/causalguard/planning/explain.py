@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from causalguard.graphs.levers.catalog import Catalog, LeverEntry
+from causalguard.bundle.catalog import Catalog, LeverEntry
 from causalguard.planning.planner import Plan
 
 UNIT_TEXT = {

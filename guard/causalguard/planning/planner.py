@@ -45,11 +45,11 @@ from typing import Any, Literal
 import networkx as nx
 import numpy as np
 
-from causalguard.behaviour.artifacts import BehaviourSummary
+from causalguard.bundle.behaviour import BehaviourSummary
+from causalguard.bundle.catalog import Catalog, Interval, LeverEntry
+from causalguard.bundle.format import Bundle
 from causalguard.config.schema import LimitsSpec, ProfileSpec
 from causalguard.errors import CausalguardError
-from causalguard.graphs.bundle.format import Bundle
-from causalguard.graphs.levers.catalog import Catalog, Interval, LeverEntry
 
 
 class PlanInfeasibleError(CausalguardError):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from causalguard.graphs.bundle.format import Bundle
+from causalguard.bundle.format import Bundle
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.role import BASELINE

@@ -11,7 +11,7 @@ from causalguard.adapters.hf.hooks import SteeringPlan, steer
 from causalguard.adapters.hf.interventions import FeatureEdit, Intervention, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.adapters.hf.vectors import VectorSet
-from causalguard.graphs.levers.catalog import Catalog
+from causalguard.bundle.catalog import Catalog
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids

@@ -14,11 +14,11 @@ from pathlib import Path
 from causalguard.adapters.hf.interventions import Intervention
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.adapters.hf.vectors import VectorSet
+from causalguard.bundle.catalog import Catalog
+from causalguard.bundle.format import Bundle
 from causalguard.config.loading import SourcedConfig, check_value_names
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import CausalguardError, ConfigError
-from causalguard.graphs.bundle.format import Bundle
-from causalguard.graphs.levers.catalog import Catalog
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions
 

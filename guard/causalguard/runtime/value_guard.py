@@ -32,11 +32,11 @@ from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.adapters.hf.vectors import VectorSet, load_vectors
 from causalguard.behaviour.judge import ValueJudge
 from causalguard.behaviour.quality import QualityCalibration
+from causalguard.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.config.holder import ConfigHolder
 from causalguard.config.loading import SourcedConfig, read_guard_config, upstream_api_key
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import ConfigError
-from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.metrics import GuardMetrics, RequestOutcome
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan

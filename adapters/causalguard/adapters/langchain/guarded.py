@@ -26,9 +26,9 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from causalguard.adapters.langchain.local_hf import ChatHuggingFaceLocal
 from causalguard.adapters.langchain.messages import to_dicts, to_messages
+from causalguard.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
-from causalguard.graphs.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.metrics import GuardMetrics, RequestOutcome
 from causalguard.planning.planner import Plan
 from causalguard.runtime.prompts import compose_messages

@@ -37,6 +37,8 @@ from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.behaviour.judge import load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import compare_degradation, cross_prompt_sameness, reply_quality
+from causalguard.bundle.catalog import Catalog, LeverEntry, save_catalog
+from causalguard.bundle.format import load_bundle
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.confirmation_file import (
     CONFIRMATION_FILE,
@@ -54,8 +56,6 @@ from causalguard.graphs.behaviour.report import (
     reply_personas,
     served_system_prompt,
 )
-from causalguard.graphs.bundle.format import load_bundle
-from causalguard.graphs.levers.catalog import Catalog, LeverEntry, save_catalog
 from causalguard.models.loaded import LoadedModel
 
 

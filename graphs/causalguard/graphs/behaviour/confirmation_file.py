@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from causalguard.bundle.catalog import Catalog, Interval, LeverEntry
 from causalguard.errors import ConfigError
-from causalguard.graphs.levers.catalog import Catalog, Interval, LeverEntry
 from causalguard.run_records import read_json_object
 
 CONFIRMATION_FILE = "confirmation.json"

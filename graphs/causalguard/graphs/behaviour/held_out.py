@@ -24,8 +24,8 @@ from typing import Any
 
 from scipy import stats
 
+from causalguard.bundle.catalog import Catalog, HeldOut
 from causalguard.errors import ConfigError
-from causalguard.graphs.levers.catalog import Catalog, HeldOut
 from causalguard.run_records import read_json_object
 
 HELD_OUT_FILE = "held_out.json"

@@ -50,6 +50,9 @@ from causalguard.behaviour.quality import (
     cross_prompt_sameness,
     reply_quality,
 )
+from causalguard.bundle.catalog import REPLY_ONLY_KINDS, Catalog, LeverEntry, save_catalog
+from causalguard.bundle.format import load_bundle
+from causalguard.bundle.lever import LeverSpec
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.confirmation_file import CONFIRMATION_FILE, confirmed_catalog, read_confirmation
 from causalguard.graphs.behaviour.held_out import HELD_OUT_FILE, held_out_catalog, read_held_out
@@ -63,9 +66,6 @@ from causalguard.graphs.behaviour.replies import (
     run_replies,
 )
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
-from causalguard.graphs.bundle.format import load_bundle
-from causalguard.graphs.levers.catalog import REPLY_ONLY_KINDS, Catalog, LeverEntry, save_catalog
-from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.levers.verdicts import attach_replies
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas

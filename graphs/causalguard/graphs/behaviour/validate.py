@@ -37,11 +37,11 @@ from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.behaviour.judge import ContrastJudge, load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import compare_degradation, cross_prompt_sameness, reply_quality
+from causalguard.bundle.format import Bundle
 from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import finite_json, reply_personas, served_system_prompt, t_interval
-from causalguard.graphs.bundle.format import Bundle
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions

@@ -9,8 +9,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from causalguard.bundle.graph import Edge, EdgeKind, ValueGraph, make_edge
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
-from causalguard.graphs.causal.graph import Edge, EdgeKind, ValueGraph, make_edge
 
 
 def mark(edge: Edge, a: str, b: str) -> str:

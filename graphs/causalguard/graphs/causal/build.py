@@ -17,18 +17,18 @@ from typing import Any
 import numpy as np
 
 from causalguard.artifacts import EFFECTS_FILE
-from causalguard.graphs.bundle.format import BUNDLE_SCHEMA, Bundle
+from causalguard.bundle.catalog import Catalog
+from causalguard.bundle.effects import EffectModel
+from causalguard.bundle.format import BUNDLE_SCHEMA, Bundle
+from causalguard.bundle.graph import ValueGraph
 from causalguard.graphs.causal.bootstrap import bootstrap_graphs, resample_indices, stable_graph
 from causalguard.graphs.causal.contexts import joint_matrix
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
 from causalguard.graphs.causal.evaluate import evaluate_held_out
-from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.leave_one_out import leave_one_lever_out
 from causalguard.graphs.causal.matrix import ScoreMatrix
-from causalguard.graphs.causal.predict import EffectModel
 from causalguard.graphs.causal.reference import compare_with_reference
 from causalguard.graphs.causal.sem import class_total_effects
-from causalguard.graphs.levers.catalog import Catalog
 from causalguard.run_records import read_run_record
 
 

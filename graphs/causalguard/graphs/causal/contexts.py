@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from causalguard.bundle.catalog import Catalog, LeverEntry
 from causalguard.errors import ConfigError
 from causalguard.graphs.causal.matrix import ScoreMatrix
-from causalguard.graphs.levers.catalog import Catalog, LeverEntry
 from causalguard.values.loading import slug
 
 UNSTEERED = ("", "none")

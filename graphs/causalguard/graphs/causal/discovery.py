@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.graphs.causal.graph import Edge, EdgeKind, ValueGraph, make_edge
+from causalguard.bundle.graph import Edge, EdgeKind, ValueGraph, make_edge
 
 
 @dataclass(frozen=True)

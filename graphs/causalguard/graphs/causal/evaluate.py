@@ -24,8 +24,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from causalguard.bundle.graph import ValueGraph
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
-from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.reference import circumplex_pattern
 from causalguard.graphs.causal.sem import class_total_effects, fit_sem

@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from causalguard.bundle.format import Bundle
+from causalguard.bundle.graph import ValueGraph
 from causalguard.errors import ConfigError
-from causalguard.graphs.bundle.format import Bundle
 from causalguard.graphs.causal.contexts import (
     UNSTEERED,
     aligned,
@@ -51,7 +52,6 @@ from causalguard.graphs.causal.contexts import (
     lever_target,
 )
 from causalguard.graphs.causal.evaluate import PredictedPair, auroc, predictor_metrics, random_graph_effects
-from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.reference import circumplex_pattern
 

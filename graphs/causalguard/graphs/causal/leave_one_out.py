@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.graphs.bundle.format import Bundle
+from causalguard.bundle.format import Bundle
+from causalguard.bundle.graph import ValueGraph
 from causalguard.graphs.causal.contexts import JointMatrix, joint_matrix
 from causalguard.graphs.causal.discovery import PCSettings, run_pc
-from causalguard.graphs.causal.graph import ValueGraph
 from causalguard.graphs.causal.interventions import Intervention, evaluate_interventions
 from causalguard.graphs.causal.matrix import ScoreMatrix
 from causalguard.graphs.causal.sem import class_total_effects

@@ -11,8 +11,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from causalguard.bundle.graph import Edge, ValueGraph, make_edge
 from causalguard.errors import ConfigError
-from causalguard.graphs.causal.graph import Edge, ValueGraph, make_edge
 
 # Schwartz's circle (BRIEF section 7): conformity and tradition share a wedge, so 9 angular positions.
 CIRCUMPLEX_ANGLES = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from causalguard.graphs.causal.graph import ValueGraph
+from causalguard.bundle.graph import ValueGraph
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
+from causalguard.bundle.catalog import Catalog, build_catalog, save_catalog
+from causalguard.bundle.lever import LeverSpec
 from causalguard.graphs.levers.candidates import Candidate, find_candidates, residual_norm
-from causalguard.graphs.levers.catalog import Catalog, build_catalog, save_catalog
-from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.graphs.levers.measure import NEUTRAL_TEXTS, MeasureSettings, fluency_costs, measure_effects
 from causalguard.graphs.survey.backends import SurveyBackend
 from causalguard.models.loaded import LoadedModel

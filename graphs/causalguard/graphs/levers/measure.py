@@ -22,7 +22,7 @@ import torch
 from causalguard.adapters.hf.interventions import FeatureEdit
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.adapters.hf.sae_condition import SaeSteering
-from causalguard.graphs.levers.lever import LeverSpec
+from causalguard.bundle.lever import LeverSpec
 from causalguard.graphs.survey.backends import SurveyBackend
 from causalguard.graphs.survey.conditions import build_conditions
 from causalguard.graphs.survey.results import SurveyResult

@@ -20,9 +20,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from causalguard.bundle.catalog import Catalog
+from causalguard.bundle.lever import LeverSpec
 from causalguard.errors import ConfigError, Problem
-from causalguard.graphs.levers.catalog import Catalog
-from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.yaml_files import line_of, validate_yaml_file_with_node
 
 REPLY_STYLE_WORDINGS: dict[str, tuple[str, str]] = {

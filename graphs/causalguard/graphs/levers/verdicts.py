@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from causalguard.artifacts import CATALOG_SCHEMA_REPLIES
-from causalguard.graphs.levers.catalog import Catalog, Interval, LeverEntry, LeverReplies, Verdict
+from causalguard.bundle.catalog import Catalog, Interval, LeverEntry, LeverReplies, Verdict
 
 
 def _verdict(entry: LeverEntry, row: dict[str, Any]) -> tuple[Verdict, str]:

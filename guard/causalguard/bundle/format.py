@@ -21,11 +21,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from causalguard.artifacts import BUNDLE_FILE, BUNDLE_SCHEMA, EFFECTS_FILE, GRAPHML_FILE, SAE_CONFIG, SVG_FILE
-from causalguard.behaviour.artifacts import BehaviourSummary, load_behaviour
+from causalguard.bundle.behaviour import BehaviourSummary, load_behaviour
+from causalguard.bundle.catalog import Catalog, load_catalog
+from causalguard.bundle.effects import EffectModel
+from causalguard.bundle.graph import ValueGraph
 from causalguard.errors import CausalguardError, ConfigError
-from causalguard.graphs.causal.graph import ValueGraph
-from causalguard.graphs.causal.predict import EffectModel
-from causalguard.graphs.levers.catalog import Catalog, load_catalog
 from causalguard.yaml_files import problems_from_validation
 
 
@@ -115,7 +115,7 @@ class Bundle:
 def save_bundle(bundle: Bundle, folder: Path) -> Path:
     from safetensors.numpy import save_file
 
-    from causalguard.graphs.bundle.render import render_svg
+    from causalguard.bundle.svg import render_svg
 
     folder.mkdir(parents=True, exist_ok=True)
     doc = dict(bundle.doc)
@@ -242,10 +242,16 @@ def resolve_bundle_dir(where: str | Path, model_name: str, base: Path | None = N
 
 
 def shipped_bundle_dir(model_name: str) -> Path:
-    """The bundle shipped inside the package for an embedded model (package data of ``causalguard.graphs``)."""
-    from importlib import resources
+    """The bundle shipped inside the package for an embedded model (package data of ``causalguard.graphs``,
+    located without importing the offline package)."""
+    from importlib.util import find_spec
 
-    folder = Path(str(resources.files("causalguard.graphs") / model_name))
+    spec = find_spec("causalguard.graphs")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ConfigError.single("causalguard.graphs", "the package holding the shipped bundles is not installed",
+                                 field="bundle", hint="reinstall causalguard, or give a bundle folder")
+    folder = Path(locations[0]) / model_name
     if not (folder / BUNDLE_FILE).exists():
         shipped = sorted(p.parent.name for p in folder.parent.glob(f"*/{BUNDLE_FILE}"))
         raise ConfigError.single(str(folder), f"no shipped bundle for model '{model_name}'",

@@ -25,8 +25,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from causalguard.artifacts import CATALOG_FILE, CATALOG_REPORT, CATALOG_SCHEMA
+from causalguard.bundle.lever import LeverSpec
 from causalguard.errors import ConfigError
-from causalguard.graphs.levers.lever import LeverSpec
 from causalguard.yaml_files import problems_from_validation
 
 

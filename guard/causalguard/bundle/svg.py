@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from causalguard.graphs.causal.graph import ValueGraph
+from causalguard.bundle.graph import ValueGraph
 
 SIZE = 560
 RADIUS = 200
