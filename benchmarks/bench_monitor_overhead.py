@@ -1,15 +1,15 @@
 """What the live value monitor costs serving: 16 concurrent clients in-process, monitor off vs on.
 
-    .venv/bin/python benchmarks/bench_monitor_overhead.py [--clients 16] [--max-tokens 48] [--rounds 3]
-        [--rates 0.25,1.0]
+    .venv/bin/python benchmarks/bench_monitor_overhead.py [--clients 16] [--requests 3] [--max-tokens 48]
+        [--rounds 3] [--rates 0.25,1.0]
 
-One ``ValueGuard`` on the default model and its shipped bundle (the deploy profile: stimulation up with
-its role lever), batching on, audits off. Each round sends the same ``--clients`` conversations at once
-(one thread each, greedy) with the monitor off, then at each sample rate in ``--rates``, in turn, so drift
-affects all alike; after each arm the monitor's queue is drained *outside* the timed window only for
-the count (the judging itself runs while the next requests generate, as in production, and the arm's
-time includes any CPU it takes from them). Prints generated tokens/s and p50 request latency (medians
-of rounds) and their ratios to monitor-off (goal in the monitor issue: <= 5% slower at the default rate).
+One ``ValueGuard`` on the default model and its shipped bundle (stimulation up with its steering vector),
+batching on, audits off. Each round runs ``--clients`` threads, each sending ``--requests`` requests
+back to back (greedy), with the monitor off, then at each sample rate in ``--rates``, in turn, so drift
+affects all alike. The judging runs while later requests generate, as under steady traffic; the last
+replies' judging falls after the timed window (the queue is drained between arms). Prints generated
+tokens/s and p50 request latency (medians of rounds) and their ratios to monitor-off (goal in the monitor
+issue: <= 5% slower at the default rate).
 
 ``--proxy`` instead times what the monitor adds to a proxied request's path: ``observe_reply`` (compose,
 sample, enqueue), per call, against a no-op, on a guard in proxy mode.
@@ -36,7 +36,7 @@ model: smollm2-135m-instruct
 system_prompt: You are a helpful assistant.
 targets:
   stimulation: {direction: increase}
-method: role
+method: vector
 profiles:
   plain: {}
 audit: {enabled: false}
@@ -44,17 +44,22 @@ monitor: {enabled: false}
 """
 
 
-def _arm(guard: ValueGuard, clients: int, max_tokens: int) -> tuple[float, float]:
-    asks = [[{"role": "user", "content": f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"}] for i in range(clients)]
+def _arm(guard: ValueGuard, clients: int, max_tokens: int, requests: int) -> tuple[float, float]:
+    """Each client sends ``requests`` requests back to back, so the judging of earlier replies overlaps the
+    generation of later ones (as under steady traffic); only the last replies' judging falls after the arm."""
 
-    def one(ask: list[dict[str, str]]) -> tuple[int, float]:
-        start = time.perf_counter()
-        reply = guard.generate(ask, max_new_tokens=max_tokens)
-        return reply.completion_tokens, time.perf_counter() - start
+    def client(i: int) -> list[tuple[int, float]]:
+        out = []
+        for k in range(requests):
+            ask = [{"role": "user", "content": f"{QUESTIONS[(i + k) % len(QUESTIONS)]} ({i}.{k})"}]
+            start = time.perf_counter()
+            reply = guard.generate(ask, max_new_tokens=max_tokens)
+            out.append((reply.completion_tokens, time.perf_counter() - start))
+        return out
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(one, asks))
+        results = [r for rs in pool.map(client, range(clients)) for r in rs]
     seconds = time.perf_counter() - start
     return sum(t for t, _ in results) / seconds, statistics.median(s for _, s in results)
 
@@ -77,19 +82,20 @@ def in_process(args: argparse.Namespace) -> None:
             assert guard.monitor is not None, "the shipped bundle has a value judge"
             for rate in arms.values():  # warm-up
                 _with_monitor(guard, rate)
-                _arm(guard, 2, 4)
+                _arm(guard, 2, 4, 1)
             guard.monitor.drain(120)
             for _ in range(args.rounds):
                 for name, rate in arms.items():
                     _with_monitor(guard, rate)
-                    rate_tps, latency = _arm(guard, args.clients, args.max_tokens)
+                    rate_tps, latency = _arm(guard, args.clients, args.max_tokens, args.requests)
                     tps[name].append(rate_tps)
                     p50[name].append(latency)
                     guard.monitor.drain(120)
             judged = int(sum(s.value for family in guard.metrics.registry.collect() for s in family.samples
                              if s.name == "causalguard_monitor_replies_total" and s.labels["outcome"] == "judged"))
     print(f"machine: {machine()}")
-    print(f"{args.clients} clients x {args.max_tokens} tokens, {args.rounds} rounds, greedy, batching on; "
+    print(f"{args.clients} clients x {args.requests} requests x {args.max_tokens} tokens, {args.rounds} rounds, "
+          f"greedy, batching on; "
           f"{judged} replies judged in all")
     base_tps, base_p50 = statistics.median(tps["off"]), statistics.median(p50["off"])
     for name in arms:
@@ -101,7 +107,9 @@ def in_process(args: argparse.Namespace) -> None:
 def proxy(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "guard.yaml"
-        path.write_text(CONFIG.replace("monitor: {enabled: false}", "monitor: {sample_rate: 1.0, queue_size: 100000}")
+        # proxy mode plans role levers only: in survey units (no role lever holds in reply units here)
+        config = CONFIG.replace("method: vector", "method: role\nunits: survey")
+        path.write_text(config.replace("monitor: {enabled: false}", "monitor: {sample_rate: 1.0, queue_size: 100000}")
                         + "upstream: {base_url: 'http://127.0.0.1:9/v1', model: unused}\n")
         with ValueGuard.from_config(path, start_audits=False) as guard:
             ask = [{"role": "user", "content": QUESTIONS[0]}]
@@ -127,6 +135,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=3, help="Requests per client per arm, back to back.")
     parser.add_argument("--rates", default="0.25,1.0")
     parser.add_argument("--proxy", action="store_true")
     parser.add_argument("--calls", type=int, default=2000)

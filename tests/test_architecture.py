@@ -14,6 +14,7 @@ Imports inside functions (lazy imports of heavy optional parts) are not module-l
 """
 
 import ast
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -53,21 +54,33 @@ def layer(module: str) -> int:
     return LAYER_OF[best]
 
 
-def module_imports() -> list[tuple[str, str, int]]:
-    """(importer, imported, line) for every module-level causalguard import."""
+def _modules() -> list[tuple[str, ast.Module]]:
+    """(module name, parsed source) for every module of the package's three source roots."""
     out = []
     for folder, package in SOURCES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
             parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            name = ".".join((package, *parts)).removesuffix(".__init__")
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            for node in tree.body:  # module level only
-                nodes = node.body if isinstance(node, ast.If) else [node]  # TYPE_CHECKING blocks count too
-                for n in nodes:
-                    if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("causalguard"):
-                        out.append((name, n.module, n.lineno))
-                    elif isinstance(n, ast.Import):
-                        out += [(name, a.name, n.lineno) for a in n.names if a.name.startswith("causalguard")]
+            out.append((".".join((package, *parts)).removesuffix(".__init__"),
+                        ast.parse(path.read_text(encoding="utf-8"))))
+    return out
+
+
+def _causalguard_imports(name: str, nodes: Sequence[ast.AST]) -> list[tuple[str, str, int]]:
+    out = []
+    for n in nodes:
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("causalguard"):
+            out.append((name, n.module, n.lineno))
+        elif isinstance(n, ast.Import):
+            out += [(name, a.name, n.lineno) for a in n.names if a.name.startswith("causalguard")]
+    return out
+
+
+def module_imports() -> list[tuple[str, str, int]]:
+    """(importer, imported, line) for every module-level causalguard import (TYPE_CHECKING blocks count too)."""
+    out = []
+    for name, tree in _modules():
+        top = [n for node in tree.body for n in (node.body if isinstance(node, ast.If) else [node])]
+        out += _causalguard_imports(name, top)
     return out
 
 
@@ -90,20 +103,10 @@ def _is_serving(module: str) -> bool:
 
 
 def all_imports(package_prefix: str) -> list[tuple[str, str, int]]:
-    """(importer, imported, line) for every causalguard import, at any depth, in modules under the prefix."""
-    out = []
-    for folder, package in SOURCES.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            name = ".".join((package, *parts)).removesuffix(".__init__")
-            if not (name.startswith(package_prefix) or _is_serving(name)):
-                continue
-            for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("causalguard"):
-                    out.append((name, n.module, n.lineno))
-                elif isinstance(n, ast.Import):
-                    out += [(name, a.name, n.lineno) for a in n.names if a.name.startswith("causalguard")]
-    return out
+    """(importer, imported, line) for every causalguard import, at any depth, in serving modules and in
+    modules under the prefix."""
+    return [edge for name, tree in _modules() if name.startswith(package_prefix) or _is_serving(name)
+            for edge in _causalguard_imports(name, list(ast.walk(tree)))]
 
 
 def test_serving_and_the_artifact_layer_never_import_the_offline_package_not_even_lazily() -> None:
@@ -138,7 +141,7 @@ assert not [m for m in sys.modules if m.startswith("causalguard.graphs.")], "the
 print("ok")
 """
     config = tmp_path / "guard.yaml"
-    config.write_text("targets:\n  stimulation: {direction: increase}\nmethod: role\n")
+    config.write_text("units: survey\ntargets:\n  stimulation: {direction: increase}\nmethod: role\n")
     result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 

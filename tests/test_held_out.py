@@ -120,21 +120,25 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     shipped = Path(__file__).parents[1] / "graphs/causalguard/graphs/smollm2-135m-instruct"
     folder = tmp_path / "bundle"
     folder.mkdir()
-    looks = ("validation.json", "validation-test101-120.json", "validation-fresh-test1-40.json")
+    looks = ("validation.json", "validation-test101-120.json", "validation-fresh-test1-40.json",
+             "validation-fresh-test41-120.json")
     for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks):
         shutil.copy(shipped / name, folder / name)
     result = CliRunner().invoke(app, ["behaviour", "held-out", "--bundle", str(folder),
                                       *(str(folder / name) for name in looks)])
     assert result.exit_code == 0, result.output
     assert "role:stimulation:-:reply: did not hold" in result.output
-    assert "role:stimulation:+:reply: held" in result.output
-    assert "vector:universalism:-:L10:0.15: held" in result.output
+    # the role lever held three looks by the probe judge; the fourth look's second judge did not see it
+    assert "role:stimulation:+:reply: did not hold" in result.output
+    assert "vector:stimulation:+:L21:0.15: held" in result.output
+    assert "vector:universalism:-:L10:0.15: did not hold" in result.output  # degraded replies in look 4
     assert "vector:power:-:L12:0.3: did not hold" in result.output
     assert "the second judge did not see it" in result.output
     catalog = load_catalog(folder)
     assert catalog is not None
     assert catalog.lever("role:stimulation:-:reply").replies.verdict == "failed_held_out"  # type: ignore[union-attr]
-    assert catalog.lever("role:stimulation:+:reply").replies.verdict == "usable"  # type: ignore[union-attr]
+    assert catalog.lever("role:stimulation:+:reply").replies.verdict == "failed_held_out"  # type: ignore[union-attr]
+    assert catalog.lever("vector:stimulation:+:L21:0.15").replies.verdict == "usable"  # type: ignore[union-attr]
     assert json.loads((shipped / "catalog.json").read_text()) == json.loads((folder / "catalog.json").read_text())
 
 

@@ -9,7 +9,6 @@ import contextlib
 import json
 import math
 import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 from causalguard.behaviour.prompts import load_prompts
 from causalguard.bundle.format import resolve_bundle_dir
 from causalguard.runtime.value_guard import ValueGuard
-from causalguard.server.process import free_port, serve_in_process
-from tests.test_server_process import _need
+from causalguard.server.process import serve_in_process
+from tests.test_server_process import start_prometheus
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"
@@ -76,14 +75,13 @@ def _flipped_bundle(folder: Path) -> Path:
 def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_path: Path) -> None:
     import openai
 
-    prometheus = _need("prometheus")
     bundle = _flipped_bundle(tmp_path)
     config = tmp_path / "guard.yaml"
     config.write_text(
         f"model: {MODEL}\nbundle: {bundle}\nsystem_prompt: You are a helpful assistant.\n"
         "targets:\n  stimulation: {direction: increase}\nmethod: vector\n"
         "profiles:\n  less-universalism:\n    targets:\n      universalism: {direction: decrease}\n"
-        "    method: vector\n  plain: {}\n"
+        "    method: guided\n  plain: {}\n"
         "audit: {enabled: false}\nmonitor: {sample_rate: 1.0, min_replies: 20}\n")
     prompts = [p.text for p in load_prompts().split("dev")][:24]
     log_path = tmp_path / "server.log"
@@ -100,14 +98,7 @@ def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_p
                                                                                  "less-universalism")]
         with ThreadPoolExecutor(16) as pool:
             replies = list(pool.map(ask, jobs))
-        port = free_port()
-        (tmp_path / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: causalguard\n"
-            f"    metrics_path: /metrics/\n    static_configs: [{{targets: ['127.0.0.1:{server.port}']}}]\n")
-        process = subprocess.Popen(
-            [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        api = f"http://127.0.0.1:{port}/api/v1"
+        process, api = start_prometheus(server.port, tmp_path)
 
         def query(expr: str) -> dict[tuple[str, str], float]:
             data = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()

@@ -67,6 +67,7 @@ def guard(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     folder = tmp_path_factory.mktemp("proxy")
     config = folder / "guard.yaml"
     config.write_text(f"model: {MODEL}\nsystem_prompt: You are a helpful assistant.\n"
+                      "units: survey\nmethod: role\nlimits: {max_levers: 1}\n"
                       "targets:\n  stimulation: {direction: increase}\nprofiles:\n  plain: {}\n"
                       "audit: {enabled: false}\nmonitor: {sample_rate: 1.0}\n"
                       f"upstream:\n  base_url: {upstream}\n  model: smollm2-upstream\n  timeout_seconds: 120\n")
@@ -113,7 +114,8 @@ def test_the_live_monitor_judges_what_llama_cpp_served(guard: ServerProcess) -> 
 
 def test_proxy_replies_carry_their_scores_when_the_operator_exposes_them(upstream: str, tmp_path: Path) -> None:
     config = tmp_path / "guard.yaml"
-    config.write_text(f"model: {MODEL}\ntargets:\n  stimulation: {{direction: increase}}\naudit: {{enabled: false}}\n"
+    config.write_text(f"model: {MODEL}\nunits: survey\ntargets:\n  stimulation: {{direction: increase}}\n"
+                      "audit: {enabled: false}\n"
                       "monitor: {expose_scores: true}\n"
                       f"upstream:\n  base_url: {upstream}\n  model: smollm2-upstream\n  timeout_seconds: 120\n")
     with serve_in_process(config, tmp_path / "server.log") as process:
@@ -135,13 +137,13 @@ def test_the_openai_client_through_the_guard_to_llama_cpp(guard: ServerProcess, 
     direct = openai.OpenAI(base_url=upstream, api_key="unused")
     guarded = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=24, temperature=0)  # type: ignore[arg-type]
     extra = guarded.model_extra or {}
-    assert extra["causalguard"] == {"profile": "default", "levers": ["role:stimulation:+:reply"]}
+    assert extra["causalguard"] == {"profile": "default", "levers": ["role:stimulation:+"]}
     assert guarded.model == MODEL and guarded.choices[0].message.content
     # what the guard sent: the operator's prompt, then the lever's instruction, in one system message. The
     # replies themselves are compared only by their prompts: llama.cpp reuses a cached prompt prefix between
     # requests, which changes the floating-point path, so greedy text depends on the request before it.
-    instruction = "In your reply, recommend something new, exciting or adventurous, and encourage the user to " \
-                  "take on a challenge."
+    instruction = "Answer as someone who is strongly inclined to the value of Stimulation, which means " \
+                  "excitement, novelty and challenge in life."
     same = direct.chat.completions.create(
         model="smollm2-upstream", max_tokens=24, temperature=0,
         messages=[{"role": "system", "content": f"You are a helpful assistant.\n\n{instruction}"}, *ASK])  # type: ignore[list-item]
@@ -183,7 +185,7 @@ def test_a_reply_audit_round_judges_what_the_upstream_serves(upstream: str, tmp_
     from causalguard.runtime.value_guard import ValueGuard
 
     config = tmp_path / "guard.yaml"
-    config.write_text(f"model: {MODEL}\ntargets:\n  stimulation: {{direction: increase}}\n"
+    config.write_text(f"model: {MODEL}\nunits: survey\ntargets:\n  stimulation: {{direction: increase}}\n"
                       "audit: {prompts_per_audit: 2, max_new_tokens: 16}\n"
                       f"upstream:\n  base_url: {upstream}\n  model: smollm2-upstream\n")
     with ValueGuard.from_config(config, start_audits=False) as guard:

@@ -128,17 +128,22 @@ def test_sighup_reloads_a_valid_config_and_keeps_serving(server: ServerProcess, 
     config.write_text(CONFIG)
 
 
-def test_prometheus_scrapes_requests_and_audits(server: ServerProcess, tmp_path: Path) -> None:
+def start_prometheus(scrape_port: int, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real Prometheus scraping the guard on ``scrape_port`` every second; returns it and its API root."""
     prometheus = _need("prometheus")
-    httpx.post(f"{server.url}/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 4})
     port = free_port()
-    (tmp_path / "prometheus.yml").write_text(
+    (folder / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: causalguard\n    metrics_path: /metrics/\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{server.port}']}}]\n")
+        f"    static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]\n")
     process = subprocess.Popen(
-        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+        [prometheus, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api/v1"
+    return process, f"http://127.0.0.1:{port}/api/v1"
+
+
+def test_prometheus_scrapes_requests_and_audits(server: ServerProcess, tmp_path: Path) -> None:
+    httpx.post(f"{server.url}/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 4})
+    process, api = start_prometheus(server.port, tmp_path)
     try:
         results: dict[str, list] = {}
         wanted = ['up{job="causalguard"}', "causalguard_audited_value_score", "causalguard_requests_total",
