@@ -55,6 +55,9 @@ def graph_build_command(
              "default --out when it has one.")] = None,
     evaluate_levers: Annotated[bool, typer.Option(
         help="With --interventions: leave-one-lever-out evaluation (one PC run per lever).")] = True,
+    steering_only: Annotated[str | None, typer.Option(
+        help="Keep the unsteered rows and only the rows steered by these comma-separated ids (the steer_dim or "
+             "steering column), e.g. the paper's 'good' SAE features.")] = None,
 ) -> None:
     """Discover the causal value graph (PC; the edges stable over bootstraps ship), effects and evaluations."""
     from causalguard.bundle import save_bundle
@@ -66,6 +69,10 @@ def graph_build_command(
     from causalguard.graphs.show import describe_bundle
 
     matrix = read_score_matrix(source, id_columns=split_list(id_columns), exclude=exclude)
+    if steering_only is not None:
+        from causalguard.graphs.causal.change_rates import rows_steered_by
+
+        matrix = rows_steered_by(matrix, split_list(steering_only) or [], what="--steering-only")
     knowledge = Knowledge(forbidden=_pairs(forbid, "--forbid"), required=_pairs(require, "--require"),
                           sources_only=tuple(split_list(sources_only) or ()))
     try:
@@ -154,6 +161,9 @@ def graph_evaluate_command(
              "(leave-one-out AUROC against rows).")] = None,
     alpha: Annotated[float, typer.Option(min=0.0001, max=0.5,
                                          help="PC's significance level (--leave-one-out).")] = 0.05,
+    targets_from: Annotated[Path | None, typer.Option(
+        help="Score matrix (the training one) whose largest change per intervention is the target of "
+             "interventions that name no value (the paper's SAE features).")] = None,
 ) -> None:
     """Hold the bundle's graph against an interventional test matrix: per intervention, the change of every
     other value (steered minus the same persona unsteered) predicted from the target's own change, by the
@@ -165,10 +175,18 @@ def graph_evaluate_command(
 
     loaded = load_bundle(bundle)
     matrix = read_score_matrix(test)
+    target_map = None
+    if targets_from is not None:
+        if leave_one_out is not None:
+            raise typer.BadParameter("--leave-one-out reads targets from lever ids only", param_hint="--targets-from")
+        from causalguard.graphs.causal.change_rates import largest_change_targets
+
+        target_map = largest_change_targets(read_score_matrix(targets_from))
     if leave_one_out is None:
         if learning_curve is not None:
             raise typer.BadParameter("needs --leave-one-out SURVEY", param_hint="--learning-curve")
-        doc = evaluate_interventions(matrix, loaded, random_graphs=random_graphs, bootstraps=bootstraps)
+        doc = evaluate_interventions(matrix, loaded, random_graphs=random_graphs, bootstraps=bootstraps,
+                                     target_map=target_map)
         typer.echo(f"{loaded.model_name}: graph with {len(loaded.graph.edges)} edges against {test}")
     else:
         from causalguard.graphs.causal.leave_one_out import learning_curve as curve
@@ -198,6 +216,78 @@ def graph_evaluate_command(
     if out is not None:
         out.write_text(json.dumps(doc, indent=2) + "\n")
         typer.echo(f"wrote {out}")
+
+
+@graph_app.command("change-rates")
+def graph_change_rates_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (its graph's descendants are 'expected').")],
+    test: Annotated[Path, typer.Option(help="Interventional score matrix: the paper's format (steer_dim, "
+                                            "player_name) or ours (condition, steering).")],
+    changed_above: Annotated[float | None, typer.Option(
+        min=0.0, max=2.0, help="A value changed when |mean change over personas| exceeds this.")] = None,
+    changed_p: Annotated[float | None, typer.Option(
+        min=0.0001, max=0.5, help="Instead: a value changed when a paired t-test over personas has p below this.")]
+    = None,
+    targets_from: Annotated[Path | None, typer.Option(
+        help="Score matrix (the training one) whose largest change per SAE feature is that feature's target; "
+             "default: every value a feature changed is one of its targets.")] = None,
+    only: Annotated[str | None, typer.Option(help="Comma-separated intervention ids to keep.")] = None,
+    paper_table: Annotated[Path | None, typer.Option(
+        help="The paper's Table 2 CSV (table2_*.csv) to compare with (its SAE rows, learned graph).")] = None,
+    paper_rows: Annotated[str, typer.Option(help="Which rows of --paper-table: sae or prompt.")] = "sae",
+    out: Annotated[Path | None, typer.Option(help="Also write the table as JSON here.")] = None,
+) -> None:
+    """The paper's Table 2 statistic: per target value, how often its graph descendants changed ("expected")
+    against the other values ("unexpected") when an intervention changed it."""
+    from causalguard.bundle import load_bundle
+    from causalguard.graphs.causal.change_rates import (
+        ChangeRule,
+        change_rate_table,
+        compare_with_paper,
+        largest_change_targets,
+        read_paper_table,
+    )
+    from causalguard.graphs.causal.matrix import read_score_matrix
+
+    if changed_above is not None and changed_p is not None:
+        raise typer.BadParameter("give --changed-above or --changed-p, not both", param_hint="--changed-p")
+    if paper_rows not in ("sae", "prompt"):
+        raise typer.BadParameter(f"expected sae or prompt, got {paper_rows!r}", param_hint="--paper-rows")
+    rule = (ChangeRule("t_test", alpha=changed_p) if changed_p is not None
+            else ChangeRule("threshold", threshold=changed_above or 0.0))
+    loaded = load_bundle(bundle)
+    matrix = read_score_matrix(test)
+    target_map = largest_change_targets(read_score_matrix(targets_from)) if targets_from is not None else None
+    table = change_rate_table(matrix, loaded.graph, rule, target_map=target_map, interventions=split_list(only))
+    doc: dict[str, object] = {"bundle": str(bundle), "test": str(test), "table": table}
+    typer.echo(f"{len(loaded.graph.edges)} edges; {table['interventions']} interventions; changed: {table['rule']}; "
+               f"targets: {table['targets']}")
+    typer.echo(f"{'value':<24} {'targets':>7} {'desc':>4} {'expected':>9} {'unexpected':>10}")
+    comparison = None
+    if paper_table is not None:
+        comparison = compare_with_paper(table, read_paper_table(paper_table, paper_rows))  # type: ignore[arg-type]
+        doc["paper"] = comparison
+    for value, row in table["per_value"].items():
+        line = (f"{value:<24} {row['interventions']:>7} {row['descendants']:>4} {_rate(row['expected']):>9} "
+                f"{_rate(row['unexpected']):>10}")
+        if comparison is not None:
+            paper = comparison["per_value"][value]
+            line += f"   paper {_rate(paper['expected']['paper']):>6} {_rate(paper['unexpected']['paper']):>6}"
+        typer.echo(line)
+    typer.echo(f"{'mean':<37} {_rate(table['mean_expected']):>9} {_rate(table['mean_unexpected']):>10}")
+    if comparison is not None:
+        means = comparison["means"]
+        typer.echo(f"paper's means: expected {_rate(means['expected']['paper'])}, unexpected "
+                   f"{_rate(means['unexpected']['paper'])}; ours minus paper {means['expected']['difference']:+.3f}, "
+                   f"{means['unexpected']['difference']:+.3f}; cells empty on both sides or filled on both: "
+                   f"{comparison['empty_cells_agree']}/{comparison['cells']}")
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        typer.echo(f"wrote {out}")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @graph_app.command("compare")

@@ -34,7 +34,7 @@ measurement, fall short; ``catalog_effects`` below it says the catalog's persona
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ import numpy as np
 from causalguard.bundle.format import Bundle
 from causalguard.bundle.graph import ValueGraph
 from causalguard.errors import ConfigError
+from causalguard.graphs.causal.change_rates import intervention_label
 from causalguard.graphs.causal.contexts import (
     UNSTEERED,
     aligned,
@@ -68,9 +69,11 @@ class Intervention:
     changes: np.ndarray  # personas x values: steered minus the same persona unsteered
 
 
-def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[Intervention], list[str]]:
+def measured_interventions(matrix: ScoreMatrix, bundle: Bundle, target_map: Mapping[str, str] | None = None,
+                           ) -> tuple[list[Intervention], list[str]]:
     """Per intervention, the mean per-persona change and which values moved (a two-sided 95% t-test over
-    its personas); also what was skipped, and why."""
+    its personas); also what was skipped, and why. An intervention's target is the value it names, its
+    catalog lever's target, or ``target_map``'s entry for it (SAE features name no value)."""
     steer_col, persona_col = id_layout(matrix)
     unsteered: dict[str, int] = {}
     steered: dict[str, dict[str, int]] = {}
@@ -84,9 +87,9 @@ def measured_interventions(matrix: ScoreMatrix, bundle: Bundle) -> tuple[list[In
     out, skipped = [], []
     for steer, rows in steered.items():
         found = lever_target(steer, matrix.columns, bundle.catalog)
-        target = None if found is None else found[0]
+        target = found[0] if found is not None else (target_map or {}).get(intervention_label(steer))
         if target is None or target not in matrix.columns:
-            skipped.append(f"{steer}: no target value (not a value name nor a catalog lever)")
+            skipped.append(f"{steer}: no target value (not a value name, a catalog lever nor in the target map)")
             continue
         pairs = [(i, unsteered[p]) for p, i in rows.items() if p in unsteered]
         if len(pairs) < 2:
@@ -113,17 +116,21 @@ GraphFor = Callable[[Intervention], tuple[ValueGraph, np.ndarray]]  # the graph 
 
 def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,
                            seed: int = 0, graph_for: GraphFor | None = None,
-                           observational: np.ndarray | None = None) -> dict[str, Any]:
+                           observational: np.ndarray | None = None,
+                           target_map: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The graph and its baselines on an interventional matrix (see the module docstring). ``graph_for``
     gives the graph to predict each intervention with (default: the bundle's, for every one; leave-one-
     lever-out passes graphs discovered without the intervention's rows); ``observational`` the unsteered
-    rows the baselines are fitted on (default: the test matrix's own)."""
+    rows the baselines are fitted on (default: the test matrix's own); ``target_map`` the target of
+    interventions that name no value (``change_rates.largest_change_targets`` on a training matrix)."""
     nodes = list(bundle.effects.nodes)
     matrix = aligned(matrix, nodes)
-    interventions, skipped = measured_interventions(matrix, bundle)
+    interventions, skipped = measured_interventions(matrix, bundle, target_map)
     if not interventions:
         raise ConfigError.single("--test", "no intervention has a target and two personas with unsteered rows",
-                                 hint="; ".join(skipped[:5]) or "add steered and unsteered rows per persona")
+                                 hint="; ".join(skipped[:5]) + " (SAE features name no value: give their targets "
+                                 "with --targets-from TRAINING_MATRIX)" if skipped
+                                 else "add steered and unsteered rows per persona")
     steer_col, _ = id_layout(matrix)
     base = np.array([i for i, info in enumerate(matrix.row_info) if info.get(steer_col, "").strip().lower()
                      in UNSTEERED])
