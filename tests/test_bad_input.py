@@ -4,6 +4,7 @@ test_guard_config.py, test_behaviour.py, test_survey.py, test_server_app.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from causalguard.bundle.format import load_bundle, shipped_bundle_dir
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.config.loading import read_guard_config
 from causalguard.errors import ConfigError
 
@@ -25,7 +27,15 @@ def _bundle_copy(tmp_path: Path) -> Path:
     folder.mkdir()
     for name in ("bundle.json", "effects.safetensors", "catalog.json", "behaviour.json"):
         shutil.copy(SHIPPED / name, folder / name)
+    seal_bundle(folder)  # a bundle of some of the shipped files, sealed as such
     return folder
+
+
+def _resealed(folder: Path) -> None:
+    """Seal a damaged bundle again where its bundle.json still parses: the damage then has to be caught by
+    the checks behind the hashes (schema, finiteness, cross-file consistency)."""
+    with contextlib.suppress(ValueError):  # bundle.json itself is damaged: the loader's JSON checks see it first
+        seal_bundle(folder)
 
 
 def _tensors(folder: Path, change: Callable[[dict[str, np.ndarray]], None]) -> None:
@@ -74,6 +84,10 @@ def test_a_bad_bundle_is_a_clear_error(tmp_path: Path, case: str) -> None:
     folder = _bundle_copy(tmp_path)
     load_bundle(folder)  # the copy itself is fine
     damage(folder)
+    with pytest.raises(ConfigError) as unsealed:
+        load_bundle(folder)  # any change to a sealed bundle is refused, naming the file
+    assert file in str(unsealed.value), str(unsealed.value)
+    _resealed(folder)
     with pytest.raises(ConfigError) as caught:
         load_bundle(folder)
     assert file in str(caught.value) and message in str(caught.value), str(caught.value)
@@ -226,8 +240,10 @@ def test_a_catalog_that_does_not_fit_its_bundle_is_refused_at_load(tmp_path: Pat
     damage, file, message = MORE_BUNDLE_CASES[case]
     folder = _bundle_copy(tmp_path)
     shutil.copytree(SHIPPED / "sae", folder / "sae")
+    seal_bundle(folder)
     load_bundle(folder)
     damage(folder)
+    _resealed(folder)
     with pytest.raises(ConfigError) as caught:
         load_bundle(folder)
     assert file in str(caught.value) and message in str(caught.value), str(caught.value)
@@ -327,3 +343,43 @@ def test_serve_rejects_an_unknown_log_format() -> None:
     example = Path(__file__).resolve().parent.parent / "deploy" / "guard.yaml"
     result = CliRunner().invoke(app, ["serve", "--config", str(example), "--log-format", "xml"])
     assert result.exit_code != 0 and "expected text or json" in result.output
+
+
+def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "guard.yaml"
+    os.mkfifo(fifo)  # no writer: reading it would block forever
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_guard_config(fifo)
+
+
+@pytest.mark.parametrize("text", [
+    # ten levels of ten aliases: 10**10 values once expanded, 600 bytes on disk
+    "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]\n" for k in range(1, 10)) + "model: *a9\n",
+    "model: &m [*m]\n",
+])
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path, text: str) -> None:
+    import time
+
+    path = tmp_path / "guard.yaml"
+    path.write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="alias"):
+        read_guard_config(path)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_bad_exclude_pattern_and_log_level_are_clear_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    csv_file = tmp_path / "m.csv"
+    csv_file.write_text("condition,a,b\nr0,0.1,0.2\n")
+    result = CliRunner().invoke(app, ["graph", "build", str(csv_file), "--out", str(tmp_path / "b"), "--exclude", "("])
+    assert result.exit_code != 0 and "--exclude" in str(result.exception) and "regular expression" in str(
+        result.exception)
+    result = CliRunner().invoke(app, ["serve", "--config", "deploy/guard.yaml", "--log-level", "nonsense"])
+    assert result.exit_code == 2 and "--log-level" in result.output

@@ -13,6 +13,7 @@ from causalguard import ConfigError
 from causalguard.bundle import BundleMismatchError, load_bundle, save_bundle
 from causalguard.bundle.effects import EffectModel
 from causalguard.bundle.graph import ValueGraph, make_edge
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.cli import app
 from causalguard.graphs.causal.build import BuildSettings, build_bundle
 from causalguard.graphs.causal.discovery import Knowledge, PCSettings, decode, run_pc
@@ -179,6 +180,9 @@ def test_bundle_round_trip_stability_and_fingerprint_guard(tmp_path: Path) -> No
     doc = json.loads((folder / "bundle.json").read_text())
     doc["schema"] = "causalguard.bundle/0"
     (folder / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"bundle\.json changed since the bundle was sealed"):
+        load_bundle(folder)
+    seal_bundle(folder)
     with pytest.raises(ConfigError, match="unsupported bundle schema"):
         load_bundle(folder)
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from scipy import stats
 
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.config.schema import LimitsSpec, ProfileSpec, TargetSpec
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.held_out import (
@@ -124,6 +125,7 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
              "validation-fresh-test41-120.json")
     for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks):
         shutil.copy(shipped / name, folder / name)
+    seal_bundle(folder)
     result = CliRunner().invoke(app, ["behaviour", "held-out", "--bundle", str(folder),
                                       *(str(folder / name) for name in looks)])
     assert result.exit_code == 0, result.output

@@ -18,6 +18,7 @@ import pytest
 
 from causalguard.behaviour.prompts import load_prompts
 from causalguard.bundle.format import resolve_bundle_dir
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.process import serve_in_process
 from tests.test_server_process import start_prometheus
@@ -69,6 +70,7 @@ def _flipped_bundle(folder: Path) -> Path:
     (lever,) = [lever for lever in catalog["levers"] if lever["id"] == FLIPPED]
     lever["strength"] = -2 * lever["strength"]
     (bundle / "catalog.json").write_text(json.dumps(catalog))
+    seal_bundle(bundle)  # sealed like a real export: the hashes vouch for the bytes, not for the sign
     return bundle
 
 

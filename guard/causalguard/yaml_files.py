@@ -18,6 +18,45 @@ from causalguard.errors import ConfigError, Problem
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_YAML_BYTES = 2 * 1024 * 1024  # configs, inventories and roles files are kilobytes; 2 MB parse in about a second
+MAX_EXPANDED_NODES = 200_000  # the document with every alias expanded: a "billion laughs" bomb is far beyond it
+
+
+class AliasBombError(ValueError):
+    """The YAML's aliases expand to more nodes than any config holds, or refer to themselves."""
+
+
+def expanded_nodes(root: yaml.Node) -> int:
+    """How many nodes the document holds with every alias expanded (shared nodes counted each time they are
+    used), stopping past ``MAX_EXPANDED_NODES``; raises ``AliasBombError`` beyond it or for a recursive alias."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_EXPANDED_NODES:
+                raise AliasBombError(f"its aliases expand to over {MAX_EXPANDED_NODES} values")
+            continue
+        if id(node) in open_nodes:
+            raise AliasBombError("an alias refers to the node that contains it")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise AliasBombError("an alias refers to the node that contains it")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
 
 
 def duplicate_keys(node: yaml.Node | None) -> list[tuple[str, int, int]]:
@@ -49,6 +88,8 @@ def _parse_once(text: str) -> tuple[Any, yaml.Node | None]:
     loader = loader_class(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            expanded_nodes(node)
         return (loader.construct_document(node) if node is not None else None), node
     finally:
         loader.dispose()
@@ -63,6 +104,9 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise ConfigError.single(str(path), "file not found", hint="check the path") from None
     if path.is_dir():
         raise ConfigError.single(str(path), "is a folder, not a YAML file", hint="give the path of the file")
+    if not path.is_file():  # a FIFO or device would block the read (or never end)
+        raise ConfigError.single(str(path), "is not a regular file (a pipe, socket or device)",
+                                 hint="give the path of a YAML file")
     if size > MAX_YAML_BYTES:
         raise ConfigError.single(str(path), f"file is {size} bytes, over the {MAX_YAML_BYTES}-byte limit for YAML",
                                  hint="check that this is the right file")
@@ -74,6 +118,11 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise ConfigError.single(str(path), f"not UTF-8 text ({exc.reason})", hint="save it as UTF-8") from None
     try:
         data, node = _parse_once(text)
+    except AliasBombError as exc:
+        raise ConfigError.single(str(path), f"refused: {exc}", hint="write the values out instead of through "
+                                 "nested aliases") from None
+    except RecursionError:
+        raise ConfigError.single(str(path), "nested too deeply", hint="flatten the YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

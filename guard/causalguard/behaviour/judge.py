@@ -165,11 +165,25 @@ class ProbeJudge:
 
         w = self.weights
         save_file({"mean": w.mean, "scale": w.scale, "directions": w.directions, "midpoints": w.midpoints},
-                  str(folder / JUDGE_WEIGHTS))
+                  str(folder / JUDGE_WEIGHTS), metadata={"dimensions": json.dumps(list(w.dimensions))})
         doc = {"schema": JUDGE_SCHEMA, "kind": "probe", "model": {"name": self.lm.name,
                "fingerprint": self.lm.fingerprint}, "layer": w.layer, "dimensions": list(w.dimensions),
                "frame": FRAME_HEAD + "{reply}" + FRAME_TAIL, **meta}
         (folder / JUDGE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _weight_dimensions(path: Path) -> list[str] | None:
+    """The value order the judge weights were saved with (their safetensors metadata), or None."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        meta = handle.metadata() or {}
+    if "dimensions" not in meta:
+        return None
+    rows = json.loads(meta["dimensions"])
+    if not isinstance(rows, list) or not all(isinstance(r, str) for r in rows):
+        raise ValueError("its 'dimensions' metadata is not a list of value names")
+    return rows
 
 
 def load_probe_judge(folder: Path, lm: LoadedModel, *, force: bool = False) -> ProbeJudge:
@@ -194,9 +208,18 @@ def load_probe_judge(folder: Path, lm: LoadedModel, *, force: bool = False) -> P
                                  field="model.fingerprint", hint="refit the judge for this model")
     try:
         tensors = load_file(str(folder / JUDGE_WEIGHTS))
-    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        rows = _weight_dimensions(folder / JUDGE_WEIGHTS)
+    except (FileNotFoundError, SafetensorError, OSError, ValueError) as exc:
         raise ConfigError.single(str(folder / JUDGE_WEIGHTS), f"cannot read the judge weights: {exc}") from None
-    dims = tuple(str(d) for d in doc.get("dimensions", []))
+    dims = tuple(str(d) for d in doc.get("dimensions") or [])
+    if not dims or rows is None or tuple(rows) != dims:
+        raise ConfigError.single(str(path), f"dimensions {list(dims)} are not the judge weights' rows {rows} (in "
+                                 "order): each value would be scored by another value's direction",
+                                 field="dimensions", hint="refit the judge: 'causalguard behaviour report'")
+    layer = doc.get("layer")
+    if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= lm.num_layers:
+        raise ConfigError.single(str(path), f"layer {layer!r} is not a layer of the model (0..{lm.num_layers})",
+                                 field="layer", hint="refit the judge: 'causalguard behaviour report'")
     expected = {"mean": (lm.hidden_size,), "scale": (lm.hidden_size,),
                 "directions": (len(dims), lm.hidden_size), "midpoints": (len(dims), lm.hidden_size)}
     for name, shape in expected.items():
@@ -204,7 +227,7 @@ def load_probe_judge(folder: Path, lm: LoadedModel, *, force: bool = False) -> P
         if tensor is None or tensor.shape != shape or not np.isfinite(tensor).all():
             raise ConfigError.single(str(folder / JUDGE_WEIGHTS), f"tensor {name!r} missing, not finite or not "
                                      f"of shape {shape}", field=name, hint="refit the judge")
-    weights = ProbeWeights(dims, int(doc["layer"]), tensors["mean"], tensors["scale"], tensors["directions"],
+    weights = ProbeWeights(dims, layer, tensors["mean"], tensors["scale"], tensors["directions"],
                            tensors["midpoints"])
     try:
         return ProbeJudge(lm, weights)

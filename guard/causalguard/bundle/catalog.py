@@ -20,11 +20,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from causalguard.artifacts import CATALOG_FILE, CATALOG_REPORT, CATALOG_SCHEMA
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.bundle.lever import LeverSpec
 from causalguard.errors import ConfigError
 from causalguard.yaml_files import problems_from_validation
@@ -39,10 +40,10 @@ class Interval(BaseModel):
 
 
 class Fluency(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    perplexity: float | None
-    perplexity_ratio: float | None
-    unparseable_rate: float
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    perplexity: float | None = Field(gt=0)
+    perplexity_ratio: float | None = Field(gt=0)
+    unparseable_rate: float = Field(ge=0, le=1)
 
 
 class ModelRef(BaseModel):
@@ -101,6 +102,20 @@ class LeverReplies(BaseModel):
     held_out: HeldOut | None = Field(default=None, description="after 'behaviour held-out': the pooled held-out "
                                      "test of the lever's target effect")
 
+    @model_validator(mode="after")
+    def _verdict_matches_record(self) -> LeverReplies:
+        """The verdict summarises the record: never 'usable' for replies it degrades or a failed held-out
+        test, never 'degrades_replies' for replies it does not degrade."""
+        if self.degraded > self.n:
+            raise ValueError(f"degraded: {self.degraded} of {self.n} replies")
+        if self.verdict == "usable" and self.degrades_replies:
+            raise ValueError("verdict: 'usable', but degrades_replies is true")
+        if self.verdict == "degrades_replies" and not self.degrades_replies:
+            raise ValueError("verdict: 'degrades_replies', but degrades_replies is false")
+        if self.verdict == "usable" and self.held_out is not None and not self.held_out.passed:
+            raise ValueError("verdict: 'usable', but the held-out test failed (expected 'failed_held_out')")
+        return self
+
     @property
     def confirmed(self) -> bool:
         """Measured again on replies nothing selected it on ('causalguard behaviour confirm')."""
@@ -113,6 +128,8 @@ class LeverReplies(BaseModel):
 
 
 REPLY_ONLY_KINDS = ("guided", "vector")  # the survey cannot score guidance or generated-token vectors
+MAX_STRENGTH = 1000.0  # far beyond any lever measured (SAE: residual norms, vectors: layer-norm fractions)
+MAX_REPLY_SCORE = 100.0  # reply-scale scores: +-1 is a typical pole reply
 
 
 class LeverEntry(BaseModel):
@@ -120,12 +137,12 @@ class LeverEntry(BaseModel):
     (``effects``, ``counts``, ``fluency``); guided and vector levers are measured on replies only and
     carry ``None`` there."""
 
-    model_config = ConfigDict(extra="forbid")
-    id: str
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    id: str = Field(min_length=1)
     kind: Literal["role", "sae", "guided", "vector"]
     target: str | None
-    direction: int
-    strength: float
+    direction: int = Field(ge=-1, le=1)
+    strength: float = Field(ge=-MAX_STRENGTH, le=MAX_STRENGTH)
     feature: int | None = None
     text: str | None = None
     guidance_scale: float | None = Field(default=None, ge=1, le=10, allow_inf_nan=False,
@@ -135,7 +152,8 @@ class LeverEntry(BaseModel):
     source: str = Field(description="how the lever was proposed: value_role, contrast, your_values, guided, vector")
     effects: dict[str, Interval] | None = Field(description="survey effects (None: measured on replies only)")
     counts: dict[str, dict[str, int]] | None = None
-    intended_share: float | None = Field(description="share of personas moved in the intended direction on target")
+    intended_share: float | None = Field(ge=0, le=1, description="share of personas moved in the intended direction "
+                                                                 "on target")
     specificity: float | None
     fluency: Fluency | None
     replies: LeverReplies | None = Field(default=None, description="catalog/2: measured on replies")
@@ -167,17 +185,17 @@ class LeverEntry(BaseModel):
 
 
 class Catalog(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
     schema_: str = Field(alias="schema", pattern=r"^causalguard\.catalog/[12]$")
     model: ModelRef
     dimensions: list[str]
     sae: CatalogSae | None = Field(description="SAE folder (relative to the bundle), layer, residual norm")
     personas: list[str]
     baseline: dict[str, Interval] = Field(description="unsteered scores over the personas (what audits compare to)")
-    noise_threshold: dict[str, float]
+    noise_threshold: dict[str, Annotated[float, Field(ge=0, le=2)]]
     baseline_fluency: Fluency
     levers: list[LeverEntry]
-    replies_baseline: dict[str, float] | None = Field(
+    replies_baseline: dict[str, Annotated[float, Field(ge=-MAX_REPLY_SCORE, le=MAX_REPLY_SCORE)]] | None = Field(
         default=None, description="catalog/2: unsteered replies' mean judge score per value (reply scale)")
 
     @model_validator(mode="after")
@@ -254,6 +272,7 @@ def save_catalog(catalog: Catalog, folder: Path) -> Path:
     path = folder / CATALOG_FILE
     path.write_text(json.dumps(catalog.model_dump(by_alias=True), indent=2) + "\n")
     (folder / CATALOG_REPORT).write_text(render_report(catalog))
+    seal_bundle(folder)
     return path
 
 

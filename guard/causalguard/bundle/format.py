@@ -6,6 +6,7 @@ A bundle folder holds:
                        the DAGs of the equivalence class), ``bootstrap_total`` (b, n, n)
   graph.graphml        the graph for other tools (edge attribute ``kind``, ``stability``)
   graph.svg            a picture of it
+Every file's SHA-256 is recorded in bundle.json and checked on load (``bundle/integrity.py``).
 No pickle anywhere: JSON and safetensors only.
 """
 
@@ -25,8 +26,11 @@ from causalguard.bundle.behaviour import BehaviourSummary, load_behaviour
 from causalguard.bundle.catalog import Catalog, load_catalog
 from causalguard.bundle.effects import EffectModel
 from causalguard.bundle.graph import ValueGraph
+from causalguard.bundle.integrity import seal_bundle, verify_bundle
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.yaml_files import problems_from_validation
+
+MAX_TOTAL_EFFECT = 100.0  # a value's change per unit change of another, on scores in [-1, 1]: far beyond any fit
 
 
 class BundleMismatchError(CausalguardError):
@@ -62,9 +66,10 @@ class BundleDoc(BaseModel):
     discovery: dict[str, Any]
     graph: _GraphDoc
     effects: dict[str, Any]
-    evaluation: dict[str, Any]
-    human_comparison: dict[str, Any]
+    evaluation: dict[str, Any] = Field(min_length=1)
+    human_comparison: dict[str, Any] = Field(min_length=1)
     extras: dict[str, Any] = Field(default_factory=dict)
+    integrity: dict[str, Any] | None = None  # the files' hashes (bundle/integrity.py)
 
 
 @dataclass
@@ -129,6 +134,7 @@ def save_bundle(bundle: Bundle, folder: Path) -> Path:
     (folder / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     nx.write_graphml(_graphml(bundle.graph), folder / GRAPHML_FILE)
     (folder / SVG_FILE).write_text(render_svg(bundle.graph, title=f"{bundle.model_name}: causal value graph"))
+    seal_bundle(folder)
     bundle.path = folder
     return folder
 
@@ -147,14 +153,20 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
     if not path.exists():
         raise ConfigError.single(str(folder), f"not a causalguard bundle (no {BUNDLE_FILE})",
                                  hint="build one with 'causalguard graph build'")
+    data = path.read_bytes()
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})",
                                  hint="bundle.json is written by 'causalguard graph build'; rebuild it") from None
     except json.JSONDecodeError as exc:
         raise ConfigError.single(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-    schema = raw.get("schema") if isinstance(raw, dict) else None
+    except RecursionError:
+        raise ConfigError.single(str(path), "JSON nested too deeply", hint="rebuild the bundle") from None
+    if not isinstance(raw, dict):
+        raise ConfigError.single(str(path), "expected a JSON object", hint="rebuild the bundle")
+    verify_bundle(folder, data, raw)
+    schema = raw.get("schema")
     if schema != BUNDLE_SCHEMA:
         raise ConfigError.single(str(path), f"unsupported bundle schema {schema!r}", field="schema",
                                  hint=f"this causalguard reads {BUNDLE_SCHEMA}; rebuild the bundle")
@@ -181,6 +193,12 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
         raise ConfigError.single(str(folder / "catalog.json"), f"the catalog's values {catalog.dimensions} are not "
                                  f"the graph's {list(graph.nodes)}", field="dimensions",
                                  hint="measure the catalog for this bundle: 'causalguard levers measure'")
+    measured_on = catalog.model.fingerprint if catalog is not None else ""
+    built_on = str(raw["model"].get("fingerprint") or "")
+    if measured_on and built_on and measured_on != built_on:
+        raise ConfigError.single(str(folder / "catalog.json"), f"the catalog was measured on weights {measured_on}, "
+                                 f"the bundle's graph on {built_on}", field="model.fingerprint",
+                                 hint="measure the catalog with the bundle's model: 'causalguard levers measure'")
     bundle = Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, catalog,
                     load_behaviour(folder))
     if catalog is not None and bundle.sae_dir is not None:
@@ -230,6 +248,10 @@ def _effect_tensors(path: Path, n: int) -> dict[str, np.ndarray]:
         if not np.isfinite(tensor).all():
             raise ConfigError.single(str(path), f"tensor {name!r} holds NaN or infinite numbers", field=name,
                                      hint=hint)
+        if tensor.size and float(np.abs(tensor).max()) > MAX_TOTAL_EFFECT:
+            raise ConfigError.single(str(path), f"tensor {name!r} holds an effect of {float(np.abs(tensor).max()):.3g}"
+                                     f" value units per unit change, beyond any fitted effect (|x| <= "
+                                     f"{MAX_TOTAL_EFFECT:g})", field=name, hint=hint)
     return tensors
 
 

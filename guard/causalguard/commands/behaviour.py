@@ -145,6 +145,9 @@ def behaviour_judge_command(
             out.mkdir(parents=True, exist_ok=True)
             fitted.judge.save(out, {"validation": {k: validation[k] for k in ("min_auroc", "mean_auroc",
                                                                                "weak_values")}})
+            from causalguard.bundle.integrity import seal_bundle
+
+            seal_bundle(out)  # when OUT is a bundle, its record now covers the new judge
     else:
         values = [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inv.dimensions]
         validation = validate_any_judge(ContrastJudge(lm, values), texts, dims)

@@ -290,6 +290,21 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+@graph_app.command("seal")
+def graph_seal_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
+    """Record the SHA-256 of every file of a bundle in its bundle.json (after an intended edit); loading checks
+    them. Offline commands that write into a bundle seal it themselves."""
+    from causalguard.artifacts import BUNDLE_FILE
+    from causalguard.bundle import load_bundle
+    from causalguard.bundle.integrity import seal_bundle
+
+    if not (bundle / BUNDLE_FILE).exists():
+        raise typer.BadParameter(f"{bundle} has no {BUNDLE_FILE}", param_hint="BUNDLE")
+    record = seal_bundle(bundle)
+    load_bundle(bundle)  # what was sealed must load: schema, catalog, effects and judge checks
+    typer.echo(f"sealed {bundle}: {len(record['files'])} files and {BUNDLE_FILE}")
+
+
 @graph_app.command("compare")
 def graph_compare_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],

@@ -32,12 +32,17 @@ def serve_command(
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter(f"expected text or json, got {log_format!r}", param_hint="--log-format")
+    levels = ("critical", "error", "warning", "info", "debug", "trace")
+    if log_level.lower() not in levels:
+        raise typer.BadParameter(f"expected one of {', '.join(levels)}, got {log_level!r}", param_hint="--log-level")
+    log_level = log_level.lower()
     if log_format == "json":
         from causalguard.server.json_logs import use_json_logs
 
-        use_json_logs(log_level)
+        use_json_logs("debug" if log_level == "trace" else log_level)
     else:
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level="DEBUG" if log_level == "trace" else log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = read_guard_config(config)  # parsed once, then passed down
     settings = source.config
     metrics = GuardMetrics()

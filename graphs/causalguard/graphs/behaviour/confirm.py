@@ -39,6 +39,7 @@ from causalguard.behaviour.prompts import load_prompts
 from causalguard.behaviour.quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.bundle.catalog import Catalog, LeverEntry, save_catalog
 from causalguard.bundle.format import load_bundle
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.confirmation_file import (
     CONFIRMATION_FILE,
@@ -127,6 +128,7 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
     doc = {"model": lm.name, **run, "levers": levers}
     merged = merged_confirmation(bundle_dir, doc)  # levers confirmed in earlier runs stay
     (bundle_dir / CONFIRMATION_FILE).write_text(json.dumps(finite_json(merged), indent=2) + "\n")
+    seal_bundle(bundle_dir)
     return doc
 
 

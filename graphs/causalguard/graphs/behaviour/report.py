@@ -52,6 +52,7 @@ from causalguard.behaviour.quality import (
 )
 from causalguard.bundle.catalog import REPLY_ONLY_KINDS, Catalog, LeverEntry, save_catalog
 from causalguard.bundle.format import load_bundle
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.bundle.lever import LeverSpec
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.confirmation_file import CONFIRMATION_FILE, confirmed_catalog, read_confirmation
@@ -307,6 +308,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
                                                                              "weak_values")}})
     (bundle_dir / BEHAVIOUR_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     (bundle_dir / BEHAVIOUR_REPORT).write_text(render_behaviour(doc))
+    seal_bundle(bundle_dir)
     # levers confirmed earlier keep their confirmation's effects and verdicts over this screening
     # and levers tested on held-out prompts keep that test's outcome
     confirmed = read_confirmation(bundle_dir, dims)

@@ -68,7 +68,11 @@ def read_score_matrix(
     if missing:
         raise ConfigError.single(str(path), f"id column(s) not in the header: {', '.join(missing)}", line=1,
                                  field="--id-columns", hint=f"the header is: {', '.join(header)}")
-    pattern = re.compile(exclude) if exclude else None
+    try:
+        pattern = re.compile(exclude) if exclude else None
+    except re.error as exc:
+        raise ConfigError.single("--exclude", f"not a regular expression: {exc}", field="--exclude",
+                                 hint=r"e.g. '(:scstd$|^stds$)'; escape ( ) [ ] with a backslash") from None
     candidates = [c for c in header if c not in ids and not (pattern and pattern.search(c))]
     dropped: list[str] = []
     columns: list[str] = []

@@ -32,6 +32,7 @@ from causalguard.adapters.hf.hooks import steer
 from causalguard.adapters.hf.vectors import VectorEntry, save_vectors
 from causalguard.behaviour.judge import ValueJudge, read_layers
 from causalguard.behaviour.prompts import Prompt
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.graphs.behaviour.replies import Persona, ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
@@ -164,4 +165,5 @@ def extract_vectors(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str], pro
                            "candidate_layers": layers, "judge_filter": "inclined reply scores higher on the value"},
             "per_value": report}
     save_vectors(out, entries, card)
+    seal_bundle(out.parent)  # the vectors live in their bundle's vectors/ folder
     return card

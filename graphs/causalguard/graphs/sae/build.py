@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from causalguard.adapters.hf.sae import load_sae
+from causalguard.bundle.integrity import seal_bundle
 from causalguard.graphs.sae.corpus import generated_texts, read_corpus, survey_texts, write_corpus
 from causalguard.graphs.sae.evaluate import sae_metrics
 from causalguard.graphs.sae.layer_choice import layer_separation
@@ -82,6 +83,7 @@ def build_sae(lm: LoadedModel, inventory: Inventory, out_dir: Path, work_dir: Pa
     }
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
     (out_dir / CARD).write_text(render_card(report))
+    seal_bundle(out_dir.parent)  # an SAE trained into its bundle's sae/ folder
     return report
 
 
