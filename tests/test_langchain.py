@@ -67,6 +67,17 @@ def test_remote_models_get_role_levers_in_the_system_prompt() -> None:
         "SYSTEM: Be kind.\n\nYou are terse.")
 
 
+def test_a_call_picks_its_profile_and_an_unknown_one_is_an_error() -> None:
+    guard = ChatValueGuard(inner=EchoSystemChatModel(), config=_config(), bundle=fake_bundle(), guard_profile="kind")
+    plain = guard.bind(profile="plain").invoke("hi")
+    assert "inclined to benevolence" not in plain.text and plain.response_metadata["causalguard_profile"] == "plain"
+    assert plain.response_metadata["causalguard_levers"] == []
+    kind = guard.invoke("hi", guard_profile="kind")
+    assert "inclined to benevolence" in kind.text and kind.response_metadata["causalguard_profile"] == "kind"
+    with pytest.raises(ValueError, match="no profile 'kindd'.*profiles: default, kind, plain"):
+        guard.bind(profile="kindd").invoke("hi")
+
+
 def test_remote_models_cannot_take_sae_levers_unless_falling_back() -> None:
     sae_only = {"targets": {"power": {"direction": "decrease"}}, "method": "sae", "protected": {}}
     with pytest.raises(ConfigError, match="need a local HF model"):

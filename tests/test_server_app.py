@@ -170,6 +170,23 @@ def test_admin_reload_needs_the_token_and_validates(client: TestClient, tmp_path
     assert 'causalguard_config_reloads_total{outcome="ok"} 1.0' in metrics
 
 
+def test_explain_is_an_admin_endpoint_and_metrics_answer_without_a_redirect(client: TestClient,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client.get("/v1/guard/explain").status_code == 403  # no admin token configured
+    monkeypatch.setenv("CAUSALGUARD_ADMIN_TOKEN", "s3cret")
+    assert client.get("/v1/guard/explain", headers={"Authorization": "Bearer nope"}).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    explained = client.get("/v1/guard/explain", params={"profile": "kind"}, headers=auth)
+    assert explained.status_code == 200, explained.text
+    body = explained.json()
+    assert body["profile"] == "kind" and body["levers"] and "benevolence" in body["explanation"]
+    missing = client.get("/v1/guard/explain", params={"profile": "nope"}, headers=auth)
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "profile"
+    exact = client.get("/metrics", follow_redirects=False)
+    assert exact.status_code == 200 and "causalguard_requests_in_flight" in exact.text
+    assert exact.headers["content-type"].startswith("text/plain")
+
+
 def test_timeouts_answer_504_or_an_sse_error_event_and_count_as_timeouts(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
                                                                          tmp_path: Path) -> None:
     text = GUARD_YAML + "server: {request_timeout_seconds: 0.05, max_tokens_limit: 400}\n"

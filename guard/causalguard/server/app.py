@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``GET /metrics``,
 ``GET /healthz`` (the process is up), ``GET /readyz`` (model and bundle loaded, a real forward pass
-done), ``POST /admin/reload`` (bearer token from the env var the config names). Errors use the
+done), ``POST /admin/reload`` and ``GET /v1/guard/explain?profile=`` (bearer token from the env var the
+config names). Errors use the
 OpenAI error schema: 400 for invalid input, 403 for interventions the operator did not allow, 413 for
 oversized bodies, 429 with Retry-After when the queue is full, 503 while not ready, 504 on timeout.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.errors import CausalguardError
@@ -93,6 +94,13 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
 
     app = FastAPI(title="causalguard", lifespan=lifespan)
     app.state.guard_server = state
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_exact(request: Request) -> Response:  # the mount below only serves /metrics/ (else a 307)
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(state.metrics.registry), media_type=content_type)
+
     app.mount("/metrics", metrics_asgi_app(state.metrics))
 
     app.add_middleware(BodyLimit, limit=lambda: state.config.server.max_request_bytes)

@@ -116,16 +116,43 @@ async def model(model_id: str, request: Request) -> Any:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "causalguard"}
 
 
-@router.post("/admin/reload")
-async def admin_reload(request: Request) -> JSONResponse:
-    state = server_state(request)
+def _admin_refusal(state: ServerState, request: Request) -> JSONResponse | None:
+    """None when the request carries the operator's admin bearer token; else the 403/401 to answer."""
     env = state.config.server.admin_token_env
     token = os.environ.get(env) if env else None
     if not token:
-        return error_response(403, f"the admin endpoint is disabled: set {env or 'server.admin_token_env'}",
-                      type_="permission_error")
+        return error_response(403, f"the admin endpoints are disabled: set {env or 'server.admin_token_env'}",
+                              type_="permission_error")
     if request.headers.get("authorization") != f"Bearer {token}":
         return error_response(401, "missing or wrong bearer token", type_="authentication_error")
+    return None
+
+
+@router.get("/v1/guard/explain")
+async def guard_explain(request: Request, profile: str = "default") -> JSONResponse:
+    """The plan of a profile as ``ValueGuard.explain`` words it (levers, forecast, audits): an admin
+    endpoint, since it shows the instructions the guard adds."""
+    state = server_state(request)
+    refused = _admin_refusal(state, request)
+    if refused is not None:
+        return refused
+    if state.guard is None:
+        return error_response(503, "not ready", type_="server_error", headers={"Retry-After": "5"})
+    plans = state.guard.state.plans
+    if profile not in plans:
+        return error_response(404, f"no profile '{profile}' (profiles: {', '.join(plans)})", param="profile",
+                              code="profile_not_found")
+    plan = plans[profile]
+    return JSONResponse({"profile": profile, "levers": [lever.id for lever in plan.levers],
+                         "explanation": state.guard.explain(profile)})
+
+
+@router.post("/admin/reload")
+async def admin_reload(request: Request) -> JSONResponse:
+    state = server_state(request)
+    refused = _admin_refusal(state, request)
+    if refused is not None:
+        return refused
     if state.guard is None:
         return error_response(503, "not ready", type_="server_error", headers={"Retry-After": "5"})
     try:

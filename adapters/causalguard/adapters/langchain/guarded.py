@@ -47,7 +47,8 @@ class ChatValueGuard(BaseChatModel):
     inner: BaseChatModel = Field(description="The chat model to guard.")
     config: Any = Field(description="GuardConfig, or a path to guard.yaml.")
     bundle: Any = Field(default=None, description="Bundle or bundle folder; default: the config's bundle.")
-    guard_profile: str = Field(default="default", description="Which profile of the config this model applies.")
+    guard_profile: str = Field(default="default", description="Which profile of the config this model applies "
+                               "(a call may pick another: bind(profile=...) or invoke(..., profile=...)).")
     metrics: Any = Field(default=None, description="GuardMetrics to record into; default: a fresh registry.")
     start_audits: bool = True
     model: str | None = None
@@ -60,6 +61,9 @@ class ChatValueGuard(BaseChatModel):
 
     _guard: Any = PrivateAttr(default=None)
     _plan: Plan | None = PrivateAttr(default=None)
+    _plans: dict[str, Plan] = PrivateAttr(default_factory=dict)  # remote models: per-call profiles, planned once
+    _state_inputs: tuple[Any, Any] | None = PrivateAttr(default=None)  # remote models: (config, bundle) to plan with
+    _profile_names: tuple[str, ...] = PrivateAttr(default=())
     _system_prompt: str | None = PrivateAttr(default=None)  # the operator's, first in every composed system message
     _metrics: GuardMetrics | None = PrivateAttr(default=None)
 
@@ -69,6 +73,7 @@ class ChatValueGuard(BaseChatModel):
         sourced = read_guard_config(self.config)
         config, path = sourced.config, sourced.path
         self._system_prompt = config.system_prompt
+        self._profile_names = tuple(config.profile_names)
         if isinstance(self.inner, ChatHuggingFaceLocal):
             from causalguard.runtime.value_guard import ValueGuard
 
@@ -82,9 +87,44 @@ class ChatValueGuard(BaseChatModel):
             self.bundle if self.bundle is not None else config.bundle, config.model,
             path.parent if path is not None else None))
         self._metrics = self.metrics if self.metrics is not None else GuardMetrics()
-        state = build_guard_state(sourced, bundle, sae=None, local_model=False, profiles=[self.guard_profile])
-        self._plan = state.plan(self.guard_profile)
-        self._metrics.publish_plan(self._plan)
+        self._state_inputs = (sourced, bundle)
+        self._plan = self._remote_plan(self.guard_profile)
+
+    def _remote_plan(self, profile: str) -> Plan:
+        """A remote model's plan for ``profile`` (role levers only), planned on first use."""
+        if profile not in self._plans:
+            assert self._state_inputs is not None and self._metrics is not None
+            sourced, bundle = self._state_inputs
+            state = build_guard_state(sourced, bundle, sae=None, local_model=False, profiles=[profile])
+            self._plans[profile] = state.plan(profile)
+            self._metrics.publish_plan(self._plans[profile])
+        return self._plans[profile]
+
+    def _profile(self, kwargs: dict[str, Any]) -> str:
+        """The call's profile: ``bind(profile=...)`` / ``invoke(..., profile=...)`` (or ``guard_profile``), else
+        the model's; an unknown name is an error, never a silent default."""
+        given = [kwargs.pop(k) for k in ("profile", "guard_profile") if k in kwargs]
+        profile = str(given[-1]) if given else self.guard_profile
+        if profile not in self._profile_names:
+            raise ValueError(f"profile: no profile '{profile}' in the guard's config (profiles: "
+                             f"{', '.join(self._profile_names)})")
+        return profile
+
+    def _plan_for(self, profile: str) -> Plan:
+        return self._guard.plan(profile) if self._guard is not None else self._remote_plan(profile)
+
+    def _local_options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What the in-process guard takes from a call; anything else it cannot honour is an error."""
+        options = {"max_new_tokens": int(kwargs.pop("max_tokens", self.max_tokens or 64)),
+                   "temperature": float(kwargs.pop("temperature", self.temperature or 0.0)),
+                   "stop": tuple(stop or self.stop or ())}
+        if "seed" in kwargs:
+            options["seed"] = kwargs.pop("seed")
+        unknown = sorted(k for k in kwargs if not k.startswith("ls_"))
+        if unknown:
+            raise ValueError(f"the in-process guard does not support {', '.join(unknown)} (it takes max_tokens, "
+                             "temperature, stop, seed and profile)")
+        return options
 
     @property
     def plan(self) -> Plan:
@@ -111,19 +151,20 @@ class ChatValueGuard(BaseChatModel):
             self._guard.close()
 
     # ---- sync -----------------------------------------------------------------------------------
-    def _composed(self, messages: list[BaseMessage]) -> list[BaseMessage]:
-        return to_messages(compose_messages(to_dicts(messages), self._system_prompt, self.plan.role_instructions()))
+    def _composed(self, messages: list[BaseMessage], profile: str) -> list[BaseMessage]:
+        return to_messages(compose_messages(to_dicts(messages), self._system_prompt,
+                                            self._plan_for(profile).role_instructions()))
 
-    def _response_metadata(self) -> dict[str, Any]:
-        return {"causalguard_profile": self.guard_profile,
-                "causalguard_levers": [lever.id for lever in self.plan.levers]}
+    def _response_metadata(self, profile: str) -> dict[str, Any]:
+        return {"causalguard_profile": profile,
+                "causalguard_levers": [lever.id for lever in self._plan_for(profile).levers]}
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        profile = self._profile(kwargs)
         if self._guard is not None:
-            reply = self._guard.generate(to_dicts(messages), profile=self.guard_profile,
-                                         max_new_tokens=kwargs.get("max_tokens", self.max_tokens or 64))
-            message = AIMessage(content=reply.text, response_metadata=self._response_metadata(),
+            reply = self._guard.generate(to_dicts(messages), profile=profile, **self._local_options(stop, kwargs))
+            message = AIMessage(content=reply.text, response_metadata=self._response_metadata(profile),
                                 usage_metadata={"input_tokens": reply.prompt_tokens,
                                                 "output_tokens": reply.completion_tokens,
                                                 "total_tokens": reply.prompt_tokens + reply.completion_tokens})
@@ -131,20 +172,20 @@ class ChatValueGuard(BaseChatModel):
         started = time.perf_counter()
         outcome: RequestOutcome = "error"
         try:
-            answer = self.inner.invoke(self._composed(messages), stop=stop or self.stop, **kwargs)
+            answer = self.inner.invoke(self._composed(messages, profile), stop=stop or self.stop, **kwargs)
             outcome = "ok"
         finally:
-            self._count(outcome, time.perf_counter() - started)
+            self._count(profile, outcome, time.perf_counter() - started)
         message = AIMessage(content=answer.content, response_metadata={**answer.response_metadata,
-                                                                        **self._response_metadata()})
+                                                                        **self._response_metadata(profile)})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        profile = self._profile(kwargs)
         if self._guard is not None:
-            limit = kwargs.get("max_tokens", self.max_tokens or 64)
-            pieces: Iterator[str] = self._guard.stream(to_dicts(messages), profile=self.guard_profile,
-                                                       max_new_tokens=limit)
+            pieces: Iterator[str] = self._guard.stream(to_dicts(messages), profile=profile,
+                                                       **self._local_options(stop, kwargs))
             try:
                 for piece in pieces:
                     if run_manager is not None:
@@ -156,35 +197,38 @@ class ChatValueGuard(BaseChatModel):
         started = time.perf_counter()
         outcome: RequestOutcome = "error"
         try:
-            for chunk in self.inner.stream(self._composed(messages), stop=stop or self.stop, **kwargs):
+            for chunk in self.inner.stream(self._composed(messages, profile), stop=stop or self.stop, **kwargs):
                 if run_manager is not None and chunk.text:
                     run_manager.on_llm_new_token(chunk.text)
                 yield ChatGenerationChunk(message=AIMessageChunk(content=chunk.content))
             outcome = "ok"
         finally:
-            self._count(outcome, time.perf_counter() - started)
+            self._count(profile, outcome, time.perf_counter() - started)
 
     # ---- async ----------------------------------------------------------------------------------
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         if self._guard is not None:
             return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+        profile = self._profile(kwargs)
         started = time.perf_counter()
         outcome: RequestOutcome = "error"
         try:
-            answer = await self.inner.ainvoke(self._composed(messages), stop=stop or self.stop, **kwargs)
+            answer = await self.inner.ainvoke(self._composed(messages, profile), stop=stop or self.stop, **kwargs)
             outcome = "ok"
         finally:
-            self._count(outcome, time.perf_counter() - started)
+            self._count(profile, outcome, time.perf_counter() - started)
         message = AIMessage(content=answer.content, response_metadata={**answer.response_metadata,
-                                                                        **self._response_metadata()})
+                                                                        **self._response_metadata(profile)})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         if self._guard is None:
-            async for chunk in self.inner.astream(self._composed(messages), stop=stop or self.stop, **kwargs):
+            profile = self._profile(kwargs)
+            async for chunk in self.inner.astream(self._composed(messages, profile), stop=stop or self.stop,
+                                                  **kwargs):
                 yield ChatGenerationChunk(message=AIMessageChunk(content=chunk.content))
             return
         chunks = self._stream(messages, stop, None, **kwargs)
@@ -199,9 +243,10 @@ class ChatValueGuard(BaseChatModel):
         finally:
             await asyncio.to_thread(chunks.close)  # type: ignore[attr-defined]
 
-    def _count(self, outcome: RequestOutcome, seconds: float) -> None:
+    def _count(self, profile: str, outcome: RequestOutcome, seconds: float) -> None:
         if self._metrics is None:
             return
-        self._metrics.count_request(self.guard_profile, "role" if self.plan.levers else "none", outcome, seconds,
-                                    [lever.kind for lever in self.plan.levers])
+        plan = self._plan_for(profile)
+        self._metrics.count_request(profile, "role" if plan.levers else "none", outcome, seconds,
+                                    [lever.kind for lever in plan.levers])
 
