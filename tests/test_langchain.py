@@ -74,7 +74,7 @@ def test_a_call_picks_its_profile_and_an_unknown_one_is_an_error() -> None:
     assert plain.response_metadata["causalguard_levers"] == []
     kind = guard.invoke("hi", guard_profile="kind")
     assert "inclined to benevolence" in kind.text and kind.response_metadata["causalguard_profile"] == "kind"
-    with pytest.raises(ValueError, match="no profile 'kindd'.*profiles: default, kind, plain"):
+    with pytest.raises(ValueError, match=r"no profile 'kindd'.*profiles: default, kind, plain"):
         guard.bind(profile="kindd").invoke("hi")
 
 

@@ -82,6 +82,21 @@ def test_bad_input_gets_openai_errors_not_500(client: TestClient, patch: dict, s
     assert error["param"] == param and error["message"]
 
 
+def test_bad_input_is_counted_without_minting_profile_labels(client: TestClient) -> None:
+    def invalid(profile: str) -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("causalguard_requests_total{") and f'profile="{profile}"' in line \
+                    and 'outcome="invalid"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    assert client.post("/v1/chat/completions", json={**ASK, "temperature": -1}).status_code == 400  # schema
+    assert client.post("/v1/chat/completions", json={**ASK, "profile": "made-up-123"}).status_code == 400
+    assert client.post("/v1/chat/completions", json={**ASK, "profile": "kind", "max_tokens": 10**9}).status_code == 400
+    assert invalid("none") == 2 and invalid("kind") == 1
+    assert "made-up-123" not in client.get("/metrics").text
+
+
 def test_non_json_and_oversized_bodies(client: TestClient) -> None:
     assert client.post("/v1/chat/completions", content=b"{not json",
                        headers={"content-type": "application/json"}).status_code == 400

@@ -20,7 +20,7 @@ SCORE_BUCKETS = (-1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 JUDGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MonitorOutcome = Literal["judged", "not_sampled", "skipped_queue_full", "failed", "cancelled", "stale"]
 MONITOR_OUTCOMES: tuple[str, ...] = get_args(MonitorOutcome)
-RequestOutcome = Literal["ok", "error", "cancelled", "rejected", "timeout"]
+RequestOutcome = Literal["ok", "error", "cancelled", "rejected", "timeout", "invalid"]
 REQUEST_OUTCOMES: tuple[str, ...] = get_args(RequestOutcome)
 
 
@@ -30,7 +30,10 @@ class GuardMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("causalguard_requests_total", "Guarded requests by profile, method and outcome.",
+        self.requests = Counter("causalguard_requests_total",
+                                "Requests by profile, method and outcome (ok, error, cancelled, timeout; rejected = "
+                                "429 queue full; invalid = a 4xx for bad input, profile 'none' when it named none "
+                                "of the config's).",
                                 ["profile", "method", "outcome"], registry=r)
         self.request_seconds = Histogram("causalguard_request_duration_seconds", "End-to-end request latency.",
                                          ["profile", "method"], buckets=LATENCY_BUCKETS, registry=r)
@@ -138,6 +141,10 @@ class GuardMetrics:
 
     def count_rejected(self, profile: str) -> None:
         self.requests.labels(profile=profile, method="none", outcome="rejected").inc()
+
+    def count_invalid(self, profile: str) -> None:
+        """A request answered with a 4xx for bad input (``profile``: a configured one, or 'none')."""
+        self.requests.labels(profile=profile, method="none", outcome="invalid").inc()
 
     def track_admission(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         """Drive the in-flight and queue gauges from the admission state, read at scrape time."""

@@ -108,6 +108,7 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        state.metrics.count_invalid("none")
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":  # loc is ("body", <character offset>): say where, in lines
             offset = next((p for p in first.get("loc", ())[1:] if isinstance(p, int)), None)

@@ -176,6 +176,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         log.info("request %s rejected: %s (param %s, code %s)", request_id_of(request.scope), exc, exc.param,
                  exc.code, extra={"event": "rejected", "request_id": request_id_of(request.scope),
                                   "param": exc.param, "code": exc.code, "status": exc.status})
+        named = body.profile or body.model.partition(":")[2]
+        asked = named if named in guard.state.plans else "none"
+        state.metrics.count_invalid(asked)  # a known profile or 'none': clients cannot mint label values
         return error_response(exc.status, str(exc), type_=exc.type_, param=exc.param, code=exc.code)
     config, profile, messages = guard.config, call.profile, call.messages
     stack = AsyncExitStack()
