@@ -142,3 +142,32 @@ def test_a_folder_or_an_oversized_yaml_file_is_a_clear_error(tmp_path: Path) -> 
     big.write_text("model: x\n" + "# padding\n" * (yaml_files.MAX_YAML_BYTES // 10 + 1))
     with pytest.raises(ConfigError, match=r"over the \d+-byte limit"):
         load_guard_config(big)
+
+
+def test_every_infeasible_profile_is_named_at_once(tmp_path: Path) -> None:
+    import yaml
+
+    from causalguard.config.loading import read_guard_config
+    from causalguard.planning import PlanInfeasibleError
+    from causalguard.runtime.state import build_guard_state
+    from tests.guard_fakes import GUARD_YAML, fake_bundle
+
+    data = yaml.safe_load(GUARD_YAML)
+    data["profiles"]["strict"] = {"targets": {"power": {"direction": "decrease"}},
+                                  "protected": {"achievement": {"tolerance": 0.05}}}
+    path = tmp_path / "guard.yaml"
+    path.write_text(yaml.safe_dump(data))
+    sourced = read_guard_config(path)
+    with pytest.raises(PlanInfeasibleError) as local:  # no SAE loaded: role levers cannot protect achievement
+        build_guard_state(sourced, fake_bundle(), sae=None, local_model=True)
+    assert "2 profiles are infeasible" in str(local.value)
+    assert "profile 'default'" in str(local.value) and "profile 'strict'" in str(local.value)
+    with pytest.raises(ConfigError) as remote:
+        build_guard_state(sourced, fake_bundle(), sae=None, local_model=False)
+    fields = sorted(p.field for p in remote.value.problems)
+    assert fields == ["profiles.strict.targets", "targets"] and all(p.line for p in remote.value.problems)
+    data["profiles"].pop("strict")
+    data.pop("protected")  # the default profile alone, now feasible: the other profiles plan too
+    path.write_text(yaml.safe_dump(data))
+    state = build_guard_state(read_guard_config(path), fake_bundle(), sae=None, local_model=True)
+    assert set(state.plans) == {"default", "kind", "plain"}

@@ -18,9 +18,10 @@ from causalguard.bundle.catalog import Catalog
 from causalguard.bundle.format import Bundle
 from causalguard.config.loading import SourcedConfig, check_value_names
 from causalguard.config.schema import GuardConfig
-from causalguard.errors import CausalguardError, ConfigError
+from causalguard.errors import CausalguardError, ConfigError, Problem
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions
+from causalguard.yaml_files import line_of
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ def bundle_catalog(bundle: Bundle) -> Catalog:
     return bundle.catalog
 
 
+def _profile_field(name: str, leaf: str) -> str:
+    return leaf if name == "default" else f"profiles.{name}.{leaf}"
+
+
+def _profile_line(sourced: SourcedConfig, name: str) -> int | None:
+    """The config line of a profile's targets (the top-level targets for 'default')."""
+    return line_of(sourced.node, ["targets"] if name == "default" else ["profiles", name])
+
+
 def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae | None, local_model: bool = True,
                       profiles: Sequence[str] | None = None, vectors: VectorSet | None = None) -> GuardState:
     """Check the config's value names against the catalog and plan every profile (or ``profiles``).
@@ -63,6 +73,7 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
     config, where = sourced.config, sourced.where
     check_value_names(config, catalog.dimensions, sourced.path or Path("<config>"), sourced.node)
     plans = {}
+    infeasible: dict[str, PlanInfeasibleError] = {}
     # lever kinds that act on activations or logits: only on a local model, and only with their artifacts
     local_kinds = runnable_kinds(local_model=local_model, sae_loaded=sae is not None,
                                  vectors_loaded=vectors is not None)
@@ -83,9 +94,20 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
                         "there, so this profile was planned with role levers only")
                 plans[name] = replace(plans[name], reasons=(*plans[name].reasons, note))
         except PlanInfeasibleError as exc:
-            if local_model:
-                raise
-            raise ConfigError.single(where, f"{exc} (remote model: role levers only)", field="targets") from None
+            infeasible[name] = exc
+    if infeasible:  # every profile the planner refused, named at once (not only the first)
+        if not local_model:
+            raise ConfigError([Problem(where, _profile_line(sourced, name), _profile_field(name, "targets"),
+                                       f"{exc} (remote model: role levers only)",
+                                       "change the targets, or serve the model in-process for more lever kinds")
+                               for name, exc in infeasible.items()])
+        if len(infeasible) == 1:
+            raise next(iter(infeasible.values()))
+        raise PlanInfeasibleError(
+            f"{len(infeasible)} profiles are infeasible:\n" + "\n".join(
+                f"- line {_profile_line(sourced, name) or '?'}: {exc}"
+                for name, exc in infeasible.items()),
+            [c for exc in infeasible.values() for c in exc.conflicts])
     for plan in plans.values():
         for warning in plan.warnings:
             log.warning("profile %s: unreachable goal: %s", plan.profile, warning)
