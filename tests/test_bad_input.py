@@ -100,6 +100,15 @@ CONFIG_CASES: dict[str, tuple[str, str]] = {
     "NaN limit": ("limits: {side_effect_weight: .nan}\n", "limits.side_effect_weight"),
     "CPU share over 1": ("audit: {max_cpu_share: 2}\n", "audit.max_cpu_share"),
     "unknown units": ("units: nats\n", "units"),
+    "true as a number": ("limits: {max_levers: true}\n", "limits.max_levers"),
+    "false as a change": ("targets:\n  power: {change: false}\n", "targets.power.change"),
+    "no audited values": ("audit: {values: []}\n", "audit.values"),
+    "max_tokens beyond any context": ("server: {max_tokens_limit: 1000000000000}\n", "server.max_tokens_limit"),
+    "timeout of 1e308 s": ("server: {request_timeout_seconds: 1.0e308}\n", "server.request_timeout_seconds"),
+    "empty profile name": ("profiles:\n  '': {}\n", "profiles"),
+    "profile name with a newline": ('profiles:\n  "a\\nb": {}\n', "profiles"),
+    "a change of zero": ("units: survey\ntargets:\n  power: {change: 0}\n", "targets.power"),
+    "a 40k-character system prompt": ("system_prompt: " + "x" * 40_000 + "\n", "system_prompt"),
 }
 
 
@@ -313,7 +322,7 @@ def test_a_prompt_slice_past_the_end_is_a_clear_error() -> None:
     test = load_prompts().split("test")
     assert [p.id for p in test.balanced_slice(20, 10)] == [p.id for p in test.balanced(30)][20:]
     with pytest.raises(ConfigError) as caught:
-        test.balanced_slice(100, 40)
+        test.balanced_slice(len(test) - 20, 40)
     assert "--prompt-offset" in str(caught.value) and "fix: lower --prompts or --prompt-offset" in str(caught.value)
 
 

@@ -14,18 +14,31 @@ Every number must be finite.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Method = Literal["role", "sae", "guided", "vector", "auto"]
 
 
 Units = Literal["auto", "replies", "survey"]
+PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # also a metric label and part of a model id
+MAX_SYSTEM_PROMPT_CHARS = 32_000  # beyond any context the embedded models have
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true/false are not numbers: ``max_levers: true`` is an error, not 1."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not None and bool not in (annotation, *get_args(annotation)) and any(
+                    t in (annotation, *get_args(annotation)) for t in (int, float)):
+                raise ValueError("expected a number, got true/false")
+        return value
 
 
 class TargetSpec(_Strict):
@@ -42,6 +55,8 @@ class TargetSpec(_Strict):
     def _one_goal(self) -> TargetSpec:
         if sum(x is not None for x in (self.direction, self.change, self.score)) != 1:
             raise ValueError("give exactly one of 'direction', 'change' or 'score'")
+        if self.change == 0:
+            raise ValueError("change: 0 asks for nothing; give a non-zero change, a direction, or protect the value")
         return self
 
 
@@ -91,9 +106,10 @@ class AuditSpec(_Strict):
     min_pairs: int = Field(default=8, ge=2, description="Reply audits: pairs before an alarm may fire.")
     max_cpu_share: float = Field(default=0.25, gt=0, le=1,
                                  description="Audits wait so that they take at most this share of the time.")
-    interval_seconds: float = Field(default=60.0, gt=0, description="Time between canary audits.")
+    interval_seconds: float = Field(default=60.0, gt=0, le=86_400, description="Time between canary audits.")
     items_per_audit: int = Field(default=24, ge=2, description="Inventory items scored per audit.")
-    values: list[str] | None = Field(default=None, description="Values audited; default: every value.")
+    values: list[str] | None = Field(default=None, min_length=1,
+                                     description="Values audited; default (omit it): every value.")
     timeout_seconds: float = Field(default=120.0, gt=0, description="An audit slower than this is abandoned.")
 
 
@@ -148,16 +164,19 @@ class ServerSpec(_Strict):
                                      "operator prompt, role levers) skip computing it; 0 turns it off. Memory: "
                                      "this many tokens' KV cache (SmolLM2-135M: 46 KB a token).")
     max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
-    max_tokens_limit: int = Field(default=256, ge=1, description="Largest max_tokens a client may ask for.")
+    max_tokens_limit: int = Field(default=256, ge=1, le=32_768, description="Largest max_tokens a client may ask "
+                                  "for (at most the model's context).")
     max_request_bytes: int = Field(default=65536, ge=1024, description="Larger bodies get 413.")
     max_prompt_tokens: int = Field(default=2048, ge=16, description="Longer conversations (after the chat template "
                                    "and role instructions) get 400 before they take a slot: a prefill cannot be "
                                    "cancelled midway, so this bounds how long one holds it.")
-    request_timeout_seconds: float = Field(default=120.0, gt=0, description="Generation is cancelled after this.")
+    request_timeout_seconds: float = Field(default=120.0, gt=0, le=86_400,
+                                           description="Generation is cancelled after this.")
     decode_stall_seconds: float = Field(default=30.0, gt=0, description="With batching: the watchdog calls the "
                                         "decode loop stuck (/readyz 503, causalguard_decode_loop_stuck 1) when it "
                                         "has had work this long without finishing a step.")
-    drain_timeout_seconds: float = Field(default=30.0, ge=0, description="SIGTERM waits this long for requests.")
+    drain_timeout_seconds: float = Field(default=30.0, ge=0, le=3600,
+                                         description="SIGTERM waits this long for requests.")
     admin_token_env: str | None = Field(default="CAUSALGUARD_ADMIN_TOKEN",
                                         description="Env var holding the admin endpoint's bearer token.")
 
@@ -182,7 +201,8 @@ class GuardConfig(_Strict):
 
     model: str = Field(default="smollm2-135m-instruct", description="Registry name, folder, .gguf or HF id.")
     bundle: str = Field(default="builtin", description="Bundle folder, or 'builtin' for the model's shipped bundle.")
-    system_prompt: str | None = Field(default=None, description="The operator's own system prompt.")
+    system_prompt: str | None = Field(default=None, max_length=MAX_SYSTEM_PROMPT_CHARS,
+                                      description="The operator's own system prompt.")
     units: Units = Field(default="auto", description="Units of scores, changes and tolerances: replies, survey or "
                                                      "auto (replies where the bundle has them).")
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="The default profile's targets.")
@@ -190,7 +210,8 @@ class GuardConfig(_Strict):
                                                 description="The default profile's protected values.")
     method: Method = Field(default="auto", description="The default profile's levers: role, sae, guided, "
                                                                  "vector or auto (any).")
-    profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description="Extra named profiles.")
+    profiles: dict[Annotated[str, Field(pattern=PROFILE_NAME)], ProfileSpec] = Field(
+        default_factory=dict, description="Extra named profiles (names: letters, digits, '_', '-', '.'; 1-64).")
     allow_client_interventions: bool = Field(
         default=False, description="Let server clients send their own SAE feature edits (off: profiles only).")
     fallback_to_roles: bool = Field(
