@@ -74,6 +74,10 @@ def test_completion_in_openai_shape_with_profiles(client: TestClient) -> None:
     ({"messages": [{"role": "system", "content": "only system"}]}, 400, "messages"),
     ({"seed": 2**70}, 400, "seed"),
     ({"seed": -1}, 400, "seed"),
+    ({"max_tokens": True}, 400, "max_tokens"),
+    ({"stream": "yes"}, 400, "stream"),
+    ({"temperature": "0.5"}, 400, "temperature"),
+    ({"seed": 1.5}, 400, "seed"),
 ])
 def test_bad_input_gets_openai_errors_not_500(client: TestClient, patch: dict, status: int, param: str) -> None:
     response = client.post("/v1/chat/completions", json={**ASK, **patch})

@@ -21,20 +21,20 @@ MAX_SEED = 2**63 - 1
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "user", "assistant", "developer"]
     content: str = Field(max_length=32_000)
 
 
 class ClientIntervention(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     feature: int = Field(ge=0)
     mode: Literal["add", "clamp", "multiply"] = "add"
     value: float = Field(ge=-1e4, le=1e4)
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
@@ -53,7 +53,7 @@ IGNORED_FIELDS = ("user", "metadata", "store", "service_tier")
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # true is not 1, "yes" is not true (as OpenAI answers)
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1)
