@@ -392,3 +392,23 @@ def test_a_bad_exclude_pattern_and_log_level_are_clear_errors(tmp_path: Path) ->
         result.exception)
     result = CliRunner().invoke(app, ["serve", "--config", "deploy/guard.yaml", "--log-level", "nonsense"])
     assert result.exit_code == 2 and "--log-level" in result.output
+
+
+def test_graph_predict_refuses_a_value_given_twice() -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    shipped = "graphs/causalguard/graphs/gemma3-270m"
+    result = CliRunner().invoke(app, ["graph", "predict", shipped, "--do", "power=1", "--do", "power=2"])
+    assert result.exit_code == 2 and "twice" in result.output
+    assert CliRunner().invoke(app, ["graph", "predict", shipped, "--do", "power=0.1"]).exit_code == 0
+
+
+def test_an_unknown_scoring_method_is_named_before_any_model_loads() -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    result = CliRunner().invoke(app, ["methods", "compare", "--methods", "yesno,magic", "--out", "/nonexistent/x"])
+    assert result.exit_code == 2 and "magic" in result.output and "--methods" in result.output

@@ -123,6 +123,9 @@ def graph_predict_command(
     direct: dict[str, float] = {}
     for text in do:
         name, sep, number = text.partition("=")
+        if name.strip() in direct:
+            raise typer.BadParameter(f"{name.strip()} is given twice ({text!r}); give each value once",
+                                     param_hint="--do")
         try:
             direct[name.strip()] = float(number)
         except ValueError:

@@ -98,8 +98,13 @@ def methods_compare_command(
     from causalguard.graphs.survey.runner import SurveySettings, run_survey
     from causalguard.method_choice import choose_method, store_choice
     from causalguard.models.loading import load_model
+    from causalguard.scoring.registry import METHOD_NAMES
     from causalguard.values.loading import load_inventory
 
+    unknown = [m for m in split_list(methods) or [] if m not in METHOD_NAMES]
+    if unknown or not split_list(methods):
+        raise typer.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(METHOD_NAMES)}", param_hint="--methods")
     inv = load_inventory(inventory, dimensions=split_list(dimensions))
     lm = load_model(model)
     conditions = build_conditions(standard_roles(inv, personas=personas))
