@@ -117,7 +117,8 @@ async def model(model_id: str, request: Request) -> Any:
 
 
 def _admin_refusal(state: ServerState, request: Request) -> JSONResponse | None:
-    """None when the request carries the operator's admin bearer token; else the 403/401 to answer."""
+    """None when the request carries the operator's admin bearer token and the guard is loaded; else the
+    403, 401 or 503 to answer."""
     env = state.config.server.admin_token_env
     token = os.environ.get(env) if env else None
     if not token:
@@ -125,6 +126,8 @@ def _admin_refusal(state: ServerState, request: Request) -> JSONResponse | None:
                               type_="permission_error")
     if request.headers.get("authorization") != f"Bearer {token}":
         return error_response(401, "missing or wrong bearer token", type_="authentication_error")
+    if state.guard is None:
+        return error_response(503, "not ready", type_="server_error", headers={"Retry-After": "5"})
     return None
 
 
@@ -134,10 +137,8 @@ async def guard_explain(request: Request, profile: str = "default") -> JSONRespo
     endpoint, since it shows the instructions the guard adds."""
     state = server_state(request)
     refused = _admin_refusal(state, request)
-    if refused is not None:
-        return refused
-    if state.guard is None:
-        return error_response(503, "not ready", type_="server_error", headers={"Retry-After": "5"})
+    if refused is not None or state.guard is None:
+        return refused or error_response(503, "not ready", type_="server_error")
     plans = state.guard.state.plans
     if profile not in plans:
         return error_response(404, f"no profile '{profile}' (profiles: {', '.join(plans)})", param="profile",
@@ -151,10 +152,8 @@ async def guard_explain(request: Request, profile: str = "default") -> JSONRespo
 async def admin_reload(request: Request) -> JSONResponse:
     state = server_state(request)
     refused = _admin_refusal(state, request)
-    if refused is not None:
-        return refused
-    if state.guard is None:
-        return error_response(503, "not ready", type_="server_error", headers={"Retry-After": "5"})
+    if refused is not None or state.guard is None:
+        return refused or error_response(503, "not ready", type_="server_error")
     try:
         version = await asyncio.to_thread(reload_config, state, True)
     except CausalguardError as exc:  # a bad file or a profile the planner refuses: the old config stays active
