@@ -122,7 +122,7 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     folder = tmp_path / "bundle"
     folder.mkdir()
     looks = ("validation.json", "validation-test101-120.json", "validation-fresh-test1-40.json",
-             "validation-fresh-test41-120.json")
+             "validation-fresh-test41-120.json", "validation-test121-160.json")
     for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks):
         shutil.copy(shipped / name, folder / name)
     seal_bundle(folder)

@@ -82,7 +82,7 @@ def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_p
     config.write_text(
         f"model: {MODEL}\nbundle: {bundle}\nsystem_prompt: You are a helpful assistant.\n"
         "targets:\n  stimulation: {direction: increase}\nmethod: vector\n"
-        "profiles:\n  less-universalism:\n    targets:\n      universalism: {direction: decrease}\n"
+        "profiles:\n  guided-stimulation:\n    targets:\n      stimulation: {direction: increase}\n"
         "    method: guided\n  plain: {}\n"
         "audit: {enabled: false}\nmonitor: {sample_rate: 1.0, min_replies: 20}\n")
     prompts = [p.text for p in load_prompts().split("dev")][:24]
@@ -97,7 +97,7 @@ def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_p
             return reply.choices[0].message.content or ""
 
         jobs = [(f"{MODEL}:{profile}", text) for text in prompts for profile in ("plain", "default",
-                                                                                 "less-universalism")]
+                                                                                 "guided-stimulation")]
         with ThreadPoolExecutor(16) as pool:
             replies = list(pool.map(ask, jobs))
         process, api = start_prometheus(server.port, tmp_path)
@@ -116,18 +116,18 @@ def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_p
                 if len(judged) == 3 and all(v == len(prompts) for v in judged.values()):
                     break
                 time.sleep(1)
-            assert {p for p, _ in judged} == {"plain", "default", "less-universalism"}, judged
+            assert {p for p, _ in judged} == {"plain", "default", "guided-stimulation"}, judged
             assert all(v == len(prompts) for v in judged.values()), judged
             means = query('causalguard_monitor_value_score_mean{value="stimulation"}')
-            assert {p for p, _ in means} == {"plain", "default", "less-universalism"}
+            assert {p for p, _ in means} == {"plain", "default", "guided-stimulation"}
             alarms = query("causalguard_monitor_drift_alarm")
             change = query('causalguard_monitor_value_change{value="stimulation"}')[("default", "stimulation")]
             high = query('causalguard_monitor_value_change_ci_high{value="stimulation"}')[("default", "stimulation")]
-            other = query('causalguard_monitor_value_change_ci_low{value="universalism"}')
+            other = query('causalguard_monitor_value_change_ci_low{value="stimulation"}')
             print(f"flipped: change {change:+.3f}, ci_high {high:+.3f}; unchanged: {other}")
             assert change < 0, change  # the forecast says up; the flipped lever pushes stimulation down
             assert alarms[("default", "stimulation")] == 1, (change, alarms)
-            assert alarms[("less-universalism", "universalism")] == 0, alarms
+            assert alarms[("guided-stimulation", "stimulation")] == 0, alarms  # the same value, unflipped lever
             assert query("causalguard_monitor_queue_depth")[("", "")] == 0
         finally:
             process.terminate()
