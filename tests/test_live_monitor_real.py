@@ -74,6 +74,7 @@ def _flipped_bundle(folder: Path) -> Path:
     return bundle
 
 
+@pytest.mark.heavy  # about 65 s on 2 cores; CI runs it (.ci/run)
 def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_path: Path) -> None:
     import openai
 

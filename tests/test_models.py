@@ -66,6 +66,7 @@ def test_corrupt_cache_is_rebuilt(lm: LoadedModel, tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # about 70 s on 2 cores; CI runs it (.ci/run)
 def test_second_embedded_model_gemma3_loads_and_scores() -> None:
     """Gemma 3 270M base: no chat template; the statement method works on it."""
     from causalguard import BASELINE, NoSteering, load_inventory

@@ -232,6 +232,7 @@ def test_sigterm_drains_an_in_flight_stream(tmp_path: Path) -> None:
         assert lines[-1] == "data: [DONE]" or lines[-2:] == ["data: [DONE]", ""], lines[-3:]
 
 
+@pytest.mark.heavy  # about 110 s on 2 cores; CI runs it (.ci/run)
 def test_bounded_load_has_no_5xx_no_leaks_and_identical_answers(server: ServerProcess) -> None:
     from causalguard.server.loadtest import run_load
 
