@@ -412,3 +412,39 @@ def test_an_unknown_scoring_method_is_named_before_any_model_loads() -> None:
 
     result = CliRunner().invoke(app, ["methods", "compare", "--methods", "yesno,magic", "--out", "/nonexistent/x"])
     assert result.exit_code == 2 and "magic" in result.output and "--methods" in result.output
+
+
+JSONL_CASES = {
+    "a key twice in one object": ('{"id": "a1", "text": "Any ideas?", "id": "a2", "values": ["power"], '
+                                  '"split": "dev"}', "id", "given twice"),
+    "nested too deeply": ('{"id": "a1", "text": ' + "[" * 100_000 + "]" * 100_000 + "}", "", "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", list(JSONL_CASES))
+def test_a_bad_jsonl_object_is_a_located_error(tmp_path: Path, case: str) -> None:
+    from causalguard.behaviour.prompts import load_prompts
+
+    text, field, message = JSONL_CASES[case]
+    good = '{"id": "ok1", "text": "What should I cook tonight?", "values": ["hedonism"], "split": "dev"}'
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(good + "\n" + text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_prompts(path)
+    problem = caught.value.problems[0]
+    assert problem.path == str(path) and problem.line == 2 and problem.field == field
+    assert message in str(caught.value) and "fix:" in str(caught.value)
+
+
+@pytest.mark.parametrize(("damage", "line", "message"), [
+    (b"condition,power,benevolence\np0,0.1,0.2\np1,\xff\xfe,0.3\n", 3, "not UTF-8 text (byte 42)"),
+    (b"condition,power,benevolence\np0,0.1,0.2\np1,0.2,0.3\np2,0\x00.1,0.4\n", 4, "a NUL byte"),
+])
+def test_a_damaged_score_matrix_is_a_located_error(tmp_path: Path, damage: bytes, line: int, message: str) -> None:
+    from causalguard.graphs.causal.matrix import read_score_matrix
+
+    path = tmp_path / "scores.csv"
+    path.write_bytes(damage)
+    with pytest.raises(ConfigError) as caught:
+        read_score_matrix(path)
+    assert caught.value.problems[0].line == line and message in str(caught.value), str(caught.value)

@@ -9,6 +9,7 @@ columns that can be dropped are dropped with a logged reason, everything else is
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import re
@@ -57,10 +58,18 @@ def read_score_matrix(
     if not path.exists():
         raise ConfigError.single(str(source), "no score matrix here",
                                  hint="give a survey output folder or a CSV file")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})", line=line,
+                                 hint="save the CSV as UTF-8") from None
+    if "\x00" in text:
+        raise ConfigError.single(str(path), "a NUL byte in the CSV", line=text[:text.index("\x00")].count("\n") + 1,
+                                 hint="the file is binary or damaged; write it again as UTF-8 text")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = list(reader.fieldnames or [])
+    rows = list(reader)
     if not rows:
         raise ConfigError.single(str(path), "the CSV has no rows")
     ids = id_columns if id_columns is not None else [c for c in header if c in KNOWN_ID_COLUMNS]
