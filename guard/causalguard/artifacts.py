@@ -7,6 +7,7 @@ A bundle folder (``graphs/<model-slug>/`` for shipped models):
     sae/ (cfg.json, sae_weights.safetensors, ...)                 the SAE the SAE levers use
     judge.json, judge.safetensors                                 the reply-level value judge
     behaviour.json, BEHAVIOUR.md                                  what every lever does to replies
+    data/reply_interventions.csv, reply_graph/                    the value graph on replies (a bundle of its own)
     MODEL_CARD.md                                                 what the figures say, for people
 """
 
@@ -18,6 +19,7 @@ EFFECTS_FILE = "effects.safetensors"
 GRAPHML_FILE = "graph.graphml"
 SVG_FILE = "graph.svg"
 MODEL_CARD = "MODEL_CARD.md"
+REPLY_GRAPH_DIR = "reply_graph"  # the value graph discovered on replies ('graph build --replies')
 
 CATALOG_SCHEMA = "causalguard.catalog/1"  # survey measurements only
 CATALOG_SCHEMA_REPLIES = "causalguard.catalog/2"  # ... and what the replies showed (behaviour report)

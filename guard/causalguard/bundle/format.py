@@ -21,7 +21,15 @@ import networkx as nx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from causalguard.artifacts import BUNDLE_FILE, BUNDLE_SCHEMA, EFFECTS_FILE, GRAPHML_FILE, SAE_CONFIG, SVG_FILE
+from causalguard.artifacts import (
+    BUNDLE_FILE,
+    BUNDLE_SCHEMA,
+    EFFECTS_FILE,
+    GRAPHML_FILE,
+    REPLY_GRAPH_DIR,
+    SAE_CONFIG,
+    SVG_FILE,
+)
 from causalguard.bundle.behaviour import BehaviourSummary, load_behaviour
 from causalguard.bundle.catalog import Catalog, load_catalog
 from causalguard.bundle.effects import EffectModel
@@ -82,6 +90,7 @@ class Bundle:
     path: Path | None = None
     catalog: Catalog | None = None  # the steering catalog (catalog.json), when levers were measured
     behaviour: BehaviourSummary | None = None  # levers measured on replies (behaviour.json), when reported
+    reply_graph: Bundle | None = None  # the value graph on replies (reply_graph/, 'graph build --replies')
 
     @property
     def sae_dir(self) -> Path | None:
@@ -199,8 +208,15 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
         raise ConfigError.single(str(folder / "catalog.json"), f"the catalog was measured on weights {measured_on}, "
                                  f"the bundle's graph on {built_on}", field="model.fingerprint",
                                  hint="measure the catalog with the bundle's model: 'causalguard levers measure'")
+    reply_dir = folder / REPLY_GRAPH_DIR
+    reply_graph = load_bundle(reply_dir, force=True) if (reply_dir / BUNDLE_FILE).is_file() else None
+    if reply_graph is not None and list(reply_graph.graph.nodes) != list(graph.nodes):
+        raise ConfigError.single(str(reply_dir / BUNDLE_FILE), f"the reply graph's values "
+                                 f"{list(reply_graph.graph.nodes)} are not the bundle's {list(graph.nodes)}",
+                                 field="graph.nodes",
+                                 hint="rebuild it: 'causalguard graph build MATRIX --replies --out BUNDLE/reply_graph'")
     bundle = Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, catalog,
-                    load_behaviour(folder))
+                    load_behaviour(folder), reply_graph)
     if catalog is not None and bundle.sae_dir is not None:
         _check_sae_features(catalog, bundle.sae_dir)
     return bundle

@@ -314,3 +314,49 @@ def behaviour_validate_command(
                             second_judge=judge2)
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")
+
+
+@behaviour_app.command("reply-matrix")
+def behaviour_reply_matrix_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder with catalog.json and the reply judge.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registry name, folder, .gguf or HF id.")] = (
+        "smollm2-135m-instruct"
+    ),
+    out: Annotated[Path | None, typer.Option(
+        help="The matrix CSV; default BUNDLE/data/reply_interventions.csv.")] = None,
+    work: Annotated[Path | None, typer.Option(help="Reply run folder (resumable); default "
+                                                   "BUNDLE/../.reply-matrix-work-<bundle name>.")] = None,
+    levers: Annotated[str, typer.Option(help="Catalog lever ids to steer with: a regular expression that must match "
+                                             "the whole id.")] = r"(role|guided|vector):.*",
+    prompts: Annotated[int, typer.Option(min=2, help="Dev prompts per persona and condition (balanced over "
+                                                     "values); a row is their mean.")] = 6,
+    prompt_offset: Annotated[int, typer.Option(
+        min=0, help="Skip the first N dev prompts of the balanced order (default: past those the behaviour report "
+                    "and the confirmation read).")] = 60,
+    personas: Annotated[int, typer.Option(min=3, help="Personas per condition (the default assistant prompt "
+                                                      "first): the rows per lever.")] = 8,
+    persona_seed: Annotated[int, typer.Option(min=4000, help="Seed of the generated personas (4000 and up: seeds "
+                                                             "no other run uses).")] = 4000,
+    max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
+    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix "
+                                                  "cache.")] = False,
+) -> None:
+    """An interventional matrix of replies: persona x lever rows of mean reply-judge scores, for
+    'graph build --interventions' and 'graph evaluate --leave-one-out'."""
+    from causalguard.graphs.behaviour.replies import ReplySettings
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies
+    from causalguard.graphs.behaviour.reply_matrix import REPLY_MATRIX_FILE, ReplyMatrixSettings, build_reply_matrix
+    from causalguard.models import load_model
+
+    target = out or bundle / "data" / REPLY_MATRIX_FILE
+    settings = ReplyMatrixSettings(prompts=prompts, prompt_offset=prompt_offset, personas=personas,
+                                   persona_seed=persona_seed, levers=levers, batch_size=batch_size,
+                                   replies=ReplySettings(max_new_tokens=max_new_tokens))
+    lm = load_model(model)
+    summary = build_reply_matrix(lm, bundle, work or bundle.parent / f".reply-matrix-work-{bundle.name}", target,
+                                 settings, restart=restart, log=typer.echo,
+                                 backend=BatcherReplies() if continuous else None)
+    typer.echo(f"wrote {target}: {summary['rows']} rows ({summary['conditions']} conditions x {summary['personas']} "
+               f"personas, each the mean of {summary['prompts']} replies) in {summary['seconds']:.0f} s")

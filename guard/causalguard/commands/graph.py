@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -58,6 +58,10 @@ def graph_build_command(
     steering_only: Annotated[str | None, typer.Option(
         help="Keep the unsteered rows and only the rows steered by these comma-separated ids (the steer_dim or "
              "steering column), e.g. the paper's 'good' SAE features.")] = None,
+    replies: Annotated[bool, typer.Option(
+        help="SOURCE is a reply matrix ('behaviour reply-matrix'): its unsteered rows are the observational rows, "
+             "all its rows the interventional ones (give --catalog), and the catalog forecast in the "
+             "leave-one-lever-out table is the levers' measured effects on replies.")] = False,
 ) -> None:
     """Discover the causal value graph (PC; the edges stable over bootstraps ship), effects and evaluations."""
     from causalguard.bundle import save_bundle
@@ -81,8 +85,19 @@ def graph_build_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     settings = BuildSettings(pc=pc_settings, bootstrap=bootstrap, workers=workers, seed=seed, stability=stability,
-                             evaluate_levers=evaluate_levers)
+                             evaluate_levers=evaluate_levers, units="replies" if replies else "survey")
     steered = None if interventions is None else read_score_matrix(interventions)
+    if replies:
+        from causalguard.graphs.causal.contexts import unsteered_rows
+
+        if interventions is not None:
+            raise typer.BadParameter("a reply matrix holds its own interventions: leave --interventions out",
+                                     param_hint="--replies")
+        if catalog is None:
+            raise typer.BadParameter("a reply matrix names catalog levers: give --catalog BUNDLE (the bundle whose "
+                                     "levers steered the replies)", param_hint="--catalog")
+        interventions, steered = source, matrix
+        matrix = unsteered_rows(matrix, str(source))
     levers = load_catalog(catalog if catalog is not None else out) if steered is not None else None
     if catalog is not None and levers is None:
         raise typer.BadParameter(f"{catalog} has no catalog.json", param_hint="--catalog")
@@ -96,6 +111,11 @@ def graph_build_command(
     save_bundle(bundle, out)
     typer.echo(describe_bundle(bundle))
     typer.echo(f"bundle written to {out}")
+    if replies and (out.parent / "bundle.json").is_file():
+        from causalguard.bundle.integrity import seal_bundle
+
+        seal_bundle(out.parent)  # the reply graph inside a model's bundle: its hashes now cover the new files
+        typer.echo(f"resealed {out.parent}")
 
 
 @graph_app.command("show")
@@ -167,6 +187,9 @@ def graph_evaluate_command(
     targets_from: Annotated[Path | None, typer.Option(
         help="Score matrix (the training one) whose largest change per intervention is the target of "
              "interventions that name no value (the paper's SAE features).")] = None,
+    replies: Annotated[bool, typer.Option(
+        help="--test is a reply matrix ('behaviour reply-matrix'): leave one lever out with its own unsteered rows "
+             "as the observational ones (no --leave-one-out survey), catalog forecasts in reply units.")] = False,
 ) -> None:
     """Hold the bundle's graph against an interventional test matrix: per intervention, the change of every
     other value (steered minus the same persona unsteered) predicted from the target's own change, by the
@@ -185,9 +208,12 @@ def graph_evaluate_command(
         from causalguard.graphs.causal.change_rates import largest_change_targets
 
         target_map = largest_change_targets(read_score_matrix(targets_from))
-    if leave_one_out is None:
+    if replies and leave_one_out is not None:
+        raise typer.BadParameter("a reply matrix holds its own observational rows: leave --leave-one-out out",
+                                 param_hint="--replies")
+    if leave_one_out is None and not replies:
         if learning_curve is not None:
-            raise typer.BadParameter("needs --leave-one-out SURVEY", param_hint="--learning-curve")
+            raise typer.BadParameter("needs --leave-one-out SURVEY (or --replies)", param_hint="--learning-curve")
         doc = evaluate_interventions(matrix, loaded, random_graphs=random_graphs, bootstraps=bootstraps,
                                      target_map=target_map)
         typer.echo(f"{loaded.model_name}: graph with {len(loaded.graph.edges)} edges against {test}")
@@ -195,12 +221,13 @@ def graph_evaluate_command(
         from causalguard.graphs.causal.leave_one_out import learning_curve as curve
         from causalguard.graphs.causal.leave_one_out import leave_one_lever_out
 
-        survey = read_score_matrix(leave_one_out)
+        survey = None if leave_one_out is None else read_score_matrix(leave_one_out)
+        units: Literal["survey", "replies"] = "replies" if replies else "survey"
         settings = PCSettings(alpha=alpha)
         doc = leave_one_lever_out(survey, matrix, loaded, settings, random_graphs=random_graphs,
-                                  bootstraps=bootstraps)
+                                  bootstraps=bootstraps, units=units)
         typer.echo(f"{loaded.model_name}: leave one lever out, {doc['training_rows']} training rows "
-                   f"({survey.shape[0]} survey + {matrix.shape[0]} interventional), median "
+                   f"({0 if survey is None else survey.shape[0]} survey + {matrix.shape[0]} interventional), median "
                    f"{doc['edges_per_graph']:.0f} edges among the values per graph, against {test}")
         if learning_curve is not None:
             try:
@@ -210,7 +237,7 @@ def graph_evaluate_command(
                                          param_hint="--learning-curve") from None
             if not all(0 < f <= 1 for f in fractions):
                 raise typer.BadParameter("fractions must be in (0, 1]", param_hint="--learning-curve")
-            doc["learning_curve"] = curve(survey, matrix, loaded, settings, fractions)
+            doc["learning_curve"] = curve(survey, matrix, loaded, settings, fractions, units=units)
     typer.echo(render_interventions(doc))
     for point in doc.get("learning_curve", []):
         typer.echo(f"  learning curve: {point['training_rows']} rows ({point['fraction']:.0%}, {point['repeats']} "

@@ -57,7 +57,7 @@ def explain_plan(plan: Plan, catalog: Catalog) -> str:
         brackets = f" [{', '.join(notes)}]" if notes else ""
         lines.append(f"    {f.value}: {f.change:+.3f} ({f.low:+.3f} .. {f.high:+.3f}){brackets}{tol}{flag}")
     if plan.graph_label:
-        lines.append(f"  {plan.graph_label}" + (" (its forecasts are in survey units)" if graph_used else ""))
+        lines.append(f"  {plan.graph_label}" + (f" (its forecasts are in {plan.units} units)" if graph_used else ""))
     lines.append("  why:")
     lines += [f"    {reason}" for reason in plan.reasons]
     noise = sum(catalog.noise_threshold.values()) / len(catalog.noise_threshold)

@@ -291,9 +291,16 @@ def graph_paths(bundle: Bundle, source: str, target: str, limit: int = 3) -> lis
     return [" -> ".join(p) for p in itertools.islice(paths, limit)]
 
 
-def graph_evaluation(bundle: Bundle) -> tuple[str, dict[str, Any]]:
-    """The graph's held-out predictor table: leave-one-lever-out on interventional data when the bundle
-    has it (how the planner uses the graph), else the persona-split evaluation of value roles."""
+def graph_evaluation(bundle: Bundle, units: str = "survey") -> tuple[str, dict[str, Any]]:
+    """The graph's held-out predictor table for plans in ``units``. Survey units: leave-one-lever-out on
+    interventional data when the bundle has it (how the planner uses the graph), else the persona-split
+    evaluation of value roles. Reply units: the reply graph's leave-one-lever-out (``reply_graph/``), or
+    an empty table when the bundle has none."""
+    if units == "replies":
+        if bundle.reply_graph is None:
+            return "no graph on replies", {}
+        lolo = (bundle.reply_graph.doc.get("evaluation") or {}).get("leave_one_lever_out") or {}
+        return f"reply graph, leave-one-lever-out, {lolo.get('interventions', 0)} levers", lolo.get("predictors") or {}
     evaluation = bundle.doc.get("evaluation") or {}
     lolo = evaluation.get("leave_one_lever_out") or {}
     if lolo.get("predictors"):
@@ -301,23 +308,26 @@ def graph_evaluation(bundle: Bundle) -> tuple[str, dict[str, Any]]:
     return "held-out personas, value roles", evaluation.get("predictors") or {}
 
 
-def graph_validated(bundle: Bundle) -> bool:
-    """Whether the graph forecasts side effects: its held-out AUROC beats every baseline's and the lower end
-    of its 95% interval is above chance (0.5). Without an interval it is not validated."""
-    return _graph_verdict(bundle)[0]
+def graph_validated(bundle: Bundle, units: str = "survey") -> bool:
+    """Whether the graph forecasts side effects in ``units``: its held-out AUROC beats every baseline's
+    and the lower end of its 95% interval is above chance (0.5). Without an interval it is not validated."""
+    return _graph_verdict(bundle, units)[0]
 
 
-def _graph_verdict(bundle: Bundle) -> tuple[bool, str]:
+def _graph_verdict(bundle: Bundle, units: str = "survey") -> tuple[bool, str]:
     """(validated, the verdict in words), for ``graph_validated`` and ``graph_label``."""
-    kind, predictors = graph_evaluation(bundle)
+    kind, predictors = graph_evaluation(bundle, units)
     graph = predictors.get("graph") or {}
     if graph.get("auroc") is None:
+        if units == "replies" and bundle.reply_graph is None:
+            return False, ("no graph on replies in this bundle ('causalguard behaviour reply-matrix', then 'graph "
+                           "build --replies --out BUNDLE/reply_graph')")
         return False, "graph forecast not evaluated on held-out data"
     baselines = {k: v["auroc"] for k, v in predictors.items() if k != "graph" and v.get("auroc") is not None}
     name, best = max(baselines.items(), key=lambda kv: kv[1]) if baselines else ("none", 0.5)
     ci = graph.get("auroc_ci")
     interval = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
-    head = f"graph held-out AUROC {graph['auroc']:.3f}{interval}"
+    head = f"{'reply ' if units == 'replies' else ''}graph held-out AUROC {graph['auroc']:.3f}{interval}"
     compared = f"the best baseline ({name} {best:.3f}; {kind})"
     if graph["auroc"] <= best:
         return False, f"{head} does not beat {compared}"
@@ -328,10 +338,10 @@ def _graph_verdict(bundle: Bundle) -> tuple[bool, str]:
     return True, f"{head} beats {compared}"
 
 
-def graph_label(bundle: Bundle) -> str:
-    """The graph forecast's credentials: its held-out evaluation against the best baseline, and whether
-    plans use it."""
-    validated, verdict = _graph_verdict(bundle)
+def graph_label(bundle: Bundle, units: str = "survey") -> str:
+    """The graph forecast's credentials for plans in ``units``: its held-out evaluation against the best
+    baseline, and whether plans use it."""
+    validated, verdict = _graph_verdict(bundle, units)
     return verdict if validated else f"{verdict}: not used for side effects, the levers' own measured effects are"
 
 
@@ -358,7 +368,7 @@ def plan_levers(
     index = {d: k for k, d in enumerate(dims)}
     goals = _goals(profile, catalog, unit)
     tolerances = {v: p.tolerance for v, p in profile.protected.items()}
-    label = graph_label(bundle)
+    label = graph_label(bundle, unit)
     if not goals:
         return Plan(name, (), {}, _forecast((), dims, goals, tolerances, bundle, unit),
                     ("no targets: the model runs unguarded",), unit, (), label)
@@ -501,11 +511,7 @@ def _unreachable(goals: dict[str, float], forecast: Sequence[ValueForecast],
 def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str, float],
               tolerances: dict[str, float], bundle: Bundle, unit: PlanUnits) -> tuple[ValueForecast, ...]:
     surveyed = all(lever.effects is not None for lever in levers)
-    planned = {v: sum(lever.effects[v].mean for lever in levers if lever.effects is not None)
-               for v in goals} if surveyed else {}  # the graph speaks survey units
-    used = graph_validated(bundle) and surveyed
-    graph = {p.value: p.change for p in bundle.effects.predict_lever(
-        {v: c for v, c in planned.items() if v in bundle.effects.nodes})} if planned and used else {}
+    graph = _graph_forecast(levers, goals, bundle, unit, surveyed)
     out = []
     for value in dims:
         effects = [lever_effect(lever, value, unit) for lever in levers]
@@ -514,9 +520,29 @@ def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str
         role = "target" if value in goals else ("protected" if value in tolerances else "other")
         survey = (sum(lever.effects[value].mean for lever in levers if lever.effects is not None)
                   if unit == "replies" and surveyed else None)
-        out.append(ValueForecast(value, mean, mean - half, mean + half, graph.get(value, 0.0) if used else None, role,
+        out.append(ValueForecast(value, mean, mean - half, mean + half,
+                                 graph.get(value, 0.0) if graph is not None else None, role,
                                  tolerances.get(value), survey))
     return tuple(out)
+
+
+def _graph_forecast(levers: Sequence[LeverEntry], goals: dict[str, float], bundle: Bundle, unit: PlanUnits,
+                    surveyed: bool) -> dict[str, float] | None:
+    """The targets' planned changes pushed through the graph of the plan's units (the survey graph, or
+    the reply graph for reply units); None when that graph is not validated (or there is nothing to push)."""
+    if not levers or not graph_validated(bundle, unit):
+        return None
+    if unit == "replies":
+        if bundle.reply_graph is None:
+            return None
+        effects = bundle.reply_graph.effects
+        planned = {v: sum(lever_effect(lever, v, unit).mean for lever in levers) for v in goals}
+    else:
+        if not surveyed:  # the survey graph speaks survey units
+            return None
+        effects = bundle.effects
+        planned = {v: sum(lever.effects[v].mean for lever in levers if lever.effects is not None) for v in goals}
+    return {p.value: p.change for p in effects.predict_lever({v: c for v, c in planned.items() if v in effects.nodes})}
 
 
 def _infeasible(name: str, goals: dict[str, float], tolerances: dict[str, float], closest: list[LeverEntry],

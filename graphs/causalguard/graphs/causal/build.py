@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class BuildSettings:
     permutations: int = 9999
     stability: float = 0.5  # share of bootstrap graphs an edge must appear in to ship
     evaluate_levers: bool = True  # with interventions: leave-one-lever-out evaluation (one PC run per lever)
+    # "replies": the interventional matrix is a reply matrix ('behaviour reply-matrix') that holds its own
+    # unsteered rows, and ``matrix`` is those rows (they are not added twice); catalog forecasts in reply units
+    units: Literal["survey", "replies"] = "survey"
 
 
 def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path | None = None,
@@ -56,7 +59,7 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
     if interventions is None:
         data, names = matrix.values, list(nodes)
     else:
-        joint = joint_matrix(matrix, interventions, nodes, catalog)
+        joint = joint_matrix(_observational(matrix, settings), interventions, nodes, catalog)
         data, names, contexts = joint.data()
         pc = replace(pc, knowledge=replace(pc.knowledge, sources_only=(*pc.knowledge.sources_only, *contexts)))
     indices = resample_indices(len(data), settings.bootstrap, settings.seed)
@@ -68,7 +71,9 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
         boot_totals = np.stack([class_total_effects(g, data[idx], limit=8, seed=settings.seed).mean[:n, :n]
                                 for g, idx in zip(samples, indices, strict=True)])
     graph = ValueGraph(tuple(nodes), tuple(e for e in full.edges if e.source in nodes and e.target in nodes))
-    survey = _survey_metadata(source)
+    survey = _survey_metadata(source) if settings.units == "survey" else {}
+    if settings.units == "replies" and catalog is not None:  # the replies' model is the catalog's
+        survey["model"] = catalog.model.model_dump()
     discovery: dict[str, Any] = {
         "alpha": pc.alpha, "max_depth": pc.max_depth, "stable": pc.stable,
         "knowledge": asdict(settings.pc.knowledge), "bootstrap": settings.bootstrap, "seed": settings.seed,
@@ -93,7 +98,7 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
         "inventory": survey.get("inventory", {"dimensions": nodes}),
         "survey": {k: survey[k] for k in ("method", "settings", "conditions", "quality") if k in survey}
         | {"rows": len(data), "survey_rows": matrix.shape[0], "source": str(source) if source else None,
-           "columns_used": "survey value scores (statement likelihoods); no reply-judge columns"},
+           "units": settings.units, "columns_used": _COLUMNS_USED[settings.units]},
         "discovery": discovery,
         "graph": graph.to_json(),
         "effects": {"nodes": list(nodes), "dags_in_class": effects.dags, "file": EFFECTS_FILE,
@@ -105,9 +110,20 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
                     effects.low[:n, :n], effects.high[:n, :n], catalog=catalog)
     if interventions is not None and settings.evaluate_levers:
         doc["evaluation"]["leave_one_lever_out"] = leave_one_lever_out(
-            matrix, interventions, bundle, settings.pc, seed=settings.seed,
-            random_graphs=settings.random_graphs)
+            _observational(matrix, settings), interventions, bundle, settings.pc, seed=settings.seed,
+            random_graphs=settings.random_graphs, units=settings.units)
     return bundle
+
+
+_COLUMNS_USED = {
+    "survey": "survey value scores (statement likelihoods); no reply-judge columns",
+    "replies": "reply-judge scores: per persona and condition, the mean over its replies to dev prompts",
+}
+
+
+def _observational(matrix: ScoreMatrix, settings: BuildSettings) -> ScoreMatrix | None:
+    """The survey rows to add to the interventional ones: none for a reply matrix, which holds them."""
+    return None if settings.units == "replies" else matrix
 
 
 def _survey_metadata(source: Path | None) -> dict[str, Any]:

@@ -54,6 +54,17 @@ def aligned(matrix: ScoreMatrix, nodes: Sequence[str], what: str = "--test") -> 
                        matrix.row_info, matrix.dropped)
 
 
+def unsteered_rows(matrix: ScoreMatrix, what: str = "--test") -> ScoreMatrix:
+    """The rows of ``matrix`` that no intervention steered; a ConfigError naming ``what`` when there are
+    fewer than three (too few for any observational statistic)."""
+    steer_col, _ = id_layout(matrix, what)
+    keep = np.array([is_unsteered(info.get(steer_col, "")) for info in matrix.row_info])
+    if keep.sum() < 3:
+        raise ConfigError.single(what, f"{int(keep.sum())} unsteered row(s); needs 3 or more",
+                                 hint="the matrix needs rows with steering 'none' (or an empty steer_dim)")
+    return matrix.rows(keep)
+
+
 def lever_target(intervention: str, columns: Sequence[str], catalog: Catalog | None) -> tuple[str, int] | None:
     """The value an intervention steers and its direction (+1/-1; 0 when the matrix does not say): a value
     it names (the paper's ``steer_dim``), or its lever's target in the catalog."""

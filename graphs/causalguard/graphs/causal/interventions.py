@@ -18,7 +18,8 @@ others from it, as the planner does:
 - ``human_circumplex``: Schwartz's circular pattern scaled by the unsteered spread (Schwartz values only);
 - ``random_graphs``: SEMs on random DAGs with the graph's edge count, fitted on the unsteered rows;
 - ``catalog_effects`` (when the bundle's catalog has the levers): each lever's effects as the catalog
-  measured them on its own, different personas: the planner's forecast of side effects;
+  measured them on its own, different personas: the planner's forecast of side effects (``units``:
+  its survey effects, or for a reply matrix its effects on replies, ``behaviour report``);
 - ``same_target_levers``: no value graph at all: the mean measured change of the *other* interventions
   that push the same target the same way (its context, ``contexts.context_name``); 0 when there is
   none. It asks whether side effects follow the kind of lever rather than a path between values. (Scaled
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -111,13 +112,14 @@ def mean_and_moved(changes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.abs(mean) > critical * np.maximum(se, 1e-12)
 
 
+Units = Literal["survey", "replies"]
 GraphFor = Callable[[Intervention], tuple[ValueGraph, np.ndarray]]  # the graph and total effects to predict with
 
 
 def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,
                            seed: int = 0, graph_for: GraphFor | None = None,
                            observational: np.ndarray | None = None,
-                           target_map: Mapping[str, str] | None = None) -> dict[str, Any]:
+                           target_map: Mapping[str, str] | None = None, units: Units = "survey") -> dict[str, Any]:
     """The graph and its baselines on an interventional matrix (see the module docstring). ``graph_for``
     gives the graph to predict each intervention with (default: the bundle's, for every one; leave-one-
     lever-out passes graphs discovered without the intervention's rows); ``observational`` the unsteered
@@ -144,7 +146,7 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     owner: list[int] = []  # which intervention each pair belongs to (bootstrap unit)
     paper = {"descendant": [0, 0], "non_descendant": [0, 0]}
     siblings = _same_target_means(interventions, nodes, bundle)
-    measured = _catalog_effects(interventions, bundle)
+    measured = _catalog_effects(interventions, bundle, units)
     for k, item in enumerate(interventions):
         x = nodes.index(item.target)
         delta = float(item.mean[x])
@@ -235,12 +237,18 @@ def split_half_reproducibility(interventions: list[Intervention], nodes: list[st
     }
 
 
-def _catalog_effects(interventions: list[Intervention], bundle: Bundle) -> dict[str, dict[str, float]] | None:
+def _catalog_effects(interventions: list[Intervention], bundle: Bundle,
+                     units: Units = "survey") -> dict[str, dict[str, float]] | None:
     """Per intervention, its lever's effects as the bundle's catalog measured them (other personas: the
-    planner's own forecast of side effects); None when no intervention is a catalog lever."""
+    planner's own forecast of side effects), in ``units``; None when no intervention is a catalog lever
+    with a measurement in those units."""
     found = {item.id: catalog_lever(item.id, bundle.catalog) for item in interventions}
-    effects = {k: {v: e.mean for v, e in lever.effects.items()} for k, lever in found.items()
-               if lever is not None and lever.effects is not None}
+    effects = {}
+    for key, lever in found.items():
+        measured = None if lever is None else (lever.effects if units == "survey" else
+                                               lever.replies.effects if lever.replies is not None else None)
+        if measured is not None:
+            effects[key] = {v: e.mean for v, e in measured.items()}
     return effects or None
 
 
