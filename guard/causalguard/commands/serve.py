@@ -45,6 +45,14 @@ def serve_command(
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = read_guard_config(config)  # parsed once, then passed down
     settings = source.config
+    from causalguard.server.client_keys import is_loopback
+
+    if not is_loopback(host) and not settings.server.api_keys and not settings.server.allow_anonymous:
+        raise typer.BadParameter(
+            f"{host} is reachable from other machines and {config} lists no server.api_keys, so anyone could "
+            "use the guard: add keys (server.api_keys: [{id: team-a, sha256: ...}], the SHA-256 of each key: "
+            "printf %s \"$KEY\" | sha256sum), bind 127.0.0.1, or set server.allow_anonymous: true behind a "
+            "gateway that authenticates clients", param_hint="--host")
     metrics = GuardMetrics()
     if settings.metrics.port is not None:
         start_metrics_server(metrics, settings.metrics.port, settings.metrics.host)

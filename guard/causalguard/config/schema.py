@@ -150,6 +150,14 @@ class MetricsSpec(_Strict):
     host: str = Field(default="127.0.0.1", description="Interface of the standalone metrics listener.")
 
 
+class ApiKeySpec(_Strict):
+    """One client key: an id for logs and the key's SHA-256 (never the key itself)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Names the key in logs, e.g. 'team-a'.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The key's SHA-256 in lower-case hex: "
+                        "printf %s \"$KEY\" | sha256sum")
+
+
 class ServerSpec(_Strict):
     """The OpenAI-compatible server's limits (read at start-up; a reload does not resize the pool)."""
 
@@ -179,6 +187,21 @@ class ServerSpec(_Strict):
                                          description="SIGTERM waits this long for requests.")
     admin_token_env: str | None = Field(default="CAUSALGUARD_ADMIN_TOKEN",
                                         description="Env var holding the admin endpoint's bearer token.")
+    api_keys: list[ApiKeySpec] = Field(default_factory=list, max_length=1000, description="Client keys for /v1 "
+                                       "(each request sends 'Authorization: Bearer <key>'; others get 401). Empty: "
+                                       "anyone may call, which 'serve' allows on a loopback interface only.")
+    allow_anonymous: bool = Field(default=False, description="Serve without api_keys on a non-loopback interface "
+                                  "(behind a gateway that authenticates clients).")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _distinct_keys(cls, keys: list[ApiKeySpec]) -> list[ApiKeySpec]:
+        for field in ("id", "sha256"):
+            seen = [getattr(k, field) for k in keys]
+            twice = sorted({x for x in seen if seen.count(x) > 1})
+            if twice:
+                raise ValueError(f"api_keys: the {field} {twice[0][:16]} is listed twice; every key needs its own")
+        return keys
 
 
 class UpstreamSpec(_Strict):

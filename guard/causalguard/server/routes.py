@@ -25,6 +25,7 @@ from causalguard.metrics import RequestOutcome
 from causalguard.runtime.prompts import compose_messages
 from causalguard.runtime.value_guard import DEADLINE_GRACE_SECONDS, Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
+from causalguard.server.client_keys import check_client_key
 from causalguard.server.request_id import request_id_of
 from causalguard.server.schemas import (
     ChatCompletionRequest,
@@ -98,9 +99,12 @@ async def readyz(request: Request) -> JSONResponse:
         body["error"] = state.load_error
     return JSONResponse(body, status_code=200 if ready else 503)
 
-@router.get("/v1/models")
-async def models(request: Request) -> dict[str, Any]:
+@router.get("/v1/models", response_model=None)
+async def models(request: Request) -> dict[str, Any] | JSONResponse:
     state = server_state(request)
+    refused = _client_refusal(state, request)
+    if refused is not None:
+        return refused
     name = state.config.model
     ids = [name] + [f"{name}:{p}" for p in state.config.profile_names]
     return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "causalguard"}
@@ -109,11 +113,29 @@ async def models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model_id}")
 async def model(model_id: str, request: Request) -> Any:
     state = server_state(request)
+    refused = _client_refusal(state, request)
+    if refused is not None:
+        return refused
     name = state.config.model
     if model_id not in [name] + [f"{name}:{p}" for p in state.config.profile_names]:
         return error_response(404, f"the model '{model_id}' does not exist here (GET /v1/models lists them)",
                               param="model", code="model_not_found")
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "causalguard"}
+
+
+def _client_refusal(state: ServerState, request: Request) -> JSONResponse | None:
+    """None when the request may use ``/v1`` (no keys configured, or a listed key); else the 401 to
+    answer, in OpenAI's shape. The key's id (never the key) is logged with the request id."""
+    checked = check_client_key(request.headers.get("authorization"), state.config.server.api_keys)
+    rid = request_id_of(request.scope)
+    if checked.refusal is not None:
+        log.info("request %s refused: %s", rid, checked.refusal,
+                 extra={"event": "unauthenticated", "request_id": rid, "status": 401})
+        return error_response(401, checked.refusal, code="invalid_api_key",
+                              headers={"WWW-Authenticate": "Bearer"})
+    log.debug("request %s from key %s %s", rid, checked.key_id, request.url.path,
+              extra={"event": "authenticated", "request_id": rid, "key_id": checked.key_id})
+    return None
 
 
 def _admin_refusal(state: ServerState, request: Request) -> JSONResponse | None:
@@ -165,6 +187,10 @@ async def admin_reload(request: Request) -> JSONResponse:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = server_state(request)
+    refused = _client_refusal(state, request)
+    if refused is not None:
+        state.metrics.count_invalid("none")  # counted, with no label a client could choose
+        return refused
     guard = state.guard
     if not state.ready or guard is None:
         return error_response(503, "the model is still loading", type_="server_error", code="not_ready",
