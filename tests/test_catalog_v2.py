@@ -134,7 +134,8 @@ def test_a_score_goal_in_reply_units_starts_from_the_unsteered_replies() -> None
 def test_the_graph_forecast_is_labelled_with_its_held_out_evaluation() -> None:
     bundle = _bundle()
     bundle.doc["evaluation"] = {"predictors": {"graph": {"auroc": 0.49}, "correlation": {"auroc": 0.69}}}
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec())
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec(),
+                       units="survey")  # reply-unit plans are labelled with the reply graph (test_reply_graph.py)
     assert "does not beat the best baseline (correlation 0.690; held-out personas, value roles)" in plan.graph_label
     assert all(f.graph_change is None for f in plan.forecast)  # so it forecasts nothing
     assert plan.graph_label in explain_plan(plan, bundle.catalog)  # type: ignore[arg-type]

@@ -171,3 +171,44 @@ def test_every_infeasible_profile_is_named_at_once(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     state = build_guard_state(read_guard_config(path), fake_bundle(), sae=None, local_model=True)
     assert set(state.plans) == {"default", "kind", "plain"}
+
+
+def test_an_infeasible_serve_plain_profile_is_served_unguarded_and_the_rest_are_planned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import yaml
+
+    from causalguard.config.loading import read_guard_config
+    from causalguard.planning import PlanInfeasibleError
+    from causalguard.planning.explain import explain_plan
+    from causalguard.runtime.state import build_guard_state
+    from tests.guard_fakes import GUARD_YAML, fake_bundle, fake_catalog
+
+    data = yaml.safe_load(GUARD_YAML)
+    data["on_infeasible"] = "serve_plain"  # the default profile (power down, achievement protected) cannot plan
+    data["profiles"]["strict"] = {"targets": {"power": {"direction": "decrease"}},
+                                  "protected": {"achievement": {"tolerance": 0.05}}}
+    path = tmp_path / "guard.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PlanInfeasibleError) as refused:  # 'strict' still says error (the default)
+        build_guard_state(read_guard_config(path), fake_bundle(), sae=None, local_model=True)
+    assert "profile 'strict'" in str(refused.value) and "profile 'default'" not in str(refused.value)
+    data["profiles"]["strict"]["on_infeasible"] = "serve_plain"
+    path.write_text(yaml.safe_dump(data))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="causalguard.runtime.state"):
+        state = build_guard_state(read_guard_config(path), fake_bundle(), sae=None, local_model=True)
+    assert set(state.plans) == {"default", "kind", "plain", "strict"}
+    for name in ("default", "strict"):
+        plan = state.plans[name]
+        assert plan.levers == () and plan.reasons[0].startswith("served unguarded (on_infeasible: serve_plain): "
+                                                                f"profile '{name}' is infeasible")
+        assert plan.reasons[0] in explain_plan(plan, fake_catalog())
+    assert state.plans["kind"].levers  # the feasible profile keeps its levers
+    warned = [r.getMessage() for r in caplog.records]
+    assert sum("served unguarded" in m for m in warned) == 2
+    data["profiles"]["strict"]["on_infeasible"] = "ignore"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="on_infeasible"):
+        read_guard_config(path)

@@ -22,6 +22,7 @@ Method = Literal["role", "sae", "guided", "vector", "auto"]
 
 
 Units = Literal["auto", "replies", "survey"]
+OnInfeasible = Literal["error", "serve_plain"]
 PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # also a metric label and part of a model id
 MAX_SYSTEM_PROMPT_CHARS = 32_000  # beyond any context the embedded models have
 
@@ -88,6 +89,9 @@ class ProfileSpec(_Strict):
 
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="Value name -> target.")
     protected: dict[str, ProtectedSpec] = Field(default_factory=dict, description="Value name -> tolerance.")
+    on_infeasible: OnInfeasible = Field(default="error", description="When the planner refuses the profile: error "
+                                        "(the config is refused, nothing is silently unsteered) or serve_plain (the "
+                                        "profile is served unguarded, with a warning in the log and its plan).")
     method: Method = Field(default="auto", description="Levers allowed: role, sae, guided (role prompts amplified "
                            "by classifier-free guidance), vector (steering vectors), or auto (any).")
 
@@ -233,6 +237,8 @@ class GuardConfig(_Strict):
                                                 description="The default profile's protected values.")
     method: Method = Field(default="auto", description="The default profile's levers: role, sae, guided, "
                                                                  "vector or auto (any).")
+    on_infeasible: OnInfeasible = Field(default="error", description="The default profile's answer to a refusal by "
+                                        "the planner: error or serve_plain (see profiles).")
     profiles: dict[Annotated[str, Field(pattern=PROFILE_NAME)], ProfileSpec] = Field(
         default_factory=dict, description="Extra named profiles (names: letters, digits, '_', '-', '.'; 1-64).")
     allow_client_interventions: bool = Field(
@@ -249,7 +255,8 @@ class GuardConfig(_Strict):
 
     def profile(self, name: str = "default") -> ProfileSpec:
         if name == "default":
-            return ProfileSpec(targets=self.targets, protected=self.protected, method=self.method)
+            return ProfileSpec(targets=self.targets, protected=self.protected, method=self.method,
+                               on_infeasible=self.on_infeasible)
         return self.profiles[name]
 
     @property

@@ -7,7 +7,7 @@ role levers only) both build their state here, so a profile is planned the same 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from causalguard.adapters.hf.vectors import VectorSet
 from causalguard.bundle.catalog import Catalog
 from causalguard.bundle.format import Bundle
 from causalguard.config.loading import SourcedConfig, check_value_names
-from causalguard.config.schema import GuardConfig
+from causalguard.config.schema import GuardConfig, ProfileSpec
 from causalguard.errors import CausalguardError, ConfigError, Problem
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions
@@ -63,6 +63,15 @@ def _profile_line(sourced: SourcedConfig, name: str) -> int | None:
     return line_of(sourced.node, ["targets"] if name == "default" else ["profiles", name])
 
 
+def _plain_plan(name: str, refusal: PlanInfeasibleError, bundle: Bundle, config: GuardConfig,
+                local_kinds: Collection[str]) -> Plan:
+    """The unguarded plan a ``serve_plain`` profile gets when the planner refuses it, with the refusal as
+    its first reason (``explain`` shows it; ``build_guard_state`` logs it as a warning)."""
+    plain = plan_levers(ProfileSpec(), bundle, config.limits, name=name, units=config.units, local_kinds=local_kinds)
+    why = str(refusal).splitlines()[0]
+    return replace(plain, reasons=(f"served unguarded (on_infeasible: serve_plain): {why}", *plain.reasons))
+
+
 def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae | None, local_model: bool = True,
                       profiles: Sequence[str] | None = None, vectors: VectorSet | None = None) -> GuardState:
     """Check the config's value names against the catalog and plan every profile (or ``profiles``).
@@ -94,7 +103,12 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
                         "there, so this profile was planned with role levers only")
                 plans[name] = replace(plans[name], reasons=(*plans[name].reasons, note))
         except PlanInfeasibleError as exc:
-            infeasible[name] = exc
+            if profile.on_infeasible == "error":
+                infeasible[name] = exc
+                continue
+            plans[name] = _plain_plan(name, exc, bundle, config, local_kinds)
+            log.warning("profile %s is infeasible and served unguarded (on_infeasible: serve_plain): %s", name,
+                        str(exc).splitlines()[0])
     if infeasible:  # every profile the planner refused, named at once (not only the first)
         if not local_model:
             raise ConfigError([Problem(where, _profile_line(sourced, name), _profile_field(name, "targets"),
