@@ -24,7 +24,10 @@ def describe_bundle(bundle: Bundle) -> str:
     lines += [f"  {edge}" for edge in sorted(bundle.graph.edges, key=lambda e: -(e.stability or 0))]
     steered = doc["discovery"].get("interventions")
     if steered:
-        lines.append(f"interventional rows: {steered['rows']} (+ {doc['survey'].get('survey_rows')} survey rows), "
+        count = doc["survey"].get("survey_rows")
+        replies = doc["survey"].get("units") == "replies"
+        observational = f"{count} of them unsteered" if replies else f"+ {count} survey rows"
+        lines.append(f"interventional rows: {steered['rows']} ({observational}), "
                      f"{len(steered['contexts'])} context columns as sources only")
     if doc["discovery"].get("dropped"):
         lines.append("dropped: " + "; ".join(doc["discovery"]["dropped"]))
