@@ -250,6 +250,7 @@ def test_a_bundle_loads_its_reply_graph_and_refuses_one_on_other_values(tmp_path
     assert loaded.reply_graph.doc["evaluation"]["leave_one_lever_out"]["interventions"] == 5
     shipped = tmp_path / "shipped"
     shutil.copytree(SHIPPED, shipped)
+    shutil.rmtree(shipped / "reply_graph", ignore_errors=True)  # the shipped one, on the same values
     shutil.copytree(folder / "reply_graph", shipped / "reply_graph")
     from causalguard.bundle.integrity import seal_bundle
 
