@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import Intervention
 from causalguard.behaviour.prompts import Prompt
 from causalguard.errors import CausalguardError
@@ -183,3 +185,26 @@ def run_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas:
 
     (backend or LocalReplies()).generate(lm, todo, settings.max_new_tokens, settings.temperature, on_batch)
     return {k: done[k] for k in encoded}
+
+
+def logged_progress(log: Callable[[str], None]) -> Callable[[int, int], None]:
+    """A ``run_replies`` progress callback that logs replies done, the rate since now and the time left."""
+    started = time.time()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.time() - started, 1e-9)
+        log(f"  {done}/{total} replies, {rate:.2f}/s, ETA {(total - done) / max(rate, 1e-9) / 60:.1f} min")
+
+    return progress
+
+
+def run_steered_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas: Sequence[Persona],
+                        prompts: Sequence[Prompt], settings: ReplySettings, store: ReplyStore, *, batch_size: int,
+                        log: Callable[[str], None], backend: ReplyBackend | None = None,
+                        ) -> dict[tuple[str, str, str], Reply]:
+    """``run_replies`` with the steering hooks its conditions' interventions need installed for the run
+    (removed after it, however it ends) and progress logged through ``log``."""
+    layers = sorted({i.layer for c in conditions for i in c.interventions})
+    with install_steering_hooks(lm.model, layers):
+        return run_replies(lm, conditions, personas, prompts, settings, store, batch_size=batch_size,
+                           progress=logged_progress(log), backend=backend)

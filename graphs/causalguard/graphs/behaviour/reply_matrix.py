@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.sae import load_sae
 from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.behaviour.judge import load_probe_judge
@@ -36,7 +35,7 @@ from causalguard.behaviour.prompts import load_prompts
 from causalguard.bundle.catalog import LeverEntry
 from causalguard.bundle.format import load_bundle
 from causalguard.errors import ConfigError
-from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import cached_scores, lever_reply_condition, reply_personas
 from causalguard.models.loaded import LoadedModel
@@ -129,16 +128,8 @@ def build_reply_matrix(lm: LoadedModel, bundle_dir: Path, work: Path, out: Path,
     total = len(conditions) * len(personas) * len(prompts)
     log(f"reply matrix: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} dev prompts "
         f"= {total} replies")
-    t0 = time.time()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.time() - t0, 1e-9)
-        log(f"  {done}/{total} replies, {rate:.2f}/s, ETA {(total - done) / max(rate, 1e-9) / 60:.1f} min")
-
-    layers = sorted({i.layer for c in conditions for i in c.interventions})
-    with install_steering_hooks(lm.model, layers):
-        replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
-                              batch_size=settings.batch_size, progress=progress, backend=backend)
+    replies = run_steered_replies(lm, conditions, personas, prompts, settings.replies, store,
+                                  batch_size=settings.batch_size, log=log, backend=backend)
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     w = judge.weights
     judge_id = hashlib.sha256(w.directions.tobytes() + w.midpoints.tobytes() + w.mean.tobytes()).hexdigest()[:16]

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.adapters.hf.vectors import VectorSet, load_vectors
@@ -64,7 +63,7 @@ from causalguard.graphs.behaviour.replies import (
     ReplyCondition,
     ReplySettings,
     ReplyStore,
-    run_replies,
+    run_steered_replies,
 )
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.levers.verdicts import attach_replies
@@ -223,15 +222,8 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     store = ReplyStore(work, identity, restart=restart)
     log(f"replies: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} prompts")
     t0 = time.time()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.time() - t0, 1e-9)
-        log(f"  {done}/{total} replies, {rate:.2f}/s, ETA {(total - done) / max(rate, 1e-9) / 60:.1f} min")
-
-    layers = sorted({i.layer for c in conditions for i in c.interventions})
-    with install_steering_hooks(lm.model, layers):
-        replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
-                              batch_size=settings.batch_size, progress=progress, backend=backend)
+    replies = run_steered_replies(lm, conditions, personas, prompts, settings.replies, store,
+                                  batch_size=settings.batch_size, log=log, backend=backend)
     generation_s = time.time() - t0
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     ordered = [replies[k] for k in keys]
