@@ -344,7 +344,7 @@ def behaviour_reply_matrix_command(
                                                   "cache.")] = False,
 ) -> None:
     """An interventional matrix of replies: persona x lever rows of mean reply-judge scores, for
-    'graph build --interventions' and 'graph evaluate --leave-one-out'."""
+    'graph build MATRIX --replies' and 'graph evaluate BUNDLE --test MATRIX --replies'."""
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.reply_matrix import REPLY_MATRIX_FILE, ReplyMatrixSettings, build_reply_matrix

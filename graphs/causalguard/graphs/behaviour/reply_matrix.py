@@ -4,8 +4,8 @@ The survey graph's rows are likelihood-survey scores. This builds the same kind 
 one row per persona x condition (``none`` or a catalog lever, applied as the guard applies it), whose
 value columns are the bundle's reply judge averaged over that persona's replies to the dev prompts. It
 is written in our interventional format (``condition`` = ``persona|lever``, ``role_kind``, ``steering``
-= the lever id or ``none``), so ``graph build --interventions`` and ``graph evaluate --leave-one-out``
-read it unchanged.
+= the lever id or ``none``), which ``graph build --replies`` and ``graph evaluate --replies`` read (its
+own unsteered rows are the observational ones).
 
 Personas come from their own seed (no other run uses it), prompts from a slice of the dev split that
 the behaviour report and the confirmation did not read (so the catalog's reply effects, measured there,
