@@ -255,5 +255,14 @@ def test_a_bundle_loads_its_reply_graph_and_refuses_one_on_other_values(tmp_path
     from causalguard.bundle.integrity import seal_bundle
 
     seal_bundle(shipped)
-    with pytest.raises(ConfigError, match="reply graph's values"):
+    from causalguard.bundle.format import BundleMismatchError
+
+    with pytest.raises(BundleMismatchError, match="reply_graph was built for weights"):  # another model's graph
+        load_bundle(shipped)
+    reply = json.loads((shipped / "reply_graph" / "bundle.json").read_text())
+    reply["model"] = json.loads((shipped / "bundle.json").read_text())["model"]
+    (shipped / "reply_graph" / "bundle.json").write_text(json.dumps(reply))
+    seal_bundle(shipped / "reply_graph")
+    seal_bundle(shipped)
+    with pytest.raises(ConfigError, match="reply graph's values"):  # the same weights, other values
         load_bundle(shipped)

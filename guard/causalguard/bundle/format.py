@@ -208,8 +208,9 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
         raise ConfigError.single(str(folder / "catalog.json"), f"the catalog was measured on weights {measured_on}, "
                                  f"the bundle's graph on {built_on}", field="model.fingerprint",
                                  hint="measure the catalog with the bundle's model: 'causalguard levers measure'")
-    reply_dir = folder / REPLY_GRAPH_DIR
-    reply_graph = load_bundle(reply_dir, force=True) if (reply_dir / BUNDLE_FILE).is_file() else None
+    reply_dir = folder / REPLY_GRAPH_DIR  # discovered on the same model's replies: the same weights
+    reply_graph = (load_bundle(reply_dir, expected_fingerprint=built_on or None, force=force)
+                   if (reply_dir / BUNDLE_FILE).is_file() else None)
     if reply_graph is not None and list(reply_graph.graph.nodes) != list(graph.nodes):
         raise ConfigError.single(str(reply_dir / BUNDLE_FILE), f"the reply graph's values "
                                  f"{list(reply_graph.graph.nodes)} are not the bundle's {list(graph.nodes)}",
