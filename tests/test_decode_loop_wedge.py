@@ -169,7 +169,9 @@ def test_the_server_answers_a_valid_request_beside_a_denormal_temperature(tiny_l
         assert replies["ok"].status_code == 200 and replies["bad"].status_code == 200
         assert replies["bad"].json()["choices"][0]["message"]["content"] == baseline.json()["choices"][0]["message"][
             "content"]  # greedy in all but name
-        assert both < 10 * normal + 5
+        # A wedged loop answered nothing before the 120 s request timeout; a shared, busy 2-core machine
+        # can stretch a normal reply several-fold, so the bound is generous in seconds, tight against the wedge.
+        assert both < 10 * normal + 30
         for body in (bad, {**ASK, "temperature": 1.0, "top_p": 1e-30}, ASK):  # in sequence, then a valid one
             response = c.post("/v1/chat/completions", json=body)
             assert response.status_code == 200, response.text
