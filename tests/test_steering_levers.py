@@ -165,3 +165,49 @@ def test_a_runtime_runs_the_local_kinds_whose_artifacts_it_loaded() -> None:
     assert runnable_kinds(local_model=False, sae_loaded=True, vectors_loaded=True) == set()
     assert runnable_kinds(local_model=True, sae_loaded=False, vectors_loaded=True) == {"guided", "vector"}
     assert runnable_kinds(local_model=True, sae_loaded=True, vectors_loaded=False) == {"guided", "sae"}
+
+
+ADAPTER = LeverSpec.value_adapter("benevolence", 1, "benevolence-up", 1.0)
+
+
+def test_the_planner_plans_an_adapter_lever_only_when_usable_and_loaded() -> None:
+    bundle = fake_bundle_v2()
+    base = with_reply_only_levers(fake_catalog_v2(), [ADAPTER])
+    entry = base.lever(ADAPTER.id)
+    assert entry.kind == "adapter" and entry.adapter == "benevolence-up" and entry.effects is None
+    assert ADAPTER.id == "adapter:benevolence:+:benevolence-up:s1"
+    kept = [reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target,
+                      direction=e.direction) for e in base.levers if e.replies is not None]
+    bundle.catalog = attach_replies(base, [reply_row(ADAPTER.id, {"benevolence": 0.3}, target="benevolence"),
+                                           *kept], BASELINE)
+    plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=2), local_kinds=("adapter",))
+    assert [lever.kind for lever in plan.levers] == ["adapter"]  # planned alone, like guided and vector levers
+    from causalguard.planning.explain import lever_text
+
+    assert lever_text(plan.levers[0]).startswith("value adapter benevolence-up")
+    with pytest.raises(PlanInfeasibleError):  # adapters not loaded (proxy mode, or a bundle without them)
+        plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=2), local_kinds=("vector",))
+    degrading = fake_bundle_v2()
+    degrading.catalog = attach_replies(base, [reply_row(ADAPTER.id, {"benevolence": 0.5}, degraded=30,
+                                                        target="benevolence"), *kept], BASELINE)
+    with pytest.raises(PlanInfeasibleError):
+        plan_levers(BENEVOLENCE_UP, degrading, LimitsSpec(max_levers=2), local_kinds=("adapter",))
+    entry_doc = entry.model_dump()
+    with pytest.raises(ValidationError, match="adapter folder"):
+        LeverEntry.model_validate({**entry_doc, "adapter": None})
+    with pytest.raises(ValidationError):
+        LeverEntry.model_validate({**entry_doc, "adapter": "../etc"})
+    with pytest.raises(ValidationError, match="scale"):
+        LeverEntry.model_validate({**entry_doc, "strength": 9.0})
+
+
+def test_variants_build_adapter_levers_from_the_bundles_adapters() -> None:
+    levers, sources = variant_levers(fake_catalog_v2(), None, False, None, adapters="1,0.5",
+                                     adapter_targets={"power-down": ("power", -1)})
+    assert [lever.id for lever in levers] == ["adapter:power:-:power-down:s1", "adapter:power:-:power-down:s0.5"]
+    assert set(sources.values()) == {"adapter"}
+    with pytest.raises(ValueError, match="no value adapters"):
+        variant_levers(fake_catalog_v2(), None, False, None, adapters="1")
+    with pytest.raises(ValueError, match="within"):
+        variant_levers(fake_catalog_v2(), None, False, None, adapters="5",
+                       adapter_targets={"power-down": ("power", -1)})

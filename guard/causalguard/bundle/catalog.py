@@ -127,7 +127,8 @@ class LeverReplies(BaseModel):
         return self.verdict in ("usable", "no_target_effect")
 
 
-REPLY_ONLY_KINDS = ("guided", "vector")  # the survey cannot score guidance or generated-token vectors
+REPLY_ONLY_KINDS = ("guided", "vector", "adapter")  # the survey cannot score guidance, generated-token vectors
+# or adapters trained on replies
 MAX_STRENGTH = 1000.0  # far beyond any lever measured (SAE: residual norms, vectors: layer-norm fractions)
 MAX_REPLY_SCORE = 100.0  # reply-scale scores: +-1 is a typical pole reply
 
@@ -139,7 +140,7 @@ class LeverEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: str = Field(min_length=1)
-    kind: Literal["role", "sae", "guided", "vector"]
+    kind: Literal["role", "sae", "guided", "vector", "adapter"]
     target: str | None
     direction: int = Field(ge=-1, le=1)
     strength: float = Field(ge=-MAX_STRENGTH, le=MAX_STRENGTH)
@@ -149,6 +150,8 @@ class LeverEntry(BaseModel):
                                          description="guided levers: the guidance scale g")
     negative_text: str | None = Field(default=None, description="guided levers: the twin's wording (none: no role)")
     layer: int | None = Field(default=None, ge=0, description="vector levers: the layer the vector is added at")
+    adapter: str | None = Field(default=None, pattern=r"^[a-z0-9_]+-(up|down)$",
+                                description="adapter levers: the adapter's folder under the bundle's adapters/")
     source: str = Field(description="how the lever was proposed: value_role, contrast, your_values, guided, vector")
     effects: dict[str, Interval] | None = Field(description="survey effects (None: measured on replies only)")
     counts: dict[str, dict[str, int]] | None = None
@@ -170,6 +173,8 @@ class LeverEntry(BaseModel):
             raise ValueError(f"{self.id}: a guided lever needs its text and guidance_scale")
         if self.kind == "vector" and (self.layer is None or self.target is None):
             raise ValueError(f"{self.id}: a vector lever needs its target and layer")
+        if self.kind == "adapter" and (self.adapter is None or self.target is None or not 0 < self.strength <= 4):
+            raise ValueError(f"{self.id}: an adapter lever needs its target, its adapter folder and a scale in (0, 4]")
         if self.kind == "role" and not self.text:
             raise ValueError(f"{self.id}: a role lever needs its text")
         return self
@@ -181,7 +186,8 @@ class LeverEntry(BaseModel):
     def spec(self) -> LeverSpec:
         return LeverSpec(id=self.id, kind=self.kind, target=self.target, direction=self.direction,
                          strength=self.strength, feature=self.feature, text=self.text,
-                         guidance_scale=self.guidance_scale, negative_text=self.negative_text, layer=self.layer)
+                         guidance_scale=self.guidance_scale, negative_text=self.negative_text, layer=self.layer,
+                         adapter=self.adapter)
 
 
 class Catalog(BaseModel):

@@ -108,6 +108,13 @@ class Bundle:
         return self.path / "vectors"
 
     @property
+    def adapters_dir(self) -> Path | None:
+        """The bundle's value adapters (``adapters/``, one PEFT folder each), when they were trained."""
+        if self.path is None or not (self.path / "adapters").is_dir():
+            return None
+        return self.path / "adapters"
+
+    @property
     def model_name(self) -> str:
         return str(self.doc["model"].get("name", "?"))
 

@@ -6,7 +6,10 @@ direction and a strength.
   opposite pole's, or none): ``guidance_scale`` g, ``negative_text`` (``runtime/guidance.py``);
 - ``vector``: a direction added to the residual stream at ``layer`` on generated tokens; ``strength`` is
   signed, in units of the layer's median residual-stream norm (``adapters/hf/vectors.py``);
-- ``sae``: an SAE feature's decoder direction added at the SAE's layer.
+- ``sae``: an SAE feature's decoder direction added at the SAE's layer;
+- ``adapter``: a value adapter (a LoRA adapter trained on the model's own judged replies) from the bundle's
+  ``adapters/`` folder, named by ``adapter``; ``strength`` is its scale (1: as trained)
+  (``adapters/hf/value_adapters.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Literal
 
 from causalguard.values.inventory import Dimension
 
-LeverKind = Literal["role", "sae", "guided", "vector"]
+LeverKind = Literal["role", "sae", "guided", "vector", "adapter"]
 
 
 def role_instruction(dim: Dimension, direction: int) -> str:
@@ -46,6 +49,7 @@ class LeverSpec:
     guidance_scale: float | None = None  # guided levers
     negative_text: str | None = None  # guided levers: the twin's wording (None: no role)
     layer: int | None = None  # vector levers
+    adapter: str | None = None  # adapter levers: the folder name under the bundle's adapters/
 
     @classmethod
     def role(cls, dim: Dimension, direction: int) -> LeverSpec:
@@ -68,6 +72,13 @@ class LeverSpec:
         sign = "+" if strength > 0 else "-"
         return cls(id=f"vector:{target}:{sign}:L{layer}:{abs(strength):g}", kind="vector", target=target,
                    direction=1 if strength > 0 else -1, strength=strength, layer=layer)
+
+    @classmethod
+    def value_adapter(cls, target: str, direction: int, adapter: str, scale: float) -> LeverSpec:
+        """The bundle's value adapter ``adapter`` (trained for ``target`` and ``direction``) at ``scale``."""
+        sign = "+" if direction > 0 else "-"
+        return cls(id=f"adapter:{target}:{sign}:{adapter}:s{scale:g}", kind="adapter", target=target,
+                   direction=direction, strength=scale, adapter=adapter)
 
     @classmethod
     def sae(cls, feature: int, strength: float, target: str | None) -> LeverSpec:

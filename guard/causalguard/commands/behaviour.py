@@ -43,6 +43,8 @@ def behaviour_report_command(
     vectors: Annotated[str | None, typer.Option(help="Also vector levers: every steering vector in BUNDLE/vectors "
                                                      "at these signed strengths (median residual norms), e.g. "
                                                      "'0.5,-0.5,1,-1'.")] = None,
+    adapters: Annotated[str | None, typer.Option(help="Also adapter levers: every value adapter in "
+                                                      "BUNDLE/adapters at these scales, e.g. '1,0.5'.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
     seed: Annotated[int, typer.Option(min=0, help="Sampling seed (per-row generators).")] = 0,
@@ -60,6 +62,7 @@ def behaviour_report_command(
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.report import ReportSettings, build_behaviour_report
+    from causalguard.graphs.levers.adapters import adapter_targets
     from causalguard.graphs.levers.variants import variant_levers
     from causalguard.models import load_model
 
@@ -74,9 +77,10 @@ def behaviour_report_command(
     vector_layers = _vector_layers(bundle) if vectors else None
     try:
         extra, _ = variant_levers(catalog, sweep, reply_wordings, wordings, guided=guided,
-                                  guided_against=guided_against, vectors=vectors, vector_layers=vector_layers)
+                                  guided_against=guided_against, vectors=vectors, vector_layers=vector_layers,
+                                  adapters=adapters, adapter_targets=adapter_targets(bundle) if adapters else None)
     except ValueError as exc:
-        hint = next((h for h in ("--guided", "--vectors") if str(exc).startswith(h)), "--sweep")
+        hint = next((h for h in ("--guided", "--vectors", "--adapters") if str(exc).startswith(h)), "--sweep")
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     if continuous and backend != "local":
         raise typer.BadParameter("--continuous runs in this process: leave --backend at local",

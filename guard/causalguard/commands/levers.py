@@ -202,6 +202,68 @@ def levers_vectors_command(
     typer.echo(f"wrote {bundle / 'vectors'}: {layers}")
 
 
+@levers_app.command("adapters")
+def levers_adapters_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder; the adapters are written to BUNDLE/adapters/.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
+    values: Annotated[str | None, typer.Option(help="Comma-separated values; default: every value.")] = None,
+    directions: Annotated[str, typer.Option(help="Comma-separated: up, down or both.")] = "up,down",
+    work: Annotated[Path | None, typer.Option(help="Work folder (resumable); default "
+                                                   "BUNDLE/../.adapters-<bundle name>.")] = None,
+    prompts: Annotated[int, typer.Option(min=8, help="Dev prompts, balanced over values.")] = 48,
+    prompt_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the balanced dev prompts (the "
+                                                           "report reads 0-20, confirm 20-60, vectors 60-84).")] = 84,
+    personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus generated personas.")] = 1,
+    persona_seed: Annotated[int, typer.Option(help="Their seed, apart from the report's (2000).")] = 6000,
+    samples: Annotated[int, typer.Option(min=0, max=16, help="Sampled candidates per wording, besides the "
+                                                             "greedy one.")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    rank: Annotated[int, typer.Option(min=1, max=64, help="LoRA rank.")] = 8,
+    restart: Annotated[bool, typer.Option(help="Discard the work folder's candidate replies.")] = False,
+    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
+                                                  "(faster with long persona prompts).")] = True,
+) -> None:
+    """Train value adapters: per value and direction a LoRA adapter (peft) that prefers the model's own
+    judge-ranked replies under the value's reply-style wording, for the plain conversation (dev prompts)."""
+    from causalguard.behaviour.judge import load_probe_judge
+    from causalguard.behaviour.prompts import load_prompts
+    from causalguard.bundle.behaviour import load_behaviour
+    from causalguard.bundle.format import load_bundle
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies
+    from causalguard.graphs.behaviour.report import reply_personas
+    from causalguard.graphs.levers.adapters import DIRECTIONS, AdapterSettings, train_value_adapters
+    from causalguard.models import load_model
+
+    loaded = load_bundle(bundle)
+    if loaded.catalog is None:
+        raise typer.BadParameter(f"{bundle} has no catalog.json", param_hint="--bundle")
+    behaviour = load_behaviour(bundle)
+    if behaviour is None:
+        raise typer.BadParameter(f"{bundle} has no behaviour.json (its reply-quality calibration filters the "
+                                 f"candidates); run 'causalguard behaviour report --bundle {bundle}'",
+                                 param_hint="--bundle")
+    wanted = [d.strip() for d in directions.split(",") if d.strip()]
+    if not wanted or any(d not in DIRECTIONS for d in wanted):
+        raise typer.BadParameter(f"expected up, down or 'up,down', got {directions!r}", param_hint="--directions")
+    lm = load_model(model or loaded.catalog.model.name)
+    judge = load_probe_judge(bundle, lm)
+    dims = list(judge.dimensions)
+    chosen_values = [v.strip() for v in values.split(",") if v.strip()] if values else dims
+    unknown = [v for v in chosen_values if v not in dims]
+    if unknown:
+        raise typer.BadParameter(f"unknown values {', '.join(unknown)}; the judge has {', '.join(dims)}",
+                                 param_hint="--values")
+    chosen = list(load_prompts(dimensions=dims).split("dev").balanced_slice(prompt_offset, prompts))
+    settings = AdapterSettings(samples=samples, epochs=epochs, rank=rank)
+    trained = train_value_adapters(lm, judge, dims, chosen_values, [DIRECTIONS[d] for d in wanted], chosen,
+                                   reply_personas(personas, persona_seed), behaviour.calibration,
+                                   work or bundle.parent / f".adapters-{bundle.name}", bundle / "adapters", settings,
+                                   restart=restart, log=lambda line: typer.echo(line, err=True),
+                                   backend=BatcherReplies() if continuous else None)
+    typer.echo(f"wrote {len(trained)} adapters to {bundle / 'adapters'}: "
+               + ", ".join(f"{t.name} ({t.pairs} pairs)" for t in trained))
+
+
 @levers_app.command("show")
 def levers_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Print a bundle's catalog report (rendered from catalog.json)."""

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-Method = Literal["role", "sae", "guided", "vector", "auto"]
+Method = Literal["role", "sae", "guided", "vector", "adapter", "auto"]
 
 
 Units = Literal["auto", "replies", "survey"]
@@ -93,7 +93,8 @@ class ProfileSpec(_Strict):
                                         "(the config is refused, nothing is silently unsteered) or serve_plain (the "
                                         "profile is served unguarded, with a warning in the log and its plan).")
     method: Method = Field(default="auto", description="Levers allowed: role, sae, guided (role prompts amplified "
-                           "by classifier-free guidance), vector (steering vectors), or auto (any).")
+                           "by classifier-free guidance), vector (steering vectors), adapter (value adapters), or "
+                           "auto (any).")
 
 
 class AuditSpec(_Strict):
@@ -236,7 +237,7 @@ class GuardConfig(_Strict):
     protected: dict[str, ProtectedSpec] = Field(default_factory=dict,
                                                 description="The default profile's protected values.")
     method: Method = Field(default="auto", description="The default profile's levers: role, sae, guided, "
-                                                                 "vector or auto (any).")
+                                                                 "vector, adapter or auto (any).")
     on_infeasible: OnInfeasible = Field(default="error", description="The default profile's answer to a refusal by "
                                         "the planner: error or serve_plain (see profiles).")
     profiles: dict[Annotated[str, Field(pattern=PROFILE_NAME)], ProfileSpec] = Field(

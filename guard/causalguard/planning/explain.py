@@ -24,6 +24,9 @@ def lever_text(lever: LeverEntry) -> str:
     if lever.kind == "vector":
         return (f"steering vector for {lever.target} added on generated tokens at layer {lever.layer}, strength "
                 f"{lever.strength:+g} (x median residual norm)")
+    if lever.kind == "adapter":
+        return (f"value adapter {lever.adapter} (LoRA trained on the model's own judged replies for {lever.target}), "
+                f"scale {lever.strength:g}")
     return f"SAE feature {lever.feature} added at strength {lever.strength:+g} (x residual norm)"
 
 

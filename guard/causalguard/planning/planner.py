@@ -46,7 +46,7 @@ import networkx as nx
 import numpy as np
 
 from causalguard.bundle.behaviour import BehaviourSummary
-from causalguard.bundle.catalog import Catalog, Interval, LeverEntry
+from causalguard.bundle.catalog import REPLY_ONLY_KINDS, Catalog, Interval, LeverEntry
 from causalguard.bundle.format import Bundle
 from causalguard.config.schema import LimitsSpec, ProfileSpec
 from causalguard.errors import CausalguardError
@@ -231,15 +231,17 @@ def _lever_verdict(lever: LeverEntry, value: str, excluded: dict[str, str], allo
 
 
 # Lever kinds that act on the model's activations or logits: they need the local model (not proxy mode).
-LOCAL_ONLY_KINDS = ("sae", "guided", "vector")
+LOCAL_ONLY_KINDS = ("sae", "guided", "vector", "adapter")
 
 
-def runnable_kinds(*, local_model: bool, sae_loaded: bool, vectors_loaded: bool) -> set[str]:
-    """The ``LOCAL_ONLY_KINDS`` a runtime can apply: none on a remote model; SAE and vector levers only
-    with their artifacts loaded; guided levers on any local model."""
+def runnable_kinds(*, local_model: bool, sae_loaded: bool, vectors_loaded: bool,
+                   adapters_loaded: bool = False) -> set[str]:
+    """The ``LOCAL_ONLY_KINDS`` a runtime can apply: none on a remote model; SAE, vector and adapter levers
+    only with their artifacts loaded; guided levers on any local model."""
     if not local_model:
         return set()
-    return {"guided"} | ({"sae"} if sae_loaded else set()) | ({"vector"} if vectors_loaded else set())
+    return ({"guided"} | ({"sae"} if sae_loaded else set()) | ({"vector"} if vectors_loaded else set())
+            | ({"adapter"} if adapters_loaded else set()))
 
 
 def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool,
@@ -275,11 +277,11 @@ def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_avail
 
 
 def _compatible(levers: Sequence[LeverEntry]) -> bool:
-    """One lever per kind and target (per feature for SAE levers). Guided and vector levers are planned
-    alone: their effects were measured one lever at a time, never as a pair, and a plan has one guidance
+    """One lever per kind and target (per feature for SAE levers). Guided, vector and adapter levers are
+    planned alone: their effects were measured one lever at a time, never as a pair, and a plan has one guidance
     twin (a combination would first need its own measurement, as single levers have)."""
     keys = [(lever.kind, lever.feature if lever.kind == "sae" else lever.target) for lever in levers]
-    reply_only = sum(lever.kind in ("guided", "vector") for lever in levers)
+    reply_only = sum(lever.kind in REPLY_ONLY_KINDS for lever in levers)
     return len(set(keys)) == len(keys) and (reply_only == 0 or len(levers) == 1)
 
 

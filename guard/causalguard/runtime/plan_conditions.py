@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 from causalguard.adapters.hf.hooks import SteeringPlan, steer
 from causalguard.adapters.hf.interventions import FeatureEdit, Intervention, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae
+from causalguard.adapters.hf.value_adapters import ValueAdapter
 from causalguard.adapters.hf.vectors import VectorSet
 from causalguard.bundle.catalog import Catalog
 from causalguard.models.loaded import LoadedModel
@@ -19,13 +20,18 @@ from causalguard.runtime.guidance import Guidance
 from causalguard.runtime.prompts import Message
 
 
-def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog,
-                       vectors: VectorSet | None = None) -> tuple[Intervention, ...]:
-    """The plan's SAE levers as one additive intervention over all tokens, and its vector levers on
-    generated tokens (each as it was measured)."""
+def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog, vectors: VectorSet | None = None,
+                       adapters: Mapping[str, ValueAdapter] | None = None) -> tuple[Intervention, ...]:
+    """The plan's SAE levers as one additive intervention over all tokens, its vector levers on
+    generated tokens and its adapter levers at their scale (each as it was measured)."""
     edits = []
     steering: list[Intervention] = []
     for lever in plan.levers:
+        if lever.kind == "adapter":
+            if not adapters or lever.adapter is None or lever.adapter not in adapters:
+                raise ValueError(f"lever {lever.id} needs the bundle's value adapter {lever.adapter!r}, which is not "
+                                 "loaded")
+            steering.append(adapters[lever.adapter].intervention(lever.strength))
         if lever.kind == "vector":
             if vectors is None or lever.target is None:
                 raise ValueError(f"lever {lever.id} needs the bundle's steering vectors, which are not loaded")

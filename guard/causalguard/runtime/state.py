@@ -13,6 +13,7 @@ from pathlib import Path
 
 from causalguard.adapters.hf.interventions import Intervention
 from causalguard.adapters.hf.sae import LoadedSae
+from causalguard.adapters.hf.value_adapters import ValueAdapter
 from causalguard.adapters.hf.vectors import VectorSet
 from causalguard.bundle.catalog import Catalog
 from causalguard.bundle.format import Bundle
@@ -73,7 +74,8 @@ def _plain_plan(name: str, refusal: PlanInfeasibleError, bundle: Bundle, config:
 
 
 def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae | None, local_model: bool = True,
-                      profiles: Sequence[str] | None = None, vectors: VectorSet | None = None) -> GuardState:
+                      profiles: Sequence[str] | None = None, vectors: VectorSet | None = None,
+                      adapters: Mapping[str, ValueAdapter] | None = None) -> GuardState:
     """Check the config's value names against the catalog and plan every profile (or ``profiles``).
 
     ``local_model=False`` (a remote chat model): SAE levers are impossible, so a profile asking for them
@@ -85,7 +87,7 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
     infeasible: dict[str, PlanInfeasibleError] = {}
     # lever kinds that act on activations or logits: only on a local model, and only with their artifacts
     local_kinds = runnable_kinds(local_model=local_model, sae_loaded=sae is not None,
-                                 vectors_loaded=vectors is not None)
+                                 vectors_loaded=vectors is not None, adapters_loaded=bool(adapters))
     for name in profiles if profiles is not None else config.profile_names:
         profile = config.profile(name)
         if not local_model and profile.method == "sae":
@@ -125,5 +127,5 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
     for plan in plans.values():
         for warning in plan.warnings:
             log.warning("profile %s: unreachable goal: %s", plan.profile, warning)
-    interventions = {name: plan_interventions(plan, sae, catalog, vectors) for name, plan in plans.items()}
+    interventions = {name: plan_interventions(plan, sae, catalog, vectors, adapters) for name, plan in plans.items()}
     return GuardState(config, plans, interventions)

@@ -29,6 +29,7 @@ from typing import Any
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
+from causalguard.adapters.hf.value_adapters import ValueAdapter, install_adapter_hooks, load_value_adapters
 from causalguard.adapters.hf.vectors import VectorSet, load_vectors
 from causalguard.behaviour.judge import ValueJudge
 from causalguard.behaviour.quality import QualityCalibration
@@ -101,9 +102,10 @@ def _close_parts(auditor: CanaryAuditor | ReplyAuditor, monitor: LiveMonitor | N
 
 
 def method_label(plan: Plan) -> str:
-    """The metrics' ``method`` label: the strongest kind of lever the plan uses (sae, vector, guided, role, none)."""
+    """The metrics' ``method`` label: the strongest kind of lever the plan uses (sae, adapter, vector, guided,
+    role, none)."""
     kinds = {lever.kind for lever in plan.levers}
-    return next((kind for kind in ("sae", "vector", "guided", "role") if kind in kinds), "none")
+    return next((kind for kind in ("sae", "adapter", "vector", "guided", "role") if kind in kinds), "none")
 
 
 class ValueGuard:
@@ -137,6 +139,10 @@ class ValueGuard:
         if self.bundle.vectors_dir is not None and not self.proxy:
             self.vectors = load_vectors(self.bundle.vectors_dir, hidden_size=self.lm.hidden_size,
                                         num_layers=self.lm.num_layers, fingerprint=self.lm.fingerprint)
+        self.adapters: dict[str, ValueAdapter] = {}
+        if self.bundle.adapters_dir is not None and not self.proxy:
+            self.adapters = load_value_adapters(self.bundle.adapters_dir, self.lm.model,
+                                                fingerprint=self.lm.fingerprint)
         self.metrics = metrics if metrics is not None else GuardMetrics()
         self._closed = False
         self._stack = ExitStack()
@@ -144,6 +150,9 @@ class ValueGuard:
             self.vectors.layers() if self.vectors is not None else set())
         if layers:
             self.hooks = self._stack.enter_context(install_steering_hooks(self.lm.model, sorted(layers)))
+        if self.adapters:
+            self.adapter_hooks = self._stack.enter_context(install_adapter_hooks(self.lm.model,
+                                                                                 list(self.adapters.values())))
         # one decode loop for concurrent requests; closed before the hooks are removed (the stack unwinds in reverse)
         self.batcher: ContinuousBatcher | None = None
         if first.server.batching and not self.proxy:
@@ -285,7 +294,8 @@ class ValueGuard:
                             busy=lambda: self.busy(), complete=complete)
 
     def _build_state(self, sourced: SourcedConfig) -> GuardState:
-        return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy, vectors=self.vectors)
+        return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy, vectors=self.vectors,
+                                 adapters=self.adapters)
 
     def _publish(self, state: GuardState) -> None:
         for plan in state.plans.values():

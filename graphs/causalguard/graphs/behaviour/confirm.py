@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.sae import load_sae
+from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.behaviour.judge import load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
@@ -51,6 +51,7 @@ from causalguard.graphs.behaviour.held_out import held_out_catalog, read_held_ou
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import (
+    bundle_adapters,
     finite_json,
     lever_effects,
     lever_reply_condition,
@@ -87,14 +88,15 @@ def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: Conf
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
     vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
                             fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
-    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors) for e in chosen]
+    adapters = bundle_adapters(bundle, lm)
+    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors, adapters) for e in chosen]
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "dev",
                 "levers": [e.id for e in chosen]}
     store = ReplyStore(work, identity, restart=restart)
     log(f"confirming {len(chosen)} levers: {len(conditions)} conditions x {len(personas)} personas x "
         f"{len(prompts)} dev prompts (offset {settings.prompt_offset})")
-    with install_steering_hooks(lm.model, sorted({i.layer for c in conditions for i in c.interventions})):
+    with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
                               batch_size=settings.batch_size,
                               progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)

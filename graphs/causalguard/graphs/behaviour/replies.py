@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.interventions import Intervention
+from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.behaviour.prompts import Prompt
 from causalguard.errors import CausalguardError
 from causalguard.graphs.behaviour.reply_backends import LocalReplies, ReplyBackend
@@ -204,7 +204,6 @@ def run_steered_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], p
                         ) -> dict[tuple[str, str, str], Reply]:
     """``run_replies`` with the steering hooks its conditions' interventions need installed for the run
     (removed after it, however it ends) and progress logged through ``log``."""
-    layers = sorted({i.layer for c in conditions for i in c.interventions})
-    with install_steering_hooks(lm.model, layers):
+    with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
         return run_replies(lm, conditions, personas, prompts, settings, store, batch_size=batch_size,
                            progress=logged_progress(log), backend=backend)

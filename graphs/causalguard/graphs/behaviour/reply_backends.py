@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
+from causalguard.adapters.hf.value_adapters import adapters_in, install_adapter_hooks, residual_layers
 from causalguard.graphs.ray_pool import ActorPool, RayOptions, dtype_name, load_checked_model, ray_session, worker_name
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.generation import Generated, GenerationRow, generate_rows
@@ -72,14 +73,20 @@ class ReplyWorker:
         self.lm = load_checked_model(model, dtype, fingerprint, threads)
         self._hooks = ExitStack()
         self._layers: set[int] = set()
+        self._adapted: set[str] = set()  # linear modules with an adapter hook (one hook serves every adapter)
 
     def generate(self, index: int, rows: list[GenerationRow], max_new_tokens: int,
                  temperature: float) -> tuple[int, list[Generated], float, str]:
         started = time.perf_counter()
-        new = {i.layer for row in rows for i in row.interventions} - self._layers
+        interventions = [i for row in rows for i in row.interventions]
+        new = residual_layers(interventions) - self._layers
         if new:
             self._hooks.enter_context(install_steering_hooks(self.lm.model, sorted(new)))
             self._layers |= new
+        modules = {name for a in adapters_in(interventions) for name in a.pairs} - self._adapted
+        if modules:
+            self._hooks.enter_context(install_adapter_hooks(self.lm.model, sorted(modules)))
+            self._adapted |= modules
         outs = generate_rows(self.lm, rows, max_new_tokens=max_new_tokens, temperature=temperature)
         return index, outs, time.perf_counter() - started, worker_name()
 

@@ -37,7 +37,7 @@ from causalguard.bundle.format import load_bundle
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
-from causalguard.graphs.behaviour.report import cached_scores, lever_reply_condition, reply_personas
+from causalguard.graphs.behaviour.report import bundle_adapters, cached_scores, lever_reply_condition, reply_personas
 from causalguard.models.loaded import LoadedModel
 
 REPLY_MATRIX_FILE = "reply_interventions.csv"
@@ -120,7 +120,9 @@ def build_reply_matrix(lm: LoadedModel, bundle_dir: Path, work: Path, out: Path,
     prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(settings.prompt_offset,
                                                                          settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
-    conditions = [ReplyCondition(UNSTEERED)] + [lever_reply_condition(e, sae, catalog, vectors) for e in levers]
+    adapters = bundle_adapters(bundle, lm)
+    conditions = [ReplyCondition(UNSTEERED)] + [lever_reply_condition(e, sae, catalog, vectors, adapters)
+                                                for e in levers]
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "dev",
                 "purpose": "reply-matrix"}

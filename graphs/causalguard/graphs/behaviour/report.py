@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import numpy as np
 
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
+from causalguard.adapters.hf.value_adapters import ValueAdapter, load_value_adapters
 from causalguard.adapters.hf.vectors import VectorSet, load_vectors
 from causalguard.artifacts import (
     BEHAVIOUR_FILE,
@@ -50,7 +51,7 @@ from causalguard.behaviour.quality import (
     reply_quality,
 )
 from causalguard.bundle.catalog import REPLY_ONLY_KINDS, Catalog, LeverEntry, save_catalog
-from causalguard.bundle.format import load_bundle
+from causalguard.bundle.format import Bundle, load_bundle
 from causalguard.bundle.integrity import seal_bundle
 from causalguard.bundle.lever import LeverSpec
 from causalguard.errors import ConfigError
@@ -91,10 +92,23 @@ def reply_personas(n: int, seed: int) -> list[Persona]:
     return out[:n]
 
 
+def bundle_adapters(bundle: Bundle, lm: LoadedModel) -> dict[str, ValueAdapter]:
+    """The bundle's value adapters (``adapters/``), checked against ``lm`` (empty without the folder)."""
+    if bundle.adapters_dir is None:
+        return {}
+    return load_value_adapters(bundle.adapters_dir, lm.model, fingerprint=lm.fingerprint)
+
+
 def lever_reply_condition(lever: LeverEntry | LeverSpec, sae: LoadedSae | None, catalog: Catalog,
-                          vectors: VectorSet | None = None) -> ReplyCondition:
+                          vectors: VectorSet | None = None,
+                          adapters: Mapping[str, ValueAdapter] | None = None) -> ReplyCondition:
     """A catalog lever as a reply condition, applied as the guard applies it (SAE: additive, all tokens;
-    vector: generated tokens; guided: the role wording with its twin's)."""
+    vector: generated tokens; guided: the role wording with its twin's; adapter: at its scale)."""
+    if lever.kind == "adapter":
+        if not adapters or lever.adapter is None or lever.adapter not in adapters:
+            raise ValueError(f"lever {lever.id} needs the bundle's value adapter {lever.adapter!r} (adapters/), "
+                             "which is not loaded")
+        return ReplyCondition(lever.id, (), (adapters[lever.adapter].intervention(lever.strength),))
     if lever.kind == "role":
         return ReplyCondition(lever.id, (lever.text or "",))
     if lever.kind == "guided":
@@ -200,6 +214,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
     vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
                             fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
+    adapters = bundle_adapters(bundle, lm)
 
     log("fitting the judge on the labelled dev half ...")
     fitted = fit_probe_judge(lm, load_labelled(dimensions=dims), dims)
@@ -216,7 +231,7 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     levers: list[LeverEntry | LeverSpec] = [*chosen, *settings.extra]
     if len({e.id for e in levers}) != len(levers):
         raise ValueError("lever ids repeat among the extra levers")
-    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors) for e in levers]
+    conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors, adapters) for e in levers]
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
                 "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size}
     store = ReplyStore(work, identity, restart=restart)
@@ -320,7 +335,7 @@ def lever_spec_dict(lever: LeverEntry | LeverSpec) -> dict[str, Any]:
     """What the runtime needs to apply a lever (behaviour-only levers have no catalog entry)."""
     return {"kind": lever.kind, "target": lever.target, "direction": lever.direction, "strength": lever.strength,
             "feature": lever.feature, "text": lever.text, "guidance_scale": lever.guidance_scale,
-            "negative_text": lever.negative_text, "layer": lever.layer}
+            "negative_text": lever.negative_text, "layer": lever.layer, "adapter": lever.adapter}
 
 
 def with_reply_only_levers(catalog: Catalog, extra: Sequence[LeverSpec]) -> Catalog:

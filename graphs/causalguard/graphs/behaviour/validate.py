@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.sae import load_sae
+from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.behaviour.judge import ContrastJudge, load_probe_judge
 from causalguard.behaviour.prompts import load_prompts
@@ -41,7 +41,13 @@ from causalguard.bundle.format import Bundle
 from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
-from causalguard.graphs.behaviour.report import finite_json, reply_personas, served_system_prompt, t_interval
+from causalguard.graphs.behaviour.report import (
+    bundle_adapters,
+    finite_json,
+    reply_personas,
+    served_system_prompt,
+    t_interval,
+)
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions
@@ -70,9 +76,11 @@ def every_value_profiles(dimensions: Sequence[str]) -> dict[str, ProfileSpec]:
 
 
 def _plans(config: GuardConfig, profiles: dict[str, ProfileSpec], bundle: Bundle,
-           sae_available: bool, vectors_available: bool = False) -> tuple[dict[str, Plan], dict[str, str]]:
+           sae_available: bool, vectors_available: bool = False,
+           adapters_available: bool = False) -> tuple[dict[str, Plan], dict[str, str]]:
     plans, refused = {}, {}
-    local_kinds = runnable_kinds(local_model=True, sae_loaded=sae_available, vectors_loaded=vectors_available)
+    local_kinds = runnable_kinds(local_model=True, sae_loaded=sae_available, vectors_loaded=vectors_available,
+                                 adapters_loaded=adapters_available)
     for name, profile in profiles.items():
         if not profile.targets:
             continue
@@ -95,7 +103,8 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
     vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
                             fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
-    plans, refused = _plans(config, profiles, bundle, sae is not None, vectors is not None)
+    adapters = bundle_adapters(bundle, lm)
+    plans, refused = _plans(config, profiles, bundle, sae is not None, vectors is not None, bool(adapters))
     for name, why in refused.items():
         log(f"{name}: refused by the planner: {why.splitlines()[0]}")
     judge = load_probe_judge(bundle.path, lm)
@@ -111,7 +120,7 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
             negative = plan.negative_instructions()
             guided = plan.guided_lever
             conditions.append(ReplyCondition(condition_of[name], tuple(plan.role_instructions()),
-                                             plan_interventions(plan, sae, catalog, vectors),
+                                             plan_interventions(plan, sae, catalog, vectors, adapters),
                                              guided.guidance_scale if guided is not None else None,
                                              tuple(negative or ())))
     identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
@@ -119,8 +128,7 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
                 "plans": {name: [lever.id for lever in plan.levers] for name, plan in plans.items()}}
     store = ReplyStore(work, identity, restart=restart)
     log(f"replies: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} test prompts")
-    layers = sorted({i.layer for c in conditions for i in c.interventions})
-    with install_steering_hooks(lm.model, layers):
+    with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
         replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
                               batch_size=settings.batch_size,
                               progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)

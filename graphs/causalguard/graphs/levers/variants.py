@@ -166,14 +166,28 @@ def _numbers(text: str, what: str) -> list[float]:
 def variant_levers(catalog: Catalog, sweep: str | None, reply_wordings: bool,
                    wordings: Path | None, *, guided: str | None = None, guided_against: str = "opposite",
                    vectors: str | None = None,
-                   vector_layers: dict[str, int] | None = None) -> tuple[list[LeverSpec], dict[str, str]]:
+                   vector_layers: dict[str, int] | None = None, adapters: str | None = None,
+                   adapter_targets: dict[str, tuple[str, int]] | None = None,
+                   ) -> tuple[list[LeverSpec], dict[str, str]]:
     """The variants the command-line options ask for, and how each was proposed (lever id -> source).
 
     ``sweep``: comma-separated signed strengths for every catalog SAE feature that has a target;
     ``guided``: guidance scales for every reply-style wording (``guided_against``: opposite, plain, both);
-    ``vectors``: signed strengths for every steering vector (``vector_layers``: value -> layer)."""
+    ``vectors``: signed strengths for every steering vector (``vector_layers``: value -> layer);
+    ``adapters``: scales for every value adapter (``adapter_targets``: folder name -> value, direction)."""
     levers: list[LeverSpec] = []
     sources: dict[str, str] = {}
+    if adapters:
+        if not adapter_targets:
+            raise ValueError("--adapters: the bundle has no value adapters; run 'causalguard levers adapters' first")
+        scales = _numbers(adapters, "--adapters")
+        if any(not 0 < s <= 4 for s in scales):
+            raise ValueError(f"--adapters: scales must be within (0, 4], got {scales}")
+        for name, (value, direction) in sorted(adapter_targets.items()):
+            for scale in scales:
+                lever = LeverSpec.value_adapter(value, direction, name, scale)
+                levers.append(lever)
+                sources[lever.id] = "adapter"
     if guided:
         scales = _numbers(guided, "--guided")
         bad = [s for s in scales if not 1 <= s <= 10]
