@@ -162,3 +162,22 @@ def test_a_look_whose_second_judge_did_not_see_the_target_move_fails_the_lever(t
     assert record["levers"]["role:power:+"]["passed"]
     down = record["levers"]["role:power:-"]
     assert not down["passed"] and "the second judge did not see it in v.json" in down["why"]
+
+
+def test_a_fresh_split_is_a_new_series_that_never_rescues_a_failed_lever(tmp_path: Path) -> None:
+    from causalguard.graphs.behaviour.held_out import held_out_series_record
+
+    catalog = fake_catalog_v2()
+    failed = _look(tmp_path, "old.json", a=_profile("role:power:-", "power", 0.10, 0.05))
+    held = _look(tmp_path, "new.json", a=_profile("role:power:-", "power", -0.30, 0.05))
+    record = held_out_series_record(catalog, [[failed], [held]])
+    row = record["levers"]["role:power:-"]
+    assert not row["passed"] and row["series"] == 0  # the later split does not rescue it
+    assert [s["looks"] for s in record["series"]] == [["old.json"], ["new.json"]]
+    two_looks = held_out_series_record(catalog, [[failed, held], [held]])
+    assert two_looks["series"][0]["level"] == pytest.approx(0.9706, abs=1e-4)
+    fresh = held_out_series_record(catalog, [[held]])
+    assert fresh["levers"]["role:power:-"]["passed"] and fresh["levers"]["role:power:-"]["level"] == pytest.approx(
+        0.95, abs=1e-3)
+    updated = held_out_catalog(catalog, fresh)
+    assert updated.lever("role:power:-").replies.held_out.level == pytest.approx(0.95, abs=1e-3)  # type: ignore[union-attr]

@@ -208,26 +208,36 @@ def behaviour_held_out_command(
     bundle: Annotated[Path, typer.Option(help="Bundle folder whose catalog the test updates.")],
     looks: Annotated[list[Path], typer.Argument(help="Validation files ('behaviour validate'), in the order they "
                                                      "were run; each is one look at held-out data (1 to 5).")],
+    series: Annotated[list[str] | None, typer.Option(
+        "--series", help="A later series of looks on a fresh test split, comma-separated validation files (1 to "
+                         "5, its own Pocock design); repeat for each split, in the order they were written.")] = None,
 ) -> None:
-    """Pool the held-out validations per lever (Pocock-adjusted for the looks) and take away the levers that
-    did not hold: they become 'failed_held_out' and are never planned. Never makes a lever usable."""
+    """Pool the held-out validations per lever (Pocock-adjusted for the looks of each test split) and take away
+    the levers that did not hold: they become 'failed_held_out' and are never planned. Never makes a lever
+    usable."""
     import json
 
     from causalguard.bundle.catalog import save_catalog
     from causalguard.bundle.format import load_bundle
-    from causalguard.graphs.behaviour.held_out import HELD_OUT_FILE, held_out_catalog, held_out_record
+    from causalguard.graphs.behaviour.held_out import HELD_OUT_FILE, held_out_catalog, held_out_series_record
     from causalguard.graphs.behaviour.report import finite_json
 
     if not 1 <= len(looks) <= 5:
         raise typer.BadParameter(f"expected 1 to 5 validation files, got {len(looks)}", param_hint="LOOKS")
+    later = [[Path(x.strip()) for x in group.split(",") if x.strip()] for group in series or []]
+    for group in later:
+        if not 1 <= len(group) <= 5:
+            raise typer.BadParameter(f"expected 1 to 5 comma-separated validation files, got {len(group)}",
+                                     param_hint="--series")
     catalog = load_bundle(bundle).catalog
     if catalog is None or not catalog.has_replies:
         raise typer.BadParameter(f"{bundle} has no catalog measured on replies; run 'causalguard behaviour report "
                                  f"--bundle {bundle}' first", param_hint="--bundle")
-    record = held_out_record(catalog, looks)
+    record = held_out_series_record(catalog, [looks, *later])
     (bundle / HELD_OUT_FILE).write_text(json.dumps(finite_json(record), indent=2) + "\n")
     save_catalog(held_out_catalog(catalog, record), bundle)
-    typer.echo(f"{len(looks)} look(s), Pocock design: {record['level']:.2%} intervals")
+    for k, part in enumerate(record["series"]):
+        typer.echo(f"series {k + 1}: {len(part['looks'])} look(s), Pocock design: {part['level']:.2%} intervals")
     for lever_id, row in record["levers"].items():
         typer.echo(f"  {lever_id}: {row['why']}")
     typer.echo(f"wrote {bundle / HELD_OUT_FILE} and updated {bundle / 'catalog.json'}")

@@ -10,6 +10,10 @@ degraded its replies, and every look that ran a second judge (another model, whi
 saw the target move the intended way beyond noise too. The record also counts, over the looks, the
 values that moved beyond noise and for how many of them the plan's forecast had the right sign.
 
+A test split read by at most five looks is one *series* with its own design, fixed in advance. When a
+split is used up, a fresh split starts a new series (``held_out_series_record``): each lever is pooled
+within the series that looked at it; a lever looked at in several series must hold in every one.
+
 Held-out results only ever take a lever away: a lever that did not hold becomes ``failed_held_out`` and
 is never planned; one that held keeps its verdict. They never make a lever usable, so test data cannot
 select what the product promises.
@@ -144,8 +148,32 @@ def held_out_record(catalog: Catalog, looks: Sequence[Path]) -> dict[str, Any]:
                        "n": sum(row["interval"]["n"] for _, row in rows)},
             "passed": passed, "why": why,
         }
+    for row in levers.values():
+        row["level"] = level
     return {"schema": HELD_OUT_SCHEMA, "looks": [p.name for p in looks], "design": "pocock",
             "critical_z": z, "level": level, "levers": levers}
+
+
+def held_out_series_record(catalog: Catalog, series: Sequence[Sequence[Path]]) -> dict[str, Any]:
+    """Pool each series of looks (one test split each, in the order the splits were written) with its own
+    Pocock design, and join them: a lever looked at in several series keeps the row of the first series it
+    failed in (or of its last series when it held in all), so a new split never rescues a failed lever."""
+    if not series or any(not looks for looks in series):
+        raise ValueError("the held-out test needs at least one validation file per series")
+    records = [held_out_record(catalog, looks) for looks in series]
+    levers: dict[str, Any] = {}
+    for index, record in enumerate(records):
+        for lever_id, row in record["levers"].items():
+            earlier = levers.get(lever_id)
+            if earlier is not None and not earlier["passed"]:
+                continue
+            levers[lever_id] = {**row, "series": index}
+    first = records[0]
+    return {"schema": HELD_OUT_SCHEMA, "looks": [name for record in records for name in record["looks"]],
+            "design": "pocock per series", "critical_z": first["critical_z"], "level": first["level"],
+            "series": [{"looks": record["looks"], "critical_z": record["critical_z"], "level": record["level"]}
+                       for record in records],
+            "levers": levers}
 
 
 def held_out_catalog(catalog: Catalog, record: dict[str, Any]) -> Catalog:
@@ -160,7 +188,8 @@ def held_out_catalog(catalog: Catalog, record: dict[str, Any]) -> Catalog:
             continue
         pooled = row["pooled"]
         held = HeldOut(mean=pooled["mean"], ci_low=pooled["ci_low"], ci_high=pooled["ci_high"], n=pooled["n"],
-                       level=record["level"], looks=[look["file"] for look in row["looks"]], passed=row["passed"])
+                       level=row.get("level", record["level"]), looks=[look["file"] for look in row["looks"]],
+                       passed=row["passed"])
         why = lever.replies.why.split(_HELD_MARK)[0] + _HELD_MARK + row["why"]
         verdict = lever.replies.verdict
         if not row["passed"] and lever.replies.plannable:

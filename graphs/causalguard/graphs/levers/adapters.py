@@ -262,6 +262,7 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
             parameter.data = parameter.data.to(torch.float16)
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out))
+    (out / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; adapter.json is the card
     doc = {**card, "schema": ADAPTER_SCHEMA,
            "training": {**card.get("training", {}), "losses": result.losses, "preference_accuracy": result.accuracies}}
     (out / ADAPTER_CARD).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
