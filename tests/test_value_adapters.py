@@ -220,7 +220,7 @@ def test_training_writes_a_loadable_adapter_that_moves_toward_the_chosen_replies
     chosen = tiny_lm.tokenizer("Be kind to the people around you.", add_special_tokens=False).input_ids
     rejected = tiny_lm.tokenizer("Look after yourself first.", add_special_tokens=False).input_ids
     rows = [(context, chosen, rejected)] * 8
-    settings = AdapterSettings(epochs=4, rank=2, learning_rate=1e-2, batch_size=4)
+    settings = AdapterSettings(epochs=4, rank=2, learning_rate=1e-2, batch_size=4, loss="dpo")
     before = [p.clone() for p in tiny_lm.model.parameters()]
     trained = train_adapter(tiny_lm, rows, settings, tmp_path / "benevolence-up",
                             {"value": "benevolence", "direction": 1, "model_fingerprint": tiny_lm.fingerprint})

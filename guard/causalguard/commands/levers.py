@@ -219,6 +219,9 @@ def levers_adapters_command(
                                                              "greedy one.")] = 3,
     epochs: Annotated[int, typer.Option(min=1, max=20)] = 3,
     rank: Annotated[int, typer.Option(min=1, max=64, help="LoRA rank.")] = 8,
+    loss: Annotated[str, typer.Option(help="sft (the chosen replies) or dpo (chosen over rejected, plus "
+                                           "SFT).")] = "sft",
+    learning_rate: Annotated[float, typer.Option(min=1e-6, max=1e-1)] = 5e-4,
     restart: Annotated[bool, typer.Option(help="Discard the work folder's candidate replies.")] = False,
     continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
                                                   "(faster with long persona prompts).")] = True,
@@ -254,7 +257,9 @@ def levers_adapters_command(
         raise typer.BadParameter(f"unknown values {', '.join(unknown)}; the judge has {', '.join(dims)}",
                                  param_hint="--values")
     chosen = list(load_prompts(dimensions=dims).split("dev").balanced_slice(prompt_offset, prompts))
-    settings = AdapterSettings(samples=samples, epochs=epochs, rank=rank)
+    if loss not in ("sft", "dpo"):
+        raise typer.BadParameter(f"expected sft or dpo, got {loss!r}", param_hint="--loss")
+    settings = AdapterSettings(samples=samples, epochs=epochs, rank=rank, loss=loss, learning_rate=learning_rate)
     trained = train_value_adapters(lm, judge, dims, chosen_values, [DIRECTIONS[d] for d in wanted], chosen,
                                    reply_personas(personas, persona_seed), behaviour.calibration,
                                    work or bundle.parent / f".adapters-{bundle.name}", bundle / "adapters", settings,

@@ -12,11 +12,11 @@ Context distillation with a preference loss, on dev prompts only. Per value:
    chosen reply is the inclined candidate with the highest specific score and the rejected one the
    disinclined candidate with the lowest (``down``: the reverse); the pair is kept when they differ by
    at least ``margin``.
-3. **Training**: a LoRA adapter (``peft``) on a copy of the model learns to prefer the chosen over the
-   rejected reply to the *plain* conversation (persona and user message, no wording), with the DPO loss
-   (Rafailov et al. 2023) against the unadapted model plus ``sft_weight`` times the chosen reply's
-   negative log-likelihood per token (which keeps replies fluent). Serving then needs no instruction in
-   the prompt, so nothing can be recited.
+3. **Training**: a LoRA adapter (``peft``) on a copy of the model learns the chosen reply to the *plain*
+   conversation (persona and user message, no wording). ``loss="sft"``: the chosen reply's negative
+   log-likelihood per token; ``loss="dpo"``: the DPO loss (Rafailov et al. 2023) for the chosen over the
+   rejected reply against the unadapted model, plus ``sft_weight`` times that negative log-likelihood.
+   Serving then needs no instruction in the prompt, so nothing can be recited.
 4. Saved as a PEFT folder ``adapters/<value>-<up|down>/`` (weights in float16) with ``adapter.json``.
 
 Nothing here reads test prompts; the adapters are levers like any other, screened, confirmed and tested on
@@ -67,6 +67,7 @@ class AdapterSettings:
     epochs: int = 3
     learning_rate: float = 5e-4
     batch_size: int = 4
+    loss: str = "sft"
     beta: float = 0.1
     sft_weight: float = 0.2
     seed: int = 0
@@ -77,6 +78,8 @@ class AdapterSettings:
             raise ValueError("samples >= 0, rank, epochs and batch_size >= 1")
         if not (0 < self.temperature <= 2 and self.learning_rate > 0 and self.beta > 0 and self.sft_weight >= 0):
             raise ValueError("temperature in (0, 2], learning_rate and beta > 0, sft_weight >= 0")
+        if self.loss not in ("sft", "dpo"):
+            raise ValueError(f"loss must be 'sft' or 'dpo', got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,9 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
             rejected, _ = _sequence_logprobs(peft_model, [(c, n) for (c, _, n), _ in batch], pad)
             ref = torch.tensor([r for _, r in batch])
             margin = settings.beta * ((chosen - ref[:, 0]) - (rejected - ref[:, 1]))
-            loss = -torch.nn.functional.logsigmoid(margin).mean() + settings.sft_weight * (-(chosen / counts)).mean()
+            nll = (-(chosen / counts)).mean()
+            loss = (nll if settings.loss == "sft"
+                    else -torch.nn.functional.logsigmoid(margin).mean() + settings.sft_weight * nll)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -302,8 +307,8 @@ def train_value_adapters(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str]
             pairs = preference_pairs(value, direction, candidates, specific, prompts, personas, calibration,
                                      settings.margin)
             card = {"model_fingerprint": lm.fingerprint, "model": lm.name, "value": value, "direction": direction,
-                    "training": {"method": "DPO plus SFT on the chosen reply, LoRA (peft), context distillation of "
-                                           "judge-ranked replies under the reply-style wordings",
+                    "training": {"method": f"{settings.loss.upper()} on the chosen reply, LoRA (peft), context "
+                                           "distillation of judge-ranked replies under the reply-style wordings",
                                  "prompts": [q.id for q in prompts], "prompt_split": "dev",
                                  "personas": [asdict(p) for p in personas], "settings": asdict(settings),
                                  "wordings": list(REPLY_STYLE_WORDINGS[value]), "pairs": len(pairs),
