@@ -238,3 +238,52 @@ def test_in_proxy_mode_audit_replies_come_from_the_upstream_with_the_served_mess
     assert guarded_system.startswith("Be kind.") and plan.role_instructions()[0] in guarded_system
     assert sent[2]["messages"][0] == {"role": "system", "content": "Be kind."}
     assert sent[0]["messages"][1]["content"] == prompts[0].text
+
+
+def test_in_proxy_mode_audits_wait_for_the_upstream_and_yield_to_users() -> None:
+    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), fake_bundle_v2(),
+                       LimitsSpec(max_levers=1), name="default", units="replies", sae_available=False)
+    state = _State(GuardConfig(audit=AuditSpec(prompts_per_audit=3)), {"default": plan})
+    calls: list[int] = []
+    users = {"waiting": False, "up": False}
+
+    def complete(messages, max_tokens):  # type: ignore[no-untyped-def]
+        calls.append(max_tokens)
+        users["waiting"] = len(calls) == 2  # a user request arrives while the second audit reply is made
+        return "LOW" if len(calls) % 2 else "HIGH"
+
+    metrics = GuardMetrics()
+    auditor = ReplyAuditor(lambda: state, None, _Judge(), CALIBRATION,  # type: ignore[arg-type]
+                           load_prompts(dimensions=None).split("test"), metrics, busy=lambda: users["waiting"],
+                           complete=complete, ready=lambda: users["up"])
+    auditor.run_once()
+    assert calls == [] and _gauge(metrics, "causalguard_audits_total", profile="default",
+                                  outcome="skipped_upstream_down") == 1  # never before the upstream was seen up
+    users["up"] = True
+    auditor.run_once()
+    assert len(calls) == 2  # it yielded before the third upstream call
+    assert _gauge(metrics, "causalguard_audits_total", profile="default", outcome="skipped_busy") == 1
+
+
+def test_failing_rounds_log_one_line_and_back_off(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    auditor, metrics, _ = _auditor(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}))
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("upstream refused\nsecond line")
+
+    auditor.replies = broken  # type: ignore[method-assign]
+    base = auditor.pause_seconds()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            auditor.run_once()
+    records = [r for r in caplog.records if "reply audit" in r.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is None  # once per interval, no traceback
+    assert "ConnectionError: upstream refused" in records[0].getMessage()
+    assert "second line" not in records[0].getMessage()
+    assert auditor.pause_seconds() == 8 * base  # three failed rounds in a row
+    assert _gauge(metrics, "causalguard_audits_total", profile="default", outcome="error") == 3
+    auditor.replies = _Auditor.replies.__get__(auditor)  # type: ignore[method-assign]
+    auditor.run_once()
+    assert auditor.pause_seconds() == base

@@ -33,7 +33,12 @@ def _reply(body: dict[str, Any]) -> dict[str, Any]:
 def _proxy(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, handler: Any) -> TestClient:
     client = _client(tiny_lm, tiny_sae, tmp_path, PROXY_YAML)
     spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up-model", retries=1, timeout_seconds=2)
-    client.app.state.guard_server.upstream = Upstream(spec, transport=httpx.MockTransport(handler))  # type: ignore[attr-defined]
+    def with_models(request: httpx.Request) -> httpx.Response:  # the guard's health probe: GET /models
+        if request.method == "GET" and request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "up-model", "object": "model"}]})
+        return handler(request)  # type: ignore[no-any-return]
+
+    client.app.state.guard_server.upstream = Upstream(spec, transport=httpx.MockTransport(with_models))  # type: ignore[attr-defined]
     return client
 
 
@@ -87,7 +92,7 @@ def test_a_stream_passes_through_and_ends_with_the_levers(tiny_lm: LoadedModel, 
 
 @pytest.mark.parametrize(("failure", "status", "code"), [
     ("500", 502, "upstream_error"), ("429", 503, "upstream_error"), ("connect", 503, "upstream_unavailable"),
-    ("timeout", 504, "upstream_timeout"),
+    ("timeout", 504, "upstream_timeout"), ("502", 502, "upstream_error"), ("503", 503, "upstream_error"),
 ])
 def test_upstream_failures_map_to_502_503_504(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path,
                                               failure: str, status: int, code: str) -> None:
@@ -108,5 +113,110 @@ def test_upstream_failures_map_to_502_503_504(tiny_lm: LoadedModel, tiny_sae: Lo
         scraped = client.get("/metrics/").text
     assert response.status_code == status and response.json()["error"]["code"] == code, response.text
     assert code in streamed and streamed.rstrip().endswith("data: [DONE]")
-    assert calls["n"] == (4 if failure == "connect" else 2)  # connect errors are retried once per request
+    retried = failure in ("connect", "502", "503")  # retried once per request (retries=1), with backoff
+    assert calls["n"] == (4 if retried else 2)
     assert 'outcome="error"' in scraped and "causalguard_requests_in_flight 0.0" in scraped
+
+
+def _metric(client: TestClient, name: str, **labels: str) -> float | None:
+    return client.app.state.guard_server.metrics.registry.get_sample_value(name, labels)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_a_502_then_an_answer_is_retried_and_tokens_come_from_the_upstreams_usage(
+        tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return httpx.Response(502, json={"error": {"message": "warming up"}})
+        return httpx.Response(200, json=_reply({}))
+
+    with _proxy(tiny_lm, tiny_sae, tmp_path, handler) as client:
+        _wait_ready(client)
+        response = client.post("/v1/chat/completions", json={**ASK, "profile": "plain"})
+        tokens = _metric(client, "causalguard_generated_tokens_total", profile="plain", method="none")
+    assert response.status_code == 200 and calls["n"] == 2
+    assert tokens == 3  # usage.completion_tokens of the upstream's answer
+
+
+def test_a_proxied_stream_counts_its_tokens_and_time_to_first_token(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
+                                                                   tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        lines = [{"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
+        lines += [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in "abcd"]
+        lines.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        text = "".join(f"data: {json.dumps(x)}\n\n" for x in lines) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+
+    with _proxy(tiny_lm, tiny_sae, tmp_path, handler) as client:
+        _wait_ready(client)
+        client.post("/v1/chat/completions", json={**ASK, "profile": "plain", "stream": True})
+        tokens = _metric(client, "causalguard_generated_tokens_total", profile="plain", method="none")
+        ttft = _metric(client, "causalguard_time_to_first_token_seconds_count", profile="plain", method="none")
+    assert tokens == 4 and ttft == 1  # the role-only chunk is not a token
+
+
+def test_the_guards_own_timeout_ends_a_slow_upstream_call(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
+                                                          tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"data": []})
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=_reply({}))
+
+    client = _client(tiny_lm, tiny_sae, tmp_path, PROXY_YAML + "server: {request_timeout_seconds: 0.5}\n")
+    spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up-model", retries=0, timeout_seconds=60)
+    client.app.state.guard_server.upstream = Upstream(spec, transport=httpx.MockTransport(handler))  # type: ignore[attr-defined]
+    with client:
+        _wait_ready(client)
+        started = time.monotonic()
+        response = client.post("/v1/chat/completions", json={**ASK, "profile": "plain"})
+        streamed = client.post("/v1/chat/completions", json={**ASK, "profile": "plain", "stream": True}).text
+        elapsed = time.monotonic() - started
+        timeouts = _metric(client, "causalguard_requests_total", profile="plain", method="none", outcome="timeout")
+    assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+    assert '"timeout"' in streamed and streamed.rstrip().endswith("data: [DONE]")
+    assert elapsed < 10 and timeouts == 2  # both ended at the guard's 0.5 s, not the upstream's 60 s
+
+
+def test_readyz_follows_the_upstreams_health(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    import time
+
+    alive = {"up": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not alive["up"]:
+            raise httpx.ConnectError("refused", request=request)
+        if request.method == "GET":
+            return httpx.Response(200, json={"data": []})
+        return httpx.Response(200, json=_reply({}))
+
+    client = _client(tiny_lm, tiny_sae, tmp_path, PROXY_YAML.replace(
+        "model: up-model\n", "model: up-model\n  health_interval_seconds: 0.1\n"))
+    spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up-model", retries=0, health_interval_seconds=0.1)
+    client.app.state.guard_server.upstream = Upstream(spec, transport=httpx.MockTransport(handler))  # type: ignore[attr-defined]
+
+    def ready_within(seconds: float, expected: int) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while True:
+            answer = client.get("/readyz")
+            if answer.status_code == expected or time.monotonic() > deadline:
+                assert answer.status_code == expected, answer.json()
+                return answer.json()  # type: ignore[no-any-return]
+            time.sleep(0.05)
+
+    with client:
+        _wait_ready(client)
+        assert ready_within(5, 200)["upstream"]["up"] is True
+        assert _metric(client, "causalguard_upstream_up", model="up-model") == 1
+        alive["up"] = False
+        down = ready_within(5, 503)
+        assert down["upstream"]["up"] is False and "ConnectError" in down["upstream"]["reason"]
+        assert _metric(client, "causalguard_upstream_up", model="up-model") == 0
+        assert client.post("/v1/chat/completions", json=ASK).status_code == 503
+        alive["up"] = True
+        assert ready_within(5, 200)["upstream"]["up"] is True

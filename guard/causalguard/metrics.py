@@ -76,8 +76,9 @@ class GuardMetrics:
                            ["profile", "value"], registry=r)
         self.audit_seconds = Histogram("causalguard_audit_duration_seconds", "Canary audit duration.",
                                        ["profile"], buckets=AUDIT_BUCKETS, registry=r)
-        self.audits = Counter("causalguard_audits_total", "Canary audits by outcome.", ["profile", "outcome"],
-                              registry=r)
+        self.audits = Counter("causalguard_audits_total", "Canary audits by outcome: ok, error, skipped_busy (users "
+                              "were being served; in proxy mode also a round that yielded the upstream to a user), "
+                              "skipped_upstream_down (proxy mode).", ["profile", "outcome"], registry=r)
         self.audit_last_success = Gauge("causalguard_audit_last_success_timestamp_seconds",
                                         "Unix time of the last successful audit.", ["profile"], registry=r)
         self.config_reloads = Counter("causalguard_config_reloads_total", "Configuration reloads by outcome.",
@@ -89,6 +90,8 @@ class GuardMetrics:
         self.decode_loop_stalled_seconds = Gauge("causalguard_decode_loop_stalled_seconds", "How long the decode "
                                                  "loop has had work without finishing a step (0 when idle).",
                                                  registry=r)
+        self.upstream_up = Gauge("causalguard_upstream_up", "Proxy mode: 1 while the upstream answers (its /models "
+                                 "probe or the last proxied request), 0 while it is down.", ["model"], registry=r)
         # the live monitor: served replies judged (reply judge scale: +1 a typical reply holding the value)
         self.monitor_replies = Counter("causalguard_monitor_replies_total", "Served replies by what the live "
                                        "monitor did with them: judged, not_sampled, skipped_queue_full, failed, "
@@ -155,6 +158,10 @@ class GuardMetrics:
         """Drive the decode-loop watchdog gauges, read at scrape time."""
         self.decode_loop_stuck.set_function(stuck)
         self.decode_loop_stalled_seconds.set_function(stalled_seconds)
+
+    def track_upstream(self, model: str, up: Callable[[], float]) -> None:
+        """Drive the proxy-mode upstream gauge, read at scrape time."""
+        self.upstream_up.labels(model=model).set_function(up)
 
     def publish_plan(self, plan: Any) -> None:
         """Set planned/predicted/tolerance gauges from a ``Plan``."""

@@ -220,8 +220,11 @@ class UpstreamSpec(_Strict):
     api_key_env: str | None = Field(default=None, description="Env var holding the upstream's API key (never logged).")
     timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Whole-request timeout (504 after it).")
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600, description="Connection timeout.")
-    retries: int = Field(default=2, ge=0, le=10, description="Retries of requests that could not connect (then 503).")
+    retries: int = Field(default=2, ge=0, le=10, description="Retries, with exponential backoff, of requests that "
+                         "could not connect or were answered 502/503 (then 503 or 502).")
     max_connections: int = Field(default=16, ge=1, le=1024, description="Connection pool size.")
+    health_interval_seconds: float = Field(default=5.0, gt=0, le=600, description="How often the guard probes the "
+                                           "upstream's /models endpoint; /readyz answers 503 while it is down.")
 
 
 class GuardConfig(_Strict):

@@ -11,9 +11,13 @@ quality alarms (see ``audit_estimates``).
 
 Audits never starve serving: a round is skipped (and counted) while requests are running or
 queued (``busy``), and after a round of ``t`` seconds the next waits at least
-``t * (1 / max_cpu_share - 1)`` seconds besides the interval. Failures are counted and logged, never
-raised into serving. ``stop`` ends a round at the next generated token (or upstream call), so closing
-the guard does not wait for the round.
+``t * (1 / max_cpu_share - 1)`` seconds besides the interval. In proxy mode audits share the upstream
+with users, so they use at most one upstream request at a time, only once the upstream has been seen up
+(``ready``), and they yield before every upstream call while any user request is in flight or queued
+(the round ends there, counted ``skipped_busy``): a user waits at most for one audit reply. Failures are
+counted and logged as one line (at most once per profile per round interval, never a traceback), and
+every round that failed in a row doubles the pause before the next (up to 16 times). ``stop`` ends a
+round at the next generated token (or upstream call), so closing the guard does not wait for the round.
 """
 
 from __future__ import annotations
@@ -45,6 +49,13 @@ class AuditStopped(Exception):
     """The auditor was stopped in the middle of a round: the round ends without a result."""
 
 
+class AuditYielded(Exception):
+    """Proxy mode: a user request needs the upstream; the round ends without a result."""
+
+
+MAX_BACKOFF = 16
+
+
 @dataclass(frozen=True)
 class ReplyPair:
     prompt: Prompt
@@ -61,7 +72,8 @@ class ReplyAuditor(PeriodicWorker):
 
     def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, judge: ValueJudge,
                  calibration: QualityCalibration, prompts: PromptSet, metrics: GuardMetrics, *,
-                 busy: Callable[[], bool] = lambda: False, complete: Complete | None = None) -> None:
+                 busy: Callable[[], bool] = lambda: False, complete: Complete | None = None,
+                 ready: Callable[[], bool] = lambda: True) -> None:
         super().__init__()
         if len(prompts) == 0:
             raise ValueError("reply audits need at least one prompt")
@@ -73,14 +85,29 @@ class ReplyAuditor(PeriodicWorker):
         self.metrics = metrics
         self.busy = busy
         self.complete = complete  # proxy mode: replies come from the upstream, as users get them
+        self.ready = ready  # proxy mode: whether the upstream has been seen up
         self.accumulators: dict[str, AuditAccumulator] = {}
         self._round = 0
         self._last_seconds = 0.0
+        self.failed_rounds = 0  # rounds in a row in which an audit failed (the backoff)
+        self._last_logged: dict[str, float] = {}
 
     def pause_seconds(self) -> float:
-        """The configured interval, stretched so rounds take at most ``audit.max_cpu_share`` of the time."""
+        """The configured interval, stretched so rounds take at most ``audit.max_cpu_share`` of the time, and
+        doubled for every round in a row that failed (up to ``MAX_BACKOFF`` times)."""
         audit = self.state().config.audit
-        return max(audit.interval_seconds, self._last_seconds * (1 / audit.max_cpu_share - 1))
+        base = max(audit.interval_seconds, self._last_seconds * (1 / audit.max_cpu_share - 1))
+        return base * min(2 ** self.failed_rounds, MAX_BACKOFF)
+
+    def _log_failure(self, profile: str, exc: Exception) -> None:
+        """One line per failure, at most once per profile per audit interval (never a traceback)."""
+        now = time.monotonic()
+        if now - self._last_logged.get(profile, -math.inf) < self.state().config.audit.interval_seconds:
+            return
+        self._last_logged[profile] = now
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        log.warning("reply audit of profile %s failed: %s: %s (round %d in a row with a failure; the pause "
+                    "before the next doubles)", profile, type(exc).__name__, detail, self.failed_rounds + 1)
 
     # ---- one round ------------------------------------------------------------------------------
     def run_once(self) -> dict[str, AuditAccumulator]:
@@ -88,11 +115,15 @@ class ReplyAuditor(PeriodicWorker):
         state = self.state()
         self._round += 1
         started = time.perf_counter()
+        failed = False
         for name, plan in state.plans.items():
             if not plan.levers:
                 continue
             if self.stopping.is_set():
                 break
+            if self.complete is not None and not self.ready():
+                self.metrics.audits.labels(profile=name, outcome="skipped_upstream_down").inc()
+                continue
             if self.busy():
                 self.metrics.audits.labels(profile=name, outcome="skipped_busy").inc()
                 continue
@@ -108,9 +139,14 @@ class ReplyAuditor(PeriodicWorker):
                 self.metrics.audit_last_success.labels(profile=name).set(time.time())
             except AuditStopped:
                 break
-            except Exception:
-                log.exception("reply audit of profile %s failed", name)
+            except AuditYielded:
+                self.metrics.audits.labels(profile=name, outcome="skipped_busy").inc()
+                break
+            except Exception as exc:  # counted and logged; an audit never raises into serving
+                self._log_failure(name, exc)
                 self.metrics.audits.labels(profile=name, outcome="error").inc()
+                failed = True
+        self.failed_rounds = min(self.failed_rounds + 1, 8) if failed else 0
         self._last_seconds = time.perf_counter() - started
         return dict(self.accumulators)
 
@@ -138,6 +174,8 @@ class ReplyAuditor(PeriodicWorker):
                 for p in prompts:
                     if self.stopping.is_set():
                         raise AuditStopped
+                    if self.busy():  # the upstream's capacity is the users': yield before every call
+                        raise AuditYielded
                     texts.append(self.complete(compose_messages(p.messages(), config.system_prompt, extra),
                                                limit).strip())
         else:

@@ -169,6 +169,7 @@ class ValueGuard:
                                   "catalog_levers": str(len(self.catalog.levers))})
         self._publish(self.state)
         self.busy: Callable[[], bool] = lambda: False  # the server sets this: audits skip rounds while it is busy
+        self.upstream_ready: Callable[[], bool] = lambda: True  # the server sets this in proxy mode
         self._judge: ValueJudge | None = None  # loaded once, shared by the reply audits and the live monitor
         try:
             self.auditor: CanaryAuditor | ReplyAuditor = self._make_auditor(first)
@@ -291,7 +292,7 @@ class ValueGuard:
 
             complete = upstream_completer(config.upstream, api_key=upstream_api_key(self._sourced(config)))
         return ReplyAuditor(lambda: self.state, self.lm, judge, calibration, prompts, self.metrics,
-                            busy=lambda: self.busy(), complete=complete)
+                            busy=lambda: self.busy(), complete=complete, ready=lambda: self.upstream_ready())
 
     def _build_state(self, sourced: SourcedConfig) -> GuardState:
         return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy, vectors=self.vectors,
@@ -542,13 +543,28 @@ class ValueGuard:
 
     @property
     def installed_hooks(self) -> int:
-        """Dispatcher hooks this guard has installed (0 once closed, or without an SAE)."""
-        hooks = getattr(self, "hooks", None)
-        return len(hooks.handles) if hooks is not None else 0
+        """Dispatcher hooks this guard has installed (0 once closed, or without SAE, vectors and adapters)."""
+        handles = (getattr(self, "hooks", None), getattr(self, "adapter_hooks", None))
+        return sum(len(handle.handles) for handle in handles if handle is not None)
 
     def record_request(self, profile: str, outcome: RequestOutcome, seconds: float) -> None:
         """Count a request served elsewhere (proxy mode) under this guard's metrics."""
         self._count(profile, self.state.plan(profile), outcome, seconds)
+
+    def record_tokens(self, profile: str, tokens: int) -> None:
+        """Count tokens generated elsewhere (proxy mode) under this guard's metrics."""
+        if tokens > 0:
+            self.metrics.generated_tokens.labels(profile=profile, method=method_label(self.state.plan(profile))).inc(
+                tokens)
+
+    def record_first_token(self, profile: str, seconds: float) -> None:
+        """Observe the time to the first token of a stream generated elsewhere (proxy mode)."""
+        self.metrics.ttft_seconds.labels(profile=profile, method=method_label(self.state.plan(profile))).observe(
+            seconds)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under the local model's tokenizer (proxy mode without upstream usage)."""
+        return len(self.lm.tokenizer(text, add_special_tokens=False).input_ids) if text else 0
 
     def _count(self, profile: str, plan: Plan, outcome: RequestOutcome, seconds: float) -> None:
         self.metrics.count_request(profile, method_label(plan), outcome, seconds,

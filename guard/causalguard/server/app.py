@@ -51,8 +51,8 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
             guard = guard_factory(state.source, state.metrics)
             # a real forward pass, kept from the live monitor (and counted as a request, as before)
             guard.generate([{"role": "user", "content": "Hello"}], max_new_tokens=1, observe=False)
-            admission = state.admission
-            guard.busy = lambda: admission.waiting > 0 or admission.running >= admission.max_concurrency
+            guard.busy = state.busy
+            guard.upstream_ready = lambda: not state.upstream_down()
             state.guard = guard
             state.ready = True
             log.info("guard ready: %s, profiles %s", guard.lm.name, ", ".join(guard.state.plans))
@@ -77,6 +77,7 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
         asyncio.get_running_loop().set_default_executor(workers)
         loader = threading.Thread(target=load, name="causalguard-load", daemon=True)
         loader.start()
+        probes = asyncio.create_task(state.upstream.probe_forever()) if state.upstream is not None else None
         try:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_signal)
         except (NotImplementedError, RuntimeError, ValueError):
@@ -85,6 +86,8 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
             yield
         finally:
             state.ready = False
+            if probes is not None:
+                probes.cancel()
             await asyncio.to_thread(loader.join)
             if state.guard is not None:
                 state.guard.close()

@@ -36,7 +36,7 @@ from causalguard.server.schemas import (
 )
 from causalguard.server.state import ServerState, reload_config
 from causalguard.server.streaming import ThreadedIterator
-from causalguard.server.upstream import Upstream, UpstreamError
+from causalguard.server.upstream import Upstream, UpstreamError, completion_tokens
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ async def readyz(request: Request) -> JSONResponse:
     state = server_state(request)
     loop = state.decode_loop()
     stuck = state.decode_loop_stuck()
-    ready = state.ready and not stuck
+    ready = state.ready and not stuck and not state.upstream_down()
     body: dict[str, Any] = {"ready": ready, "running": state.admission.running,
                             "waiting": state.admission.waiting, "hooks_installed": state.hooks_installed()}
     if loop is not None:
@@ -95,6 +95,8 @@ async def readyz(request: Request) -> JSONResponse:
     if state.guard is not None:
         body.update(model=state.guard.lm.name, profiles=list(state.guard.state.plans),
                     bundle_fingerprint=state.guard.bundle.fingerprint)
+    if state.upstream is not None:
+        body["upstream"] = state.upstream.health.as_dict()
     if state.load_error:
         body["error"] = state.load_error
     return JSONResponse(body, status_code=200 if ready else 503)
@@ -317,26 +319,35 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
 
 async def _proxied(state: ServerState, upstream: Upstream, guard: ValueGuard, call: GuardCall,
                    body: ChatCompletionRequest, stack: AsyncExitStack, request: Request) -> Any:
-    """Proxy mode: the plan's role levers composed into the system message, generation upstream."""
+    """Proxy mode: the plan's role levers composed into the system message, generation upstream. The
+    guard's own request timeout cancels the upstream call (its connection is closed); generated tokens
+    come from the upstream's ``usage`` (else the local tokenizer's count of the reply)."""
     plan = guard.state.plan(call.profile)
     messages = compose_messages(call.messages, guard.config.system_prompt, plan.role_instructions())
     applied = applied_levers(guard, call.profile)
     payload = upstream.payload(messages, max_tokens=call.max_new_tokens, temperature=call.temperature,
                                seed=call.seed, stream=body.stream, top_p=call.top_p, stop=call.stop)
     started = time.perf_counter()
+    timeout = guard.config.server.request_timeout_seconds
     if not body.stream:
         async with stack:
             try:
-                reply = await upstream.complete(payload)
+                reply = await asyncio.wait_for(upstream.complete(payload), timeout)
+            except TimeoutError:
+                guard.record_request(call.profile, "timeout", time.perf_counter() - started)
+                return error_response(504, "generation timed out", type_="server_error", code="timeout")
             except UpstreamError as exc:
                 guard.record_request(call.profile, "error", time.perf_counter() - started)
                 return error_response(exc.status, str(exc), type_="server_error", code=exc.code)
         guard.record_request(call.profile, "ok", time.perf_counter() - started)
-        scores = await asyncio.to_thread(guard.observe_reply, call.profile, call.messages, _reply_text(reply))
+        text = _reply_text(reply)
+        tokens = completion_tokens(reply)
+        guard.record_tokens(call.profile, tokens if tokens is not None else guard.count_tokens(text))
+        scores = await asyncio.to_thread(guard.observe_reply, call.profile, call.messages, text)
         return {**reply, "model": body.model,
                 "causalguard": {**applied, "scores": scores} if scores is not None else applied}
     return ClosingStreamingResponse(_proxied_sse(upstream, guard, payload, body.model, applied, stack, request,
-                                                 started, call.messages), media_type="text/event-stream")
+                                                 started, call.messages, timeout), media_type="text/event-stream")
 
 
 def _reply_text(reply: dict[str, Any]) -> str:
@@ -350,31 +361,47 @@ def _reply_text(reply: dict[str, Any]) -> str:
 
 async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str, Any], model: str,
                        applied: dict[str, Any], stack: AsyncExitStack, request: Request,
-                       started: float, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+                       started: float, messages: list[dict[str, str]], timeout: float) -> AsyncIterator[str]:
     """The upstream's chunks, relabelled; the finished reply goes to the live monitor (its scores ride on
-    the finishing chunk with ``monitor.expose_scores``), a stream stopped early is only counted."""
+    the finishing chunk with ``monitor.expose_scores``), a stream stopped early is only counted. Tokens are
+    the chunks that carry text (or the upstream's ``usage`` when a chunk holds it); the time to the first
+    of them is the request's time to first token. The guard's request timeout ends the stream with an
+    error chunk and closes the upstream connection."""
     outcome: RequestOutcome = "error"
     chunks = upstream.stream(payload)
     text: list[str] = []
+    pieces = 0
+    usage: int | None = None
     observed = False
+    profile = applied["profile"]
     try:
-        async for chunk in chunks:
-            if await request.is_disconnected():
-                outcome = "cancelled"
-                break  # closing the upstream stream below cancels its generation
-            chunk["model"] = model
-            choice = chunk["choices"][0] if chunk.get("choices") and isinstance(chunk["choices"][0], dict) else {}
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                text.append(delta["content"])
-            if choice.get("finish_reason"):
-                scores = await asyncio.to_thread(guard.observe_reply, applied["profile"], messages, "".join(text))
-                observed = True
-                chunk["causalguard"] = {**applied, "scores": scores} if scores is not None else applied
-            yield f"data: {json.dumps(chunk)}\n\n"
-        else:
-            outcome = "ok"
-            yield "data: [DONE]\n\n"
+        async with asyncio.timeout(timeout):
+            async for chunk in chunks:
+                if await request.is_disconnected():
+                    outcome = "cancelled"
+                    break  # closing the upstream stream below cancels its generation
+                chunk["model"] = model
+                usage = completion_tokens(chunk) if completion_tokens(chunk) is not None else usage
+                choices = chunk.get("choices")
+                choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+                delta = choice.get("delta")
+                if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
+                    if not pieces:
+                        guard.record_first_token(profile, time.perf_counter() - started)
+                    pieces += 1
+                    text.append(delta["content"])
+                if choice.get("finish_reason"):
+                    scores = await asyncio.to_thread(guard.observe_reply, profile, messages, "".join(text))
+                    observed = True
+                    chunk["causalguard"] = {**applied, "scores": scores} if scores is not None else applied
+                yield f"data: {json.dumps(chunk)}\n\n"
+            else:
+                outcome = "ok"
+                yield "data: [DONE]\n\n"
+    except TimeoutError:
+        outcome = "timeout"
+        yield sse_error("generation timed out", code="timeout")
+        yield "data: [DONE]\n\n"
     except UpstreamError as exc:
         yield sse_error(str(exc), code=exc.code)
         yield "data: [DONE]\n\n"
@@ -382,6 +409,7 @@ async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str,
         with anyio.CancelScope(shield=True):
             await chunks.aclose()
             await stack.aclose()
-            guard.record_request(applied["profile"], outcome, time.perf_counter() - started)
+            guard.record_tokens(profile, usage if usage is not None else pieces)
+            guard.record_request(profile, outcome, time.perf_counter() - started)
             if outcome == "cancelled" and not observed:
                 guard.observe_cancelled(applied["profile"])

@@ -30,6 +30,9 @@ class ServerState:
         # proxy mode: the upstream that generates (read at start-up; a reload does not switch it)
         spec = source.config.upstream
         self.upstream = Upstream(spec, api_key=upstream_api_key(source)) if spec is not None else None
+        if spec is not None:
+            metrics.track_upstream(spec.model,
+                                   lambda: float(self.upstream is not None and bool(self.upstream.health.up)))
         self.ready = False
         self.load_error: str | None = None
 
@@ -44,6 +47,19 @@ class ServerState:
         """The shared decode loop's health (None without a guard or without batching)."""
         batcher = self.guard.batcher if self.guard is not None else None
         return batcher.health() if batcher is not None else None
+
+    def upstream_down(self) -> bool:
+        """Proxy mode: the upstream has not been seen up (not probed yet, or its last verdict was down)."""
+        return self.upstream is not None and not self.upstream.health.up
+
+    def busy(self) -> bool:
+        """Whether background work (audits) should yield: a request is queued, or all slots are taken; in
+        proxy mode any request in flight, since the upstream's capacity is the user's (a single-slot
+        llama.cpp server answers one request at a time)."""
+        admission = self.admission
+        if self.upstream is not None:
+            return admission.running > 0 or admission.waiting > 0
+        return admission.waiting > 0 or admission.running >= admission.max_concurrency
 
     def decode_loop_stuck(self) -> bool:
         """The watchdog's verdict: the loop died, or has had work too long without a step."""
