@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -194,3 +195,84 @@ def test_a_reply_audit_round_judges_what_the_upstream_serves(upstream: str, tmp_
         assert all(p.guarded and p.unguarded and p.guarded != p.unguarded for p in pairs)
         accumulated = guard.auditor.audit(guard.state, "default")  # type: ignore[union-attr]
         assert accumulated.estimate("stimulation").n == 2
+
+
+def _start_llama(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    gguf = EMBEDDED_MODELS[MODEL].locate_gguf()
+    return subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--model_alias", "smollm2-upstream", "--n_ctx", "2048",
+                             "--n_threads", "2"], stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+
+
+def _until(predicate: Any, seconds: float) -> float:
+    """Seconds until ``predicate()`` held (fails after ``seconds``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def _sample(url: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics/", timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.mark.heavy
+def test_an_operators_first_day_in_front_of_a_single_slot_llama_cpp_server(tmp_path: Path) -> None:
+    """Audits running against a single-slot upstream: the first user request after start-up is answered
+    within its normal latency, tokens match the upstream's usage, /readyz turns 503 when the upstream dies
+    and 200 when it returns, and the log holds no audit traceback."""
+    _need_llama_cpp()
+    port = free_port()
+    upstream_url = f"http://127.0.0.1:{port}/v1"
+    process = _start_llama(port, tmp_path / "llama.log")
+
+    def upstream_up() -> bool:
+        try:
+            return httpx.get(f"{upstream_url}/models", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _until(upstream_up, 120)
+        body = {"model": "smollm2-upstream", "messages": ASK, "max_tokens": 24, "temperature": 0}
+        started = time.monotonic()
+        httpx.post(f"{upstream_url}/chat/completions", json=body, timeout=120).raise_for_status()
+        normal = time.monotonic() - started
+        config = tmp_path / "guard.yaml"
+        config.write_text(f"model: {MODEL}\nunits: survey\nmethod: role\ntargets:\n  stimulation: {{direction: "
+                          "increase}\nprofiles:\n  plain: {}\n"
+                          "audit: {interval_seconds: 1, prompts_per_audit: 4, max_new_tokens: 48, "
+                          "max_cpu_share: 0.9}\n"
+                          f"upstream:\n  base_url: {upstream_url}\n  model: smollm2-upstream\n"
+                          "  health_interval_seconds: 0.5\n  retries: 0\n")
+        server_log = tmp_path / "server.log"
+        with serve_in_process(config, server_log) as guard:
+            _until(lambda: _sample(guard.url, "causalguard_audits_total") > 0
+                   or "reply audit" in server_log.read_text(errors="replace"), 120)  # audits are running
+            started = time.monotonic()
+            reply = httpx.post(f"{guard.url}/v1/chat/completions", timeout=120,
+                               json={**body, "model": f"{MODEL}:plain"})
+            first = time.monotonic() - started
+            assert reply.status_code == 200, reply.text
+            assert first < 3 * normal + 10, (first, normal)  # at most one audit reply in the way
+            tokens = _sample(guard.url, "causalguard_generated_tokens_total", profile="plain")
+            assert tokens == reply.json()["usage"]["completion_tokens"] > 0
+            process.terminate()
+            process.wait(30)
+            down = _until(lambda: httpx.get(f"{guard.url}/readyz", timeout=5).status_code == 503, 30)
+            assert down < 15
+            assert _sample(guard.url, "causalguard_upstream_up") == 0
+            process = _start_llama(port, tmp_path / "llama.log")
+            _until(lambda: httpx.get(f"{guard.url}/readyz", timeout=5).status_code == 200, 120)
+            assert _sample(guard.url, "causalguard_upstream_up") == 1
+        text = server_log.read_text(errors="replace")
+        assert "Traceback" not in text, text[-3000:]
+    finally:
+        process.terminate()
+        process.wait(30)
