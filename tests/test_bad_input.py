@@ -448,3 +448,103 @@ def test_a_damaged_score_matrix_is_a_located_error(tmp_path: Path, damage: bytes
     with pytest.raises(ConfigError) as caught:
         read_score_matrix(path)
     assert caught.value.problems[0].line == line and message in str(caught.value), str(caught.value)
+
+
+_INVENTORY = """name: t
+dimensions:
+- name: alpha
+  definition: a thing
+  items:
+  - {id: a1, statement: I like alpha things., question: Do you like alpha things?, polarity: 1}
+  - {id: a2, statement: Alpha bores me., question: Does alpha bore you?, polarity: -1}
+- name: beta
+  definition: b thing
+  items:
+  - {id: b1, statement: I like beta things., question: Do you like beta things?, polarity: 1}
+  - {id: b2, statement: Beta bores me., question: Does beta bore you?, polarity: -1}
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "where", "message"), [
+    ("polarity: 1}", "polarity: true}", "polarity", "the number 1 or -1"),
+    ("Alpha bores me.", "I like alpha things.", "dimensions", "repeats the statement"),
+    ("Beta bores me.", "i like  ALPHA things.", "dimensions", "repeats the statement"),
+    ("id: b2", "id: ''", "id", "at least 1"),
+    ("name: t\n", "name: ' '\n", "name", "pattern"),
+])
+def test_an_inventory_that_means_nothing_is_a_located_error(tmp_path: Path, old: str, new: str, where: str,
+                                                            message: str) -> None:
+    from causalguard.values import load_inventory
+
+    path = tmp_path / "inv.yaml"
+    path.write_text(_INVENTORY.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_inventory(str(path))
+    assert "inv.yaml:" in str(caught.value) and where in str(caught.value)
+
+
+def test_an_unbalanced_dimension_is_a_warning_in_the_quality_report() -> None:
+    from causalguard.graphs.quality.report import render_markdown
+    from causalguard.values.inventory import Inventory
+
+    inventory = Inventory.model_validate({"name": "t", "dimensions": [
+        {"name": "alpha", "definition": "a thing", "items": [
+            {"id": "a1", "statement": "I like alpha.", "question": "Alpha?", "polarity": 1},
+            {"id": "a2", "statement": "Alpha is great.", "question": "Great?", "polarity": 1}]}]})
+    assert inventory.unbalanced_dimensions() == ["alpha"]
+    report = {"model": {"name": "m"}, "method": {"name": "statement"}, "unbalanced_dimensions": ["alpha"],
+              "summary": {"conditions": 3, "median_alpha": 0.9, "median_split_half": 0.9,
+                          "value_role_share_met": None, "value_role_on_target_top1": None, "anchor_share_met": None},
+              "reliability": {}, "value_roles": {}, "anchors": {"per_dimension": {}}}
+    text = render_markdown(report)
+    assert "**warning**" in text and "alpha" in text and "acquiescence" in text
+
+
+def test_a_role_may_not_take_a_shipped_anchors_id(tmp_path: Path) -> None:
+    from causalguard.roles import load_roles_file
+
+    path = tmp_path / "roles.yaml"
+    path.write_text("roles:\n  - id: anchor:monk\n    description: a monk who lives alone\n")
+    with pytest.raises(ConfigError, match="anchor") as caught:
+        load_roles_file(path)
+    assert "roles.yaml:2" in str(caught.value)
+
+
+def test_a_whitespace_prompt_and_an_empty_model_are_located_errors(tmp_path: Path) -> None:
+    from causalguard.behaviour.prompts import load_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "p1", "text": "How do I rest?", "values": []}\n{"id": "p2", "text": "  \\t ", '
+                       '"values": []}\n')
+    with pytest.raises(ConfigError, match=r"prompts\.jsonl:2.*text"):
+        load_prompts(prompts)
+    for model in ('""', "' '"):
+        config = tmp_path / "guard.yaml"
+        config.write_text(f"model: {model}\n")
+        with pytest.raises(ConfigError, match=r"guard\.yaml:1.*model"):
+            read_guard_config(config)
+
+
+def test_another_models_bundle_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    import time
+
+    from causalguard.runtime.value_guard import ValueGuard
+
+    config = tmp_path / "guard.yaml"
+    config.write_text(f"model: gemma3-270m\nbundle: {shipped_bundle_dir('smollm2-135m-instruct')}\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"guard\.yaml:2: bundle.*built for smollm2-135m-instruct"):
+        ValueGuard.from_config(config)
+    assert time.monotonic() - started < 5  # no minute-long model load first
+
+
+@pytest.mark.parametrize("args", [["survey", "--seed", str(2**70)], ["graph", "build", "x.csv", "--out", "o",
+                                                                     "--seed", "-1"],
+                                  ["sae", "train", "--out", "o", "--layer", "-1"]])
+def test_out_of_range_seeds_and_layers_are_refused_by_the_cli(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and ("--seed" in result.output or "--layer" in result.output), result.output

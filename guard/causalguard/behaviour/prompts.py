@@ -50,7 +50,7 @@ def hashed_split(item_id: str) -> Split:
 class PromptRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=ID_PATTERN)
-    text: str = Field(min_length=1, max_length=4000)
+    text: str = Field(min_length=1, max_length=4000, pattern=r"\S")  # not only whitespace
     values: list[str] = Field(default_factory=list)
     split: Split | None = None
 

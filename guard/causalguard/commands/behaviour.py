@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from causalguard.commands.options import (
+    MAX_SEED,
     BackendOpt,
     RayOpt,
     reply_backend,
@@ -47,7 +48,7 @@ def behaviour_report_command(
                                                       "BUNDLE/adapters at these scales, e.g. '1,0.5'.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
-    seed: Annotated[int, typer.Option(min=0, help="Sampling seed (per-row generators).")] = 0,
+    seed: Annotated[int, typer.Option(max=MAX_SEED, min=0, help="Sampling seed (per-row generators).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
     restart: Annotated[bool, typer.Option(help="Discard a previous reply run in the work folder.")] = False,
     continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
@@ -172,7 +173,8 @@ def behaviour_confirm_command(
     prompt_offset: Annotated[int, typer.Option(min=0, help="Skip the first N dev prompts of the balanced order "
                                                            "(the report used 20).")] = 20,
     personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus fresh personas.")] = 2,
-    persona_seed: Annotated[int, typer.Option(help="Seed of the fresh personas (the report used 2000).")] = 2001,
+    persona_seed: Annotated[int, typer.Option(
+        max=MAX_SEED, min=0, help="Seed of the fresh personas (the report used 2000).")] = 2001,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
@@ -272,7 +274,7 @@ def behaviour_validate_command(
                     "read).")] = 0,
     personas: Annotated[int, typer.Option(min=1, help="The config's system prompt plus fresh personas.")] = 2,
     persona_seed: Annotated[int, typer.Option(
-        min=3000, help="Seed of the fresh personas (3000 and up: seeds no other run uses).")] = 3000,
+        max=MAX_SEED, min=3000, help="Seed of the fresh personas (3000 and up: seeds no other run uses).")] = 3000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
@@ -349,7 +351,8 @@ def behaviour_reply_matrix_command(
                     "and the confirmation read).")] = 60,
     personas: Annotated[int, typer.Option(min=3, help="Personas per condition (the default assistant prompt "
                                                       "first): the rows per lever.")] = 8,
-    persona_seed: Annotated[int, typer.Option(min=4000, help="Seed of the generated personas (4000 and up: seeds "
+    persona_seed: Annotated[int, typer.Option(
+        max=MAX_SEED, min=4000, help="Seed of the generated personas (4000 and up: seeds "
                                                              "no other run uses).")] = 4000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,

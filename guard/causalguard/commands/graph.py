@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from causalguard.commands.options import split_list
+from causalguard.commands.options import MAX_SEED, split_list
 
 graph_app = typer.Typer(help="Causal value graphs: build, predict, compare, diff, show.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def graph_build_command(
     sources_only: Annotated[
         str | None, typer.Option(help="Comma-separated columns allowed only as causes (indicator columns).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for resampling and splits.")] = 0,
+    seed: Annotated[int, typer.Option(max=MAX_SEED, min=0, help="Seed for resampling and splits.")] = 0,
     stability: Annotated[float, typer.Option(
         min=0.01, max=1.0, help="Stability selection: an edge ships when PC finds it in at least this share of "
                                 "the bootstrap graphs.")] = 0.5,

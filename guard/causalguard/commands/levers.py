@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from causalguard.commands.options import (
+    MAX_SEED,
     BackendOpt,
     RayOpt,
     survey_backend,
@@ -118,7 +119,8 @@ def levers_interventions_command(
     bundle: Annotated[Path, typer.Option(help="Bundle folder whose catalog levers are applied.")],
     out: Annotated[Path, typer.Option(help="Survey folder (resumable): scores.csv is the interventional matrix.")],
     personas: Annotated[int, typer.Option(min=2, help="Fresh personas, each unsteered and under every lever.")] = 12,
-    persona_seed: Annotated[int, typer.Option(help="Their seed; keep it apart from the catalog's (1000) and the "
+    persona_seed: Annotated[int, typer.Option(
+        max=MAX_SEED, min=0, help="Their seed; keep it apart from the catalog's (1000) and the "
                                                    "survey's (0).")] = 4000,
     levers: Annotated[str | None, typer.Option(help="Comma-separated lever ids; default: every catalog lever.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
@@ -169,7 +171,8 @@ def levers_vectors_command(
     prompt_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the balanced dev prompts (the "
                                                            "report reads 0-20, confirm 20-60).")] = 60,
     personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus generated personas.")] = 2,
-    persona_seed: Annotated[int, typer.Option(help="Their seed, apart from the report's (2000).")] = 5000,
+    persona_seed: Annotated[int, typer.Option(
+        max=MAX_SEED, min=0, help="Their seed, apart from the report's (2000).")] = 5000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Reply length.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard the work folder's replies.")] = False,
     continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
@@ -214,7 +217,8 @@ def levers_adapters_command(
     prompt_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the balanced dev prompts (the "
                                                            "report reads 0-20, confirm 20-60, vectors 60-84).")] = 84,
     personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus generated personas.")] = 1,
-    persona_seed: Annotated[int, typer.Option(help="Their seed, apart from the report's (2000).")] = 6000,
+    persona_seed: Annotated[int, typer.Option(
+        max=MAX_SEED, min=0, help="Their seed, apart from the report's (2000).")] = 6000,
     samples: Annotated[int, typer.Option(min=0, max=16, help="Sampled candidates per wording, besides the "
                                                              "greedy one.")] = 3,
     epochs: Annotated[int, typer.Option(min=1, max=20)] = 3,

@@ -43,6 +43,9 @@ RayOpt = Annotated[
                                "e.g. ray://head:10001 or auto; default: start one on this machine). Example: "
                                "--ray actors=8,gpus=1,address=auto"),
 ]
+# the largest seed numpy and Python generators all take (numpy: 0 .. 2**32 - 1)
+MAX_SEED = 2**32 - 1
+
 _RAY_KEYS = {"actors": int, "cpus": float, "gpus": float, "threads": int, "restarts": int, "address": str}
 
 

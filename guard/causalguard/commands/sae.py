@@ -22,7 +22,7 @@ def sae_train_command(
         "schwartz-basic-10"
     ),
     work: Annotated[Path | None, typer.Option(help="Work folder; default OUT/../.sae-work")] = None,
-    layer: Annotated[int | None, typer.Option(help="Decoder layer; default: chosen by measurement.")] = None,
+    layer: Annotated[int | None, typer.Option(min=0, help="Decoder layer; default: chosen by measurement.")] = None,
     d_sae: Annotated[int, typer.Option(min=16, help="Number of SAE features.")] = 4096,
     l1: Annotated[float, typer.Option(min=0.0, help="L1 sparsity coefficient.")] = 5.0,
     tokens: Annotated[int, typer.Option(min=1024, help="Training samples drawn from the cached corpus.")] = 2_000_000,
@@ -35,6 +35,9 @@ def sae_train_command(
     from causalguard.values import load_inventory
 
     lm = load_model(model)
+    if layer is not None and layer >= lm.num_layers:
+        raise typer.BadParameter(f"{lm.name} has {lm.num_layers} decoder layers (0 to {lm.num_layers - 1}); got "
+                                 f"{layer}", param_hint="--layer")
     settings = SaeBuildSettings(layer=layer, generated=generated)
     settings = replace(settings, train=SaeTrainSettings(layer=-1, d_sae=d_sae, l1_coefficient=l1,
                                                         training_tokens=tokens))

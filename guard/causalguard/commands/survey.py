@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from causalguard.commands.options import (
+    MAX_SEED,
     BackendOpt,
     DimensionsOpt,
     InventoryOpt,
@@ -42,7 +43,7 @@ def survey_command(
     agreement_sample: Annotated[
         int, typer.Option(min=0, help="Answers re-scored by generate-then-parse to report agreement.")
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for personas and samples.")] = 0,
+    seed: Annotated[int, typer.Option(max=MAX_SEED, min=0, help="Seed for personas and samples.")] = 0,
     dtype: Annotated[
         str, typer.Option(help="float32, or bfloat16 (~1.9x faster on AVX512-BF16 CPUs, less precise scores).")
     ] = "float32",

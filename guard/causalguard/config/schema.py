@@ -230,7 +230,8 @@ class UpstreamSpec(_Strict):
 class GuardConfig(_Strict):
     """The whole operator file."""
 
-    model: str = Field(default="smollm2-135m-instruct", description="Registry name, folder, .gguf or HF id.")
+    model: str = Field(default="smollm2-135m-instruct", min_length=1, max_length=500, pattern=r"^\S(.*\S)?$",
+                       description="Registry name, folder, .gguf or HF id.")
     bundle: str = Field(default="builtin", description="Bundle folder, or 'builtin' for the model's shipped bundle.")
     system_prompt: str | None = Field(default=None, max_length=MAX_SYSTEM_PROMPT_CHARS,
                                       description="The operator's own system prompt.")

@@ -61,8 +61,12 @@ class RolesFile(BaseModel):
     roles: list[RoleSpec] = Field(min_length=1)
 
 
-def load_roles_file(path: Path, inventory: Inventory | None = None) -> list[Role]:
-    """Load roles from YAML or JSONL; ids must be unique and ``expected`` must name known values."""
+ANCHOR_PREFIX = "anchor:"  # the shipped known-group anchors' ids; an operator's role may not take one
+
+
+def load_roles_file(path: Path, inventory: Inventory | None = None, *, shipped_anchors: bool = False) -> list[Role]:
+    """Load roles from YAML or JSONL; ids must be unique, ``expected`` must name known values, and only the
+    shipped anchors file (``shipped_anchors``) may use ids starting with ``anchor:``."""
     if path.suffix.lower() == ".jsonl":
         specs_with_lines = _read_jsonl(path)
     else:
@@ -76,6 +80,10 @@ def load_roles_file(path: Path, inventory: Inventory | None = None) -> list[Role
                                     f"duplicate id '{spec.id}' (first on line {seen[spec.id]})",
                                     hint="give every role its own id"))
         seen.setdefault(spec.id, line)
+        if spec.id.startswith(ANCHOR_PREFIX) and not shipped_anchors:
+            problems.append(Problem(str(path), line, f"roles[{index}].id",
+                                    f"'{spec.id}' is taken by the shipped anchor roles ('{ANCHOR_PREFIX}...'), which "
+                                    "every survey also runs", hint="choose an id without the 'anchor:' prefix"))
         if inventory is not None:
             for name in spec.expected:
                 if name not in inventory.names:
@@ -93,7 +101,7 @@ def _read_jsonl(path: Path) -> list[tuple[RoleSpec, int | None]]:
 def load_anchor_roles(inventory: Inventory) -> list[Role]:
     """The shipped known-group anchors, keeping only expectations on dimensions the inventory has."""
     path = Path(str(resources.files("causalguard").joinpath("data", "roles", "anchors.yaml")))
-    roles = load_roles_file(path)
+    roles = load_roles_file(path, shipped_anchors=True)
     kept = []
     for role in roles:
         expected = {k: v for k, v in role.expected.items() if k in inventory.names}

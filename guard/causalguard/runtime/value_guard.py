@@ -108,6 +108,29 @@ def method_label(plan: Plan) -> str:
     return next((kind for kind in ("sae", "adapter", "vector", "guided", "role") if kind in kinds), "none")
 
 
+def _check_bundle_model(sourced: SourcedConfig, bundle: Bundle | str | Path | None) -> None:
+    """Before a model is loaded (a minute for some): an embedded model with another embedded model's bundle
+    is refused at once, naming the bundle (the fingerprint check after loading covers every other case)."""
+    import json
+
+    from causalguard.models.registry import EMBEDDED_MODELS
+
+    config = sourced.config
+    if isinstance(bundle, Bundle) or config.model not in EMBEDDED_MODELS or (bundle is None and
+                                                                            config.bundle == "builtin"):
+        return
+    base = sourced.path.parent if sourced.path is not None else None
+    folder = resolve_bundle_dir(bundle if bundle is not None else config.bundle, config.model, base)
+    try:
+        built_for = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable: load_bundle names the problem after the model is loaded
+    if built_for in EMBEDDED_MODELS and built_for != config.model:
+        raise ConfigError.single(sourced.where, f"the bundle {folder} was built for {built_for}, the config serves "
+                                 f"{config.model}", line=sourced.line("bundle"), field="bundle",
+                                 hint=f"use bundle: builtin, or a bundle built for {config.model}")
+
+
 class ValueGuard:
     """Guard a local HF chat model. Use as a context manager, or call ``close()``."""
 
@@ -192,6 +215,7 @@ class ValueGuard:
         from causalguard.models import load_model
 
         sourced = read_guard_config(config)
+        _check_bundle_model(sourced, kwargs.get("bundle"))
         with sourced.blame("model"):
             lm = load_model(sourced.config.model)
         return cls(lm.model, lm.tokenizer, sourced, name=lm.name, **kwargs)

@@ -24,7 +24,8 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(description="Unique item id within the inventory, e.g. 'ben01'.")
+    id: str = Field(min_length=1, max_length=200, pattern=r"^\S+$",
+                    description="Unique item id within the inventory, e.g. 'ben01'.")
     statement: str = Field(min_length=3, max_length=MAX_ITEM_CHARS,
                            description="First-person statement, e.g. 'I help my friends.'")
     question: str = Field(min_length=3, max_length=MAX_ITEM_CHARS,
@@ -32,6 +33,13 @@ class Item(BaseModel):
     polarity: Literal[1, -1] = Field(
         description="+1 if agreeing expresses the value, -1 if agreeing expresses its opposite."
     )
+
+    @field_validator("polarity", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, polarity: object) -> object:
+        if isinstance(polarity, bool):  # YAML's true/false would otherwise pass as 1/0
+            raise ValueError(f"polarity must be the number 1 or -1, got {polarity!r}; fix: write 1 or -1")
+        return polarity
 
 
 class Dimension(BaseModel):
@@ -74,7 +82,8 @@ class Inventory(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Inventory name, e.g. 'schwartz-basic-10'.")
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S",
+                      description="Inventory name, e.g. 'schwartz-basic-10'.")
     version: str = Field(default="1", description="Version of the inventory's text.")
     description: str = Field(default="", description="Where the items come from.")
     dimensions: list[Dimension] = Field(min_length=1)
@@ -84,6 +93,7 @@ class Inventory(BaseModel):
     def _unique_names(cls, dimensions: list[Dimension]) -> list[Dimension]:
         seen: set[str] = set()
         item_ids: set[str] = set()
+        statements: dict[str, str] = {}
         for dim in dimensions:
             if dim.name in seen:
                 raise ValueError(f"dimension '{dim.name}' is defined twice")
@@ -92,7 +102,17 @@ class Inventory(BaseModel):
                 if item.id in item_ids:
                     raise ValueError(f"item id '{item.id}' is used twice (dimension '{dim.name}')")
                 item_ids.add(item.id)
+                key = " ".join(item.statement.lower().split())
+                if key in statements:
+                    raise ValueError(f"item '{item.id}' (dimension '{dim.name}') repeats the statement of item "
+                                     f"'{statements[key]}'; fix: every item needs its own statement")
+                statements[key] = item.id
         return dimensions
+
+    def unbalanced_dimensions(self) -> list[str]:
+        """Dimensions whose items are all keyed one way: acquiescence (agreeing with everything) then reads
+        as the value, and reliability is inflated (see docs/survey.md)."""
+        return [d.name for d in self.dimensions if len({item.polarity for item in d.items}) == 1]
 
     @property
     def names(self) -> list[str]:

@@ -24,11 +24,14 @@ def _share(entries: dict[str, dict[str, Any]]) -> float | None:
 
 def build_quality_report(result: SurveyResult, agreement: dict[str, Any] | None = None) -> dict[str, Any]:
     reliability: dict[str, dict[str, float | None]] = {}
+    unbalanced = []
     for dim in result.dimensions:
         _, scores = result.item_matrix(dim)
         polarities = [a.polarity for a in result.answers[result.conditions[0].id] if a.dimension == dim]
         reliability[dim] = {"alpha": _round(cronbach_alpha(scores)),
                             "split_half": _round(split_half(scores, polarities))}
+        if len(set(polarities)) == 1:
+            unbalanced.append(dim)
     roles = value_role_checks(result)
     anchors = anchor_checks(result)
     masses = [a.yes_no_mass for answers in result.answers.values() for a in answers if a.yes_no_mass is not None]
@@ -53,6 +56,7 @@ def build_quality_report(result: SurveyResult, agreement: dict[str, Any] | None 
         "reliability": reliability,
         "value_roles": roles,
         "anchors": anchors,
+        "unbalanced_dimensions": unbalanced,
     }
     if masses:
         m = np.array(masses)
@@ -81,6 +85,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"own value moved most for {_fmt(s['value_role_on_target_top1'])} of dimensions",
         f"- validity, anchor personas: {_fmt(s['anchor_share_met'])} of expected directions met",
     ]
+    if report.get("unbalanced_dimensions"):
+        lines.append(f"- **warning**: every item of {', '.join(report['unbalanced_dimensions'])} is keyed one way: "
+                     "agreeing with everything reads as the value, so alpha is inflated by acquiescence and the "
+                     "scores are not comparable with balanced dimensions (add reverse-keyed items)")
     if "yes_no_mass" in report:
         ym = report["yes_no_mass"]
         lines.append(
