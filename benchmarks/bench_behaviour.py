@@ -19,11 +19,11 @@ import time
 from _timing import interleaved, machine, median
 
 from causalguard.adapters.hf import install_steering_hooks, load_sae
-from causalguard.behaviour.judge import ContrastJudge, ValueDefinition, load_probe_judge
-from causalguard.behaviour.prompts import load_prompts
-from causalguard.behaviour.quality import reply_quality
 from causalguard.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.graphs.behaviour.report import lever_reply_condition
+from causalguard.judging.judge import ContrastJudge, ValueDefinition, load_probe_judge
+from causalguard.judging.prompt_sets import load_prompts
+from causalguard.judging.reply_quality import reply_quality
 from causalguard.models import load_model
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
 from causalguard.values import load_inventory

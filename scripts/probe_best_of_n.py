@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.behaviour.judge import ContrastJudge, ValueDefinition, load_probe_judge
-from causalguard.behaviour.prompts import load_prompts
 from causalguard.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.graphs.behaviour.report import reply_personas, t_interval
+from causalguard.judging.judge import ContrastJudge, ValueDefinition, load_probe_judge
+from causalguard.judging.prompt_sets import load_prompts
 from causalguard.models import load_model
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
 from causalguard.values import load_inventory

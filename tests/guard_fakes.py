@@ -91,7 +91,7 @@ audit:
 def reply_row(lever_id: str, effects: dict[str, float], *, half: float = 0.05, degraded: int = 1,
               baseline_degraded: int = 1, n: int = 40, target: str | None = None, direction: int = 1) -> dict:
     """One behaviour-report row for ``attach_replies``: judge effects with +-``half`` intervals."""
-    from causalguard.behaviour.quality import compare_degradation
+    from causalguard.judging.reply_quality import compare_degradation
 
     p = compare_degradation([True] * degraded + [False] * (n - degraded),
                             [True] * baseline_degraded + [False] * (n - baseline_degraded)).p_value

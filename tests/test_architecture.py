@@ -3,10 +3,10 @@
 Layers, bottom to top (a module may import its own layer and the layers below it):
 
 1. foundation: errors, YAML/JSONL reading, values, roles, models, configs, metrics, steering conditions
-2. mechanics: scoring methods, HF hooks and SAEs, the behaviour judge and reply quality,
-   guarded generation (runtime.generation, runtime.prompts)
+2. mechanics: scoring methods, HF hooks and SAEs, the reply judge and reply quality (judging),
+   guarded generation (runtime.generation, runtime.conversation)
 3. artifacts: what the offline side ships and the runtime reads (bundle, graph, effects, catalog, levers)
-4. offline: surveys, quality reports, graph building, SAE training, lever measurement, behaviour runs
+4. offline: surveys and their quality reports, graph building, SAE training, lever measurement, behaviour runs
 5. serving: planning, runtime, server, LangChain adapters; may NOT import the offline layer
 6. entry points: commands, cli, the package root (lazy exports)
 
@@ -29,8 +29,8 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.config": FOUNDATION, "causalguard.metrics": FOUNDATION, "causalguard.metrics_reference": FOUNDATION,
     "causalguard.steering_conditions": FOUNDATION, "causalguard.jsonl_files": FOUNDATION,
     "causalguard.run_records": FOUNDATION,
-    "causalguard.scoring": MECHANICS, "causalguard.adapters.hf": MECHANICS, "causalguard.behaviour": MECHANICS,
-    "causalguard.runtime.generation": MECHANICS, "causalguard.runtime.prompts": MECHANICS,
+    "causalguard.scoring": MECHANICS, "causalguard.adapters.hf": MECHANICS, "causalguard.judging": MECHANICS,
+    "causalguard.runtime.generation": MECHANICS, "causalguard.runtime.conversation": MECHANICS,
     "causalguard.runtime.guidance": MECHANICS, "causalguard.runtime.batcher": MECHANICS,
     "causalguard.runtime.prefix_cache": MECHANICS,
     "causalguard.method_choice": MECHANICS,
@@ -42,7 +42,7 @@ LAYER_OF = {  # the most specific prefix wins
     "causalguard.graphs.behaviour.validate": ENTRY,  # plans (serving) measured by reply runs (offline)
 }
 # Offline code may generate replies exactly as the guard serves them (that is the point of it).
-OFFLINE_MAY_USE = ("causalguard.runtime.generation", "causalguard.runtime.prompts", "causalguard.runtime.guidance",
+OFFLINE_MAY_USE = ("causalguard.runtime.generation", "causalguard.runtime.conversation", "causalguard.runtime.guidance",
                    "causalguard.runtime.batcher", "causalguard.runtime.prefix_cache")
 
 

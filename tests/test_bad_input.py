@@ -317,7 +317,7 @@ def test_levers_show_renders_from_catalog_json_without_catalog_md(tmp_path: Path
 
 
 def test_a_prompt_slice_past_the_end_is_a_clear_error() -> None:
-    from causalguard.behaviour.prompts import load_prompts
+    from causalguard.judging.prompt_sets import load_prompts
 
     test = load_prompts().split("test")
     assert [p.id for p in test.balanced_slice(20, 10)] == [p.id for p in test.balanced(30)][20:]
@@ -423,7 +423,7 @@ JSONL_CASES = {
 
 @pytest.mark.parametrize("case", list(JSONL_CASES))
 def test_a_bad_jsonl_object_is_a_located_error(tmp_path: Path, case: str) -> None:
-    from causalguard.behaviour.prompts import load_prompts
+    from causalguard.judging.prompt_sets import load_prompts
 
     text, field, message = JSONL_CASES[case]
     good = '{"id": "ok1", "text": "What should I cook tonight?", "values": ["hedonism"], "split": "dev"}'
@@ -484,7 +484,7 @@ def test_an_inventory_that_means_nothing_is_a_located_error(tmp_path: Path, old:
 
 
 def test_an_unbalanced_dimension_is_a_warning_in_the_quality_report() -> None:
-    from causalguard.graphs.quality.report import render_markdown
+    from causalguard.graphs.survey.quality_report import render_markdown
     from causalguard.values.inventory import Inventory
 
     inventory = Inventory.model_validate({"name": "t", "dimensions": [
@@ -511,7 +511,7 @@ def test_a_role_may_not_take_a_shipped_anchors_id(tmp_path: Path) -> None:
 
 
 def test_a_whitespace_prompt_and_an_empty_model_are_located_errors(tmp_path: Path) -> None:
-    from causalguard.behaviour.prompts import load_prompts
+    from causalguard.judging.prompt_sets import load_prompts
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "p1", "text": "How do I rest?", "values": []}\n{"id": "p2", "text": "  \\t ", '

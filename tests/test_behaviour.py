@@ -12,17 +12,6 @@ from causalguard import ConfigError
 from causalguard.adapters.hf.hooks import decoder_layers, install_steering_hooks
 from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae
-from causalguard.behaviour.judge import FRAME_HEAD, FRAME_TAIL, ProbeJudge, ProbeWeights, load_probe_judge
-from causalguard.behaviour.labelled import load_labelled
-from causalguard.behaviour.prompts import Prompt, load_prompts
-from causalguard.behaviour.quality import (
-    QualityCalibration,
-    ReplyQuality,
-    compare_degradation,
-    distinct,
-    repetition,
-    reply_quality,
-)
 from causalguard.graphs.behaviour.judge_fit import auroc, validate_judge
 from causalguard.graphs.behaviour.replies import (
     REPLIES_FILE,
@@ -32,6 +21,17 @@ from causalguard.graphs.behaviour.replies import (
     ReplyStore,
     RunMismatchError,
     run_replies,
+)
+from causalguard.judging.judge import FRAME_HEAD, FRAME_TAIL, ProbeJudge, ProbeWeights, load_probe_judge
+from causalguard.judging.labelled import load_labelled
+from causalguard.judging.prompt_sets import Prompt, load_prompts
+from causalguard.judging.reply_quality import (
+    QualityCalibration,
+    ReplyQuality,
+    compare_degradation,
+    distinct,
+    repetition,
+    reply_quality,
 )
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
@@ -164,7 +164,7 @@ def test_judge_round_trips_and_rejects_bad_artifacts(tiny_lm: LoadedModel, tmp_p
 
 def test_auroc_and_validation_report_weak_values() -> None:
     assert auroc([2, 3], [0, 1]) == 1.0 and auroc([0], [1]) == 0.0 and auroc([1], [1]) == 0.5
-    from causalguard.behaviour.labelled import LabelledText
+    from causalguard.judging.labelled import LabelledText
 
     texts = [LabelledText(f"{v}{p}{i}", v, p, "t", "test") for v in ("a", "b") for p in ("high", "low")
              for i in range(3)]
@@ -202,7 +202,7 @@ def test_calibration_flags_a_synthetic_loop_and_passes_varied_text() -> None:
 
 
 def test_reply_quality_perplexity_and_relevance_match_full_forward_passes(tiny_lm: LoadedModel) -> None:
-    from causalguard.behaviour.quality import CONTENT_FREE_MESSAGE
+    from causalguard.judging.reply_quality import CONTENT_FREE_MESSAGE
     from causalguard.models.prompting import chat_text
 
     messages = ["How do I save money?", "Any tips for sleeping better?"]
@@ -299,7 +299,7 @@ def test_reply_run_resumes_exactly_after_a_cut_at_every_byte_of_its_last_line(ti
 
 
 def test_contrast_judge_matches_a_hand_computation(tiny_lm: LoadedModel) -> None:
-    from causalguard.behaviour.judge import ContrastJudge, ValueDefinition
+    from causalguard.judging.judge import ContrastJudge, ValueDefinition
 
     value = ValueDefinition("power", "Power", "control over people", "no interest in control")
     framings = ('Advice from someone {stance} {value} ({definition}):\n"', 'A bot {stance} {value} said:\n"')

@@ -7,11 +7,11 @@ import pytest
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
 from causalguard.adapters.hf.sae import load_sae
-from causalguard.behaviour.prompts import load_prompts
-from causalguard.behaviour.quality import reply_quality
 from causalguard.bundle.behaviour import load_behaviour
 from causalguard.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.graphs.behaviour.report import DEFAULT_SYSTEM_PROMPT, lever_reply_condition, served_system_prompt
+from causalguard.judging.prompt_sets import load_prompts
+from causalguard.judging.reply_quality import reply_quality
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows

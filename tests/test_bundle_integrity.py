@@ -172,7 +172,7 @@ def test_what_the_hashes_vouch_for_is_still_checked(tmp_path: Path, case: str) -
 
 @pytest.mark.parametrize("damage", ["reordered", "layer missing", "layer a string"])
 def test_a_judge_whose_values_or_layer_do_not_fit_is_refused(lm: LoadedModel, tmp_path: Path, damage: str) -> None:
-    from causalguard.behaviour.judge import load_probe_judge
+    from causalguard.judging.judge import load_probe_judge
 
     folder = _copy(tmp_path, "smollm2-135m-instruct")
     load_probe_judge(folder, lm)

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from causalguard.behaviour.quality import QualityCalibration, text_quality
 from causalguard.config.loading import load_guard_config
 from causalguard.config.schema import GuardConfig, LimitsSpec, MonitorSpec, ProfileSpec, TargetSpec
 from causalguard.errors import ConfigError
+from causalguard.judging.reply_quality import QualityCalibration, text_quality
 from causalguard.metrics import GuardMetrics
 from causalguard.planning import plan_levers
 from causalguard.runtime.monitor import LiveMonitor, ServedReply

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from causalguard.behaviour.prompts import load_prompts
 from causalguard.bundle.format import resolve_bundle_dir
 from causalguard.bundle.integrity import seal_bundle
+from causalguard.judging.prompt_sets import load_prompts
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.process import serve_in_process
 from tests.test_server_process import start_prometheus

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from causalguard.behaviour.quality import QualityCalibration
 from causalguard.bundle.behaviour import BehaviourSummary, LeverBehaviour
 from causalguard.config.schema import LimitsSpec, ProfileSpec, ProtectedSpec, TargetSpec
+from causalguard.judging.reply_quality import QualityCalibration
 from causalguard.planning import PlanInfeasibleError, plan_levers
 from causalguard.planning.explain import explain_plan
 from tests.guard_fakes import fake_bundle, fake_catalog

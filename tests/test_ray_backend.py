@@ -157,9 +157,9 @@ def test_reply_batches_on_two_actors_are_the_local_replies(ray_cluster: Any, sav
                                                            tiny_sae: Any, tmp_path: Path) -> None:
     from causalguard.adapters.hf.hooks import install_steering_hooks
     from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
-    from causalguard.behaviour.prompts import load_prompts
     from causalguard.graphs.behaviour.replies import Persona, ReplyCondition, ReplySettings, ReplyStore, run_replies
     from causalguard.graphs.behaviour.reply_backends import RayReplies
+    from causalguard.judging.prompt_sets import load_prompts
 
     steered = (SaeIntervention(tiny_sae, (FeatureEdit(3, "add", 4.0),)),)
     conditions = [ReplyCondition("none"), ReplyCondition("sae", interventions=steered),

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from causalguard.behaviour.prompts import load_prompts
-from causalguard.behaviour.quality import QualityCalibration
 from causalguard.config.schema import AuditSpec, GuardConfig, LimitsSpec, ProfileSpec, TargetSpec
+from causalguard.judging.prompt_sets import load_prompts
+from causalguard.judging.reply_quality import QualityCalibration
 from causalguard.metrics import GuardMetrics
 from causalguard.planning import Plan, plan_levers
 from causalguard.runtime.audit_estimates import AuditAccumulator, estimate, power_to_detect

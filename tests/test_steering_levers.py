@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from causalguard.behaviour.quality import QualityCalibration, ReplyQuality, cross_prompt_sameness, recited_trigrams
 from causalguard.bundle.catalog import Catalog, LeverEntry
 from causalguard.bundle.lever import LeverSpec
 from causalguard.config.schema import LimitsSpec, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.report import with_reply_only_levers
 from causalguard.graphs.levers.variants import guided_levers, variant_levers, vector_levers
 from causalguard.graphs.levers.verdicts import attach_replies
+from causalguard.judging.reply_quality import QualityCalibration, ReplyQuality, cross_prompt_sameness, recited_trigrams
 from causalguard.planning import PlanInfeasibleError, plan_levers
 from tests.guard_fakes import BASELINE, fake_bundle_v2, fake_catalog_v2, reply_row
 

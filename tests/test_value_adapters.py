@@ -188,10 +188,10 @@ def test_a_bundle_without_adapters_loads_none(tiny_lm: LoadedModel, tmp_path: Pa
 
 
 def test_pairs_pick_the_most_specific_pole_replies_and_drop_degraded_ones() -> None:
-    from causalguard.behaviour.prompts import Prompt
-    from causalguard.behaviour.quality import QualityCalibration
     from causalguard.graphs.behaviour.replies import Persona
     from causalguard.graphs.levers.adapters import preference_pairs
+    from causalguard.judging.prompt_sets import Prompt
+    from causalguard.judging.reply_quality import QualityCalibration
 
     calibration = QualityCalibration(n=100, max_repetition=0.2, min_distinct2=0.5, max_perplexity=10.0,
                                      min_relevance=-1.0, refusal_rate=0.0, degraded_rate=0.05)

@@ -32,15 +32,15 @@ _LAZY = {
     "load_bundle": "causalguard.bundle.format",
     "load_guard_config": "causalguard.config.loading",
     "PlanInfeasibleError": "causalguard.planning.planner",
-    "ProbeJudge": "causalguard.behaviour.judge",
-    "load_prompts": "causalguard.behaviour.prompts",
+    "ProbeJudge": "causalguard.judging.judge",
+    "load_prompts": "causalguard.judging.prompt_sets",
 }
 
 if TYPE_CHECKING:
-    from causalguard.behaviour.judge import ProbeJudge
-    from causalguard.behaviour.prompts import load_prompts
     from causalguard.bundle.format import load_bundle
     from causalguard.config.loading import load_guard_config
+    from causalguard.judging.judge import ProbeJudge
+    from causalguard.judging.prompt_sets import load_prompts
     from causalguard.models.loading import load_model
     from causalguard.planning.planner import PlanInfeasibleError
     from causalguard.runtime.value_guard import GuardedResponse, ValueGuard

@@ -3,7 +3,7 @@
 - ``behaviour.json`` (schema ``causalguard.behaviour/1``): judge validation, reply-quality calibration,
   per-lever behavioural effects and quality, agreement with the survey.
 - ``BEHAVIOUR.md``: the same, rendered for people.
-- ``judge.json`` + ``judge.safetensors``: the fitted value judge (``causalguard.behaviour.judge``).
+- ``judge.json`` + ``judge.safetensors``: the fitted value judge (``causalguard.judging.judge``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from causalguard.artifacts import BEHAVIOUR_FILE, BEHAVIOUR_SCHEMA
-from causalguard.behaviour.quality import QualityCalibration
 from causalguard.errors import ConfigError
+from causalguard.judging.reply_quality import QualityCalibration
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,9 @@ def behaviour_judge_command(
     out: Annotated[Path | None, typer.Option(help="probe: save judge.json + judge.safetensors here.")] = None,
 ) -> None:
     """Validate a value judge on the labelled set's test half: per-value AUROC and the confusion table."""
-    from causalguard.behaviour.judge import ContrastJudge, ValueDefinition
-    from causalguard.behaviour.labelled import load_labelled
     from causalguard.graphs.behaviour.judge_fit import fit_probe_judge, validate_any_judge
+    from causalguard.judging.judge import ContrastJudge, ValueDefinition
+    from causalguard.judging.labelled import load_labelled
     from causalguard.models import load_model
     from causalguard.values import load_inventory
 
@@ -313,7 +313,7 @@ def behaviour_validate_command(
                                 batch_size=batch_size)
     judge2 = None
     if second_judge is not None:
-        from causalguard.behaviour.judge import ContrastJudge, ValueDefinition
+        from causalguard.judging.judge import ContrastJudge, ValueDefinition
         from causalguard.values import load_inventory
 
         inventory = load_inventory("schwartz-basic-10")

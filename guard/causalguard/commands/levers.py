@@ -180,13 +180,13 @@ def levers_vectors_command(
 ) -> None:
     """Extract one steering vector per value from the model's own replies on dev prompts (inclined minus
     disinclined reply-style wording, judge-filtered, mean over reply tokens, layer chosen on split halves)."""
-    from causalguard.behaviour.judge import load_probe_judge
-    from causalguard.behaviour.prompts import load_prompts
     from causalguard.bundle.format import load_bundle
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.report import reply_personas
     from causalguard.graphs.levers.vectors import VectorSettings, extract_vectors
+    from causalguard.judging.judge import load_probe_judge
+    from causalguard.judging.prompt_sets import load_prompts
     from causalguard.models import load_model
 
     loaded = load_bundle(bundle)
@@ -232,13 +232,13 @@ def levers_adapters_command(
 ) -> None:
     """Train value adapters: per value and direction a LoRA adapter (peft) that prefers the model's own
     judge-ranked replies under the value's reply-style wording, for the plain conversation (dev prompts)."""
-    from causalguard.behaviour.judge import load_probe_judge
-    from causalguard.behaviour.prompts import load_prompts
     from causalguard.bundle.behaviour import load_behaviour
     from causalguard.bundle.format import load_bundle
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.report import reply_personas
     from causalguard.graphs.levers.adapters import DIRECTIONS, AdapterSettings, train_value_adapters
+    from causalguard.judging.judge import load_probe_judge
+    from causalguard.judging.prompt_sets import load_prompts
     from causalguard.models import load_model
 
     loaded = load_bundle(bundle)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from causalguard.behaviour.quality import Degradation, compare_degradation
+from causalguard.judging.reply_quality import Degradation, compare_degradation
 
 
 @dataclass(frozen=True)

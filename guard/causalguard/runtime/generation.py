@@ -28,8 +28,8 @@ from causalguard.adapters.hf.hooks import RowPlan, SteeringPlan, steer
 from causalguard.adapters.hf.interventions import Intervention
 from causalguard.models.batching import left_padded
 from causalguard.models.loaded import LoadedModel
+from causalguard.runtime.conversation import Message, compose_messages
 from causalguard.runtime.guidance import Guidance, TwinLayout, guided_logits
-from causalguard.runtime.prompts import Message, compose_messages
 
 FinishReason = Literal["stop", "length", "cancelled"]
 

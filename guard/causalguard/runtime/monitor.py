@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from causalguard.behaviour.judge import ValueJudge
-from causalguard.behaviour.quality import QualityCalibration, reply_quality, text_quality
+from causalguard.judging.judge import ValueJudge
+from causalguard.judging.reply_quality import QualityCalibration, reply_quality, text_quality
 from causalguard.metrics import GuardMetrics, MonitorOutcome
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.monitor_window import LiveEstimate, ScoreWindow, change_vs_reference, drift_alarm

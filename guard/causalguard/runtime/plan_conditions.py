@@ -15,9 +15,9 @@ from causalguard.adapters.hf.vectors import VectorSet
 from causalguard.bundle.catalog import Catalog
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan
+from causalguard.runtime.conversation import Message
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids
 from causalguard.runtime.guidance import Guidance
-from causalguard.runtime.prompts import Message
 
 
 def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog, vectors: VectorSet | None = None,

@@ -29,16 +29,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from causalguard.behaviour.judge import ValueJudge
-from causalguard.behaviour.prompts import Prompt, PromptSet
-from causalguard.behaviour.quality import QualityCalibration, reply_quality
+from causalguard.judging.judge import ValueJudge
+from causalguard.judging.prompt_sets import Prompt, PromptSet
+from causalguard.judging.reply_quality import QualityCalibration, reply_quality
 from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.audit_estimates import AuditAccumulator
+from causalguard.runtime.conversation import compose_messages
 from causalguard.runtime.generation import GenerationRow, cancel_criteria, chat_prompt_ids, generate_rows
 from causalguard.runtime.periodic import PeriodicWorker
 from causalguard.runtime.plan_conditions import plan_row
-from causalguard.runtime.prompts import compose_messages
 from causalguard.runtime.state import GuardState
 from causalguard.runtime.upstream_replies import Complete
 

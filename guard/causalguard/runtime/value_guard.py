@@ -31,23 +31,23 @@ from causalguard.adapters.hf.interventions import SaeIntervention
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.adapters.hf.value_adapters import ValueAdapter, install_adapter_hooks, load_value_adapters
 from causalguard.adapters.hf.vectors import VectorSet, load_vectors
-from causalguard.behaviour.judge import ValueJudge
-from causalguard.behaviour.quality import QualityCalibration
 from causalguard.bundle.format import Bundle, load_bundle, resolve_bundle_dir
 from causalguard.config.holder import ConfigHolder
 from causalguard.config.loading import SourcedConfig, read_guard_config, upstream_api_key
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import ConfigError
+from causalguard.judging.judge import ValueJudge
+from causalguard.judging.reply_quality import QualityCalibration
 from causalguard.metrics import GuardMetrics, RequestOutcome
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.explain import explain_plan
 from causalguard.planning.planner import Plan
 from causalguard.runtime.audit import CanaryAuditor
 from causalguard.runtime.batcher import BatchJob, ContinuousBatcher, DecodeSettings
+from causalguard.runtime.conversation import Message, compose_messages
 from causalguard.runtime.generation import Generated, cancel_criteria, chat_prompt_ids, cut_at_stop, generate_rows
 from causalguard.runtime.monitor import JudgedReply, LiveMonitor, ServedReply
 from causalguard.runtime.plan_conditions import ProfileCondition, plan_row
-from causalguard.runtime.prompts import Message, compose_messages
 from causalguard.runtime.reply_audit import ReplyAuditor
 from causalguard.runtime.state import GuardState, build_guard_state, bundle_catalog
 
@@ -241,7 +241,7 @@ class ValueGuard:
     def _reply_judge(self) -> tuple[ValueJudge, QualityCalibration] | None:
         """The bundle's value judge and reply-quality calibration, or None when it lacks either."""
         from causalguard.artifacts import JUDGE_FILE
-        from causalguard.behaviour.judge import load_probe_judge
+        from causalguard.judging.judge import load_probe_judge
 
         folder = self.bundle.path
         calibration = self.bundle.behaviour.calibration if self.bundle.behaviour is not None else None
@@ -300,7 +300,7 @@ class ValueGuard:
                                           "audit.kind: survey")
         if kind == "survey" or judged is None:
             return CanaryAuditor(lambda: self.state, self.lm, self.bundle, self.metrics, self.audit_condition)
-        from causalguard.behaviour.prompts import load_prompts
+        from causalguard.judging.prompt_sets import load_prompts
 
         judge, calibration = judged
         if config.audit.prompts is None:

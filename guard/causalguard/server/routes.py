@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.metrics import RequestOutcome
-from causalguard.runtime.prompts import compose_messages
+from causalguard.runtime.conversation import compose_messages
 from causalguard.runtime.value_guard import DEADLINE_GRACE_SECONDS, Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
 from causalguard.server.client_keys import check_client_key

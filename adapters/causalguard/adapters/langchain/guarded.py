@@ -31,7 +31,7 @@ from causalguard.config.loading import SourcedConfig, read_guard_config
 from causalguard.config.schema import GuardConfig
 from causalguard.metrics import GuardMetrics, RequestOutcome
 from causalguard.planning.planner import Plan
-from causalguard.runtime.prompts import compose_messages
+from causalguard.runtime.conversation import compose_messages
 from causalguard.runtime.state import build_guard_state
 
 

@@ -34,9 +34,6 @@ import numpy as np
 from causalguard.adapters.hf.sae import load_sae
 from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.adapters.hf.vectors import load_vectors
-from causalguard.behaviour.judge import load_probe_judge
-from causalguard.behaviour.prompts import load_prompts
-from causalguard.behaviour.quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.bundle.catalog import Catalog, LeverEntry, save_catalog
 from causalguard.bundle.format import load_bundle
 from causalguard.bundle.integrity import seal_bundle
@@ -58,6 +55,9 @@ from causalguard.graphs.behaviour.report import (
     reply_personas,
     served_system_prompt,
 )
+from causalguard.judging.judge import load_probe_judge
+from causalguard.judging.prompt_sets import load_prompts
+from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.models.loaded import LoadedModel
 
 

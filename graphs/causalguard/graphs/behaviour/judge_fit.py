@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from causalguard.behaviour.judge import ProbeJudge, ProbeWeights, ValueJudge, reply_features
-from causalguard.behaviour.labelled import LabelledText
+from causalguard.judging.judge import ProbeJudge, ProbeWeights, ValueJudge, reply_features
+from causalguard.judging.labelled import LabelledText
 from causalguard.models.loaded import LoadedModel
 
 WEAK_AUROC = 0.85

@@ -24,9 +24,9 @@ from typing import Any
 
 from causalguard.adapters.hf.interventions import Intervention
 from causalguard.adapters.hf.value_adapters import install_intervention_hooks
-from causalguard.behaviour.prompts import Prompt
 from causalguard.errors import CausalguardError
 from causalguard.graphs.behaviour.reply_backends import LocalReplies, ReplyBackend
+from causalguard.judging.prompt_sets import Prompt
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.generation import Generated, GenerationRow, chat_prompt_ids
 from causalguard.runtime.guidance import Guidance

@@ -30,14 +30,14 @@ import numpy as np
 
 from causalguard.adapters.hf.sae import load_sae
 from causalguard.adapters.hf.vectors import load_vectors
-from causalguard.behaviour.judge import load_probe_judge
-from causalguard.behaviour.prompts import load_prompts
 from causalguard.bundle.catalog import LeverEntry
 from causalguard.bundle.format import load_bundle
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import bundle_adapters, cached_scores, lever_reply_condition, reply_personas
+from causalguard.judging.judge import load_probe_judge
+from causalguard.judging.prompt_sets import load_prompts
 from causalguard.models.loaded import LoadedModel
 
 REPLY_MATRIX_FILE = "reply_interventions.csv"

@@ -41,15 +41,6 @@ from causalguard.artifacts import (
     CATALOG_FILE,
     CATALOG_SCHEMA_REPLIES,
 )
-from causalguard.behaviour.labelled import load_labelled
-from causalguard.behaviour.prompts import Prompt, load_prompts
-from causalguard.behaviour.quality import (
-    QualityCalibration,
-    ReplyQuality,
-    compare_degradation,
-    cross_prompt_sameness,
-    reply_quality,
-)
 from causalguard.bundle.catalog import REPLY_ONLY_KINDS, Catalog, LeverEntry, save_catalog
 from causalguard.bundle.format import Bundle, load_bundle
 from causalguard.bundle.integrity import seal_bundle
@@ -68,6 +59,15 @@ from causalguard.graphs.behaviour.replies import (
 )
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.levers.verdicts import attach_replies
+from causalguard.judging.labelled import load_labelled
+from causalguard.judging.prompt_sets import Prompt, load_prompts
+from causalguard.judging.reply_quality import (
+    QualityCalibration,
+    ReplyQuality,
+    compare_degradation,
+    cross_prompt_sameness,
+    reply_quality,
+)
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas
 

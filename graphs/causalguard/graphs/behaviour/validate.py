@@ -34,9 +34,6 @@ import numpy as np
 from causalguard.adapters.hf.sae import load_sae
 from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.adapters.hf.vectors import load_vectors
-from causalguard.behaviour.judge import ContrastJudge, load_probe_judge
-from causalguard.behaviour.prompts import load_prompts
-from causalguard.behaviour.quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.bundle.format import Bundle
 from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
@@ -48,6 +45,9 @@ from causalguard.graphs.behaviour.report import (
     served_system_prompt,
     t_interval,
 )
+from causalguard.judging.judge import ContrastJudge, load_probe_judge
+from causalguard.judging.prompt_sets import load_prompts
+from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions

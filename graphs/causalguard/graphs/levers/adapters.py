@@ -38,14 +38,14 @@ import numpy as np
 import torch
 
 from causalguard.adapters.hf.value_adapters import ADAPTER_CARD, ADAPTER_SCHEMA
-from causalguard.behaviour.judge import ValueJudge
-from causalguard.behaviour.prompts import Prompt
-from causalguard.behaviour.quality import QualityCalibration, text_quality
 from causalguard.bundle.integrity import seal_bundle
 from causalguard.graphs.behaviour.replies import Persona, ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import served_system_prompt
 from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
+from causalguard.judging.judge import ValueJudge
+from causalguard.judging.prompt_sets import Prompt
+from causalguard.judging.reply_quality import QualityCalibration, text_quality
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.generation import chat_prompt_ids
 

@@ -30,12 +30,12 @@ import torch
 
 from causalguard.adapters.hf.hooks import steer
 from causalguard.adapters.hf.vectors import VectorEntry, save_vectors
-from causalguard.behaviour.judge import ValueJudge, read_layers
-from causalguard.behaviour.prompts import Prompt
 from causalguard.bundle.integrity import seal_bundle
 from causalguard.graphs.behaviour.replies import Persona, ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
+from causalguard.judging.judge import ValueJudge, read_layers
+from causalguard.judging.prompt_sets import Prompt
 from causalguard.models.batching import left_padded
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.generation import chat_prompt_ids

@@ -165,7 +165,7 @@ def run_survey(
     result.write_scores()
     agreement = run_agreement(lm, inventory, result, conditions, settings, progress=progress)
 
-    from causalguard.graphs.quality.report import build_quality_report, render_markdown
+    from causalguard.graphs.survey.quality_report import build_quality_report, render_markdown
 
     report = build_quality_report(result, agreement)
     (out_dir / QUALITY_JSON).write_text(json.dumps(report, indent=2))

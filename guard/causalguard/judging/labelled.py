@@ -20,9 +20,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from causalguard.behaviour.prompts import ID_PATTERN, Split, hashed_split
 from causalguard.errors import ConfigError, Problem
 from causalguard.jsonl_files import read_jsonl
+from causalguard.judging.prompt_sets import ID_PATTERN, Split, hashed_split
 
 Pole = Literal["high", "low", "neutral"]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from causalguard.graphs.quality.reliability import balanced_halves, cronbach_alpha, split_half
+from causalguard.graphs.survey.reliability import balanced_halves, cronbach_alpha, split_half
 from causalguard.method_choice import choose_method
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.graphs.quality.reliability import cronbach_alpha, split_half
-from causalguard.graphs.quality.validity import anchor_checks, value_role_checks
+from causalguard.graphs.survey.reliability import cronbach_alpha, split_half
 from causalguard.graphs.survey.results import SurveyResult
+from causalguard.graphs.survey.validity import anchor_checks, value_role_checks
 
 
 def _round(x: float) -> float | None:
