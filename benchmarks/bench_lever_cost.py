@@ -1,4 +1,4 @@
-"""What vector and guided levers cost in the shared decode loop: 16 rows, plain vs vector vs guided.
+"""What vector, guided and adapter levers cost in the shared decode loop: 16 rows, plain vs each kind.
 
     .venv/bin/python benchmarks/bench_lever_cost.py [--rows 16] [--max-tokens 48] [--rounds 3]
 
@@ -9,7 +9,10 @@ alike:
 
 - plain: no levers;
 - vector: every row steered by a steering vector (two values in turn, hooks on their layers);
-- guided: every row a guided role lever (g = 2 against the opposite wording): 16 rows plus 16 twins.
+- guided: every row a guided role lever (g = 2 against the opposite wording): 16 rows plus 16 twins;
+- adapter: every row under a value adapter (two rank-8 LoRA adapters on q/v/o/up/down of every layer, in
+  turn, random weights of the trained adapters' shape: the cost does not depend on the values), applied
+  per row by the module hooks.
 
 Prints generated tokens per second (median of rounds) and the cost per generated token relative to
 plain (goals in the lever issue: vector <= 1.05x, guided <= 2.2x).
@@ -18,12 +21,23 @@ plain (goals in the lever issue: vector <= 1.05x, guided <= 2.2x).
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+import torch
 from _timing import machine
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
+from causalguard.adapters.hf.value_adapters import (
+    ADAPTER_CARD,
+    ADAPTER_SCHEMA,
+    install_adapter_hooks,
+    load_value_adapter,
+)
 from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.bundle.format import shipped_bundle_dir
 from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
@@ -36,6 +50,23 @@ QUESTIONS = ("What matters most in life?", "Should I help a stranger?", "How do 
              "Describe a perfect weekend.", "I have a free weekend. Any ideas?", "How should I spend my savings?",
              "My friend lied to me. What now?", "Is it worth learning to cook?")
 SYSTEM = "You are a helpful assistant."
+
+
+def _random_adapter(lm, folder: Path, seed: int):  # type: ignore[no-untyped-def]
+    """A rank-8 adapter of the shape 'levers adapters' trains, with random weights (for timing only)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(copy.deepcopy(lm.model), LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.01)
+    peft_model.save_pretrained(str(folder))
+    (folder / ADAPTER_CARD).write_text(json.dumps({"schema": ADAPTER_SCHEMA, "model_fingerprint": lm.fingerprint,
+                                                   "value": "benevolence", "direction": 1}))
+    return load_value_adapter(folder, lm.model, fingerprint=lm.fingerprint)
 
 
 def main() -> None:
@@ -55,9 +86,12 @@ def main() -> None:
     up, down = REPLY_STYLE_WORDINGS["benevolence"]
     guided = [GenerationRow(chat_prompt_ids(lm, [q], SYSTEM, [up]), (), None,
                             Guidance(2.0, tuple(chat_prompt_ids(lm, [q], SYSTEM, [down])))) for q in questions]
-    arms = {"plain": plain, "vector": vector, "guided": guided}
+    scratch = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
+    adapters = [_random_adapter(lm, scratch / f"a{k}", k) for k in range(2)]
+    adapter = [GenerationRow(row.prompt, (adapters[i % 2].intervention(1.0),)) for i, row in enumerate(plain)]
+    arms = {"plain": plain, "vector": vector, "guided": guided, "adapter": adapter}
     rates: dict[str, list[float]] = {name: [] for name in arms}
-    with install_steering_hooks(lm.model, sorted(vectors.layers())), \
+    with install_steering_hooks(lm.model, sorted(vectors.layers())), install_adapter_hooks(lm.model, adapters), \
             ContinuousBatcher(lm, max_rows=2 * args.rows, prefix_cache_tokens=0) as batcher:
         batcher._eos = set()  # every row runs its whole budget: equal work per arm (a benchmark-only knob)
         for rows in arms.values():  # warm-up
@@ -74,7 +108,7 @@ def main() -> None:
     base = statistics.median(rates["plain"])
     for name in arms:
         rate = statistics.median(rates[name])
-        print(f"  {name:>6}: {rate:7.1f} generated tokens/s (rounds: {', '.join(f'{r:.1f}' for r in rates[name])}); "
+        print(f"  {name:>7}: {rate:7.1f} generated tokens/s (rounds: {', '.join(f'{r:.1f}' for r in rates[name])}); "
               f"cost per token {base / rate:.2f}x plain")
 
 

@@ -176,9 +176,11 @@ def test_an_upstream_that_is_down_is_a_503(tmp_path: Path) -> None:
     config = tmp_path / "guard.yaml"
     config.write_text(f"model: {MODEL}\naudit: {{enabled: false}}\nupstream:\n"
                       f"  base_url: http://127.0.0.1:{free_port()}/v1\n  model: x\n  retries: 1\n")
-    with serve_in_process(config, tmp_path / "server.log") as process:
+    with serve_in_process(config, tmp_path / "server.log", loaded_only=True) as process:
+        ready = httpx.get(f"{process.url}/readyz", timeout=10)
         response = httpx.post(f"{process.url}/v1/chat/completions", timeout=60,
                               json={"model": MODEL, "messages": ASK, "max_tokens": 4})
+    assert ready.status_code == 503 and ready.json()["upstream"]["up"] is False  # out of rotation, not serving 503s
     assert response.status_code == 503 and response.json()["error"]["code"] == "upstream_unavailable"
 
 

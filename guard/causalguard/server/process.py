@@ -34,7 +34,9 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def wait_ready(self, timeout: float = 180.0, *, loaded_only: bool = False) -> None:
+        """Wait until ``/readyz`` answers 200 (or, ``loaded_only``, until the guard is loaded even while
+        ``/readyz`` says 503, e.g. with its upstream down)."""
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -42,9 +44,10 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                answer = httpx.get(f"{self.url}/readyz", timeout=2)
+                if answer.status_code == 200 or (loaded_only and "model" in answer.json()):
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.25)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()[-3000:]}")
@@ -66,8 +69,9 @@ class ServerProcess:
 @contextmanager
 def serve_in_process(config: Path, log_path: Path, *, port: int | None = None,
                      env: dict[str, str] | None = None, log_level: str = "warning",
-                     extra_args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
-    """Start the server on loopback, wait until ready, and always stop it (SIGTERM, then SIGKILL)."""
+                     extra_args: tuple[str, ...] = (), loaded_only: bool = False) -> Iterator[ServerProcess]:
+    """Start the server on loopback, wait until ready (``loaded_only``: until the guard is loaded, even
+    if not ready), and always stop it (SIGTERM, then SIGKILL)."""
     port = port or free_port()
     command = [sys.executable, "-c", "from causalguard.cli import main; main()", "serve", "--config", str(config),
                "--port", str(port), "--log-level", log_level, *extra_args]
@@ -75,7 +79,7 @@ def serve_in_process(config: Path, log_path: Path, *, port: int | None = None,
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = ServerProcess(process, port, log_path, config)
     try:
-        server.wait_ready()
+        server.wait_ready(loaded_only=loaded_only)
         yield server
     finally:
         server.stop()

@@ -105,8 +105,8 @@ def _make_module_hook(name: str) -> Any:
         batch = output.shape[0]
         if len(plan.rows) not in (1, batch):
             raise ValueError(f"steering plan has {len(plan.rows)} rows for a batch of {batch}")
-        x = args[0]
-        changed: torch.Tensor | None = None
+        # the rows of each adapter of this module, with their factors (scale * alpha / r): one matmul per adapter
+        groups: dict[int, tuple[LoraPair, list[int], list[float]]] = {}
         for row in range(batch):
             for intervention in plan.rows[row if len(plan.rows) > 1 else 0].interventions:
                 if not isinstance(intervention, AdapterIntervention):
@@ -114,11 +114,18 @@ def _make_module_hook(name: str) -> Any:
                 pair = intervention.adapter.pairs.get(name)
                 if pair is None:
                     continue
-                if changed is None:
-                    changed = output.clone()
-                xs = x[row].to(pair.down.dtype)
-                factor = intervention.scale * intervention.adapter.scaling
-                changed[row] += (factor * ((xs @ pair.down.T) @ pair.up.T)).to(output.dtype)
+                entry = groups.setdefault(id(pair), (pair, [], []))
+                entry[1].append(row)
+                entry[2].append(intervention.scale * intervention.adapter.scaling)
+        if not groups:
+            return None
+        x = args[0]
+        changed = output.clone()
+        for pair, rows, factors in groups.values():
+            index = torch.tensor(rows)
+            weights = torch.tensor(factors, dtype=pair.down.dtype).view(-1, *([1] * (x.dim() - 1)))
+            delta = (x[index].to(pair.down.dtype) @ pair.down.T) @ pair.up.T
+            changed[index] += (weights * delta).to(output.dtype)
         return changed
 
     return hook

@@ -226,16 +226,17 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
     finally:
         torch.random.set_rng_state(torch_state)
     pad = lm.pad_token_id
+    dpo = settings.loss == "dpo"
     with torch.no_grad():
         reference = []
-        for start in range(0, len(rows), settings.batch_size):
+        for start in range(0, len(rows) if dpo else 0, settings.batch_size):  # SFT needs no reference
             chunk = rows[start:start + settings.batch_size]
             chosen, _ = _sequence_logprobs(lm.model, [(c, y) for c, y, _ in chunk], pad)
             rejected, _ = _sequence_logprobs(lm.model, [(c, n) for c, _, n in chunk], pad)
             reference += list(zip(chosen.tolist(), rejected.tolist(), strict=True))
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=settings.learning_rate)
     data: list[tuple[tuple[list[int], list[int], list[int]], tuple[float, float]]] = list(
-        zip(rows, reference, strict=True))
+        zip(rows, reference if dpo else [(0.0, 0.0)] * len(rows), strict=True))
     result = TrainedAdapter(out.name, card["value"], card["direction"], len(rows))
     peft_model.train()
     for epoch in range(settings.epochs):
@@ -245,12 +246,15 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
         for start in range(0, len(data), settings.batch_size):
             batch = data[start:start + settings.batch_size]
             chosen, counts = _sequence_logprobs(peft_model, [(c, y) for (c, y, _), _ in batch], pad)
-            rejected, _ = _sequence_logprobs(peft_model, [(c, n) for (c, _, n), _ in batch], pad)
-            ref = torch.tensor([r for _, r in batch])
-            margin = settings.beta * ((chosen - ref[:, 0]) - (rejected - ref[:, 1]))
             nll = (-(chosen / counts)).mean()
-            loss = (nll if settings.loss == "sft"
-                    else -torch.nn.functional.logsigmoid(margin).mean() + settings.sft_weight * nll)
+            if dpo:
+                rejected, _ = _sequence_logprobs(peft_model, [(c, n) for (c, _, n), _ in batch], pad)
+                ref = torch.tensor([r for _, r in batch])
+                margin = settings.beta * ((chosen - ref[:, 0]) - (rejected - ref[:, 1]))
+                loss = -torch.nn.functional.logsigmoid(margin).mean() + settings.sft_weight * nll
+            else:  # the preference accuracy is not trained on: report the likelihood's gain over the first epoch
+                margin = -nll.detach().reshape(1)
+                loss = nll
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -258,9 +262,9 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
             correct += float((margin > 0).float().mean())
             batches += 1
         result.losses.append(total / batches)
-        result.accuracies.append(correct / batches)
-        log(f"  {out.name}: epoch {epoch + 1}/{settings.epochs}, loss {result.losses[-1]:.3f}, "
-            f"preference accuracy {result.accuracies[-1]:.2f}")
+        result.accuracies.append(correct / batches if dpo else math.nan)
+        log(f"  {out.name}: epoch {epoch + 1}/{settings.epochs}, loss {result.losses[-1]:.3f}"
+            + (f", preference accuracy {result.accuracies[-1]:.2f}" if dpo else ""))
     peft_model.eval()
     for parameter in peft_model.parameters():  # half the size on disk; the hooks compute in float32
         if parameter.requires_grad:
@@ -269,7 +273,8 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
     peft_model.save_pretrained(str(out))
     (out / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; adapter.json is the card
     doc = {**card, "schema": ADAPTER_SCHEMA,
-           "training": {**card.get("training", {}), "losses": result.losses, "preference_accuracy": result.accuracies}}
+           "training": {**card.get("training", {}), "losses": result.losses,
+                        **({"preference_accuracy": result.accuracies} if dpo else {})}}
     (out / ADAPTER_CARD).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return result
 
