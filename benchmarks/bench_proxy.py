@@ -7,6 +7,10 @@ SmolLM2 GGUF and ``causalguard serve`` in proxy mode in front of it (profile 'pl
 arms send the same messages), then alternates direct and proxied requests: p50/p95 of the whole
 non-streamed request and of the time to the first streamed token, and the proxy's added median.
 Targets (issue 15): under 5 ms added at p50, and time to first token within 5 ms.
+
+A third arm is a second guard with the live monitor judging every reply (``sample_rate: 1``) and reply
+audits running against the same single-slot upstream (a stimulation-up profile, so there is a plan to
+audit): what an operator's defaults cost the user, as a ratio to the plain proxy in the same run.
 """
 
 from __future__ import annotations
@@ -72,9 +76,18 @@ def main() -> None:
             config.write_text("model: smollm2-135m-instruct\n"  # no operator prompt: both arms send the same messages
                               "profiles:\n  plain: {}\naudit: {enabled: false}\n"
                               f"upstream:\n  base_url: {direct_url}\n  model: up\n")
-            with serve_in_process(config, folder / "server.log") as guard, httpx.Client(timeout=120) as client:
+            busy = folder / "busy.yaml"
+            busy.write_text("model: smollm2-135m-instruct\nunits: survey\nmethod: role\n"
+                            "targets:\n  stimulation: {direction: increase}\nprofiles:\n  plain: {}\n"
+                            "audit: {interval_seconds: 5, prompts_per_audit: 2, max_new_tokens: 32}\n"
+                            "monitor: {sample_rate: 1.0}\n"
+                            f"upstream:\n  base_url: {direct_url}\n  model: up\n")
+            with serve_in_process(config, folder / "server.log") as guard, \
+                    serve_in_process(busy, folder / "busy.log") as watched, httpx.Client(timeout=120) as client:
                 arms = {"direct": (f"{direct_url}/chat/completions", "up"),
-                        "proxied": (f"{guard.url}/v1/chat/completions", "smollm2-135m-instruct:plain")}
+                        "proxied": (f"{guard.url}/v1/chat/completions", "smollm2-135m-instruct:plain"),
+                        "proxied+monitor+audits": (f"{watched.url}/v1/chat/completions",
+                                                   "smollm2-135m-instruct:plain")}
                 results: dict[tuple[str, bool], list[float]] = {(a, s): [] for a in arms for s in (False, True)}
                 for stream in (False, True):
                     for url, model in arms.values():  # warm-up
@@ -89,8 +102,11 @@ def main() -> None:
     for stream, what in ((False, "whole request"), (True, "time to first token")):
         direct, proxied = results[("direct", stream)], results[("proxied", stream)]
         d50, d95, p50, p95 = (_quantile(v, q) * 1e3 for v in (direct, proxied) for q in (0.5, 0.95))
+        w50, w95 = (_quantile(results[("proxied+monitor+audits", stream)], q) * 1e3 for q in (0.5, 0.95))
         print(f"  {what:20s} direct p50 {d50:7.1f} ms  p95 {d95:7.1f} | proxied p50 {p50:7.1f} ms  p95 {p95:7.1f}"
               f" | added p50 {p50 - d50:+.1f} ms (target < 5 ms)")
+        print(f"  {'':20s} with monitor + audits: p50 {w50:7.1f} ms  p95 {w95:7.1f} | {w50 / p50:.2f}x the plain "
+              f"proxy at p50, {w95 / p95:.2f}x at p95")
 
 
 if __name__ == "__main__":
