@@ -38,7 +38,9 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _timed(client: httpx.Client, url: str, model: str, max_tokens: int, stream: bool) -> float:
+def _timed(client: httpx.Client, url: str, model: str, max_tokens: int, stream: bool) -> float | None:
+    """Seconds to the whole reply, or to the first streamed text (None: the model streamed no text, e.g. an
+    immediate end of sequence; such a request has no first token to time)."""
     ask = {"role": "user", "content": f"Name a colour, then the number {next(COUNTER)}."}
     body = {"model": model, "messages": [SYSTEM, ask], "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     start = time.perf_counter()
@@ -46,10 +48,11 @@ def _timed(client: httpx.Client, url: str, model: str, max_tokens: int, stream: 
         client.post(url, json=body).raise_for_status()
         return time.perf_counter() - start
     with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
         for line in response.iter_lines():
             if line.startswith("data: {") and '"content": "' in line and '"content": ""' not in line:
                 return time.perf_counter() - start
-    raise RuntimeError("no token streamed")
+    return None
 
 
 def main() -> None:
@@ -89,16 +92,23 @@ def main() -> None:
                         "proxied+monitor+audits": (f"{watched.url}/v1/chat/completions",
                                                    "smollm2-135m-instruct:plain")}
                 results: dict[tuple[str, bool], list[float]] = {(a, s): [] for a in arms for s in (False, True)}
+                empty = dict.fromkeys(arms, 0)
                 for stream in (False, True):
                     for url, model in arms.values():  # warm-up
                         _timed(client, url, model, args.max_tokens, stream)
                     for _ in range(args.requests):
                         for name, (url, model) in arms.items():
-                            results[(name, stream)].append(_timed(client, url, model, args.max_tokens, stream))
+                            seconds = _timed(client, url, model, args.max_tokens, stream)
+                            if seconds is None:
+                                empty[name] += 1
+                            else:
+                                results[(name, stream)].append(seconds)
         finally:
             upstream.terminate()
             upstream.wait(30)
     print(f"machine: {machine()}; {args.requests} requests per arm, interleaved, {args.max_tokens} tokens")
+    if any(empty.values()):
+        print(f"  streams with no text (immediate end of sequence; not timed): {empty}")
     for stream, what in ((False, "whole request"), (True, "time to first token")):
         direct, proxied = results[("direct", stream)], results[("proxied", stream)]
         d50, d95, p50, p95 = (_quantile(v, q) * 1e3 for v in (direct, proxied) for q in (0.5, 0.95))
