@@ -179,7 +179,7 @@ def test_loading_rejects_a_damaged_or_foreign_adapter_naming_file_and_field(tiny
     with pytest.raises(ConfigError, match="direction"):
         load_value_adapter(folder, tiny_lm.model)
     (folder / ADAPTER_CARD).unlink()
-    with pytest.raises(ConfigError, match=r"adapter\.json.*missing"):
+    with pytest.raises(ConfigError, match=r"adapter\.json.*no such file"):
         load_value_adapter(folder, tiny_lm.model)
 
 
@@ -237,3 +237,24 @@ def test_training_writes_a_loadable_adapter_that_moves_toward_the_chosen_replies
             margin[name] = float(good - bad)
     assert margin["adapter"] > margin["plain"]
     assert isinstance(adapter.intervention(1.0), AdapterIntervention)
+
+
+def test_a_deeply_nested_card_is_a_clear_error(tiny_lm: LoadedModel, adapter_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_adapter(adapter_dir, tmp_path)
+    (folder / ADAPTER_CARD).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match=r"adapter\.json.*nested too deeply"):
+        load_value_adapter(folder, tiny_lm.model)
+
+
+@pytest.mark.parametrize(("args", "flag"), [(["--directions", "sideways"], "--directions"),
+                                             (["--loss", "ppo"], "--loss"), (["--samples", "99"], "--samples")])
+def test_levers_adapters_refuses_bad_options_before_loading_a_model(tmp_path: Path, args: list[str],
+                                                                    flag: str) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.bundle.format import shipped_bundle_dir
+    from causalguard.cli import app
+
+    result = CliRunner().invoke(app, ["levers", "adapters", "--bundle",
+                                      str(shipped_bundle_dir("smollm2-135m-instruct")), *args])
+    assert result.exit_code == 2 and flag in result.output, result.output

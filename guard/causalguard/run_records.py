@@ -19,6 +19,8 @@ def read_json_object(path: Path, *, what: str, hint: str) -> dict[str, Any]:
         raise ConfigError.single(str(path), f"no such file (expected {what})", hint=hint) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError.single(str(path), f"unreadable {what} ({exc})", hint=hint) from None
+    except RecursionError:
+        raise ConfigError.single(str(path), f"unreadable {what} (nested too deeply)", hint=hint) from None
     if not isinstance(record, dict):
         raise ConfigError.single(str(path), f"the {what} is not a JSON object", hint=hint)
     return record

@@ -249,6 +249,8 @@ def levers_adapters_command(
         raise typer.BadParameter(f"{bundle} has no behaviour.json (its reply-quality calibration filters the "
                                  f"candidates); run 'causalguard behaviour report --bundle {bundle}'",
                                  param_hint="--bundle")
+    if loss not in ("sft", "dpo"):
+        raise typer.BadParameter(f"expected sft or dpo, got {loss!r}", param_hint="--loss")
     wanted = [d.strip() for d in directions.split(",") if d.strip()]
     if not wanted or any(d not in DIRECTIONS for d in wanted):
         raise typer.BadParameter(f"expected up, down or 'up,down', got {directions!r}", param_hint="--directions")
@@ -261,8 +263,6 @@ def levers_adapters_command(
         raise typer.BadParameter(f"unknown values {', '.join(unknown)}; the judge has {', '.join(dims)}",
                                  param_hint="--values")
     chosen = list(load_prompts(dimensions=dims).split("dev").balanced_slice(prompt_offset, prompts))
-    if loss not in ("sft", "dpo"):
-        raise typer.BadParameter(f"expected sft or dpo, got {loss!r}", param_hint="--loss")
     settings = AdapterSettings(samples=samples, epochs=epochs, rank=rank, loss=loss, learning_rate=learning_rate)
     trained = train_value_adapters(lm, judge, dims, chosen_values, [DIRECTIONS[d] for d in wanted], chosen,
                                    reply_personas(personas, persona_seed), behaviour.calibration,

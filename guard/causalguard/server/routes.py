@@ -381,7 +381,8 @@ async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str,
                     outcome = "cancelled"
                     break  # closing the upstream stream below cancels its generation
                 chunk["model"] = model
-                usage = completion_tokens(chunk) if completion_tokens(chunk) is not None else usage
+                counted = completion_tokens(chunk)
+                usage = counted if counted is not None else usage
                 choices = chunk.get("choices")
                 choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
                 delta = choice.get("delta")

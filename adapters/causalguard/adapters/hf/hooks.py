@@ -124,11 +124,10 @@ def _make_hook(layer: int) -> Any:
 
 
 @dataclass
-class SteeringHooks:
-    """Handle for installed dispatcher hooks; ``remove()`` is idempotent."""
+class HookHandles:
+    """Handle for installed forward hooks; ``remove()`` is idempotent."""
 
-    layers: tuple[int, ...]
-    handles: list[Any]
+    handles: list[Any] = field(default_factory=list)
 
     def remove(self) -> None:
         while self.handles:
@@ -139,6 +138,13 @@ class SteeringHooks:
         return bool(self.handles)
 
 
+@dataclass
+class SteeringHooks(HookHandles):
+    """The dispatcher hooks on decoder layers (``layers``)."""
+
+    layers: tuple[int, ...] = ()
+
+
 @contextmanager
 def install_steering_hooks(model: Any, layers: Iterable[int]) -> Iterator[SteeringHooks]:
     """Install one dispatcher hook per layer for the duration of the block."""
@@ -147,7 +153,7 @@ def install_steering_hooks(model: Any, layers: Iterable[int]) -> Iterator[Steeri
     for layer in wanted:
         if not 0 <= layer < len(modules):
             raise ValueError(f"unknown layer {layer}: the model has {len(modules)} decoder layers")
-    handle = SteeringHooks(wanted, [])
+    handle = SteeringHooks(layers=wanted)
     try:
         for layer in wanted:
             handle.handles.append(modules[layer].register_forward_hook(_make_hook(layer), with_kwargs=True))

@@ -18,7 +18,6 @@ in the same context variable as SAE edits and vectors (``adapters/hf/hooks.py``)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,9 +27,10 @@ from typing import Any
 
 import torch
 
-from causalguard.adapters.hf.hooks import active_plan
+from causalguard.adapters.hf.hooks import HookHandles, active_plan
 from causalguard.adapters.hf.interventions import Scope
 from causalguard.errors import ConfigError
+from causalguard.run_records import read_json_object
 
 ADAPTER_CARD = "adapter.json"
 ADAPTER_SCHEMA = "causalguard.value_adapter/1"
@@ -132,19 +132,10 @@ def _make_module_hook(name: str) -> Any:
 
 
 @dataclass
-class AdapterHooks:
-    """Handle for installed adapter hooks; ``remove()`` is idempotent."""
+class AdapterHooks(HookHandles):
+    """The adapter hooks on linear modules (``modules``)."""
 
-    modules: tuple[str, ...]
-    handles: list[Any]
-
-    def remove(self) -> None:
-        while self.handles:
-            self.handles.pop().remove()
-
-    @property
-    def installed(self) -> bool:
-        return bool(self.handles)
+    modules: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -158,7 +149,7 @@ def install_adapter_hooks(model: Any, adapters: Sequence[ValueAdapter | str]) ->
     for name in names:
         if name not in modules:
             raise ValueError(f"the model has no module {name!r} for a value adapter")
-    handle = AdapterHooks(names, [])
+    handle = AdapterHooks(modules=names)
     try:
         for name in names:
             handle.handles.append(modules[name].register_forward_hook(_make_module_hook(name)))
@@ -169,14 +160,9 @@ def install_adapter_hooks(model: Any, adapters: Sequence[ValueAdapter | str]) ->
 
 def _card(folder: Path) -> dict[str, Any]:
     path = folder / ADAPTER_CARD
-    if not path.is_file():
-        raise ConfigError.single(str(path), "missing", hint="run 'causalguard levers adapters' to train adapters")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError.single(str(path), f"not valid JSON ({type(exc).__name__})",
-                                 hint="re-run 'causalguard levers adapters'") from None
-    if not isinstance(card, dict) or card.get("schema") != ADAPTER_SCHEMA:
+    card = read_json_object(path, what="value-adapter card", hint="run 'causalguard levers adapters' to train "
+                                                                  "adapters")
+    if card.get("schema") != ADAPTER_SCHEMA:
         raise ConfigError.single(str(path), f"not a {ADAPTER_SCHEMA} card", field="schema")
     return card
 
@@ -199,13 +185,9 @@ def load_value_adapter(folder: Path, model: Any, *, fingerprint: str | None = No
         raise ConfigError.single(str(card_path), "expected the adapter's value name", field="value")
     if direction not in (1, -1) or isinstance(direction, bool):
         raise ConfigError.single(str(card_path), f"direction must be 1 or -1, got {direction!r}", field="direction")
-    if not config_path.is_file() or not weights_path.is_file():
-        missing = config_path if not config_path.is_file() else weights_path
-        raise ConfigError.single(str(missing), "missing", hint="re-run 'causalguard levers adapters'")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError.single(str(config_path), f"not valid JSON ({type(exc).__name__})") from None
+    config = read_json_object(config_path, what="PEFT adapter config", hint="re-run 'causalguard levers adapters'")
+    if not weights_path.is_file():
+        raise ConfigError.single(str(weights_path), "missing", hint="re-run 'causalguard levers adapters'")
     rank, alpha = config.get("r"), config.get("lora_alpha")
     if config.get("peft_type") != "LORA" or isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
         raise ConfigError.single(str(config_path), "expected a LoRA config with a positive rank r", field="r")
