@@ -220,3 +220,19 @@ def test_readyz_follows_the_upstreams_health(tiny_lm: LoadedModel, tiny_sae: Loa
         assert client.post("/v1/chat/completions", json=ASK).status_code == 503
         alive["up"] = True
         assert ready_within(5, 200)["upstream"]["up"] is True
+
+
+def test_a_stream_the_upstream_ends_without_a_finishing_chunk_still_reaches_the_monitor(
+        tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:  # llama.cpp's answer when it generates nothing
+        role = {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+        return httpx.Response(200, text=f"data: {json.dumps(role)}\n\ndata: [DONE]\n\n",
+                              headers={"content-type": "text/event-stream"})
+
+    observed: list[tuple[str, str]] = []
+    with _proxy(tiny_lm, tiny_sae, tmp_path, handler) as client:
+        _wait_ready(client)
+        guard = client.app.state.guard_server.guard  # type: ignore[attr-defined]
+        guard.observe_reply = lambda profile, messages, text, **_: observed.append((profile, text))
+        text = client.post("/v1/chat/completions", json={**ASK, "profile": "plain", "stream": True}).text
+    assert text.rstrip().endswith("data: [DONE]") and observed == [("plain", "")]

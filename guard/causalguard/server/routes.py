@@ -363,7 +363,8 @@ async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str,
                        applied: dict[str, Any], stack: AsyncExitStack, request: Request,
                        started: float, messages: list[dict[str, str]], timeout: float) -> AsyncIterator[str]:
     """The upstream's chunks, relabelled; the finished reply goes to the live monitor (its scores ride on
-    the finishing chunk with ``monitor.expose_scores``), a stream stopped early is only counted. Tokens are
+    the finishing chunk with ``monitor.expose_scores``; a stream the upstream ends without one is observed at
+    its end), a stream stopped early is only counted. Tokens are
     the chunks that carry text (or the upstream's ``usage`` when a chunk holds it); the time to the first
     of them is the request's time to first token. The guard's request timeout ends the stream with an
     error chunk and closes the upstream connection."""
@@ -398,6 +399,9 @@ async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str,
                 yield f"data: {json.dumps(chunk)}\n\n"
             else:
                 outcome = "ok"
+                if not observed:  # the upstream ended without a finishing chunk (llama.cpp does, for empty replies)
+                    await asyncio.to_thread(guard.observe_reply, profile, messages, "".join(text))
+                    observed = True
                 yield "data: [DONE]\n\n"
     except TimeoutError:
         outcome = "timeout"
