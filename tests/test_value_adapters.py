@@ -62,7 +62,7 @@ def test_the_hooks_apply_the_adapter_exactly_as_peft_does_and_only_to_its_row(ti
     from peft import PeftModel
 
     adapter = load_value_adapter(adapter_dir, tiny_lm.model, fingerprint=tiny_lm.fingerprint)
-    ids = torch.randint(0, 1000, (2, 7))
+    ids = torch.randint(0, 400, (2, 7))
     reference = PeftModel.from_pretrained(copy.deepcopy(tiny_lm.model), str(adapter_dir)).eval()
     with torch.inference_mode():
         expected = reference(input_ids=ids).logits
@@ -82,7 +82,7 @@ def test_the_hooks_apply_the_adapter_exactly_as_peft_does_and_only_to_its_row(ti
 
 def test_a_scale_multiplies_the_adapters_change(tiny_lm: LoadedModel, adapter_dir: Path) -> None:
     adapter = load_value_adapter(adapter_dir, tiny_lm.model)
-    ids = torch.randint(0, 1000, (1, 5))
+    ids = torch.randint(0, 400, (1, 5))
     seen: list[torch.Tensor] = []
     module = dict(tiny_lm.model.named_modules())["model.layers.0.self_attn.q_proj"]
     with torch.inference_mode(), install_adapter_hooks(tiny_lm.model, [adapter]):

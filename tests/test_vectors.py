@@ -42,7 +42,7 @@ def test_a_vector_adds_exactly_its_delta_on_generated_tokens_of_its_row(tiny_lm:
     torch.manual_seed(0)
     delta = torch.randn(tiny_lm.hidden_size)
     vector = VectorIntervention(1, delta)
-    ids = torch.randint(0, 1000, (2, 6))
+    ids = torch.randint(0, 400, (2, 6))
     plain = _layer_outputs(tiny_lm, ids, None)
     # row 0 steered with a prompt of 4 tokens (positions 4, 5 are "generated"), row 1 unsteered
     with install_steering_hooks(tiny_lm.model, [1]) as hooks:
