@@ -1,56 +1,42 @@
 """The layering rule of ARCHITECTURE.md, checked on every module-level import of the package.
 
-Layers, bottom to top (a module may import its own layer and the layers below it):
-
-1. foundation: errors, YAML/JSONL reading, values, roles, models, configs, metrics, steering conditions
-2. mechanics: scoring methods, HF hooks and SAEs, the reply judge and reply quality (judging),
-   guarded generation (runtime.generation, runtime.conversation)
-3. artifacts: what the offline side ships and the runtime reads (bundle, graph, effects, catalog, levers)
-4. offline: surveys and their quality reports, graph building, SAE training, lever measurement, behaviour runs
-5. serving: planning, runtime, server, LangChain adapters; may NOT import the offline layer
-6. entry points: commands, cli, the package root (lazy exports)
-
+The rule is stated once, in ARCHITECTURE.md's "Layers" table: a module may import its own layer and the
+layers below it. This test reads the table's modules column and the paragraph of its one exception.
 Imports inside functions (lazy imports of heavy optional parts) are not module-level and not checked.
 """
 
 import ast
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 SOURCES = {"guard/causalguard": "causalguard", "adapters/causalguard/adapters": "causalguard.adapters",
            "graphs/causalguard/graphs": "causalguard.graphs"}
-
 FOUNDATION, MECHANICS, ARTIFACTS, OFFLINE, SERVING, ENTRY = range(1, 7)
-LAYER_OF = {  # the most specific prefix wins
-    "causalguard.errors": FOUNDATION, "causalguard.artifacts": FOUNDATION, "causalguard.yaml_files": FOUNDATION,
-    "causalguard.paths": FOUNDATION,
-    "causalguard.values": FOUNDATION, "causalguard.roles": FOUNDATION, "causalguard.models": FOUNDATION,
-    "causalguard.config": FOUNDATION, "causalguard.metrics": FOUNDATION, "causalguard.metrics_reference": FOUNDATION,
-    "causalguard.steering_conditions": FOUNDATION, "causalguard.jsonl_files": FOUNDATION,
-    "causalguard.run_records": FOUNDATION,
-    "causalguard.scoring": MECHANICS, "causalguard.adapters.hf": MECHANICS, "causalguard.judging": MECHANICS,
-    "causalguard.runtime.generation": MECHANICS, "causalguard.runtime.conversation": MECHANICS,
-    "causalguard.runtime.guidance": MECHANICS, "causalguard.runtime.batcher": MECHANICS,
-    "causalguard.runtime.prefix_cache": MECHANICS,
-    "causalguard.method_choice": MECHANICS,
-    "causalguard.bundle": ARTIFACTS,
-    "causalguard.graphs": OFFLINE,
-    "causalguard.planning": SERVING, "causalguard.runtime": SERVING, "causalguard.server": SERVING,
-    "causalguard.adapters.langchain": SERVING,
-    "causalguard.commands": ENTRY, "causalguard.cli": ENTRY,
-    "causalguard.graphs.behaviour.validate": ENTRY,  # plans (serving) measured by reply runs (offline)
-}
-# Offline code may generate replies exactly as the guard serves them (that is the point of it).
-OFFLINE_MAY_USE = ("causalguard.runtime.generation", "causalguard.runtime.conversation", "causalguard.runtime.guidance",
-                   "causalguard.runtime.batcher", "causalguard.runtime.prefix_cache")
+
+
+def read_layer_table(text: str) -> tuple[dict[str, int], tuple[str, ...]]:
+    """(module prefix -> layer, the modules the offline layer may use) from ARCHITECTURE.md's Layers section."""
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    layer_of: dict[str, int] = {}
+    for row in re.findall(r"^\| (\d) [^|]*\|[^|]*\|(.*)\|$", section, flags=re.M):
+        for module in re.findall(r"`(causalguard[a-z_.]*)`", row[1]):
+            assert module not in layer_of, f"ARCHITECTURE.md names {module} in two layers"
+            layer_of[module] = int(row[0])
+    exception = section.split("One exception", 1)[1].split("\n\n", 1)[0]
+    return layer_of, tuple(re.findall(r"`(causalguard[a-z_.]*)`", exception))
+
+
+LAYER_OF, OFFLINE_MAY_USE = read_layer_table((ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8"))
 
 
 def layer(module: str) -> int:
     if module == "causalguard":
-        return ENTRY
-    best = max((p for p in LAYER_OF if module == p or module.startswith(p + ".")), key=len, default=None)
-    assert best is not None, f"{module} has no layer: add it to LAYER_OF and ARCHITECTURE.md"
+        return LAYER_OF["causalguard"]
+    best = max((p for p in LAYER_OF if p != "causalguard" and (module == p or module.startswith(p + "."))),
+               key=len, default=None)
+    assert best is not None, f"{module} has no layer: add it to ARCHITECTURE.md's Layers table"
     return LAYER_OF[best]
 
 
@@ -98,7 +84,8 @@ def test_every_module_level_import_follows_the_layers() -> None:
 
 
 def _is_serving(module: str) -> bool:
-    best = max((p for p in LAYER_OF if module == p or module.startswith(p + ".")), key=len, default=None)
+    best = max((p for p in LAYER_OF if p != "causalguard" and (module == p or module.startswith(p + "."))),
+               key=len, default=None)
     return best is not None and LAYER_OF[best] == SERVING
 
 
@@ -144,6 +131,15 @@ print("ok")
     config.write_text("units: survey\ntargets:\n  stimulation: {direction: increase}\nmethod: role\n")
     result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_the_layer_table_is_read_from_architecture_md() -> None:
+    assert set(LAYER_OF.values()) == {FOUNDATION, MECHANICS, ARTIFACTS, OFFLINE, SERVING, ENTRY}
+    assert LAYER_OF["causalguard.graphs"] == OFFLINE and LAYER_OF["causalguard.bundle"] == ARTIFACTS
+    assert "causalguard.runtime.generation" in OFFLINE_MAY_USE and len(OFFLINE_MAY_USE) == 5
+    table, _ = read_layer_table("## Layers\n\n| 2 x | y | `causalguard.a`, `causalguard.b.c` |\n"
+                                "\nOne exception: `causalguard.a`.\n\n## Next\n| 5 z | y | `causalguard.d` |\n")
+    assert table == {"causalguard.a": 2, "causalguard.b.c": 2}
 
 
 def test_the_rule_catches_a_violation() -> None:
