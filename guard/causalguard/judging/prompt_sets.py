@@ -12,11 +12,11 @@ One JSON object per line:
   When absent, the split is fixed by a hash of the id, so an operator's own traffic gets a stable
   split without editing the file.
 
-The shipped set (``causalguard/data/behaviour/prompts.jsonl``) has 360 everyday messages written for
-causalguard, 36 per default value (its first tag): 240 dev and 120 test. The test split was written
-afresh (ids ``<value>t01``..``t12``) after the first 120 test prompts had informed decisions; those
-are dev now, listed after the original dev prompts so that a balanced dev sample of up to 120 is the
-one earlier measurements used.
+The shipped set (``causalguard/data/behaviour/prompts.jsonl``) has everyday messages written for
+causalguard, balanced over the default values by first tag, with a fixed dev/test split. Test splits were
+written afresh whenever an earlier one had informed a decision (``docs/behaviour.md`` lists them and what
+read each); the first test prompts are dev now, listed after the original dev prompts so that a balanced
+dev sample of up to 120 is the one earlier measurements used.
 """
 
 from __future__ import annotations
