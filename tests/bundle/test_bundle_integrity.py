@@ -21,8 +21,8 @@ from causalguard.bundle.integrity import bundle_files, seal_bundle
 from causalguard.cli import app
 from causalguard.errors import ConfigError
 from causalguard.models.loaded import LoadedModel
+from tests.repo_paths import ROOT
 
-ROOT = Path(__file__).parents[1]
 SHIPPED = ROOT / "graphs" / "causalguard" / "graphs"
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 OFFSETS_PER_FILE = 50

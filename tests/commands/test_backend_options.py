@@ -8,6 +8,7 @@ import pytest
 import typer
 
 from causalguard.commands.options import ray_options, reply_backend, survey_backend
+from tests.repo_paths import ROOT
 
 
 def test_the_ray_spec_sets_the_pool() -> None:
@@ -41,7 +42,7 @@ def test_levers_interventions_names_an_unknown_lever_before_loading_the_model(tm
 
     from causalguard.cli import app
 
-    shipped = Path(__file__).parents[1] / "graphs/causalguard/graphs/smollm2-135m-instruct"
+    shipped = ROOT / "graphs/causalguard/graphs/smollm2-135m-instruct"
     result = CliRunner().invoke(app, ["levers", "interventions", "--bundle", str(shipped), "--out",
                                       str(tmp_path / "iv"), "--levers", "role:stimulation:+:reply,nope"])
     assert result.exit_code == 2 and "not in the catalog: nope" in result.output

@@ -8,6 +8,7 @@ import pytest
 from causalguard import ConfigError
 from causalguard.config import ConfigHolder, load_guard_config
 from tests.guard_fakes import DIMS
+from tests.repo_paths import ROOT
 
 GOOD = """\
 model: smollm2-135m-instruct
@@ -104,12 +105,12 @@ def test_reload_validates_first_and_swaps_atomically() -> None:
 def test_the_committed_reference_matches_the_schema() -> None:
     from causalguard.config.reference import render_reference
 
-    committed = Path(__file__).resolve().parent.parent / "docs" / "guard-config.md"
+    committed = ROOT / "docs" / "guard-config.md"
     assert committed.read_text() == render_reference(), "run: python -m causalguard.config.reference > docs/..."
 
 
 def test_the_annotated_deploy_example_is_valid() -> None:
-    example = Path(__file__).resolve().parent.parent / "deploy" / "guard.yaml"
+    example = ROOT / "deploy" / "guard.yaml"
     config = load_guard_config(example, dimensions=["stimulation", "security", "benevolence"])
     assert config.profile_names == ["default", "plain"]
 

@@ -18,7 +18,7 @@ from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.batcher import ContinuousBatcher, DeadlineExceeded, DecodeSettings
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, row_generator, sample_token
-from tests.test_server_app import ASK, _client, _wait_ready
+from tests.server.test_server_app import ASK, _client, _wait_ready
 
 
 def _row(lm: LoadedModel, text: str = "What should I cook tonight?", seed: int | None = None) -> GenerationRow:

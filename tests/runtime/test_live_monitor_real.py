@@ -21,7 +21,7 @@ from causalguard.bundle.integrity import seal_bundle
 from causalguard.judging.prompt_sets import load_prompts
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.process import serve_in_process
-from tests.test_server_process import start_prometheus
+from tests.server.test_server_process import start_prometheus
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"

@@ -16,7 +16,7 @@ from causalguard.config.schema import ApiKeySpec, ServerSpec
 from causalguard.models.loaded import LoadedModel
 from causalguard.server.client_keys import ANONYMOUS, check_client_key, is_loopback
 from tests.guard_fakes import GUARD_YAML
-from tests.test_server_app import ASK, _client, _wait_ready
+from tests.server.test_server_app import ASK, _client, _wait_ready
 
 KEY_A, KEY_B = "sk-team-a-0123456789", "sk-team-b-9876543210"
 

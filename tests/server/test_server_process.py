@@ -18,9 +18,9 @@ import pytest
 
 from causalguard.metrics import GuardMetrics
 from causalguard.server.process import ServerProcess, free_port, serve_in_process
+from tests.repo_paths import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 MODEL = "smollm2-135m-instruct"
 # Serving plumbing: profiles planned in survey units (benevolence cannot be raised in replies on this model,

@@ -16,7 +16,7 @@ from causalguard.config.schema import UpstreamSpec
 from causalguard.models.loaded import LoadedModel
 from causalguard.server.upstream import Upstream
 from tests.guard_fakes import GUARD_YAML
-from tests.test_server_app import ASK, _client, _wait_ready
+from tests.server.test_server_app import ASK, _client, _wait_ready
 
 # the default profile's SAE lever cannot run upstream; its role lever drags achievement 0.2: allow it
 PROXY_YAML = (GUARD_YAML.replace("achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}")

@@ -1,7 +1,6 @@
 """Reply quality on the real default model with its shipped bundle: the levers deploy/guard.yaml's default
 profile was planned with before plans saw replies degrade, against plain replies, on held-out prompts."""
 
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +14,10 @@ from causalguard.judging.reply_quality import reply_quality
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+from tests.repo_paths import ROOT
 
 pytestmark = pytest.mark.slow
-DEPLOY_YAML = Path(__file__).parent.parent / "deploy" / "guard.yaml"
+DEPLOY_YAML = ROOT / "deploy" / "guard.yaml"
 # The plan deploy/guard.yaml's default profile got from survey effects alone (issue "Values as the chatbot
 # says them"): a security role plus a security SAE feature, to raise benevolence.
 OLD_DEFAULT_PLAN = ("role:security:+", "sae:f2547:+0.5")

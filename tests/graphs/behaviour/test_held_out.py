@@ -22,6 +22,7 @@ from causalguard.graphs.behaviour.held_out import (
 )
 from causalguard.planning import PlanInfeasibleError, plan_levers
 from tests.guard_fakes import fake_bundle_v2, fake_catalog_v2
+from tests.repo_paths import ROOT
 
 
 def _profile(lever: str, target: str, mean: float, half: float, n: int = 80, degraded: bool = False) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     from causalguard.bundle.catalog import load_catalog
     from causalguard.cli import app
 
-    shipped = Path(__file__).parents[1] / "graphs/causalguard/graphs/smollm2-135m-instruct"
+    shipped = ROOT / "graphs/causalguard/graphs/smollm2-135m-instruct"
     folder = tmp_path / "bundle"
     folder.mkdir()
     looks = ("validation.json", "validation-test101-120.json", "validation-fresh-test1-40.json",

@@ -29,8 +29,8 @@ from causalguard.graphs.causal.reference import (
 )
 from causalguard.graphs.causal.sem import class_total_effects
 from causalguard.models.loaded import LoadedModel
+from tests.repo_paths import DATA
 
-DATA = Path(__file__).parent / "data"
 SCHWARTZ = ["self_direction", "stimulation", "hedonism", "achievement", "power", "security", "conformity",
             "tradition", "benevolence", "universalism"]
 

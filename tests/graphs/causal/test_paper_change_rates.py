@@ -23,8 +23,9 @@ from causalguard.graphs.causal.change_rates import (
     rows_steered_by,
 )
 from causalguard.graphs.causal.matrix import ScoreMatrix, read_score_matrix
+from tests.repo_paths import DATA
 
-PAPER = Path(__file__).parent / "data" / "paper"
+PAPER = DATA / "paper"
 SLICE_FEATURES = "14351,1025,2965"
 
 

@@ -21,8 +21,9 @@ from causalguard.graphs.behaviour.reply_matrix import chosen_levers, reply_rows,
 from causalguard.graphs.causal.interventions import evaluate_interventions
 from causalguard.graphs.causal.matrix import read_score_matrix
 from tests.guard_fakes import DIMS, fake_bundle_v2, fake_catalog_v2
+from tests.repo_paths import ROOT
 
-SHIPPED = Path(__file__).parents[1] / "graphs/causalguard/graphs/smollm2-135m-instruct"
+SHIPPED = ROOT / "graphs/causalguard/graphs/smollm2-135m-instruct"
 # the fake's reply-measured levers: their pushes on (achievement, power, benevolence)
 PUSH = {"role:power:-": (0.0, -0.3, 0.0), "role:power:+": (0.0, 0.3, 0.0), "sae:f7:-0.5": (0.0, -0.5, 0.0),
         "sae:f7:-0.25": (0.0, -0.12, 0.0), "role:benevolence:+": (0.0, 0.0, 0.3)}
