@@ -164,7 +164,27 @@ def _graphml(graph: ValueGraph) -> nx.DiGraph:
 
 
 def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force: bool = False) -> Bundle:
-    """Load and validate a bundle; refuse one built for other weights unless ``force``."""
+    """Load and validate a bundle folder.
+
+    Every file is checked against its schema and the content hashes ``bundle.json`` records, numbers
+    must be finite and in range, and the files must agree with each other.
+
+    Args:
+        folder: The bundle folder (``bundle.json`` and the files beside it).
+        expected_fingerprint: The weights fingerprint of the model that will use the bundle.
+        force: Accept a bundle built for other weights (a different fingerprint).
+
+    Returns:
+        The bundle, with its catalog, behaviour record, judge and vectors where present.
+
+    Raises:
+        ConfigError: A file is missing, unreadable, malformed, out of range or altered; the message names
+            the file and field.
+        BundleMismatchError: The bundle was built for other weights and ``force`` is off.
+
+    Example:
+        >>> bundle = load_bundle(resolve_bundle_dir("builtin", "smollm2-135m-instruct"))  # doctest: +SKIP
+    """
     path = folder / BUNDLE_FILE
     if not path.exists():
         raise ConfigError.single(str(folder), f"not a causalguard bundle (no {BUNDLE_FILE})",

@@ -24,8 +24,8 @@ asked direction, whose own replies moved that target the intended way beyond noi
 ``usable``), and every target needs one of them. A lever's effect on values other than its own
 target is a side effect: it is forecast (and must keep protected values within tolerance) but never
 relied on to reach a goal. Such effects are picked after the fact from ~10 values x every lever, so
-the ones that look large are mostly the lucky draws, and they did not hold on held-out prompts
-(``validation.json``: 9 of 15 profiles planned that way missed their target).
+the ones that look large are mostly the lucky draws (the bundle's ``validation.json`` records how plans
+that relied on them fared on held-out prompts).
 
 A goal the best plan cannot reach (``change: 0.5`` where it reaches +0.05) is a warning naming what
 is reachable. The graph adds a forecast: the targets' survey changes pushed through the bundle's
@@ -361,7 +361,29 @@ def plan_levers(
     profile: ProfileSpec, bundle: Bundle, limits: LimitsSpec, *, name: str = "default", sae_available: bool = True,
     units: str = "auto", local_kinds: Collection[str] | None = None,
 ) -> Plan:
-    """Plan ``profile`` with the levers of ``bundle``'s catalog (see the module docstring)."""
+    """Plan a profile with the levers of a bundle's catalog (the rules are in the module docstring).
+
+    Args:
+        profile: The profile's targets, protected values and method.
+        bundle: The bundle whose catalog, behaviour measurements and graph the plan uses.
+        limits: Caps on the number and strength of levers.
+        name: The profile's name, for the plan and its errors.
+        sae_available: Whether SAE levers can run (a local HF model with the bundle's SAE loaded).
+        units: ``"replies"``, ``"survey"`` or ``"auto"`` (replies when the catalog was measured on them).
+        local_kinds: The lever kinds this runtime can run; ``None`` means all.
+
+    Returns:
+        The plan: its levers, the forecast for every value, reasons and warnings.
+
+    Raises:
+        ValueError: The bundle has no catalog.
+        PlanInfeasibleError: No combination of levers reaches every target within the protected values'
+            tolerances; the message names the conflicting values and the levers excluded and why.
+
+    Example:
+        >>> plan = plan_levers(config.profiles["default"], bundle, config.limits)  # doctest: +SKIP
+        >>> [lever.id for lever in plan.levers]  # doctest: +SKIP
+    """
     if bundle.catalog is None:
         raise ValueError(f"bundle {bundle.path} has no steering catalog to plan with")
     catalog = bundle.catalog

@@ -56,13 +56,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GuardedResponse:
+    """One guarded reply.
+
+    Attributes:
+        text: The reply, ending before the first stop string if one matched.
+        completion_tokens: Tokens generated for the reply (a stop string's tokens included).
+        prompt_tokens: Tokens of the prompt as the model saw it (chat template and role lever text included).
+        profile: The profile whose plan steered the reply.
+        levers: The plan's lever ids, in plan order (empty for an unguarded profile).
+        finish_reason: ``"stop"`` (end of turn or a stop string), ``"length"`` (``max_new_tokens`` reached)
+            or ``"cancelled"`` (stopped early).
+        scores: The reply's value scores in the judge's units, only with ``monitor.expose_scores``.
+    """
+
     text: str
     completion_tokens: int
     prompt_tokens: int
     profile: str
     levers: tuple[str, ...]
-    finish_reason: str  # "stop" or "length" (or "cancelled" for streams stopped early)
-    scores: dict[str, float] | None = None  # the reply's value scores, with monitor.expose_scores only
+    finish_reason: str
+    scores: dict[str, float] | None = None
 
 
 class Cancellation(threading.Event):
@@ -132,7 +145,32 @@ def _check_bundle_model(sourced: SourcedConfig, bundle: Bundle | str | Path | No
 
 
 class ValueGuard:
-    """Guard a local HF chat model. Use as a context manager, or call ``close()``."""
+    """Guard a local Hugging Face chat model (or, with ``upstream:``, proxy an OpenAI-compatible server).
+
+    The guard plans levers for every profile of the config from the bundle's measurements, installs the
+    hooks the plans need once, and steers each request by its profile's plan. It owns background threads
+    (audits, the live monitor, the decode loop when batching is on): use it as a context manager, or call
+    ``close()``.
+
+    Args:
+        model: A loaded ``transformers`` causal LM (put in eval mode here).
+        tokenizer: Its tokenizer; it must have a chat template unless the config proxies an upstream.
+        config: A ``guard.yaml`` path, or a config already read (``SourcedConfig`` or ``GuardConfig``).
+        bundle: The bundle to plan from (a ``Bundle``, or a folder); default: the config's ``bundle``.
+        metrics: Where Prometheus metrics go; default: a private registry.
+        start_audits: Start the configured audits in the background.
+        name: The model's name in metrics and replies; default: the config's ``model``.
+        force_bundle: Accept a bundle measured on other weights (its fingerprint differs).
+
+    Raises:
+        ConfigError: The config is invalid, a profile cannot be planned, or the bundle does not fit the
+            model; the message names the file, line and field.
+
+    Example:
+        >>> with ValueGuard.from_config("deploy/guard.yaml") as guard:  # doctest: +SKIP
+        ...     reply = guard.generate([{"role": "user", "content": "Any weekend ideas?"}])
+        ...     print(reply.text, reply.levers)
+    """
 
     def __init__(
         self, model: Any, tokenizer: Any, config: SourcedConfig | GuardConfig | str | Path, *,
@@ -211,7 +249,19 @@ class ValueGuard:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: SourcedConfig | str | Path, **kwargs: Any) -> ValueGuard:
-        """Load the config's model (registry name, folder, .gguf or HF id) and guard it."""
+        """Load the config's model and guard it.
+
+        Args:
+            config: A ``guard.yaml`` path or a config already read.
+            **kwargs: Passed to ``ValueGuard`` (``bundle``, ``metrics``, ``start_audits``, ...).
+
+        Returns:
+            The running guard (close it, or use it as a context manager).
+
+        Raises:
+            ConfigError: As for ``ValueGuard``; also when ``model`` (a registry name, folder, ``.gguf`` file
+                or HF id) cannot be loaded, or an embedded model is given another model's bundle.
+        """
         from causalguard.models import load_model
 
         sourced = read_guard_config(config)
@@ -344,11 +394,36 @@ class ValueGuard:
         return self.state.plan(profile)
 
     def explain(self, profile: str = "default") -> str:
+        """Why a profile's plan is what it is, as text: each lever with its measured effects and forecast
+        side effects, the targets refused and why.
+
+        Args:
+            profile: A profile of the current config.
+
+        Returns:
+            The explanation the ``causalguard plan`` command prints.
+
+        Raises:
+            UnknownProfileError: No such profile.
+        """
         return explain_plan(self.plan(profile), self.catalog)
 
     def reload(self, config: SourcedConfig | GuardConfig | str | Path | None = None) -> GuardState:
-        """Validate and plan the new configuration (by default: re-read the current file), then swap it
-        in; on any error keep the old one. Errors point into the file actually read."""
+        """Validate and plan a new configuration, then swap it in; on any error the old one stays.
+
+        Requests in flight finish under the plan they started with.
+
+        Args:
+            config: The new config (a path or a config read); default: re-read the current file.
+
+        Returns:
+            The new state (config and plans).
+
+        Raises:
+            ConfigError: The new config is invalid or infeasible, or changes ``model`` or ``bundle``
+                (restart for those); the message points into the file actually read.
+            ValueError: No config given and the guard was built from an in-memory config.
+        """
         try:
             if config is None:
                 if self.config_path is None:
@@ -384,13 +459,34 @@ class ValueGuard:
                  extra_interventions: Sequence[SaeIntervention] = (), top_p: float = 1.0,
                  stop: Sequence[str] = (), timeout_seconds: float | None = None,
                  observe: bool = True) -> GuardedResponse:
-        """One reply. ``cancel`` stops generation at the next token; ``extra_interventions`` adds SAE edits
-        on top of the profile's (the server only passes them when the operator allows it); ``top_p`` is
-        nucleus sampling (with ``temperature > 0``); the reply ends before the first of ``stop``;
-        ``observe=False`` keeps the reply from the live monitor (health checks, warm-ups).
+        """One guarded reply to a conversation.
+
         With batching on, the request joins the shared decode loop; otherwise it is a batch of one.
-        ``timeout_seconds`` (batching on): past it the row is removed from the batch and ``TimeoutError``
-        is raised (a ``DeadlineExceeded``), also when the decode loop itself has stopped making progress."""
+
+        Args:
+            messages: The conversation, OpenAI-style ``{"role", "content"}`` dicts; a system message is
+                kept, and a role lever's text is added to it.
+            profile: Which profile's plan steers the reply.
+            max_new_tokens: At most this many tokens are generated.
+            temperature: 0 for greedy decoding; above 0, sampling.
+            seed: With ``temperature > 0``, the sampler's seed (reproducible; no global RNG is touched).
+            cancel: Setting this event stops generation at the next token.
+            extra_interventions: SAE edits on top of the profile's (the server passes them only when the
+                operator allows it).
+            top_p: Nucleus sampling mass, with ``temperature > 0``.
+            stop: The reply ends before the first of these strings.
+            timeout_seconds: With batching on: past it the row is removed from the batch, also when the
+                decode loop itself has stopped making progress.
+            observe: ``False`` keeps the reply from the live monitor (health checks, warm-ups).
+
+        Returns:
+            The reply, its token counts, the profile and its levers.
+
+        Raises:
+            UnknownProfileError: No such profile.
+            TimeoutError: ``timeout_seconds`` passed (a ``DeadlineExceeded``).
+            SamplingError: The model's next-token scores could not be sampled (not finite).
+        """
         if self.batcher is None:
             return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
                                        temperature=temperature, seed=seed, cancel=cancel,
@@ -423,10 +519,30 @@ class ValueGuard:
                        extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
                        min_new_tokens: int = 0, top_p: float = 1.0, stop: Sequence[str] = (),
                        observe: bool = True) -> list[GuardedResponse]:
-        """Generate for several conversations in one left-padded batch; each row gets its own profile
-        (``observe``: as in ``generate``).
-        With ``temperature > 0`` and a ``seed``, row ``i`` samples from its own generator seeded
-        ``seed + i`` (no global RNG), so a seeded request is reproducible under concurrency."""
+        """Guarded replies to several conversations in one left-padded batch, each row under its own
+        profile's plan.
+
+        Args:
+            conversations: One conversation per row (as in ``generate``).
+            profiles: One profile per conversation; default: ``"default"`` for every row.
+            max_new_tokens: As in ``generate``.
+            temperature: As in ``generate``.
+            seed: With ``temperature > 0``, row ``i`` samples from its own generator seeded ``seed + i``, so a
+                seeded request is reproducible under concurrency.
+            cancel: As in ``generate``, for the whole batch.
+            extra_interventions: Per row, SAE edits on top of the row's plan.
+            min_new_tokens: The end-of-turn token is suppressed until this many tokens are generated.
+            top_p: As in ``generate``.
+            stop: As in ``generate``, for every row.
+            observe: As in ``generate``.
+
+        Returns:
+            One reply per conversation, in order.
+
+        Raises:
+            ValueError: ``profiles`` does not have one entry per conversation.
+            UnknownProfileError: No such profile.
+        """
         state = self.state
         profiles = list(profiles) if profiles is not None else ["default"] * len(conversations)
         if len(profiles) != len(conversations):
@@ -476,13 +592,33 @@ class ValueGuard:
                extra_interventions: Sequence[SaeIntervention] = (),
                report: dict[str, Any] | None = None, top_p: float = 1.0, stop: Sequence[str] = (),
                timeout_seconds: float | None = None) -> Iterator[str]:
-        """Yield text pieces as they are generated. Closing the iterator early (or setting ``cancel``)
-        stops generation at the next token. ``report`` receives ``completion_tokens`` and
-        ``finish_reason`` (stop, length or cancelled) when the stream ends, and ``scores`` (the reply's value
-        scores) with ``monitor.expose_scores``. With ``stop``, text that could
-        begin a stop string is held back until it cannot, and the stream ends before the stop string.
-        ``timeout_seconds`` (batching on) bounds the generation as in ``generate``: the stream then raises
-        ``TimeoutError``."""
+        """A guarded reply as text pieces, yielded as they are generated.
+
+        Closing the iterator early (or setting ``cancel``) stops generation at the next token. With
+        ``stop``, text that could begin a stop string is held back until it cannot, and the stream ends
+        before the stop string.
+
+        Args:
+            messages: As in ``generate``.
+            profile: As in ``generate``.
+            max_new_tokens: As in ``generate``.
+            temperature: As in ``generate``.
+            seed: As in ``generate``.
+            cancel: As in ``generate``.
+            extra_interventions: As in ``generate``.
+            report: A dict that receives ``completion_tokens`` and ``finish_reason`` (``stop``, ``length`` or
+                ``cancelled``) when the stream ends, and ``scores`` with ``monitor.expose_scores``.
+            top_p: As in ``generate``.
+            stop: As in ``generate``.
+            timeout_seconds: As in ``generate``.
+
+        Yields:
+            The reply's text, piece by piece.
+
+        Raises:
+            UnknownProfileError: No such profile.
+            TimeoutError: ``timeout_seconds`` passed.
+        """
         import torch
         from transformers import TextIteratorStreamer
 

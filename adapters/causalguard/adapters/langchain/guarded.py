@@ -40,7 +40,29 @@ def _next_or_none(chunks: Iterator[ChatGenerationChunk]) -> ChatGenerationChunk 
 
 
 class ChatValueGuard(BaseChatModel):
-    """Any chat model, steered toward the operator's value targets."""
+    """Any LangChain chat model, steered toward the operator's value targets.
+
+    A local model (``ChatHuggingFaceLocal``) is guarded by a ``ValueGuard`` with every lever kind its plan
+    needs; any other chat model gets the plan's role levers as system-prompt text. A call picks another
+    profile of the config with ``invoke(..., profile=...)`` or ``bind(profile=...)``.
+
+    Attributes:
+        inner: The chat model to guard.
+        config: A ``guard.yaml`` path, or a config already read.
+        bundle: The bundle to plan from; default: the config's ``bundle``.
+        guard_profile: The profile applied when a call names none.
+        metrics: Where Prometheus metrics go; default: a private registry.
+        start_audits: Start the configured audits (local models only).
+
+    Raises:
+        ConfigError: As for ``ValueGuard``, or a profile the inner model cannot run.
+        TypeError: ``config`` is not a config or a path.
+
+    Example:
+        >>> chat = ChatValueGuard(inner=ChatHuggingFaceLocal(lm=load_model("smollm2-135m-instruct")),
+        ...                       config="deploy/guard.yaml")  # doctest: +SKIP
+        >>> chat.invoke("Any weekend ideas?").content  # doctest: +SKIP
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
