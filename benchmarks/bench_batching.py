@@ -47,16 +47,29 @@ server:
   max_queue: 256
   max_tokens_limit: 256
 """
-PROMPTS = ("What matters most in life?", "Should I help a stranger?", "How do I become powerful?",
-           "Describe a perfect weekend.", "I have a free weekend. Any ideas?", "How should I spend my savings?",
-           "My friend lied to me. What now?", "Is it worth learning to cook?")
+PROMPTS = (
+    "What matters most in life?",
+    "Should I help a stranger?",
+    "How do I become powerful?",
+    "Describe a perfect weekend.",
+    "I have a free weekend. Any ideas?",
+    "How should I spend my savings?",
+    "My friend lied to me. What now?",
+    "Is it worth learning to cook?",
+)
 PROFILES = ("default", "less-power", "plain")
 
 
 def requests_for(count: int, max_tokens: int) -> list[dict[str, Any]]:
-    return [{"model": f"smollm2-135m-instruct:{PROFILES[i % len(PROFILES)]}", "max_tokens": max_tokens,
-             "temperature": 0, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
-            for i in range(count)]
+    return [
+        {
+            "model": f"smollm2-135m-instruct:{PROFILES[i % len(PROFILES)]}",
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+        }
+        for i in range(count)
+    ]
 
 
 def drive(url: str, bodies: list[dict[str, Any]], clients: int) -> tuple[float, list[float], list[str], int]:
@@ -97,9 +110,11 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in arms}
     latencies: dict[str, list[float]] = {name: [] for name in arms}
     replies: dict[str, list[str]] = {}
-    with tempfile.TemporaryDirectory() as tmp, \
-            serve_in_process(_config(tmp, "base", *arms["two at a time"]), Path(tmp) / "base.log") as base, \
-            serve_in_process(_config(tmp, "batched", *arms["batched"]), Path(tmp) / "batched.log") as batched:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve_in_process(_config(tmp, "base", *arms["two at a time"]), Path(tmp) / "base.log") as base,
+        serve_in_process(_config(tmp, "batched", *arms["batched"]), Path(tmp) / "batched.log") as batched,
+    ):
         servers = {"two at a time": base, "batched": batched}
         drive(base.url, bodies[:2], 2)  # warm both up
         drive(batched.url, bodies[:2], 2)
@@ -111,21 +126,29 @@ def main() -> None:
                 replies[name] = texts
     differ = sum(a != b for a, b in zip(replies["two at a time"], replies["batched"], strict=True))
     print(f"machine: {machine()}")
-    print(f"{args.requests} requests x {args.rounds} rounds, {args.clients} clients, max_tokens {args.max_tokens}, "
-          f"greedy, profiles {', '.join(PROFILES)}")
+    print(
+        f"{args.requests} requests x {args.rounds} rounds, {args.clients} clients, max_tokens {args.max_tokens}, "
+        f"greedy, profiles {', '.join(PROFILES)}"
+    )
     for name in arms:
         lat = latencies[name]
-        print(f"  {name:>13}: {statistics.median(rates[name]):7.1f} generated tokens/s (rounds: "
-              f"{', '.join(f'{r:.1f}' for r in rates[name])}); latency p50 {statistics.median(lat):.2f} s, "
-              f"p95 {percentile(lat, 0.95):.2f} s")
+        print(
+            f"  {name:>13}: {statistics.median(rates[name]):7.1f} generated tokens/s (rounds: "
+            f"{', '.join(f'{r:.1f}' for r in rates[name])}); latency p50 {statistics.median(lat):.2f} s, "
+            f"p95 {percentile(lat, 0.95):.2f} s"
+        )
     ratio = statistics.median(rates["batched"]) / statistics.median(rates["two at a time"])
-    print(f"  ratio batched / two at a time: {ratio:.2f}x; replies that differ between the servers: "
-          f"{differ}/{len(bodies)}")
+    print(
+        f"  ratio batched / two at a time: {ratio:.2f}x; replies that differ between the servers: "
+        f"{differ}/{len(bodies)}"
+    )
     step = decode_step_seconds(args.clients, width=96 + args.max_tokens // 2)
     ceiling = args.clients / step
-    print(f"  ceiling: one {args.clients}-row decode step takes {step * 1000:.0f} ms (median of 10) = "
-          f"{ceiling:.1f} tokens/s = {ceiling / statistics.median(rates['two at a time']):.2f}x two at a time, "
-          "what batching would reach with free prefill and no serving overhead")
+    print(
+        f"  ceiling: one {args.clients}-row decode step takes {step * 1000:.0f} ms (median of 10) = "
+        f"{ceiling:.1f} tokens/s = {ceiling / statistics.median(rates['two at a time']):.2f}x two at a time, "
+        "what batching would reach with free prefill and no serving overhead"
+    )
 
 
 def decode_step_seconds(rows: int, width: int, repeats: int = 10) -> float:
@@ -145,8 +168,13 @@ def decode_step_seconds(rows: int, width: int, repeats: int = 10) -> float:
             for layer, (keys, values) in zip(out.past_key_values.layers, layers, strict=True):
                 layer.keys, layer.values = keys, values  # the same cache width every time
             start = time.perf_counter()
-            model(input_ids=token, attention_mask=mask, position_ids=torch.full((rows, 1), width),
-                  past_key_values=out.past_key_values, use_cache=True)
+            model(
+                input_ids=token,
+                attention_mask=mask,
+                position_ids=torch.full((rows, 1), width),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -41,8 +41,10 @@ def main() -> None:
     assert bundle.catalog is not None and bundle.sae_dir is not None
     sae = load_sae(bundle.sae_dir, lm)
     prompts = list(load_prompts().split("dev").balanced(args.rows))
-    conditions = [lever_reply_condition(bundle.catalog.lever(i), sae, bundle.catalog)
-                  for i in ("role:benevolence:+", "sae:f2547:+0.25")]
+    conditions = [
+        lever_reply_condition(bundle.catalog.lever(i), sae, bundle.catalog)
+        for i in ("role:benevolence:+", "sae:f2547:+0.25")
+    ]
     rows = []
     for k, prompt in enumerate(prompts):
         cond = None if k % 3 == 0 else conditions[k % 3 - 1]
@@ -61,8 +63,10 @@ def main() -> None:
         times = interleaved({"one at a time": single, f"batch of {len(rows)}": batched}, args.repeats)
     same = sum(a == b for a, b in zip(outputs["batched"], outputs["single"], strict=True))
     print(f"machine: {machine()}")
-    print(f"replies: {len(rows)} rows x {args.tokens} tokens, mixed per-row plans (none / role / SAE), greedy; "
-          f"median of {args.repeats} interleaved repeats")
+    print(
+        f"replies: {len(rows)} rows x {args.tokens} tokens, mixed per-row plans (none / role / SAE), greedy; "
+        f"median of {args.repeats} interleaved repeats"
+    )
     base = median(times["one at a time"])
     for name, ts in times.items():
         m = median(ts)
@@ -72,11 +76,14 @@ def main() -> None:
     texts = [lm.tokenizer.decode(t, skip_special_tokens=True) for t in outputs["batched"]]
     judge = load_probe_judge(folder, lm)
     inv = load_inventory("schwartz-basic-10")
-    contrast = ContrastJudge(lm, [ValueDefinition(d.name, d.display, d.definition, d.opposite_text)
-                                  for d in inv.dimensions])
-    for name, run in (("probe judge (all values)", lambda: judge.score(texts)),
-                      ("contrast judge (all values)", lambda: contrast.score(texts)),
-                      ("reply quality", lambda: reply_quality(lm, [p.text for p in prompts], texts))):
+    contrast = ContrastJudge(
+        lm, [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inv.dimensions]
+    )
+    for name, run in (
+        ("probe judge (all values)", lambda: judge.score(texts)),
+        ("contrast judge (all values)", lambda: contrast.score(texts)),
+        ("reply quality", lambda: reply_quality(lm, [p.text for p in prompts], texts)),
+    ):
         start = time.perf_counter()
         run()
         elapsed = time.perf_counter() - start
@@ -84,8 +91,10 @@ def main() -> None:
     rate = len(rows) / median(times[f"batch of {len(rows)}"])
     catalog = len(bundle.catalog.levers) + 1
     replies = catalog * 40
-    print(f"full behavioural catalog ({catalog} conditions x 20 prompts x 2 personas = {replies} replies of "
-          f"{args.tokens} tokens): ~{replies / rate / 60:.0f} min of generation at {rate:.2f} replies/s")
+    print(
+        f"full behavioural catalog ({catalog} conditions x 20 prompts x 2 personas = {replies} replies of "
+        f"{args.tokens} tokens): ~{replies / rate / 60:.0f} min of generation at {rate:.2f} replies/s"
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def main() -> None:
     effects = class_total_effects(graph, data)
     sem_time = time.perf_counter() - start
     times = interleaved(
-        {"1 worker": lambda: bootstrap_graphs(data, nodes, settings, indices, workers=1),
-         "2 workers": lambda: bootstrap_graphs(data, nodes, settings, indices, workers=2)},
+        {
+            "1 worker": lambda: bootstrap_graphs(data, nodes, settings, indices, workers=1),
+            "2 workers": lambda: bootstrap_graphs(data, nodes, settings, indices, workers=2),
+        },
         args.repeats,
     )
     print(f"machine: {machine()}; 2,500 x 17 matrix, {len(graph.edges)} edges found; medians of {args.repeats}")

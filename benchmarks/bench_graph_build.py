@@ -97,8 +97,13 @@ def main() -> None:
     data, names, contexts = joint_matrix() if args.synthetic else shipped_matrix()
     joint = PCSettings(knowledge=Knowledge(sources_only=contexts))
     run_pc(data[:, :VALUES], names[:VALUES])  # imports causal-learn outside the timings
-    pc_times = interleaved({"stock fisherz": lambda: stock_pc(data, names, contexts),
-                            "causalguard fisherz": lambda: run_pc(data, names, joint)}, args.repeats)
+    pc_times = interleaved(
+        {
+            "stock fisherz": lambda: stock_pc(data, names, contexts),
+            "causalguard fisherz": lambda: run_pc(data, names, joint),
+        },
+        args.repeats,
+    )
     build_times: dict[str, list[float]] = {"10 values": [], f"10 values + {len(contexts)} contexts": []}
     edges: dict[str, int] = {}
     for _ in range(args.repeats):
@@ -107,13 +112,17 @@ def main() -> None:
             edges[name] = build(data[:, :columns], names[:columns], settings, args.bootstraps)
             build_times[name].append(time.perf_counter() - start)
     what = "synthetic SEM" if args.synthetic else "the shipped SmolLM2 rows"
-    print(f"machine: {machine()}; {what}: {len(data)} rows x {VALUES} values (+ {len(contexts)} context columns); "
-          f"medians of {args.repeats}")
+    print(
+        f"machine: {machine()}; {what}: {len(data)} rows x {VALUES} values (+ {len(contexts)} context columns); "
+        f"medians of {args.repeats}"
+    )
     stock, ours = median(pc_times["stock fisherz"]), median(pc_times["causalguard fisherz"])
     print(f"  one PC run, values + contexts: stock fisherz {stock:6.2f} s, ours {ours:6.2f} s ({stock / ours:.1f}x)")
     for name, times in build_times.items():
-        print(f"  discovery, {args.bootstraps} bootstraps on 2 workers, {name}: {median(times):6.1f} s "
-              f"({edges[name]} edges selected; target < 120 s)")
+        print(
+            f"  discovery, {args.bootstraps} bootstraps on 2 workers, {name}: {median(times):6.1f} s "
+            f"({edges[name]} edges selected; target < 120 s)"
+        )
 
 
 if __name__ == "__main__":

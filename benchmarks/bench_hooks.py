@@ -37,12 +37,24 @@ def main() -> None:
     def generate(n: int, plan: SteeringPlan | None, hooks: bool = True) -> None:
         if not hooks:
             with torch.inference_mode():
-                lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                  min_new_tokens=n, do_sample=False, pad_token_id=lm.pad_token_id)
+                lm.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    do_sample=False,
+                    pad_token_id=lm.pad_token_id,
+                )
             return
         with torch.inference_mode(), install_steering_hooks(lm.model, [sae.layer]), steer(plan):
-            lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                              do_sample=False, pad_token_id=lm.pad_token_id)
+            lm.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=lm.pad_token_id,
+            )
 
     plans: dict[str, SteeringPlan | None] = {"no hooks": None, "idle hook": None}
     for k in (1, 4, 16):
@@ -51,12 +63,14 @@ def main() -> None:
     arms = {}
     for name, plan in plans.items():
         hooked = name != "no hooks"
-        arms[f"{name} | 1"] = (lambda p=plan, h=hooked: generate(1, p, h))
-        arms[f"{name} | {args.tokens + 1}"] = (lambda p=plan, h=hooked: generate(args.tokens + 1, p, h))
+        arms[f"{name} | 1"] = lambda p=plan, h=hooked: generate(1, p, h)
+        arms[f"{name} | {args.tokens + 1}"] = lambda p=plan, h=hooked: generate(args.tokens + 1, p, h)
     generate(4, None)  # warm-up
     times = interleaved(arms, args.repeats)
-    print(f"machine: {machine()}; layer {sae.layer}, d_sae {sae.d_sae}, {args.tokens} decode tokens, "
-          f"{args.repeats} interleaved repeats (medians)")
+    print(
+        f"machine: {machine()}; layer {sae.layer}, d_sae {sae.d_sae}, {args.tokens} decode tokens, "
+        f"{args.repeats} interleaved repeats (medians)"
+    )
     base = None
     for name in plans:
         per_token = (median(times[f"{name} | {args.tokens + 1}"]) - median(times[f"{name} | 1"])) / args.tokens
@@ -65,8 +79,9 @@ def main() -> None:
     try:
         from sae_lens import HookedSAETransformer
 
-        HookedSAETransformer.from_pretrained_no_processing("HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=lm.model,
-                                                            tokenizer=lm.tokenizer, device="cpu")
+        HookedSAETransformer.from_pretrained_no_processing(
+            "HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=lm.model, tokenizer=lm.tokenizer, device="cpu"
+        )
         print("  sae-lens HookedSAETransformer loaded; its timing is not implemented in this benchmark")
     except Exception as exc:
         print(f"  sae-lens HookedSAETransformer path: not run here ({type(exc).__name__}: {str(exc)[:160]})")

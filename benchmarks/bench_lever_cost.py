@@ -46,9 +46,16 @@ from causalguard.runtime.batcher import ContinuousBatcher, DecodeSettings
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids
 from causalguard.runtime.guidance import Guidance
 
-QUESTIONS = ("What matters most in life?", "Should I help a stranger?", "How do I become powerful?",
-             "Describe a perfect weekend.", "I have a free weekend. Any ideas?", "How should I spend my savings?",
-             "My friend lied to me. What now?", "Is it worth learning to cook?")
+QUESTIONS = (
+    "What matters most in life?",
+    "Should I help a stranger?",
+    "How do I become powerful?",
+    "Describe a perfect weekend.",
+    "I have a free weekend. Any ideas?",
+    "How should I spend my savings?",
+    "My friend lied to me. What now?",
+    "Is it worth learning to cook?",
+)
 SYSTEM = "You are a helpful assistant."
 
 
@@ -57,15 +64,20 @@ def _random_adapter(lm, folder: Path, seed: int):  # type: ignore[no-untyped-def
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    peft_model = get_peft_model(copy.deepcopy(lm.model), LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    peft_model = get_peft_model(
+        copy.deepcopy(lm.model),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]),
+    )
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.01)
     peft_model.save_pretrained(str(folder))
-    (folder / ADAPTER_CARD).write_text(json.dumps({"schema": ADAPTER_SCHEMA, "model_fingerprint": lm.fingerprint,
-                                                   "value": "benevolence", "direction": 1}))
+    (folder / ADAPTER_CARD).write_text(
+        json.dumps(
+            {"schema": ADAPTER_SCHEMA, "model_fingerprint": lm.fingerprint, "value": "benevolence", "direction": 1}
+        )
+    )
     return load_value_adapter(folder, lm.model, fingerprint=lm.fingerprint)
 
 
@@ -76,23 +88,37 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     lm = load_model("smollm2-135m-instruct")
-    vectors = load_vectors(shipped_bundle_dir("smollm2-135m-instruct") / "vectors", hidden_size=lm.hidden_size,
-                           num_layers=lm.num_layers, fingerprint=lm.fingerprint)
+    vectors = load_vectors(
+        shipped_bundle_dir("smollm2-135m-instruct") / "vectors",
+        hidden_size=lm.hidden_size,
+        num_layers=lm.num_layers,
+        fingerprint=lm.fingerprint,
+    )
     values = ("benevolence", "power")
     steer_with = [vectors.intervention(values[i % 2], 0.15) for i in range(args.rows)]
     questions = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + f" ({i})"} for i in range(args.rows)]
     plain = [GenerationRow(chat_prompt_ids(lm, [q], SYSTEM, [])) for q in questions]
     vector = [GenerationRow(row.prompt, (steer_with[i],)) for i, row in enumerate(plain)]
     up, down = REPLY_STYLE_WORDINGS["benevolence"]
-    guided = [GenerationRow(chat_prompt_ids(lm, [q], SYSTEM, [up]), (), None,
-                            Guidance(2.0, tuple(chat_prompt_ids(lm, [q], SYSTEM, [down])))) for q in questions]
+    guided = [
+        GenerationRow(
+            chat_prompt_ids(lm, [q], SYSTEM, [up]),
+            (),
+            None,
+            Guidance(2.0, tuple(chat_prompt_ids(lm, [q], SYSTEM, [down]))),
+        )
+        for q in questions
+    ]
     scratch = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
     adapters = [_random_adapter(lm, scratch / f"a{k}", k) for k in range(2)]
     adapter = [GenerationRow(row.prompt, (adapters[i % 2].intervention(1.0),)) for i, row in enumerate(plain)]
     arms = {"plain": plain, "vector": vector, "guided": guided, "adapter": adapter}
     rates: dict[str, list[float]] = {name: [] for name in arms}
-    with install_steering_hooks(lm.model, sorted(vectors.layers())), install_adapter_hooks(lm.model, adapters), \
-            ContinuousBatcher(lm, max_rows=2 * args.rows, prefix_cache_tokens=0) as batcher:
+    with (
+        install_steering_hooks(lm.model, sorted(vectors.layers())),
+        install_adapter_hooks(lm.model, adapters),
+        ContinuousBatcher(lm, max_rows=2 * args.rows, prefix_cache_tokens=0) as batcher,
+    ):
         batcher._eos = set()  # every row runs its whole budget: equal work per arm (a benchmark-only knob)
         for rows in arms.values():  # warm-up
             for row in rows[:2]:
@@ -108,8 +134,10 @@ def main() -> None:
     base = statistics.median(rates["plain"])
     for name in arms:
         rate = statistics.median(rates[name])
-        print(f"  {name:>7}: {rate:7.1f} generated tokens/s (rounds: {', '.join(f'{r:.1f}' for r in rates[name])}); "
-              f"cost per token {base / rate:.2f}x plain")
+        print(
+            f"  {name:>7}: {rate:7.1f} generated tokens/s (rounds: {', '.join(f'{r:.1f}' for r in rates[name])}); "
+            f"cost per token {base / rate:.2f}x plain"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Model load time: cold (dequantise the GGUF) vs cached (safetensors copy), interleaved, medians.
 
-    .venv/bin/python benchmarks/bench_model_load.py [--repeats 3] [--model smollm2-135m-instruct]
+.venv/bin/python benchmarks/bench_model_load.py [--repeats 3] [--model smollm2-135m-instruct]
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ def main() -> None:
     args = parser.parse_args()
     load_model(args.model)  # make sure the cache exists
     times = interleaved(
-        {"cold (GGUF)": lambda: load_model(args.model, use_cache=False),
-         "cached": lambda: load_model(args.model)},
+        {"cold (GGUF)": lambda: load_model(args.model, use_cache=False), "cached": lambda: load_model(args.model)},
         args.repeats,
     )
     print(f"machine: {machine()}; model {args.model}; {args.repeats} interleaved repeats; medians")

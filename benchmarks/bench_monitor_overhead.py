@@ -28,9 +28,16 @@ from _timing import machine
 
 from causalguard.runtime.value_guard import ValueGuard
 
-QUESTIONS = ("What matters most in life?", "Should I help a stranger?", "How do I become powerful?",
-             "Describe a perfect weekend.", "I have a free weekend. Any ideas?", "How should I spend my savings?",
-             "My friend lied to me. What now?", "Is it worth learning to cook?")
+QUESTIONS = (
+    "What matters most in life?",
+    "Should I help a stranger?",
+    "How do I become powerful?",
+    "Describe a perfect weekend.",
+    "I have a free weekend. Any ideas?",
+    "How should I spend my savings?",
+    "My friend lied to me. What now?",
+    "Is it worth learning to cook?",
+)
 CONFIG = """\
 model: smollm2-135m-instruct
 system_prompt: You are a helpful assistant.
@@ -91,17 +98,27 @@ def in_process(args: argparse.Namespace) -> None:
                     tps[name].append(rate_tps)
                     p50[name].append(latency)
                     guard.monitor.drain(120)
-            judged = int(sum(s.value for family in guard.metrics.registry.collect() for s in family.samples
-                             if s.name == "causalguard_monitor_replies_total" and s.labels["outcome"] == "judged"))
+            judged = int(
+                sum(
+                    s.value
+                    for family in guard.metrics.registry.collect()
+                    for s in family.samples
+                    if s.name == "causalguard_monitor_replies_total" and s.labels["outcome"] == "judged"
+                )
+            )
     print(f"machine: {machine()}")
-    print(f"{args.clients} clients x {args.requests} requests x {args.max_tokens} tokens, {args.rounds} rounds, "
-          f"greedy, batching on; "
-          f"{judged} replies judged in all")
+    print(
+        f"{args.clients} clients x {args.requests} requests x {args.max_tokens} tokens, {args.rounds} rounds, "
+        f"greedy, batching on; "
+        f"{judged} replies judged in all"
+    )
     base_tps, base_p50 = statistics.median(tps["off"]), statistics.median(p50["off"])
     for name in arms:
         rate, latency = statistics.median(tps[name]), statistics.median(p50[name])
-        print(f"  monitor {name:>9}: {rate:6.1f} tokens/s ({base_tps / rate:.3f}x the time per token of off), "
-              f"p50 {latency:.2f} s ({latency / base_p50:.3f}x); rounds {', '.join(f'{r:.1f}' for r in tps[name])}")
+        print(
+            f"  monitor {name:>9}: {rate:6.1f} tokens/s ({base_tps / rate:.3f}x the time per token of off), "
+            f"p50 {latency:.2f} s ({latency / base_p50:.3f}x); rounds {', '.join(f'{r:.1f}' for r in tps[name])}"
+        )
 
 
 def proxy(args: argparse.Namespace) -> None:
@@ -109,8 +126,10 @@ def proxy(args: argparse.Namespace) -> None:
         path = Path(folder) / "guard.yaml"
         # proxy mode plans role levers only: in survey units (no role lever holds in reply units here)
         config = CONFIG.replace("method: vector", "method: role\nunits: survey")
-        path.write_text(config.replace("monitor: {enabled: false}", "monitor: {sample_rate: 1.0, queue_size: 100000}")
-                        + "upstream: {base_url: 'http://127.0.0.1:9/v1', model: unused}\n")
+        path.write_text(
+            config.replace("monitor: {enabled: false}", "monitor: {sample_rate: 1.0, queue_size: 100000}")
+            + "upstream: {base_url: 'http://127.0.0.1:9/v1', model: unused}\n"
+        )
         with ValueGuard.from_config(path, start_audits=False) as guard:
             ask = [{"role": "user", "content": QUESTIONS[0]}]
             reply = "You could try a new hiking trail, or learn to cook a dish you have never made."
@@ -126,8 +145,10 @@ def proxy(args: argparse.Namespace) -> None:
             assert guard.monitor is not None
             guard.monitor.drain(600)
     print(f"machine: {machine()}")
-    print(f"proxy mode, {n} calls: observe_reply {observed * 1e6:.1f} us per reply on the request path "
-          f"(an empty loop: {empty * 1e6:.2f} us); judging happens on the monitor's thread")
+    print(
+        f"proxy mode, {n} calls: observe_reply {observed * 1e6:.1f} us per reply on the request path "
+        f"(an empty loop: {empty * 1e6:.2f} us); judging happens on the monitor's thread"
+    )
 
 
 def main() -> None:

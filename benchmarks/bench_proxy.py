@@ -64,9 +64,25 @@ def main() -> None:
     gguf = EMBEDDED_MODELS["smollm2-135m-instruct"].locate_gguf()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        upstream = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
-                                     "127.0.0.1", "--port", str(port), "--model_alias", "up", "--n_threads", "2"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        upstream = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--model_alias",
+                "up",
+                "--n_threads",
+                "2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         direct_url = f"http://127.0.0.1:{port}/v1"
         try:
             for _ in range(240):
@@ -76,21 +92,29 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.5)
             config = folder / "guard.yaml"
-            config.write_text("model: smollm2-135m-instruct\n"  # no operator prompt: both arms send the same messages
-                              "profiles:\n  plain: {}\naudit: {enabled: false}\n"
-                              f"upstream:\n  base_url: {direct_url}\n  model: up\n")
+            config.write_text(
+                "model: smollm2-135m-instruct\n"  # no operator prompt: both arms send the same messages
+                "profiles:\n  plain: {}\naudit: {enabled: false}\n"
+                f"upstream:\n  base_url: {direct_url}\n  model: up\n"
+            )
             busy = folder / "busy.yaml"
-            busy.write_text("model: smollm2-135m-instruct\nunits: survey\nmethod: role\n"
-                            "targets:\n  stimulation: {direction: increase}\nprofiles:\n  plain: {}\n"
-                            "audit: {interval_seconds: 5, prompts_per_audit: 2, max_new_tokens: 32}\n"
-                            "monitor: {sample_rate: 1.0}\n"
-                            f"upstream:\n  base_url: {direct_url}\n  model: up\n")
-            with serve_in_process(config, folder / "server.log") as guard, \
-                    serve_in_process(busy, folder / "busy.log") as watched, httpx.Client(timeout=120) as client:
-                arms = {"direct": (f"{direct_url}/chat/completions", "up"),
-                        "proxied": (f"{guard.url}/v1/chat/completions", "smollm2-135m-instruct:plain"),
-                        "proxied+monitor+audits": (f"{watched.url}/v1/chat/completions",
-                                                   "smollm2-135m-instruct:plain")}
+            busy.write_text(
+                "model: smollm2-135m-instruct\nunits: survey\nmethod: role\n"
+                "targets:\n  stimulation: {direction: increase}\nprofiles:\n  plain: {}\n"
+                "audit: {interval_seconds: 5, prompts_per_audit: 2, max_new_tokens: 32}\n"
+                "monitor: {sample_rate: 1.0}\n"
+                f"upstream:\n  base_url: {direct_url}\n  model: up\n"
+            )
+            with (
+                serve_in_process(config, folder / "server.log") as guard,
+                serve_in_process(busy, folder / "busy.log") as watched,
+                httpx.Client(timeout=120) as client,
+            ):
+                arms = {
+                    "direct": (f"{direct_url}/chat/completions", "up"),
+                    "proxied": (f"{guard.url}/v1/chat/completions", "smollm2-135m-instruct:plain"),
+                    "proxied+monitor+audits": (f"{watched.url}/v1/chat/completions", "smollm2-135m-instruct:plain"),
+                }
                 results: dict[tuple[str, bool], list[float]] = {(a, s): [] for a in arms for s in (False, True)}
                 empty = dict.fromkeys(arms, 0)
                 for stream in (False, True):
@@ -113,10 +137,14 @@ def main() -> None:
         direct, proxied = results[("direct", stream)], results[("proxied", stream)]
         d50, d95, p50, p95 = (_quantile(v, q) * 1e3 for v in (direct, proxied) for q in (0.5, 0.95))
         w50, w95 = (_quantile(results[("proxied+monitor+audits", stream)], q) * 1e3 for q in (0.5, 0.95))
-        print(f"  {what:20s} direct p50 {d50:7.1f} ms  p95 {d95:7.1f} | proxied p50 {p50:7.1f} ms  p95 {p95:7.1f}"
-              f" | added p50 {p50 - d50:+.1f} ms (target < 5 ms)")
-        print(f"  {'':20s} with monitor + audits: p50 {w50:7.1f} ms  p95 {w95:7.1f} | {w50 / p50:.2f}x the plain "
-              f"proxy at p50, {w95 / p95:.2f}x at p95")
+        print(
+            f"  {what:20s} direct p50 {d50:7.1f} ms  p95 {d95:7.1f} | proxied p50 {p50:7.1f} ms  p95 {p95:7.1f}"
+            f" | added p50 {p50 - d50:+.1f} ms (target < 5 ms)"
+        )
+        print(
+            f"  {'':20s} with monitor + audits: p50 {w50:7.1f} ms  p95 {w95:7.1f} | {w50 / p50:.2f}x the plain "
+            f"proxy at p50, {w95 / p95:.2f}x at p95"
+        )
 
 
 if __name__ == "__main__":

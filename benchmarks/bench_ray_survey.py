@@ -40,15 +40,20 @@ def main() -> None:
     parser.add_argument("--conditions", type=int, default=40)
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per actor; default: the driver's (identical scores, but 2 actors x 2 "
-                             "threads oversubscribe 2 cores); 1 here is the fast setting")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per actor; default: the driver's (identical scores, but 2 actors x 2 "
+        "threads oversubscribe 2 cores); 1 here is the fast setting",
+    )
     args = parser.parse_args()
     lm = load_model("smollm2-135m-instruct")
     inventory = load_inventory("schwartz-basic-10")
     items = len(list(inventory.items()))
-    conditions = build_conditions(standard_roles(inventory, personas=args.conditions - 1, include_value_roles=False,
-                                                 include_anchors=False))
+    conditions = build_conditions(
+        standard_roles(inventory, personas=args.conditions - 1, include_value_roles=False, include_anchors=False)
+    )
     settings = SurveySettings(method="statement")
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
     times: dict[str, list[float]] = {"local": [], "ray": []}
@@ -72,20 +77,28 @@ def main() -> None:
     local, distributed = statistics.median(times["local"]), statistics.median(times["ray"])
     print(f"machine: {machine()}")
     threads = args.threads or "the driver's"
-    print(f"survey: {len(conditions)} conditions x {items} items, statement method, {args.rounds} round(s), "
-          f"{threads} torch threads per actor")
+    print(
+        f"survey: {len(conditions)} conditions x {items} items, statement method, {args.rounds} round(s), "
+        f"{threads} torch threads per actor"
+    )
     print(f"  local:            {local:7.1f} s ({len(conditions) * items / local:.1f} items/s)")
     rate = len(conditions) * items / distributed
     identical = scores["local"] == scores["ray"]
-    print(f"  ray, {args.actors} actors:    {distributed:7.1f} s ({rate:.1f} items/s); ray / local "
-          f"{distributed / local:.2f}x time; scores.csv identical: {identical}")
+    print(
+        f"  ray, {args.actors} actors:    {distributed:7.1f} s ({rate:.1f} items/s); ray / local "
+        f"{distributed / local:.2f}x time; scores.csv identical: {identical}"
+    )
     rates = [w["items_per_second"] for w in workers.values() if w["items_per_second"]]
     for worker, figures in workers.items():
-        print(f"    actor {worker}: {figures['conditions']} conditions, {figures['items_per_second']} items/s "
-              "while scoring")
+        print(
+            f"    actor {worker}: {figures['conditions']} conditions, {figures['items_per_second']} items/s "
+            "while scoring"
+        )
     per_actor = statistics.median(rates)
-    print(f"  per-actor throughput here: {per_actor:.1f} items/s; scale: a survey of C conditions x I items on N "
-          f"such actors takes about C*I / ({per_actor:.1f} * N) s plus one model load per actor")
+    print(
+        f"  per-actor throughput here: {per_actor:.1f} items/s; scale: a survey of C conditions x I items on N "
+        f"such actors takes about C*I / ({per_actor:.1f} * N) s plus one model load per actor"
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,14 @@ def main() -> None:
         config = Path(tmp) / "guard.yaml"
         config.write_text(CONFIG)
         with serve_in_process(config, Path(tmp) / "server.log") as server:
-            report = run_load(server.url, "smollm2-135m-instruct", ["default", "less-power", "plain"],
-                              requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens)
+            report = run_load(
+                server.url,
+                "smollm2-135m-instruct",
+                ["default", "less-power", "plain"],
+                requests=args.requests,
+                concurrency=args.concurrency,
+                max_tokens=args.max_tokens,
+            )
     print(f"machine: {machine()}")
     print(report.summary())
 

@@ -18,8 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-GOOD_FEATURES = {"gemma": "14351,1025,2965,10096,1341,1975,10605,14049,1312,4752",
-                 "llama": "49202,58305,8546,12477,7754,9332,1897,62769,47207,54606"}
+GOOD_FEATURES = {
+    "gemma": "14351,1025,2965,10096,1341,1975,10605,14049,1312,4752",
+    "llama": "49202,58305,8546,12477,7754,9332,1897,62769,47207,54606",
+}
 THRESHOLDS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15)
 ALPHAS = (0.01, 0.05)
 
@@ -41,16 +43,30 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "causalguard.cli"]
-    rules = [ChangeRule("threshold", threshold=t) for t in THRESHOLDS] + [ChangeRule("t_test", alpha=a)
-                                                                          for a in ALPHAS]
-    print("| model | rows in | changed when | targets | expected (paper) | unexpected (paper) | "
-          "mean abs. cell difference |")
+    rules = [ChangeRule("threshold", threshold=t) for t in THRESHOLDS] + [ChangeRule("t_test", alpha=a) for a in ALPHAS]
+    print(
+        "| model | rows in | changed when | targets | expected (paper) | unexpected (paper) | "
+        "mean abs. cell difference |"
+    )
     print("|---|---|---|---|---|---|---|")
     for model, features in GOOD_FEATURES.items():
         bundle = args.out / model
-        subprocess.run([*cli, "graph", "build", str(args.paper / f"ans_{model}_train_formal.csv"), "--out",
-                        str(bundle), "--bootstrap", "0", "--steering-only", features], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *cli,
+                "graph",
+                "build",
+                str(args.paper / f"ans_{model}_train_formal.csv"),
+                "--out",
+                str(bundle),
+                "--bootstrap",
+                "0",
+                "--steering-only",
+                features,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         graph = load_bundle(bundle).graph
         paper = read_paper_table(args.paper / f"table2_{model}.csv")
         train = read_score_matrix(args.paper / f"ans_{model}_train_formal.csv")
@@ -62,15 +78,30 @@ def main() -> int:
                     table = change_rate_table(test, graph, rule, target_map=target_map, interventions=only)
                     cmp = compare_with_paper(table, paper)
                     means = cmp["means"]
-                    print(f"| {model} ({len(graph.edges)} edges) | {rows} | {rule.describe()} | {target_name} | "
-                          f"{_f(means['expected']['ours'])} ({_f(means['expected']['paper'])}) | "
-                          f"{_f(means['unexpected']['ours'])} ({_f(means['unexpected']['paper'])}) | "
-                          f"{_f(cmp['mean_abs_difference'])} |")
+                    print(
+                        f"| {model} ({len(graph.edges)} edges) | {rows} | {rule.describe()} | {target_name} | "
+                        f"{_f(means['expected']['ours'])} ({_f(means['expected']['paper'])}) | "
+                        f"{_f(means['unexpected']['ours'])} ({_f(means['unexpected']['paper'])}) | "
+                        f"{_f(cmp['mean_abs_difference'])} |"
+                    )
         evaluated = args.out / f"evaluate-{model}.json"
         test_csv = str(args.paper / f"ans_{model}_test_formal.csv")
-        subprocess.run([*cli, "graph", "evaluate", str(bundle), "--test", test_csv,
-                        "--targets-from", str(args.paper / f"ans_{model}_train_formal.csv"), "--out", str(evaluated)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *cli,
+                "graph",
+                "evaluate",
+                str(bundle),
+                "--test",
+                test_csv,
+                "--targets-from",
+                str(args.paper / f"ans_{model}_train_formal.csv"),
+                "--out",
+                str(evaluated),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     print()
     print("| predictor | " + " | ".join(GOOD_FEATURES) + " |")
     print("|---|" + "---|" * len(GOOD_FEATURES))

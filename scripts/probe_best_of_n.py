@@ -33,7 +33,7 @@ Key = tuple[str, str, Any]  # persona, prompt, "greedy" or the sample's index
 def _generate(lm: Any, rows: list[GenerationRow], temperature: float) -> list[str]:
     out = []
     for start in range(0, len(rows), 16):
-        for g in generate_rows(lm, rows[start:start + 16], max_new_tokens=64, temperature=temperature):
+        for g in generate_rows(lm, rows[start : start + 16], max_new_tokens=64, temperature=temperature):
             out.append(lm.tokenizer.decode(g.tokens, skip_special_tokens=True).strip())
     return out
 
@@ -68,9 +68,10 @@ def main() -> int:
     keys = list(texts)
     probe = dict(zip(keys, judge.score([texts[k] for k in keys]), strict=True))
     inventory = load_inventory("schwartz-basic-10")
-    second_judge = ContrastJudge(load_model("gemma3-270m"), [ValueDefinition(d.name, d.display, d.definition,
-                                                                             d.opposite_text)
-                                                             for d in inventory.dimensions])
+    second_judge = ContrastJudge(
+        load_model("gemma3-270m"),
+        [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inventory.dimensions],
+    )
     assert list(second_judge.dimensions) == dims
     started = time.time()
     second = dict(zip(keys, second_judge.score([texts[k] for k in keys]), strict=True))
@@ -78,8 +79,12 @@ def main() -> int:
     results = {}
     for j, value in enumerate(dims):
         for sign, name in ((1, "up"), (-1, "down")):
-            rows: dict[str, list[float]] = {"probe_vs_greedy": [], "second_vs_greedy": [], "probe_vs_mean": [],
-                                            "second_vs_mean": []}
+            rows: dict[str, list[float]] = {
+                "probe_vs_greedy": [],
+                "second_vs_greedy": [],
+                "probe_vs_mean": [],
+                "second_vs_mean": [],
+            }
             for p in personas:
                 for q in prompts:
                     candidates = [(p.id, q.id, s) for s in range(n)]
@@ -87,16 +92,19 @@ def main() -> int:
                     greedy = (p.id, q.id, "greedy")
                     for judge_name, scores in (("probe", probe), ("second", second)):
                         rows[f"{judge_name}_vs_greedy"].append(scores[best][j] - scores[greedy][j])
-                        rows[f"{judge_name}_vs_mean"].append(scores[best][j]
-                                                             - float(np.mean([scores[c][j] for c in candidates])))
+                        rows[f"{judge_name}_vs_mean"].append(
+                            scores[best][j] - float(np.mean([scores[c][j] for c in candidates]))
+                        )
             figures = {k: t_interval(np.array(v)) for k, v in rows.items()}
             results[f"{value}-{name}"] = figures
-            print(f"{value}-{name:4s} vs greedy: probe {_fmt(figures['probe_vs_greedy'])}, second "
-                  f"{_fmt(figures['second_vs_greedy'])} | vs the candidates' mean: probe "
-                  f"{_fmt(figures['probe_vs_mean'])}, second {_fmt(figures['second_vs_mean'])}", flush=True)
+            print(
+                f"{value}-{name:4s} vs greedy: probe {_fmt(figures['probe_vs_greedy'])}, second "
+                f"{_fmt(figures['second_vs_greedy'])} | vs the candidates' mean: probe "
+                f"{_fmt(figures['probe_vs_mean'])}, second {_fmt(figures['second_vs_mean'])}",
+                flush=True,
+            )
     with open(f"/tmp/probe_best_of_n_{n}.json", "w", encoding="utf-8") as handle:
-        json.dump({"texts": {"|".join(map(str, k)): v for k, v in texts.items()}, "results": results}, handle,
-                  indent=1)
+        json.dump({"texts": {"|".join(map(str, k)): v for k, v in texts.items()}, "results": results}, handle, indent=1)
     return 0
 
 

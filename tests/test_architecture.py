@@ -11,8 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-SOURCES = {"guard/causalguard": "causalguard", "adapters/causalguard/adapters": "causalguard.adapters",
-           "graphs/causalguard/graphs": "causalguard.graphs"}
+SOURCES = {
+    "guard/causalguard": "causalguard",
+    "adapters/causalguard/adapters": "causalguard.adapters",
+    "graphs/causalguard/graphs": "causalguard.graphs",
+}
 FOUNDATION, MECHANICS, ARTIFACTS, OFFLINE, SERVING, ENTRY = range(1, 7)
 
 
@@ -34,8 +37,11 @@ LAYER_OF, OFFLINE_MAY_USE = read_layer_table((ROOT / "ARCHITECTURE.md").read_tex
 def layer(module: str) -> int:
     if module == "causalguard":
         return LAYER_OF["causalguard"]
-    best = max((p for p in LAYER_OF if p != "causalguard" and (module == p or module.startswith(p + "."))),
-               key=len, default=None)
+    best = max(
+        (p for p in LAYER_OF if p != "causalguard" and (module == p or module.startswith(p + "."))),
+        key=len,
+        default=None,
+    )
     assert best is not None, f"{module} has no layer: add it to ARCHITECTURE.md's Layers table"
     return LAYER_OF[best]
 
@@ -46,8 +52,9 @@ def _modules() -> list[tuple[str, ast.Module]]:
     for folder, package in SOURCES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
             parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            out.append((".".join((package, *parts)).removesuffix(".__init__"),
-                        ast.parse(path.read_text(encoding="utf-8"))))
+            out.append(
+                (".".join((package, *parts)).removesuffix(".__init__"), ast.parse(path.read_text(encoding="utf-8")))
+            )
     return out
 
 
@@ -84,16 +91,23 @@ def test_every_module_level_import_follows_the_layers() -> None:
 
 
 def _is_serving(module: str) -> bool:
-    best = max((p for p in LAYER_OF if p != "causalguard" and (module == p or module.startswith(p + "."))),
-               key=len, default=None)
+    best = max(
+        (p for p in LAYER_OF if p != "causalguard" and (module == p or module.startswith(p + "."))),
+        key=len,
+        default=None,
+    )
     return best is not None and LAYER_OF[best] == SERVING
 
 
 def all_imports(package_prefix: str) -> list[tuple[str, str, int]]:
     """(importer, imported, line) for every causalguard import, at any depth, in serving modules and in
     modules under the prefix."""
-    return [edge for name, tree in _modules() if name.startswith(package_prefix) or _is_serving(name)
-            for edge in _causalguard_imports(name, list(ast.walk(tree)))]
+    return [
+        edge
+        for name, tree in _modules()
+        if name.startswith(package_prefix) or _is_serving(name)
+        for edge in _causalguard_imports(name, list(ast.walk(tree)))
+    ]
 
 
 def test_serving_and_the_artifact_layer_never_import_the_offline_package_not_even_lazily() -> None:
@@ -137,8 +151,10 @@ def test_the_layer_table_is_read_from_architecture_md() -> None:
     assert set(LAYER_OF.values()) == {FOUNDATION, MECHANICS, ARTIFACTS, OFFLINE, SERVING, ENTRY}
     assert LAYER_OF["causalguard.graphs"] == OFFLINE and LAYER_OF["causalguard.bundle"] == ARTIFACTS
     assert "causalguard.runtime.generation" in OFFLINE_MAY_USE and len(OFFLINE_MAY_USE) == 5
-    table, _ = read_layer_table("## Layers\n\n| 2 x | y | `causalguard.a`, `causalguard.b.c` |\n"
-                                "\nOne exception: `causalguard.a`.\n\n## Next\n| 5 z | y | `causalguard.d` |\n")
+    table, _ = read_layer_table(
+        "## Layers\n\n| 2 x | y | `causalguard.a`, `causalguard.b.c` |\n"
+        "\nOne exception: `causalguard.a`.\n\n## Next\n| 5 z | y | `causalguard.d` |\n"
+    )
     assert table == {"causalguard.a": 2, "causalguard.b.c": 2}
 
 
@@ -153,10 +169,12 @@ def test_the_root_exports_the_public_api_lazily() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, causalguard; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
-            "from causalguard import ValueGuard, load_model; assert ValueGuard.__module__.endswith('value_guard'); "
-            "from causalguard.adapters.langchain import ChatValueGuard; "
-            "assert 'ValueGuard' in dir(causalguard)\n"
-            "try:\n    causalguard.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)")
+    code = (
+        "import sys, causalguard; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+        "from causalguard import ValueGuard, load_model; assert ValueGuard.__module__.endswith('value_guard'); "
+        "from causalguard.adapters.langchain import ChatValueGuard; "
+        "assert 'ValueGuard' in dir(causalguard)\n"
+        "try:\n    causalguard.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

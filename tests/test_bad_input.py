@@ -51,30 +51,66 @@ def _json(folder: Path, name: str, change: Callable[[dict], None]) -> None:  # t
 
 
 BUNDLE_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
-    "bundle.json not UTF-8": (lambda f: (f / "bundle.json").write_bytes(b'{"schema": "\xff"}'),
-                              "bundle.json", "not UTF-8"),
+    "bundle.json not UTF-8": (
+        lambda f: (f / "bundle.json").write_bytes(b'{"schema": "\xff"}'),
+        "bundle.json",
+        "not UTF-8",
+    ),
     "effects missing": (lambda f: (f / "effects.safetensors").unlink(), "effects.safetensors", "missing"),
-    "effects empty": (lambda f: (f / "effects.safetensors").write_bytes(b""), "effects.safetensors",
-                      "not a readable safetensors"),
-    "effects truncated": (lambda f: (f / "effects.safetensors").write_bytes(
-        (f / "effects.safetensors").read_bytes()[:200]), "effects.safetensors", "not a readable safetensors"),
-    "effects random bytes": (lambda f: (f / "effects.safetensors").write_bytes(bytes(range(256)) * 8),
-                             "effects.safetensors", "not a readable safetensors"),
-    "effects tensor missing": (lambda f: _tensors(f, lambda t: t.pop("class_low")), "effects.safetensors",
-                               "'class_low' is missing"),
-    "effects wrong shape": (lambda f: _tensors(f, lambda t: t.update(total=np.zeros((3, 3), dtype=np.float32))),
-                            "effects.safetensors", "expected (10, 10)"),
-    "effects NaN": (lambda f: _tensors(f, lambda t: t["total"].__setitem__((0, 1), np.nan)), "effects.safetensors",
-                    "NaN or infinite"),
+    "effects empty": (
+        lambda f: (f / "effects.safetensors").write_bytes(b""),
+        "effects.safetensors",
+        "not a readable safetensors",
+    ),
+    "effects truncated": (
+        lambda f: (f / "effects.safetensors").write_bytes((f / "effects.safetensors").read_bytes()[:200]),
+        "effects.safetensors",
+        "not a readable safetensors",
+    ),
+    "effects random bytes": (
+        lambda f: (f / "effects.safetensors").write_bytes(bytes(range(256)) * 8),
+        "effects.safetensors",
+        "not a readable safetensors",
+    ),
+    "effects tensor missing": (
+        lambda f: _tensors(f, lambda t: t.pop("class_low")),
+        "effects.safetensors",
+        "'class_low' is missing",
+    ),
+    "effects wrong shape": (
+        lambda f: _tensors(f, lambda t: t.update(total=np.zeros((3, 3), dtype=np.float32))),
+        "effects.safetensors",
+        "expected (10, 10)",
+    ),
+    "effects NaN": (
+        lambda f: _tensors(f, lambda t: t["total"].__setitem__((0, 1), np.nan)),
+        "effects.safetensors",
+        "NaN or infinite",
+    ),
     "graph edge to an unknown value": (
-        lambda f: _json(f, "bundle.json", lambda d: d["graph"]["edges"].append(
-            {**d["graph"]["edges"][0], "target": "greed"})), "bundle.json", "graph"),
-    "catalog with other values": (lambda f: _json(f, "catalog.json", lambda d: d.update(
-        dimensions=d["dimensions"][:2])), "catalog.json", "catalog's values"),
-    "catalog NaN effect": (lambda f: _json(f, "catalog.json", lambda d: d["levers"][0]["effects"][
-        d["dimensions"][0]].update(mean=float("nan"))), "catalog.json", "finite"),
-    "catalog infinite baseline": (lambda f: _json(f, "catalog.json", lambda d: d["baseline"][d["dimensions"][0]]
-                                                  .update(ci_high=float("inf"))), "catalog.json", "finite"),
+        lambda f: _json(
+            f, "bundle.json", lambda d: d["graph"]["edges"].append({**d["graph"]["edges"][0], "target": "greed"})
+        ),
+        "bundle.json",
+        "graph",
+    ),
+    "catalog with other values": (
+        lambda f: _json(f, "catalog.json", lambda d: d.update(dimensions=d["dimensions"][:2])),
+        "catalog.json",
+        "catalog's values",
+    ),
+    "catalog NaN effect": (
+        lambda f: _json(
+            f, "catalog.json", lambda d: d["levers"][0]["effects"][d["dimensions"][0]].update(mean=float("nan"))
+        ),
+        "catalog.json",
+        "finite",
+    ),
+    "catalog infinite baseline": (
+        lambda f: _json(f, "catalog.json", lambda d: d["baseline"][d["dimensions"][0]].update(ci_high=float("inf"))),
+        "catalog.json",
+        "finite",
+    ),
 }
 
 
@@ -123,30 +159,49 @@ def test_a_bad_number_in_guard_yaml_is_a_clear_error(tmp_path: Path, case: str) 
 
 
 HEADER = "questionnaire,item,value,agreement,question\n"
-ROWS = ('PVQ,"I like to be in charge.",Power,1,"Do you like to be in charge?"\n'
-        'PVQ,"I want wealth.",Power,1,"Do you want wealth?"\n'
-        'PVQ,"I help my friends.",Benevolence,1,"Do you help your friends?"\n'
-        'PVQ,"I care for others.",Benevolence,-1,"Do you care for others?"\n')
+ROWS = (
+    'PVQ,"I like to be in charge.",Power,1,"Do you like to be in charge?"\n'
+    'PVQ,"I want wealth.",Power,1,"Do you want wealth?"\n'
+    'PVQ,"I help my friends.",Benevolence,1,"Do you help your friends?"\n'
+    'PVQ,"I care for others.",Benevolence,-1,"Do you care for others?"\n'
+)
 
 # name -> (file bytes, line, field, message): each must be one located problem with a fix
 CSV_CASES: dict[str, tuple[bytes, int, str, str]] = {
     "short row": ((HEADER + "PVQ,I like it\n" + ROWS).encode(), 2, "row", "has 2 fields, the header has 5"),
     "long row": ((HEADER + ROWS + 'PVQ,"I rule.",Power,1,"Do you rule?",extra\n').encode(), 6, "row", "has 6 fields"),
     "item under 3 characters": ((HEADER + 'PVQ,Hi,Power,1,"Do you?"\n' + ROWS).encode(), 2, "item", "2 characters"),
-    "Latin-1 file": ((HEADER + ROWS + 'PVQ,"I like cafés.",Power,1,"Do you?"\n').encode("latin-1"), 6, "",
-                     "not UTF-8"),
-    "field over 128 KB": ((HEADER + 'PVQ,"I ' + "x" * 140000 + '",Power,1,"Do you?"\n' + ROWS).encode(), 2, "",
-                          "field larger than field limit"),
-    "item over 1000 characters": ((HEADER + 'PVQ,"I ' + "y" * 10000 + '",Power,1,"Do you?"\n' + ROWS).encode(), 2,
-                                  "item", "10002 characters"),
+    "Latin-1 file": ((HEADER + ROWS + 'PVQ,"I like cafés.",Power,1,"Do you?"\n').encode("latin-1"), 6, "", "not UTF-8"),
+    "field over 128 KB": (
+        (HEADER + 'PVQ,"I ' + "x" * 140000 + '",Power,1,"Do you?"\n' + ROWS).encode(),
+        2,
+        "",
+        "field larger than field limit",
+    ),
+    "item over 1000 characters": (
+        (HEADER + 'PVQ,"I ' + "y" * 10000 + '",Power,1,"Do you?"\n' + ROWS).encode(),
+        2,
+        "item",
+        "10002 characters",
+    ),
     "agreement 1.7": ((HEADER + ROWS.replace("Power,1,", "Power,1.7,", 1)).encode(), 2, "agreement", "'1.7'"),
     "agreement inf": ((HEADER + ROWS.replace("Power,1,", "Power,inf,", 1)).encode(), 2, "agreement", "'inf'"),
-    "two spellings merge": ((HEADER + ROWS + 'PVQ,"I rule.",POWER!,1,"Do you rule?"\n').encode(), 6, "value",
-                            "both become the value name 'power'"),
+    "two spellings merge": (
+        (HEADER + ROWS + 'PVQ,"I rule.",POWER!,1,"Do you rule?"\n').encode(),
+        6,
+        "value",
+        "both become the value name 'power'",
+    ),
     "duplicate row": ((HEADER + ROWS + ROWS.splitlines(keepends=True)[0]).encode(), 6, "item", "repeats line 2"),
-    "value named like an id column": ((HEADER + ROWS + 'PVQ,"I adapt.",condition,1,"Do you adapt?"\n'
-                                       'PVQ,"I adapt a lot.",condition,1,"Do you adapt a lot?"\n').encode(), 6,
-                                      "value", "column name of the score matrix"),
+    "value named like an id column": (
+        (
+            HEADER + ROWS + 'PVQ,"I adapt.",condition,1,"Do you adapt?"\n'
+            'PVQ,"I adapt a lot.",condition,1,"Do you adapt a lot?"\n'
+        ).encode(),
+        6,
+        "value",
+        "column name of the score matrix",
+    ),
 }
 
 
@@ -176,14 +231,30 @@ def test_a_byte_order_mark_is_read_as_utf8(tmp_path: Path) -> None:
 ROLE_CASES: dict[str, tuple[str, int, str, str]] = {
     "id of the baseline": ("roles:\n  - {id: baseline, description: 'a clerk'}\n", 2, "roles[0].id", "built-in"),
     "id of a persona": ("roles:\n  - {id: 'persona:000', description: 'a clerk'}\n", 2, "roles[0].id", "built-in"),
-    "id of a value role": ("roles:\n  - {id: ok, description: 'a clerk'}\n  - {id: 'value:power:inclined', "
-                           "description: 'a clerk'}\n", 3, "roles[1].id", "built-in"),
-    "duplicate id": ("roles:\n  - {id: a, description: 'a clerk'}\n\n  - {id: a, description: 'a monk'}\n", 4,
-                     "roles[1].id", "first on line 2"),
-    "description under 3 characters": ("roles:\n  - {id: a, description: 'Hi'}\n", 2, "roles[0].description",
-                                       "at least 3"),
-    "system prompt over 4000 characters": ("roles:\n  - {id: a, description: 'a clerk', system_prompt: '"
-                                           + "z" * 5000 + "'}\n", 2, "roles[0].system_prompt", "at most 4000"),
+    "id of a value role": (
+        "roles:\n  - {id: ok, description: 'a clerk'}\n  - {id: 'value:power:inclined', description: 'a clerk'}\n",
+        3,
+        "roles[1].id",
+        "built-in",
+    ),
+    "duplicate id": (
+        "roles:\n  - {id: a, description: 'a clerk'}\n\n  - {id: a, description: 'a monk'}\n",
+        4,
+        "roles[1].id",
+        "first on line 2",
+    ),
+    "description under 3 characters": (
+        "roles:\n  - {id: a, description: 'Hi'}\n",
+        2,
+        "roles[0].description",
+        "at least 3",
+    ),
+    "system prompt over 4000 characters": (
+        "roles:\n  - {id: a, description: 'a clerk', system_prompt: '" + "z" * 5000 + "'}\n",
+        2,
+        "roles[0].system_prompt",
+        "at most 4000",
+    ),
 }
 
 
@@ -232,15 +303,30 @@ def test_an_oversized_yaml_is_refused_before_parsing(tmp_path: Path) -> None:
 
 
 MORE_BUNDLE_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
-    "SAE feature out of range": (lambda f: _json(f, "catalog.json", lambda d: next(
-        lever for lever in d["levers"] if lever["kind"] == "sae").update(feature=10**6)), "catalog.json",
-        "but the SAE has 4096 features"),
-    "a value missing from a lever's effects": (lambda f: _json(f, "catalog.json", lambda d: d["levers"][0][
-        "effects"].pop(d["dimensions"][1])), "catalog.json", "missing stimulation"),
-    "a value missing from a reply effect": (lambda f: _json(f, "catalog.json", lambda d: d["levers"][0][
-        "replies"]["effects"].pop(d["dimensions"][1])), "catalog.json", "replies.effects"),
-    "a lever listed twice": (lambda f: _json(f, "catalog.json", lambda d: d["levers"].append(d["levers"][0])),
-                             "catalog.json", "listed twice"),
+    "SAE feature out of range": (
+        lambda f: _json(
+            f,
+            "catalog.json",
+            lambda d: next(lever for lever in d["levers"] if lever["kind"] == "sae").update(feature=10**6),
+        ),
+        "catalog.json",
+        "but the SAE has 4096 features",
+    ),
+    "a value missing from a lever's effects": (
+        lambda f: _json(f, "catalog.json", lambda d: d["levers"][0]["effects"].pop(d["dimensions"][1])),
+        "catalog.json",
+        "missing stimulation",
+    ),
+    "a value missing from a reply effect": (
+        lambda f: _json(f, "catalog.json", lambda d: d["levers"][0]["replies"]["effects"].pop(d["dimensions"][1])),
+        "catalog.json",
+        "replies.effects",
+    ),
+    "a lever listed twice": (
+        lambda f: _json(f, "catalog.json", lambda d: d["levers"].append(d["levers"][0])),
+        "catalog.json",
+        "listed twice",
+    ),
 }
 
 
@@ -298,9 +384,25 @@ def test_a_file_the_machine_refuses_is_one_line_naming_it(tmp_path: Path) -> Non
     assert line.startswith(str(tmp_path / "answers.csv")) and "resumes" in line and "\n" not in line
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = subprocess.run([sys.executable, "-m", "causalguard.cli", "survey", "--out", str(blocker / "out"),
-                             "--dimensions", "power,benevolence", "--personas", "1", "--no-value-roles",
-                             "--no-anchors"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "causalguard.cli",
+            "survey",
+            "--out",
+            str(blocker / "out"),
+            "--dimensions",
+            "power,benevolence",
+            "--personas",
+            "1",
+            "--no-value-roles",
+            "--no-anchors",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"error: {blocker / 'out'}: Not a directory" in result.stderr, result.stderr
 
@@ -326,8 +428,7 @@ def test_a_prompt_slice_past_the_end_is_a_clear_error() -> None:
     assert "--prompt-offset" in str(caught.value) and "fix: lower --prompts or --prompt-offset" in str(caught.value)
 
 
-def test_an_unset_upstream_key_variable_names_the_config_line(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unset_upstream_key_variable_names_the_config_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from causalguard.config.loading import upstream_api_key
 
     monkeypatch.delenv("CG_TEST_UPSTREAM_KEY", raising=False)
@@ -363,12 +464,16 @@ def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
         read_guard_config(fifo)
 
 
-@pytest.mark.parametrize("text", [
-    # ten levels of ten aliases: 10**10 values once expanded, 600 bytes on disk
-    "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]\n" for k in range(1, 10)) + "model: *a9\n",
-    "model: &m [*m]\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # ten levels of ten aliases: 10**10 values once expanded, 600 bytes on disk
+        "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]\n" for k in range(1, 10))
+        + "model: *a9\n",
+        "model: &m [*m]\n",
+    ],
+)
 def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path, text: str) -> None:
     import time
 
@@ -388,8 +493,9 @@ def test_a_bad_exclude_pattern_and_log_level_are_clear_errors(tmp_path: Path) ->
     csv_file = tmp_path / "m.csv"
     csv_file.write_text("condition,a,b\nr0,0.1,0.2\n")
     result = CliRunner().invoke(app, ["graph", "build", str(csv_file), "--out", str(tmp_path / "b"), "--exclude", "("])
-    assert result.exit_code != 0 and "--exclude" in str(result.exception) and "regular expression" in str(
-        result.exception)
+    assert (
+        result.exit_code != 0 and "--exclude" in str(result.exception) and "regular expression" in str(result.exception)
+    )
     result = CliRunner().invoke(app, ["serve", "--config", "deploy/guard.yaml", "--log-level", "nonsense"])
     assert result.exit_code == 2 and "--log-level" in result.output
 
@@ -415,8 +521,11 @@ def test_an_unknown_scoring_method_is_named_before_any_model_loads() -> None:
 
 
 JSONL_CASES = {
-    "a key twice in one object": ('{"id": "a1", "text": "Any ideas?", "id": "a2", "values": ["power"], '
-                                  '"split": "dev"}', "id", "given twice"),
+    "a key twice in one object": (
+        '{"id": "a1", "text": "Any ideas?", "id": "a2", "values": ["power"], "split": "dev"}',
+        "id",
+        "given twice",
+    ),
     "nested too deeply": ('{"id": "a1", "text": ' + "[" * 100_000 + "]" * 100_000 + "}", "", "nested too deeply"),
 }
 
@@ -436,10 +545,13 @@ def test_a_bad_jsonl_object_is_a_located_error(tmp_path: Path, case: str) -> Non
     assert message in str(caught.value) and "fix:" in str(caught.value)
 
 
-@pytest.mark.parametrize(("damage", "line", "message"), [
-    (b"condition,power,benevolence\np0,0.1,0.2\np1,\xff\xfe,0.3\n", 3, "not UTF-8 text (byte 42)"),
-    (b"condition,power,benevolence\np0,0.1,0.2\np1,0.2,0.3\np2,0\x00.1,0.4\n", 4, "a NUL byte"),
-])
+@pytest.mark.parametrize(
+    ("damage", "line", "message"),
+    [
+        (b"condition,power,benevolence\np0,0.1,0.2\np1,\xff\xfe,0.3\n", 3, "not UTF-8 text (byte 42)"),
+        (b"condition,power,benevolence\np0,0.1,0.2\np1,0.2,0.3\np2,0\x00.1,0.4\n", 4, "a NUL byte"),
+    ],
+)
 def test_a_damaged_score_matrix_is_a_located_error(tmp_path: Path, damage: bytes, line: int, message: str) -> None:
     from causalguard.graphs.causal.matrix import read_score_matrix
 
@@ -465,15 +577,19 @@ dimensions:
 """
 
 
-@pytest.mark.parametrize(("old", "new", "where", "message"), [
-    ("polarity: 1}", "polarity: true}", "polarity", "the number 1 or -1"),
-    ("Alpha bores me.", "I like alpha things.", "dimensions", "repeats the statement"),
-    ("Beta bores me.", "i like  ALPHA things.", "dimensions", "repeats the statement"),
-    ("id: b2", "id: ''", "id", "at least 1"),
-    ("name: t\n", "name: ' '\n", "name", "pattern"),
-])
-def test_an_inventory_that_means_nothing_is_a_located_error(tmp_path: Path, old: str, new: str, where: str,
-                                                            message: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "where", "message"),
+    [
+        ("polarity: 1}", "polarity: true}", "polarity", "the number 1 or -1"),
+        ("Alpha bores me.", "I like alpha things.", "dimensions", "repeats the statement"),
+        ("Beta bores me.", "i like  ALPHA things.", "dimensions", "repeats the statement"),
+        ("id: b2", "id: ''", "id", "at least 1"),
+        ("name: t\n", "name: ' '\n", "name", "pattern"),
+    ],
+)
+def test_an_inventory_that_means_nothing_is_a_located_error(
+    tmp_path: Path, old: str, new: str, where: str, message: str
+) -> None:
     from causalguard.values import load_inventory
 
     path = tmp_path / "inv.yaml"
@@ -487,15 +603,38 @@ def test_an_unbalanced_dimension_is_a_warning_in_the_quality_report() -> None:
     from causalguard.graphs.survey.quality_report import render_markdown
     from causalguard.values.inventory import Inventory
 
-    inventory = Inventory.model_validate({"name": "t", "dimensions": [
-        {"name": "alpha", "definition": "a thing", "items": [
-            {"id": "a1", "statement": "I like alpha.", "question": "Alpha?", "polarity": 1},
-            {"id": "a2", "statement": "Alpha is great.", "question": "Great?", "polarity": 1}]}]})
+    inventory = Inventory.model_validate(
+        {
+            "name": "t",
+            "dimensions": [
+                {
+                    "name": "alpha",
+                    "definition": "a thing",
+                    "items": [
+                        {"id": "a1", "statement": "I like alpha.", "question": "Alpha?", "polarity": 1},
+                        {"id": "a2", "statement": "Alpha is great.", "question": "Great?", "polarity": 1},
+                    ],
+                }
+            ],
+        }
+    )
     assert inventory.unbalanced_dimensions() == ["alpha"]
-    report = {"model": {"name": "m"}, "method": {"name": "statement"}, "unbalanced_dimensions": ["alpha"],
-              "summary": {"conditions": 3, "median_alpha": 0.9, "median_split_half": 0.9,
-                          "value_role_share_met": None, "value_role_on_target_top1": None, "anchor_share_met": None},
-              "reliability": {}, "value_roles": {}, "anchors": {"per_dimension": {}}}
+    report = {
+        "model": {"name": "m"},
+        "method": {"name": "statement"},
+        "unbalanced_dimensions": ["alpha"],
+        "summary": {
+            "conditions": 3,
+            "median_alpha": 0.9,
+            "median_split_half": 0.9,
+            "value_role_share_met": None,
+            "value_role_on_target_top1": None,
+            "anchor_share_met": None,
+        },
+        "reliability": {},
+        "value_roles": {},
+        "anchors": {"per_dimension": {}},
+    }
     text = render_markdown(report)
     assert "**warning**" in text and "alpha" in text and "acquiescence" in text
 
@@ -514,8 +653,9 @@ def test_a_whitespace_prompt_and_an_empty_model_are_located_errors(tmp_path: Pat
     from causalguard.judging.prompt_sets import load_prompts
 
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text('{"id": "p1", "text": "How do I rest?", "values": []}\n{"id": "p2", "text": "  \\t ", '
-                       '"values": []}\n')
+    prompts.write_text(
+        '{"id": "p1", "text": "How do I rest?", "values": []}\n{"id": "p2", "text": "  \\t ", "values": []}\n'
+    )
     with pytest.raises(ConfigError, match=r"prompts\.jsonl:2.*text"):
         load_prompts(prompts)
     for model in ('""', "' '"):
@@ -538,9 +678,14 @@ def test_another_models_bundle_is_refused_before_the_model_loads(tmp_path: Path)
     assert time.monotonic() - started < 5  # no minute-long model load first
 
 
-@pytest.mark.parametrize("args", [["survey", "--seed", str(2**70)], ["graph", "build", "x.csv", "--out", "o",
-                                                                     "--seed", "-1"],
-                                  ["sae", "train", "--out", "o", "--layer", "-1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["survey", "--seed", str(2**70)],
+        ["graph", "build", "x.csv", "--out", "o", "--seed", "-1"],
+        ["sae", "train", "--out", "o", "--layer", "-1"],
+    ],
+)
 def test_out_of_range_seeds_and_layers_are_refused_by_the_cli(args: list[str]) -> None:
     from typer.testing import CliRunner
 

@@ -64,8 +64,7 @@ def test_readme_example_plans_generates_and_audits_into_metrics(lm: LoadedModel,
 
 
 def test_readme_langchain_chain_runs_on_the_local_model(lm: LoadedModel, config: Path) -> None:
-    guarded = ChatValueGuard(inner=ChatHuggingFaceLocal(lm=lm), config=str(config), max_tokens=10,
-                             start_audits=False)
+    guarded = ChatValueGuard(inner=ChatHuggingFaceLocal(lm=lm), config=str(config), max_tokens=10, start_audits=False)
     try:
         chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | guarded | StrOutputParser()
         answer = chain.invoke({"question": "What matters most in life?"})
@@ -84,8 +83,9 @@ def test_plan_command_prints_every_profile(config: Path) -> None:
 
 def test_plan_command_explains_an_infeasible_profile(config: Path) -> None:
     config.write_text(README_YAML.replace("stimulation: {direction: increase}", "benevolence: {direction: increase}"))
-    proc = subprocess.run([sys.executable, "-m", "causalguard.cli", "plan", str(config)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "causalguard.cli", "plan", str(config)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     # on this model no lever raises benevolence in replies without degrading them: refused, with the reason
     assert "infeasible" in proc.stderr and "benevolence" in proc.stderr and "fix:" in proc.stderr

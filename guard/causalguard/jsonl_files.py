@@ -45,13 +45,17 @@ def read_jsonl(path: Path, model: type[Record], *, what: str) -> list[tuple[Reco
     except FileNotFoundError:
         raise ConfigError.single(str(path), "file not found", hint="check the path") from None
     if size > MAX_FILE_BYTES:
-        raise ConfigError.single(str(path), f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit",
-                                 hint=f"split the {what} into smaller files")
+        raise ConfigError.single(
+            str(path),
+            f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit",
+            hint=f"split the {what} into smaller files",
+        )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})",
-                                 hint="save the file as UTF-8") from None
+        raise ConfigError.single(
+            str(path), f"not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
+        ) from None
     problems: list[Problem] = []
     records: list[tuple[Record, int]] = []
     for number, text in enumerate(lines, start=1):
@@ -60,14 +64,29 @@ def read_jsonl(path: Path, model: type[Record], *, what: str) -> list[tuple[Reco
         try:
             records.append((model.model_validate(strict_json_loads(text)), number))
         except json.JSONDecodeError as exc:
-            problems.append(Problem(str(path), number, "", f"invalid JSON: {exc.msg} (column {exc.colno})",
-                                    hint="one JSON object per line"))
+            problems.append(
+                Problem(
+                    str(path),
+                    number,
+                    "",
+                    f"invalid JSON: {exc.msg} (column {exc.colno})",
+                    hint="one JSON object per line",
+                )
+            )
         except DuplicateKeyError as exc:
-            problems.append(Problem(str(path), number, str(exc), f"the key {str(exc)!r} is given twice in one object",
-                                    hint="keep one of them"))
+            problems.append(
+                Problem(
+                    str(path),
+                    number,
+                    str(exc),
+                    f"the key {str(exc)!r} is given twice in one object",
+                    hint="keep one of them",
+                )
+            )
         except RecursionError:
-            problems.append(Problem(str(path), number, "", "JSON nested too deeply",
-                                    hint=f"a {what} record is a flat object"))
+            problems.append(
+                Problem(str(path), number, "", "JSON nested too deeply", hint=f"a {what} record is a flat object")
+            )
         except ValidationError as exc:
             for error in exc.errors():
                 loc = [p for p in error["loc"] if isinstance(p, int | str)]

@@ -47,8 +47,11 @@ def choose_method(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     figures = {n: {"validity": key(n)[0], "median_alpha": key(n)[1]} for n in reports}
     reasons = (
         f"'{best}' has validity {key(best)[0]:.3f} and median alpha {key(best)[1]:.3f}; "
-        + "; ".join(f"'{n}': validity {v['validity']:.3f}, alpha {v['median_alpha']:.3f}"
-                    for n, v in figures.items() if n != best)
+        + "; ".join(
+            f"'{n}': validity {v['validity']:.3f}, alpha {v['median_alpha']:.3f}"
+            for n, v in figures.items()
+            if n != best
+        )
         + ". Rule: highest validity (share of expected directions met by value roles and anchors); "
         "within 0.05 validity, the higher median Cronbach's alpha."
     )

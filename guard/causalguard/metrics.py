@@ -30,110 +30,234 @@ class GuardMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("causalguard_requests_total",
-                                "Requests by profile, method and outcome (ok, error, cancelled, timeout; rejected = "
-                                "429 queue full; invalid = a 4xx for bad input, profile 'none' when it named none "
-                                "of the config's).",
-                                ["profile", "method", "outcome"], registry=r)
-        self.request_seconds = Histogram("causalguard_request_duration_seconds", "End-to-end request latency.",
-                                         ["profile", "method"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft_seconds = Histogram("causalguard_time_to_first_token_seconds", "Time to the first streamed token.",
-                                      ["profile", "method"], buckets=TTFT_BUCKETS, registry=r)
-        self.generated_tokens = Counter("causalguard_generated_tokens_total", "Tokens generated.",
-                                        ["profile", "method"], registry=r)
-        self.levers_applied = Counter("causalguard_levers_applied_total", "Levers applied to requests, by kind.",
-                                      ["profile", "kind"], registry=r)
-        self.planned_change = Gauge("causalguard_planned_value_change", "Target change the plan aims for.",
-                                    ["profile", "value"], registry=r)
-        self.predicted_change = Gauge("causalguard_predicted_value_change",
-                                      "Change the plan predicts (measured lever effects).", ["profile", "value"],
-                                      registry=r)
-        self.tolerance = Gauge("causalguard_value_tolerance", "Operator tolerance of a protected value.",
-                               ["profile", "value"], registry=r)
-        self.audited_score = Gauge("causalguard_audited_value_score", "Value score measured by the last audit.",
-                                   ["profile", "value"], registry=r)
-        self.audited_change = Gauge("causalguard_audited_value_change",
-                                    "Guarded minus unguarded score: the last survey audit, or the running mean of "
-                                    "all reply-audit pairs of the current plan.", ["profile", "value"], registry=r)
-        self.audited_change_low = Gauge("causalguard_audited_value_change_ci_low",
-                                        "Reply audits: lower end of the running 95% interval of the change.",
-                                        ["profile", "value"], registry=r)
-        self.audited_change_high = Gauge("causalguard_audited_value_change_ci_high",
-                                         "Reply audits: upper end of the running 95% interval of the change.",
-                                         ["profile", "value"], registry=r)
-        self.audit_power = Gauge("causalguard_audit_power", "Reply audits: power to detect the planned change with "
-                                 "the pairs so far (two-sided 5% test).", ["profile", "value"], registry=r)
-        self.drift_alarm = Gauge("causalguard_audit_drift_alarm", "1 when the audited interval excludes the plan's "
-                                 "forecast interval (reply audits, after audit.min_pairs pairs).",
-                                 ["profile", "value"], registry=r)
-        self.quality_alarm = Gauge("causalguard_audit_quality_alarm", "1 when guarded replies are degraded more "
-                                   "often than unguarded ones (one-sided Fisher, p < 0.05).", ["profile"], registry=r)
-        self.audit_degraded_rate = Gauge("causalguard_audit_degraded_reply_rate", "Share of audited replies outside "
-                                         "the unsteered quality range.", ["profile", "arm"], registry=r)
-        self.audit_pairs = Gauge("causalguard_audit_pairs", "Reply pairs accumulated for the current plan.",
-                                 ["profile"], registry=r)
-        self.drift = Gauge("causalguard_side_effect_drift", "Audited minus predicted change.",
-                           ["profile", "value"], registry=r)
-        self.audit_seconds = Histogram("causalguard_audit_duration_seconds", "Canary audit duration.",
-                                       ["profile"], buckets=AUDIT_BUCKETS, registry=r)
-        self.audits = Counter("causalguard_audits_total", "Canary audits by outcome: ok, error, skipped_busy (users "
-                              "were being served; in proxy mode also a round that yielded the upstream to a user), "
-                              "skipped_upstream_down (proxy mode).", ["profile", "outcome"], registry=r)
-        self.audit_last_success = Gauge("causalguard_audit_last_success_timestamp_seconds",
-                                        "Unix time of the last successful audit.", ["profile"], registry=r)
-        self.config_reloads = Counter("causalguard_config_reloads_total", "Configuration reloads by outcome.",
-                                      ["outcome"], registry=r)
+        self.requests = Counter(
+            "causalguard_requests_total",
+            "Requests by profile, method and outcome (ok, error, cancelled, timeout; rejected = "
+            "429 queue full; invalid = a 4xx for bad input, profile 'none' when it named none "
+            "of the config's).",
+            ["profile", "method", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "causalguard_request_duration_seconds",
+            "End-to-end request latency.",
+            ["profile", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft_seconds = Histogram(
+            "causalguard_time_to_first_token_seconds",
+            "Time to the first streamed token.",
+            ["profile", "method"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.generated_tokens = Counter(
+            "causalguard_generated_tokens_total", "Tokens generated.", ["profile", "method"], registry=r
+        )
+        self.levers_applied = Counter(
+            "causalguard_levers_applied_total", "Levers applied to requests, by kind.", ["profile", "kind"], registry=r
+        )
+        self.planned_change = Gauge(
+            "causalguard_planned_value_change", "Target change the plan aims for.", ["profile", "value"], registry=r
+        )
+        self.predicted_change = Gauge(
+            "causalguard_predicted_value_change",
+            "Change the plan predicts (measured lever effects).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.tolerance = Gauge(
+            "causalguard_value_tolerance", "Operator tolerance of a protected value.", ["profile", "value"], registry=r
+        )
+        self.audited_score = Gauge(
+            "causalguard_audited_value_score",
+            "Value score measured by the last audit.",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.audited_change = Gauge(
+            "causalguard_audited_value_change",
+            "Guarded minus unguarded score: the last survey audit, or the running mean of "
+            "all reply-audit pairs of the current plan.",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.audited_change_low = Gauge(
+            "causalguard_audited_value_change_ci_low",
+            "Reply audits: lower end of the running 95% interval of the change.",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.audited_change_high = Gauge(
+            "causalguard_audited_value_change_ci_high",
+            "Reply audits: upper end of the running 95% interval of the change.",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.audit_power = Gauge(
+            "causalguard_audit_power",
+            "Reply audits: power to detect the planned change with the pairs so far (two-sided 5% test).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.drift_alarm = Gauge(
+            "causalguard_audit_drift_alarm",
+            "1 when the audited interval excludes the plan's "
+            "forecast interval (reply audits, after audit.min_pairs pairs).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.quality_alarm = Gauge(
+            "causalguard_audit_quality_alarm",
+            "1 when guarded replies are degraded more often than unguarded ones (one-sided Fisher, p < 0.05).",
+            ["profile"],
+            registry=r,
+        )
+        self.audit_degraded_rate = Gauge(
+            "causalguard_audit_degraded_reply_rate",
+            "Share of audited replies outside the unsteered quality range.",
+            ["profile", "arm"],
+            registry=r,
+        )
+        self.audit_pairs = Gauge(
+            "causalguard_audit_pairs", "Reply pairs accumulated for the current plan.", ["profile"], registry=r
+        )
+        self.drift = Gauge(
+            "causalguard_side_effect_drift", "Audited minus predicted change.", ["profile", "value"], registry=r
+        )
+        self.audit_seconds = Histogram(
+            "causalguard_audit_duration_seconds",
+            "Canary audit duration.",
+            ["profile"],
+            buckets=AUDIT_BUCKETS,
+            registry=r,
+        )
+        self.audits = Counter(
+            "causalguard_audits_total",
+            "Canary audits by outcome: ok, error, skipped_busy (users "
+            "were being served; in proxy mode also a round that yielded the upstream to a user), "
+            "skipped_upstream_down (proxy mode).",
+            ["profile", "outcome"],
+            registry=r,
+        )
+        self.audit_last_success = Gauge(
+            "causalguard_audit_last_success_timestamp_seconds",
+            "Unix time of the last successful audit.",
+            ["profile"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "causalguard_config_reloads_total", "Configuration reloads by outcome.", ["outcome"], registry=r
+        )
         self.in_flight = Gauge("causalguard_requests_in_flight", "Requests being generated now.", registry=r)
         self.queue_depth = Gauge("causalguard_queue_depth", "Requests waiting for a generation slot.", registry=r)
-        self.decode_loop_stuck = Gauge("causalguard_decode_loop_stuck", "1 when the shared decode loop has died or "
-                                       "has had work for server.decode_stall_seconds without a step.", registry=r)
-        self.decode_loop_stalled_seconds = Gauge("causalguard_decode_loop_stalled_seconds", "How long the decode "
-                                                 "loop has had work without finishing a step (0 when idle).",
-                                                 registry=r)
-        self.upstream_up = Gauge("causalguard_upstream_up", "Proxy mode: 1 while the upstream answers (its /models "
-                                 "probe or the last proxied request), 0 while it is down.", ["model"], registry=r)
+        self.decode_loop_stuck = Gauge(
+            "causalguard_decode_loop_stuck",
+            "1 when the shared decode loop has died or has had work for server.decode_stall_seconds without a step.",
+            registry=r,
+        )
+        self.decode_loop_stalled_seconds = Gauge(
+            "causalguard_decode_loop_stalled_seconds",
+            "How long the decode loop has had work without finishing a step (0 when idle).",
+            registry=r,
+        )
+        self.upstream_up = Gauge(
+            "causalguard_upstream_up",
+            "Proxy mode: 1 while the upstream answers (its /models "
+            "probe or the last proxied request), 0 while it is down.",
+            ["model"],
+            registry=r,
+        )
         # the live monitor: served replies judged (reply judge scale: +1 a typical reply holding the value)
-        self.monitor_replies = Counter("causalguard_monitor_replies_total", "Served replies by what the live "
-                                       "monitor did with them: judged, not_sampled, skipped_queue_full, failed, "
-                                       "cancelled (streams stopped early), stale (the plan changed before judging).",
-                                       ["profile", "outcome"], registry=r)
-        self.monitor_score = Histogram("causalguard_monitor_reply_value_score", "Live monitor: value score of each "
-                                       "judged reply (reply judge scale, +1 = a typical reply holding the value).",
-                                       ["profile", "value"], buckets=SCORE_BUCKETS, registry=r)
-        self.monitor_mean = Gauge("causalguard_monitor_value_score_mean", "Live monitor: mean value score over the "
-                                  "profile's sliding window (reply judge scale).", ["profile", "value"], registry=r)
-        self.monitor_mean_low = Gauge("causalguard_monitor_value_score_ci_low", "Live monitor: lower end of the 95% "
-                                      "interval of the window mean (reply judge scale).", ["profile", "value"],
-                                      registry=r)
-        self.monitor_mean_high = Gauge("causalguard_monitor_value_score_ci_high", "Live monitor: upper end of the "
-                                       "95% interval of the window mean (reply judge scale).", ["profile", "value"],
-                                       registry=r)
-        self.monitor_change = Gauge("causalguard_monitor_value_change", "Live monitor: window mean minus the "
-                                    "reference profile's window mean (reply judge scale; needs monitor."
-                                    "reference_profile traffic).", ["profile", "value"], registry=r)
-        self.monitor_change_low = Gauge("causalguard_monitor_value_change_ci_low", "Live monitor: lower end of the "
-                                        "95% (Welch) interval of the change vs the reference.", ["profile", "value"],
-                                        registry=r)
-        self.monitor_change_high = Gauge("causalguard_monitor_value_change_ci_high", "Live monitor: upper end of "
-                                         "the 95% (Welch) interval of the change vs the reference.",
-                                         ["profile", "value"], registry=r)
-        self.monitor_drift_alarm = Gauge("causalguard_monitor_drift_alarm", "1 when the live change of a target or "
-                                         "protected value vs the reference excludes the plan's forecast interval "
-                                         "(after monitor.min_replies replies on both sides).", ["profile", "value"],
-                                         registry=r)
-        self.monitor_degraded_rate = Gauge("causalguard_monitor_degraded_reply_rate", "Live monitor: share of the "
-                                           "window's replies outside the unsteered quality range.", ["profile"],
-                                           registry=r)
-        self.monitor_window = Gauge("causalguard_monitor_window_replies", "Live monitor: judged replies in the "
-                                    "profile's window (current plan).", ["profile"], registry=r)
-        self.monitor_queue_depth = Gauge("causalguard_monitor_queue_depth", "Live monitor: replies waiting for the "
-                                         "judge.", registry=r)
-        self.monitor_judge_seconds = Histogram("causalguard_monitor_judge_batch_seconds", "Live monitor: time to "
-                                               "judge one batch of replies.", buckets=JUDGE_BUCKETS, registry=r)
+        self.monitor_replies = Counter(
+            "causalguard_monitor_replies_total",
+            "Served replies by what the live "
+            "monitor did with them: judged, not_sampled, skipped_queue_full, failed, "
+            "cancelled (streams stopped early), stale (the plan changed before judging).",
+            ["profile", "outcome"],
+            registry=r,
+        )
+        self.monitor_score = Histogram(
+            "causalguard_monitor_reply_value_score",
+            "Live monitor: value score of each "
+            "judged reply (reply judge scale, +1 = a typical reply holding the value).",
+            ["profile", "value"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.monitor_mean = Gauge(
+            "causalguard_monitor_value_score_mean",
+            "Live monitor: mean value score over the profile's sliding window (reply judge scale).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.monitor_mean_low = Gauge(
+            "causalguard_monitor_value_score_ci_low",
+            "Live monitor: lower end of the 95% interval of the window mean (reply judge scale).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.monitor_mean_high = Gauge(
+            "causalguard_monitor_value_score_ci_high",
+            "Live monitor: upper end of the 95% interval of the window mean (reply judge scale).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.monitor_change = Gauge(
+            "causalguard_monitor_value_change",
+            "Live monitor: window mean minus the "
+            "reference profile's window mean (reply judge scale; needs monitor."
+            "reference_profile traffic).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.monitor_change_low = Gauge(
+            "causalguard_monitor_value_change_ci_low",
+            "Live monitor: lower end of the 95% (Welch) interval of the change vs the reference.",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.monitor_change_high = Gauge(
+            "causalguard_monitor_value_change_ci_high",
+            "Live monitor: upper end of the 95% (Welch) interval of the change vs the reference.",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.monitor_drift_alarm = Gauge(
+            "causalguard_monitor_drift_alarm",
+            "1 when the live change of a target or "
+            "protected value vs the reference excludes the plan's forecast interval "
+            "(after monitor.min_replies replies on both sides).",
+            ["profile", "value"],
+            registry=r,
+        )
+        self.monitor_degraded_rate = Gauge(
+            "causalguard_monitor_degraded_reply_rate",
+            "Live monitor: share of the window's replies outside the unsteered quality range.",
+            ["profile"],
+            registry=r,
+        )
+        self.monitor_window = Gauge(
+            "causalguard_monitor_window_replies",
+            "Live monitor: judged replies in the profile's window (current plan).",
+            ["profile"],
+            registry=r,
+        )
+        self.monitor_queue_depth = Gauge(
+            "causalguard_monitor_queue_depth", "Live monitor: replies waiting for the judge.", registry=r
+        )
+        self.monitor_judge_seconds = Histogram(
+            "causalguard_monitor_judge_batch_seconds",
+            "Live monitor: time to judge one batch of replies.",
+            buckets=JUDGE_BUCKETS,
+            registry=r,
+        )
         self.bundle = Info("causalguard_bundle", "The loaded bundle: model, fingerprint, schema.", registry=r)
 
-    def count_request(self, profile: str, method: str, outcome: RequestOutcome, seconds: float,
-                      lever_kinds: Any = ()) -> None:
+    def count_request(
+        self, profile: str, method: str, outcome: RequestOutcome, seconds: float, lever_kinds: Any = ()
+    ) -> None:
         """One finished request: its outcome, latency and the levers it used."""
         if outcome not in REQUEST_OUTCOMES:
             raise ValueError(f"unknown request outcome {outcome!r}; one of {', '.join(REQUEST_OUTCOMES)}")

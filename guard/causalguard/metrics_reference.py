@@ -27,21 +27,23 @@ def render() -> str:
         labels = ", ".join(f"`{x}`" for x in metric._labelnames) or "-"
         what = metric._documentation.replace("|", "\\|")
         rows.append(f"| `{name}` | {kind} | {labels} | {what} |")
-    return "\n".join([
-        "# Metrics reference",
-        "",
-        "Every metric the guard exports (`causalguard.metrics.GuardMetrics`), generated from the code by",
-        "`python -m causalguard.metrics_reference`. Labels are bounded: `profile` (the config's profiles),",
-        "`value` (the inventory's values), `method`/`kind` (lever kinds), `outcome`/`arm` (fixed sets); never",
-        "request ids, prompts or replies. Value scores and changes are on the reply judge's scale (+1 = a",
-        "typical reply holding the value) unless a plan is in survey units. Histograms also export",
-        "`_bucket`, `_sum` and `_count`.",
-        "",
-        "| metric | type | labels | what |",
-        "|---|---|---|---|",
-        *rows,
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Metrics reference",
+            "",
+            "Every metric the guard exports (`causalguard.metrics.GuardMetrics`), generated from the code by",
+            "`python -m causalguard.metrics_reference`. Labels are bounded: `profile` (the config's profiles),",
+            "`value` (the inventory's values), `method`/`kind` (lever kinds), `outcome`/`arm` (fixed sets); never",
+            "request ids, prompts or replies. Value scores and changes are on the reply judge's scale (+1 = a",
+            "typical reply holding the value) unless a plan is in survey units. Histograms also export",
+            "`_bucket`, `_sum` and `_count`.",
+            "",
+            "| metric | type | labels | what |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -28,5 +28,6 @@ def read_json_object(path: Path, *, what: str, hint: str) -> dict[str, Any]:
 
 def read_run_record(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``; a damaged record is a clear error (the run's other files are kept)."""
-    return read_json_object(path, what="run record",
-                            hint="restore the file, or rerun with --restart (which starts the run over)")
+    return read_json_object(
+        path, what="run record", hint="restore the file, or rerun with --restart (which starts the run over)"
+    )

@@ -105,11 +105,15 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     if path.is_dir():
         raise ConfigError.single(str(path), "is a folder, not a YAML file", hint="give the path of the file")
     if not path.is_file():  # a FIFO or device would block the read (or never end)
-        raise ConfigError.single(str(path), "is not a regular file (a pipe, socket or device)",
-                                 hint="give the path of a YAML file")
+        raise ConfigError.single(
+            str(path), "is not a regular file (a pipe, socket or device)", hint="give the path of a YAML file"
+        )
     if size > MAX_YAML_BYTES:
-        raise ConfigError.single(str(path), f"file is {size} bytes, over the {MAX_YAML_BYTES}-byte limit for YAML",
-                                 hint="check that this is the right file")
+        raise ConfigError.single(
+            str(path),
+            f"file is {size} bytes, over the {MAX_YAML_BYTES}-byte limit for YAML",
+            hint="check that this is the right file",
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -119,8 +123,9 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     try:
         data, node = _parse_once(text)
     except AliasBombError as exc:
-        raise ConfigError.single(str(path), f"refused: {exc}", hint="write the values out instead of through "
-                                 "nested aliases") from None
+        raise ConfigError.single(
+            str(path), f"refused: {exc}", hint="write the values out instead of through nested aliases"
+        ) from None
     except RecursionError:
         raise ConfigError.single(str(path), "nested too deeply", hint="flatten the YAML") from None
     except yaml.YAMLError as exc:
@@ -132,8 +137,18 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         ) from None
     duplicates = duplicate_keys(node)
     if duplicates:
-        raise ConfigError([Problem(str(path), second, key, f"duplicate key '{key}' (first on line {first})",
-                                   "merge the two entries into one") for key, first, second in duplicates])
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    second,
+                    key,
+                    f"duplicate key '{key}' (first on line {first})",
+                    "merge the two entries into one",
+                )
+                for key, first, second in duplicates
+            ]
+        )
     return data, node
 
 
@@ -216,13 +231,21 @@ def problems_from_validation(
             message, _, fix = message.partition("; fix: ")  # validators may say how to fix what they refuse
             top = not loc and error["type"] in ("model_type", "dict_type", "model_attributes_type")
             hint = fix or _hint(error, model if top else None)
-        problems.append(Problem(path, line_of(node, loc), format_loc(loc) or ("(top level)" if top else ""),
-                                message, hint))
+        problems.append(
+            Problem(path, line_of(node, loc), format_loc(loc) or ("(top level)" if top else ""), message, hint)
+        )
     return problems
 
 
-_TYPE_WORDS = {"int": "a whole number", "float": "a number", "string": "text", "bool": "true or false",
-               "dict": "a mapping (key: value lines)", "list": "a list (- item lines)", "model": "a mapping"}
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "string": "text",
+    "bool": "true or false",
+    "dict": "a mapping (key: value lines)",
+    "list": "a list (- item lines)",
+    "model": "a mapping",
+}
 
 
 def _hint(error: Any, top: type[BaseModel] | None) -> str | None:
@@ -232,8 +255,12 @@ def _hint(error: Any, top: type[BaseModel] | None) -> str | None:
         return f"the file's top level is a mapping of {top.__name__} fields: {', '.join(sorted(top.model_fields))}"
     if "expected" in ctx:
         return f"use one of {ctx['expected']}"
-    bounds = {"greater_than": "above", "greater_than_equal": "at least", "less_than": "below",
-              "less_than_equal": "at most"}
+    bounds = {
+        "greater_than": "above",
+        "greater_than_equal": "at least",
+        "less_than": "below",
+        "less_than_equal": "at most",
+    }
     for name, word in bounds.items():
         if kind == name:
             limit = next(iter(ctx.values()), None)

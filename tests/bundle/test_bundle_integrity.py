@@ -71,8 +71,10 @@ def test_added_removed_and_resealed_files(tmp_path: Path, caplog: pytest.LogCapt
         load_bundle(folder)
     result = CliRunner().invoke(app, ["graph", "seal", str(folder)])  # an intended change, sealed by hand
     assert result.exit_code == 0, result.output
-    assert "sealed" in result.output and "graph.svg" not in json.loads((folder / "bundle.json").read_text())[
-        "integrity"]["files"]
+    assert (
+        "sealed" in result.output
+        and "graph.svg" not in json.loads((folder / "bundle.json").read_text())["integrity"]["files"]
+    )
     load_bundle(folder)
     doc = json.loads((folder / "bundle.json").read_text())
     doc.pop("integrity")
@@ -111,7 +113,8 @@ def test_effects_beyond_any_fit_are_refused(tmp_path: Path) -> None:
 def test_a_wheel_ships_every_file_the_record_lists(model: str) -> None:
     """The package data globs cover every sealed file, so an installed bundle is complete."""
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
-        "causalguard.graphs"]
+        "causalguard.graphs"
+    ]
     for rel in ["bundle.json", *bundle_files(SHIPPED / model)]:
         assert any(fnmatch.fnmatch(f"{model}/{rel}", g) for g in globs), rel
 
@@ -122,6 +125,7 @@ def _edit(name: str, change: Callable[[dict[str, Any]], object]) -> Callable[[Pa
         doc = json.loads(path.read_text())
         change(doc)
         path.write_text(json.dumps(doc))
+
     return damage
 
 
@@ -131,29 +135,70 @@ def _lever(doc: dict[str, Any], lever_id: str) -> dict[str, Any]:
 
 VECTOR = "vector:stimulation:+:L21:0.15"
 SEALED_DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {
-    "NaN noise threshold": (_edit("catalog.json", lambda d: d["noise_threshold"].update(power=float("nan"))),
-                            "catalog.json", "noise_threshold.power"),
-    "infinite strength": (_edit("catalog.json", lambda d: _lever(d, VECTOR).update(strength=float("inf"))),
-                          "catalog.json", "strength"),
-    "NaN specificity": (_edit("catalog.json", lambda d: next(x for x in d["levers"] if x["kind"] == "sae").update(
-        specificity=float("nan"))), "catalog.json", "specificity"),
-    "perplexity ratio NaN": (_edit("catalog.json", lambda d: next(x for x in d["levers"] if x["kind"] == "sae")[
-        "fluency"].update(perplexity_ratio=float("nan"))), "catalog.json", "perplexity_ratio"),
-    "unparseable rate above 1": (_edit("catalog.json", lambda d: d["baseline_fluency"].update(unparseable_rate=3)),
-                                 "catalog.json", "unparseable_rate"),
-    "NaN reply baseline": (_edit("catalog.json", lambda d: d["replies_baseline"].update(power=float("nan"))),
-                           "catalog.json", "replies_baseline.power"),
-    "another model's catalog": (_edit("catalog.json", lambda d: d["model"].update(fingerprint="w1:other")),
-                                "catalog.json", "model.fingerprint"),
-    "usable but degrading": (_edit("catalog.json", lambda d: _lever(d, VECTOR)["replies"].update(
-        degrades_replies=True)), "catalog.json", "'usable', but degrades_replies"),
-    "usable after a failed held-out test": (_edit("catalog.json", lambda d: _lever(d, VECTOR)["replies"][
-        "held_out"].update(passed=False)), "catalog.json", "held-out test failed"),
-    "role lever without text": (_edit("catalog.json", lambda d: next(x for x in d["levers"] if x["kind"] == "role")
-                                      .update(text=None)), "catalog.json", "needs its text"),
+    "NaN noise threshold": (
+        _edit("catalog.json", lambda d: d["noise_threshold"].update(power=float("nan"))),
+        "catalog.json",
+        "noise_threshold.power",
+    ),
+    "infinite strength": (
+        _edit("catalog.json", lambda d: _lever(d, VECTOR).update(strength=float("inf"))),
+        "catalog.json",
+        "strength",
+    ),
+    "NaN specificity": (
+        _edit(
+            "catalog.json",
+            lambda d: next(x for x in d["levers"] if x["kind"] == "sae").update(specificity=float("nan")),
+        ),
+        "catalog.json",
+        "specificity",
+    ),
+    "perplexity ratio NaN": (
+        _edit(
+            "catalog.json",
+            lambda d: next(x for x in d["levers"] if x["kind"] == "sae")["fluency"].update(
+                perplexity_ratio=float("nan")
+            ),
+        ),
+        "catalog.json",
+        "perplexity_ratio",
+    ),
+    "unparseable rate above 1": (
+        _edit("catalog.json", lambda d: d["baseline_fluency"].update(unparseable_rate=3)),
+        "catalog.json",
+        "unparseable_rate",
+    ),
+    "NaN reply baseline": (
+        _edit("catalog.json", lambda d: d["replies_baseline"].update(power=float("nan"))),
+        "catalog.json",
+        "replies_baseline.power",
+    ),
+    "another model's catalog": (
+        _edit("catalog.json", lambda d: d["model"].update(fingerprint="w1:other")),
+        "catalog.json",
+        "model.fingerprint",
+    ),
+    "usable but degrading": (
+        _edit("catalog.json", lambda d: _lever(d, VECTOR)["replies"].update(degrades_replies=True)),
+        "catalog.json",
+        "'usable', but degrades_replies",
+    ),
+    "usable after a failed held-out test": (
+        _edit("catalog.json", lambda d: _lever(d, VECTOR)["replies"]["held_out"].update(passed=False)),
+        "catalog.json",
+        "held-out test failed",
+    ),
+    "role lever without text": (
+        _edit("catalog.json", lambda d: next(x for x in d["levers"] if x["kind"] == "role").update(text=None)),
+        "catalog.json",
+        "needs its text",
+    ),
     "evaluation emptied": (_edit("bundle.json", lambda d: d.update(evaluation={})), "bundle.json", "evaluation"),
-    "human comparison emptied": (_edit("bundle.json", lambda d: d.update(human_comparison={})), "bundle.json",
-                                 "human_comparison"),
+    "human comparison emptied": (
+        _edit("bundle.json", lambda d: d.update(human_comparison={})),
+        "bundle.json",
+        "human_comparison",
+    ),
     "survey section a string": (_edit("bundle.json", lambda d: d.update(survey="x")), "bundle.json", "survey"),
 }
 
@@ -176,8 +221,11 @@ def test_a_judge_whose_values_or_layer_do_not_fit_is_refused(lm: LoadedModel, tm
 
     folder = _copy(tmp_path, "smollm2-135m-instruct")
     load_probe_judge(folder, lm)
-    change = {"reordered": lambda d: d.update(dimensions=list(reversed(d["dimensions"]))),
-              "layer missing": lambda d: d.pop("layer"), "layer a string": lambda d: d.update(layer="21")}[damage]
+    change = {
+        "reordered": lambda d: d.update(dimensions=list(reversed(d["dimensions"]))),
+        "layer missing": lambda d: d.pop("layer"),
+        "layer a string": lambda d: d.update(layer="21"),
+    }[damage]
     _edit("judge.json", change)(folder)
     seal_bundle(folder)
     with pytest.raises(ConfigError) as caught:

@@ -28,8 +28,14 @@ def _bundle():  # type: ignore[no-untyped-def]
 def test_verdicts_keep_the_strongest_fluent_setting_and_mark_non_movers() -> None:
     catalog = _catalog_v2()
     verdict = {e.id: (e.replies.verdict if e.replies else None) for e in catalog.levers}
-    assert verdict == {"role:power:-": "usable", "role:power:+": "usable", "sae:f7:-0.5": "degrades_replies",
-                       "sae:f9:-0.5": None, "role:benevolence:+": "no_target_effect", "sae:f7:-0.25": "usable"}
+    assert verdict == {
+        "role:power:-": "usable",
+        "role:power:+": "usable",
+        "sae:f7:-0.5": "degrades_replies",
+        "sae:f9:-0.5": None,
+        "role:benevolence:+": "no_target_effect",
+        "sae:f7:-0.25": "usable",
+    }
     assert catalog.schema_ == "causalguard.catalog/2" and catalog.has_replies
 
 
@@ -60,8 +66,9 @@ def test_a_nan_reply_effect_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def test_planning_in_reply_units_never_uses_degrading_or_unmeasured_levers() -> None:
-    profile = ProfileSpec(targets={"power": TargetSpec(direction="decrease")},
-                          protected={"achievement": ProtectedSpec(tolerance=0.05)})
+    profile = ProfileSpec(
+        targets={"power": TargetSpec(direction="decrease")}, protected={"achievement": ProtectedSpec(tolerance=0.05)}
+    )
     plan = plan_levers(profile, _bundle(), LimitsSpec(max_levers=1))
     assert plan.units == "replies"
     # sae:f7:-0.5 moves power most but degrades replies; sae:f9 was never measured on replies;
@@ -74,22 +81,31 @@ def test_planning_in_reply_units_never_uses_degrading_or_unmeasured_levers() -> 
 
 
 def test_survey_units_stay_available() -> None:
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
-                       LimitsSpec(max_levers=1), units="survey")
+    plan = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}),
+        _bundle(),
+        LimitsSpec(max_levers=1),
+        units="survey",
+    )
     assert plan.units == "survey" and plan.forecast_for("power").survey_change is None
     assert "sae:f7:-0.5" not in [lever.id for lever in plan.levers]  # reply quality binds in any units
 
 
 def test_replies_units_need_a_catalog_measured_on_replies() -> None:
     with pytest.raises(PlanInfeasibleError, match="units: replies needs"):
-        plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), fake_bundle(),
-                    LimitsSpec(), units="replies")
+        plan_levers(
+            ProfileSpec(targets={"power": TargetSpec(direction="decrease")}),
+            fake_bundle(),
+            LimitsSpec(),
+            units="replies",
+        )
 
 
 def test_a_lever_that_does_not_move_its_target_cannot_meet_it() -> None:
     with pytest.raises(PlanInfeasibleError) as caught:
-        plan_levers(ProfileSpec(targets={"benevolence": TargetSpec(direction="increase")}), _bundle(),
-                    LimitsSpec(max_levers=1))
+        plan_levers(
+            ProfileSpec(targets={"benevolence": TargetSpec(direction="increase")}), _bundle(), LimitsSpec(max_levers=1)
+        )
     assert "benevolence (increase): role:benevolence:+ +0.02" in str(caught.value)
     assert "no target effect" in str(caught.value)
 
@@ -97,21 +113,28 @@ def test_a_lever_that_does_not_move_its_target_cannot_meet_it() -> None:
 def test_a_side_effect_is_never_relied_on_to_reach_a_goal() -> None:
     # role:power:- lowers achievement in its replies (-0.15) too, but it was built for power: a goal on
     # achievement alone has no lever of its own and is refused, and so is one beside power
-    for targets in ({"achievement": TargetSpec(direction="decrease")},
-                    {"power": TargetSpec(direction="decrease"), "achievement": TargetSpec(direction="decrease")}):
+    for targets in (
+        {"achievement": TargetSpec(direction="decrease")},
+        {"power": TargetSpec(direction="decrease"), "achievement": TargetSpec(direction="decrease")},
+    ):
         with pytest.raises(PlanInfeasibleError) as caught:
             plan_levers(ProfileSpec(targets=targets), _bundle(), LimitsSpec(max_levers=2))
         text = str(caught.value)
         assert "achievement" in text and ("the catalog has no lever for it" in text or "not moved" in text)
     # in survey units side effects still count (the survey is what the graph and v1 catalogs speak)
-    plan = plan_levers(ProfileSpec(targets={"achievement": TargetSpec(direction="decrease")}), _bundle(),
-                       LimitsSpec(max_levers=1), units="survey")
+    plan = plan_levers(
+        ProfileSpec(targets={"achievement": TargetSpec(direction="decrease")}),
+        _bundle(),
+        LimitsSpec(max_levers=1),
+        units="survey",
+    )
     assert plan.levers
 
 
 def test_reply_unit_plans_hold_only_levers_that_moved_their_own_goal() -> None:
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
-                       LimitsSpec(max_levers=2))
+    plan = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(), LimitsSpec(max_levers=2)
+    )
     for lever in plan.levers:
         assert lever.target == "power" and lever.direction == -1
         assert lever.replies is not None and lever.replies.verdict == "usable"
@@ -134,8 +157,9 @@ def test_a_score_goal_in_reply_units_starts_from_the_unsteered_replies() -> None
 def test_the_graph_forecast_is_labelled_with_its_held_out_evaluation() -> None:
     bundle = _bundle()
     bundle.doc["evaluation"] = {"predictors": {"graph": {"auroc": 0.49}, "correlation": {"auroc": 0.69}}}
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec(),
-                       units="survey")  # reply-unit plans are labelled with the reply graph (test_reply_graph.py)
+    plan = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec(), units="survey"
+    )  # reply-unit plans are labelled with the reply graph (test_reply_graph.py)
     assert "does not beat the best baseline (correlation 0.690; held-out personas, value roles)" in plan.graph_label
     assert all(f.graph_change is None for f in plan.forecast)  # so it forecasts nothing
     assert plan.graph_label in explain_plan(plan, bundle.catalog)  # type: ignore[arg-type]
@@ -148,8 +172,10 @@ def test_variants_sweep_and_wordings(tmp_path: Path) -> None:
         sweep_levers([(7, "power")], [0.0])
     assert {lever.id for lever in reply_style_levers(DIMS)} == {f"role:{d}:{s}:reply" for d in DIMS for s in "+-"}
     path = tmp_path / "w.yaml"
-    path.write_text("wordings:\n  - {value: power, direction: down, text: 'Never suggest seeking power.'}\n"
-                    "  - {value: powr, direction: up, text: 'Always suggest seeking power.'}\n")
+    path.write_text(
+        "wordings:\n  - {value: power, direction: down, text: 'Never suggest seeking power.'}\n"
+        "  - {value: powr, direction: up, text: 'Always suggest seeking power.'}\n"
+    )
     with pytest.raises(ConfigError) as caught:
         load_wordings(path, DIMS)
     assert f"{path}:3: wordings[1].value: unknown value 'powr'" in str(caught.value)
@@ -173,8 +199,9 @@ def _interval(mean: float, half: float = 0.05) -> dict[str, float]:
 def test_validation_verdict_needs_target_movement_quality_and_sign_agreement() -> None:
     from causalguard.graphs.behaviour.validate import _verdict
 
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
-                       LimitsSpec(max_levers=2))
+    plan = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(), LimitsSpec(max_levers=2)
+    )
     fine = {"degraded": 1, "n": 40, "baseline_degraded": 1, "baseline_n": 40, "is_degraded": False}
     measured = {"power": _interval(-0.2), "achievement": _interval(-0.1), "benevolence": _interval(0.0)}
     ok = _verdict(plan, measured, fine, 0.8)
@@ -198,6 +225,7 @@ def test_cached_scores_reuse_by_reply_key_across_orders_and_subsets(tmp_path: Pa
         def run(idx):  # type: ignore[no-untyped-def]
             calls.append(list(idx))
             return [f"s:{keys[i][0]}" for i in idx]
+
         return run
 
     a = [("x", "p", "q"), ("y", "p", "q")]
@@ -228,8 +256,9 @@ def test_confirmation_replaces_effects_and_keeps_only_levers_that_replicate() ->
     degraded = confirmed_catalog(catalog, {"role:power:-": _confirmation(-0.3, degraded=30)}).lever("role:power:-")
     assert degraded.replies is not None and degraded.replies.verdict == "degrades_replies"
     # confirming twice keeps the first (selecting) measurement as the screening
-    twice = confirmed_catalog(confirmed_catalog(catalog, {"role:power:-": _confirmation(-0.2)}),
-                              {"role:power:-": _confirmation(-0.25)}).lever("role:power:-")
+    twice = confirmed_catalog(
+        confirmed_catalog(catalog, {"role:power:-": _confirmation(-0.2)}), {"role:power:-": _confirmation(-0.25)}
+    ).lever("role:power:-")
     assert twice.replies is not None and twice.replies.screening == screened
 
 
@@ -237,8 +266,13 @@ def test_a_lever_that_did_not_replicate_is_never_planned() -> None:
     from causalguard.graphs.behaviour.confirmation_file import confirmed_catalog
 
     bundle = _bundle()
-    bundle.catalog = confirmed_catalog(bundle.catalog, {"role:power:-": _confirmation(-0.01),  # type: ignore[arg-type]
-                                                        "sae:f7:-0.25": _confirmation(-0.01)})
+    bundle.catalog = confirmed_catalog(
+        bundle.catalog,
+        {
+            "role:power:-": _confirmation(-0.01),  # type: ignore[arg-type]
+            "sae:f7:-0.25": _confirmation(-0.01),
+        },
+    )
     with pytest.raises(PlanInfeasibleError, match="no target effect"):
         plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle, LimitsSpec())
 
@@ -246,8 +280,9 @@ def test_a_lever_that_did_not_replicate_is_never_planned() -> None:
 def test_a_second_judge_must_see_the_target_move_too() -> None:
     from causalguard.graphs.behaviour.validate import _verdict, render_validation
 
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(),
-                       LimitsSpec(max_levers=2))
+    plan = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), _bundle(), LimitsSpec(max_levers=2)
+    )
     fine = {"degraded": 1, "n": 40, "baseline_degraded": 1, "baseline_n": 40, "is_degraded": False}
     measured = {"power": _interval(-0.2), "achievement": _interval(-0.1), "benevolence": _interval(0.0)}
     agrees = _verdict(plan, measured, fine, 0.8, {"power": _interval(-0.01, 0.005)})
@@ -256,6 +291,12 @@ def test_a_second_judge_must_see_the_target_move_too() -> None:
         verdict = _verdict(plan, measured, fine, 0.8, second)
         assert verdict["second_judge_confirms"] == {"power": False} and verdict["passed"] is False
     assert _verdict(plan, measured, fine, 0.8)["second_judge_confirms"] is None
-    doc = {"model": "fake", "prompts": ["a"], "personas": [{}], "units": "replies", "refused": {},
-           "profiles": {"less-power": {**agrees, "levers": ["x"]}}}
+    doc = {
+        "model": "fake",
+        "prompts": ["a"],
+        "personas": [{}],
+        "units": "replies",
+        "refused": {},
+        "profiles": {"less-power": {**agrees, "levers": ["x"]}},
+    }
     assert "-0.0100 (-0.0150, -0.0050) yes" in render_validation(doc)

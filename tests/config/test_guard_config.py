@@ -60,7 +60,8 @@ def test_unknown_value_gets_did_you_mean_with_its_line(tmp_path: Path) -> None:
 
 def test_bad_target_and_bad_number_are_both_reported(tmp_path: Path) -> None:
     text = GOOD.replace("{direction: decrease}", "{direction: decrease, change: -0.2}").replace(
-        "interval_seconds: 5", "interval_seconds: -1")
+        "interval_seconds: 5", "interval_seconds: -1"
+    )
     with pytest.raises(ConfigError) as caught:
         load_guard_config(_write(tmp_path, text), DIMS)
     fields = {p.field for p in caught.value.problems}
@@ -122,7 +123,7 @@ def test_duplicate_yaml_keys_are_errors_naming_both_lines(tmp_path: Path, kind: 
 
     texts = {
         "config": "model: x\ntargets:\n  power: {direction: increase}\nprotected:\n  achievement: {tolerance: 0.1}\n"
-                  "protected:\n  benevolence: {tolerance: 0.2}\n",
+        "protected:\n  benevolence: {tolerance: 0.2}\n",
         "inventory": "name: inv\nname: other\ndimensions: []\n",
         "roles": "roles:\n  - id: judge\n    description: a judge\n    description: a retired judge\n",
     }
@@ -154,8 +155,10 @@ def test_every_infeasible_profile_is_named_at_once(tmp_path: Path) -> None:
     from tests.guard_fakes import GUARD_YAML, fake_bundle
 
     data = yaml.safe_load(GUARD_YAML)
-    data["profiles"]["strict"] = {"targets": {"power": {"direction": "decrease"}},
-                                  "protected": {"achievement": {"tolerance": 0.05}}}
+    data["profiles"]["strict"] = {
+        "targets": {"power": {"direction": "decrease"}},
+        "protected": {"achievement": {"tolerance": 0.05}},
+    }
     path = tmp_path / "guard.yaml"
     path.write_text(yaml.safe_dump(data))
     sourced = read_guard_config(path)
@@ -175,7 +178,8 @@ def test_every_infeasible_profile_is_named_at_once(tmp_path: Path) -> None:
 
 
 def test_an_infeasible_serve_plain_profile_is_served_unguarded_and_the_rest_are_planned(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     import yaml
@@ -188,8 +192,10 @@ def test_an_infeasible_serve_plain_profile_is_served_unguarded_and_the_rest_are_
 
     data = yaml.safe_load(GUARD_YAML)
     data["on_infeasible"] = "serve_plain"  # the default profile (power down, achievement protected) cannot plan
-    data["profiles"]["strict"] = {"targets": {"power": {"direction": "decrease"}},
-                                  "protected": {"achievement": {"tolerance": 0.05}}}
+    data["profiles"]["strict"] = {
+        "targets": {"power": {"direction": "decrease"}},
+        "protected": {"achievement": {"tolerance": 0.05}},
+    }
     path = tmp_path / "guard.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(PlanInfeasibleError) as refused:  # 'strict' still says error (the default)
@@ -203,8 +209,9 @@ def test_an_infeasible_serve_plain_profile_is_served_unguarded_and_the_rest_are_
     assert set(state.plans) == {"default", "kind", "plain", "strict"}
     for name in ("default", "strict"):
         plan = state.plans[name]
-        assert plan.levers == () and plan.reasons[0].startswith("served unguarded (on_infeasible: serve_plain): "
-                                                                f"profile '{name}' is infeasible")
+        assert plan.levers == () and plan.reasons[0].startswith(
+            f"served unguarded (on_infeasible: serve_plain): profile '{name}' is infeasible"
+        )
         assert plan.reasons[0] in explain_plan(plan, fake_catalog())
     assert state.plans["kind"].levers  # the feasible profile keeps its levers
     warned = [r.getMessage() for r in caplog.records]

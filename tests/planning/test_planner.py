@@ -18,8 +18,9 @@ def _profile(**kwargs) -> ProfileSpec:  # type: ignore[no-untyped-def]
 
 
 def test_less_power_picks_the_strongest_role_lever_without_protection() -> None:
-    plan = plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}), fake_bundle(),
-                       LimitsSpec(max_levers=1))
+    plan = plan_levers(
+        _profile(targets={"power": TargetSpec(direction="decrease")}), fake_bundle(), LimitsSpec(max_levers=1)
+    )
     # f9 is stronger but its perplexity ratio 3.0 is over the 1.5 cap
     assert [lever.id for lever in plan.levers] == ["role:power:-"]
     assert plan.forecast_for("power").change == pytest.approx(-0.30)
@@ -43,8 +44,10 @@ def test_a_graph_that_does_not_beat_its_baselines_forecasts_nothing() -> None:
     assert plan.forecast_for("achievement").change == pytest.approx(-0.20)
 
 
-@pytest.mark.parametrize(("interval", "why"), [([0.44, 0.59], "its interval includes chance (0.5)"),
-                                               (None, "has no interval to tell it from chance")])
+@pytest.mark.parametrize(
+    ("interval", "why"),
+    [([0.44, 0.59], "its interval includes chance (0.5)"), (None, "has no interval to tell it from chance")],
+)
 def test_a_graph_ahead_of_its_baselines_by_chance_forecasts_nothing(interval: list[float] | None, why: str) -> None:
     bundle = fake_bundle()  # Gemma 3 270M's figures: graph 0.515 (0.44-0.59), random graphs 0.508
     predictors = bundle.doc["evaluation"]["leave_one_lever_out"]["predictors"]
@@ -57,8 +60,9 @@ def test_a_graph_ahead_of_its_baselines_by_chance_forecasts_nothing(interval: li
 
 
 def test_protecting_achievement_switches_to_the_specific_sae_feature() -> None:
-    profile = _profile(targets={"power": TargetSpec(direction="decrease")},
-                       protected={"achievement": ProtectedSpec(tolerance=0.05)})
+    profile = _profile(
+        targets={"power": TargetSpec(direction="decrease")}, protected={"achievement": ProtectedSpec(tolerance=0.05)}
+    )
     plan = plan_levers(profile, fake_bundle(), LimitsSpec(max_levers=1))
     assert [lever.id for lever in plan.levers] == ["sae:f7:-0.5"]
     assert abs(plan.forecast_for("achievement").change) <= 0.05
@@ -67,14 +71,16 @@ def test_protecting_achievement_switches_to_the_specific_sae_feature() -> None:
 
 
 def test_a_desired_change_is_matched_not_maximised() -> None:
-    plan = plan_levers(_profile(targets={"power": TargetSpec(change=-0.15)}), fake_bundle(),
-                       LimitsSpec(max_levers=2))
+    plan = plan_levers(_profile(targets={"power": TargetSpec(change=-0.15)}), fake_bundle(), LimitsSpec(max_levers=2))
     assert [lever.id for lever in plan.levers] == ["sae:f7:-0.5"]
 
 
 def test_role_only_with_protection_is_infeasible_and_names_the_graph_path() -> None:
-    profile = _profile(targets={"power": TargetSpec(direction="decrease")},
-                       protected={"achievement": ProtectedSpec(tolerance=0.05)}, method="role")
+    profile = _profile(
+        targets={"power": TargetSpec(direction="decrease")},
+        protected={"achievement": ProtectedSpec(tolerance=0.05)},
+        method="role",
+    )
     with pytest.raises(PlanInfeasibleError) as caught:
         plan_levers(profile, fake_bundle(), LimitsSpec())
     assert caught.value.conflicts == ["achievement"]
@@ -82,18 +88,24 @@ def test_role_only_with_protection_is_infeasible_and_names_the_graph_path() -> N
 
 
 def test_sae_levers_are_not_planned_without_a_local_model() -> None:
-    profile = _profile(targets={"power": TargetSpec(direction="decrease")},
-                       protected={"achievement": ProtectedSpec(tolerance=0.05)})
+    profile = _profile(
+        targets={"power": TargetSpec(direction="decrease")}, protected={"achievement": ProtectedSpec(tolerance=0.05)}
+    )
     with pytest.raises(PlanInfeasibleError):
         plan_levers(profile, fake_bundle(), LimitsSpec(), sae_available=False)
     with pytest.raises(PlanInfeasibleError, match="no lever passes method=sae"):
-        plan_levers(_profile(targets={"power": TargetSpec(direction="decrease")}, method="sae"),
-                    fake_bundle(), LimitsSpec(), sae_available=False)
+        plan_levers(
+            _profile(targets={"power": TargetSpec(direction="decrease")}, method="sae"),
+            fake_bundle(),
+            LimitsSpec(),
+            sae_available=False,
+        )
 
 
 def test_two_targets_combine_compatible_levers() -> None:
-    profile = _profile(targets={"power": TargetSpec(direction="decrease"),
-                                "benevolence": TargetSpec(direction="increase")})
+    profile = _profile(
+        targets={"power": TargetSpec(direction="decrease"), "benevolence": TargetSpec(direction="increase")}
+    )
     plan = plan_levers(profile, fake_bundle(), LimitsSpec(max_levers=2))
     ids = {lever.id for lever in plan.levers}
     assert "role:benevolence:+" in ids and len(ids) == 2
@@ -106,8 +118,9 @@ def test_no_targets_means_no_levers() -> None:
 
 
 def test_a_score_target_counts_from_the_catalog_baseline() -> None:
-    plan = plan_levers(_profile(targets={"benevolence": TargetSpec(score=0.35)}), fake_bundle(),
-                       LimitsSpec(max_levers=1))
+    plan = plan_levers(
+        _profile(targets={"benevolence": TargetSpec(score=0.35)}), fake_bundle(), LimitsSpec(max_levers=1)
+    )
     assert plan.goals["benevolence"] == pytest.approx(0.25)
     assert [lever.id for lever in plan.levers] == ["role:benevolence:+"]
 
@@ -118,8 +131,10 @@ PROFILE_LESS_POWER = ProfileSpec(targets={"power": TargetSpec(direction="decreas
 def _behaviour(degrading: set[str], measured: set[str] | None = None) -> BehaviourSummary:
     catalog = fake_catalog()
     ids = measured if measured is not None else {lever.id for lever in catalog.levers}
-    levers = {i: LeverBehaviour(i, {"power": (-0.3, -0.5, -0.1)}, True, i in degrading, 0.9 if i in degrading else 0.1)
-              for i in ids}
+    levers = {
+        i: LeverBehaviour(i, {"power": (-0.3, -0.5, -0.1)}, True, i in degrading, 0.9 if i in degrading else 0.1)
+        for i in ids
+    }
     return BehaviourSummary(Path("behaviour.json"), QualityCalibration(40, 0.1, 0.8, 5.0, 0.2, 0.0, 0.1), (), levers)
 
 

@@ -26,12 +26,16 @@ VECTOR = LeverSpec.vector("benevolence", 0.5, 1)
 
 def _catalog(rows: list[dict[str, Any]]) -> Catalog:
     base = fake_catalog_v2()
-    wording = LeverSpec(id="role:benevolence:+:test", kind="role", target="benevolence", direction=1, strength=1.0,
-                        text="Be kind.")
+    wording = LeverSpec(
+        id="role:benevolence:+:test", kind="role", target="benevolence", direction=1, strength=1.0, text="Be kind."
+    )
     added = with_reply_only_levers(base, [GUIDED, VECTOR, wording])
     kept = {e.id: e for e in base.levers}
-    rows = rows + [reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target,
-                             direction=e.direction) for e in kept.values() if e.replies is not None]
+    rows = rows + [
+        reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target, direction=e.direction)
+        for e in kept.values()
+        if e.replies is not None
+    ]
     return attach_replies(added, rows, BASELINE)
 
 
@@ -60,23 +64,38 @@ def test_lever_entries_of_each_kind_need_their_fields() -> None:
     with pytest.raises(ValidationError, match="measured on replies only"):
         LeverEntry.model_validate({**entry, "id": "g", "kind": "guided", "guidance_scale": 2.0})
     with pytest.raises(ValidationError, match="needs its text and guidance_scale"):
-        LeverEntry.model_validate({**entry, "id": "g", "kind": "guided", "effects": None, "counts": None,
-                                   "fluency": None})
+        LeverEntry.model_validate(
+            {**entry, "id": "g", "kind": "guided", "effects": None, "counts": None, "fluency": None}
+        )
     with pytest.raises(ValidationError, match="needs its target and layer"):
-        LeverEntry.model_validate({**entry, "id": "v", "kind": "vector", "effects": None, "counts": None,
-                                   "fluency": None, "text": None})
+        LeverEntry.model_validate(
+            {**entry, "id": "v", "kind": "vector", "effects": None, "counts": None, "fluency": None, "text": None}
+        )
     with pytest.raises(ValidationError, match="needs its survey effects"):
         LeverEntry.model_validate({**entry, "effects": None})
     with pytest.raises(ValidationError, match="needs its text"):
         LeverEntry.model_validate({**entry, "text": None})
     with pytest.raises(ValidationError):
-        LeverEntry.model_validate({**entry, "id": "g", "kind": "guided", "effects": None, "counts": None,
-                                   "fluency": None, "guidance_scale": float("nan")})
+        LeverEntry.model_validate(
+            {
+                **entry,
+                "id": "g",
+                "kind": "guided",
+                "effects": None,
+                "counts": None,
+                "fluency": None,
+                "guidance_scale": float("nan"),
+            }
+        )
 
 
 def test_the_planner_plans_a_guided_lever_only_when_usable() -> None:
-    usable = _bundle([reply_row(GUIDED.id, {"benevolence": 0.3, "power": -0.02}, target="benevolence"),
-                      reply_row(VECTOR.id, {"benevolence": 0.2}, target="benevolence")])
+    usable = _bundle(
+        [
+            reply_row(GUIDED.id, {"benevolence": 0.3, "power": -0.02}, target="benevolence"),
+            reply_row(VECTOR.id, {"benevolence": 0.2}, target="benevolence"),
+        ]
+    )
     plan = plan_levers(BENEVOLENCE_UP, usable, LimitsSpec(max_levers=2))
     kinds = sorted(lever.kind for lever in plan.levers)
     assert kinds == ["guided"] and plan.guided_lever is not None  # planned alone: never measured as a pair
@@ -102,10 +121,15 @@ def test_guided_and_vector_levers_are_planned_alone() -> None:
     other = LeverSpec.guided("benevolence", 1, "In your reply, be kind.", 3.0, None, "kind")
     bundle = fake_bundle_v2()
     base = with_reply_only_levers(fake_catalog_v2(), [GUIDED, other])
-    rows = [reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence"),
-            reply_row(other.id, {"benevolence": 0.3}, target="benevolence")]
-    rows += [reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target,
-                       direction=e.direction) for e in base.levers if e.replies is not None]
+    rows = [
+        reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence"),
+        reply_row(other.id, {"benevolence": 0.3}, target="benevolence"),
+    ]
+    rows += [
+        reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target, direction=e.direction)
+        for e in base.levers
+        if e.replies is not None
+    ]
     bundle.catalog = attach_replies(base, rows, BASELINE)
     plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=3))
     assert len(plan.levers) == 1 and plan.levers[0].kind == "guided"
@@ -116,13 +140,18 @@ def test_variants_build_guided_and_vector_levers_and_refuse_bad_options() -> Non
     levers = guided_levers(["benevolence", "power"], [1.5, 2.0], "both")
     assert len(levers) == 2 * 2 * 2 * 2
     assert {lever.negative_text is None for lever in levers} == {True, False}
-    assert [lever.id for lever in vector_levers({"power": 12}, [0.5, -0.5])] == ["vector:power:+:L12:0.5",
-                                                                                  "vector:power:-:L12:0.5"]
+    assert [lever.id for lever in vector_levers({"power": 12}, [0.5, -0.5])] == [
+        "vector:power:+:L12:0.5",
+        "vector:power:-:L12:0.5",
+    ]
     catalog = fake_catalog_v2()
-    for kwargs, message in (({"guided": "0.5"}, "must be in"), ({"guided": "x"}, "comma-separated"),
-                            ({"vectors": "0.5"}, "no steering vectors"),
-                            ({"vectors": "0,1", "vector_layers": {"power": 1}}, "non-zero"),
-                            ({"guided": "nan"}, "finite")):
+    for kwargs, message in (
+        ({"guided": "0.5"}, "must be in"),
+        ({"guided": "x"}, "comma-separated"),
+        ({"vectors": "0.5"}, "no steering vectors"),
+        ({"vectors": "0,1", "vector_layers": {"power": 1}}, "non-zero"),
+        ({"guided": "nan"}, "finite"),
+    ):
         with pytest.raises(ValueError, match=message):
             variant_levers(catalog, None, False, None, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="opposite"):
@@ -150,13 +179,19 @@ def test_recitation_and_the_same_speech_are_degraded() -> None:
 def test_explain_says_what_guided_and_vector_levers_do() -> None:
     from causalguard.planning.explain import lever_text
 
-    usable = _bundle([reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence"),
-                      reply_row(VECTOR.id, {"benevolence": 0.2}, target="benevolence")])
+    usable = _bundle(
+        [
+            reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence"),
+            reply_row(VECTOR.id, {"benevolence": 0.2}, target="benevolence"),
+        ]
+    )
     catalog = usable.catalog
-    assert lever_text(catalog.lever(GUIDED.id)) == ('role prompt "In your reply, show care." amplified by guidance '
-                                                    'g=2, against "In your reply, be cold."')
-    assert lever_text(catalog.lever(VECTOR.id)) == ("steering vector for benevolence added on generated tokens at "
-                                                    "layer 1, strength +0.5 (x median residual norm)")
+    assert lever_text(catalog.lever(GUIDED.id)) == (
+        'role prompt "In your reply, show care." amplified by guidance g=2, against "In your reply, be cold."'
+    )
+    assert lever_text(catalog.lever(VECTOR.id)) == (
+        "steering vector for benevolence added on generated tokens at layer 1, strength +0.5 (x median residual norm)"
+    )
 
 
 def test_a_runtime_runs_the_local_kinds_whose_artifacts_it_loaded() -> None:
@@ -176,10 +211,14 @@ def test_the_planner_plans_an_adapter_lever_only_when_usable_and_loaded() -> Non
     entry = base.lever(ADAPTER.id)
     assert entry.kind == "adapter" and entry.adapter == "benevolence-up" and entry.effects is None
     assert ADAPTER.id == "adapter:benevolence:+:benevolence-up:s1"
-    kept = [reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target,
-                      direction=e.direction) for e in base.levers if e.replies is not None]
-    bundle.catalog = attach_replies(base, [reply_row(ADAPTER.id, {"benevolence": 0.3}, target="benevolence"),
-                                           *kept], BASELINE)
+    kept = [
+        reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target, direction=e.direction)
+        for e in base.levers
+        if e.replies is not None
+    ]
+    bundle.catalog = attach_replies(
+        base, [reply_row(ADAPTER.id, {"benevolence": 0.3}, target="benevolence"), *kept], BASELINE
+    )
     plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=2), local_kinds=("adapter",))
     assert [lever.kind for lever in plan.levers] == ["adapter"]  # planned alone, like guided and vector levers
     from causalguard.planning.explain import lever_text
@@ -188,8 +227,9 @@ def test_the_planner_plans_an_adapter_lever_only_when_usable_and_loaded() -> Non
     with pytest.raises(PlanInfeasibleError):  # adapters not loaded (proxy mode, or a bundle without them)
         plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=2), local_kinds=("vector",))
     degrading = fake_bundle_v2()
-    degrading.catalog = attach_replies(base, [reply_row(ADAPTER.id, {"benevolence": 0.5}, degraded=30,
-                                                        target="benevolence"), *kept], BASELINE)
+    degrading.catalog = attach_replies(
+        base, [reply_row(ADAPTER.id, {"benevolence": 0.5}, degraded=30, target="benevolence"), *kept], BASELINE
+    )
     with pytest.raises(PlanInfeasibleError):
         plan_levers(BENEVOLENCE_UP, degrading, LimitsSpec(max_levers=2), local_kinds=("adapter",))
     entry_doc = entry.model_dump()
@@ -202,12 +242,14 @@ def test_the_planner_plans_an_adapter_lever_only_when_usable_and_loaded() -> Non
 
 
 def test_variants_build_adapter_levers_from_the_bundles_adapters() -> None:
-    levers, sources = variant_levers(fake_catalog_v2(), None, False, None, adapters="1,0.5",
-                                     adapter_targets={"power-down": ("power", -1)})
+    levers, sources = variant_levers(
+        fake_catalog_v2(), None, False, None, adapters="1,0.5", adapter_targets={"power-down": ("power", -1)}
+    )
     assert [lever.id for lever in levers] == ["adapter:power:-:power-down:s1", "adapter:power:-:power-down:s0.5"]
     assert set(sources.values()) == {"adapter"}
     with pytest.raises(ValueError, match="no value adapters"):
         variant_levers(fake_catalog_v2(), None, False, None, adapters="1")
     with pytest.raises(ValueError, match="within"):
-        variant_levers(fake_catalog_v2(), None, False, None, adapters="5",
-                       adapter_targets={"power-down": ("power", -1)})
+        variant_levers(
+            fake_catalog_v2(), None, False, None, adapters="5", adapter_targets={"power-down": ("power", -1)}
+        )

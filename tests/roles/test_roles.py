@@ -37,13 +37,18 @@ def test_value_roles_cover_every_dimension_both_ways() -> None:
 def test_roles_file_yaml_and_jsonl(tmp_path: Path) -> None:
     inv = load_inventory()
     yaml_path = tmp_path / "roles.yaml"
-    yaml_path.write_text("roles:\n  - id: judge\n    description: a retired judge who loves order,\n"
-                         "    expected: {conformity: up}\n")
+    yaml_path.write_text(
+        "roles:\n  - id: judge\n    description: a retired judge who loves order,\n    expected: {conformity: up}\n"
+    )
     [judge] = load_roles_file(yaml_path, inv)
     assert judge.expected["conformity"] == 1 and "retired judge" in (judge.system_prompt or "")
     jsonl = tmp_path / "roles.jsonl"
-    jsonl.write_text(json.dumps({"id": "a", "description": "a poet"}) + "\n\n"
-                     + json.dumps({"id": "b", "description": "a miner", "system_prompt": "You dig."}) + "\n")
+    jsonl.write_text(
+        json.dumps({"id": "a", "description": "a poet"})
+        + "\n\n"
+        + json.dumps({"id": "b", "description": "a miner", "system_prompt": "You dig."})
+        + "\n"
+    )
     roles = load_roles_file(jsonl, inv)
     assert [r.id for r in roles] == ["a", "b"] and roles[1].system_prompt == "You dig."
 

@@ -16,8 +16,12 @@ from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.batcher import BatcherClosedError, ContinuousBatcher, DecodeSettings
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
 
-PROMPTS = ("I have a free weekend. Any ideas?", "Should I help a stranger who dropped their wallet?",
-           "How do I ask my boss for a raise?", "What should I cook tonight?")
+PROMPTS = (
+    "I have a free weekend. Any ideas?",
+    "Should I help a stranger who dropped their wallet?",
+    "How do I ask my boss for a raise?",
+    "What should I cook tonight?",
+)
 
 
 def _rows(lm: LoadedModel) -> list[GenerationRow]:
@@ -26,12 +30,18 @@ def _rows(lm: LoadedModel) -> list[GenerationRow]:
     sae = load_sae(bundle.sae_dir, lm)
     lever = next(e for e in bundle.catalog.levers if e.kind == "sae" and e.feature is not None)
     assert lever.feature is not None
-    edit = FeatureEdit(lever.feature, "add", sae.additive_value(lever.feature, 4 * lever.strength,
-                                                                bundle.catalog.sae.residual_norm))
+    edit = FeatureEdit(
+        lever.feature, "add", sae.additive_value(lever.feature, 4 * lever.strength, bundle.catalog.sae.residual_norm)
+    )
     steered = (SaeIntervention(sae, (edit,)),)
     role = ["In your reply, recommend something new, exciting or adventurous."]
-    return [GenerationRow(chat_prompt_ids(lm, [{"role": "user", "content": text}], None, role if i == 1 else []),
-                          steered if i % 2 == 0 else ()) for i, text in enumerate(PROMPTS)]
+    return [
+        GenerationRow(
+            chat_prompt_ids(lm, [{"role": "user", "content": text}], None, role if i == 1 else []),
+            steered if i % 2 == 0 else (),
+        )
+        for i, text in enumerate(PROMPTS)
+    ]
 
 
 def test_mixed_rows_joining_mid_flight_match_each_request_alone(lm: LoadedModel) -> None:

@@ -66,8 +66,10 @@ def test_a_row_that_cannot_be_sampled_fails_alone(tiny_lm: LoadedModel, monkeypa
     monkeypatch.setattr(batcher_module, "pick_token", poisoned)
     with ContinuousBatcher(tiny_lm, max_rows=4) as batcher:
         bad = batcher.submit(_row(tiny_lm), DecodeSettings(20, temperature=0.5))
-        good = batcher.submit(_row(tiny_lm, "Any weekend ideas?"), DecodeSettings(10, temperature=0.9),
-                              )
+        good = batcher.submit(
+            _row(tiny_lm, "Any weekend ideas?"),
+            DecodeSettings(10, temperature=0.9),
+        )
         with pytest.raises(SamplingError):
             bad.result(timeout=60)
         assert len(good.result(timeout=60).tokens) == 10
@@ -75,8 +77,9 @@ def test_a_row_that_cannot_be_sampled_fails_alone(tiny_lm: LoadedModel, monkeypa
         assert len(after.tokens) == 5 and batcher.health().alive
 
 
-def test_a_failing_iteration_ends_its_rows_and_the_loop_goes_on(tiny_lm: LoadedModel,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_iteration_ends_its_rows_and_the_loop_goes_on(
+    tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     batcher = ContinuousBatcher(tiny_lm, max_rows=4)
     try:
         real_step, calls = batcher._step, {"n": 0}
@@ -145,8 +148,9 @@ def test_the_watchdog_sees_a_stuck_loop(tiny_lm: LoadedModel) -> None:
         assert not batcher.health().stuck(0.2)
 
 
-def test_the_server_answers_a_valid_request_beside_a_denormal_temperature(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                                          tmp_path: Path) -> None:
+def test_the_server_answers_a_valid_request_beside_a_denormal_temperature(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     with _client(tiny_lm, tiny_sae, tmp_path) as c:
         _wait_ready(c)
         started = time.monotonic()
@@ -167,8 +171,10 @@ def test_the_server_answers_a_valid_request_beside_a_denormal_temperature(tiny_l
             t.join(60)
         both = time.monotonic() - started
         assert replies["ok"].status_code == 200 and replies["bad"].status_code == 200
-        assert replies["bad"].json()["choices"][0]["message"]["content"] == baseline.json()["choices"][0]["message"][
-            "content"]  # greedy in all but name
+        assert (
+            replies["bad"].json()["choices"][0]["message"]["content"]
+            == baseline.json()["choices"][0]["message"]["content"]
+        )  # greedy in all but name
         # A wedged loop answered nothing before the 120 s request timeout; a shared, busy 2-core machine
         # can stretch a normal reply several-fold, so the bound is generous in seconds, tight against the wedge.
         assert both < 10 * normal + 30
@@ -176,12 +182,18 @@ def test_the_server_answers_a_valid_request_beside_a_denormal_temperature(tiny_l
             response = c.post("/v1/chat/completions", json=body)
             assert response.status_code == 200, response.text
         ready = c.get("/readyz").json()
-        assert ready["ready"] and ready["decode_loop"] == {"alive": True, "stuck": False, "stalled_seconds": 0.0,
-                                                           "rows": 0, "failed_steps": 0}
+        assert ready["ready"] and ready["decode_loop"] == {
+            "alive": True,
+            "stuck": False,
+            "stalled_seconds": 0.0,
+            "rows": 0,
+            "failed_steps": 0,
+        }
 
 
-def test_a_stuck_decode_loop_makes_readyz_503_and_sets_the_metric(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                                  tmp_path: Path) -> None:
+def test_a_stuck_decode_loop_makes_readyz_503_and_sets_the_metric(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     from tests.guard_fakes import GUARD_YAML
 
     text = GUARD_YAML + "server: {request_timeout_seconds: 0.5, decode_stall_seconds: 0.2}\n"
@@ -224,13 +236,17 @@ def _raw_http(port: int, request: bytes, timeout: float = 5.0) -> bytes:
         return data
 
 
-@pytest.mark.parametrize("framing", [
-    b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n",
-    b"Transfer-Encoding: chunked\r\nContent-Length: 10\r\n",
-    b"Content-Length: 10\r\nContent-Length: 12\r\n",
-])
-def test_ambiguous_framing_is_a_400_at_once_over_real_http(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                            tmp_path: Path, framing: bytes) -> None:
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 10\r\n",
+        b"Content-Length: 10\r\nContent-Length: 12\r\n",
+    ],
+)
+def test_ambiguous_framing_is_a_400_at_once_over_real_http(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, framing: bytes
+) -> None:
     import uvicorn
 
     from causalguard.server.app import create_app
@@ -243,12 +259,19 @@ def test_ambiguous_framing_is_a_400_at_once_over_real_http(tiny_lm: LoadedModel,
     def factory(config: Any, metrics: Any) -> Any:
         from causalguard.runtime import ValueGuard
 
-        return ValueGuard(tiny_lm.model, tiny_lm.tokenizer, config, bundle=fake_bundle_with_sae(tiny_sae.path),
-                          metrics=metrics, start_audits=False)
+        return ValueGuard(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            config,
+            bundle=fake_bundle_with_sae(tiny_sae.path),
+            metrics=metrics,
+            start_audits=False,
+        )
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(path, guard_factory=factory), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(path, guard_factory=factory), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -257,8 +280,12 @@ def test_ambiguous_framing_is_a_400_at_once_over_real_http(tiny_lm: LoadedModel,
                 break
             time.sleep(0.05)
         started = time.monotonic()
-        reply = _raw_http(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          + framing + b"\r\n{\"model\":")
+        reply = _raw_http(
+            port,
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + framing
+            + b'\r\n{"model":',
+        )
         assert time.monotonic() - started < 3
         assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
     finally:

@@ -20,10 +20,15 @@ def _ids(lm: LoadedModel, text: str, instructions: list[str]) -> list[int]:
     return chat_prompt_ids(lm, [{"role": "user", "content": text}], None, instructions)
 
 
-def _guided(lm: LoadedModel, text: str, scale: float, seed: int | None = None,
-            negative: list[str] | None = None) -> GenerationRow:
-    return GenerationRow(_ids(lm, text, [ROLE]), (), seed,
-                         Guidance(scale, tuple(_ids(lm, text, negative if negative is not None else []))))
+def _guided(
+    lm: LoadedModel, text: str, scale: float, seed: int | None = None, negative: list[str] | None = None
+) -> GenerationRow:
+    return GenerationRow(
+        _ids(lm, text, [ROLE]),
+        (),
+        seed,
+        Guidance(scale, tuple(_ids(lm, text, negative if negative is not None else []))),
+    )
 
 
 def test_guided_logits_follow_the_cfg_formula() -> None:
@@ -48,8 +53,10 @@ def test_scale_one_is_the_role_lever_token_for_token(lm: LoadedModel) -> None:
     assert generate_rows(lm, [_guided(lm, text, 1.0)], max_new_tokens=20)[0].tokens == plain.tokens
     with ContinuousBatcher(lm, max_rows=4) as batcher:
         assert batcher.submit(_guided(lm, text, 1.0), DecodeSettings(20)).result(timeout=300).tokens == plain.tokens
-    sampled = [generate_rows(lm, [GenerationRow(role.prompt, (), 5, g)], max_new_tokens=12, temperature=0.8)[0].tokens
-               for g in (None, Guidance(1.0, tuple(_ids(lm, text, []))))]
+    sampled = [
+        generate_rows(lm, [GenerationRow(role.prompt, (), 5, g)], max_new_tokens=12, temperature=0.8)[0].tokens
+        for g in (None, Guidance(1.0, tuple(_ids(lm, text, []))))
+    ]
     assert sampled[0] == sampled[1]
 
 
@@ -60,11 +67,17 @@ def test_guided_tokens_are_what_transformers_cfg_picks(tiny_lm: LoadedModel) -> 
     ids = torch.tensor([list(row.prompt)])
     assert row.guidance is not None
     negative = torch.tensor([list(row.guidance.negative_prompt)])
-    out = tiny_lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
-                                 do_sample=False, guidance_scale=3.0, negative_prompt_ids=negative,
-                                 negative_prompt_attention_mask=torch.ones_like(negative),
-                                 pad_token_id=tiny_lm.pad_token_id)
-    theirs = out[0, ids.shape[1]:].tolist()
+    out = tiny_lm.model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=10,
+        do_sample=False,
+        guidance_scale=3.0,
+        negative_prompt_ids=negative,
+        negative_prompt_attention_mask=torch.ones_like(negative),
+        pad_token_id=tiny_lm.pad_token_id,
+    )
+    theirs = out[0, ids.shape[1] :].tolist()
     eos = tiny_lm.tokenizer.eos_token_id
     assert ours == (theirs[: theirs.index(eos)] if eos in theirs else theirs)
     assert ours != generate_rows(tiny_lm, [GenerationRow(row.prompt)], max_new_tokens=10)[0].tokens
@@ -72,12 +85,17 @@ def test_guided_tokens_are_what_transformers_cfg_picks(tiny_lm: LoadedModel) -> 
 
 def test_guided_rows_in_a_mixed_batch_equal_each_row_alone(lm: LoadedModel) -> None:
     texts = ["I have a free weekend. Any ideas?", "How do I ask my boss for a raise?", "What should I cook tonight?"]
-    rows = [_guided(lm, texts[0], 2.0, negative=[OPPOSITE]), GenerationRow(_ids(lm, texts[1], [])),
-            _guided(lm, texts[2], 3.0), GenerationRow(_ids(lm, texts[0], [ROLE]), (), 11),
-            _guided(lm, texts[1], 1.5, seed=3)]
+    rows = [
+        _guided(lm, texts[0], 2.0, negative=[OPPOSITE]),
+        GenerationRow(_ids(lm, texts[1], [])),
+        _guided(lm, texts[2], 3.0),
+        GenerationRow(_ids(lm, texts[0], [ROLE]), (), 11),
+        _guided(lm, texts[1], 1.5, seed=3),
+    ]
     temps = [0.0, 0.0, 0.0, 0.9, 0.9]
-    alone = [generate_rows(lm, [row], max_new_tokens=16, temperature=t)[0].tokens
-             for row, t in zip(rows, temps, strict=True)]
+    alone = [
+        generate_rows(lm, [row], max_new_tokens=16, temperature=t)[0].tokens for row, t in zip(rows, temps, strict=True)
+    ]
     greedy = generate_rows(lm, rows[:3], max_new_tokens=16)
     assert [g.tokens for g in greedy] == alone[:3]
     assert alone[0] != generate_rows(lm, [GenerationRow(rows[0].prompt)], max_new_tokens=16)[0].tokens

@@ -51,10 +51,13 @@ class _Judge:
 
 def _state(monitor: MonitorSpec | None = None, *, power_plan: str = "power-down") -> GuardState:
     """default: power down (a role lever whose forecast is about -0.3); plain: no levers."""
-    spec = ProfileSpec(targets={"power": TargetSpec(direction="decrease" if power_plan == "power-down"
-                                                    else "increase")})
-    plans = {"default": plan_levers(spec, fake_bundle_v2(), LimitsSpec(max_levers=1), name="default"),
-             "plain": plan_levers(ProfileSpec(), fake_bundle(), LimitsSpec(), name="plain")}
+    spec = ProfileSpec(
+        targets={"power": TargetSpec(direction="decrease" if power_plan == "power-down" else "increase")}
+    )
+    plans = {
+        "default": plan_levers(spec, fake_bundle_v2(), LimitsSpec(max_levers=1), name="default"),
+        "plain": plan_levers(ProfileSpec(), fake_bundle(), LimitsSpec(), name="plain"),
+    }
     config = GuardConfig(profiles={"plain": ProfileSpec()}, monitor=monitor or MonitorSpec(sample_rate=1.0))
     return GuardState(config, plans, {name: () for name in plans})
 
@@ -74,8 +77,13 @@ def _monitor(monitor: MonitorSpec | None = None) -> tuple[LiveMonitor, _Holder, 
 
 def _reply(holder: _Holder, profile: str, text: str) -> ServedReply:
     plan = holder.state.plans[profile]
-    return ServedReply(profile, plan.key, f"What should I do about {SECRET}?", f"{text} {SECRET} is a fine idea "
-                       f"to think about with care and patience today.", None)
+    return ServedReply(
+        profile,
+        plan.key,
+        f"What should I do about {SECRET}?",
+        f"{text} {SECRET} is a fine idea to think about with care and patience today.",
+        None,
+    )
 
 
 def _value(metrics: GuardMetrics, name: str, **labels: str) -> float | None:
@@ -196,8 +204,9 @@ def test_no_alarm_before_min_replies_or_without_reference_traffic() -> None:
     _feed(monitor, holder, "default", "HIGH", 12)
     assert monitor.change(holder.state, "default", "power") is None
     assert _value(metrics, "causalguard_monitor_drift_alarm", profile="default", value="power") is None
-    assert _value(metrics, "causalguard_monitor_value_score_mean", profile="default", value="power") == \
-        pytest.approx(0.3, abs=1e-6)
+    assert _value(metrics, "causalguard_monitor_value_score_mean", profile="default", value="power") == pytest.approx(
+        0.3, abs=1e-6
+    )
     _feed(monitor, holder, "plain", "neutral", 5)  # the reference has too few replies yet
     assert _value(metrics, "causalguard_monitor_drift_alarm", profile="default", value="power") == 0
     _feed(monitor, holder, "plain", "neutral", 5)
@@ -240,10 +249,14 @@ def test_judge_now_returns_the_scores_and_counts_the_reply() -> None:
 
 def test_quality_flags_come_from_the_text_alone() -> None:
     monitor, holder, _, metrics = _monitor()
-    reciting = ServedReply("default", holder.state.plans["default"].key, "How do I save money?",
-                           "As someone who is inclined to benevolence and kindness, as someone who is inclined to "
-                           "benevolence, save money.", "Answer as someone who is inclined to benevolence and "
-                           "kindness.")
+    reciting = ServedReply(
+        "default",
+        holder.state.plans["default"].key,
+        "How do I save money?",
+        "As someone who is inclined to benevolence and kindness, as someone who is inclined to "
+        "benevolence, save money.",
+        "Answer as someone who is inclined to benevolence and kindness.",
+    )
     judged = monitor.judge_now(reciting)
     assert judged is not None and judged.degraded and "recites_instruction" in judged.quality_flags
     q = text_quality("hi", "A calm and varied answer with enough words in it.", None)
@@ -277,4 +290,3 @@ def test_a_monitor_without_reference_plan_levers_is_not_a_reference() -> None:
     state = _state(MonitorSpec(reference_profile="default"))
     assert LiveMonitor.reference_profile(state) is None  # 'default' has levers: not an unguarded reference
     assert LiveMonitor.reference_profile(_state()) == "plain"
-

@@ -30,8 +30,10 @@ FLIPPED = "vector:stimulation:+:L21:0.15"
 
 def test_in_process_replies_are_judged_and_a_stream_can_carry_its_scores(tmp_path: Path) -> None:
     config = tmp_path / "guard.yaml"
-    config.write_text(f"model: {MODEL}\ntargets:\n  stimulation: {{direction: increase}}\nmethod: vector\n"
-                      "profiles:\n  plain: {}\naudit: {enabled: false}\nmonitor: {sample_rate: 1.0}\n")
+    config.write_text(
+        f"model: {MODEL}\ntargets:\n  stimulation: {{direction: increase}}\nmethod: vector\n"
+        "profiles:\n  plain: {}\naudit: {enabled: false}\nmonitor: {sample_rate: 1.0}\n"
+    )
     ask = [{"role": "user", "content": "I have a free weekend. Any ideas?"}]
     with ValueGuard.from_config(config, start_audits=False) as guard:
         assert guard.monitor is not None
@@ -49,15 +51,18 @@ def test_in_process_replies_are_judged_and_a_stream_can_carry_its_scores(tmp_pat
         sample = guard.metrics.registry.get_sample_value
         assert sample("causalguard_monitor_replies_total", {"profile": "default", "outcome": "cancelled"}) == 1
         # opt-in readout: the stream's report carries the reply's scores, judged like the monitor's
-        exposed = guard.config.model_copy(update={"monitor": guard.config.monitor.model_copy(
-            update={"expose_scores": True})})
+        exposed = guard.config.model_copy(
+            update={"monitor": guard.config.monitor.model_copy(update={"expose_scores": True})}
+        )
         guard.reload(exposed)
         report: dict = {}
         text = "".join(guard.stream(ask, max_new_tokens=24, report=report))
         scores = report["scores"]
         assert set(scores) == set(guard.catalog.dimensions) and all(math.isfinite(x) for x in scores.values())
-        assert scores == pytest.approx(dict(zip(guard.monitor.judge.dimensions,
-                                                guard.monitor.judge.score([text])[0].tolist(), strict=True)), abs=1e-5)
+        assert scores == pytest.approx(
+            dict(zip(guard.monitor.judge.dimensions, guard.monitor.judge.score([text])[0].tolist(), strict=True)),
+            abs=1e-5,
+        )
         assert guard.generate(ask, max_new_tokens=24).scores is not None
 
 
@@ -85,7 +90,8 @@ def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_p
         "targets:\n  stimulation: {direction: increase}\nmethod: vector\n"
         "profiles:\n  guided-stimulation:\n    targets:\n      stimulation: {direction: increase}\n"
         "    method: guided\n  plain: {}\n"
-        "audit: {enabled: false}\nmonitor: {sample_rate: 1.0, min_replies: 20}\n")
+        "audit: {enabled: false}\nmonitor: {sample_rate: 1.0, min_replies: 20}\n"
+    )
     prompts = [p.text for p in load_prompts().split("dev")][:24]
     log_path = tmp_path / "server.log"
     with serve_in_process(config, log_path, log_level="info", extra_args=("--log-format", "json")) as server:
@@ -93,20 +99,24 @@ def test_prometheus_sees_live_means_and_the_drift_alarm_of_a_flipped_lever(tmp_p
 
         def ask(job: tuple[str, str]) -> str:
             model, text = job
-            reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
-                                                   max_tokens=32, temperature=0)
+            reply = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": text}], max_tokens=32, temperature=0
+            )
             return reply.choices[0].message.content or ""
 
-        jobs = [(f"{MODEL}:{profile}", text) for text in prompts for profile in ("plain", "default",
-                                                                                 "guided-stimulation")]
+        jobs = [
+            (f"{MODEL}:{profile}", text) for text in prompts for profile in ("plain", "default", "guided-stimulation")
+        ]
         with ThreadPoolExecutor(16) as pool:
             replies = list(pool.map(ask, jobs))
         process, api = start_prometheus(server.port, tmp_path)
 
         def query(expr: str) -> dict[tuple[str, str], float]:
             data = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
-            return {(r["metric"].get("profile", ""), r["metric"].get("value", "")): float(r["value"][1])
-                    for r in data["data"]["result"]}
+            return {
+                (r["metric"].get("profile", ""), r["metric"].get("value", "")): float(r["value"][1])
+                for r in data["data"]["result"]
+            }
 
         try:
             judged: dict[tuple[str, str], float] = {}

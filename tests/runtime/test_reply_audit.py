@@ -97,15 +97,21 @@ class _Auditor(ReplyAuditor):
         return [self.degrade_guarded] * len(pairs), [False] * len(pairs)
 
 
-def _auditor(profile: ProfileSpec, *, busy: bool = False, units: str = "auto"
-             ) -> tuple[_Auditor, GuardMetrics, _State]:
+def _auditor(profile: ProfileSpec, *, busy: bool = False, units: str = "auto") -> tuple[_Auditor, GuardMetrics, _State]:
     plan = plan_levers(profile, fake_bundle_v2(), LimitsSpec(max_levers=1), name="default", units=units)
     config = GuardConfig(audit=AuditSpec(prompts_per_audit=4, min_pairs=8))
     state = _State(config, {"default": plan, "plain": plan_levers(ProfileSpec(), fake_bundle(), LimitsSpec())})
     metrics = GuardMetrics()
     prompts = load_prompts(dimensions=None).split("test")
-    auditor = _Auditor(lambda: state, None, _Judge(), CALIBRATION, prompts, metrics,  # type: ignore[arg-type]
-                       busy=lambda: busy)
+    auditor = _Auditor(
+        lambda: state,
+        None,
+        _Judge(),
+        CALIBRATION,
+        prompts,
+        metrics,  # type: ignore[arg-type]
+        busy=lambda: busy,
+    )
     return auditor, metrics, state
 
 
@@ -160,8 +166,9 @@ def test_a_busy_server_skips_rounds_and_counts_them() -> None:
 def test_a_new_plan_starts_a_new_accumulator() -> None:
     auditor, _, state = _auditor(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}))
     auditor.run_once()
-    state.plans["default"] = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="increase")}),
-                                         fake_bundle_v2(), LimitsSpec(max_levers=1))
+    state.plans["default"] = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="increase")}), fake_bundle_v2(), LimitsSpec(max_levers=1)
+    )
     auditor.run_once()
     assert auditor.accumulators["default"].rounds == 1
     assert auditor.accumulators["default"].plan_key[1] == "role:power:+"
@@ -222,14 +229,26 @@ def test_in_proxy_mode_audit_replies_come_from_the_upstream_with_the_served_mess
         content = "LOW" if guarded else "HIGH"
         return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": content}}]})
 
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), fake_bundle_v2(),
-                       LimitsSpec(max_levers=1), name="default", units="replies", sae_available=False)
+    plan = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}),
+        fake_bundle_v2(),
+        LimitsSpec(max_levers=1),
+        name="default",
+        units="replies",
+        sae_available=False,
+    )
     config = GuardConfig(system_prompt="Be kind.", audit=AuditSpec(prompts_per_audit=2, max_new_tokens=9))
     state = _State(config, {"default": plan})
     spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up")
-    auditor = ReplyAuditor(lambda: state, None, _Judge(), CALIBRATION,  # type: ignore[arg-type]
-                           load_prompts(dimensions=None).split("test"), GuardMetrics(),
-                           complete=upstream_completer(spec, transport=httpx.MockTransport(handler)))
+    auditor = ReplyAuditor(
+        lambda: state,
+        None,
+        _Judge(),
+        CALIBRATION,  # type: ignore[arg-type]
+        load_prompts(dimensions=None).split("test"),
+        GuardMetrics(),
+        complete=upstream_completer(spec, transport=httpx.MockTransport(handler)),
+    )
     prompts = auditor.prompts[:2]
     pairs = auditor.replies(state, "default", prompts)
     assert [(p.guarded, p.unguarded) for p in pairs] == [("LOW", "HIGH"), ("LOW", "HIGH")]
@@ -241,8 +260,14 @@ def test_in_proxy_mode_audit_replies_come_from_the_upstream_with_the_served_mess
 
 
 def test_in_proxy_mode_audits_wait_for_the_upstream_and_yield_to_users() -> None:
-    plan = plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), fake_bundle_v2(),
-                       LimitsSpec(max_levers=1), name="default", units="replies", sae_available=False)
+    plan = plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}),
+        fake_bundle_v2(),
+        LimitsSpec(max_levers=1),
+        name="default",
+        units="replies",
+        sae_available=False,
+    )
     state = _State(GuardConfig(audit=AuditSpec(prompts_per_audit=3)), {"default": plan})
     calls: list[int] = []
     users = {"waiting": False, "up": False}
@@ -253,12 +278,22 @@ def test_in_proxy_mode_audits_wait_for_the_upstream_and_yield_to_users() -> None
         return "LOW" if len(calls) % 2 else "HIGH"
 
     metrics = GuardMetrics()
-    auditor = ReplyAuditor(lambda: state, None, _Judge(), CALIBRATION,  # type: ignore[arg-type]
-                           load_prompts(dimensions=None).split("test"), metrics, busy=lambda: users["waiting"],
-                           complete=complete, ready=lambda: users["up"])
+    auditor = ReplyAuditor(
+        lambda: state,
+        None,
+        _Judge(),
+        CALIBRATION,  # type: ignore[arg-type]
+        load_prompts(dimensions=None).split("test"),
+        metrics,
+        busy=lambda: users["waiting"],
+        complete=complete,
+        ready=lambda: users["up"],
+    )
     auditor.run_once()
-    assert calls == [] and _gauge(metrics, "causalguard_audits_total", profile="default",
-                                  outcome="skipped_upstream_down") == 1  # never before the upstream was seen up
+    assert (
+        calls == []
+        and _gauge(metrics, "causalguard_audits_total", profile="default", outcome="skipped_upstream_down") == 1
+    )  # never before the upstream was seen up
     users["up"] = True
     auditor.run_once()
     assert len(calls) == 2  # it yielded before the third upstream call

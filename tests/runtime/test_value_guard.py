@@ -24,8 +24,9 @@ ASK = [{"role": "user", "content": "What should I do with my life?"}]
 def guard(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path):  # type: ignore[no-untyped-def]
     path = tmp_path / "guard.yaml"
     path.write_text(GUARD_YAML)
-    with ValueGuard(tiny_lm.model, tiny_lm.tokenizer, path, bundle=fake_bundle_with_sae(tiny_sae.path),
-                    metrics=GuardMetrics()) as g:
+    with ValueGuard(
+        tiny_lm.model, tiny_lm.tokenizer, path, bundle=fake_bundle_with_sae(tiny_sae.path), metrics=GuardMetrics()
+    ) as g:
         yield g
     assert all(not layer._forward_hooks for layer in decoder_layers(tiny_lm.model))
 
@@ -86,8 +87,11 @@ def test_stream_matches_generate_and_stops_when_closed(guard: ValueGuard, tiny_s
 
 def test_reload_swaps_valid_configs_and_keeps_the_old_on_error(guard: ValueGuard, tmp_path: Path) -> None:
     assert guard.config_path is not None
-    guard.config_path.write_text(GUARD_YAML.replace("power: {direction: decrease}", "power: {direction: increase}")
-                                 .replace("achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}"))
+    guard.config_path.write_text(
+        GUARD_YAML.replace("power: {direction: decrease}", "power: {direction: increase}").replace(
+            "achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}"
+        )
+    )
     guard.reload()
     assert [lever.id for lever in guard.plan().levers] == ["role:power:+"]
     guard.config_path.write_text(GUARD_YAML.replace("power:", "powr:"))
@@ -106,7 +110,8 @@ def test_audits_publish_scores_and_drift(guard: ValueGuard) -> None:
     assert all(v == 0 for v in results["plain"].changes.values())  # unguarded vs unguarded
     assert default.drift["power"] == pytest.approx(default.changes["power"] - (-0.15))
     assert _sample(guard, "causalguard_audited_value_change", profile="default", value="power") == pytest.approx(
-        default.changes["power"])
+        default.changes["power"]
+    )
     assert _sample(guard, "causalguard_audits_total", profile="default", outcome="ok") == 1
     assert _sample(guard, "causalguard_audit_last_success_timestamp_seconds", profile="default") > 0
 
@@ -140,11 +145,18 @@ def test_background_audits_run_on_their_interval(tiny_lm: LoadedModel, tiny_sae:
     path.write_text(GUARD_YAML.replace("enabled: false", "enabled: true\n  interval_seconds: 0.2"))
     with ValueGuard(tiny_lm.model, tiny_lm.tokenizer, path, bundle=fake_bundle_with_sae(tiny_sae.path)) as g:
         deadline = time.time() + 30
-        while time.time() < deadline and (g.metrics.registry.get_sample_value(
-                "causalguard_audits_total", {"profile": "plain", "outcome": "ok"}) or 0) < 2:
+        while (
+            time.time() < deadline
+            and (
+                g.metrics.registry.get_sample_value("causalguard_audits_total", {"profile": "plain", "outcome": "ok"})
+                or 0
+            )
+            < 2
+        ):
             time.sleep(0.1)
-        assert g.metrics.registry.get_sample_value("causalguard_audits_total",
-                                                   {"profile": "plain", "outcome": "ok"}) >= 2
+        assert (
+            g.metrics.registry.get_sample_value("causalguard_audits_total", {"profile": "plain", "outcome": "ok"}) >= 2
+        )
 
 
 def test_an_audit_round_scores_the_unguarded_model_once(guard: ValueGuard, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,8 +186,9 @@ def test_reload_from_another_file_names_that_file_and_its_lines(guard: ValueGuar
     assert guard.config_path is not None and guard.config_path.name == "guard.yaml"  # the old config stays
 
 
-def test_the_config_file_is_parsed_once_at_start_up(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_config_file_is_parsed_once_at_start_up(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fastapi.testclient import TestClient
 
     import causalguard.yaml_files as yaml_files
@@ -189,8 +202,14 @@ def test_the_config_file_is_parsed_once_at_start_up(tiny_lm: LoadedModel, tiny_s
     monkeypatch.setattr(yaml_files, "read_yaml", lambda p: (reads.append(p), real(p))[1])
 
     def factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
-        return ValueGuard(tiny_lm.model, tiny_lm.tokenizer, config, bundle=fake_bundle_with_sae(tiny_sae.path),
-                          metrics=metrics, start_audits=False)
+        return ValueGuard(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            config,
+            bundle=fake_bundle_with_sae(tiny_sae.path),
+            metrics=metrics,
+            start_audits=False,
+        )
 
     with TestClient(create_app(path, guard_factory=factory)) as client:
         for _ in range(100):
@@ -203,7 +222,8 @@ def test_the_config_file_is_parsed_once_at_start_up(tiny_lm: LoadedModel, tiny_s
 
 
 def test_a_base_model_without_a_chat_template_is_refused_at_its_config_line(
-        tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     import copy
 
     base_tokenizer = copy.copy(tiny_lm.tokenizer)  # like Gemma 3 270M base: no chat template

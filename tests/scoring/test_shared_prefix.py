@@ -5,7 +5,7 @@ import torch
 from causalguard.models.loaded import LoadedModel
 from causalguard.scoring.shared_prefix import continuation_logprobs, next_token_logits
 
-PREFIX = "Here is how a careful person describes themselves:\n\""
+PREFIX = 'Here is how a careful person describes themselves:\n"'
 CONTINUATIONS = ["I help.", "I never, ever share anything with my neighbours.", "I like rules a lot."]
 
 
@@ -21,8 +21,9 @@ def test_next_token_logits_match_single_sequence_forward(tiny_lm: LoadedModel) -
     expected = torch.stack([_full_logits(tiny_lm, prefix + c)[-1] for c in conts])
     for reuse in (True, False):
         for batch_size in (1, 2, 3):
-            got = next_token_logits(tiny_lm.model, prefix, conts, pad_id=tiny_lm.pad_token_id,
-                                    batch_size=batch_size, reuse_prefix=reuse)
+            got = next_token_logits(
+                tiny_lm.model, prefix, conts, pad_id=tiny_lm.pad_token_id, batch_size=batch_size, reuse_prefix=reuse
+            )
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -36,8 +37,9 @@ def test_continuation_logprobs_match_manual_computation(tiny_lm: LoadedModel) ->
         positions = range(len(prefix) - 1, len(prefix) + len(c) - 1)
         expected.append(torch.stack([logprobs[p, t] for p, t in zip(positions, c, strict=True)]))
     for reuse in (True, False):
-        got = continuation_logprobs(tiny_lm.model, prefix, conts, pad_id=tiny_lm.pad_token_id,
-                                    batch_size=2, reuse_prefix=reuse)
+        got = continuation_logprobs(
+            tiny_lm.model, prefix, conts, pad_id=tiny_lm.pad_token_id, batch_size=2, reuse_prefix=reuse
+        )
         for g, e in zip(got, expected, strict=True):
             torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
 

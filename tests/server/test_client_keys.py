@@ -28,18 +28,22 @@ def _sha(key: str) -> str:
 KEYS = [ApiKeySpec(id="team-a", sha256=_sha(KEY_A)), ApiKeySpec(id="team-b", sha256=_sha(KEY_B))]
 
 
-@pytest.mark.parametrize(("header", "key_id", "refusal"), [
-    (f"Bearer {KEY_A}", "team-a", None),
-    (f"bearer   {KEY_B} ", "team-b", None),
-    (None, None, "an API key is required"),
-    ("", None, "an API key is required"),
-    (f"Basic {KEY_A}", None, "is not 'Bearer <key>'"),
-    ("Bearer", None, "is not 'Bearer <key>'"),
-    (f"Bearer {KEY_A}x", None, "not valid"),
-    (f"Bearer {_sha(KEY_A)}", None, "not valid"),  # the digest is not the key
-])
-def test_a_key_is_checked_against_the_listed_digests(header: str | None, key_id: str | None,
-                                                     refusal: str | None) -> None:
+@pytest.mark.parametrize(
+    ("header", "key_id", "refusal"),
+    [
+        (f"Bearer {KEY_A}", "team-a", None),
+        (f"bearer   {KEY_B} ", "team-b", None),
+        (None, None, "an API key is required"),
+        ("", None, "an API key is required"),
+        (f"Basic {KEY_A}", None, "is not 'Bearer <key>'"),
+        ("Bearer", None, "is not 'Bearer <key>'"),
+        (f"Bearer {KEY_A}x", None, "not valid"),
+        (f"Bearer {_sha(KEY_A)}", None, "not valid"),  # the digest is not the key
+    ],
+)
+def test_a_key_is_checked_against_the_listed_digests(
+    header: str | None, key_id: str | None, refusal: str | None
+) -> None:
     checked = check_client_key(header, KEYS)
     assert checked.key_id == key_id
     assert (checked.refusal is None) if refusal is None else (refusal in (checked.refusal or ""))
@@ -51,20 +55,34 @@ def test_without_keys_everyone_is_anonymous() -> None:
     assert check_client_key("Bearer whatever", []).key_id == ANONYMOUS
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.8.0.1", True), ("localhost", True),
-                                                ("::1", True), ("[::1]", True), ("0.0.0.0", False),
-                                                ("::", False), ("192.168.1.5", False), ("guard.internal", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("guard.internal", False),
+    ],
+)
 def test_loopback_interfaces(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-@pytest.mark.parametrize(("keys", "message"), [
-    ([{"id": "a", "sha256": "0" * 64}, {"id": "a", "sha256": "1" * 64}], "the id a is listed twice"),
-    ([{"id": "a", "sha256": "0" * 64}, {"id": "b", "sha256": "0" * 64}], "listed twice"),
-    ([{"id": "a", "sha256": "ABC"}], "sha256"),
-    ([{"id": "a b", "sha256": "0" * 64}], "id"),
-    ([{"id": "a", "key": "sk-plain"}], "key"),  # a key itself is not accepted in the config
-])
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ([{"id": "a", "sha256": "0" * 64}, {"id": "a", "sha256": "1" * 64}], "the id a is listed twice"),
+        ([{"id": "a", "sha256": "0" * 64}, {"id": "b", "sha256": "0" * 64}], "listed twice"),
+        ([{"id": "a", "sha256": "ABC"}], "sha256"),
+        ([{"id": "a b", "sha256": "0" * 64}], "id"),
+        ([{"id": "a", "key": "sk-plain"}], "key"),  # a key itself is not accepted in the config
+    ],
+)
 def test_bad_key_lists_are_refused(keys: list[dict[str, str]], message: str) -> None:
     from pydantic import ValidationError
 
@@ -77,8 +95,9 @@ def _yaml_with_keys() -> str:
     return GUARD_YAML + "server:\n  api_keys:\n" + lines
 
 
-def test_the_server_answers_only_listed_keys(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_the_server_answers_only_listed_keys(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with _client(tiny_lm, tiny_sae, tmp_path, _yaml_with_keys()) as c:
         _wait_ready(c)
         for headers in ({}, {"Authorization": f"Bearer {KEY_A}-wrong"}, {"Authorization": f"Basic {KEY_A}"}):

@@ -21,16 +21,23 @@ from tests.guard_fakes import GUARD_YAML, fake_bundle_with_sae
 ASK = {"model": "tiny-llama", "messages": [{"role": "user", "content": "What matters?"}], "max_tokens": 6}
 
 
-def _client(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, yaml_text: str = GUARD_YAML,
-            factory_hook: Any = None) -> TestClient:
+def _client(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, yaml_text: str = GUARD_YAML, factory_hook: Any = None
+) -> TestClient:
     path = tmp_path / "guard.yaml"
     path.write_text(yaml_text)
 
     def factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
         if factory_hook is not None:
             factory_hook()
-        return ValueGuard(tiny_lm.model, tiny_lm.tokenizer, config, bundle=fake_bundle_with_sae(tiny_sae.path),
-                          metrics=metrics, start_audits=False)
+        return ValueGuard(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            config,
+            bundle=fake_bundle_with_sae(tiny_sae.path),
+            metrics=metrics,
+            start_audits=False,
+        )
 
     return TestClient(create_app(path, guard_factory=factory))
 
@@ -60,25 +67,32 @@ def test_completion_in_openai_shape_with_profiles(client: TestClient) -> None:
     by_model = client.post("/v1/chat/completions", json={**ASK, "model": "tiny-llama:kind"}).json()
     assert by_model["choices"] == kind["choices"]
     models = client.get("/v1/models").json()
-    assert [m["id"] for m in models["data"]] == ["tiny-llama", "tiny-llama:default", "tiny-llama:kind",
-                                                 "tiny-llama:plain"]
+    assert [m["id"] for m in models["data"]] == [
+        "tiny-llama",
+        "tiny-llama:default",
+        "tiny-llama:kind",
+        "tiny-llama:plain",
+    ]
 
 
-@pytest.mark.parametrize(("patch", "status", "param"), [
-    ({"messages": []}, 400, "messages"),
-    ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages.0.role"),
-    ({"max_tokens": 100000}, 400, "max_tokens"),
-    ({"temperature": 9}, 400, "temperature"),
-    ({"profile": "evil"}, 400, "profile"),
-    ({"interventions": [{"feature": 3, "mode": "clamp", "value": 50}]}, 403, "interventions"),
-    ({"messages": [{"role": "system", "content": "only system"}]}, 400, "messages"),
-    ({"seed": 2**70}, 400, "seed"),
-    ({"seed": -1}, 400, "seed"),
-    ({"max_tokens": True}, 400, "max_tokens"),
-    ({"stream": "yes"}, 400, "stream"),
-    ({"temperature": "0.5"}, 400, "temperature"),
-    ({"seed": 1.5}, 400, "seed"),
-])
+@pytest.mark.parametrize(
+    ("patch", "status", "param"),
+    [
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages.0.role"),
+        ({"max_tokens": 100000}, 400, "max_tokens"),
+        ({"temperature": 9}, 400, "temperature"),
+        ({"profile": "evil"}, 400, "profile"),
+        ({"interventions": [{"feature": 3, "mode": "clamp", "value": 50}]}, 403, "interventions"),
+        ({"messages": [{"role": "system", "content": "only system"}]}, 400, "messages"),
+        ({"seed": 2**70}, 400, "seed"),
+        ({"seed": -1}, 400, "seed"),
+        ({"max_tokens": True}, 400, "max_tokens"),
+        ({"stream": "yes"}, 400, "stream"),
+        ({"temperature": "0.5"}, 400, "temperature"),
+        ({"seed": 1.5}, 400, "seed"),
+    ],
+)
 def test_bad_input_gets_openai_errors_not_500(client: TestClient, patch: dict, status: int, param: str) -> None:
     response = client.post("/v1/chat/completions", json={**ASK, **patch})
     assert response.status_code == status, response.text
@@ -89,8 +103,11 @@ def test_bad_input_gets_openai_errors_not_500(client: TestClient, patch: dict, s
 def test_bad_input_is_counted_without_minting_profile_labels(client: TestClient) -> None:
     def invalid(profile: str) -> float:
         for line in client.get("/metrics").text.splitlines():
-            if line.startswith("causalguard_requests_total{") and f'profile="{profile}"' in line \
-                    and 'outcome="invalid"' in line:
+            if (
+                line.startswith("causalguard_requests_total{")
+                and f'profile="{profile}"' in line
+                and 'outcome="invalid"' in line
+            ):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
@@ -102,32 +119,43 @@ def test_bad_input_is_counted_without_minting_profile_labels(client: TestClient)
 
 
 def test_non_json_and_oversized_bodies(client: TestClient) -> None:
-    assert client.post("/v1/chat/completions", content=b"{not json",
-                       headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        client.post(
+            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
     huge = {**ASK, "messages": [{"role": "user", "content": "x" * 30000}] * 3}
     response = client.post("/v1/chat/completions", json=huge)
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
-    chunked = client.post("/v1/chat/completions", content=iter([json.dumps(huge).encode()]),
-                          headers={"content-type": "application/json"})  # no content-length
+    chunked = client.post(
+        "/v1/chat/completions", content=iter([json.dumps(huge).encode()]), headers={"content-type": "application/json"}
+    )  # no content-length
     assert chunked.status_code == 413
-    small = client.post("/v1/chat/completions", content=iter([json.dumps(ASK).encode()]),
-                        headers={"content-type": "application/json"})
+    small = client.post(
+        "/v1/chat/completions", content=iter([json.dumps(ASK).encode()]), headers={"content-type": "application/json"}
+    )
     assert small.status_code == 200
 
 
-def test_client_interventions_only_when_the_operator_allows(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                             tmp_path: Path) -> None:
+def test_client_interventions_only_when_the_operator_allows(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     with _client(tiny_lm, tiny_sae, tmp_path, GUARD_YAML + "allow_client_interventions: true\n") as c:
         _wait_ready(c)
         plain = c.post("/v1/chat/completions", json={**ASK, "profile": "plain"}).json()
-        edited = c.post("/v1/chat/completions", json={**ASK, "profile": "plain", "interventions": [
-            {"feature": 3, "mode": "add", "value": 40.0}]}).json()
+        edited = c.post(
+            "/v1/chat/completions",
+            json={**ASK, "profile": "plain", "interventions": [{"feature": 3, "mode": "add", "value": 40.0}]},
+        ).json()
         assert edited["choices"][0]["message"]["content"] != plain["choices"][0]["message"]["content"]
         bad = c.post("/v1/chat/completions", json={**ASK, "interventions": [{"feature": 999, "value": 1}]})
         assert bad.status_code == 400 and "out of range" in bad.json()["error"]["message"]
         assert str(tmp_path) not in bad.text and "/" not in bad.json()["error"]["message"]  # no paths on disk
-        twice = c.post("/v1/chat/completions", json={**ASK, "interventions": [
-            {"feature": 3, "value": 1}, {"feature": 3, "mode": "clamp", "value": 2}]})
+        twice = c.post(
+            "/v1/chat/completions",
+            json={**ASK, "interventions": [{"feature": 3, "value": 1}, {"feature": 3, "mode": "clamp", "value": 2}]},
+        )
         assert twice.status_code == 400 and "edited twice" in twice.json()["error"]["message"]
         huge = c.post("/v1/chat/completions", json={**ASK, "interventions": [{"feature": 3, "value": 5000}]})
         assert huge.status_code == 400 and huge.json()["error"]["param"] == "interventions[0].value"
@@ -163,8 +191,10 @@ def test_full_queue_answers_429_with_retry_after(tiny_lm: LoadedModel, tiny_sae:
         _wait_ready(c)
         results: list[int] = []
         slow = {**ASK, "max_tokens": 300}
-        workers = [threading.Thread(target=lambda: results.append(
-            c.post("/v1/chat/completions", json=slow).status_code)) for _ in range(4)]
+        workers = [
+            threading.Thread(target=lambda: results.append(c.post("/v1/chat/completions", json=slow).status_code))
+            for _ in range(4)
+        ]
         for w in workers:
             w.start()
         for w in workers:
@@ -173,8 +203,9 @@ def test_full_queue_answers_429_with_retry_after(tiny_lm: LoadedModel, tiny_sae:
         assert c.get("/readyz").json()["running"] == 0
 
 
-def test_admin_reload_needs_the_token_and_validates(client: TestClient, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_admin_reload_needs_the_token_and_validates(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert client.post("/admin/reload").status_code == 403  # token env var unset: endpoint disabled
     monkeypatch.setenv("CAUSALGUARD_ADMIN_TOKEN", "s3cret")
     assert client.post("/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -189,8 +220,9 @@ def test_admin_reload_needs_the_token_and_validates(client: TestClient, tmp_path
     assert 'causalguard_config_reloads_total{outcome="ok"} 1.0' in metrics
 
 
-def test_explain_is_an_admin_endpoint_and_metrics_answer_without_a_redirect(client: TestClient,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explain_is_an_admin_endpoint_and_metrics_answer_without_a_redirect(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert client.get("/v1/guard/explain").status_code == 403  # no admin token configured
     monkeypatch.setenv("CAUSALGUARD_ADMIN_TOKEN", "s3cret")
     assert client.get("/v1/guard/explain", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -206,8 +238,9 @@ def test_explain_is_an_admin_endpoint_and_metrics_answer_without_a_redirect(clie
     assert exact.headers["content-type"].startswith("text/plain")
 
 
-def test_timeouts_answer_504_or_an_sse_error_event_and_count_as_timeouts(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                                         tmp_path: Path) -> None:
+def test_timeouts_answer_504_or_an_sse_error_event_and_count_as_timeouts(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     text = GUARD_YAML + "server: {request_timeout_seconds: 0.05, max_tokens_limit: 400}\n"
     with _client(tiny_lm, tiny_sae, tmp_path, text) as c:
         _wait_ready(c)
@@ -222,8 +255,9 @@ def test_timeouts_answer_504_or_an_sse_error_event_and_count_as_timeouts(tiny_lm
         assert c.get("/readyz").json()["hooks_installed"] == 1
 
 
-def test_a_prompt_over_the_token_limit_is_a_400_before_admission(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                                  tmp_path: Path) -> None:
+def test_a_prompt_over_the_token_limit_is_a_400_before_admission(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     with _client(tiny_lm, tiny_sae, tmp_path, GUARD_YAML + "server: {max_prompt_tokens: 64}\n") as c:
         _wait_ready(c)
         long = {**ASK, "messages": [{"role": "user", "content": "tell me more " * 200}]}
@@ -237,8 +271,9 @@ def test_a_prompt_over_the_token_limit_is_a_400_before_admission(tiny_lm: Loaded
         assert "causalguard_requests_in_flight 0.0" in c.get("/metrics/").text
 
 
-def test_reload_with_a_folder_or_an_infeasible_profile_is_a_400(client: TestClient, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reload_with_a_folder_or_an_infeasible_profile_is_a_400(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CAUSALGUARD_ADMIN_TOKEN", "s3cret")
     auth = {"Authorization": "Bearer s3cret"}
     config = tmp_path / "guard.yaml"
@@ -247,15 +282,20 @@ def test_reload_with_a_folder_or_an_infeasible_profile_is_a_400(client: TestClie
     folder = client.post("/admin/reload", headers=auth)
     assert folder.status_code == 400 and "is a folder" in folder.json()["error"]["message"]
     config.rmdir()
-    config.write_text(GUARD_YAML.replace("  plain: {}\n", "  plain: {}\n  impossible:\n    targets:\n"
-                                         "      universalism: {direction: increase}\n    method: role\n"))
+    config.write_text(
+        GUARD_YAML.replace(
+            "  plain: {}\n",
+            "  plain: {}\n  impossible:\n    targets:\n      universalism: {direction: increase}\n    method: role\n",
+        )
+    )
     infeasible = client.post("/admin/reload", headers=auth)
     assert infeasible.status_code == 400 and "impossible" in infeasible.json()["error"]["message"]
     assert client.post("/v1/chat/completions", json=ASK).status_code == 200  # the old config stays active
 
 
-def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(client: TestClient,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     guard = client.app.state.guard_server.guard  # type: ignore[attr-defined]
     real = guard.stream
 
@@ -272,17 +312,20 @@ def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(cli
     assert "causalguard_requests_in_flight 0.0" in client.get("/metrics/").text
 
 
-@pytest.mark.parametrize(("patch", "param"), [
-    ({"frequency_penalty": 0.3}, "frequency_penalty"),
-    ({"logit_bias": {"42": 5}}, "logit_bias"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"top_p": 0}, "top_p"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"logprobs": True}, "logprobs"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"temprature": 0.5}, "temprature"),
-])
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"frequency_penalty": 0.3}, "frequency_penalty"),
+        ({"logit_bias": {"42": 5}}, "logit_bias"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"top_p": 0}, "top_p"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"temprature": 0.5}, "temprature"),
+    ],
+)
 def test_every_field_is_honoured_or_named_in_a_400(client: TestClient, patch: dict, param: str) -> None:
     response = client.post("/v1/chat/completions", json={**ASK, **patch})
     assert response.status_code == 400, response.text
@@ -290,8 +333,15 @@ def test_every_field_is_honoured_or_named_in_a_400(client: TestClient, patch: di
 
 
 def test_fields_at_their_off_value_are_served(client: TestClient) -> None:
-    off = {"top_p": 1, "stop": None, "presence_penalty": 0, "logprobs": False, "tools": [], "user": "u-1",
-           "response_format": {"type": "text"}}
+    off = {
+        "top_p": 1,
+        "stop": None,
+        "presence_penalty": 0,
+        "logprobs": False,
+        "tools": [],
+        "user": "u-1",
+        "response_format": {"type": "text"},
+    }
     assert client.post("/v1/chat/completions", json={**ASK, **off}).status_code == 200
 
 
@@ -309,15 +359,19 @@ def test_models_profiles_and_request_ids(client: TestClient) -> None:
 
 
 def test_invalid_json_says_where(client: TestClient) -> None:
-    response = client.post("/v1/chat/completions", content=b'{"model": "tiny-llama",\n "messages": [}',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/chat/completions",
+        content=b'{"model": "tiny-llama",\n "messages": [}',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400, response.text
     assert "line 2, column" in response.json()["error"]["message"]
 
 
 def test_a_stream_names_its_levers_and_usage(client: TestClient) -> None:
-    text = client.post("/v1/chat/completions", json={**ASK, "stream": True,
-                                                     "stream_options": {"include_usage": True}}).text
+    text = client.post(
+        "/v1/chat/completions", json={**ASK, "stream": True, "stream_options": {"include_usage": True}}
+    ).text
     events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     finish = next(e for e in events if e["choices"] and e["choices"][0]["finish_reason"])
     assert finish["causalguard"] == {"profile": "default", "levers": ["sae:f7:-0.5"]}
@@ -328,7 +382,7 @@ def test_a_stream_names_its_levers_and_usage(client: TestClient) -> None:
 def test_stop_strings_end_the_reply_before_them_streamed_or_not(client: TestClient) -> None:
     long = {**ASK, "max_tokens": 24}
     whole = client.post("/v1/chat/completions", json=long).json()["choices"][0]["message"]["content"]
-    stop = whole[len(whole) // 2: len(whole) // 2 + 3]
+    stop = whole[len(whole) // 2 : len(whole) // 2 + 3]
     assert len(stop) == 3
     expected = whole[: whole.index(stop)]
     cut = client.post("/v1/chat/completions", json={**long, "stop": [stop]}).json()
@@ -341,8 +395,9 @@ def test_stop_strings_end_the_reply_before_them_streamed_or_not(client: TestClie
 
 def test_top_p_keeps_the_nucleus(client: TestClient) -> None:
     greedy = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 12}).json()
-    nucleus = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 12, "temperature": 1.0, "seed": 3,
-                                                        "top_p": 1e-6}).json()  # only the top token survives
+    nucleus = client.post(
+        "/v1/chat/completions", json={**ASK, "max_tokens": 12, "temperature": 1.0, "seed": 3, "top_p": 1e-6}
+    ).json()  # only the top token survives
     assert nucleus["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
 
 

@@ -77,14 +77,21 @@ def test_openai_client_plain_and_streaming(server: ServerProcess) -> None:
     assert text and reply.usage is not None and reply.usage.completion_tokens <= 12
     stream = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=12, stream=True)  # type: ignore
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == text
-    plain = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=12,  # type: ignore[arg-type]
-                                           extra_body={"profile": "plain"})
+    plain = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        max_tokens=12,  # type: ignore[arg-type]
+        extra_body={"profile": "plain"},
+    )
     assert plain.choices[0].message.content != text  # the role lever changes the answer
     with pytest.raises(openai.BadRequestError, match="unknown profile"):
         client.chat.completions.create(model=MODEL, messages=ASK, extra_body={"profile": "root"})  # type: ignore
     with pytest.raises(openai.PermissionDeniedError):
-        client.chat.completions.create(model=MODEL, messages=ASK,  # type: ignore[arg-type]
-                                       extra_body={"interventions": [{"feature": 1, "value": 99}]})
+        client.chat.completions.create(
+            model=MODEL,
+            messages=ASK,  # type: ignore[arg-type]
+            extra_body={"interventions": [{"feature": 1, "value": 99}]},
+        )
     models = [m.id for m in client.models.list()]
     assert models == [MODEL, f"{MODEL}:default", f"{MODEL}:less-power", f"{MODEL}:plain"]
 
@@ -104,8 +111,9 @@ def test_a_disconnecting_client_cancels_and_releases(server: ServerProcess) -> N
         time.sleep(0.2)
     assert ready["running"] == 0 and ready["hooks_installed"] == hooks_before
     metrics = httpx.get(f"{server.url}/metrics/").text
-    assert re.search(r'causalguard_requests_total\{method="role",outcome="cancelled",profile="default"\} [1-9]',
-                     metrics), metrics[:2000]
+    assert re.search(
+        r'causalguard_requests_total\{method="role",outcome="cancelled",profile="default"\} [1-9]', metrics
+    ), metrics[:2000]
 
 
 def test_sighup_reloads_a_valid_config_and_keeps_serving(server: ServerProcess, tmp_path: Path) -> None:
@@ -134,10 +142,18 @@ def start_prometheus(scrape_port: int, folder: Path) -> tuple[subprocess.Popen[b
     port = free_port()
     (folder / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: causalguard\n    metrics_path: /metrics/\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]\n")
+        f"    static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]\n"
+    )
     process = subprocess.Popen(
-        [prometheus, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            prometheus,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return process, f"http://127.0.0.1:{port}/api/v1"
 
 
@@ -146,8 +162,13 @@ def test_prometheus_scrapes_requests_and_audits(server: ServerProcess, tmp_path:
     process, api = start_prometheus(server.port, tmp_path)
     try:
         results: dict[str, list] = {}
-        wanted = ['up{job="causalguard"}', "causalguard_audited_value_score", "causalguard_requests_total",
-                  "causalguard_predicted_value_change", "causalguard_bundle_info"]
+        wanted = [
+            'up{job="causalguard"}',
+            "causalguard_audited_value_score",
+            "causalguard_requests_total",
+            "causalguard_predicted_value_change",
+            "causalguard_bundle_info",
+        ]
         deadline = time.time() + 90
         while time.time() < deadline and not all(results.get(q) for q in wanted):
             for query in wanted:
@@ -179,22 +200,31 @@ def _dashboard_exprs() -> list[str]:
 
 def test_dashboard_and_alerts_only_use_exported_metrics() -> None:
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "info": ["_info"], "gauge": [""]}
-    exported = {metric.name + suffix for metric in GuardMetrics().registry.collect()
-                for suffix in suffixes[metric.type]}
+    exported = {
+        metric.name + suffix for metric in GuardMetrics().registry.collect() for suffix in suffixes[metric.type]
+    }
     texts = [*_dashboard_exprs(), (DEPLOY / "alerts.yml").read_text()]
     used = {name for text in texts for name in re.findall(r"causalguard_[a-z_]+", text)}
     assert used and used <= exported, used - exported
     dashboard = json.loads((DEPLOY / "grafana" / "causalguard.json").read_text())
     titles = {p["title"] for p in dashboard["panels"]}
-    assert {"Targets: planned vs audited change", "Side effects: predicted vs measured", "Latency",
-            "Throughput", "Lever usage", "Side-effect drift and tolerances", "Live replies: value scores",
-            "Live replies: change vs reference and drift"} <= titles
+    assert {
+        "Targets: planned vs audited change",
+        "Side effects: predicted vs measured",
+        "Latency",
+        "Throughput",
+        "Lever usage",
+        "Side-effect drift and tolerances",
+        "Live replies: value scores",
+        "Live replies: change vs reference and drift",
+    } <= titles
 
 
 def test_promtool_accepts_the_deploy_kit() -> None:
     promtool = _need("promtool")
-    config = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus.yml")], capture_output=True,
-                            text=True)
+    config = subprocess.run(
+        [promtool, "check", "config", str(DEPLOY / "prometheus.yml")], capture_output=True, text=True
+    )
     assert config.returncode == 0, config.stdout + config.stderr
     rules = subprocess.run([promtool, "check", "rules", str(DEPLOY / "alerts.yml")], capture_output=True, text=True)
     assert rules.returncode == 0 and "SUCCESS: 12 rules found" in rules.stdout, rules.stdout + rules.stderr
@@ -237,8 +267,15 @@ def test_bounded_load_has_no_5xx_no_leaks_and_identical_answers(server: ServerPr
     from causalguard.server.loadtest import run_load
 
     hooks = httpx.get(f"{server.url}/readyz").json()["hooks_installed"]
-    report = run_load(server.url, MODEL, ["default", "less-power", "plain"], requests=200, concurrency=16,
-                      max_tokens=6, disconnect_every=10)
+    report = run_load(
+        server.url,
+        MODEL,
+        ["default", "less-power", "plain"],
+        requests=200,
+        concurrency=16,
+        max_tokens=6,
+        disconnect_every=10,
+    )
     print(report.summary())
     assert not any(status >= 500 for status in report.statuses), report.statuses
     assert report.statuses.get(200, 0) == 200 and report.disconnected == 20

@@ -19,20 +19,29 @@ from tests.guard_fakes import GUARD_YAML
 from tests.server.test_server_app import ASK, _client, _wait_ready
 
 # the default profile's SAE lever cannot run upstream; its role lever drags achievement 0.2: allow it
-PROXY_YAML = (GUARD_YAML.replace("achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}")
-              + "system_prompt: 'Be brief.'\nupstream:\n  base_url: http://upstream.test/v1\n  model: up-model\n")
+PROXY_YAML = (
+    GUARD_YAML.replace("achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}")
+    + "system_prompt: 'Be brief.'\nupstream:\n  base_url: http://upstream.test/v1\n  model: up-model\n"
+)
 
 
 def _reply(body: dict[str, Any]) -> dict[str, Any]:
-    return {"id": "up-1", "object": "chat.completion", "created": 1, "model": "up-model",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "upstream says hi"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+    return {
+        "id": "up-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "up-model",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "upstream says hi"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }
 
 
 def _proxy(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, handler: Any) -> TestClient:
     client = _client(tiny_lm, tiny_sae, tmp_path, PROXY_YAML)
     spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up-model", retries=1, timeout_seconds=2)
+
     def with_models(request: httpx.Request) -> httpx.Response:  # the guard's health probe: GET /models
         if request.method == "GET" and request.url.path.endswith("/models"):
             return httpx.Response(200, json={"object": "list", "data": [{"id": "up-model", "object": "model"}]})
@@ -43,7 +52,8 @@ def _proxy(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, handler: A
 
 
 def test_role_levers_are_composed_into_the_system_message_and_sae_levers_fall_back(
-        tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     seen: list[dict[str, Any]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -56,11 +66,15 @@ def test_role_levers_are_composed_into_the_system_message_and_sae_levers_fall_ba
         assert guard.proxy and guard.sae is None
         assert all(lever.kind == "role" for plan in guard.state.plans.values() for lever in plan.levers)
         assert any("planned with role levers only" in r for r in guard.state.plan("default").reasons)
-        body = client.post("/v1/chat/completions", json={**ASK, "profile": "kind", "seed": 7, "stop": ["\n\n"],
-                                                          "temperature": 0.7, "top_p": 0.9}).json()
+        body = client.post(
+            "/v1/chat/completions",
+            json={**ASK, "profile": "kind", "seed": 7, "stop": ["\n\n"], "temperature": 0.7, "top_p": 0.9},
+        ).json()
     assert body["choices"][0]["message"]["content"] == "upstream says hi"
-    assert body["model"] == "tiny-llama" and body["causalguard"] == {"profile": "kind",
-                                                                     "levers": ["role:benevolence:+"]}
+    assert body["model"] == "tiny-llama" and body["causalguard"] == {
+        "profile": "kind",
+        "levers": ["role:benevolence:+"],
+    }
     sent = seen[-1]
     assert sent["model"] == "up-model" and sent["seed"] == 7 and sent["max_tokens"] == 6
     assert sent["stop"] == ["\n\n"] and sent["top_p"] == 0.9 and sent["temperature"] == 0.7
@@ -69,15 +83,29 @@ def test_role_levers_are_composed_into_the_system_message_and_sae_levers_fall_ba
     assert "benevolence" in system["content"].lower() and sent["messages"][1] == ASK["messages"][0]
 
 
-def test_a_stream_passes_through_and_ends_with_the_levers(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                           tmp_path: Path) -> None:
+def test_a_stream_passes_through_and_ends_with_the_levers(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     pieces = ["Hel", "lo", "!"]
 
     def handler(request: httpx.Request) -> httpx.Response:
-        lines = [{"id": "u", "object": "chat.completion.chunk", "model": "up-model",
-                  "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
-        lines.append({"id": "u", "object": "chat.completion.chunk", "model": "up-model",
-                      "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        lines = [
+            {
+                "id": "u",
+                "object": "chat.completion.chunk",
+                "model": "up-model",
+                "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}],
+            }
+            for p in pieces
+        ]
+        lines.append(
+            {
+                "id": "u",
+                "object": "chat.completion.chunk",
+                "model": "up-model",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+        )
         text = "".join(f"data: {json.dumps(x)}\n\n" for x in lines) + "data: [DONE]\n\n"
         return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
 
@@ -90,12 +118,20 @@ def test_a_stream_passes_through_and_ends_with_the_levers(tiny_lm: LoadedModel, 
     assert text.rstrip().endswith("data: [DONE]")
 
 
-@pytest.mark.parametrize(("failure", "status", "code"), [
-    ("500", 502, "upstream_error"), ("429", 503, "upstream_error"), ("connect", 503, "upstream_unavailable"),
-    ("timeout", 504, "upstream_timeout"), ("502", 502, "upstream_error"), ("503", 503, "upstream_error"),
-])
-def test_upstream_failures_map_to_502_503_504(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path,
-                                              failure: str, status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        ("500", 502, "upstream_error"),
+        ("429", 503, "upstream_error"),
+        ("connect", 503, "upstream_unavailable"),
+        ("timeout", 504, "upstream_timeout"),
+        ("502", 502, "upstream_error"),
+        ("503", 503, "upstream_error"),
+    ],
+)
+def test_upstream_failures_map_to_502_503_504(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, failure: str, status: int, code: str
+) -> None:
     calls = {"n": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -123,7 +159,8 @@ def _metric(client: TestClient, name: str, **labels: str) -> float | None:
 
 
 def test_a_502_then_an_answer_is_retried_and_tokens_come_from_the_upstreams_usage(
-        tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     calls = {"n": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -140,8 +177,9 @@ def test_a_502_then_an_answer_is_retried_and_tokens_come_from_the_upstreams_usag
     assert tokens == 3  # usage.completion_tokens of the upstream's answer
 
 
-def test_a_proxied_stream_counts_its_tokens_and_time_to_first_token(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                                   tmp_path: Path) -> None:
+def test_a_proxied_stream_counts_its_tokens_and_time_to_first_token(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         lines = [{"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
         lines += [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in "abcd"]
@@ -157,8 +195,9 @@ def test_a_proxied_stream_counts_its_tokens_and_time_to_first_token(tiny_lm: Loa
     assert tokens == 4 and ttft == 1  # the role-only chunk is not a token
 
 
-def test_the_guards_own_timeout_ends_a_slow_upstream_call(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                          tmp_path: Path) -> None:
+def test_the_guards_own_timeout_ends_a_slow_upstream_call(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     import asyncio
     import time
 
@@ -195,8 +234,12 @@ def test_readyz_follows_the_upstreams_health(tiny_lm: LoadedModel, tiny_sae: Loa
             return httpx.Response(200, json={"data": []})
         return httpx.Response(200, json=_reply({}))
 
-    client = _client(tiny_lm, tiny_sae, tmp_path, PROXY_YAML.replace(
-        "model: up-model\n", "model: up-model\n  health_interval_seconds: 0.1\n"))
+    client = _client(
+        tiny_lm,
+        tiny_sae,
+        tmp_path,
+        PROXY_YAML.replace("model: up-model\n", "model: up-model\n  health_interval_seconds: 0.1\n"),
+    )
     spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up-model", retries=0, health_interval_seconds=0.1)
     client.app.state.guard_server.upstream = Upstream(spec, transport=httpx.MockTransport(handler))  # type: ignore[attr-defined]
 
@@ -223,11 +266,13 @@ def test_readyz_follows_the_upstreams_health(tiny_lm: LoadedModel, tiny_sae: Loa
 
 
 def test_a_stream_the_upstream_ends_without_a_finishing_chunk_still_reaches_the_monitor(
-        tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path) -> None:
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:  # llama.cpp's answer when it generates nothing
         role = {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
-        return httpx.Response(200, text=f"data: {json.dumps(role)}\n\ndata: [DONE]\n\n",
-                              headers={"content-type": "text/event-stream"})
+        return httpx.Response(
+            200, text=f"data: {json.dumps(role)}\n\ndata: [DONE]\n\n", headers={"content-type": "text/event-stream"}
+        )
 
     observed: list[tuple[str, str]] = []
     with _proxy(tiny_lm, tiny_sae, tmp_path, handler) as client:

@@ -8,8 +8,18 @@ from causalguard.values.inventory import UnknownDimensionError
 
 def test_default_inventory_is_schwartz_ten_with_balanced_keys() -> None:
     inv = load_inventory()
-    assert inv.names == ["self_direction", "stimulation", "hedonism", "achievement", "power", "security",
-                         "conformity", "tradition", "benevolence", "universalism"]
+    assert inv.names == [
+        "self_direction",
+        "stimulation",
+        "hedonism",
+        "achievement",
+        "power",
+        "security",
+        "conformity",
+        "tradition",
+        "benevolence",
+        "universalism",
+    ]
     for dim in inv.dimensions:
         assert len(dim.items) >= 12
         assert sum(1 for i in dim.items if i.polarity == -1) == len(dim.items) // 2
@@ -61,8 +71,9 @@ def test_yaml_errors_name_file_line_field_and_fix(tmp_path: Path) -> None:
 
 def test_duplicate_item_ids_and_bad_yaml_syntax(tmp_path: Path) -> None:
     path = tmp_path / "inv.yaml"
-    path.write_text(BAD_YAML.replace("polarity: 2", "polarity: 1").replace("statment", "statement")
-                    .replace("id: k2", "id: k1"))
+    path.write_text(
+        BAD_YAML.replace("polarity: 2", "polarity: 1").replace("statment", "statement").replace("id: k2", "id: k1")
+    )
     with pytest.raises(ConfigError, match="item id 'k1' is used twice"):
         load_inventory(path)
     path.write_text("name: [unclosed\n")

@@ -78,8 +78,10 @@ def load_checked_model(model: str, dtype: str, fingerprint: str, threads: int) -
     torch.set_num_threads(threads)
     lm = load_model(model, dtype=dtype)
     if lm.fingerprint != fingerprint:
-        raise CausalguardError(f"the worker loaded {model} with weights {lm.fingerprint[:12]}, the driver "
-                               f"{fingerprint[:12]}: install the same model on every node")
+        raise CausalguardError(
+            f"the worker loaded {model} with weights {lm.fingerprint[:12]}, the driver "
+            f"{fingerprint[:12]}: install the same model on every node"
+        )
     return lm
 
 
@@ -101,8 +103,13 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=options.address, num_cpus=options.local_cpus if options.address is None else None,
-                 include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(
+            address=options.address,
+            num_cpus=options.local_cpus if options.address is None else None,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+        )
     try:
         yield ray
     finally:
@@ -124,8 +131,11 @@ class ActorPool:
     def run(self, work: Sequence[Any], call: Callable[[Any, int, Any], Any], on_result: Callable[[Any], None]) -> None:
         ray, options = self.ray, self.options
         actor_class = ray.remote(self.worker).options(
-            num_cpus=options.num_cpus, num_gpus=options.num_gpus, max_restarts=options.max_restarts,
-            max_task_retries=options.max_restarts)
+            num_cpus=options.num_cpus,
+            num_gpus=options.num_gpus,
+            max_restarts=options.max_restarts,
+            max_task_retries=options.max_restarts,
+        )
         self.actors = [actor_class.remote(*self.init_args) for _ in range(min(options.actors, len(work)))]
         try:
             waiting = list(reversed(range(len(work))))  # pop() hands them out in order
@@ -147,7 +157,8 @@ class ActorPool:
                 except ray.exceptions.RayActorError as exc:
                     raise WorkerLostError(
                         f"an actor was lost more than {options.max_restarts} times ({exc.__class__.__name__}); the "
-                        "finished work is in the checkpoint: run the same command again to resume") from None
+                        "finished work is in the checkpoint: run the same command again to resume"
+                    ) from None
                 on_result(result)
                 hand_out(slot)
         finally:

@@ -27,8 +27,10 @@ def describe_bundle(bundle: Bundle) -> str:
         count = doc["survey"].get("survey_rows")
         replies = doc["survey"].get("units") == "replies"
         observational = f"{count} of them unsteered" if replies else f"+ {count} survey rows"
-        lines.append(f"interventional rows: {steered['rows']} ({observational}), "
-                     f"{len(steered['contexts'])} context columns as sources only")
+        lines.append(
+            f"interventional rows: {steered['rows']} ({observational}), "
+            f"{len(steered['contexts'])} context columns as sources only"
+        )
     if doc["discovery"].get("dropped"):
         lines.append("dropped: " + "; ".join(doc["discovery"]["dropped"]))
     evaluation = doc["evaluation"]
@@ -41,26 +43,31 @@ def describe_bundle(bundle: Bundle) -> str:
         for name, m in evaluation["predictors"].items():
             lines.append(f"  {name:28s} {_f(m['auroc']):>7s} {_f(m['sign_accuracy']):>9s} {_f(m['mae']):>8s}")
         paper = evaluation["paper_statistic"]
-        lines.append(f"  change rate: descendants {_f(paper['descendant']['rate'])} "
-                     f"(n={paper['descendant']['total']}), non-descendants {_f(paper['non_descendant']['rate'])} "
-                     f"(n={paper['non_descendant']['total']})")
+        lines.append(
+            f"  change rate: descendants {_f(paper['descendant']['rate'])} "
+            f"(n={paper['descendant']['total']}), non-descendants {_f(paper['non_descendant']['rate'])} "
+            f"(n={paper['non_descendant']['total']})"
+        )
     else:
         lines.append(f"held-out prediction: n/a ({evaluation.get('reason')})")
     if "leave_one_lever_out" in evaluation:
         from causalguard.graphs.causal.interventions import render_interventions
 
         lines.append("leave one lever out (each lever predicted by a graph discovered without its rows):")
-        lines += [f"  {line}" if line else "" for line in render_interventions(evaluation["leave_one_lever_out"])
-                  .splitlines()]
+        lines += [
+            f"  {line}" if line else "" for line in render_interventions(evaluation["leave_one_lever_out"]).splitlines()
+        ]
     human = doc["human_comparison"]
     if human.get("reference") is None:
         lines.append(f"vs a human reference: {human.get('reason', 'no reference for this inventory')}")
         return "\n".join(lines)
     sk = human["skeleton"]
-    lines.append(f"vs {human['reference']}: skeleton precision {_f(sk['precision'])}, recall {_f(sk['recall'])}, "
-                 f"SHD {sk['shd']}")
+    lines.append(
+        f"vs {human['reference']}: skeleton precision {_f(sk['precision'])}, recall {_f(sk['recall'])}, SHD {sk['shd']}"
+    )
     if "circumplex_correlation" in human:
         cc = human["circumplex_correlation"]
-        lines.append(f"  value correlations vs circumplex cosines: r = {_f(cc['r'])}, "
-                     f"permutation p = {_f(cc['p_value'])}")
+        lines.append(
+            f"  value correlations vs circumplex cosines: r = {_f(cc['r'])}, permutation p = {_f(cc['p_value'])}"
+        )
     return "\n".join(lines)

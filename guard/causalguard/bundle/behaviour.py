@@ -40,8 +40,9 @@ class BehaviourSummary:
 
 def _number(value: Any, where: str, path: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
-        raise ConfigError.single(str(path), f"{value!r} is not a finite number", field=where,
-                                 hint="rerun 'causalguard behaviour report'")
+        raise ConfigError.single(
+            str(path), f"{value!r} is not a finite number", field=where, hint="rerun 'causalguard behaviour report'"
+        )
     return float(value)
 
 
@@ -53,8 +54,9 @@ def load_behaviour(folder: Path) -> BehaviourSummary | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError.single(str(path), f"not valid JSON: {exc}",
-                                 hint="rerun 'causalguard behaviour report'") from None
+        raise ConfigError.single(
+            str(path), f"not valid JSON: {exc}", hint="rerun 'causalguard behaviour report'"
+        ) from None
     if not isinstance(doc, dict) or doc.get("schema") != BEHAVIOUR_SCHEMA:
         raise ConfigError.single(str(path), f"schema is not {BEHAVIOUR_SCHEMA}", field="schema")
     try:
@@ -65,22 +67,31 @@ def load_behaviour(folder: Path) -> BehaviourSummary | None:
         if "max_sameness" in cal:
             added["max_sameness"] = _number(cal["max_sameness"], "quality_calibration.max_sameness", path)
         calibration = QualityCalibration(
-            n=int(cal["n"]), max_repetition=_number(cal["max_repetition"], "quality_calibration.max_repetition", path),
+            n=int(cal["n"]),
+            max_repetition=_number(cal["max_repetition"], "quality_calibration.max_repetition", path),
             min_distinct2=_number(cal["min_distinct2"], "quality_calibration.min_distinct2", path),
             max_perplexity=_number(cal["max_perplexity"], "quality_calibration.max_perplexity", path),
             min_relevance=_number(cal["min_relevance"], "quality_calibration.min_relevance", path),
             refusal_rate=_number(cal["refusal_rate"], "quality_calibration.refusal_rate", path),
-            degraded_rate=_number(cal["degraded_rate"], "quality_calibration.degraded_rate", path), **added)
+            degraded_rate=_number(cal["degraded_rate"], "quality_calibration.degraded_rate", path),
+            **added,
+        )
         levers = {}
         for k, row in enumerate(doc["levers"]):
-            effects = {v: tuple(_number(e[f], f"levers[{k}].effects.{v}.{f}", path)
-                                for f in ("mean", "ci_low", "ci_high"))
-                       for v, e in row["effects"].items()}
-            levers[row["id"]] = LeverBehaviour(str(row["id"]), effects,  # type: ignore[arg-type]
-                                               row["moves_target_as_intended"], bool(row["quality"]["is_degraded"]),
-                                               _number(row["quality"]["rate"], f"levers[{k}].quality.rate", path))
+            effects = {
+                v: tuple(_number(e[f], f"levers[{k}].effects.{v}.{f}", path) for f in ("mean", "ci_low", "ci_high"))
+                for v, e in row["effects"].items()
+            }
+            levers[row["id"]] = LeverBehaviour(
+                str(row["id"]),
+                effects,  # type: ignore[arg-type]
+                row["moves_target_as_intended"],
+                bool(row["quality"]["is_degraded"]),
+                _number(row["quality"]["rate"], f"levers[{k}].quality.rate", path),
+            )
         weak = tuple(str(v) for v in doc["judge"]["weak_values"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError.single(str(path), f"missing or malformed field: {exc}",
-                                 hint="rerun 'causalguard behaviour report'") from None
+        raise ConfigError.single(
+            str(path), f"missing or malformed field: {exc}", hint="rerun 'causalguard behaviour report'"
+        ) from None
     return BehaviourSummary(path, calibration, weak, levers)

@@ -62,8 +62,9 @@ class CatalogSae(BaseModel):
     hook_name: str | None = None
     layer: int | None = Field(default=None, ge=0)
     d_sae: int | None = Field(default=None, gt=0)
-    residual_norm: float = Field(gt=0, allow_inf_nan=False,
-                                 description="median residual-stream norm at the layer: the unit of SAE strengths")
+    residual_norm: float = Field(
+        gt=0, allow_inf_nan=False, description="median residual-stream norm at the layer: the unit of SAE strengths"
+    )
     strength_unit: str = "median residual-stream norm at the layer"
 
 
@@ -96,11 +97,15 @@ class LeverReplies(BaseModel):
     degrades_replies: bool
     verdict: Verdict
     why: str
-    screening: Interval | None = Field(default=None, description="after 'behaviour confirm': the first measurement "
-                                       "of the target effect, which selected the lever; effects are then the "
-                                       "confirmation's")
-    held_out: HeldOut | None = Field(default=None, description="after 'behaviour held-out': the pooled held-out "
-                                     "test of the lever's target effect")
+    screening: Interval | None = Field(
+        default=None,
+        description="after 'behaviour confirm': the first measurement "
+        "of the target effect, which selected the lever; effects are then the "
+        "confirmation's",
+    )
+    held_out: HeldOut | None = Field(
+        default=None, description="after 'behaviour held-out': the pooled held-out test of the lever's target effect"
+    )
 
     @model_validator(mode="after")
     def _verdict_matches_record(self) -> LeverReplies:
@@ -146,17 +151,22 @@ class LeverEntry(BaseModel):
     strength: float = Field(ge=-MAX_STRENGTH, le=MAX_STRENGTH)
     feature: int | None = None
     text: str | None = None
-    guidance_scale: float | None = Field(default=None, ge=1, le=10, allow_inf_nan=False,
-                                         description="guided levers: the guidance scale g")
+    guidance_scale: float | None = Field(
+        default=None, ge=1, le=10, allow_inf_nan=False, description="guided levers: the guidance scale g"
+    )
     negative_text: str | None = Field(default=None, description="guided levers: the twin's wording (none: no role)")
     layer: int | None = Field(default=None, ge=0, description="vector levers: the layer the vector is added at")
-    adapter: str | None = Field(default=None, pattern=r"^[a-z0-9_]+-(up|down)$",
-                                description="adapter levers: the adapter's folder under the bundle's adapters/")
+    adapter: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]+-(up|down)$",
+        description="adapter levers: the adapter's folder under the bundle's adapters/",
+    )
     source: str = Field(description="how the lever was proposed: value_role, contrast, your_values, guided, vector")
     effects: dict[str, Interval] | None = Field(description="survey effects (None: measured on replies only)")
     counts: dict[str, dict[str, int]] | None = None
-    intended_share: float | None = Field(ge=0, le=1, description="share of personas moved in the intended direction "
-                                                                 "on target")
+    intended_share: float | None = Field(
+        ge=0, le=1, description="share of personas moved in the intended direction on target"
+    )
     specificity: float | None
     fluency: Fluency | None
     replies: LeverReplies | None = Field(default=None, description="catalog/2: measured on replies")
@@ -184,10 +194,19 @@ class LeverEntry(BaseModel):
         return self.effects[value] if self.effects is not None else None
 
     def spec(self) -> LeverSpec:
-        return LeverSpec(id=self.id, kind=self.kind, target=self.target, direction=self.direction,
-                         strength=self.strength, feature=self.feature, text=self.text,
-                         guidance_scale=self.guidance_scale, negative_text=self.negative_text, layer=self.layer,
-                         adapter=self.adapter)
+        return LeverSpec(
+            id=self.id,
+            kind=self.kind,
+            target=self.target,
+            direction=self.direction,
+            strength=self.strength,
+            feature=self.feature,
+            text=self.text,
+            guidance_scale=self.guidance_scale,
+            negative_text=self.negative_text,
+            layer=self.layer,
+            adapter=self.adapter,
+        )
 
 
 class Catalog(BaseModel):
@@ -202,7 +221,8 @@ class Catalog(BaseModel):
     baseline_fluency: Fluency
     levers: list[LeverEntry]
     replies_baseline: dict[str, Annotated[float, Field(ge=-MAX_REPLY_SCORE, le=MAX_REPLY_SCORE)]] | None = Field(
-        default=None, description="catalog/2: unsteered replies' mean judge score per value (reply scale)")
+        default=None, description="catalog/2: unsteered replies' mean judge score per value (reply scale)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
@@ -210,8 +230,10 @@ class Catalog(BaseModel):
         dims = set(self.dimensions)
         if len(dims) != len(self.dimensions):
             raise ValueError("dimensions: a value is listed twice")
-        tables: list[tuple[str, set[str]]] = [("baseline", set(self.baseline)),
-                                              ("noise_threshold", set(self.noise_threshold))]
+        tables: list[tuple[str, set[str]]] = [
+            ("baseline", set(self.baseline)),
+            ("noise_threshold", set(self.noise_threshold)),
+        ]
         if self.replies_baseline is not None:
             tables.append(("replies_baseline", set(self.replies_baseline)))
         seen: set[str] = set()
@@ -230,10 +252,18 @@ class Catalog(BaseModel):
         for name, keys in tables:
             if keys != dims:
                 missing, extra = sorted(dims - keys), sorted(keys - dims)
-                raise ValueError(f"{name}: " + "; ".join(
-                    part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                      f"unknown {', '.join(extra)}" if extra else "") if part)
-                                 + " (every table must cover exactly the catalog's dimensions)")
+                raise ValueError(
+                    f"{name}: "
+                    + "; ".join(
+                        part
+                        for part in (
+                            f"missing {', '.join(missing)}" if missing else "",
+                            f"unknown {', '.join(extra)}" if extra else "",
+                        )
+                        if part
+                    )
+                    + " (every table must cover exactly the catalog's dimensions)"
+                )
         return self
 
     @property
@@ -249,8 +279,14 @@ class Catalog(BaseModel):
 
 
 def build_catalog(
-    *, model: dict[str, Any], dimensions: Sequence[str], levers: Sequence[LeverSpec], sources: dict[str, str],
-    measured: dict[str, Any], fluency: dict[str, dict[str, Any]], sae: dict[str, Any] | None,
+    *,
+    model: dict[str, Any],
+    dimensions: Sequence[str],
+    levers: Sequence[LeverSpec],
+    sources: dict[str, str],
+    measured: dict[str, Any],
+    fluency: dict[str, dict[str, Any]],
+    sae: dict[str, Any] | None,
 ) -> Catalog:
     entries = []
     for lever in levers:
@@ -264,14 +300,28 @@ def build_catalog(
             intended = moved / max(1, sum(c.values()))
             off = [abs(per_value[d]["mean"]) for d in dimensions if d != target]
             specificity = lever.direction * per_value[target]["mean"] / max(sum(off) / len(off), 1e-9)
-        entries.append(LeverEntry(**asdict(lever), source=sources.get(lever.id, ""), effects=per_value,
-                                  counts=eff["counts"], intended_share=intended, specificity=specificity,
-                                  fluency=Fluency(**fluency[lever.id])))
-    return Catalog(schema=CATALOG_SCHEMA, model=ModelRef(**model), dimensions=list(dimensions),
-                   sae=CatalogSae(**sae) if sae is not None else None,
-                   personas=measured["personas"], baseline=measured["baseline"],
-                   noise_threshold=measured["noise_threshold"],
-                   baseline_fluency=Fluency(**fluency["none"]), levers=entries)
+        entries.append(
+            LeverEntry(
+                **asdict(lever),
+                source=sources.get(lever.id, ""),
+                effects=per_value,
+                counts=eff["counts"],
+                intended_share=intended,
+                specificity=specificity,
+                fluency=Fluency(**fluency[lever.id]),
+            )
+        )
+    return Catalog(
+        schema=CATALOG_SCHEMA,
+        model=ModelRef(**model),
+        dimensions=list(dimensions),
+        sae=CatalogSae(**sae) if sae is not None else None,
+        personas=measured["personas"],
+        baseline=measured["baseline"],
+        noise_threshold=measured["noise_threshold"],
+        baseline_fluency=Fluency(**fluency["none"]),
+        levers=entries,
+    )
 
 
 def save_catalog(catalog: Catalog, folder: Path) -> Path:
@@ -300,9 +350,13 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def _replies_section(catalog: Catalog) -> list[str]:
     """Catalog v2: every lever's effect on its own target in replies, its verdict and why."""
-    lines = ["", "## In replies (reply scale: +1 = a typical reply holding the value, -1 = rejecting it)", "",
-             "| lever | target | survey effect | reply effect (95% CI) | degraded | verdict | why |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## In replies (reply scale: +1 = a typical reply holding the value, -1 = rejecting it)",
+        "",
+        "| lever | target | survey effect | reply effect (95% CI) | degraded | verdict | why |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in catalog.levers:
         r = e.replies
         if r is None:
@@ -311,9 +365,11 @@ def _replies_section(catalog: Catalog) -> list[str]:
         t = e.target
         eff = r.effects[t] if t else None
         survey = e.survey_effect(t) if t else None
-        lines.append(f"| {e.id} | {t or '?'} | {_fmt(survey.mean) if survey else 'n/a'} | "
-                     + (f"{_fmt(eff.mean)} ({_fmt(eff.ci_low)}, {_fmt(eff.ci_high)})" if eff else "n/a")
-                     + f" | {r.degraded}/{r.n} | {r.verdict} | {r.why} |")
+        lines.append(
+            f"| {e.id} | {t or '?'} | {_fmt(survey.mean) if survey else 'n/a'} | "
+            + (f"{_fmt(eff.mean)} ({_fmt(eff.ci_low)}, {_fmt(eff.ci_high)})" if eff else "n/a")
+            + f" | {r.degraded}/{r.n} | {r.verdict} | {r.why} |"
+        )
     return lines
 
 
@@ -327,8 +383,8 @@ def render_report(catalog: Catalog) -> str:
         "unsteered, same persona). A persona's value counts as moved when the change exceeds half the spread",
         "of that value across the unsteered personas.",
         "",
-        "## Best lever per value and direction" + (" (among levers that move their target in replies and keep them "
-                                                   "fluent)" if catalog.has_replies else ""),
+        "## Best lever per value and direction"
+        + (" (among levers that move their target in replies and keep them fluent)" if catalog.has_replies else ""),
         "",
         "| value | direction | lever | effect on target (95% CI) | personas moved as intended | specificity | "
         "unparseable | perplexity x |",
@@ -336,14 +392,32 @@ def render_report(catalog: Catalog) -> str:
     ]
     for dim in dims:
         for direction in (1, -1):
-            options = [e for e in catalog.levers if e.target == dim and e.direction == direction
-                       and (not catalog.has_replies or (e.replies is not None and e.replies.verdict == "usable"))]
+            options = [
+                e
+                for e in catalog.levers
+                if e.target == dim
+                and e.direction == direction
+                and (not catalog.has_replies or (e.replies is not None and e.replies.verdict == "usable"))
+            ]
             if not options:
-                lines.append(f"| {dim} | {'+' if direction > 0 else '-'} | none usable: no lever moves it in "
-                             "replies without degrading them (and holds on held-out prompts, where tested) | | | | | |")
+                lines.append(
+                    f"| {dim} | {'+' if direction > 0 else '-'} | none usable: no lever moves it in "
+                    "replies without degrading them (and holds on held-out prompts, where tested) | | | | | |"
+                )
                 continue
-            best = max(options, key=lambda e: direction * (e.replies.effects[dim].mean if e.replies is not None
-                                                           else e.effects[dim].mean if e.effects else 0.0))
+            best = max(
+                options,
+                key=lambda e: (
+                    direction
+                    * (
+                        e.replies.effects[dim].mean
+                        if e.replies is not None
+                        else e.effects[dim].mean
+                        if e.effects
+                        else 0.0
+                    )
+                ),
+            )
             eff = best.survey_effect(dim)  # guided and vector levers: measured on replies only (n/a here)
             fluency = best.fluency
             lines.append(
@@ -354,8 +428,13 @@ def render_report(catalog: Catalog) -> str:
                 + ("n/a" if fluency is None or fluency.perplexity_ratio is None else f"{fluency.perplexity_ratio:.2f}")
                 + " |"
             )
-    lines += ["", "## Roles vs SAE steering (share of personas moved in the intended direction on target)", "",
-              "| value | role + | role - | best SAE + | best SAE - |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Roles vs SAE steering (share of personas moved in the intended direction on target)",
+        "",
+        "| value | role + | role - | best SAE + | best SAE - |",
+        "|---|---|---|---|---|",
+    ]
     for dim in dims:
         cells = []
         for kind in ("role", "sae"):
@@ -366,20 +445,33 @@ def render_report(catalog: Catalog) -> str:
         lines.append(f"| {dim} | " + " | ".join(cells) + " |")
     sae_levers = [e for e in catalog.levers if e.kind == "sae" and e.counts is not None]
     if sae_levers:
-        lines += ["", "## SAE features x values (Table 1 shape): personas increased / decreased / unchanged", "",
-                  "| lever | source | " + " | ".join(dims) + " |", "|---|---|" + "---|" * len(dims)]
+        lines += [
+            "",
+            "## SAE features x values (Table 1 shape): personas increased / decreased / unchanged",
+            "",
+            "| lever | source | " + " | ".join(dims) + " |",
+            "|---|---|" + "---|" * len(dims),
+        ]
         for e in sae_levers:
             counts = e.counts or {}
             cells = [f"{counts[d]['increased']}/{counts[d]['decreased']}/{counts[d]['unchanged']}" for d in dims]
             lines.append(f"| {e.id} (target {e.target or '?'}) | {e.source} | " + " | ".join(cells) + " |")
-    lines += ["", "## Every lever: mean effect per value", "",
-              "| lever | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
+    lines += [
+        "",
+        "## Every lever: mean effect per value",
+        "",
+        "| lever | " + " | ".join(dims) + " |",
+        "|---|" + "---|" * len(dims),
+    ]
     for e in catalog.levers:
         if e.effects is not None:
             lines.append(f"| {e.id} | " + " | ".join(_fmt(e.effects[d].mean) for d in dims) + " |")
     if catalog.has_replies:
         lines += _replies_section(catalog)
     bf = catalog.baseline_fluency
-    lines += ["", f"Unsteered: perplexity {bf.perplexity:.2f} on the neutral texts, "
-              f"{bf.unparseable_rate:.0%} unparseable answers."]
+    lines += [
+        "",
+        f"Unsteered: perplexity {bf.perplexity:.2f} on the neutral texts, "
+        f"{bf.unparseable_rate:.0%} unparseable answers.",
+    ]
     return "\n".join(lines) + "\n"

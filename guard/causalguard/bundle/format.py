@@ -145,8 +145,11 @@ def save_bundle(bundle: Bundle, folder: Path) -> Path:
     tensors = {"total": bundle.effects.total, "class_low": bundle.class_low, "class_high": bundle.class_high}
     if bundle.effects.samples.size:
         tensors["bootstrap_total"] = bundle.effects.samples
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(folder / EFFECTS_FILE),
-              metadata={"schema": BUNDLE_SCHEMA, "nodes": json.dumps(list(bundle.graph.nodes))})
+    save_file(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+        str(folder / EFFECTS_FILE),
+        metadata={"schema": BUNDLE_SCHEMA, "nodes": json.dumps(list(bundle.graph.nodes))},
+    )
     (folder / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     nx.write_graphml(_graphml(bundle.graph), folder / GRAPHML_FILE)
     (folder / SVG_FILE).write_text(render_svg(bundle.graph, title=f"{bundle.model_name}: causal value graph"))
@@ -187,14 +190,18 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
     """
     path = folder / BUNDLE_FILE
     if not path.exists():
-        raise ConfigError.single(str(folder), f"not a causalguard bundle (no {BUNDLE_FILE})",
-                                 hint="build one with 'causalguard graph build'")
+        raise ConfigError.single(
+            str(folder), f"not a causalguard bundle (no {BUNDLE_FILE})", hint="build one with 'causalguard graph build'"
+        )
     data = path.read_bytes()
     try:
         raw = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})",
-                                 hint="bundle.json is written by 'causalguard graph build'; rebuild it") from None
+        raise ConfigError.single(
+            str(path),
+            f"not UTF-8 text (byte {exc.start})",
+            hint="bundle.json is written by 'causalguard graph build'; rebuild it",
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError.single(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from None
     except RecursionError:
@@ -204,8 +211,12 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
     verify_bundle(folder, data, raw)
     schema = raw.get("schema")
     if schema != BUNDLE_SCHEMA:
-        raise ConfigError.single(str(path), f"unsupported bundle schema {schema!r}", field="schema",
-                                 hint=f"this causalguard reads {BUNDLE_SCHEMA}; rebuild the bundle")
+        raise ConfigError.single(
+            str(path),
+            f"unsupported bundle schema {schema!r}",
+            field="schema",
+            hint=f"this causalguard reads {BUNDLE_SCHEMA}; rebuild the bundle",
+        )
     try:
         BundleDoc.model_validate(raw)
     except ValidationError as exc:
@@ -219,32 +230,56 @@ def load_bundle(folder: Path, *, expected_fingerprint: str | None = None, force:
     try:
         graph = ValueGraph.from_json(raw["graph"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError.single(str(path), f"the graph is malformed: {exc}", field="graph",
-                                 hint="rebuild the bundle with 'causalguard graph build'") from None
+        raise ConfigError.single(
+            str(path),
+            f"the graph is malformed: {exc}",
+            field="graph",
+            hint="rebuild the bundle with 'causalguard graph build'",
+        ) from None
     tensors = _effect_tensors(folder / EFFECTS_FILE, len(graph.nodes))
     samples = tensors.get("bootstrap_total", np.zeros((0, len(graph.nodes), len(graph.nodes))))
     effects = EffectModel(graph.nodes, tensors["total"].astype(float), samples.astype(float))
     catalog = load_catalog(folder)
     if catalog is not None and list(catalog.dimensions) != list(graph.nodes):
-        raise ConfigError.single(str(folder / "catalog.json"), f"the catalog's values {catalog.dimensions} are not "
-                                 f"the graph's {list(graph.nodes)}", field="dimensions",
-                                 hint="measure the catalog for this bundle: 'causalguard levers measure'")
+        raise ConfigError.single(
+            str(folder / "catalog.json"),
+            f"the catalog's values {catalog.dimensions} are not the graph's {list(graph.nodes)}",
+            field="dimensions",
+            hint="measure the catalog for this bundle: 'causalguard levers measure'",
+        )
     measured_on = catalog.model.fingerprint if catalog is not None else ""
     built_on = str(raw["model"].get("fingerprint") or "")
     if measured_on and built_on and measured_on != built_on:
-        raise ConfigError.single(str(folder / "catalog.json"), f"the catalog was measured on weights {measured_on}, "
-                                 f"the bundle's graph on {built_on}", field="model.fingerprint",
-                                 hint="measure the catalog with the bundle's model: 'causalguard levers measure'")
+        raise ConfigError.single(
+            str(folder / "catalog.json"),
+            f"the catalog was measured on weights {measured_on}, the bundle's graph on {built_on}",
+            field="model.fingerprint",
+            hint="measure the catalog with the bundle's model: 'causalguard levers measure'",
+        )
     reply_dir = folder / REPLY_GRAPH_DIR  # discovered on the same model's replies: the same weights
-    reply_graph = (load_bundle(reply_dir, expected_fingerprint=built_on or None, force=force)
-                   if (reply_dir / BUNDLE_FILE).is_file() else None)
+    reply_graph = (
+        load_bundle(reply_dir, expected_fingerprint=built_on or None, force=force)
+        if (reply_dir / BUNDLE_FILE).is_file()
+        else None
+    )
     if reply_graph is not None and list(reply_graph.graph.nodes) != list(graph.nodes):
-        raise ConfigError.single(str(reply_dir / BUNDLE_FILE), f"the reply graph's values "
-                                 f"{list(reply_graph.graph.nodes)} are not the bundle's {list(graph.nodes)}",
-                                 field="graph.nodes",
-                                 hint="rebuild it: 'causalguard graph build MATRIX --replies --out BUNDLE/reply_graph'")
-    bundle = Bundle(raw, graph, effects, tensors["class_low"], tensors["class_high"], folder, catalog,
-                    load_behaviour(folder), reply_graph)
+        raise ConfigError.single(
+            str(reply_dir / BUNDLE_FILE),
+            f"the reply graph's values {list(reply_graph.graph.nodes)} are not the bundle's {list(graph.nodes)}",
+            field="graph.nodes",
+            hint="rebuild it: 'causalguard graph build MATRIX --replies --out BUNDLE/reply_graph'",
+        )
+    bundle = Bundle(
+        raw,
+        graph,
+        effects,
+        tensors["class_low"],
+        tensors["class_high"],
+        folder,
+        catalog,
+        load_behaviour(folder),
+        reply_graph,
+    )
     if catalog is not None and bundle.sae_dir is not None:
         _check_sae_features(catalog, bundle.sae_dir)
     return bundle
@@ -261,9 +296,12 @@ def _check_sae_features(catalog: Catalog, sae_dir: Path) -> None:
         return
     for k, lever in enumerate(catalog.levers):
         if lever.kind == "sae" and lever.feature is not None and lever.feature >= d_sae:
-            raise ConfigError.single(str(sae_dir.parent / "catalog.json"), f"lever {lever.id} steers feature "
-                                     f"{lever.feature}, but the SAE has {d_sae} features", field=f"levers[{k}].feature",
-                                     hint="measure the catalog with this bundle's SAE: 'causalguard levers measure'")
+            raise ConfigError.single(
+                str(sae_dir.parent / "catalog.json"),
+                f"lever {lever.id} steers feature {lever.feature}, but the SAE has {d_sae} features",
+                field=f"levers[{k}].feature",
+                hint="measure the catalog with this bundle's SAE: 'causalguard levers measure'",
+            )
 
 
 def _effect_tensors(path: Path, n: int) -> dict[str, np.ndarray]:
@@ -287,15 +325,23 @@ def _effect_tensors(path: Path, n: int) -> dict[str, np.ndarray]:
     for name, shape in shapes.items():
         tensor = tensors[name]
         if tuple(tensor.shape) != shape:
-            raise ConfigError.single(str(path), f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {shape} "
-                                     f"for {n} values", field=name, hint=hint)
+            raise ConfigError.single(
+                str(path),
+                f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {shape} for {n} values",
+                field=name,
+                hint=hint,
+            )
         if not np.isfinite(tensor).all():
-            raise ConfigError.single(str(path), f"tensor {name!r} holds NaN or infinite numbers", field=name,
-                                     hint=hint)
+            raise ConfigError.single(str(path), f"tensor {name!r} holds NaN or infinite numbers", field=name, hint=hint)
         if tensor.size and float(np.abs(tensor).max()) > MAX_TOTAL_EFFECT:
-            raise ConfigError.single(str(path), f"tensor {name!r} holds an effect of {float(np.abs(tensor).max()):.3g}"
-                                     f" value units per unit change, beyond any fitted effect (|x| <= "
-                                     f"{MAX_TOTAL_EFFECT:g})", field=name, hint=hint)
+            raise ConfigError.single(
+                str(path),
+                f"tensor {name!r} holds an effect of {float(np.abs(tensor).max()):.3g}"
+                f" value units per unit change, beyond any fitted effect (|x| <= "
+                f"{MAX_TOTAL_EFFECT:g})",
+                field=name,
+                hint=hint,
+            )
     return tensors
 
 
@@ -315,11 +361,19 @@ def shipped_bundle_dir(model_name: str) -> Path:
     spec = find_spec("causalguard.graphs")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise ConfigError.single("causalguard.graphs", "the package holding the shipped bundles is not installed",
-                                 field="bundle", hint="reinstall causalguard, or give a bundle folder")
+        raise ConfigError.single(
+            "causalguard.graphs",
+            "the package holding the shipped bundles is not installed",
+            field="bundle",
+            hint="reinstall causalguard, or give a bundle folder",
+        )
     folder = Path(locations[0]) / model_name
     if not (folder / BUNDLE_FILE).exists():
         shipped = sorted(p.parent.name for p in folder.parent.glob(f"*/{BUNDLE_FILE}"))
-        raise ConfigError.single(str(folder), f"no shipped bundle for model '{model_name}'",
-                                 field="bundle", hint=f"shipped: {', '.join(shipped)}; or give a bundle folder")
+        raise ConfigError.single(
+            str(folder),
+            f"no shipped bundle for model '{model_name}'",
+            field="bundle",
+            hint=f"shipped: {', '.join(shipped)}; or give a bundle folder",
+        )
     return folder

@@ -131,8 +131,13 @@ class ValueGraph:
         return {
             "nodes": list(self.nodes),
             "edges": [
-                {"source": e.source, "target": e.target, "kind": e.kind, "stability": e.stability,
-                 "orientation": e.orientation}
+                {
+                    "source": e.source,
+                    "target": e.target,
+                    "kind": e.kind,
+                    "stability": e.stability,
+                    "orientation": e.orientation,
+                }
                 for e in self.edges
             ],
         }

@@ -28,8 +28,9 @@ INTEGRITY_KEY = "integrity"
 SELF_KEY = "bundle_json"
 _PLACEHOLDER = "0" * 64
 _SELF_FIELD = re.compile(rb'"' + SELF_KEY.encode() + rb'": "([^"]*)"')
-SEAL_HINT = ("if you changed it on purpose, run 'causalguard graph seal BUNDLE'; otherwise rebuild or reinstall "
-             "the bundle")
+SEAL_HINT = (
+    "if you changed it on purpose, run 'causalguard graph seal BUNDLE'; otherwise rebuild or reinstall the bundle"
+)
 
 
 def bundle_files(folder: Path) -> list[str]:
@@ -57,8 +58,12 @@ def _self_digest(raw: bytes, where: str) -> tuple[str, str]:
     """(recorded, actual) hash of ``bundle.json``'s bytes, the recorded one read as 64 zeros."""
     found = list(_SELF_FIELD.finditer(raw))
     if len(found) != 1 or not re.fullmatch(rb"[0-9a-f]{64}", found[0].group(1)):
-        raise ConfigError.single(where, "its integrity record is damaged (no single 64-digit bundle_json hash)",
-                                 field=f"{INTEGRITY_KEY}.{SELF_KEY}", hint=SEAL_HINT)
+        raise ConfigError.single(
+            where,
+            "its integrity record is damaged (no single 64-digit bundle_json hash)",
+            field=f"{INTEGRITY_KEY}.{SELF_KEY}",
+            hint=SEAL_HINT,
+        )
     start, end = found[0].span(1)
     zeroed = raw[:start] + _PLACEHOLDER.encode() + raw[end:]
     return found[0].group(1).decode(), hashlib.sha256(zeroed).hexdigest()
@@ -71,8 +76,11 @@ def seal_bundle(folder: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     doc = json.loads(path.read_text(encoding="utf-8"))
-    record = {"algorithm": "sha256", "files": {rel: file_sha256(folder / rel) for rel in bundle_files(folder)},
-              SELF_KEY: _PLACEHOLDER}
+    record = {
+        "algorithm": "sha256",
+        "files": {rel: file_sha256(folder / rel) for rel in bundle_files(folder)},
+        SELF_KEY: _PLACEHOLDER,
+    }
     doc[INTEGRITY_KEY] = record
     raw = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
     _, digest = _self_digest(raw, str(path))
@@ -91,15 +99,21 @@ def verify_bundle(folder: Path, raw: bytes, doc: dict[str, Any]) -> bool:
     where = str(folder / BUNDLE_FILE)
     record = doc.get(INTEGRITY_KEY)
     if record is None and not _SELF_FIELD.search(raw):
-        log.warning("bundle %s has no integrity record; its files are not checked (seal it with "
-                    "'causalguard graph seal')", folder)
+        log.warning(
+            "bundle %s has no integrity record; its files are not checked (seal it with 'causalguard graph seal')",
+            folder,
+        )
         return False
     if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
         raise ConfigError.single(where, "its integrity record is damaged", field=INTEGRITY_KEY, hint=SEAL_HINT)
     recorded, actual = _self_digest(raw, where)
     if recorded != actual or record.get(SELF_KEY) != recorded:
-        raise ConfigError.single(where, "bundle.json changed since the bundle was sealed (its SHA-256 does not "
-                                 "match the record)", field=f"{INTEGRITY_KEY}.{SELF_KEY}", hint=SEAL_HINT)
+        raise ConfigError.single(
+            where,
+            "bundle.json changed since the bundle was sealed (its SHA-256 does not match the record)",
+            field=f"{INTEGRITY_KEY}.{SELF_KEY}",
+            hint=SEAL_HINT,
+        )
     listed: dict[str, Any] = record["files"]
     present = set(bundle_files(folder))
     for rel in sorted(set(listed) | present):
@@ -107,9 +121,13 @@ def verify_bundle(folder: Path, raw: bytes, doc: dict[str, Any]) -> bool:
         if rel not in present:
             raise ConfigError.single(target, "missing: the bundle's integrity record lists it", hint=SEAL_HINT)
         if rel not in listed:
-            raise ConfigError.single(target, "not in the bundle's integrity record (added after the bundle was "
-                                     "sealed)", hint=SEAL_HINT)
+            raise ConfigError.single(
+                target, "not in the bundle's integrity record (added after the bundle was sealed)", hint=SEAL_HINT
+            )
         if file_sha256(folder / rel) != listed[rel]:
-            raise ConfigError.single(target, "changed since the bundle was sealed (its SHA-256 does not match "
-                                     "bundle.json's integrity record)", hint=SEAL_HINT)
+            raise ConfigError.single(
+                target,
+                "changed since the bundle was sealed (its SHA-256 does not match bundle.json's integrity record)",
+                hint=SEAL_HINT,
+            )
     return True

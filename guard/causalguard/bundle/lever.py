@@ -25,10 +25,12 @@ LeverKind = Literal["role", "sae", "guided", "vector", "adapter"]
 def role_instruction(dim: Dimension, direction: int) -> str:
     """The role lever's text: added to the system prompt when serving, and before the survey context."""
     if direction > 0:
-        return (f"Answer as someone who is strongly inclined to the value of {dim.display}, "
-                f"which means {dim.definition}.")
-    return (f"Answer as someone who is strongly disinclined to the value of {dim.display}, "
-            f"which means {dim.opposite_text}.")
+        return (
+            f"Answer as someone who is strongly inclined to the value of {dim.display}, which means {dim.definition}."
+        )
+    return (
+        f"Answer as someone who is strongly disinclined to the value of {dim.display}, which means {dim.opposite_text}."
+    )
 
 
 @dataclass(frozen=True)
@@ -54,33 +56,66 @@ class LeverSpec:
     @classmethod
     def role(cls, dim: Dimension, direction: int) -> LeverSpec:
         sign = "+" if direction > 0 else "-"
-        return cls(id=f"role:{dim.name}:{sign}", kind="role", target=dim.name, direction=direction, strength=1.0,
-                   text=role_instruction(dim, direction))
+        return cls(
+            id=f"role:{dim.name}:{sign}",
+            kind="role",
+            target=dim.name,
+            direction=direction,
+            strength=1.0,
+            text=role_instruction(dim, direction),
+        )
 
     @classmethod
-    def guided(cls, target: str, direction: int, text: str, scale: float, negative_text: str | None,
-               name: str) -> LeverSpec:
+    def guided(
+        cls, target: str, direction: int, text: str, scale: float, negative_text: str | None, name: str
+    ) -> LeverSpec:
         """``text`` amplified by guidance ``scale`` against ``negative_text`` (``name`` labels the wording)."""
         sign = "+" if direction > 0 else "-"
         against = "opposite" if negative_text else "plain"
-        return cls(id=f"guided:{target}:{sign}:{name}:g{scale:g}:{against}", kind="guided", target=target,
-                   direction=direction, strength=1.0, text=text, guidance_scale=scale, negative_text=negative_text)
+        return cls(
+            id=f"guided:{target}:{sign}:{name}:g{scale:g}:{against}",
+            kind="guided",
+            target=target,
+            direction=direction,
+            strength=1.0,
+            text=text,
+            guidance_scale=scale,
+            negative_text=negative_text,
+        )
 
     @classmethod
     def vector(cls, target: str, strength: float, layer: int) -> LeverSpec:
         """The bundle's steering vector for ``target`` at ``layer``, added with signed ``strength``."""
         sign = "+" if strength > 0 else "-"
-        return cls(id=f"vector:{target}:{sign}:L{layer}:{abs(strength):g}", kind="vector", target=target,
-                   direction=1 if strength > 0 else -1, strength=strength, layer=layer)
+        return cls(
+            id=f"vector:{target}:{sign}:L{layer}:{abs(strength):g}",
+            kind="vector",
+            target=target,
+            direction=1 if strength > 0 else -1,
+            strength=strength,
+            layer=layer,
+        )
 
     @classmethod
     def value_adapter(cls, target: str, direction: int, adapter: str, scale: float) -> LeverSpec:
         """The bundle's value adapter ``adapter`` (trained for ``target`` and ``direction``) at ``scale``."""
         sign = "+" if direction > 0 else "-"
-        return cls(id=f"adapter:{target}:{sign}:{adapter}:s{scale:g}", kind="adapter", target=target,
-                   direction=direction, strength=scale, adapter=adapter)
+        return cls(
+            id=f"adapter:{target}:{sign}:{adapter}:s{scale:g}",
+            kind="adapter",
+            target=target,
+            direction=direction,
+            strength=scale,
+            adapter=adapter,
+        )
 
     @classmethod
     def sae(cls, feature: int, strength: float, target: str | None) -> LeverSpec:
-        return cls(id=f"sae:f{feature}:{strength:+g}", kind="sae", target=target,
-                   direction=1 if strength > 0 else -1, strength=strength, feature=feature)
+        return cls(
+            id=f"sae:f{feature}:{strength:+g}",
+            kind="sae",
+            target=target,
+            direction=1 if strength > 0 else -1,
+            strength=strength,
+            feature=feature,
+        )

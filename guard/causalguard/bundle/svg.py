@@ -15,8 +15,10 @@ NODE_R = 34
 def render_svg(graph: ValueGraph, *, title: str = "") -> str:
     centre = SIZE / 2
     pos = {
-        node: (centre + RADIUS * math.sin(2 * math.pi * k / len(graph.nodes)),
-               centre - RADIUS * math.cos(2 * math.pi * k / len(graph.nodes)))
+        node: (
+            centre + RADIUS * math.sin(2 * math.pi * k / len(graph.nodes)),
+            centre - RADIUS * math.cos(2 * math.pi * k / len(graph.nodes)),
+        )
         for k, node in enumerate(graph.nodes)
     }
     parts = [
@@ -45,12 +47,16 @@ def render_svg(graph: ValueGraph, *, title: str = "") -> str:
         if e.kind == "bidirected":
             markers += ' marker-start="url(#arrow-start)"'
         dash = ' stroke-dasharray="6,4"' if e.kind == "undirected" else ""
-        parts.append(f'<line x1="{sx:.1f}" y1="{sy:.1f}" x2="{tx:.1f}" y2="{ty:.1f}" stroke="#333" '
-                     f'stroke-width="{width:.2f}"{dash}{markers}><title>{escape(str(e))}</title></line>')
+        parts.append(
+            f'<line x1="{sx:.1f}" y1="{sy:.1f}" x2="{tx:.1f}" y2="{ty:.1f}" stroke="#333" '
+            f'stroke-width="{width:.2f}"{dash}{markers}><title>{escape(str(e))}</title></line>'
+        )
     for node, (x, y) in pos.items():
         parts.append(f'<circle cx="{x:.1f}" cy="{y + 15:.1f}" r="{NODE_R}" fill="#e8f0fe" stroke="#1a73e8"/>')
         label = escape(node.replace("_", " "))
-        parts.append(f'<text x="{x:.1f}" y="{y + 19:.1f}" text-anchor="middle" font-family="sans-serif" '
-                     f'font-size="10">{label}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{y + 19:.1f}" text-anchor="middle" font-family="sans-serif" '
+            f'font-size="10">{label}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

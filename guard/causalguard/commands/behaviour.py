@@ -15,45 +15,85 @@ from causalguard.commands.options import (
     reply_backend,
 )
 
-behaviour_app = typer.Typer(help="Judge what the chatbot says: reply-level value judge, reply quality, lever "
-                                 "effects on replies.", no_args_is_help=True)
+behaviour_app = typer.Typer(
+    help="Judge what the chatbot says: reply-level value judge, reply quality, lever effects on replies.",
+    no_args_is_help=True,
+)
 
 
 @behaviour_app.command("report")
 def behaviour_report_command(
-    bundle: Annotated[Path, typer.Option(help="Bundle folder with catalog.json; judge.json, judge.safetensors, "
-                                              "behaviour.json and BEHAVIOUR.md are written into it.")],
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            help="Bundle folder with catalog.json; judge.json, judge.safetensors, "
+            "behaviour.json and BEHAVIOUR.md are written into it."
+        ),
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="Registry name, folder, .gguf or HF id.")] = (
         "smollm2-135m-instruct"
     ),
-    work: Annotated[Path | None, typer.Option(help="Reply run folder (resumable); default "
-                                                   "BUNDLE/../.behaviour-work-<bundle name>.")] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="Reply run folder (resumable); default BUNDLE/../.behaviour-work-<bundle name>.")
+    ] = None,
     prompts: Annotated[int, typer.Option(min=10, help="Dev prompts per condition (balanced over values).")] = 20,
     personas: Annotated[int, typer.Option(min=1, help="Personas (the default assistant prompt first).")] = 2,
-    levers: Annotated[str | None, typer.Option(help="Comma-separated catalog lever ids; default all; 'none' "
-                                                    "for none (only the variants below).")] = None,
-    sweep: Annotated[str | None, typer.Option(help="Also every catalog SAE feature with a target at these "
-                                                   "strengths, e.g. '0.1,-0.1' (residual-norm units).")] = None,
+    levers: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated catalog lever ids; default all; 'none' for none (only the variants below)."),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="Also every catalog SAE feature with a target at these "
+            "strengths, e.g. '0.1,-0.1' (residual-norm units)."
+        ),
+    ] = None,
     reply_wordings: Annotated[bool, typer.Option(help="Also the built-in reply-style role wordings.")] = False,
-    wordings: Annotated[Path | None, typer.Option(help="Also the operator's role wordings (YAML: wordings: "
-                                                       "[{value, direction: up|down, text, name}]).")] = None,
-    guided: Annotated[str | None, typer.Option(help="Also guided levers: every reply-style wording amplified by "
-                                                    "classifier-free guidance at these scales, e.g. '1.5,2'.")] = None,
-    guided_against: Annotated[str, typer.Option(help="What guidance pushes away from: 'opposite' (the other pole's "
-                                                     "wording), 'plain' (no role) or 'both'.")] = "opposite",
-    vectors: Annotated[str | None, typer.Option(help="Also vector levers: every steering vector in BUNDLE/vectors "
-                                                     "at these signed strengths (median residual norms), e.g. "
-                                                     "'0.5,-0.5,1,-1'.")] = None,
-    adapters: Annotated[str | None, typer.Option(help="Also adapter levers: every value adapter in "
-                                                      "BUNDLE/adapters at these scales, e.g. '1,0.5'.")] = None,
+    wordings: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also the operator's role wordings (YAML: wordings: [{value, direction: up|down, text, name}])."
+        ),
+    ] = None,
+    guided: Annotated[
+        str | None,
+        typer.Option(
+            help="Also guided levers: every reply-style wording amplified by "
+            "classifier-free guidance at these scales, e.g. '1.5,2'."
+        ),
+    ] = None,
+    guided_against: Annotated[
+        str,
+        typer.Option(
+            help="What guidance pushes away from: 'opposite' (the other pole's wording), 'plain' (no role) or 'both'."
+        ),
+    ] = "opposite",
+    vectors: Annotated[
+        str | None,
+        typer.Option(
+            help="Also vector levers: every steering vector in BUNDLE/vectors "
+            "at these signed strengths (median residual norms), e.g. "
+            "'0.5,-0.5,1,-1'."
+        ),
+    ] = None,
+    adapters: Annotated[
+        str | None,
+        typer.Option(help="Also adapter levers: every value adapter in BUNDLE/adapters at these scales, e.g. '1,0.5'."),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
     seed: Annotated[int, typer.Option(max=MAX_SEED, min=0, help="Sampling seed (per-row generators).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
     restart: Annotated[bool, typer.Option(help="Discard a previous reply run in the work folder.")] = False,
-    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
-                                                  "(faster with long persona prompts; greedy replies equal the "
-                                                  "default path's up to float rounding).")] = False,
+    continuous: Annotated[
+        bool,
+        typer.Option(
+            help="Generate through the serving decode loop and its prefix cache "
+            "(faster with long persona prompts; greedy replies equal the "
+            "default path's up to float rounding)."
+        ),
+    ] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
@@ -73,30 +113,53 @@ def behaviour_report_command(
         lever_ids = tuple(x.strip() for x in levers.split(",") if x.strip()) if levers else None
     catalog = load_catalog(bundle)
     if catalog is None:
-        raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'",
-                                 param_hint="--bundle")
+        raise typer.BadParameter(
+            f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'", param_hint="--bundle"
+        )
     vector_layers = _vector_layers(bundle) if vectors else None
     try:
-        extra, _ = variant_levers(catalog, sweep, reply_wordings, wordings, guided=guided,
-                                  guided_against=guided_against, vectors=vectors, vector_layers=vector_layers,
-                                  adapters=adapters, adapter_targets=adapter_targets(bundle) if adapters else None)
+        extra, _ = variant_levers(
+            catalog,
+            sweep,
+            reply_wordings,
+            wordings,
+            guided=guided,
+            guided_against=guided_against,
+            vectors=vectors,
+            vector_layers=vector_layers,
+            adapters=adapters,
+            adapter_targets=adapter_targets(bundle) if adapters else None,
+        )
     except ValueError as exc:
         hint = next((h for h in ("--guided", "--vectors", "--adapters") if str(exc).startswith(h)), "--sweep")
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     if continuous and backend != "local":
-        raise typer.BadParameter("--continuous runs in this process: leave --backend at local",
-                                 param_hint="--continuous")
+        raise typer.BadParameter(
+            "--continuous runs in this process: leave --backend at local", param_hint="--continuous"
+        )
     # variants 'levers extend' already added to the catalog are measured as catalog levers, also with --levers none
     in_catalog = {e.id for e in catalog.levers}
     if lever_ids is not None:
         lever_ids = tuple(dict.fromkeys(lever_ids + tuple(v.id for v in extra if v.id in in_catalog)))
     extra = [lever for lever in extra if lever.id not in in_catalog]
-    settings = ReportSettings(prompts=prompts, personas=personas, levers=lever_ids, batch_size=batch_size,
-                              extra=tuple(extra), replies=ReplySettings(max_new_tokens, temperature, seed))
+    settings = ReportSettings(
+        prompts=prompts,
+        personas=personas,
+        levers=lever_ids,
+        batch_size=batch_size,
+        extra=tuple(extra),
+        replies=ReplySettings(max_new_tokens, temperature, seed),
+    )
     lm = load_model(model)
-    build_behaviour_report(lm, bundle, work or bundle.parent / f".behaviour-work-{bundle.name}", settings,
-                           restart=restart, log=typer.echo,
-                           backend=BatcherReplies() if continuous else reply_backend(backend, ray))
+    build_behaviour_report(
+        lm,
+        bundle,
+        work or bundle.parent / f".behaviour-work-{bundle.name}",
+        settings,
+        restart=restart,
+        log=typer.echo,
+        backend=BatcherReplies() if continuous else reply_backend(backend, ray),
+    )
     typer.echo(f"wrote {bundle / 'behaviour.json'} and {bundle / BEHAVIOUR_REPORT}")
 
 
@@ -107,22 +170,29 @@ def _vector_layers(bundle: Path) -> dict[str, int]:
 
     card = bundle / "vectors" / VECTORS_CARD
     if not card.is_file():
-        raise typer.BadParameter(f"{card} is missing; run 'causalguard levers vectors --bundle {bundle}'",
-                                 param_hint="--vectors")
+        raise typer.BadParameter(
+            f"{card} is missing; run 'causalguard levers vectors --bundle {bundle}'", param_hint="--vectors"
+        )
     try:
         listed = json.loads(card.read_text(encoding="utf-8"))["vectors"]
         return {str(value): int(info["layer"]) for value, info in listed.items()}
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        raise ConfigError.single(str(card), "not a steering-vector card", field="vectors",
-                                 hint="re-run 'causalguard levers vectors'") from None
+        raise ConfigError.single(
+            str(card), "not a steering-vector card", field="vectors", hint="re-run 'causalguard levers vectors'"
+        ) from None
 
 
 @behaviour_app.command("judge")
 def behaviour_judge_command(
-    judge_model: Annotated[str, typer.Option("--judge-model", "-m", help="The judge: registry name, folder, "
-                                                                          ".gguf or HF id.")] = "smollm2-135m-instruct",
-    kind: Annotated[str, typer.Option(help="probe (hidden-state probe, one pass per text) or contrast "
-                                           "(likelihood contrasts over framings).")] = "probe",
+    judge_model: Annotated[
+        str, typer.Option("--judge-model", "-m", help="The judge: registry name, folder, .gguf or HF id.")
+    ] = "smollm2-135m-instruct",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="probe (hidden-state probe, one pass per text) or contrast (likelihood contrasts over framings)."
+        ),
+    ] = "probe",
     inventory: Annotated[str, typer.Option(help="Inventory naming the values (and their definitions).")] = (
         "schwartz-basic-10"
     ),
@@ -148,8 +218,9 @@ def behaviour_judge_command(
         typer.echo(f"probe layer {fitted.judge.weights.layer} (chosen by 5-fold CV on the dev half)")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            fitted.judge.save(out, {"validation": {k: validation[k] for k in ("min_auroc", "mean_auroc",
-                                                                               "weak_values")}})
+            fitted.judge.save(
+                out, {"validation": {k: validation[k] for k in ("min_auroc", "mean_auroc", "weak_values")}}
+            )
             from causalguard.bundle.integrity import seal_bundle
 
             seal_bundle(out)  # when OUT is a bundle, its record now covers the new judge
@@ -159,8 +230,10 @@ def behaviour_judge_command(
     typer.echo(f"{kind} judge on {lm.name}, labelled test half ({validation['n_texts']} texts):")
     for d in dims:
         v = validation["per_value"][d]
-        typer.echo(f"  {d:15s} AUROC {v['auroc']:.3f} ({v['auroc_ci'][0]:.2f}-{v['auroc_ci'][1]:.2f})  "
-                   f"specificity {v['specificity_auroc']:.3f}{'  weak' if v['weak'] else ''}")
+        typer.echo(
+            f"  {d:15s} AUROC {v['auroc']:.3f} ({v['auroc_ci'][0]:.2f}-{v['auroc_ci'][1]:.2f})  "
+            f"specificity {v['specificity_auroc']:.3f}{'  weak' if v['weak'] else ''}"
+        )
     typer.echo(f"  min {validation['min_auroc']:.3f}, mean {validation['mean_auroc']:.3f}")
 
 
@@ -170,16 +243,19 @@ def behaviour_confirm_command(
     levers: Annotated[str | None, typer.Option(help="Comma-separated lever ids; default: every usable lever.")] = None,
     work: Annotated[Path, typer.Option(help="Reply run folder (resumable).")] = Path("runs/confirm"),
     prompts: Annotated[int, typer.Option(min=10, help="Dev prompts (balanced over values).")] = 40,
-    prompt_offset: Annotated[int, typer.Option(min=0, help="Skip the first N dev prompts of the balanced order "
-                                                           "(the report used 20).")] = 20,
+    prompt_offset: Annotated[
+        int, typer.Option(min=0, help="Skip the first N dev prompts of the balanced order (the report used 20).")
+    ] = 20,
     personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus fresh personas.")] = 2,
-    persona_seed: Annotated[int, typer.Option(
-        max=MAX_SEED, min=0, help="Seed of the fresh personas (the report used 2000).")] = 2001,
+    persona_seed: Annotated[
+        int, typer.Option(max=MAX_SEED, min=0, help="Seed of the fresh personas (the report used 2000).")
+    ] = 2001,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
-    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix "
-                                                  "cache.")] = False,
+    continuous: Annotated[
+        bool, typer.Option(help="Generate through the serving decode loop and its prefix cache.")
+    ] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
@@ -190,16 +266,29 @@ def behaviour_confirm_command(
     from causalguard.models import load_model
 
     lm = load_model(model or load_bundle(bundle).model_name)
-    settings = ConfirmSettings(levers=tuple(x.strip() for x in levers.split(",")) if levers else None,
-                               prompts=prompts, prompt_offset=prompt_offset, personas=personas,
-                               persona_seed=persona_seed, batch_size=batch_size)
+    settings = ConfirmSettings(
+        levers=tuple(x.strip() for x in levers.split(",")) if levers else None,
+        prompts=prompts,
+        prompt_offset=prompt_offset,
+        personas=personas,
+        persona_seed=persona_seed,
+        batch_size=batch_size,
+    )
     if continuous and backend != "local":
-        raise typer.BadParameter("--continuous runs in this process: leave --backend at local",
-                                 param_hint="--continuous")
+        raise typer.BadParameter(
+            "--continuous runs in this process: leave --backend at local", param_hint="--continuous"
+        )
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
 
-    doc = confirm_levers(lm, bundle, work, settings, restart=restart, log=typer.echo,
-                         backend=BatcherReplies() if continuous else reply_backend(backend, ray))
+    doc = confirm_levers(
+        lm,
+        bundle,
+        work,
+        settings,
+        restart=restart,
+        log=typer.echo,
+        backend=BatcherReplies() if continuous else reply_backend(backend, ray),
+    )
     for lever_id, row in doc["levers"].items():
         typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
     typer.echo(f"wrote {bundle / 'confirmation.json'} and updated {bundle / 'catalog.json'}")
@@ -208,11 +297,21 @@ def behaviour_confirm_command(
 @behaviour_app.command("held-out")
 def behaviour_held_out_command(
     bundle: Annotated[Path, typer.Option(help="Bundle folder whose catalog the test updates.")],
-    looks: Annotated[list[Path], typer.Argument(help="Validation files ('behaviour validate'), in the order they "
-                                                     "were run; each is one look at held-out data (1 to 5).")],
-    series: Annotated[list[str] | None, typer.Option(
-        "--series", help="A later series of looks on a fresh test split, comma-separated validation files (1 to "
-                         "5, its own Pocock design); repeat for each split, in the order they were written.")] = None,
+    looks: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Validation files ('behaviour validate'), in the order they "
+            "were run; each is one look at held-out data (1 to 5)."
+        ),
+    ],
+    series: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--series",
+            help="A later series of looks on a fresh test split, comma-separated validation files (1 to "
+            "5, its own Pocock design); repeat for each split, in the order they were written.",
+        ),
+    ] = None,
 ) -> None:
     """Pool the held-out validations per lever (Pocock-adjusted for the looks of each test split) and take away
     the levers that did not hold: they become 'failed_held_out' and are never planned. Never makes a lever
@@ -229,12 +328,15 @@ def behaviour_held_out_command(
     later = [[Path(x.strip()) for x in group.split(",") if x.strip()] for group in series or []]
     for group in later:
         if not 1 <= len(group) <= 5:
-            raise typer.BadParameter(f"expected 1 to 5 comma-separated validation files, got {len(group)}",
-                                     param_hint="--series")
+            raise typer.BadParameter(
+                f"expected 1 to 5 comma-separated validation files, got {len(group)}", param_hint="--series"
+            )
     catalog = load_bundle(bundle).catalog
     if catalog is None or not catalog.has_replies:
-        raise typer.BadParameter(f"{bundle} has no catalog measured on replies; run 'causalguard behaviour report "
-                                 f"--bundle {bundle}' first", param_hint="--bundle")
+        raise typer.BadParameter(
+            f"{bundle} has no catalog measured on replies; run 'causalguard behaviour report --bundle {bundle}' first",
+            param_hint="--bundle",
+        )
     record = held_out_series_record(catalog, [looks, *later])
     (bundle / HELD_OUT_FILE).write_text(json.dumps(finite_json(record), indent=2) + "\n")
     save_catalog(held_out_catalog(catalog, record), bundle)
@@ -255,34 +357,47 @@ def behaviour_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle f
 
     path = bundle / BEHAVIOUR_FILE
     if not path.exists():
-        raise typer.BadParameter(f"{bundle} has no {BEHAVIOUR_FILE}; run 'causalguard behaviour report "
-                                 f"--bundle {bundle}'")
+        raise typer.BadParameter(
+            f"{bundle} has no {BEHAVIOUR_FILE}; run 'causalguard behaviour report --bundle {bundle}'"
+        )
     typer.echo(render_behaviour(json.loads(path.read_text(encoding="utf-8"))))
 
 
 @behaviour_app.command("validate")
 def behaviour_validate_command(
     config: Annotated[Path, typer.Option(help="The operator config (guard.yaml) whose profiles are validated.")],
-    every_value: Annotated[bool, typer.Option(help="Also one profile per value and direction "
-                                                   "(<value>-up, <value>-down).")] = False,
+    every_value: Annotated[
+        bool, typer.Option(help="Also one profile per value and direction (<value>-up, <value>-down).")
+    ] = False,
     work: Annotated[Path, typer.Option(help="Reply run folder (resumable); validation.json is written into it.")] = (
         Path("runs/validate")
     ),
     prompts: Annotated[int, typer.Option(min=10, help="Test prompts per profile (balanced over values).")] = 20,
-    prompt_offset: Annotated[int, typer.Option(
-        min=0, help="Skip the first N test prompts of the balanced order (a slice an earlier validation did not "
-                    "read).")] = 0,
+    prompt_offset: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Skip the first N test prompts of the balanced order (a slice an earlier validation did not read).",
+        ),
+    ] = 0,
     personas: Annotated[int, typer.Option(min=1, help="The config's system prompt plus fresh personas.")] = 2,
-    persona_seed: Annotated[int, typer.Option(
-        max=MAX_SEED, min=3000, help="Seed of the fresh personas (3000 and up: seeds no other run uses).")] = 3000,
+    persona_seed: Annotated[
+        int,
+        typer.Option(max=MAX_SEED, min=3000, help="Seed of the fresh personas (3000 and up: seeds no other run uses)."),
+    ] = 3000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
-    second_judge: Annotated[str | None, typer.Option(
-        help="Also judge every target with a likelihood-contrast judge on this model (e.g. gemma3-270m); a profile "
-             "then passes only if both judges see its targets move.")] = None,
-    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix "
-                                                  "cache.")] = False,
+    second_judge: Annotated[
+        str | None,
+        typer.Option(
+            help="Also judge every target with a likelihood-contrast judge on this model (e.g. gemma3-270m); a profile "
+            "then passes only if both judges see its targets move."
+        ),
+    ] = None,
+    continuous: Annotated[
+        bool, typer.Option(help="Generate through the serving decode loop and its prefix cache.")
+    ] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
@@ -301,33 +416,50 @@ def behaviour_validate_command(
     sourced = read_guard_config(config)
     guard = sourced.config
     lm = load_model(guard.model)
-    bundle = load_bundle(resolve_bundle_dir(guard.bundle, guard.model, config.parent),
-                         expected_fingerprint=lm.fingerprint)
+    bundle = load_bundle(
+        resolve_bundle_dir(guard.bundle, guard.model, config.parent), expected_fingerprint=lm.fingerprint
+    )
     if bundle.catalog is None:
         raise typer.BadParameter("the config's bundle has no catalog", param_hint="--config")
     profiles = {name: guard.profile(name) for name in guard.profile_names}
     if every_value:
         profiles.update(every_value_profiles(bundle.catalog.dimensions))
-    settings = ValidateSettings(prompts=prompts, prompt_offset=prompt_offset, personas=personas,
-                                persona_seed=persona_seed, replies=ReplySettings(max_new_tokens=max_new_tokens),
-                                batch_size=batch_size)
+    settings = ValidateSettings(
+        prompts=prompts,
+        prompt_offset=prompt_offset,
+        personas=personas,
+        persona_seed=persona_seed,
+        replies=ReplySettings(max_new_tokens=max_new_tokens),
+        batch_size=batch_size,
+    )
     judge2 = None
     if second_judge is not None:
         from causalguard.judging.judge import ContrastJudge, ValueDefinition
         from causalguard.values import load_inventory
 
         inventory = load_inventory("schwartz-basic-10")
-        judge2 = ContrastJudge(load_model(second_judge), [ValueDefinition(d.name, d.display, d.definition,
-                                                                          d.opposite_text)
-                                                          for d in inventory.dimensions])
+        judge2 = ContrastJudge(
+            load_model(second_judge),
+            [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inventory.dimensions],
+        )
     if continuous and backend != "local":
-        raise typer.BadParameter("--continuous runs in this process: leave --backend at local",
-                                 param_hint="--continuous")
+        raise typer.BadParameter(
+            "--continuous runs in this process: leave --backend at local", param_hint="--continuous"
+        )
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
 
-    doc = validate_profiles(lm, bundle, guard, profiles, work, settings, restart=restart, log=typer.echo,
-                            backend=BatcherReplies() if continuous else reply_backend(backend, ray),
-                            second_judge=judge2)
+    doc = validate_profiles(
+        lm,
+        bundle,
+        guard,
+        profiles,
+        work,
+        settings,
+        restart=restart,
+        log=typer.echo,
+        backend=BatcherReplies() if continuous else reply_backend(backend, ray),
+        second_judge=judge2,
+    )
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")
 
@@ -338,27 +470,44 @@ def behaviour_reply_matrix_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Registry name, folder, .gguf or HF id.")] = (
         "smollm2-135m-instruct"
     ),
-    out: Annotated[Path | None, typer.Option(
-        help="The matrix CSV; default BUNDLE/data/reply_interventions.csv.")] = None,
-    work: Annotated[Path | None, typer.Option(help="Reply run folder (resumable); default "
-                                                   "BUNDLE/../.reply-matrix-work-<bundle name>.")] = None,
-    levers: Annotated[str, typer.Option(help="Catalog lever ids to steer with: a regular expression that must match "
-                                             "the whole id.")] = r"(role|guided|vector):.*",
-    prompts: Annotated[int, typer.Option(min=2, help="Dev prompts per persona and condition (balanced over "
-                                                     "values); a row is their mean.")] = 6,
-    prompt_offset: Annotated[int, typer.Option(
-        min=0, help="Skip the first N dev prompts of the balanced order (default: past those the behaviour report "
-                    "and the confirmation read).")] = 60,
-    personas: Annotated[int, typer.Option(min=3, help="Personas per condition (the default assistant prompt "
-                                                      "first): the rows per lever.")] = 8,
-    persona_seed: Annotated[int, typer.Option(
-        max=MAX_SEED, min=4000, help="Seed of the generated personas (4000 and up: seeds "
-                                                             "no other run uses).")] = 4000,
+    out: Annotated[
+        Path | None, typer.Option(help="The matrix CSV; default BUNDLE/data/reply_interventions.csv.")
+    ] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(help="Reply run folder (resumable); default BUNDLE/../.reply-matrix-work-<bundle name>."),
+    ] = None,
+    levers: Annotated[
+        str, typer.Option(help="Catalog lever ids to steer with: a regular expression that must match the whole id.")
+    ] = r"(role|guided|vector):.*",
+    prompts: Annotated[
+        int,
+        typer.Option(min=2, help="Dev prompts per persona and condition (balanced over values); a row is their mean."),
+    ] = 6,
+    prompt_offset: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Skip the first N dev prompts of the balanced order (default: past those the behaviour report "
+            "and the confirmation read).",
+        ),
+    ] = 60,
+    personas: Annotated[
+        int,
+        typer.Option(min=3, help="Personas per condition (the default assistant prompt first): the rows per lever."),
+    ] = 8,
+    persona_seed: Annotated[
+        int,
+        typer.Option(
+            max=MAX_SEED, min=4000, help="Seed of the generated personas (4000 and up: seeds no other run uses)."
+        ),
+    ] = 4000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
-    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix "
-                                                  "cache.")] = False,
+    continuous: Annotated[
+        bool, typer.Option(help="Generate through the serving decode loop and its prefix cache.")
+    ] = False,
 ) -> None:
     """An interventional matrix of replies: persona x lever rows of mean reply-judge scores, for
     'graph build MATRIX --replies' and 'graph evaluate BUNDLE --test MATRIX --replies'."""
@@ -368,12 +517,27 @@ def behaviour_reply_matrix_command(
     from causalguard.models import load_model
 
     target = out or bundle / "data" / REPLY_MATRIX_FILE
-    settings = ReplyMatrixSettings(prompts=prompts, prompt_offset=prompt_offset, personas=personas,
-                                   persona_seed=persona_seed, levers=levers, batch_size=batch_size,
-                                   replies=ReplySettings(max_new_tokens=max_new_tokens))
+    settings = ReplyMatrixSettings(
+        prompts=prompts,
+        prompt_offset=prompt_offset,
+        personas=personas,
+        persona_seed=persona_seed,
+        levers=levers,
+        batch_size=batch_size,
+        replies=ReplySettings(max_new_tokens=max_new_tokens),
+    )
     lm = load_model(model)
-    summary = build_reply_matrix(lm, bundle, work or bundle.parent / f".reply-matrix-work-{bundle.name}", target,
-                                 settings, restart=restart, log=typer.echo,
-                                 backend=BatcherReplies() if continuous else None)
-    typer.echo(f"wrote {target}: {summary['rows']} rows ({summary['conditions']} conditions x {summary['personas']} "
-               f"personas, each the mean of {summary['prompts']} replies) in {summary['seconds']:.0f} s")
+    summary = build_reply_matrix(
+        lm,
+        bundle,
+        work or bundle.parent / f".reply-matrix-work-{bundle.name}",
+        target,
+        settings,
+        restart=restart,
+        log=typer.echo,
+        backend=BatcherReplies() if continuous else None,
+    )
+    typer.echo(
+        f"wrote {target}: {summary['rows']} rows ({summary['conditions']} conditions x {summary['personas']} "
+        f"personas, each the mean of {summary['prompts']} replies) in {summary['seconds']:.0f} s"
+    )

@@ -14,8 +14,9 @@ from causalguard.commands.options import (
     survey_backend,
 )
 
-levers_app = typer.Typer(help="Levers (role prompts, SAE features): measure them into a bundle's catalog.",
-                         no_args_is_help=True)
+levers_app = typer.Typer(
+    help="Levers (role prompts, SAE features): measure them into a bundle's catalog.", no_args_is_help=True
+)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -55,11 +56,20 @@ def levers_measure_command(
     default_sae = bundle / SAE_FOLDER
     sae_dir = sae if sae is not None else (default_sae if (default_sae / SAE_CONFIG).exists() else None)
     settings = CatalogSettings(strengths=_floats(strengths), measure=MeasureSettings(personas=personas))
-    catalog = build_levers_catalog(lm, load_inventory(inventory), bundle, sae_dir,
-                                   work or bundle.parent / f".levers-work-{bundle.name}", settings, progress=not quiet,
-                                   backend=survey_backend(backend, ray))
-    typer.echo(f"{len(catalog.levers)} levers measured on {len(catalog.personas)} personas; "
-               f"wrote {bundle / 'catalog.json'} and {bundle / 'CATALOG.md'}")
+    catalog = build_levers_catalog(
+        lm,
+        load_inventory(inventory),
+        bundle,
+        sae_dir,
+        work or bundle.parent / f".levers-work-{bundle.name}",
+        settings,
+        progress=not quiet,
+        backend=survey_backend(backend, ray),
+    )
+    typer.echo(
+        f"{len(catalog.levers)} levers measured on {len(catalog.personas)} personas; "
+        f"wrote {bundle / 'catalog.json'} and {bundle / 'CATALOG.md'}"
+    )
 
 
 @levers_app.command("extend")
@@ -69,15 +79,27 @@ def levers_extend_command(
         "smollm2-135m-instruct"
     ),
     inventory: Annotated[str, typer.Option(help="Inventory the bundle was built with.")] = "schwartz-basic-10",
-    work: Annotated[Path | None, typer.Option(help="Work folder (resumable); default "
-                                                   "BUNDLE/../.levers-extend-<bundle name>.")] = None,
-    sweep: Annotated[str | None, typer.Option(help="Every catalog SAE feature with a target at these strengths, "
-                                                   "e.g. '0.1,-0.1' (residual-norm units).")] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="Work folder (resumable); default BUNDLE/../.levers-extend-<bundle name>.")
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="Every catalog SAE feature with a target at these strengths, e.g. '0.1,-0.1' (residual-norm units)."
+        ),
+    ] = None,
     reply_wordings: Annotated[bool, typer.Option(help="The built-in reply-style role wordings.")] = False,
-    wordings: Annotated[Path | None, typer.Option(help="The operator's role wordings (YAML: wordings: "
-                                                       "[{value, direction: up|down, text, name}]).")] = None,
-    only: Annotated[str | None, typer.Option(help="Comma-separated ids: add only these of the variants (e.g. the "
-                                                  "ones the behaviour report found fluent).")] = None,
+    wordings: Annotated[
+        Path | None,
+        typer.Option(help="The operator's role wordings (YAML: wordings: [{value, direction: up|down, text, name}])."),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated ids: add only these of the variants (e.g. the "
+            "ones the behaviour report found fluent)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
@@ -92,8 +114,9 @@ def levers_extend_command(
 
     catalog = load_catalog(bundle)
     if catalog is None:
-        raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'",
-                                 param_hint="--bundle")
+        raise typer.BadParameter(
+            f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'", param_hint="--bundle"
+        )
     try:
         levers, sources = variant_levers(catalog, sweep, reply_wordings, wordings)
     except ValueError as exc:
@@ -107,10 +130,18 @@ def levers_extend_command(
     if not levers:
         raise typer.BadParameter("nothing to add: give --sweep, --reply-wordings or --wordings")
     lm = load_model(model)
-    extended = extend_catalog(lm, load_inventory(inventory), bundle, catalog, levers, sources,
-                              work or bundle.parent / f".levers-extend-{bundle.name}",
-                              MeasureSettings(personas=len(catalog.personas)), progress=not quiet,
-                              backend=survey_backend(backend, ray))
+    extended = extend_catalog(
+        lm,
+        load_inventory(inventory),
+        bundle,
+        catalog,
+        levers,
+        sources,
+        work or bundle.parent / f".levers-extend-{bundle.name}",
+        MeasureSettings(personas=len(catalog.personas)),
+        progress=not quiet,
+        backend=survey_backend(backend, ray),
+    )
     typer.echo(f"{len(extended.levers) - len(catalog.levers)} levers added; the catalog has {len(extended.levers)}")
 
 
@@ -119,9 +150,12 @@ def levers_interventions_command(
     bundle: Annotated[Path, typer.Option(help="Bundle folder whose catalog levers are applied.")],
     out: Annotated[Path, typer.Option(help="Survey folder (resumable): scores.csv is the interventional matrix.")],
     personas: Annotated[int, typer.Option(min=2, help="Fresh personas, each unsteered and under every lever.")] = 12,
-    persona_seed: Annotated[int, typer.Option(
-        max=MAX_SEED, min=0, help="Their seed; keep it apart from the catalog's (1000) and the "
-                                                   "survey's (0).")] = 4000,
+    persona_seed: Annotated[
+        int,
+        typer.Option(
+            max=MAX_SEED, min=0, help="Their seed; keep it apart from the catalog's (1000) and the survey's (0)."
+        ),
+    ] = 4000,
     levers: Annotated[str | None, typer.Option(help="Comma-separated lever ids; default: every catalog lever.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
     inventory: Annotated[str, typer.Option(help="Inventory the bundle was built with.")] = "schwartz-basic-10",
@@ -142,8 +176,9 @@ def levers_interventions_command(
     scorer = survey_backend(backend, ray)
     catalog = load_bundle(bundle).catalog
     if catalog is None:
-        raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'",
-                                 param_hint="--bundle")
+        raise typer.BadParameter(
+            f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'", param_hint="--bundle"
+        )
     chosen = catalog.levers
     if levers is not None:
         wanted = [x.strip() for x in levers.split(",") if x.strip()]
@@ -154,10 +189,20 @@ def levers_interventions_command(
     lm = load_model(model or catalog.model.name)
     sae, norm = sae_for_catalog(lm, bundle, catalog, [e.spec() for e in chosen])
     steerings = [NoSteering(), *[lever_survey_condition(e.spec(), sae, norm) for e in chosen]]
-    typer.echo(f"interventions: {personas} personas x {len(steerings)} conditions (unsteered + {len(chosen)} "
-               f"levers) = {personas * len(steerings)} rows -> {out}", err=True)
-    survey_levers(lm, load_inventory(inventory), generate_personas(personas, seed=persona_seed), steerings, out,
-                  progress=not quiet, backend=scorer)
+    typer.echo(
+        f"interventions: {personas} personas x {len(steerings)} conditions (unsteered + {len(chosen)} "
+        f"levers) = {personas * len(steerings)} rows -> {out}",
+        err=True,
+    )
+    survey_levers(
+        lm,
+        load_inventory(inventory),
+        generate_personas(personas, seed=persona_seed),
+        steerings,
+        out,
+        progress=not quiet,
+        backend=scorer,
+    )
     typer.echo(f"wrote {out / 'scores.csv'}")
 
 
@@ -165,18 +210,26 @@ def levers_interventions_command(
 def levers_vectors_command(
     bundle: Annotated[Path, typer.Option(help="Bundle folder; the vectors are written to BUNDLE/vectors/.")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
-    work: Annotated[Path | None, typer.Option(help="Work folder (resumable); default "
-                                                   "BUNDLE/../.vectors-<bundle name>.")] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="Work folder (resumable); default BUNDLE/../.vectors-<bundle name>.")
+    ] = None,
     prompts: Annotated[int, typer.Option(min=4, help="Dev prompts, balanced over values.")] = 24,
-    prompt_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the balanced dev prompts (the "
-                                                           "report reads 0-20, confirm 20-60).")] = 60,
+    prompt_offset: Annotated[
+        int,
+        typer.Option(min=0, help="Skip this many of the balanced dev prompts (the report reads 0-20, confirm 20-60)."),
+    ] = 60,
     personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus generated personas.")] = 2,
-    persona_seed: Annotated[int, typer.Option(
-        max=MAX_SEED, min=0, help="Their seed, apart from the report's (2000).")] = 5000,
+    persona_seed: Annotated[
+        int, typer.Option(max=MAX_SEED, min=0, help="Their seed, apart from the report's (2000).")
+    ] = 5000,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Reply length.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard the work folder's replies.")] = False,
-    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
-                                                  "(faster with long persona prompts).")] = True,
+    continuous: Annotated[
+        bool,
+        typer.Option(
+            help="Generate through the serving decode loop and its prefix cache (faster with long persona prompts)."
+        ),
+    ] = True,
 ) -> None:
     """Extract one steering vector per value from the model's own replies on dev prompts (inclined minus
     disinclined reply-style wording, judge-filtered, mean over reply tokens, layer chosen on split halves)."""
@@ -197,10 +250,19 @@ def levers_vectors_command(
     dims = list(judge.dimensions)
     chosen = list(load_prompts(dimensions=dims).split("dev").balanced_slice(prompt_offset, prompts))
     settings = VectorSettings(replies=ReplySettings(max_new_tokens=max_new_tokens))
-    card = extract_vectors(lm, judge, dims, chosen, reply_personas(personas, persona_seed),
-                           work or bundle.parent / f".vectors-{bundle.name}", bundle / "vectors", settings,
-                           restart=restart, log=lambda line: typer.echo(line, err=True),
-                           backend=BatcherReplies() if continuous else None)
+    card = extract_vectors(
+        lm,
+        judge,
+        dims,
+        chosen,
+        reply_personas(personas, persona_seed),
+        work or bundle.parent / f".vectors-{bundle.name}",
+        bundle / "vectors",
+        settings,
+        restart=restart,
+        log=lambda line: typer.echo(line, err=True),
+        backend=BatcherReplies() if continuous else None,
+    )
     layers = ", ".join(f"{v} L{info['layer']}" for v, info in card["per_value"].items())
     typer.echo(f"wrote {bundle / 'vectors'}: {layers}")
 
@@ -211,24 +273,37 @@ def levers_adapters_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model; default: the bundle's.")] = None,
     values: Annotated[str | None, typer.Option(help="Comma-separated values; default: every value.")] = None,
     directions: Annotated[str, typer.Option(help="Comma-separated: up, down or both.")] = "up,down",
-    work: Annotated[Path | None, typer.Option(help="Work folder (resumable); default "
-                                                   "BUNDLE/../.adapters-<bundle name>.")] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="Work folder (resumable); default BUNDLE/../.adapters-<bundle name>.")
+    ] = None,
     prompts: Annotated[int, typer.Option(min=8, help="Dev prompts, balanced over values.")] = 48,
-    prompt_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the balanced dev prompts (the "
-                                                           "report reads 0-20, confirm 20-60, vectors 60-84).")] = 84,
+    prompt_offset: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Skip this many of the balanced dev prompts (the report reads 0-20, confirm 20-60, vectors 60-84).",
+        ),
+    ] = 84,
     personas: Annotated[int, typer.Option(min=1, help="The assistant prompt plus generated personas.")] = 1,
-    persona_seed: Annotated[int, typer.Option(
-        max=MAX_SEED, min=0, help="Their seed, apart from the report's (2000).")] = 6000,
-    samples: Annotated[int, typer.Option(min=0, max=16, help="Sampled candidates per wording, besides the "
-                                                             "greedy one.")] = 3,
+    persona_seed: Annotated[
+        int, typer.Option(max=MAX_SEED, min=0, help="Their seed, apart from the report's (2000).")
+    ] = 6000,
+    samples: Annotated[
+        int, typer.Option(min=0, max=16, help="Sampled candidates per wording, besides the greedy one.")
+    ] = 3,
     epochs: Annotated[int, typer.Option(min=1, max=20)] = 3,
     rank: Annotated[int, typer.Option(min=1, max=64, help="LoRA rank.")] = 8,
-    loss: Annotated[str, typer.Option(help="sft (the chosen replies) or dpo (chosen over rejected, plus "
-                                           "SFT).")] = "sft",
+    loss: Annotated[
+        str, typer.Option(help="sft (the chosen replies) or dpo (chosen over rejected, plus SFT).")
+    ] = "sft",
     learning_rate: Annotated[float, typer.Option(min=1e-6, max=1e-1)] = 5e-4,
     restart: Annotated[bool, typer.Option(help="Discard the work folder's candidate replies.")] = False,
-    continuous: Annotated[bool, typer.Option(help="Generate through the serving decode loop and its prefix cache "
-                                                  "(faster with long persona prompts).")] = True,
+    continuous: Annotated[
+        bool,
+        typer.Option(
+            help="Generate through the serving decode loop and its prefix cache (faster with long persona prompts)."
+        ),
+    ] = True,
 ) -> None:
     """Train value adapters: per value and direction a LoRA adapter (peft) that prefers the model's own
     judge-ranked replies under the value's reply-style wording, for the plain conversation (dev prompts)."""
@@ -246,9 +321,11 @@ def levers_adapters_command(
         raise typer.BadParameter(f"{bundle} has no catalog.json", param_hint="--bundle")
     behaviour = load_behaviour(bundle)
     if behaviour is None:
-        raise typer.BadParameter(f"{bundle} has no behaviour.json (its reply-quality calibration filters the "
-                                 f"candidates); run 'causalguard behaviour report --bundle {bundle}'",
-                                 param_hint="--bundle")
+        raise typer.BadParameter(
+            f"{bundle} has no behaviour.json (its reply-quality calibration filters the "
+            f"candidates); run 'causalguard behaviour report --bundle {bundle}'",
+            param_hint="--bundle",
+        )
     if loss not in ("sft", "dpo"):
         raise typer.BadParameter(f"expected sft or dpo, got {loss!r}", param_hint="--loss")
     wanted = [d.strip() for d in directions.split(",") if d.strip()]
@@ -260,17 +337,31 @@ def levers_adapters_command(
     chosen_values = [v.strip() for v in values.split(",") if v.strip()] if values else dims
     unknown = [v for v in chosen_values if v not in dims]
     if unknown:
-        raise typer.BadParameter(f"unknown values {', '.join(unknown)}; the judge has {', '.join(dims)}",
-                                 param_hint="--values")
+        raise typer.BadParameter(
+            f"unknown values {', '.join(unknown)}; the judge has {', '.join(dims)}", param_hint="--values"
+        )
     chosen = list(load_prompts(dimensions=dims).split("dev").balanced_slice(prompt_offset, prompts))
     settings = AdapterSettings(samples=samples, epochs=epochs, rank=rank, loss=loss, learning_rate=learning_rate)
-    trained = train_value_adapters(lm, judge, dims, chosen_values, [DIRECTIONS[d] for d in wanted], chosen,
-                                   reply_personas(personas, persona_seed), behaviour.calibration,
-                                   work or bundle.parent / f".adapters-{bundle.name}", bundle / "adapters", settings,
-                                   restart=restart, log=lambda line: typer.echo(line, err=True),
-                                   backend=BatcherReplies() if continuous else None)
-    typer.echo(f"wrote {len(trained)} adapters to {bundle / 'adapters'}: "
-               + ", ".join(f"{t.name} ({t.pairs} pairs)" for t in trained))
+    trained = train_value_adapters(
+        lm,
+        judge,
+        dims,
+        chosen_values,
+        [DIRECTIONS[d] for d in wanted],
+        chosen,
+        reply_personas(personas, persona_seed),
+        behaviour.calibration,
+        work or bundle.parent / f".adapters-{bundle.name}",
+        bundle / "adapters",
+        settings,
+        restart=restart,
+        log=lambda line: typer.echo(line, err=True),
+        backend=BatcherReplies() if continuous else None,
+    )
+    typer.echo(
+        f"wrote {len(trained)} adapters to {bundle / 'adapters'}: "
+        + ", ".join(f"{t.name} ({t.pairs} pairs)" for t in trained)
+    )
 
 
 @levers_app.command("show")

@@ -21,9 +21,7 @@ InventoryOpt = Annotated[
 DimensionsOpt = Annotated[
     str | None, typer.Option(help="Comma-separated dimension names to keep, e.g. 'power,benevolence'.")
 ]
-QuestionnaireOpt = Annotated[
-    str | None, typer.Option(help="ValueBench CSV only: keep rows of this questionnaire.")
-]
+QuestionnaireOpt = Annotated[str | None, typer.Option(help="ValueBench CSV only: keep rows of this questionnaire.")]
 
 
 def split_list(text: str | None) -> list[str] | None:
@@ -32,16 +30,21 @@ def split_list(text: str | None) -> list[str] | None:
 
 BackendOpt = Annotated[
     Literal["local", "ray"],
-    typer.Option(help="Where the work runs: local (this process) or ray (an actor pool on a Ray cluster, each actor "
-                      "loading the model once; pip install 'causalguard[ray]'). The results are the same."),
+    typer.Option(
+        help="Where the work runs: local (this process) or ray (an actor pool on a Ray cluster, each actor "
+        "loading the model once; pip install 'causalguard[ray]'). The results are the same."
+    ),
 ]
 RayOpt = Annotated[
     str | None,
-    typer.Option("--ray", help="--backend ray: the actor pool as key=value pairs: actors (2), cpus and gpus reserved "
-                               "per actor (1, 0), threads (torch threads per actor; default this process's, so that "
-                               "results match a local run byte for byte), restarts (3), address (the cluster to join, "
-                               "e.g. ray://head:10001 or auto; default: start one on this machine). Example: "
-                               "--ray actors=8,gpus=1,address=auto"),
+    typer.Option(
+        "--ray",
+        help="--backend ray: the actor pool as key=value pairs: actors (2), cpus and gpus reserved "
+        "per actor (1, 0), threads (torch threads per actor; default this process's, so that "
+        "results match a local run byte for byte), restarts (3), address (the cluster to join, "
+        "e.g. ray://head:10001 or auto; default: start one on this machine). Example: "
+        "--ray actors=8,gpus=1,address=auto",
+    ),
 ]
 # the largest seed numpy and Python generators all take (numpy: 0 .. 2**32 - 1)
 MAX_SEED = 2**32 - 1
@@ -59,8 +62,9 @@ def ray_options(text: str | None) -> RayOptions:
             continue
         key, sep, raw = (part.strip() for part in pair.partition("="))
         if not sep or key not in _RAY_KEYS or not raw:
-            raise typer.BadParameter(f"'{pair.strip()}' is not one of {', '.join(f'{k}=...' for k in _RAY_KEYS)}",
-                                     param_hint="--ray")
+            raise typer.BadParameter(
+                f"'{pair.strip()}' is not one of {', '.join(f'{k}=...' for k in _RAY_KEYS)}", param_hint="--ray"
+            )
         try:
             values[key] = _RAY_KEYS[key](raw)
         except ValueError:

@@ -27,6 +27,7 @@ def pipeline_command(
     ray: RayOpt = None,
 ) -> None:
     """The main job: survey the model (personas + value roles + anchors), then build its graph bundle."""
-    survey_command(out=out / "survey", model=model, personas=personas, method=method, quiet=quiet,
-                   backend=backend, ray=ray)
+    survey_command(
+        out=out / "survey", model=model, personas=personas, method=method, quiet=quiet, backend=backend, ray=ray
+    )
     graph_build_command(source=out / "survey", out=bundle_dir or out / "bundle")

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-sae_app = typer.Typer(help="Sparse autoencoders: train one for a model, evaluate one from a folder.",
-                      no_args_is_help=True)
+sae_app = typer.Typer(
+    help="Sparse autoencoders: train one for a model, evaluate one from a folder.", no_args_is_help=True
+)
 
 
 @sae_app.command("train")
@@ -36,15 +37,20 @@ def sae_train_command(
 
     lm = load_model(model)
     if layer is not None and layer >= lm.num_layers:
-        raise typer.BadParameter(f"{lm.name} has {lm.num_layers} decoder layers (0 to {lm.num_layers - 1}); got "
-                                 f"{layer}", param_hint="--layer")
+        raise typer.BadParameter(
+            f"{lm.name} has {lm.num_layers} decoder layers (0 to {lm.num_layers - 1}); got {layer}",
+            param_hint="--layer",
+        )
     settings = SaeBuildSettings(layer=layer, generated=generated)
-    settings = replace(settings, train=SaeTrainSettings(layer=-1, d_sae=d_sae, l1_coefficient=l1,
-                                                        training_tokens=tokens))
+    settings = replace(
+        settings, train=SaeTrainSettings(layer=-1, d_sae=d_sae, l1_coefficient=l1, training_tokens=tokens)
+    )
     report = build_sae(lm, load_inventory(inventory), out, work or out.parent / ".sae-work", settings)
     m = report["metrics"]
-    typer.echo(f"layer {report['layer']}: L0 {m['l0']:.1f}, explained variance {m['explained_variance']:.3f}, "
-               f"CE loss recovered {m['ce_loss_recovered']:.3f}, dead {m['dead_fraction']:.1%}")
+    typer.echo(
+        f"layer {report['layer']}: L0 {m['l0']:.1f}, explained variance {m['explained_variance']:.3f}, "
+        f"CE loss recovered {m['ce_loss_recovered']:.3f}, dead {m['dead_fraction']:.1%}"
+    )
     typer.echo(f"wrote {out}")
 
 

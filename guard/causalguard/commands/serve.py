@@ -15,8 +15,13 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-    log_format: Annotated[str, typer.Option(help="text, or json: one JSON object per line (with request ids, "
-                                                 "plans at start and reload, rejected parameters).")] = "text",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="text, or json: one JSON object per line (with request ids, "
+            "plans at start and reload, rejected parameters)."
+        ),
+    ] = "text",
 ) -> None:
     """Serve the guarded model: OpenAI-compatible /v1/chat/completions, /metrics, /healthz, /readyz.
 
@@ -41,8 +46,10 @@ def serve_command(
 
         use_json_logs("debug" if log_level == "trace" else log_level)
     else:
-        logging.basicConfig(level="DEBUG" if log_level == "trace" else log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level="DEBUG" if log_level == "trace" else log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     source = read_guard_config(config)  # parsed once, then passed down
     settings = source.config
     from causalguard.server.client_keys import is_loopback
@@ -51,15 +58,24 @@ def serve_command(
         raise typer.BadParameter(
             f"{host} is reachable from other machines and {config} lists no server.api_keys, so anyone could "
             "use the guard: add keys (server.api_keys: [{id: team-a, sha256: ...}], the SHA-256 of each key: "
-            "printf %s \"$KEY\" | sha256sum), bind 127.0.0.1, or set server.allow_anonymous: true behind a "
-            "gateway that authenticates clients", param_hint="--host")
+            'printf %s "$KEY" | sha256sum), bind 127.0.0.1, or set server.allow_anonymous: true behind a '
+            "gateway that authenticates clients",
+            param_hint="--host",
+        )
     metrics = GuardMetrics()
     if settings.metrics.port is not None:
         start_metrics_server(metrics, settings.metrics.port, settings.metrics.host)
     app = create_app(source, metrics=metrics)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
-                                           timeout_graceful_shutdown=int(settings.server.drain_timeout_seconds)))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+            timeout_graceful_shutdown=int(settings.server.drain_timeout_seconds),
+        )
+    )
     server.run()
 
 

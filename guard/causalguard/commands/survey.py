@@ -32,8 +32,9 @@ def survey_command(
     personas: Annotated[int, typer.Option(min=0, help="Number of seeded synthetic personas.")] = 30,
     value_roles: Annotated[bool, typer.Option(help="Add inclined/disinclined roles for every dimension.")] = True,
     anchors: Annotated[bool, typer.Option(help="Add the known-group anchor personas (validity checks).")] = True,
-    roles_file: Annotated[Path | None, typer.Option(
-        help="Extra roles, YAML or JSONL (docs/formats.md: roles file).")] = None,
+    roles_file: Annotated[
+        Path | None, typer.Option(help="Extra roles, YAML or JSONL (docs/formats.md: roles file).")
+    ] = None,
     method: Annotated[
         str, typer.Option(help="auto (the model's stored choice), yesno, statement or generate.")
     ] = "auto",
@@ -70,15 +71,26 @@ def survey_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--dtype") from None
     chosen = default_method(lm.name) if method == "auto" else method
-    roles = standard_roles(inv, personas=personas, seed=seed, include_value_roles=value_roles,
-                           include_anchors=anchors, extra=extra)
-    settings = SurveySettings(method=chosen, batch_size=batch_size, reuse_prefix=prefix_reuse,
-                              max_new_tokens=max_new_tokens, agreement_sample=agreement_sample, seed=seed)
+    roles = standard_roles(
+        inv, personas=personas, seed=seed, include_value_roles=value_roles, include_anchors=anchors, extra=extra
+    )
+    settings = SurveySettings(
+        method=chosen,
+        batch_size=batch_size,
+        reuse_prefix=prefix_reuse,
+        max_new_tokens=max_new_tokens,
+        agreement_sample=agreement_sample,
+        seed=seed,
+    )
     conditions = build_conditions(roles)
-    typer.echo(f"survey: {lm.name}, {len(inv.names)} dimensions, {sum(len(d.items) for d in inv.dimensions)} items, "
-               f"{len(conditions)} conditions, method {chosen} -> {out}", err=True)
-    run_survey(lm, inv, conditions, settings, out, progress=not quiet, restart=restart,
-               backend=survey_backend(backend, ray))
+    typer.echo(
+        f"survey: {lm.name}, {len(inv.names)} dimensions, {sum(len(d.items) for d in inv.dimensions)} items, "
+        f"{len(conditions)} conditions, method {chosen} -> {out}",
+        err=True,
+    )
+    run_survey(
+        lm, inv, conditions, settings, out, progress=not quiet, restart=restart, backend=survey_backend(backend, ray)
+    )
     typer.echo((out / "quality.md").read_text())
 
 
@@ -104,8 +116,10 @@ def methods_compare_command(
 
     unknown = [m for m in split_list(methods) or [] if m not in METHOD_NAMES]
     if unknown or not split_list(methods):
-        raise typer.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
-                                 f"{', '.join(METHOD_NAMES)}", param_hint="--methods")
+        raise typer.BadParameter(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHOD_NAMES)}",
+            param_hint="--methods",
+        )
     inv = load_inventory(inventory, dimensions=split_list(dimensions))
     lm = load_model(model)
     conditions = build_conditions(standard_roles(inv, personas=personas))

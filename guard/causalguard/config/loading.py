@@ -41,12 +41,22 @@ class SourcedConfig:
         try:
             yield
         except ConfigError as exc:
-            head = Problem(self.where, self.line(field), field, f"{getattr(self.config, field, '')!s} cannot be used "
-                           f"(below)", hint=f"fix the files below or point '{field}' elsewhere")
+            head = Problem(
+                self.where,
+                self.line(field),
+                field,
+                f"{getattr(self.config, field, '')!s} cannot be used (below)",
+                hint=f"fix the files below or point '{field}' elsewhere",
+            )
             raise ConfigError([head, *exc.problems]) from None
         except CausalguardError as exc:
-            raise ConfigError.single(self.where, str(exc), line=self.line(field), field=field,
-                                     hint=f"point '{field}' at something that loads") from None
+            raise ConfigError.single(
+                self.where,
+                str(exc),
+                line=self.line(field),
+                field=field,
+                hint=f"point '{field}' at something that loads",
+            ) from None
 
 
 def read_guard_config(source: SourcedConfig | GuardConfig | str | Path) -> SourcedConfig:
@@ -79,8 +89,9 @@ def _value_name_locations(config: GuardConfig) -> list[tuple[tuple[str | int, ..
     return found
 
 
-def check_value_names(config: GuardConfig, dimensions: Sequence[str], path: Path,
-                      node: yaml.Node | None = None) -> None:
+def check_value_names(
+    config: GuardConfig, dimensions: Sequence[str], path: Path, node: yaml.Node | None = None
+) -> None:
     """Raise ``ConfigError`` listing every value name that is not one of ``dimensions``, a target that is
     also protected, and a ``monitor.reference_profile`` that names no profile (``node``: the file's YAML
     tree for line numbers; read from ``path`` when not given)."""
@@ -94,20 +105,43 @@ def check_value_names(config: GuardConfig, dimensions: Sequence[str], path: Path
         hint = f"did you mean '{close[0]}'?" if close else f"values of this bundle: {', '.join(dimensions)}"
         problems.append(Problem(str(path), line_of(node, loc), format_loc(loc), f"unknown value '{name}'", hint))
     if "default" in config.profiles:
-        problems.append(Problem(str(path), line_of(node, ("profiles", "default")), "profiles.default",
-                                "'default' is the top-level profile", "rename the profile"))
+        problems.append(
+            Problem(
+                str(path),
+                line_of(node, ("profiles", "default")),
+                "profiles.default",
+                "'default' is the top-level profile",
+                "rename the profile",
+            )
+        )
     for profile, spec in [("default", config.profile()), *config.profiles.items()]:
         for name in set(spec.targets) & set(spec.protected):
             loc = ("protected", name) if profile == "default" else ("profiles", profile, "protected", name)
-            problems.append(Problem(str(path), line_of(node, loc), format_loc(loc),
-                                    f"'{name}' is both a target and protected", "remove it from one of them"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line_of(node, loc),
+                    format_loc(loc),
+                    f"'{name}' is both a target and protected",
+                    "remove it from one of them",
+                )
+            )
     reference = config.monitor.reference_profile
-    if "reference_profile" in config.monitor.model_fields_set and reference is not None \
-            and reference not in config.profile_names:
+    if (
+        "reference_profile" in config.monitor.model_fields_set
+        and reference is not None
+        and reference not in config.profile_names
+    ):
         loc = ("monitor", "reference_profile")
-        problems.append(Problem(str(path), line_of(node, loc), format_loc(loc),
-                                f"'{reference}' is not a profile here (profiles: {', '.join(config.profile_names)})",
-                                f"add a profile without targets ('profiles: {{{reference}: {{}}}}') or set it to null"))
+        problems.append(
+            Problem(
+                str(path),
+                line_of(node, loc),
+                format_loc(loc),
+                f"'{reference}' is not a profile here (profiles: {', '.join(config.profile_names)})",
+                f"add a profile without targets ('profiles: {{{reference}: {{}}}}') or set it to null",
+            )
+        )
     if problems:
         raise ConfigError(problems)
 
@@ -122,7 +156,11 @@ def upstream_api_key(sourced: SourcedConfig) -> str | None:
         return None
     key = os.environ.get(spec.api_key_env)
     if not key:
-        raise ConfigError.single(sourced.where, f"the environment variable {spec.api_key_env} is not set",
-                                 line=sourced.line("upstream.api_key_env"), field="upstream.api_key_env",
-                                 hint="export it in the server's environment, or remove api_key_env")
+        raise ConfigError.single(
+            sourced.where,
+            f"the environment variable {spec.api_key_env} is not set",
+            line=sourced.line("upstream.api_key_env"),
+            field="upstream.api_key_env",
+            hint="export it in the server's environment, or remove api_key_env",
+        )
     return key

@@ -30,19 +30,30 @@ def _default(field: Any) -> str:
 
 
 def _section(title: str, model: type[BaseModel], prefix: str) -> list[str]:
-    lines = [f"## {title}", "", (model.__doc__ or "").strip().splitlines()[0], "",
-             "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines = [
+        f"## {title}",
+        "",
+        (model.__doc__ or "").strip().splitlines()[0],
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, field in model.model_fields.items():
-        lines.append(f"| `{prefix}{name}` | `{_type_name(field.annotation)}` | {_default(field)} | "
-                     f"{field.description or ''} |")
+        lines.append(
+            f"| `{prefix}{name}` | `{_type_name(field.annotation)}` | {_default(field)} | {field.description or ''} |"
+        )
     return [*lines, ""]
 
 
 def render_reference() -> str:
-    lines = ["# Operator config reference (`guard.yaml`)", "",
-             "Generated from `causalguard.config.schema` by `python -m causalguard.config.reference`; an annotated",
-             "example is `deploy/guard.yaml`. Unknown keys are errors (with a did-you-mean); every error names the",
-             "file, line and field. Value names must be values of the bundle's inventory.", ""]
+    lines = [
+        "# Operator config reference (`guard.yaml`)",
+        "",
+        "Generated from `causalguard.config.schema` by `python -m causalguard.config.reference`; an annotated",
+        "example is `deploy/guard.yaml`. Unknown keys are errors (with a did-you-mean); every error names the",
+        "file, line and field. Value names must be values of the bundle's inventory.",
+        "",
+    ]
     lines += _section("Top level", GuardConfig, "")
     lines += _section("Targets (`targets.<value>`)", TargetSpec, "")
     lines += _section("Profiles (`profiles.<name>`)", ProfileSpec, "")

@@ -36,8 +36,11 @@ class _Strict(BaseModel):
         """YAML's true/false are not numbers: ``max_levers: true`` is an error, not 1."""
         if isinstance(value, bool) and info.field_name is not None:
             annotation = cls.model_fields[info.field_name].annotation
-            if annotation is not None and bool not in (annotation, *get_args(annotation)) and any(
-                    t in (annotation, *get_args(annotation)) for t in (int, float)):
+            if (
+                annotation is not None
+                and bool not in (annotation, *get_args(annotation))
+                and any(t in (annotation, *get_args(annotation)) for t in (int, float))
+            ):
                 raise ValueError("expected a number, got true/false")
         return value
 
@@ -46,11 +49,14 @@ class TargetSpec(_Strict):
     """One value to move."""
 
     direction: Literal["increase", "decrease"] | None = Field(
-        default=None, description="Which way to move the value. Implied by 'change' or 'score' when those are set.")
-    change: float | None = Field(default=None, ge=-10, le=10, description="Desired change in the config's units "
-                                                                          "(signed).")
-    score: float | None = Field(default=None, ge=-10, le=10,
-                                description="Desired score; the change is score minus the unsteered baseline.")
+        default=None, description="Which way to move the value. Implied by 'change' or 'score' when those are set."
+    )
+    change: float | None = Field(
+        default=None, ge=-10, le=10, description="Desired change in the config's units (signed)."
+    )
+    score: float | None = Field(
+        default=None, ge=-10, le=10, description="Desired score; the change is score minus the unsteered baseline."
+    )
 
     @model_validator(mode="after")
     def _one_goal(self) -> TargetSpec:
@@ -72,16 +78,24 @@ class LimitsSpec(_Strict):
 
     max_perplexity_ratio: float = Field(default=1.5, ge=1.0, description="Cap on an SAE lever's fluency cost.")
     max_unparseable_increase: float = Field(
-        default=0.25, ge=0.0, le=1.0,
+        default=0.25,
+        ge=0.0,
+        le=1.0,
         description="Cap on how much a lever raises the share of unparseable yes/no answers over the unsteered "
-                    "model's.")
+        "model's.",
+    )
     max_levers: int = Field(default=2, ge=1, le=4, description="Most levers combined in one plan.")
-    max_client_edit: float = Field(default=100.0, gt=0, le=1e4,
-                                   description="Largest |value| of a client's SAE feature edit (when client "
-                                               "interventions are allowed).")
+    max_client_edit: float = Field(
+        default=100.0,
+        gt=0,
+        le=1e4,
+        description="Largest |value| of a client's SAE feature edit (when client interventions are allowed).",
+    )
     side_effect_weight: float = Field(
-        default=1.0, ge=0.0,
-        description="Penalty per unit of mean |change| of the other values (in noise units) when scoring plans.")
+        default=1.0,
+        ge=0.0,
+        description="Penalty per unit of mean |change| of the other values (in noise units) when scoring plans.",
+    )
 
 
 class ProfileSpec(_Strict):
@@ -89,12 +103,18 @@ class ProfileSpec(_Strict):
 
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="Value name -> target.")
     protected: dict[str, ProtectedSpec] = Field(default_factory=dict, description="Value name -> tolerance.")
-    on_infeasible: OnInfeasible = Field(default="error", description="When the planner refuses the profile: error "
-                                        "(the config is refused, nothing is silently unsteered) or serve_plain (the "
-                                        "profile is served unguarded, with a warning in the log and its plan).")
-    method: Method = Field(default="auto", description="Levers allowed: role, sae, guided (role prompts amplified "
-                           "by classifier-free guidance), vector (steering vectors), adapter (value adapters), or "
-                           "auto (any).")
+    on_infeasible: OnInfeasible = Field(
+        default="error",
+        description="When the planner refuses the profile: error "
+        "(the config is refused, nothing is silently unsteered) or serve_plain (the "
+        "profile is served unguarded, with a warning in the log and its plan).",
+    )
+    method: Method = Field(
+        default="auto",
+        description="Levers allowed: role, sae, guided (role prompts amplified "
+        "by classifier-free guidance), vector (steering vectors), adapter (value adapters), or "
+        "auto (any).",
+    )
 
 
 class AuditSpec(_Strict):
@@ -103,18 +123,22 @@ class AuditSpec(_Strict):
 
     enabled: bool = Field(default=True, description="Run audits at all.")
     kind: Literal["auto", "replies", "survey"] = Field(
-        default="auto", description="replies (needs the bundle's judge), survey, or auto (replies where possible).")
-    prompts: str | None = Field(default=None, description="Reply audits: the operator's prompt set (JSONL); "
-                                                           "default the shipped test prompts.")
+        default="auto", description="replies (needs the bundle's judge), survey, or auto (replies where possible)."
+    )
+    prompts: str | None = Field(
+        default=None, description="Reply audits: the operator's prompt set (JSONL); default the shipped test prompts."
+    )
     prompts_per_audit: int = Field(default=4, ge=1, le=64, description="Reply audits: prompts per round.")
     max_new_tokens: int = Field(default=48, ge=8, le=512, description="Reply audits: tokens per reply.")
     min_pairs: int = Field(default=8, ge=2, description="Reply audits: pairs before an alarm may fire.")
-    max_cpu_share: float = Field(default=0.25, gt=0, le=1,
-                                 description="Audits wait so that they take at most this share of the time.")
+    max_cpu_share: float = Field(
+        default=0.25, gt=0, le=1, description="Audits wait so that they take at most this share of the time."
+    )
     interval_seconds: float = Field(default=60.0, gt=0, le=86_400, description="Time between canary audits.")
     items_per_audit: int = Field(default=24, ge=2, description="Inventory items scored per audit.")
-    values: list[str] | None = Field(default=None, min_length=1,
-                                     description="Values audited; default (omit it): every value.")
+    values: list[str] | None = Field(
+        default=None, min_length=1, description="Values audited; default (omit it): every value."
+    )
     timeout_seconds: float = Field(default=120.0, gt=0, description="An audit slower than this is abandoned.")
 
 
@@ -123,35 +147,64 @@ class MonitorSpec(_Strict):
     value and for text quality off the request path, with sliding-window means and a drift alarm against
     the plan's forecast, measured against a lever-free reference profile's live replies."""
 
-    enabled: bool = Field(default=True, description="Judge served replies (needs the bundle's value judge; "
-                          "without one the monitor is off and says so in the log).")
-    sample_rate: float = Field(default=0.25, ge=0, le=1, description="Share of each profile's replies judged "
-                               "(systematic: every 1/rate-th reply).")
-    queue_size: int = Field(default=256, ge=1, le=100_000, description="Replies waiting for the judge; beyond it "
-                            "replies are skipped and counted, never waited for.")
+    enabled: bool = Field(
+        default=True,
+        description="Judge served replies (needs the bundle's value judge; "
+        "without one the monitor is off and says so in the log).",
+    )
+    sample_rate: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="Share of each profile's replies judged (systematic: every 1/rate-th reply).",
+    )
+    queue_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Replies waiting for the judge; beyond it replies are skipped and counted, never waited for.",
+    )
     batch_size: int = Field(default=16, ge=1, le=256, description="Replies judged in one pass.")
-    window: int = Field(default=200, ge=10, le=100_000, description="Replies per profile in the sliding window "
-                        "of the live means.")
-    min_replies: int = Field(default=30, ge=5, description="Replies in both a profile's and the reference's "
-                             "window before the drift alarm may fire.")
-    reference_profile: str | None = Field(default="plain", description="A lever-free profile whose live replies "
-                                          "are the unguarded reference of the drift alarm (the default 'plain' "
-                                          "is used only where the config has it); none: no live reference.")
-    quality: Literal["text", "full"] = Field(default="text", description="text: empty, refusal, repetition, "
-                                             "distinct bigrams, recited instruction (no model pass); full: also "
-                                             "perplexity and relevance (three model passes per reply).")
-    expose_scores: bool = Field(default=False, description="Judge every reply on the request path and return "
-                                "its value scores in the response's 'causalguard' field (adds the judge's time "
-                                "to each request).")
-    log_interval_seconds: float = Field(default=60.0, gt=0, description="Judge failures are logged at most once "
-                                        "per this interval (all are counted).")
+    window: int = Field(
+        default=200, ge=10, le=100_000, description="Replies per profile in the sliding window of the live means."
+    )
+    min_replies: int = Field(
+        default=30,
+        ge=5,
+        description="Replies in both a profile's and the reference's window before the drift alarm may fire.",
+    )
+    reference_profile: str | None = Field(
+        default="plain",
+        description="A lever-free profile whose live replies "
+        "are the unguarded reference of the drift alarm (the default 'plain' "
+        "is used only where the config has it); none: no live reference.",
+    )
+    quality: Literal["text", "full"] = Field(
+        default="text",
+        description="text: empty, refusal, repetition, "
+        "distinct bigrams, recited instruction (no model pass); full: also "
+        "perplexity and relevance (three model passes per reply).",
+    )
+    expose_scores: bool = Field(
+        default=False,
+        description="Judge every reply on the request path and return "
+        "its value scores in the response's 'causalguard' field (adds the judge's time "
+        "to each request).",
+    )
+    log_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Judge failures are logged at most once per this interval (all are counted)."
+    )
 
 
 class MetricsSpec(_Strict):
     """Prometheus metrics (always also mounted at the server's /metrics)."""
 
-    port: int | None = Field(default=None, ge=1, le=65535,
-                             description="Serve /metrics on this port (standalone); None: mount it in your app.")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port (standalone); None: mount it in your app.",
+    )
     host: str = Field(default="127.0.0.1", description="Interface of the standalone metrics listener.")
 
 
@@ -159,44 +212,79 @@ class ApiKeySpec(_Strict):
     """One client key: an id for logs and the key's SHA-256 (never the key itself)."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Names the key in logs, e.g. 'team-a'.")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The key's SHA-256 in lower-case hex: "
-                        "printf %s \"$KEY\" | sha256sum")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description='The key\'s SHA-256 in lower-case hex: printf %s "$KEY" | sha256sum'
+    )
 
 
 class ServerSpec(_Strict):
     """The OpenAI-compatible server's limits (read at start-up; a reload does not resize the pool)."""
 
-    max_concurrency: int = Field(default=16, ge=1, le=256, description="Requests generating at once: with batching, "
-                                 "the rows of the shared decode loop; without, separate generate calls (keep it "
-                                 "near the core count then).")
-    batching: bool = Field(default=True, description="Continuous batching (in-process mode): concurrent requests "
-                           "share one decode loop, joining and leaving as they start and finish, each row with its "
-                           "own levers, seed and stop strings.")
-    prefix_cache_tokens: int = Field(default=2048, ge=0, le=1_000_000, description="With batching: prompt tokens "
-                                     "whose keys and values are kept so that later prompts sharing a prefix (the "
-                                     "operator prompt, role levers) skip computing it; 0 turns it off. Memory: "
-                                     "this many tokens' KV cache (SmolLM2-135M: 46 KB a token).")
+    max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Requests generating at once: with batching, "
+        "the rows of the shared decode loop; without, separate generate calls (keep it "
+        "near the core count then).",
+    )
+    batching: bool = Field(
+        default=True,
+        description="Continuous batching (in-process mode): concurrent requests "
+        "share one decode loop, joining and leaving as they start and finish, each row with its "
+        "own levers, seed and stop strings.",
+    )
+    prefix_cache_tokens: int = Field(
+        default=2048,
+        ge=0,
+        le=1_000_000,
+        description="With batching: prompt tokens "
+        "whose keys and values are kept so that later prompts sharing a prefix (the "
+        "operator prompt, role levers) skip computing it; 0 turns it off. Memory: "
+        "this many tokens' KV cache (SmolLM2-135M: 46 KB a token).",
+    )
     max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
-    max_tokens_limit: int = Field(default=256, ge=1, le=32_768, description="Largest max_tokens a client may ask "
-                                  "for (at most the model's context).")
+    max_tokens_limit: int = Field(
+        default=256,
+        ge=1,
+        le=32_768,
+        description="Largest max_tokens a client may ask for (at most the model's context).",
+    )
     max_request_bytes: int = Field(default=65536, ge=1024, description="Larger bodies get 413.")
-    max_prompt_tokens: int = Field(default=2048, ge=16, description="Longer conversations (after the chat template "
-                                   "and role instructions) get 400 before they take a slot: a prefill cannot be "
-                                   "cancelled midway, so this bounds how long one holds it.")
-    request_timeout_seconds: float = Field(default=120.0, gt=0, le=86_400,
-                                           description="Generation is cancelled after this.")
-    decode_stall_seconds: float = Field(default=30.0, gt=0, description="With batching: the watchdog calls the "
-                                        "decode loop stuck (/readyz 503, causalguard_decode_loop_stuck 1) when it "
-                                        "has had work this long without finishing a step.")
-    drain_timeout_seconds: float = Field(default=30.0, ge=0, le=3600,
-                                         description="SIGTERM waits this long for requests.")
-    admin_token_env: str | None = Field(default="CAUSALGUARD_ADMIN_TOKEN",
-                                        description="Env var holding the admin endpoint's bearer token.")
-    api_keys: list[ApiKeySpec] = Field(default_factory=list, max_length=1000, description="Client keys for /v1 "
-                                       "(each request sends 'Authorization: Bearer <key>'; others get 401). Empty: "
-                                       "anyone may call, which 'serve' allows on a loopback interface only.")
-    allow_anonymous: bool = Field(default=False, description="Serve without api_keys on a non-loopback interface "
-                                  "(behind a gateway that authenticates clients).")
+    max_prompt_tokens: int = Field(
+        default=2048,
+        ge=16,
+        description="Longer conversations (after the chat template "
+        "and role instructions) get 400 before they take a slot: a prefill cannot be "
+        "cancelled midway, so this bounds how long one holds it.",
+    )
+    request_timeout_seconds: float = Field(
+        default=120.0, gt=0, le=86_400, description="Generation is cancelled after this."
+    )
+    decode_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="With batching: the watchdog calls the "
+        "decode loop stuck (/readyz 503, causalguard_decode_loop_stuck 1) when it "
+        "has had work this long without finishing a step.",
+    )
+    drain_timeout_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="SIGTERM waits this long for requests."
+    )
+    admin_token_env: str | None = Field(
+        default="CAUSALGUARD_ADMIN_TOKEN", description="Env var holding the admin endpoint's bearer token."
+    )
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Client keys for /v1 "
+        "(each request sends 'Authorization: Bearer <key>'; others get 401). Empty: "
+        "anyone may call, which 'serve' allows on a loopback interface only.",
+    )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Serve without api_keys on a non-loopback interface (behind a gateway that authenticates clients).",
+    )
 
     @field_validator("api_keys")
     @classmethod
@@ -214,54 +302,82 @@ class UpstreamSpec(_Strict):
     a hosted API) serving the same model; the guard plans role levers, composes them into the system
     message, and forwards. The local model is still loaded for planning checks and reply audits."""
 
-    base_url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
-                          description="The upstream's API root, e.g. http://127.0.0.1:8080/v1.")
+    base_url: str = Field(
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="The upstream's API root, e.g. http://127.0.0.1:8080/v1."
+    )
     model: str = Field(min_length=1, max_length=200, description="The model name the upstream expects.")
     api_key_env: str | None = Field(default=None, description="Env var holding the upstream's API key (never logged).")
     timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Whole-request timeout (504 after it).")
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600, description="Connection timeout.")
-    retries: int = Field(default=2, ge=0, le=10, description="Retries, with exponential backoff, of requests that "
-                         "could not connect or were answered 502/503 (then 503 or 502).")
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries, with exponential backoff, of requests that "
+        "could not connect or were answered 502/503 (then 503 or 502).",
+    )
     max_connections: int = Field(default=16, ge=1, le=1024, description="Connection pool size.")
-    health_interval_seconds: float = Field(default=5.0, gt=0, le=600, description="How often the guard probes the "
-                                           "upstream's /models endpoint; /readyz answers 503 while it is down.")
+    health_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="How often the guard probes the upstream's /models endpoint; /readyz answers 503 while it is down.",
+    )
 
 
 class GuardConfig(_Strict):
     """The whole operator file."""
 
-    model: str = Field(default="smollm2-135m-instruct", min_length=1, max_length=500, pattern=r"^\S(.*\S)?$",
-                       description="Registry name, folder, .gguf or HF id.")
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        min_length=1,
+        max_length=500,
+        pattern=r"^\S(.*\S)?$",
+        description="Registry name, folder, .gguf or HF id.",
+    )
     bundle: str = Field(default="builtin", description="Bundle folder, or 'builtin' for the model's shipped bundle.")
-    system_prompt: str | None = Field(default=None, max_length=MAX_SYSTEM_PROMPT_CHARS,
-                                      description="The operator's own system prompt.")
-    units: Units = Field(default="auto", description="Units of scores, changes and tolerances: replies, survey or "
-                                                     "auto (replies where the bundle has them).")
+    system_prompt: str | None = Field(
+        default=None, max_length=MAX_SYSTEM_PROMPT_CHARS, description="The operator's own system prompt."
+    )
+    units: Units = Field(
+        default="auto",
+        description="Units of scores, changes and tolerances: replies, survey or "
+        "auto (replies where the bundle has them).",
+    )
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="The default profile's targets.")
-    protected: dict[str, ProtectedSpec] = Field(default_factory=dict,
-                                                description="The default profile's protected values.")
-    method: Method = Field(default="auto", description="The default profile's levers: role, sae, guided, "
-                                                                 "vector, adapter or auto (any).")
-    on_infeasible: OnInfeasible = Field(default="error", description="The default profile's answer to a refusal by "
-                                        "the planner: error or serve_plain (see profiles).")
+    protected: dict[str, ProtectedSpec] = Field(
+        default_factory=dict, description="The default profile's protected values."
+    )
+    method: Method = Field(
+        default="auto", description="The default profile's levers: role, sae, guided, vector, adapter or auto (any)."
+    )
+    on_infeasible: OnInfeasible = Field(
+        default="error",
+        description="The default profile's answer to a refusal by the planner: error or serve_plain (see profiles).",
+    )
     profiles: dict[Annotated[str, Field(pattern=PROFILE_NAME)], ProfileSpec] = Field(
-        default_factory=dict, description="Extra named profiles (names: letters, digits, '_', '-', '.'; 1-64).")
+        default_factory=dict, description="Extra named profiles (names: letters, digits, '_', '-', '.'; 1-64)."
+    )
     allow_client_interventions: bool = Field(
-        default=False, description="Let server clients send their own SAE feature edits (off: profiles only).")
+        default=False, description="Let server clients send their own SAE feature edits (off: profiles only)."
+    )
     fallback_to_roles: bool = Field(
-        default=True, description="Where SAE levers cannot run (remote models), plan with role levers instead.")
+        default=True, description="Where SAE levers cannot run (remote models), plan with role levers instead."
+    )
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="See `limits`.")
     audit: AuditSpec = Field(default_factory=AuditSpec, description="See `audit`.")
     monitor: MonitorSpec = Field(default_factory=MonitorSpec, description="See `monitor`.")
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="See `metrics`.")
     server: ServerSpec = Field(default_factory=ServerSpec, description="See `server`.")
-    upstream: UpstreamSpec | None = Field(default=None, description="See `upstream` (proxy mode); none: the "
-                                                                     "local model generates.")
+    upstream: UpstreamSpec | None = Field(
+        default=None, description="See `upstream` (proxy mode); none: the local model generates."
+    )
 
     def profile(self, name: str = "default") -> ProfileSpec:
         if name == "default":
-            return ProfileSpec(targets=self.targets, protected=self.protected, method=self.method,
-                               on_infeasible=self.on_infeasible)
+            return ProfileSpec(
+                targets=self.targets, protected=self.protected, method=self.method, on_infeasible=self.on_infeasible
+            )
         return self.profiles[name]
 
     @property

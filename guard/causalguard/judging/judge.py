@@ -64,6 +64,7 @@ def read_layers(model: Any, layers: Sequence[int]) -> Iterator[dict[int, torch.T
             if threading.get_ident() != owner:
                 return
             seen[layer] = (output[0] if isinstance(output, tuple) else output).detach()
+
         return hook
 
     try:
@@ -75,18 +76,18 @@ def read_layers(model: Any, layers: Sequence[int]) -> Iterator[dict[int, torch.T
             handle.remove()
 
 
-def reply_features(lm: LoadedModel, texts: Sequence[str], layers: Sequence[int], *,
-                   batch_size: int = 16) -> np.ndarray:
+def reply_features(lm: LoadedModel, texts: Sequence[str], layers: Sequence[int], *, batch_size: int = 16) -> np.ndarray:
     """Mean residual stream over each text's tokens in the judge frame: float32 [texts, layers, hidden]."""
     head = encode_prefix(lm.tokenizer, FRAME_HEAD)
     tail = encode_continuation(lm.tokenizer, FRAME_TAIL)
-    bodies = [encode_continuation(lm.tokenizer, t)[:MAX_REPLY_TOKENS] or encode_continuation(lm.tokenizer, " ")
-              for t in texts]
+    bodies = [
+        encode_continuation(lm.tokenizer, t)[:MAX_REPLY_TOKENS] or encode_continuation(lm.tokenizer, " ") for t in texts
+    ]
     out = np.zeros((len(texts), len(layers), lm.hidden_size), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(bodies[i]))  # similar lengths share a batch
     with torch.inference_mode(), steer(None), read_layers(lm.model, layers) as seen:
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             rows = [head + bodies[i] + tail for i in chunk]
             ids, mask = left_padded(rows, lm.pad_token_id)
             positions = (mask.cumsum(1) - 1).clamp(min=0)
@@ -112,8 +113,14 @@ class ProbeWeights:
     midpoints: np.ndarray  # [values, hidden]
 
     @classmethod
-    def fit(cls, dimensions: Sequence[str], layer: int, features: np.ndarray, values: Sequence[str | None],
-            poles: Sequence[str]) -> ProbeWeights:
+    def fit(
+        cls,
+        dimensions: Sequence[str],
+        layer: int,
+        features: np.ndarray,
+        values: Sequence[str | None],
+        poles: Sequence[str],
+    ) -> ProbeWeights:
         """Fit from features [texts, hidden] of labelled texts (their value and pole)."""
         mean = features.mean(0)
         scale = features.std(0) + 1e-6
@@ -127,15 +134,23 @@ class ProbeWeights:
             h, lo = z[high].mean(0), z[low].mean(0)
             directions.append(h - lo)
             midpoints.append((h + lo) / 2)
-        return cls(tuple(dimensions), layer, mean.astype(np.float32), scale.astype(np.float32),
-                   np.stack(directions).astype(np.float32), np.stack(midpoints).astype(np.float32))
+        return cls(
+            tuple(dimensions),
+            layer,
+            mean.astype(np.float32),
+            scale.astype(np.float32),
+            np.stack(directions).astype(np.float32),
+            np.stack(midpoints).astype(np.float32),
+        )
 
     def project(self, features: np.ndarray) -> np.ndarray:
         """Scores [texts, values] for features [texts, hidden] taken at ``self.layer``."""
         z = (features - self.mean) / self.scale
-        norms = (self.directions ** 2).sum(1)
-        return np.einsum("nh,vh->nv", z, self.directions) * 2 / norms - \
-            2 * (self.midpoints * self.directions).sum(1) / norms
+        norms = (self.directions**2).sum(1)
+        return (
+            np.einsum("nh,vh->nv", z, self.directions) * 2 / norms
+            - 2 * (self.midpoints * self.directions).sum(1) / norms
+        )
 
 
 class ProbeJudge:
@@ -164,11 +179,20 @@ class ProbeJudge:
         from safetensors.numpy import save_file
 
         w = self.weights
-        save_file({"mean": w.mean, "scale": w.scale, "directions": w.directions, "midpoints": w.midpoints},
-                  str(folder / JUDGE_WEIGHTS), metadata={"dimensions": json.dumps(list(w.dimensions))})
-        doc = {"schema": JUDGE_SCHEMA, "kind": "probe", "model": {"name": self.lm.name,
-               "fingerprint": self.lm.fingerprint}, "layer": w.layer, "dimensions": list(w.dimensions),
-               "frame": FRAME_HEAD + "{reply}" + FRAME_TAIL, **meta}
+        save_file(
+            {"mean": w.mean, "scale": w.scale, "directions": w.directions, "midpoints": w.midpoints},
+            str(folder / JUDGE_WEIGHTS),
+            metadata={"dimensions": json.dumps(list(w.dimensions))},
+        )
+        doc = {
+            "schema": JUDGE_SCHEMA,
+            "kind": "probe",
+            "model": {"name": self.lm.name, "fingerprint": self.lm.fingerprint},
+            "layer": w.layer,
+            "dimensions": list(w.dimensions),
+            "frame": FRAME_HEAD + "{reply}" + FRAME_TAIL,
+            **meta,
+        }
         (folder / JUDGE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
 
 
@@ -196,16 +220,21 @@ def load_probe_judge(folder: Path, lm: LoadedModel, *, force: bool = False) -> P
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError.single(str(path), "the bundle has no value judge",
-                                 hint="run 'causalguard behaviour report --bundle FOLDER'") from None
+        raise ConfigError.single(
+            str(path), "the bundle has no value judge", hint="run 'causalguard behaviour report --bundle FOLDER'"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError.single(str(path), f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("schema") != JUDGE_SCHEMA:
         raise ConfigError.single(str(path), f"schema is not {JUDGE_SCHEMA}", field="schema")
     fingerprint = (doc.get("model") or {}).get("fingerprint")
     if not force and fingerprint != lm.fingerprint:
-        raise ConfigError.single(str(path), f"judge fitted on weights {fingerprint}, not {lm.fingerprint}",
-                                 field="model.fingerprint", hint="refit the judge for this model")
+        raise ConfigError.single(
+            str(path),
+            f"judge fitted on weights {fingerprint}, not {lm.fingerprint}",
+            field="model.fingerprint",
+            hint="refit the judge for this model",
+        )
     try:
         tensors = load_file(str(folder / JUDGE_WEIGHTS))
         rows = _weight_dimensions(folder / JUDGE_WEIGHTS)
@@ -213,22 +242,37 @@ def load_probe_judge(folder: Path, lm: LoadedModel, *, force: bool = False) -> P
         raise ConfigError.single(str(folder / JUDGE_WEIGHTS), f"cannot read the judge weights: {exc}") from None
     dims = tuple(str(d) for d in doc.get("dimensions") or [])
     if not dims or rows is None or tuple(rows) != dims:
-        raise ConfigError.single(str(path), f"dimensions {list(dims)} are not the judge weights' rows {rows} (in "
-                                 "order): each value would be scored by another value's direction",
-                                 field="dimensions", hint="refit the judge: 'causalguard behaviour report'")
+        raise ConfigError.single(
+            str(path),
+            f"dimensions {list(dims)} are not the judge weights' rows {rows} (in "
+            "order): each value would be scored by another value's direction",
+            field="dimensions",
+            hint="refit the judge: 'causalguard behaviour report'",
+        )
     layer = doc.get("layer")
     if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= lm.num_layers:
-        raise ConfigError.single(str(path), f"layer {layer!r} is not a layer of the model (0..{lm.num_layers})",
-                                 field="layer", hint="refit the judge: 'causalguard behaviour report'")
-    expected = {"mean": (lm.hidden_size,), "scale": (lm.hidden_size,),
-                "directions": (len(dims), lm.hidden_size), "midpoints": (len(dims), lm.hidden_size)}
+        raise ConfigError.single(
+            str(path),
+            f"layer {layer!r} is not a layer of the model (0..{lm.num_layers})",
+            field="layer",
+            hint="refit the judge: 'causalguard behaviour report'",
+        )
+    expected = {
+        "mean": (lm.hidden_size,),
+        "scale": (lm.hidden_size,),
+        "directions": (len(dims), lm.hidden_size),
+        "midpoints": (len(dims), lm.hidden_size),
+    }
     for name, shape in expected.items():
         tensor = tensors.get(name)
         if tensor is None or tensor.shape != shape or not np.isfinite(tensor).all():
-            raise ConfigError.single(str(folder / JUDGE_WEIGHTS), f"tensor {name!r} missing, not finite or not "
-                                     f"of shape {shape}", field=name, hint="refit the judge")
-    weights = ProbeWeights(dims, layer, tensors["mean"], tensors["scale"], tensors["directions"],
-                           tensors["midpoints"])
+            raise ConfigError.single(
+                str(folder / JUDGE_WEIGHTS),
+                f"tensor {name!r} missing, not finite or not of shape {shape}",
+                field=name,
+                hint="refit the judge",
+            )
+    weights = ProbeWeights(dims, layer, tensors["mean"], tensors["scale"], tensors["directions"], tensors["midpoints"])
     try:
         return ProbeJudge(lm, weights)
     except ValueError as exc:
@@ -257,8 +301,14 @@ class ContrastJudge:
     Costs 2 x framings forward passes per value and text (the contexts' KV caches are reused), so it
     is the slow, model-agnostic option; ``ProbeJudge`` scores every value from one pass."""
 
-    def __init__(self, lm: LoadedModel, values: Sequence[ValueDefinition],
-                 framings: Sequence[str] = CONTRAST_FRAMINGS, *, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        values: Sequence[ValueDefinition],
+        framings: Sequence[str] = CONTRAST_FRAMINGS,
+        *,
+        batch_size: int = 16,
+    ) -> None:
         if not framings:
             raise ValueError("ContrastJudge needs at least one framing")
         self.lm = lm
@@ -277,15 +327,21 @@ class ContrastJudge:
     def score(self, texts: Sequence[str]) -> np.ndarray:
         from causalguard.scoring.shared_prefix import continuation_logprobs
 
-        bodies = [(encode_continuation(self.lm.tokenizer, t)[:MAX_REPLY_TOKENS]
-                   or encode_continuation(self.lm.tokenizer, " ")) for t in texts]
+        bodies = [
+            (
+                encode_continuation(self.lm.tokenizer, t)[:MAX_REPLY_TOKENS]
+                or encode_continuation(self.lm.tokenizer, " ")
+            )
+            for t in texts
+        ]
         out = np.zeros((len(texts), len(self.values)), dtype=np.float64)
         with steer(None):
             for k, value in enumerate(self.values):
                 for framing in self.framings:
                     for committed, sign in ((True, 1.0), (False, -1.0)):
                         prefix = encode_prefix(self.lm.tokenizer, self.context(framing, value, committed))
-                        lps = continuation_logprobs(self.lm.model, prefix, bodies, pad_id=self.lm.pad_token_id,
-                                                    batch_size=self.batch_size)
+                        lps = continuation_logprobs(
+                            self.lm.model, prefix, bodies, pad_id=self.lm.pad_token_id, batch_size=self.batch_size
+                        )
                         out[:, k] += sign * np.array([float(lp.mean()) for lp in lps]) / len(self.framings)
         return out

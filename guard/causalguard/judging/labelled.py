@@ -61,10 +61,18 @@ def load_labelled(path: Path | None = None, *, dimensions: Sequence[str] | None 
         if (record.pole == "neutral") != (record.value is None):
             problems.append(Problem(str(path), line, "value", "neutral texts have value null; others name a value"))
         elif record.value is not None and dimensions is not None and record.value not in dimensions:
-            problems.append(Problem(str(path), line, "value", f"unknown value {record.value!r}",
-                                    hint=f"use one of: {', '.join(dimensions)}"))
-        out.append(LabelledText(record.id, record.value, record.pole, record.text,
-                                record.split or hashed_split(record.id)))
+            problems.append(
+                Problem(
+                    str(path),
+                    line,
+                    "value",
+                    f"unknown value {record.value!r}",
+                    hint=f"use one of: {', '.join(dimensions)}",
+                )
+            )
+        out.append(
+            LabelledText(record.id, record.value, record.pole, record.text, record.split or hashed_split(record.id))
+        )
     if problems:
         raise ConfigError(problems)
     return out

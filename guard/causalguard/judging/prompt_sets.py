@@ -99,8 +99,11 @@ class PromptSet:
         """Prompts ``offset`` to ``offset + n`` of the balanced order: a slice earlier runs did not read."""
         chosen = self.balanced(offset + n).prompts[offset:]
         if len(chosen) < n:
-            raise ConfigError.single("--prompt-offset", f"{self.path} has {len(self.prompts)} prompts here: {n} from "
-                                     f"offset {offset} do not fit", hint="lower --prompts or --prompt-offset")
+            raise ConfigError.single(
+                "--prompt-offset",
+                f"{self.path} has {len(self.prompts)} prompts here: {n} from offset {offset} do not fit",
+                hint="lower --prompts or --prompt-offset",
+            )
         return PromptSet(self.path, chosen)
 
     def counts(self) -> Counter[str]:
@@ -117,15 +120,28 @@ def load_prompts(path: Path | None = None, *, dimensions: Sequence[str] | None =
     prompts = []
     for record, line in records:
         if record.id in seen:
-            problems.append(Problem(str(path), line, "id",
-                                    f"duplicate id {record.id!r} (first on line {seen[record.id]})",
-                                    hint="give every prompt its own id"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line,
+                    "id",
+                    f"duplicate id {record.id!r} (first on line {seen[record.id]})",
+                    hint="give every prompt its own id",
+                )
+            )
             continue
         seen[record.id] = line
         for value in record.values:
             if known is not None and value not in known:
-                problems.append(Problem(str(path), line, "values", f"unknown value {value!r}",
-                                        hint=f"use one of: {', '.join(sorted(known))}"))
+                problems.append(
+                    Problem(
+                        str(path),
+                        line,
+                        "values",
+                        f"unknown value {value!r}",
+                        hint=f"use one of: {', '.join(sorted(known))}",
+                    )
+                )
         prompts.append(Prompt(record.id, record.text, tuple(record.values), record.split or hashed_split(record.id)))
     if problems:
         raise ConfigError(problems)

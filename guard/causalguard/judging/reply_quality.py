@@ -50,8 +50,9 @@ MIN_WORDS = 3
 PERPLEXITY_MARGIN = 1.5
 CONTENT_FREE_MESSAGE = "Say something."
 _WORD = re.compile(r"[\w']+")
-_REFUSAL = re.compile(r"\b(I can(?:no|')t (?:help|assist|answer)|I'm sorry, but I|as an AI( language model)?\b)",
-                      re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(I can(?:no|')t (?:help|assist|answer)|I'm sorry, but I|as an AI( language model)?\b)", re.IGNORECASE
+)
 
 
 def words(text: str) -> list[str]:
@@ -61,7 +62,7 @@ def words(text: str) -> list[str]:
 def repetition(text: str, n: int = 4) -> float:
     """Share of word n-grams that repeat an earlier one (0 for replies shorter than n + 1 words)."""
     w = words(text)
-    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
     if len(grams) < 2:
         return 0.0
     counts = Counter(grams)
@@ -71,7 +72,7 @@ def repetition(text: str, n: int = 4) -> float:
 def distinct(text: str, n: int = 2) -> float:
     """Distinct word n-grams over all n-grams (1 for replies too short to have two)."""
     w = words(text)
-    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if len(grams) >= 2 else 1.0
 
 
@@ -97,7 +98,7 @@ def recited_trigrams(reply: str, system: str | None, message: str) -> int:
 
     def grams(text: str) -> set[tuple[str, ...]]:
         w = words(text)
-        return {tuple(w[i:i + 3]) for i in range(len(w) - 2)}
+        return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
 
     return len((grams(system) & grams(reply)) - grams(message))
 
@@ -128,8 +129,9 @@ def cross_prompt_sameness(replies: Sequence[str], groups: Sequence[str], prompts
     return out
 
 
-def _mean_logprobs(lm: LoadedModel, contexts: Sequence[str], replies: Sequence[list[int]],
-                   batch_size: int) -> list[float]:
+def _mean_logprobs(
+    lm: LoadedModel, contexts: Sequence[str], replies: Sequence[list[int]], batch_size: int
+) -> list[float]:
     """Mean per-token log-prob of each reply after its context, unsteered. Replies that share a context
     share its KV cache (one prefix pass per distinct context)."""
     out = [0.0] * len(replies)
@@ -139,16 +141,23 @@ def _mean_logprobs(lm: LoadedModel, contexts: Sequence[str], replies: Sequence[l
     with steer(None):
         for context, members in groups.items():
             prefix = encode_prefix(lm.tokenizer, context)
-            lps = continuation_logprobs(lm.model, prefix, [replies[i] for i in members], pad_id=lm.pad_token_id,
-                                        batch_size=batch_size)
+            lps = continuation_logprobs(
+                lm.model, prefix, [replies[i] for i in members], pad_id=lm.pad_token_id, batch_size=batch_size
+            )
             for i, lp in zip(members, lps, strict=True):
                 out[i] = float(lp.mean())
     return out
 
 
-def reply_quality(lm: LoadedModel, messages: Sequence[str], replies: Sequence[str], *,
-                  systems: Sequence[str | None] | None = None, batch_size: int = 16,
-                  max_reply_tokens: int = 256) -> list[ReplyQuality]:
+def reply_quality(
+    lm: LoadedModel,
+    messages: Sequence[str],
+    replies: Sequence[str],
+    *,
+    systems: Sequence[str | None] | None = None,
+    batch_size: int = 16,
+    max_reply_tokens: int = 256,
+) -> list[ReplyQuality]:
     """Quality of each reply to its user message under ``lm`` without SAE edits; ``systems`` gives
     each reply's served system prompt (None: the chat template's default)."""
     if len(messages) != len(replies):
@@ -159,25 +168,41 @@ def reply_quality(lm: LoadedModel, messages: Sequence[str], replies: Sequence[st
     tokens = [encode_continuation(lm.tokenizer, r)[:max_reply_tokens] for r in replies]
     scored = [i for i, t in enumerate(tokens) if t]
     bodies = [tokens[i] for i in scored]
-    lp_msg = _mean_logprobs(lm, [chat_text(lm.tokenizer, systems[i], messages[i]) for i in scored], bodies,
-                            batch_size)
-    lp_free = _mean_logprobs(lm, [chat_text(lm.tokenizer, systems[i], CONTENT_FREE_MESSAGE) for i in scored],
-                             bodies, batch_size)
+    lp_msg = _mean_logprobs(lm, [chat_text(lm.tokenizer, systems[i], messages[i]) for i in scored], bodies, batch_size)
+    lp_free = _mean_logprobs(
+        lm, [chat_text(lm.tokenizer, systems[i], CONTENT_FREE_MESSAGE) for i in scored], bodies, batch_size
+    )
     ppl = dict.fromkeys(range(len(replies)), math.inf)
     rel = dict.fromkeys(range(len(replies)), 0.0)
     for k, i in enumerate(scored):
         ppl[i] = float(math.exp(min(50.0, -lp_msg[k])))
         rel[i] = lp_msg[k] - lp_free[k]
-    return [ReplyQuality(repetition(r), distinct(r), ppl[i], rel[i], len(words(r)), bool(_REFUSAL.search(r)),
-                         recited_trigrams(r, systems[i], messages[i]))
-            for i, r in enumerate(replies)]
+    return [
+        ReplyQuality(
+            repetition(r),
+            distinct(r),
+            ppl[i],
+            rel[i],
+            len(words(r)),
+            bool(_REFUSAL.search(r)),
+            recited_trigrams(r, systems[i], messages[i]),
+        )
+        for i, r in enumerate(replies)
+    ]
 
 
 def text_quality(message: str, reply: str, system: str | None) -> ReplyQuality:
     """The metrics read from the text alone (no model pass): repetition, distinct bigrams, words, refusal
     and recitation. ``perplexity`` and ``relevance`` are NaN (not measured), which no threshold flags."""
-    return ReplyQuality(repetition(reply), distinct(reply), math.nan, math.nan, len(words(reply)),
-                        bool(_REFUSAL.search(reply)), recited_trigrams(reply, system, message))
+    return ReplyQuality(
+        repetition(reply),
+        distinct(reply),
+        math.nan,
+        math.nan,
+        len(words(reply)),
+        bool(_REFUSAL.search(reply)),
+        recited_trigrams(reply, system, message),
+    )
 
 
 @dataclass(frozen=True)
@@ -264,9 +289,16 @@ class Degradation:
         return self.p_value < self.alpha
 
     def as_dict(self) -> dict[str, float | int | bool]:
-        return {"degraded": self.degraded, "n": self.n, "rate": self.rate, "baseline_degraded": self.baseline_degraded,
-                "baseline_n": self.baseline_n, "baseline_rate": self.baseline_rate, "p_value": self.p_value,
-                "is_degraded": self.is_degraded}
+        return {
+            "degraded": self.degraded,
+            "n": self.n,
+            "rate": self.rate,
+            "baseline_degraded": self.baseline_degraded,
+            "baseline_n": self.baseline_n,
+            "baseline_rate": self.baseline_rate,
+            "p_value": self.p_value,
+            "is_degraded": self.is_degraded,
+        }
 
 
 def compare_degradation(steered: Sequence[bool], unsteered: Sequence[bool], alpha: float = 0.05) -> Degradation:

@@ -55,8 +55,9 @@ def load_model(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32", us
             + "; or give a local model folder, a .gguf file, or an HF model id (org/name)"
         )
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name,
-                       fingerprint=weights_fingerprint(model), source=where)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=name, fingerprint=weights_fingerprint(model), source=where
+    )
 
 
 def _torch_dtype(dtype: str) -> Any:

@@ -12,9 +12,7 @@ def chat_text(tokenizer: Any, system: str | None, user: str, assistant_prefix: s
     system prompt); otherwise a plain transcript that base models continue sensibly.
     """
     if getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return str(text) + assistant_prefix
     head = f"{system}\n\n" if system else ""

@@ -9,7 +9,7 @@ from causalguard.planning.planner import Plan
 
 UNIT_TEXT = {
     "replies": "reply scale: what the chatbot says as the reply judge scores it; +1 = a typical reply that holds "
-               "the value, -1 = one that rejects it",
+    "the value, -1 = one that rejects it",
     "survey": "survey scale: first-person statement likelihood, nats/token",
 }
 
@@ -22,11 +22,15 @@ def lever_text(lever: LeverEntry) -> str:
         against = f'against "{lever.negative_text}"' if lever.negative_text else "against no role"
         return f'role prompt "{lever.text}" amplified by guidance g={lever.guidance_scale:g}, {against}'
     if lever.kind == "vector":
-        return (f"steering vector for {lever.target} added on generated tokens at layer {lever.layer}, strength "
-                f"{lever.strength:+g} (x median residual norm)")
+        return (
+            f"steering vector for {lever.target} added on generated tokens at layer {lever.layer}, strength "
+            f"{lever.strength:+g} (x median residual norm)"
+        )
     if lever.kind == "adapter":
-        return (f"value adapter {lever.adapter} (LoRA trained on the model's own judged replies for {lever.target}), "
-                f"scale {lever.strength:g}")
+        return (
+            f"value adapter {lever.adapter} (LoRA trained on the model's own judged replies for {lever.target}), "
+            f"scale {lever.strength:g}"
+        )
     return f"SAE feature {lever.feature} added at strength {lever.strength:+g} (x residual norm)"
 
 
@@ -42,14 +46,18 @@ def explain_plan(plan: Plan, catalog: Catalog) -> str:
         f = plan.forecast_for(value)
         wanted = ("as high as allowed" if goal > 0 else "as low as allowed") if math.isinf(goal) else f"{goal:+.3f}"
         beside = f"; survey {f.survey_change:+.3f}" if survey and f.survey_change is not None else ""
-        lines.append(f"    {value}: wanted {wanted}; expected {f.change:+.3f} (95% CI {f.low:+.3f} .. {f.high:+.3f})"
-                     f"{beside}")
+        lines.append(
+            f"    {value}: wanted {wanted}; expected {f.change:+.3f} (95% CI {f.low:+.3f} .. {f.high:+.3f}){beside}"
+        )
     for warning in plan.warnings:
         lines.append(f"  WARNING unreachable: {warning}")
     graph_used = any(f.graph_change is not None for f in plan.forecast)
-    lines.append("  predicted side effects, 95% CI (measured lever effects"
-                 + ("; survey effect" if survey else "") + (" and graph forecast" if graph_used else "")
-                 + (" in brackets):" if survey or graph_used else "):"))
+    lines.append(
+        "  predicted side effects, 95% CI (measured lever effects"
+        + ("; survey effect" if survey else "")
+        + (" and graph forecast" if graph_used else "")
+        + (" in brackets):" if survey or graph_used else "):")
+    )
     for f in plan.forecast:
         if f.role == "target":
             continue

@@ -132,8 +132,11 @@ def plan_units(requested: str, catalog: Catalog) -> PlanUnits:
     if catalog.has_replies:
         return "replies"
     if requested == "replies":
-        raise PlanInfeasibleError("units: replies needs a bundle whose catalog was measured on replies; run "
-                                  "'causalguard behaviour report --bundle FOLDER' or set units: survey", [])
+        raise PlanInfeasibleError(
+            "units: replies needs a bundle whose catalog was measured on replies; run "
+            "'causalguard behaviour report --bundle FOLDER' or set units: survey",
+            [],
+        )
     return "survey"
 
 
@@ -174,8 +177,10 @@ def degrading_levers(catalog: Catalog, behaviour: BehaviourSummary | None) -> di
             if lever.replies is None:
                 out[lever.id] = "not measured on replies"
             elif not lever.replies.plannable:
-                what = {"degrades_replies": "degrades replies", "failed_held_out": "did not hold on held-out prompts"
-                        }.get(lever.replies.verdict, "weaker setting")
+                what = {
+                    "degrades_replies": "degrades replies",
+                    "failed_held_out": "did not hold on held-out prompts",
+                }.get(lever.replies.verdict, "weaker setting")
                 out[lever.id] = f"{what} ({lever.replies.why})"
         return out
     if behaviour is None:
@@ -197,22 +202,32 @@ def moves_own_goal(lever: LeverEntry, goals: dict[str, float]) -> bool:
     return lever.direction == (1 if goals[lever.target] > 0 else -1)
 
 
-def _no_goal_lever(name: str, goals: dict[str, float], catalog: Catalog, method: str,
-                   excluded: dict[str, str], allowed: set[str]) -> PlanInfeasibleError:
+def _no_goal_lever(
+    name: str, goals: dict[str, float], catalog: Catalog, method: str, excluded: dict[str, str], allowed: set[str]
+) -> PlanInfeasibleError:
     """Reply units, and no allowed lever moves any target in its own replies: say, per target, what each
     lever built for it did."""
-    lines = [f"profile '{name}' is infeasible in replies units: no allowed lever built for "
-             f"{', '.join(goals)} moved it the asked way beyond noise in its own replies (method={method})."]
+    lines = [
+        f"profile '{name}' is infeasible in replies units: no allowed lever built for "
+        f"{', '.join(goals)} moved it the asked way beyond noise in its own replies (method={method})."
+    ]
     for value, goal in goals.items():
         sign = 1 if goal > 0 else -1
         built = [lever for lever in catalog.levers if lever.target == value and lever.direction == sign]
-        lines.append(f"  {value} ({'increase' if sign > 0 else 'decrease'}): "
-                     + ("; ".join(_lever_verdict(lever, value, excluded, allowed) for lever in built)
-                        if built else "the catalog has no lever for it"))
-    lines.append("levers' effects on values other than their own target are side effects and are never relied on "
-                 "to reach a goal. fix: drop the target, measure more levers for it ('causalguard levers extend', "
-                 "'causalguard behaviour report'), or plan in survey units (units: survey) knowing that survey "
-                 "effects did not carry over to replies on this model")
+        lines.append(
+            f"  {value} ({'increase' if sign > 0 else 'decrease'}): "
+            + (
+                "; ".join(_lever_verdict(lever, value, excluded, allowed) for lever in built)
+                if built
+                else "the catalog has no lever for it"
+            )
+        )
+    lines.append(
+        "levers' effects on values other than their own target are side effects and are never relied on "
+        "to reach a goal. fix: drop the target, measure more levers for it ('causalguard levers extend', "
+        "'causalguard behaviour report'), or plan in survey units (units: survey) knowing that survey "
+        "effects did not carry over to replies on this model"
+    )
     return PlanInfeasibleError("\n".join(lines), list(goals))
 
 
@@ -234,19 +249,30 @@ def _lever_verdict(lever: LeverEntry, value: str, excluded: dict[str, str], allo
 LOCAL_ONLY_KINDS = ("sae", "guided", "vector", "adapter")
 
 
-def runnable_kinds(*, local_model: bool, sae_loaded: bool, vectors_loaded: bool,
-                   adapters_loaded: bool = False) -> set[str]:
+def runnable_kinds(
+    *, local_model: bool, sae_loaded: bool, vectors_loaded: bool, adapters_loaded: bool = False
+) -> set[str]:
     """The ``LOCAL_ONLY_KINDS`` a runtime can apply: none on a remote model; SAE, vector and adapter levers
     only with their artifacts loaded; guided levers on any local model."""
     if not local_model:
         return set()
-    return ({"guided"} | ({"sae"} if sae_loaded else set()) | ({"vector"} if vectors_loaded else set())
-            | ({"adapter"} if adapters_loaded else set()))
+    return (
+        {"guided"}
+        | ({"sae"} if sae_loaded else set())
+        | ({"vector"} if vectors_loaded else set())
+        | ({"adapter"} if adapters_loaded else set())
+    )
 
 
-def eligible_levers(catalog: Catalog, method: str, limits: LimitsSpec, sae_available: bool,
-                    behaviour: BehaviourSummary | None = None, units: PlanUnits = "replies",
-                    local_kinds: Collection[str] | None = None) -> list[LeverEntry]:
+def eligible_levers(
+    catalog: Catalog,
+    method: str,
+    limits: LimitsSpec,
+    sae_available: bool,
+    behaviour: BehaviourSummary | None = None,
+    units: PlanUnits = "replies",
+    local_kinds: Collection[str] | None = None,
+) -> list[LeverEntry]:
     """Levers the profile's method, the runtime, the survey fluency caps and reply quality allow.
 
     ``local_kinds``: the kinds of ``LOCAL_ONLY_KINDS`` this runtime can apply (a local model with the
@@ -322,8 +348,10 @@ def _graph_verdict(bundle: Bundle, units: str = "survey") -> tuple[bool, str]:
     graph = predictors.get("graph") or {}
     if graph.get("auroc") is None:
         if units == "replies" and bundle.reply_graph is None:
-            return False, ("no graph on replies in this bundle ('causalguard behaviour reply-matrix', then 'graph "
-                           "build --replies --out BUNDLE/reply_graph')")
+            return False, (
+                "no graph on replies in this bundle ('causalguard behaviour reply-matrix', then 'graph "
+                "build --replies --out BUNDLE/reply_graph')"
+            )
         return False, "graph forecast not evaluated on held-out data"
     baselines = {k: v["auroc"] for k, v in predictors.items() if k != "graph" and v.get("auroc") is not None}
     name, best = max(baselines.items(), key=lambda kv: kv[1]) if baselines else ("none", 0.5)
@@ -352,14 +380,24 @@ def _noise(levers: Sequence[LeverEntry], dims: Sequence[str], catalog: Catalog, 
     95% intervals on replies."""
     if units == "survey":
         return np.array([max(catalog.noise_threshold[d], 1e-6) for d in dims])
-    halves = np.array([[(lever_effect(lever, d, units).ci_high - lever_effect(lever, d, units).ci_low) / 2
-                        for d in dims] for lever in levers])
+    halves = np.array(
+        [
+            [(lever_effect(lever, d, units).ci_high - lever_effect(lever, d, units).ci_low) / 2 for d in dims]
+            for lever in levers
+        ]
+    )
     return np.maximum(np.median(halves, axis=0), 1e-6)
 
 
 def plan_levers(
-    profile: ProfileSpec, bundle: Bundle, limits: LimitsSpec, *, name: str = "default", sae_available: bool = True,
-    units: str = "auto", local_kinds: Collection[str] | None = None,
+    profile: ProfileSpec,
+    bundle: Bundle,
+    limits: LimitsSpec,
+    *,
+    name: str = "default",
+    sae_available: bool = True,
+    units: str = "auto",
+    local_kinds: Collection[str] | None = None,
 ) -> Plan:
     """Plan a profile with the levers of a bundle's catalog (the rules are in the module docstring).
 
@@ -394,8 +432,16 @@ def plan_levers(
     tolerances = {v: p.tolerance for v, p in profile.protected.items()}
     label = graph_label(bundle, unit)
     if not goals:
-        return Plan(name, (), {}, _forecast((), dims, goals, tolerances, bundle, unit),
-                    ("no targets: the model runs unguarded",), unit, (), label)
+        return Plan(
+            name,
+            (),
+            {},
+            _forecast((), dims, goals, tolerances, bundle, unit),
+            ("no targets: the model runs unguarded",),
+            unit,
+            (),
+            label,
+        )
     levers = eligible_levers(catalog, profile.method, limits, sae_available, bundle.behaviour, unit, local_kinds)
     excluded = degrading_levers(catalog, bundle.behaviour)
     if unit == "replies" and levers:
@@ -408,11 +454,21 @@ def plan_levers(
             f"profile '{name}': no lever passes method={profile.method}, the fluency caps "
             f"(perplexity x{limits.max_perplexity_ratio}, unparseable +{limits.max_unparseable_increase:.0%})"
             + ("" if sae_available else ", this runtime (no SAE levers on a remote model)")
-            + (f" and reply quality ({len(excluded)} levers degrade replies, are weaker settings or were never "
-               "measured on them)" if excluded else ""), [])
+            + (
+                f" and reply quality ({len(excluded)} levers degrade replies, are weaker settings or were never "
+                "measured on them)"
+                if excluded
+                else ""
+            ),
+            [],
+        )
     means = np.array([[lever_effect(lever, d, unit).mean for d in dims] for lever in levers])
-    halves = np.array([[(lever_effect(lever, d, unit).ci_high - lever_effect(lever, d, unit).ci_low) / 2
-                        for d in dims] for lever in levers])
+    halves = np.array(
+        [
+            [(lever_effect(lever, d, unit).ci_high - lever_effect(lever, d, unit).ci_low) / 2 for d in dims]
+            for lever in levers
+        ]
+    )
     noise = _noise(levers, dims, catalog, unit)
     others = np.array([k for k, d in enumerate(dims) if d not in goals], dtype=int)
     best: tuple[float, tuple[int, ...]] | None = None
@@ -454,20 +510,27 @@ def plan_levers(
                 best_any = (penalty, combo, violations)
     if best is None:
         assert best_any is not None
-        error = _infeasible(name, goals, tolerances, [levers[i] for i in best_any[1]], best_any[2], bundle, dims,
-                            unit)
-        blocked = [f"{lever_id} ({why})" for lever_id, why in sorted(excluded.items())
-                   if catalog.lever(lever_id).target in goals]
+        error = _infeasible(name, goals, tolerances, [levers[i] for i in best_any[1]], best_any[2], bundle, dims, unit)
+        blocked = [
+            f"{lever_id} ({why})"
+            for lever_id, why in sorted(excluded.items())
+            if catalog.lever(lever_id).target in goals
+        ]
         if blocked:
-            raise PlanInfeasibleError(f"{error}\nnot considered because of reply quality (see BEHAVIOUR.md in the "
-                                      f"bundle): {'; '.join(blocked)}", error.conflicts)
+            raise PlanInfeasibleError(
+                f"{error}\nnot considered because of reply quality (see BEHAVIOUR.md in the "
+                f"bundle): {'; '.join(blocked)}",
+                error.conflicts,
+            )
         raise error
     chosen = tuple(levers[i] for i in best[1])
     forecast = _forecast(chosen, dims, goals, tolerances, bundle, unit)
     warnings = _unreachable(goals, forecast, reach, levers, unit)
     reasons = _reasons(chosen, goals, dims, bundle, unit)
-    reasons.append(f"best of {len(levers)} eligible levers under method={profile.method}, at most "
-                   f"{limits.max_levers} combined, side effects on other values weighted {limits.side_effect_weight}")
+    reasons.append(
+        f"best of {len(levers)} eligible levers under method={profile.method}, at most "
+        f"{limits.max_levers} combined, side effects on other values weighted {limits.side_effect_weight}"
+    )
     degrading = sorted(k for k, why in excluded.items() if why.startswith("degrades"))
     weaker = sum(1 for why in excluded.values() if why.startswith("weaker"))
     unmeasured = sum(1 for why in excluded.values() if why.startswith("not measured"))
@@ -483,29 +546,40 @@ def plan_levers(
     return Plan(name, chosen, goals, forecast, tuple(reasons), unit, tuple(warnings), label)
 
 
-def _reasons(chosen: Sequence[LeverEntry], goals: dict[str, float], dims: Sequence[str], bundle: Bundle,
-             unit: PlanUnits) -> list[str]:
+def _reasons(
+    chosen: Sequence[LeverEntry], goals: dict[str, float], dims: Sequence[str], bundle: Bundle, unit: PlanUnits
+) -> list[str]:
     reasons = [
         f"{lever.id}: survey, {lever.effects[dims[0]].n} personas: "
         + ", ".join(f"{v} {lever.effects[v].mean:+.3f}" for v in goals)
         + (f" (proposed for {lever.target})" if lever.target and lever.target not in goals else "")
-        if lever.effects is not None else f"{lever.id}: a {lever.kind} lever, measured on replies only"
+        if lever.effects is not None
+        else f"{lever.id}: a {lever.kind} lever, measured on replies only"
         for lever in chosen
     ]
     weak = set(bundle.behaviour.weak_values) if bundle.behaviour is not None else set()
     for lever in chosen:
         if lever.replies is not None:
             r = lever.replies
-            moved = ", ".join(f"{v} {_interval_text(r.effects[v])}" + (" [weak judge]" if v in weak else "")
-                              for v in goals)
-            reasons.append(f"{lever.id}: replies, {r.n} pairs: {moved}; {r.degraded}/{r.n} replies outside the "
-                           f"unsteered quality range (p {r.p_value:.2f}); {r.verdict}: {r.why}")
+            moved = ", ".join(
+                f"{v} {_interval_text(r.effects[v])}" + (" [weak judge]" if v in weak else "") for v in goals
+            )
+            reasons.append(
+                f"{lever.id}: replies, {r.n} pairs: {moved}; {r.degraded}/{r.n} replies outside the "
+                f"unsteered quality range (p {r.p_value:.2f}); {r.verdict}: {r.why}"
+            )
         elif bundle.behaviour is not None and lever.id in bundle.behaviour.levers:
             b = bundle.behaviour.levers[lever.id]
-            moved = ", ".join(f"{v} {b.effects[v][0]:+.2f} ({b.effects[v][1]:+.2f} .. {b.effects[v][2]:+.2f})"
-                              + (" [weak judge]" if v in weak else "") for v in goals if v in b.effects)
-            reasons.append(f"{lever.id} in replies (judge units): {moved}; {b.degraded_rate:.0%} of replies "
-                           f"outside the unsteered quality range")
+            moved = ", ".join(
+                f"{v} {b.effects[v][0]:+.2f} ({b.effects[v][1]:+.2f} .. {b.effects[v][2]:+.2f})"
+                + (" [weak judge]" if v in weak else "")
+                for v in goals
+                if v in b.effects
+            )
+            reasons.append(
+                f"{lever.id} in replies (judge units): {moved}; {b.degraded_rate:.0%} of replies "
+                f"outside the unsteered quality range"
+            )
     return reasons
 
 
@@ -513,9 +587,13 @@ def _interval_text(e: Interval) -> str:
     return f"{e.mean:+.2f} ({e.ci_low:+.2f} .. {e.ci_high:+.2f})"
 
 
-def _unreachable(goals: dict[str, float], forecast: Sequence[ValueForecast],
-                 reach: dict[str, tuple[float, tuple[int, ...]]], levers: Sequence[LeverEntry],
-                 unit: PlanUnits) -> list[str]:
+def _unreachable(
+    goals: dict[str, float],
+    forecast: Sequence[ValueForecast],
+    reach: dict[str, tuple[float, tuple[int, ...]]],
+    levers: Sequence[LeverEntry],
+    unit: PlanUnits,
+) -> list[str]:
     """A finite goal outside the plan's 95% interval: say what the plan and the best single-target
     combination reach instead."""
     out = []
@@ -526,14 +604,22 @@ def _unreachable(goals: dict[str, float], forecast: Sequence[ValueForecast],
             continue
         furthest, combo = reach[value]
         sign = 1 if goal > 0 else -1
-        out.append(f"{value}: asked {goal:+.3f} ({unit} units) but the plan reaches {f.change:+.3f} (95% CI "
-                   f"{f.low:+.3f} .. {f.high:+.3f}); the most any allowed combination moves it is "
-                   f"{sign * furthest:+.3f} ({', '.join(levers[i].id for i in combo)})")
+        out.append(
+            f"{value}: asked {goal:+.3f} ({unit} units) but the plan reaches {f.change:+.3f} (95% CI "
+            f"{f.low:+.3f} .. {f.high:+.3f}); the most any allowed combination moves it is "
+            f"{sign * furthest:+.3f} ({', '.join(levers[i].id for i in combo)})"
+        )
     return out
 
 
-def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str, float],
-              tolerances: dict[str, float], bundle: Bundle, unit: PlanUnits) -> tuple[ValueForecast, ...]:
+def _forecast(
+    levers: Sequence[LeverEntry],
+    dims: Sequence[str],
+    goals: dict[str, float],
+    tolerances: dict[str, float],
+    bundle: Bundle,
+    unit: PlanUnits,
+) -> tuple[ValueForecast, ...]:
     surveyed = all(lever.effects is not None for lever in levers)
     graph = _graph_forecast(levers, goals, bundle, unit, surveyed)
     out = []
@@ -542,16 +628,29 @@ def _forecast(levers: Sequence[LeverEntry], dims: Sequence[str], goals: dict[str
         mean = sum(e.mean for e in effects)
         half = math.sqrt(sum(((e.ci_high - e.ci_low) / 2) ** 2 for e in effects))
         role = "target" if value in goals else ("protected" if value in tolerances else "other")
-        survey = (sum(lever.effects[value].mean for lever in levers if lever.effects is not None)
-                  if unit == "replies" and surveyed else None)
-        out.append(ValueForecast(value, mean, mean - half, mean + half,
-                                 graph.get(value, 0.0) if graph is not None else None, role,
-                                 tolerances.get(value), survey))
+        survey = (
+            sum(lever.effects[value].mean for lever in levers if lever.effects is not None)
+            if unit == "replies" and surveyed
+            else None
+        )
+        out.append(
+            ValueForecast(
+                value,
+                mean,
+                mean - half,
+                mean + half,
+                graph.get(value, 0.0) if graph is not None else None,
+                role,
+                tolerances.get(value),
+                survey,
+            )
+        )
     return tuple(out)
 
 
-def _graph_forecast(levers: Sequence[LeverEntry], goals: dict[str, float], bundle: Bundle, unit: PlanUnits,
-                    surveyed: bool) -> dict[str, float] | None:
+def _graph_forecast(
+    levers: Sequence[LeverEntry], goals: dict[str, float], bundle: Bundle, unit: PlanUnits, surveyed: bool
+) -> dict[str, float] | None:
     """The targets' planned changes pushed through the graph of the plan's units (the survey graph, or
     the reply graph for reply units); None when that graph is not validated (or there is nothing to push)."""
     if not levers or not graph_validated(bundle, unit):
@@ -569,22 +668,33 @@ def _graph_forecast(levers: Sequence[LeverEntry], goals: dict[str, float], bundl
     return {p.value: p.change for p in effects.predict_lever({v: c for v, c in planned.items() if v in effects.nodes})}
 
 
-def _infeasible(name: str, goals: dict[str, float], tolerances: dict[str, float], closest: list[LeverEntry],
-                violations: list[str], bundle: Bundle, dims: Sequence[str], unit: PlanUnits) -> PlanInfeasibleError:
-    lines = [f"profile '{name}' is infeasible: no combination of measured levers moves "
-             f"{', '.join(goals)} as asked while keeping the protected values within tolerance ({unit} units)."]
+def _infeasible(
+    name: str,
+    goals: dict[str, float],
+    tolerances: dict[str, float],
+    closest: list[LeverEntry],
+    violations: list[str],
+    bundle: Bundle,
+    dims: Sequence[str],
+    unit: PlanUnits,
+) -> PlanInfeasibleError:
+    lines = [
+        f"profile '{name}' is infeasible: no combination of measured levers moves "
+        f"{', '.join(goals)} as asked while keeping the protected values within tolerance ({unit} units)."
+    ]
     lines.append(f"closest plan: {', '.join(lever.id for lever in closest)}")
     for value in violations:
         effects = [lever_effect(lever, value, unit) for lever in closest]
         moved = sum(e.mean for e in effects)
         if value in goals:
             half = math.sqrt(sum(((e.ci_high - e.ci_low) / 2) ** 2 for e in effects))
-            lines.append(f"  {value}: not moved beyond noise the intended way (closest plan {moved:+.3f}, "
-                         f"95% CI {moved - half:+.3f} .. {moved + half:+.3f})")
+            lines.append(
+                f"  {value}: not moved beyond noise the intended way (closest plan {moved:+.3f}, "
+                f"95% CI {moved - half:+.3f} .. {moved + half:+.3f})"
+            )
             continue
         paths = [p for t in goals for p in graph_paths(bundle, t, value)]
         via = "; ".join(paths) if paths else "no graph path from a target: the levers act on it directly"
         lines.append(f"  {value}: predicted change {moved:+.3f} exceeds tolerance {tolerances[value]} (graph: {via})")
-    lines.append("fix: loosen the tolerances, drop a target, allow more levers (limits.max_levers) "
-                 "or another method")
+    lines.append("fix: loosen the tolerances, drop a target, allow more levers (limits.max_levers) or another method")
     return PlanInfeasibleError("\n".join(lines), violations)

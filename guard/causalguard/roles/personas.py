@@ -10,10 +10,26 @@ from causalguard.roles.role import Role
 
 MBTI_TYPES = [a + b + c + d for a in "EI" for b in "SN" for c in "TF" for d in "JP"]
 HOBBIES = [
-    "gardening", "chess", "hiking", "cooking for friends", "playing the violin", "woodworking",
-    "long-distance running", "painting landscapes", "volunteering at a shelter", "reading history",
-    "fishing", "video games", "photography", "rock climbing", "knitting", "birdwatching",
-    "amateur astronomy", "salsa dancing", "restoring old cars", "baking bread",
+    "gardening",
+    "chess",
+    "hiking",
+    "cooking for friends",
+    "playing the violin",
+    "woodworking",
+    "long-distance running",
+    "painting landscapes",
+    "volunteering at a shelter",
+    "reading history",
+    "fishing",
+    "video games",
+    "photography",
+    "rock climbing",
+    "knitting",
+    "birdwatching",
+    "amateur astronomy",
+    "salsa dancing",
+    "restoring old cars",
+    "baking bread",
 ]
 BIO_TEMPLATES = [
     "grew up in {city}, now works as {job_a}, and spends weekends {hobby}",
@@ -56,7 +72,5 @@ def generate_personas(n: int, seed: int = 0, locale: str = "en_US") -> list[Role
             f"MBTI: {mbti}. Bio: {name.split()[0]} {bio}. Answer every question as {name}."
         )
         description = f"{name}, a {age}-year-old {job} ({mbti}) who {bio},"
-        personas.append(
-            Role(id=f"persona:{index:03d}", kind="persona", system_prompt=system, description=description)
-        )
+        personas.append(Role(id=f"persona:{index:03d}", kind="persona", system_prompt=system, description=description))
     return personas

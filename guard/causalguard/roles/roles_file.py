@@ -29,11 +29,14 @@ class RoleSpec(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="Unique id, e.g. 'monk'.")
     kind: Literal["persona", "anchor", "custom"] = Field(default="custom")
     system_prompt: str | None = Field(
-        default=None, min_length=3, max_length=MAX_ROLE_CHARS,
+        default=None,
+        min_length=3,
+        max_length=MAX_ROLE_CHARS,
         description="Second-person text for the chat system prompt; omit to derive one.",
     )
     description: str = Field(
-        min_length=3, max_length=MAX_ROLE_CHARS,
+        min_length=3,
+        max_length=MAX_ROLE_CHARS,
         description="Third-person noun phrase: 'a retired judge who ...' (used by completion framing).",
     )
     expected: dict[str, Direction] = Field(
@@ -44,15 +47,16 @@ class RoleSpec(BaseModel):
     @classmethod
     def _not_built_in(cls, value: str) -> str:
         if value in RESERVED_ROLE_IDS or value.startswith(RESERVED_ROLE_PREFIXES):
-            raise ValueError(f"'{value}' is taken by the survey's built-in conditions ('baseline', "
-                             f"{', '.join(repr(p + '...') for p in RESERVED_ROLE_PREFIXES)}); fix: choose another id")
+            raise ValueError(
+                f"'{value}' is taken by the survey's built-in conditions ('baseline', "
+                f"{', '.join(repr(p + '...') for p in RESERVED_ROLE_PREFIXES)}); fix: choose another id"
+            )
         return value
 
     def to_role(self) -> Role:
         system = self.system_prompt or f"You are {self.description.rstrip(',')}. Answer every question as them."
         expected = {name: 1 if d == "up" else -1 for name, d in self.expected.items()}
-        return Role(id=self.id, kind=self.kind, system_prompt=system, description=self.description,
-                    expected=expected)
+        return Role(id=self.id, kind=self.kind, system_prompt=system, description=self.description, expected=expected)
 
 
 class RolesFile(BaseModel):
@@ -76,19 +80,38 @@ def load_roles_file(path: Path, inventory: Inventory | None = None, *, shipped_a
     seen: dict[str, int | None] = {}
     for index, (spec, line) in enumerate(specs_with_lines):
         if spec.id in seen:
-            problems.append(Problem(str(path), line, f"roles[{index}].id",
-                                    f"duplicate id '{spec.id}' (first on line {seen[spec.id]})",
-                                    hint="give every role its own id"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line,
+                    f"roles[{index}].id",
+                    f"duplicate id '{spec.id}' (first on line {seen[spec.id]})",
+                    hint="give every role its own id",
+                )
+            )
         seen.setdefault(spec.id, line)
         if spec.id.startswith(ANCHOR_PREFIX) and not shipped_anchors:
-            problems.append(Problem(str(path), line, f"roles[{index}].id",
-                                    f"'{spec.id}' is taken by the shipped anchor roles ('{ANCHOR_PREFIX}...'), which "
-                                    "every survey also runs", hint="choose an id without the 'anchor:' prefix"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line,
+                    f"roles[{index}].id",
+                    f"'{spec.id}' is taken by the shipped anchor roles ('{ANCHOR_PREFIX}...'), which "
+                    "every survey also runs",
+                    hint="choose an id without the 'anchor:' prefix",
+                )
+            )
         if inventory is not None:
             for name in spec.expected:
                 if name not in inventory.names:
-                    problems.append(Problem(str(path), line, f"roles[{index}].expected.{name}",
-                                            unknown_name_message(name, inventory.names, what="value")))
+                    problems.append(
+                        Problem(
+                            str(path),
+                            line,
+                            f"roles[{index}].expected.{name}",
+                            unknown_name_message(name, inventory.names, what="value"),
+                        )
+                    )
     if problems:
         raise ConfigError(problems)
     return [spec.to_role() for spec, _ in specs_with_lines]
@@ -106,6 +129,13 @@ def load_anchor_roles(inventory: Inventory) -> list[Role]:
     for role in roles:
         expected = {k: v for k, v in role.expected.items() if k in inventory.names}
         if expected:
-            kept.append(Role(id=role.id, kind="anchor", system_prompt=role.system_prompt,
-                             description=role.description, expected=expected))
+            kept.append(
+                Role(
+                    id=role.id,
+                    kind="anchor",
+                    system_prompt=role.system_prompt,
+                    description=role.description,
+                    expected=expected,
+                )
+            )
     return kept

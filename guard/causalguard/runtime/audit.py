@@ -52,8 +52,14 @@ class CanaryAuditor(PeriodicWorker):
 
     thread_name = "causalguard-audit"
 
-    def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, bundle: Bundle, metrics: GuardMetrics,
-                 condition: Callable[[str, GuardState], SteeringCondition]) -> None:
+    def __init__(
+        self,
+        state: Callable[[], GuardState],
+        lm: LoadedModel,
+        bundle: Bundle,
+        metrics: GuardMetrics,
+        condition: Callable[[str, GuardState], SteeringCondition],
+    ) -> None:
         super().__init__()
         self.state = state
         self.lm = lm
@@ -84,8 +90,12 @@ class CanaryAuditor(PeriodicWorker):
         self._round += 1
         for profile in state.plans:
             done: dict[str, AuditResult] = {}
-            worker = threading.Thread(target=self._audit_into, args=(state, profile, self._round, done),
-                                      name="causalguard-audit-run", daemon=True)
+            worker = threading.Thread(
+                target=self._audit_into,
+                args=(state, profile, self._round, done),
+                name="causalguard-audit-run",
+                daemon=True,
+            )
             started = time.perf_counter()
             self._worker = worker
             worker.start()
@@ -154,8 +164,9 @@ class CanaryAuditor(PeriodicWorker):
         mean_changes = {v: sum(s) / len(s) for v, s in changes.items()}
         predicted = {v: plan.forecast_for(v).change for v in mean_changes}
         drift = {v: mean_changes[v] - predicted[v] for v in mean_changes}
-        return AuditResult(profile, time.time(), time.perf_counter() - started, len(items), mean_scores,
-                           mean_changes, predicted, drift)
+        return AuditResult(
+            profile, time.time(), time.perf_counter() - started, len(items), mean_scores, mean_changes, predicted, drift
+        )
 
     def _unguarded_scores(self, items: list[tuple[Dimension, Item]], seed: int) -> list[ItemAnswer]:
         """The unguarded answers to this round's items: the same for every profile, so scored once."""

@@ -74,8 +74,9 @@ class AuditAccumulator:
     unguarded_degraded: list[bool] = field(default_factory=list)
     rounds: int = 0
 
-    def add(self, diffs: Mapping[str, Sequence[float]], guarded_degraded: Sequence[bool],
-            unguarded_degraded: Sequence[bool]) -> None:
+    def add(
+        self, diffs: Mapping[str, Sequence[float]], guarded_degraded: Sequence[bool], unguarded_degraded: Sequence[bool]
+    ) -> None:
         for value, ds in diffs.items():
             bad = [d for d in ds if not math.isfinite(d)]
             if bad:

@@ -160,11 +160,13 @@ def _cost(job: BatchJob) -> int:
     """Batch rows a job takes: two for a guided row (itself and its twin)."""
     return 2 if job.row.guidance is not None else 1
 
+
 class ContinuousBatcher:
     """A decode loop shared by concurrent requests on one model (see the module docstring)."""
 
-    def __init__(self, lm: LoadedModel, *, max_rows: int = 16, prefix_cache_tokens: int = 2048,
-                 name: str = "causalguard-batcher") -> None:
+    def __init__(
+        self, lm: LoadedModel, *, max_rows: int = 16, prefix_cache_tokens: int = 2048, name: str = "causalguard-batcher"
+    ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.lm, self.max_rows = lm, max_rows
@@ -185,16 +187,24 @@ class ContinuousBatcher:
         self._thread.start()
 
     # ---- the public side ----------------------------------------------------------------------
-    def submit(self, row: GenerationRow, settings: DecodeSettings, *, cancel: threading.Event | None = None,
-               on_token: Callable[[int], None] | None = None, on_end: Callable[[], None] | None = None,
-               deadline: float | None = None) -> BatchJob:
+    def submit(
+        self,
+        row: GenerationRow,
+        settings: DecodeSettings,
+        *,
+        cancel: threading.Event | None = None,
+        on_token: Callable[[int], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+        deadline: float | None = None,
+    ) -> BatchJob:
         """Queue a request; it joins the running batch at the next step with room (``max_rows``).
         ``deadline`` (``time.monotonic()`` seconds) ends it ``cancelled`` with ``DeadlineExceeded`` if it
         is still running then."""
         if not row.prompt:
             raise ValueError("a generation row needs at least one prompt token")
-        job = BatchJob(row, settings, cancel if cancel is not None else threading.Event(), on_token, on_end,
-                       deadline=deadline)
+        job = BatchJob(
+            row, settings, cancel if cancel is not None else threading.Event(), on_token, on_end, deadline=deadline
+        )
         with self._wake:
             if self._closing:
                 raise BatcherClosedError("the batcher is closed")
@@ -218,8 +228,7 @@ class ContinuousBatcher:
         rows, waiting = len(self._running), len(self._waiting) + self._admitting
         busy = rows > 0 or waiting > 0
         stalled = time.monotonic() - self._progress if busy else 0.0
-        return LoopHealth(self._thread.is_alive() or self._closing, max(0.0, stalled), rows, waiting,
-                          self.failed_steps)
+        return LoopHealth(self._thread.is_alive() or self._closing, max(0.0, stalled), rows, waiting, self.failed_steps)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the loop: running and waiting requests end ``cancelled``; joins the worker (idempotent)."""
@@ -248,8 +257,9 @@ class ContinuousBatcher:
                             break
                         admitted: list[BatchJob] = []
                         taken = len(self._running)
-                        while self._waiting and (taken + _cost(self._waiting[0]) <= self.max_rows
-                                                 or (not admitted and not self._running)):
+                        while self._waiting and (
+                            taken + _cost(self._waiting[0]) <= self.max_rows or (not admitted and not self._running)
+                        ):
                             taken += _cost(self._waiting[0])
                             admitted.append(self._waiting.popleft())
                         self._admitting = len(admitted)
@@ -275,8 +285,12 @@ class ContinuousBatcher:
     def _fail_iteration(self, admitted: Sequence[BatchJob], exc: Exception) -> None:
         """An iteration failed outside the guarded forward passes: end its rows with the error, start clean."""
         self.failed_steps += 1
-        log.error("decode loop iteration failed (%s): ending %d rows", type(exc).__name__,
-                  len(self._running) + len(admitted), exc_info=True)
+        log.error(
+            "decode loop iteration failed (%s): ending %d rows",
+            type(exc).__name__,
+            len(self._running) + len(admitted),
+            exc_info=True,
+        )
         for job in [*admitted, *(entry.job for entry in self._running)]:
             job._end("length", exc)
         self._running, self._cache, self._mask = [], None, None
@@ -299,27 +313,43 @@ class ContinuousBatcher:
         # every job's row, then the twins of the guided ones (no interventions: the unconditional side)
         owners: list[tuple[BatchJob, bool]] = [(job, False) for job in live]
         owners += [(job, True) for job in live if job.row.guidance is not None]
-        prompts = [list(job.row.guidance.negative_prompt) if twin and job.row.guidance is not None
-                   else list(job.row.prompt) for job, twin in owners]
+        prompts = [
+            list(job.row.guidance.negative_prompt) if twin and job.row.guidance is not None else list(job.row.prompt)
+            for job, twin in owners
+        ]
         kept = [() if twin else job.row.interventions for job, twin in owners]
-        found = [self.prefixes.lookup(prompt, interventions) for prompt, interventions in zip(prompts, kept,
-                                                                                                strict=True)]
+        found = [
+            self.prefixes.lookup(prompt, interventions) for prompt, interventions in zip(prompts, kept, strict=True)
+        ]
         reused = [n for n, _ in found]
         tails = [prompt[n:] for prompt, n in zip(prompts, reused, strict=True)]
         before, after = max(reused), max(len(tail) for tail in tails)
         pad = int(self.lm.tokenizer.pad_token_id or 0)
         ids = torch.tensor([[pad] * (after - len(t)) + t for t in tails], dtype=torch.long)
-        mask = torch.tensor([[0] * (before - n) + [1] * n + [0] * (after - len(t)) + [1] * len(t)
-                             for n, t in zip(reused, tails, strict=True)], dtype=torch.long)
-        positions = torch.tensor([[0] * (after - len(t)) + list(range(n, n + len(t)))
-                                  for n, t in zip(reused, tails, strict=True)], dtype=torch.long)
+        mask = torch.tensor(
+            [
+                [0] * (before - n) + [1] * n + [0] * (after - len(t)) + [1] * len(t)
+                for n, t in zip(reused, tails, strict=True)
+            ],
+            dtype=torch.long,
+        )
+        positions = torch.tensor(
+            [[0] * (after - len(t)) + list(range(n, n + len(t))) for n, t in zip(reused, tails, strict=True)],
+            dtype=torch.long,
+        )
         cache = _cache_of(stacked_prefixes(found, before) if before else [])
         rows = tuple(RowPlan(interventions, len(prompt)) for interventions, prompt in zip(kept, prompts, strict=True))
         plan = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         try:
             with steer(plan):
-                out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = self.lm.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
         except Exception as exc:
             log.error("prefill failed for %d requests: %s", len(live), exc, exc_info=True)
             for job in live:
@@ -331,8 +361,11 @@ class ContinuousBatcher:
             if len(prompts) == 1:
                 self.prefixes.store(prompt, interventions, layers)
             else:
-                self.prefixes.store(prompt, interventions,
-                                    [(k[row:row + 1, :, real[row]], v[row:row + 1, :, real[row]]) for k, v in layers])
+                self.prefixes.store(
+                    prompt,
+                    interventions,
+                    [(k[row : row + 1, :, real[row]], v[row : row + 1, :, real[row]]) for k, v in layers],
+                )
         twin_rows = {id(job): row for row, (job, twin) in enumerate(owners) if twin}
         keep, entries = [], []
         for row, job in enumerate(live):
@@ -353,8 +386,9 @@ class ContinuousBatcher:
             index = torch.tensor(keep, dtype=torch.long)
             self._join(entries, [(k[index], v[index]) for k, v in layers], mask[index])
 
-    def _join(self, entries: list[_Running], layers: list[tuple[torch.Tensor, torch.Tensor]],
-              mask: torch.Tensor) -> None:
+    def _join(
+        self, entries: list[_Running], layers: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor
+    ) -> None:
         """Add prefilled rows (their per-layer keys and values, and mask) to the running batch, both left-padded
         to a common width."""
         if self._cache is None or self._mask is None:
@@ -363,12 +397,21 @@ class ContinuousBatcher:
             return
         have, width = self._mask.shape[1], mask.shape[1]
         target = max(have, width)
-        self._cache = _cache_of([
-            (torch.cat([pad_left(mine.keys, target - have), pad_left(keys, target - width)]),
-             torch.cat([pad_left(mine.values, target - have), pad_left(values, target - width)]))
-            for mine, (keys, values) in zip(self._cache.layers, layers, strict=True)])
-        self._mask = torch.cat([torch.nn.functional.pad(self._mask, (target - have, 0)),
-                                torch.nn.functional.pad(mask, (target - width, 0))])
+        self._cache = _cache_of(
+            [
+                (
+                    torch.cat([pad_left(mine.keys, target - have), pad_left(keys, target - width)]),
+                    torch.cat([pad_left(mine.values, target - have), pad_left(values, target - width)]),
+                )
+                for mine, (keys, values) in zip(self._cache.layers, layers, strict=True)
+            ]
+        )
+        self._mask = torch.cat(
+            [
+                torch.nn.functional.pad(self._mask, (target - have, 0)),
+                torch.nn.functional.pad(mask, (target - width, 0)),
+            ]
+        )
         self._running.extend(entries)
         self.peak_rows = max(self.peak_rows, len(self._running))
 
@@ -383,8 +426,13 @@ class ContinuousBatcher:
         plan = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         try:
             with steer(plan):
-                out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                    past_key_values=self._cache, use_cache=True)
+                out = self.lm.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=self._cache,
+                    use_cache=True,
+                )
         except Exception as exc:
             log.error("decode step failed for %d rows: %s", len(running), exc, exc_info=True)
             for entry in running:
@@ -454,7 +502,7 @@ class ContinuousBatcher:
 
     def _hit_stop(self, tokens: Sequence[int], stops: Sequence[str]) -> bool:
         # a stop string first appears at the end of the text: decode only the last few tokens
-        tail = self.lm.tokenizer.decode(tokens[-stop_window(stops):], skip_special_tokens=True)
+        tail = self.lm.tokenizer.decode(tokens[-stop_window(stops) :], skip_special_tokens=True)
         return any(s in tail for s in stops)
 
     def _drop(self, keep: list[int]) -> None:
@@ -466,8 +514,9 @@ class ContinuousBatcher:
         index = torch.tensor(keep, dtype=torch.long)
         mask = self._mask[index]
         start = int(mask.any(dim=0).long().argmax())  # the first column some row still uses
-        self._cache = _cache_of([(layer.keys[index, :, start:], layer.values[index, :, start:])
-                                    for layer in self._cache.layers])
+        self._cache = _cache_of(
+            [(layer.keys[index, :, start:], layer.values[index, :, start:]) for layer in self._cache.layers]
+        )
         self._mask = mask[:, start:]
         self._running = [self._running[row] for row in keep]
 

@@ -8,8 +8,9 @@ from typing import Any
 Message = Mapping[str, Any]
 
 
-def compose_messages(messages: Sequence[Message], operator_prompt: str | None,
-                     instructions: Sequence[str]) -> list[dict[str, str]]:
+def compose_messages(
+    messages: Sequence[Message], operator_prompt: str | None, instructions: Sequence[str]
+) -> list[dict[str, str]]:
     """One system message (operator prompt, then the client's system text, then lever instructions)
     followed by the conversation's other turns, in order."""
     client_system = [str(m["content"]) for m in messages if m.get("role") == "system"]

@@ -51,8 +51,9 @@ class Generated:
     finish_reason: FinishReason
 
 
-def chat_prompt_ids(lm: LoadedModel, messages: Sequence[Message], operator_prompt: str | None,
-                    instructions: Sequence[str]) -> list[int]:
+def chat_prompt_ids(
+    lm: LoadedModel, messages: Sequence[Message], operator_prompt: str | None, instructions: Sequence[str]
+) -> list[int]:
     """Token ids of a guarded conversation: one system message (operator prompt, the client's system
     text, role-lever instructions), the other turns, and the assistant's generation prompt."""
     composed = compose_messages(messages, operator_prompt, instructions)
@@ -76,8 +77,10 @@ class SeededSampler:
         self.generators = [row_generator(seed) for seed in seeds]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        picked = [sample_token(scores[row], self.temperature, self.top_p, self.generators[row])
-                  for row in range(scores.shape[0])]
+        picked = [
+            sample_token(scores[row], self.temperature, self.top_p, self.generators[row])
+            for row in range(scores.shape[0])
+        ]
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0]), torch.tensor(picked)] = 0.0
         return out
@@ -143,8 +146,9 @@ class GuidedPicker:
         for row in range(self.layout.rows):
             twin = self.twin.get(row)
             logits = scores[row] if twin is None else guided_logits(scores[row], scores[twin[0]], twin[1])
-            token = pick_token(logits, self.temperature, self.top_p,
-                               self.generators[row] if self.generators is not None else None)
+            token = pick_token(
+                logits, self.temperature, self.top_p, self.generators[row] if self.generators is not None else None
+            )
             out[row, token] = 0.0
             if twin is not None:
                 out[twin[0], token] = 0.0
@@ -161,8 +165,10 @@ def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator
 def with_twins(rows: Sequence[GenerationRow]) -> tuple[list[GenerationRow], TwinLayout]:
     """``rows`` followed by one unconditional twin per guided row (its negative prompt, no interventions)."""
     layout = TwinLayout.of([row.guidance for row in rows])
-    twins = [GenerationRow(tuple(rows[row].guidance.negative_prompt))  # type: ignore[union-attr]
-             for row, _, _ in layout.twins]
+    twins = [
+        GenerationRow(tuple(rows[row].guidance.negative_prompt))  # type: ignore[union-attr]
+        for row, _, _ in layout.twins
+    ]
     return [*rows, *twins], layout
 
 
@@ -232,9 +238,19 @@ def cancel_criteria(event: threading.Event) -> Any:
     return StoppingCriteriaList([_cancel_criteria_class()(event)])
 
 
-def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tokens: int, temperature: float = 0.0,
-                  min_new_tokens: int = 0, stopping_criteria: Any = None, streamer: Any = None,
-                  cancelled: Any = None, top_p: float = 1.0, stop: Sequence[str] = ()) -> list[Generated]:
+def generate_rows(
+    lm: LoadedModel,
+    rows: Sequence[GenerationRow],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    min_new_tokens: int = 0,
+    stopping_criteria: Any = None,
+    streamer: Any = None,
+    cancelled: Any = None,
+    top_p: float = 1.0,
+    stop: Sequence[str] = (),
+) -> list[Generated]:
     """Continue every row in one left-padded batch, each with its own interventions and seed.
 
     ``cancelled`` (a ``threading.Event``), when set by the end, marks unfinished rows ``cancelled``."""
@@ -250,8 +266,12 @@ def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tok
     if layout.twins:
         from transformers import LogitsProcessorList
 
-        kwargs: dict[str, Any] = {"do_sample": False, "logits_processor": LogitsProcessorList(
-            [GuidedPicker(layout, temperature, [r.seed for r in rows[:asked]], top_p)])}
+        kwargs: dict[str, Any] = {
+            "do_sample": False,
+            "logits_processor": LogitsProcessorList(
+                [GuidedPicker(layout, temperature, [r.seed for r in rows[:asked]], top_p)]
+            ),
+        }
     else:
         kwargs = sampling_kwargs(temperature, [r.seed for r in rows], top_p)
     if min_new_tokens:
@@ -266,8 +286,9 @@ def generate_rows(lm: LoadedModel, rows: Sequence[GenerationRow], *, max_new_tok
     if streamer is not None:
         kwargs["streamer"] = streamer if not layout.twins else FirstRowStreamer(streamer)
     with torch.inference_mode(), steer(steering):
-        out = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                pad_token_id=pad, **kwargs)
+        out = lm.model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad, **kwargs
+        )
     eos = lm.tokenizer.eos_token_id
     was_cancelled = cancelled is not None and cancelled.is_set()
     results = []

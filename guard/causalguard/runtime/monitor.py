@@ -62,8 +62,15 @@ class LiveMonitor:
     ``state()`` is read for every reply, so sample rate, window and reference follow reloads; the queue's
     size is fixed at construction. ``lm`` is needed only for ``monitor.quality: full``."""
 
-    def __init__(self, state: Callable[[], GuardState], judge: ValueJudge, calibration: QualityCalibration,
-                 metrics: GuardMetrics, *, lm: LoadedModel | None = None) -> None:
+    def __init__(
+        self,
+        state: Callable[[], GuardState],
+        judge: ValueJudge,
+        calibration: QualityCalibration,
+        metrics: GuardMetrics,
+        *,
+        lm: LoadedModel | None = None,
+    ) -> None:
         self.state = state
         self.judge = judge
         self.calibration = calibration
@@ -175,8 +182,10 @@ class LiveMonitor:
         scores = self.judge.score(texts)
         dims = self.judge.dimensions
         if scores.shape != (len(batch), len(dims)):
-            raise ValueError(f"the judge returned scores of shape {tuple(scores.shape)} for {len(batch)} replies "
-                             f"and {len(dims)} values")
+            raise ValueError(
+                f"the judge returned scores of shape {tuple(scores.shape)} for {len(batch)} replies "
+                f"and {len(dims)} values"
+            )
         if self.state().config.monitor.quality == "full" and self.lm is not None:
             qualities = reply_quality(self.lm, [r.message for r in batch], texts, systems=[r.system for r in batch])
         else:
@@ -257,8 +266,11 @@ class LiveMonitor:
                 m.monitor_change_low.labels(**labels).set(change.low)
                 m.monitor_change_high.labels(**labels).set(change.high)
                 forecast = watched.get(value)
-                alarm = (forecast is not None and plan.units == "replies"
-                         and drift_alarm(change, forecast.low, forecast.high, min_replies=min_replies))
+                alarm = (
+                    forecast is not None
+                    and plan.units == "replies"
+                    and drift_alarm(change, forecast.low, forecast.high, min_replies=min_replies)
+                )
                 m.monitor_drift_alarm.labels(**labels).set(int(alarm))
 
     def _count(self, profile: str, outcome: MonitorOutcome) -> None:
@@ -270,7 +282,10 @@ class LiveMonitor:
         now = time.monotonic()
         interval = self.state().config.monitor.log_interval_seconds
         if now - self._last_failure_log >= interval:
-            log.warning("live monitor: judging failed for %d replies since the last report (%s)",
-                        self._failures_since_log, type(exc).__name__,
-                        extra={"event": "monitor_failed", "profile": profile, "replies": self._failures_since_log})
+            log.warning(
+                "live monitor: judging failed for %d replies since the last report (%s)",
+                self._failures_since_log,
+                type(exc).__name__,
+                extra={"event": "monitor_failed", "profile": profile, "replies": self._failures_since_log},
+            )
             self._last_failure_log, self._failures_since_log = now, 0

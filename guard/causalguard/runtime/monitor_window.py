@@ -88,7 +88,7 @@ def change_vs_reference(window: ScoreWindow, reference: ScoreWindow, value: str)
     se2 = va + vb
     if se2 == 0:
         return LiveEstimate(n, diff, diff, diff)
-    dof = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    dof = se2**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(stats.t.ppf(0.975, dof)) * math.sqrt(se2)
     return LiveEstimate(n, diff, diff - half, diff + half)
 

@@ -20,8 +20,13 @@ from causalguard.runtime.generation import GenerationRow, chat_prompt_ids
 from causalguard.runtime.guidance import Guidance
 
 
-def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog, vectors: VectorSet | None = None,
-                       adapters: Mapping[str, ValueAdapter] | None = None) -> tuple[Intervention, ...]:
+def plan_interventions(
+    plan: Plan,
+    sae: LoadedSae | None,
+    catalog: Catalog,
+    vectors: VectorSet | None = None,
+    adapters: Mapping[str, ValueAdapter] | None = None,
+) -> tuple[Intervention, ...]:
     """The plan's SAE levers as one additive intervention over all tokens, its vector levers on
     generated tokens and its adapter levers at their scale (each as it was measured)."""
     edits = []
@@ -29,8 +34,9 @@ def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog, vect
     for lever in plan.levers:
         if lever.kind == "adapter":
             if not adapters or lever.adapter is None or lever.adapter not in adapters:
-                raise ValueError(f"lever {lever.id} needs the bundle's value adapter {lever.adapter!r}, which is not "
-                                 "loaded")
+                raise ValueError(
+                    f"lever {lever.id} needs the bundle's value adapter {lever.adapter!r}, which is not loaded"
+                )
             steering.append(adapters[lever.adapter].intervention(lever.strength))
         if lever.kind == "vector":
             if vectors is None or lever.target is None:
@@ -40,22 +46,32 @@ def plan_interventions(plan: Plan, sae: LoadedSae | None, catalog: Catalog, vect
             continue
         if sae is None or catalog.sae is None or lever.feature is None:
             raise ValueError(f"lever {lever.id} needs the bundle's SAE, which is not loaded")
-        edits.append(FeatureEdit(lever.feature, "add", sae.additive_value(
-            lever.feature, lever.strength, catalog.sae.residual_norm)))
+        edits.append(
+            FeatureEdit(
+                lever.feature, "add", sae.additive_value(lever.feature, lever.strength, catalog.sae.residual_norm)
+            )
+        )
     sae_part: tuple[Intervention, ...] = (SaeIntervention(sae, tuple(edits)),) if edits and sae is not None else ()
     return sae_part + tuple(steering)
 
 
-def plan_row(lm: LoadedModel, messages: Sequence[Message], system_prompt: str | None, plan: Plan,
-             interventions: tuple[Intervention, ...], seed: int | None = None) -> GenerationRow:
+def plan_row(
+    lm: LoadedModel,
+    messages: Sequence[Message],
+    system_prompt: str | None,
+    plan: Plan,
+    interventions: tuple[Intervention, ...],
+    seed: int | None = None,
+) -> GenerationRow:
     """A guarded conversation as a generation row: the plan's role and guided wordings in the system
     message, its interventions, and for a guided lever the twin's prompt under the negative wording."""
     prompt = chat_prompt_ids(lm, messages, system_prompt, plan.role_instructions())
     negative = plan.negative_instructions()
     guidance = None
     if negative is not None and plan.guided_lever is not None and plan.guided_lever.guidance_scale is not None:
-        guidance = Guidance(plan.guided_lever.guidance_scale,
-                            tuple(chat_prompt_ids(lm, messages, system_prompt, negative)))
+        guidance = Guidance(
+            plan.guided_lever.guidance_scale, tuple(chat_prompt_ids(lm, messages, system_prompt, negative))
+        )
     return GenerationRow(prompt, interventions, seed, guidance)
 
 

@@ -62,8 +62,9 @@ class PrefixCache:
         self.reused_tokens += best
         return best, found
 
-    def store(self, prompt: Sequence[int], interventions: tuple[Any, ...],
-              layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def store(
+        self, prompt: Sequence[int], interventions: tuple[Any, ...], layers: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> None:
         """Keep a prompt's per-layer keys and values (exactly ``len(prompt)`` positions) for later prompts."""
         tokens = tuple(prompt)
         if not self.max_tokens or len(tokens) > self.max_tokens:
@@ -90,8 +91,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def stacked_prefixes(found: Sequence[tuple[int, CachedPrefix | None]],
-                     width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def stacked_prefixes(
+    found: Sequence[tuple[int, CachedPrefix | None]], width: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, the reused prefixes of a batch's rows stacked and left-padded to ``width`` positions (zeros
     for a row that reuses nothing)."""
     template = next(entry for _, entry in found if entry is not None)
@@ -100,8 +102,14 @@ def stacked_prefixes(found: Sequence[tuple[int, CachedPrefix | None]],
         empty = torch.zeros((1, keys.shape[1], width, keys.shape[3]), dtype=keys.dtype)
         stacked = []
         for k in (0, 1):
-            stacked.append(torch.cat([pad_left(entry.layers[layer][k][:, :, :n], width - n) if entry is not None
-                                      else empty for n, entry in found]))
+            stacked.append(
+                torch.cat(
+                    [
+                        pad_left(entry.layers[layer][k][:, :, :n], width - n) if entry is not None else empty
+                        for n, entry in found
+                    ]
+                )
+            )
         out.append((stacked[0], stacked[1]))
     return out
 

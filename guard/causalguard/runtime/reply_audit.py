@@ -70,10 +70,19 @@ class ReplyAuditor(PeriodicWorker):
 
     thread_name = "causalguard-reply-audit"
 
-    def __init__(self, state: Callable[[], GuardState], lm: LoadedModel, judge: ValueJudge,
-                 calibration: QualityCalibration, prompts: PromptSet, metrics: GuardMetrics, *,
-                 busy: Callable[[], bool] = lambda: False, complete: Complete | None = None,
-                 ready: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        state: Callable[[], GuardState],
+        lm: LoadedModel,
+        judge: ValueJudge,
+        calibration: QualityCalibration,
+        prompts: PromptSet,
+        metrics: GuardMetrics,
+        *,
+        busy: Callable[[], bool] = lambda: False,
+        complete: Complete | None = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         super().__init__()
         if len(prompts) == 0:
             raise ValueError("reply audits need at least one prompt")
@@ -97,7 +106,7 @@ class ReplyAuditor(PeriodicWorker):
         doubled for every round in a row that failed (up to ``MAX_BACKOFF`` times)."""
         audit = self.state().config.audit
         base = max(audit.interval_seconds, self._last_seconds * (1 / audit.max_cpu_share - 1))
-        return base * min(2 ** self.failed_rounds, MAX_BACKOFF)
+        return base * min(2**self.failed_rounds, MAX_BACKOFF)
 
     def _log_failure(self, profile: str, exc: Exception) -> None:
         """One line per failure, at most once per profile per audit interval (never a traceback)."""
@@ -106,8 +115,14 @@ class ReplyAuditor(PeriodicWorker):
             return
         self._last_logged[profile] = now
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        log.warning("reply audit of profile %s failed: %s: %s (round %d in a row with a failure; the pause "
-                    "before the next doubles)", profile, type(exc).__name__, detail, self.failed_rounds + 1)
+        log.warning(
+            "reply audit of profile %s failed: %s: %s (round %d in a row with a failure; the pause "
+            "before the next doubles)",
+            profile,
+            type(exc).__name__,
+            detail,
+            self.failed_rounds + 1,
+        )
 
     # ---- one round ------------------------------------------------------------------------------
     def run_once(self) -> dict[str, AuditAccumulator]:
@@ -131,9 +146,18 @@ class ReplyAuditor(PeriodicWorker):
                 t0 = time.perf_counter()
                 acc = self.audit(state, name, seed=self._round)
                 targets = {v: self._logged(acc, v) for v in plan.goals}
-                log.info("reply audit of profile %s: %s", name, targets,
-                         extra={"event": "audit", "profile": name, "pairs": acc.estimate(next(iter(plan.goals))).n
-                                if plan.goals else 0, "targets": targets, "quality_alarm": acc.quality_alarm()})
+                log.info(
+                    "reply audit of profile %s: %s",
+                    name,
+                    targets,
+                    extra={
+                        "event": "audit",
+                        "profile": name,
+                        "pairs": acc.estimate(next(iter(plan.goals))).n if plan.goals else 0,
+                        "targets": targets,
+                        "quality_alarm": acc.quality_alarm(),
+                    },
+                )
                 self.metrics.audits.labels(profile=name, outcome="ok").inc()
                 self.metrics.audit_seconds.labels(profile=name).observe(time.perf_counter() - t0)
                 self.metrics.audit_last_success.labels(profile=name).set(time.time())
@@ -154,8 +178,10 @@ class ReplyAuditor(PeriodicWorker):
     def _logged(acc: AuditAccumulator, value: str) -> dict[str, float | None]:
         """A target's running estimate for the log: JSON-safe (no interval yet is null)."""
         e = acc.estimate(value)
-        return {k: round(x, 4) if math.isfinite(x) else None for k, x in (("mean", e.mean), ("low", e.low),
-                                                                           ("high", e.high))}
+        return {
+            k: round(x, 4) if math.isfinite(x) else None
+            for k, x in (("mean", e.mean), ("low", e.low), ("high", e.high))
+        }
 
     def sample(self, state: GuardState, seed: int) -> list[Prompt]:
         k = min(state.config.audit.prompts_per_audit, len(self.prompts))
@@ -176,26 +202,31 @@ class ReplyAuditor(PeriodicWorker):
                         raise AuditStopped
                     if self.busy():  # the upstream's capacity is the users': yield before every call
                         raise AuditYielded
-                    texts.append(self.complete(compose_messages(p.messages(), config.system_prompt, extra),
-                                               limit).strip())
+                    texts.append(
+                        self.complete(compose_messages(p.messages(), config.system_prompt, extra), limit).strip()
+                    )
         else:
             texts = self._local_replies(state, profile, prompts, instructions)
         if self.stopping.is_set():
             raise AuditStopped
         guarded_system = "\n\n".join(x for x in (config.system_prompt, *instructions) if x) or None
         n = len(prompts)
-        return [ReplyPair(p, texts[i], texts[n + i], guarded_system, config.system_prompt)
-                for i, p in enumerate(prompts)]
+        return [
+            ReplyPair(p, texts[i], texts[n + i], guarded_system, config.system_prompt) for i, p in enumerate(prompts)
+        ]
 
-    def _local_replies(self, state: GuardState, profile: str, prompts: Sequence[Prompt],
-                       instructions: Sequence[str]) -> list[str]:
+    def _local_replies(
+        self, state: GuardState, profile: str, prompts: Sequence[Prompt], instructions: Sequence[str]
+    ) -> list[str]:
         config = state.config
         plan = state.plan(profile)
-        rows = [plan_row(self.lm, p.messages(), config.system_prompt, plan, state.interventions[profile])
-                for p in prompts]
+        rows = [
+            plan_row(self.lm, p.messages(), config.system_prompt, plan, state.interventions[profile]) for p in prompts
+        ]
         rows += [GenerationRow(chat_prompt_ids(self.lm, p.messages(), config.system_prompt, ())) for p in prompts]
-        outs = generate_rows(self.lm, rows, max_new_tokens=config.audit.max_new_tokens,
-                             stopping_criteria=cancel_criteria(self.stopping))
+        outs = generate_rows(
+            self.lm, rows, max_new_tokens=config.audit.max_new_tokens, stopping_criteria=cancel_criteria(self.stopping)
+        )
         return [self.lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip() for o in outs]
 
     def degraded(self, pairs: Sequence[ReplyPair]) -> tuple[list[bool], list[bool]]:
@@ -204,7 +235,7 @@ class ReplyAuditor(PeriodicWorker):
         texts = [p.guarded for p in pairs] + [p.unguarded for p in pairs]
         systems = [p.guarded_system for p in pairs] + [p.unguarded_system for p in pairs]
         flags = [self.calibration.degraded(q) for q in reply_quality(self.lm, messages, texts, systems=systems)]
-        return flags[:len(pairs)], flags[len(pairs):]
+        return flags[: len(pairs)], flags[len(pairs) :]
 
     def audit(self, state: GuardState, profile: str, *, seed: int = 0) -> AuditAccumulator:
         plan = state.plan(profile)
@@ -241,8 +272,7 @@ class ReplyAuditor(PeriodicWorker):
             if comparable:
                 m.drift.labels(**labels).set(e.mean - forecast.change)
                 m.audit_power.labels(**labels).set(acc.power(value, forecast.change))
-            m.drift_alarm.labels(**labels).set(int(comparable and acc.drift_alarm(value, forecast.low,
-                                                                                   forecast.high)))
+            m.drift_alarm.labels(**labels).set(int(comparable and acc.drift_alarm(value, forecast.low, forecast.high)))
         m.audit_pairs.labels(profile=profile).set(len(next(iter(acc.diffs.values()), [])))
         quality = acc.quality()
         m.quality_alarm.labels(profile=profile).set(int(acc.quality_alarm()))

@@ -50,8 +50,12 @@ class GuardState:
 def bundle_catalog(bundle: Bundle) -> Catalog:
     """The bundle's steering catalog, or a clear error naming the command that makes one."""
     if bundle.catalog is None:
-        raise ConfigError.single(str(bundle.path), "the bundle has no steering catalog (catalog.json)",
-                                 field="bundle", hint="run 'causalguard levers measure --bundle FOLDER'")
+        raise ConfigError.single(
+            str(bundle.path),
+            "the bundle has no steering catalog (catalog.json)",
+            field="bundle",
+            hint="run 'causalguard levers measure --bundle FOLDER'",
+        )
     return bundle.catalog
 
 
@@ -64,8 +68,9 @@ def _profile_line(sourced: SourcedConfig, name: str) -> int | None:
     return line_of(sourced.node, ["targets"] if name == "default" else ["profiles", name])
 
 
-def _plain_plan(name: str, refusal: PlanInfeasibleError, bundle: Bundle, config: GuardConfig,
-                local_kinds: Collection[str]) -> Plan:
+def _plain_plan(
+    name: str, refusal: PlanInfeasibleError, bundle: Bundle, config: GuardConfig, local_kinds: Collection[str]
+) -> Plan:
     """The unguarded plan a ``serve_plain`` profile gets when the planner refuses it, with the refusal as
     its first reason (``explain`` shows it; ``build_guard_state`` logs it as a warning)."""
     plain = plan_levers(ProfileSpec(), bundle, config.limits, name=name, units=config.units, local_kinds=local_kinds)
@@ -73,9 +78,16 @@ def _plain_plan(name: str, refusal: PlanInfeasibleError, bundle: Bundle, config:
     return replace(plain, reasons=(f"served unguarded (on_infeasible: serve_plain): {why}", *plain.reasons))
 
 
-def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae | None, local_model: bool = True,
-                      profiles: Sequence[str] | None = None, vectors: VectorSet | None = None,
-                      adapters: Mapping[str, ValueAdapter] | None = None) -> GuardState:
+def build_guard_state(
+    sourced: SourcedConfig,
+    bundle: Bundle,
+    *,
+    sae: LoadedSae | None,
+    local_model: bool = True,
+    profiles: Sequence[str] | None = None,
+    vectors: VectorSet | None = None,
+    adapters: Mapping[str, ValueAdapter] | None = None,
+) -> GuardState:
     """Check the config's value names against the catalog and plan every profile (or ``profiles``).
 
     ``local_model=False`` (a remote chat model): SAE levers are impossible, so a profile asking for them
@@ -86,44 +98,70 @@ def build_guard_state(sourced: SourcedConfig, bundle: Bundle, *, sae: LoadedSae 
     plans = {}
     infeasible: dict[str, PlanInfeasibleError] = {}
     # lever kinds that act on activations or logits: only on a local model, and only with their artifacts
-    local_kinds = runnable_kinds(local_model=local_model, sae_loaded=sae is not None,
-                                 vectors_loaded=vectors is not None, adapters_loaded=bool(adapters))
+    local_kinds = runnable_kinds(
+        local_model=local_model,
+        sae_loaded=sae is not None,
+        vectors_loaded=vectors is not None,
+        adapters_loaded=bool(adapters),
+    )
     for name in profiles if profiles is not None else config.profile_names:
         profile = config.profile(name)
         if not local_model and profile.method == "sae":
             if not config.fallback_to_roles:
                 raise ConfigError.single(
-                    where, f"profile '{name}' asks for SAE levers, which need a local HF model", field="method",
-                    hint="wrap a ChatHuggingFaceLocal, use method: role, or set fallback_to_roles: true")
+                    where,
+                    f"profile '{name}' asks for SAE levers, which need a local HF model",
+                    field="method",
+                    hint="wrap a ChatHuggingFaceLocal, use method: role, or set fallback_to_roles: true",
+                )
             profile = profile.model_copy(update={"method": "role"})
         try:
-            plans[name] = plan_levers(profile, bundle, config.limits, name=name,
-                                      sae_available=local_model and sae is not None, units=config.units,
-                                      local_kinds=local_kinds)
+            plans[name] = plan_levers(
+                profile,
+                bundle,
+                config.limits,
+                name=name,
+                sae_available=local_model and sae is not None,
+                units=config.units,
+                local_kinds=local_kinds,
+            )
             if not local_model and config.profile(name).method != "role":
-                note = ("generation is remote (an upstream server or a LangChain model): SAE levers cannot run "
-                        "there, so this profile was planned with role levers only")
+                note = (
+                    "generation is remote (an upstream server or a LangChain model): SAE levers cannot run "
+                    "there, so this profile was planned with role levers only"
+                )
                 plans[name] = replace(plans[name], reasons=(*plans[name].reasons, note))
         except PlanInfeasibleError as exc:
             if profile.on_infeasible == "error":
                 infeasible[name] = exc
                 continue
             plans[name] = _plain_plan(name, exc, bundle, config, local_kinds)
-            log.warning("profile %s is infeasible and served unguarded (on_infeasible: serve_plain): %s", name,
-                        str(exc).splitlines()[0])
+            log.warning(
+                "profile %s is infeasible and served unguarded (on_infeasible: serve_plain): %s",
+                name,
+                str(exc).splitlines()[0],
+            )
     if infeasible:  # every profile the planner refused, named at once (not only the first)
         if not local_model:
-            raise ConfigError([Problem(where, _profile_line(sourced, name), _profile_field(name, "targets"),
-                                       f"{exc} (remote model: role levers only)",
-                                       "change the targets, or serve the model in-process for more lever kinds")
-                               for name, exc in infeasible.items()])
+            raise ConfigError(
+                [
+                    Problem(
+                        where,
+                        _profile_line(sourced, name),
+                        _profile_field(name, "targets"),
+                        f"{exc} (remote model: role levers only)",
+                        "change the targets, or serve the model in-process for more lever kinds",
+                    )
+                    for name, exc in infeasible.items()
+                ]
+            )
         if len(infeasible) == 1:
             raise next(iter(infeasible.values()))
         raise PlanInfeasibleError(
-            f"{len(infeasible)} profiles are infeasible:\n" + "\n".join(
-                f"- line {_profile_line(sourced, name) or '?'}: {exc}"
-                for name, exc in infeasible.items()),
-            [c for exc in infeasible.values() for c in exc.conflicts])
+            f"{len(infeasible)} profiles are infeasible:\n"
+            + "\n".join(f"- line {_profile_line(sourced, name) or '?'}: {exc}" for name, exc in infeasible.items()),
+            [c for exc in infeasible.values() for c in exc.conflicts],
+        )
     for plan in plans.values():
         for warning in plan.warnings:
             log.warning("profile %s: unreachable goal: %s", plan.profile, warning)

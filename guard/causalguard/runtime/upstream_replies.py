@@ -12,17 +12,23 @@ from causalguard.config.schema import UpstreamSpec
 Complete = Callable[[list[dict[str, str]], int], str]  # (composed messages, max tokens) -> reply text
 
 
-def upstream_completer(spec: UpstreamSpec, *, api_key: str | None = None,
-                       transport: httpx.BaseTransport | None = None) -> Complete:
+def upstream_completer(
+    spec: UpstreamSpec, *, api_key: str | None = None, transport: httpx.BaseTransport | None = None
+) -> Complete:
     """A function that asks the upstream for one greedy reply; upstream failures raise (audits count them)."""
     key = api_key
-    client = httpx.Client(base_url=spec.base_url.rstrip("/"), headers={"authorization": f"Bearer {key}"} if key else {},
-                          timeout=httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds),
-                          transport=transport)
+    client = httpx.Client(
+        base_url=spec.base_url.rstrip("/"),
+        headers={"authorization": f"Bearer {key}"} if key else {},
+        timeout=httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds),
+        transport=transport,
+    )
 
     def complete(messages: list[dict[str, str]], max_tokens: int) -> str:
-        response = client.post("/chat/completions", json={"model": spec.model, "messages": messages,
-                                                          "max_tokens": max_tokens, "temperature": 0.0})
+        response = client.post(
+            "/chat/completions",
+            json={"model": spec.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0},
+        )
         response.raise_for_status()
         return str(response.json()["choices"][0]["message"]["content"] or "")
 

@@ -129,8 +129,11 @@ def _check_bundle_model(sourced: SourcedConfig, bundle: Bundle | str | Path | No
     from causalguard.models.registry import EMBEDDED_MODELS
 
     config = sourced.config
-    if isinstance(bundle, Bundle) or config.model not in EMBEDDED_MODELS or (bundle is None and
-                                                                            config.bundle == "builtin"):
+    if (
+        isinstance(bundle, Bundle)
+        or config.model not in EMBEDDED_MODELS
+        or (bundle is None and config.bundle == "builtin")
+    ):
         return
     base = sourced.path.parent if sourced.path is not None else None
     folder = resolve_bundle_dir(bundle if bundle is not None else config.bundle, config.model, base)
@@ -139,9 +142,13 @@ def _check_bundle_model(sourced: SourcedConfig, bundle: Bundle | str | Path | No
     except (OSError, ValueError, KeyError, TypeError):
         return  # unreadable: load_bundle names the problem after the model is loaded
     if built_for in EMBEDDED_MODELS and built_for != config.model:
-        raise ConfigError.single(sourced.where, f"the bundle {folder} was built for {built_for}, the config serves "
-                                 f"{config.model}", line=sourced.line("bundle"), field="bundle",
-                                 hint=f"use bundle: builtin, or a bundle built for {config.model}")
+        raise ConfigError.single(
+            sourced.where,
+            f"the bundle {folder} was built for {built_for}, the config serves {config.model}",
+            line=sourced.line("bundle"),
+            field="bundle",
+            hint=f"use bundle: builtin, or a bundle built for {config.model}",
+        )
 
 
 class ValueGuard:
@@ -173,9 +180,16 @@ class ValueGuard:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, config: SourcedConfig | GuardConfig | str | Path, *,
-        bundle: Bundle | str | Path | None = None, metrics: GuardMetrics | None = None, start_audits: bool = True,
-        name: str | None = None, force_bundle: bool = False,
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: SourcedConfig | GuardConfig | str | Path,
+        *,
+        bundle: Bundle | str | Path | None = None,
+        metrics: GuardMetrics | None = None,
+        start_audits: bool = True,
+        name: str | None = None,
+        force_bundle: bool = False,
     ) -> None:
         from causalguard.models.fingerprint import weights_fingerprint
 
@@ -185,10 +199,14 @@ class ValueGuard:
         self.lm = LoadedModel(model, tokenizer, name or first.model, weights_fingerprint(model), first.model)
         if first.upstream is None and not self.lm.has_chat_template:
             raise ConfigError.single(
-                self.source.where, f"{self.lm.name} has no chat template (a base model): the guard composes "
-                "conversations with the model's chat template", line=self.source.line("model"), field="model",
+                self.source.where,
+                f"{self.lm.name} has no chat template (a base model): the guard composes "
+                "conversations with the model's chat template",
+                line=self.source.line("model"),
+                field="model",
                 hint="serve a chat or instruct model (e.g. smollm2-135m-instruct), set tokenizer.chat_template "
-                     "before wrapping this one, or serve it behind an OpenAI-compatible server and set 'upstream'")
+                "before wrapping this one, or serve it behind an OpenAI-compatible server and set 'upstream'",
+            )
         self.bundle = bundle if isinstance(bundle, Bundle) else self._load_bundle(first, bundle, force_bundle)
         self.catalog = bundle_catalog(self.bundle)
         self.sae: LoadedSae | None = None
@@ -198,36 +216,50 @@ class ValueGuard:
             self.sae = load_sae(self.bundle.sae_dir, self.lm)
         self.vectors: VectorSet | None = None
         if self.bundle.vectors_dir is not None and not self.proxy:
-            self.vectors = load_vectors(self.bundle.vectors_dir, hidden_size=self.lm.hidden_size,
-                                        num_layers=self.lm.num_layers, fingerprint=self.lm.fingerprint)
+            self.vectors = load_vectors(
+                self.bundle.vectors_dir,
+                hidden_size=self.lm.hidden_size,
+                num_layers=self.lm.num_layers,
+                fingerprint=self.lm.fingerprint,
+            )
         self.adapters: dict[str, ValueAdapter] = {}
         if self.bundle.adapters_dir is not None and not self.proxy:
-            self.adapters = load_value_adapters(self.bundle.adapters_dir, self.lm.model,
-                                                fingerprint=self.lm.fingerprint)
+            self.adapters = load_value_adapters(
+                self.bundle.adapters_dir, self.lm.model, fingerprint=self.lm.fingerprint
+            )
         self.metrics = metrics if metrics is not None else GuardMetrics()
         self._closed = False
         self._stack = ExitStack()
         layers = ({self.sae.layer} if self.sae is not None else set()) | (
-            self.vectors.layers() if self.vectors is not None else set())
+            self.vectors.layers() if self.vectors is not None else set()
+        )
         if layers:
             self.hooks = self._stack.enter_context(install_steering_hooks(self.lm.model, sorted(layers)))
         if self.adapters:
-            self.adapter_hooks = self._stack.enter_context(install_adapter_hooks(self.lm.model,
-                                                                                 list(self.adapters.values())))
+            self.adapter_hooks = self._stack.enter_context(
+                install_adapter_hooks(self.lm.model, list(self.adapters.values()))
+            )
         # one decode loop for concurrent requests; closed before the hooks are removed (the stack unwinds in reverse)
         self.batcher: ContinuousBatcher | None = None
         if first.server.batching and not self.proxy:
             self.batcher = self._stack.enter_context(
-                ContinuousBatcher(self.lm, max_rows=first.server.max_concurrency,
-                                  prefix_cache_tokens=first.server.prefix_cache_tokens))
+                ContinuousBatcher(
+                    self.lm, max_rows=first.server.max_concurrency, prefix_cache_tokens=first.server.prefix_cache_tokens
+                )
+            )
         try:
             self._holder: ConfigHolder[GuardState] = ConfigHolder(lambda: self._build_state(self.source))
         except Exception:
             self._stack.close()
             raise
-        self.metrics.bundle.info({"model": self.bundle.model_name, "fingerprint": self.bundle.fingerprint,
-                                  "schema": self.bundle.schema,
-                                  "catalog_levers": str(len(self.catalog.levers))})
+        self.metrics.bundle.info(
+            {
+                "model": self.bundle.model_name,
+                "fingerprint": self.bundle.fingerprint,
+                "schema": self.bundle.schema,
+                "catalog_levers": str(len(self.catalog.levers)),
+            }
+        )
         self._publish(self.state)
         self.busy: Callable[[], bool] = lambda: False  # the server sets this: audits skip rounds while it is busy
         self.upstream_ready: Callable[[], bool] = lambda: True  # the server sets this in proxy mode
@@ -282,8 +314,9 @@ class ValueGuard:
     def _load_bundle(self, config: GuardConfig, bundle: str | Path | None, force: bool) -> Bundle:
         base = self.config_path.parent if self.config_path is not None else None
         if bundle is not None:
-            return load_bundle(resolve_bundle_dir(bundle, config.model, base), expected_fingerprint=self.lm.fingerprint,
-                               force=force)
+            return load_bundle(
+                resolve_bundle_dir(bundle, config.model, base), expected_fingerprint=self.lm.fingerprint, force=force
+            )
         with self._sourced(config).blame("bundle"):
             folder = resolve_bundle_dir(config.bundle, config.model, base)
             return load_bundle(folder, expected_fingerprint=self.lm.fingerprint, force=force)
@@ -307,13 +340,16 @@ class ValueGuard:
         judged = self._reply_judge()
         if judged is None:
             if config.monitor.enabled:
-                log.warning("live monitor off: the bundle has no value judge and reply calibration (judge.json, "
-                            "behaviour.json); run 'causalguard behaviour report --bundle FOLDER'")
+                log.warning(
+                    "live monitor off: the bundle has no value judge and reply calibration (judge.json, "
+                    "behaviour.json); run 'causalguard behaviour report --bundle FOLDER'"
+                )
             return None
         return LiveMonitor(lambda: self.state, judged[0], judged[1], self.metrics, lm=self.lm)
 
-    def observe_reply(self, profile: str, messages: Sequence[Message], text: str, *,
-                      state: GuardState | None = None) -> dict[str, float] | None:
+    def observe_reply(
+        self, profile: str, messages: Sequence[Message], text: str, *, state: GuardState | None = None
+    ) -> dict[str, float] | None:
         """Hand a finished reply (generated here or, in proxy mode, upstream) to the live monitor. Returns its
         value scores when ``monitor.expose_scores`` is on (judged on this thread), else None. Never raises."""
         try:
@@ -344,10 +380,12 @@ class ValueGuard:
         kind = config.audit.kind
         judged = self._reply_judge()
         if kind == "replies" and judged is None:
-            raise ConfigError.single(self.source.where, "reply audits need a bundle with a value judge and reply "
-                                     "calibration (judge.json, behaviour.json)", field="audit.kind",
-                                     hint="run 'causalguard behaviour report --bundle FOLDER' or set "
-                                          "audit.kind: survey")
+            raise ConfigError.single(
+                self.source.where,
+                "reply audits need a bundle with a value judge and reply calibration (judge.json, behaviour.json)",
+                field="audit.kind",
+                hint="run 'causalguard behaviour report --bundle FOLDER' or set audit.kind: survey",
+            )
         if kind == "survey" or judged is None:
             return CanaryAuditor(lambda: self.state, self.lm, self.bundle, self.metrics, self.audit_condition)
         from causalguard.judging.prompt_sets import load_prompts
@@ -365,12 +403,22 @@ class ValueGuard:
             from causalguard.runtime.upstream_replies import upstream_completer
 
             complete = upstream_completer(config.upstream, api_key=upstream_api_key(self._sourced(config)))
-        return ReplyAuditor(lambda: self.state, self.lm, judge, calibration, prompts, self.metrics,
-                            busy=lambda: self.busy(), complete=complete, ready=lambda: self.upstream_ready())
+        return ReplyAuditor(
+            lambda: self.state,
+            self.lm,
+            judge,
+            calibration,
+            prompts,
+            self.metrics,
+            busy=lambda: self.busy(),
+            complete=complete,
+            ready=lambda: self.upstream_ready(),
+        )
 
     def _build_state(self, sourced: SourcedConfig) -> GuardState:
-        return build_guard_state(sourced, self.bundle, sae=self.sae, local_model=not self.proxy, vectors=self.vectors,
-                                 adapters=self.adapters)
+        return build_guard_state(
+            sourced, self.bundle, sae=self.sae, local_model=not self.proxy, vectors=self.vectors, adapters=self.adapters
+        )
 
     def _publish(self, state: GuardState) -> None:
         for plan in state.plans.values():
@@ -432,8 +480,12 @@ class ValueGuard:
             sourced = read_guard_config(config)
             new = sourced.config
             if new.model != self.config.model or new.bundle != self.config.bundle:
-                raise ConfigError.single(sourced.where, "model and bundle cannot change on reload",
-                                         field="model", hint="restart the guard to change model or bundle")
+                raise ConfigError.single(
+                    sourced.where,
+                    "model and bundle cannot change on reload",
+                    field="model",
+                    hint="restart the guard to change model or bundle",
+                )
             state = self._holder.reload(lambda: self._build_state(sourced)).state
             self.source = sourced
         except Exception:
@@ -454,11 +506,21 @@ class ValueGuard:
         note = " ".join(plan.role_instructions()) or None
         return ProfileCondition(f"guard:{profile}", note, state.interventions[profile])
 
-    def generate(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
-                 temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
-                 extra_interventions: Sequence[SaeIntervention] = (), top_p: float = 1.0,
-                 stop: Sequence[str] = (), timeout_seconds: float | None = None,
-                 observe: bool = True) -> GuardedResponse:
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        profile: str = "default",
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        extra_interventions: Sequence[SaeIntervention] = (),
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        timeout_seconds: float | None = None,
+        observe: bool = True,
+    ) -> GuardedResponse:
         """One guarded reply to a conversation.
 
         With batching on, the request joins the shared decode loop; otherwise it is a batch of one.
@@ -488,21 +550,36 @@ class ValueGuard:
             SamplingError: The model's next-token scores could not be sampled (not finite).
         """
         if self.batcher is None:
-            return self.generate_batch([messages], profiles=[profile], max_new_tokens=max_new_tokens,
-                                       temperature=temperature, seed=seed, cancel=cancel,
-                                       extra_interventions=[tuple(extra_interventions)], top_p=top_p, stop=stop,
-                                       observe=observe)[0]
+            return self.generate_batch(
+                [messages],
+                profiles=[profile],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+                cancel=cancel,
+                extra_interventions=[tuple(extra_interventions)],
+                top_p=top_p,
+                stop=stop,
+                observe=observe,
+            )[0]
         state = self.state
         plan = state.plan(profile)
-        row = plan_row(self.lm, messages, state.config.system_prompt, plan,
-                       state.interventions[profile] + tuple(extra_interventions), seed)
+        row = plan_row(
+            self.lm,
+            messages,
+            state.config.system_prompt,
+            plan,
+            state.interventions[profile] + tuple(extra_interventions),
+            seed,
+        )
         prompt = row.prompt
         started = time.perf_counter()
         outcome: RequestOutcome = "error"
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         try:
-            job = self.batcher.submit(row, DecodeSettings(max_new_tokens, temperature, top_p, tuple(stop)),
-                                      cancel=cancel, deadline=deadline)
+            job = self.batcher.submit(
+                row, DecodeSettings(max_new_tokens, temperature, top_p, tuple(stop)), cancel=cancel, deadline=deadline
+            )
             out = _bounded_result(job, timeout_seconds)
             outcome = _stopped_outcome(cancel)
         except TimeoutError:
@@ -513,12 +590,21 @@ class ValueGuard:
         response = self._response(profile, plan, len(prompt), out, stop)
         return self._monitored(response, messages, state, outcome) if observe else response
 
-    def generate_batch(self, conversations: Sequence[Sequence[Message]], *, profiles: Sequence[str] | None = None,
-                       max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
-                       cancel: threading.Event | None = None,
-                       extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
-                       min_new_tokens: int = 0, top_p: float = 1.0, stop: Sequence[str] = (),
-                       observe: bool = True) -> list[GuardedResponse]:
+    def generate_batch(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        profiles: Sequence[str] | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        extra_interventions: Sequence[tuple[SaeIntervention, ...]] | None = None,
+        min_new_tokens: int = 0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        observe: bool = True,
+    ) -> list[GuardedResponse]:
         """Guarded replies to several conversations in one left-padded batch, each row under its own
         profile's plan.
 
@@ -550,28 +636,47 @@ class ValueGuard:
         plans = [state.plan(p) for p in profiles]
         started = time.perf_counter()
         extras = list(extra_interventions) if extra_interventions is not None else [()] * len(conversations)
-        rows = [plan_row(self.lm, m, state.config.system_prompt, plan, state.interventions[p] + extra,
-                         None if seed is None else seed + i)
-                for i, (m, p, plan, extra) in enumerate(zip(conversations, profiles, plans, extras, strict=True))]
+        rows = [
+            plan_row(
+                self.lm,
+                m,
+                state.config.system_prompt,
+                plan,
+                state.interventions[p] + extra,
+                None if seed is None else seed + i,
+            )
+            for i, (m, p, plan, extra) in enumerate(zip(conversations, profiles, plans, extras, strict=True))
+        ]
         prompts = [row.prompt for row in rows]
         criteria = cancel_criteria(cancel) if cancel is not None else None
         outcome: RequestOutcome = "error"
         try:
-            outs = generate_rows(self.lm, rows, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 min_new_tokens=min_new_tokens, stopping_criteria=criteria, cancelled=cancel,
-                                 top_p=top_p, stop=stop)
+            outs = generate_rows(
+                self.lm,
+                rows,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                min_new_tokens=min_new_tokens,
+                stopping_criteria=criteria,
+                cancelled=cancel,
+                top_p=top_p,
+                stop=stop,
+            )
             outcome = _stopped_outcome(cancel)
         finally:
             for profile, plan in zip(profiles, plans, strict=True):
                 self._count(profile, plan, outcome, time.perf_counter() - started)
-        responses = [self._response(profile, plan, len(prompt), out, stop)
-                     for profile, plan, prompt, out in zip(profiles, plans, prompts, outs, strict=True)]
+        responses = [
+            self._response(profile, plan, len(prompt), out, stop)
+            for profile, plan, prompt, out in zip(profiles, plans, prompts, outs, strict=True)
+        ]
         if not observe:
             return responses
         return [self._monitored(r, m, state, outcome) for r, m in zip(responses, conversations, strict=True)]
 
-    def _monitored(self, response: GuardedResponse, messages: Sequence[Message], state: GuardState,
-                   outcome: RequestOutcome) -> GuardedResponse:
+    def _monitored(
+        self, response: GuardedResponse, messages: Sequence[Message], state: GuardState, outcome: RequestOutcome
+    ) -> GuardedResponse:
         """``response`` handed to the live monitor (a stopped one only counted), with its scores when exposed."""
         if outcome != "ok":
             self.observe_cancelled(response.profile)
@@ -579,19 +684,36 @@ class ValueGuard:
         scores = self.observe_reply(response.profile, messages, response.text, state=state)
         return response if scores is None else dataclasses.replace(response, scores=scores)
 
-    def _response(self, profile: str, plan: Plan, prompt_tokens: int, out: Generated,
-                  stop: Sequence[str]) -> GuardedResponse:
+    def _response(
+        self, profile: str, plan: Plan, prompt_tokens: int, out: Generated, stop: Sequence[str]
+    ) -> GuardedResponse:
         """A finished generation as a reply (text cut at the first stop string), its tokens counted."""
         self.metrics.generated_tokens.labels(profile=profile, method=method_label(plan)).inc(len(out.tokens))
         text, stopped = cut_at_stop(self.lm.tokenizer.decode(out.tokens, skip_special_tokens=True), stop)
-        return GuardedResponse(text, len(out.tokens), prompt_tokens, profile, tuple(lever.id for lever in plan.levers),
-                               "stop" if stopped else out.finish_reason)
+        return GuardedResponse(
+            text,
+            len(out.tokens),
+            prompt_tokens,
+            profile,
+            tuple(lever.id for lever in plan.levers),
+            "stop" if stopped else out.finish_reason,
+        )
 
-    def stream(self, messages: Sequence[Message], *, profile: str = "default", max_new_tokens: int = 64,
-               temperature: float = 0.0, seed: int | None = None, cancel: threading.Event | None = None,
-               extra_interventions: Sequence[SaeIntervention] = (),
-               report: dict[str, Any] | None = None, top_p: float = 1.0, stop: Sequence[str] = (),
-               timeout_seconds: float | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        profile: str = "default",
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        extra_interventions: Sequence[SaeIntervention] = (),
+        report: dict[str, Any] | None = None,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        timeout_seconds: float | None = None,
+    ) -> Iterator[str]:
         """A guarded reply as text pieces, yielded as they are generated.
 
         Closing the iterator early (or setting ``cancel``) stops generation at the next token. With
@@ -624,8 +746,14 @@ class ValueGuard:
 
         state = self.state
         plan = state.plan(profile)
-        row = plan_row(self.lm, messages, state.config.system_prompt, plan,
-                       state.interventions[profile] + tuple(extra_interventions), seed)
+        row = plan_row(
+            self.lm,
+            messages,
+            state.config.system_prompt,
+            plan,
+            state.interventions[profile] + tuple(extra_interventions),
+            seed,
+        )
         prompt = row.prompt
         stops, halt = tuple(stop), cancel or threading.Event()
         streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=None)
@@ -639,14 +767,26 @@ class ValueGuard:
                 if self.batcher is not None:  # the shared decode loop feeds the streamer token by token
                     streamer.put(torch.tensor([prompt]))  # the streamer skips the first thing it is given
                     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-                    job = self.batcher.submit(row, DecodeSettings(max_new_tokens, temperature, top_p, stops),
-                                              cancel=halt, on_token=lambda t: streamer.put(torch.tensor([t])),
-                                              on_end=streamer.end, deadline=deadline)
+                    job = self.batcher.submit(
+                        row,
+                        DecodeSettings(max_new_tokens, temperature, top_p, stops),
+                        cancel=halt,
+                        on_token=lambda t: streamer.put(torch.tensor([t])),
+                        on_end=streamer.end,
+                        deadline=deadline,
+                    )
                     out, eos = _bounded_result(job, timeout_seconds), job.hit_eos
                 else:
-                    (out,) = generate_rows(self.lm, [row], max_new_tokens=max_new_tokens, temperature=temperature,
-                                           streamer=streamer, top_p=top_p, stop=stops,
-                                           stopping_criteria=cancel_criteria(halt))
+                    (out,) = generate_rows(
+                        self.lm,
+                        [row],
+                        max_new_tokens=max_new_tokens,
+                        temperature=temperature,
+                        streamer=streamer,
+                        top_p=top_p,
+                        stop=stops,
+                        stopping_criteria=cancel_criteria(halt),
+                    )
                     eos = out.finish_reason == "stop"
                 counted["tokens"] = len(out.tokens) + int(eos)
                 counted["eos"] = int(eos)
@@ -666,11 +806,12 @@ class ValueGuard:
                     continue
                 held, hit_stop = cut_at_stop(held + piece, stops)
                 ready = held if hit_stop else held[: len(held) - keep] if keep else held
-                held = held[len(ready):]
+                held = held[len(ready) :]
                 if ready:
                     if first:
                         self.metrics.ttft_seconds.labels(profile=profile, method=method).observe(
-                            time.perf_counter() - started)
+                            time.perf_counter() - started
+                        )
                         first = False
                     sent.append(ready)
                     yield ready
@@ -691,8 +832,13 @@ class ValueGuard:
             self.metrics.generated_tokens.labels(profile=profile, method=method).inc(counted["tokens"])
             if report is not None:
                 report["completion_tokens"] = counted["tokens"]
-                report["finish_reason"] = ("stop" if counted.get("eos") or hit_stop else
-                                           "cancelled" if outcome in ("cancelled", "timeout") else "length")
+                report["finish_reason"] = (
+                    "stop"
+                    if counted.get("eos") or hit_stop
+                    else "cancelled"
+                    if outcome in ("cancelled", "timeout")
+                    else "length"
+                )
             self._count(profile, plan, outcome, time.perf_counter() - started)
             if outcome == "ok":
                 scores = self.observe_reply(profile, messages, "".join(sent), state=state)
@@ -715,20 +861,21 @@ class ValueGuard:
         """Count tokens generated elsewhere (proxy mode) under this guard's metrics."""
         if tokens > 0:
             self.metrics.generated_tokens.labels(profile=profile, method=method_label(self.state.plan(profile))).inc(
-                tokens)
+                tokens
+            )
 
     def record_first_token(self, profile: str, seconds: float) -> None:
         """Observe the time to the first token of a stream generated elsewhere (proxy mode)."""
         self.metrics.ttft_seconds.labels(profile=profile, method=method_label(self.state.plan(profile))).observe(
-            seconds)
+            seconds
+        )
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the local model's tokenizer (proxy mode without upstream usage)."""
         return len(self.lm.tokenizer(text, add_special_tokens=False).input_ids) if text else 0
 
     def _count(self, profile: str, plan: Plan, outcome: RequestOutcome, seconds: float) -> None:
-        self.metrics.count_request(profile, method_label(plan), outcome, seconds,
-                                   [lever.kind for lever in plan.levers])
+        self.metrics.count_request(profile, method_label(plan), outcome, seconds, [lever.kind for lever in plan.levers])
 
     # ---- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:

@@ -58,15 +58,26 @@ class GenerateParse:
         answers = []
         for (dim, item), text in zip(items, texts, strict=True):
             raw = parse_yes_no(text)
-            answers.append(ItemAnswer(item_id=item.id, dimension=dim.name, polarity=item.polarity,
-                                      raw=float(raw), score=float(item.polarity * raw), text=text))
+            answers.append(
+                ItemAnswer(
+                    item_id=item.id,
+                    dimension=dim.name,
+                    polarity=item.polarity,
+                    raw=float(raw),
+                    score=float(item.polarity * raw),
+                    text=text,
+                )
+            )
         return answers
 
     def _generate(self, lm: LoadedModel, prompts: list[list[int]]) -> list[str]:
         ids, mask = left_padded(prompts, lm.pad_token_id)
         width = ids.shape[1]
         out = lm.model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens, do_sample=False,
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
             pad_token_id=lm.pad_token_id,
         )
         return [lm.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]

@@ -16,8 +16,13 @@ import torch
 
 
 def next_token_logits(
-    model: Any, prefix: Sequence[int], continuations: Sequence[Sequence[int]], *, pad_id: int,
-    batch_size: int, reuse_prefix: bool = True,
+    model: Any,
+    prefix: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    batch_size: int,
+    reuse_prefix: bool = True,
 ) -> torch.Tensor:
     """Logits of the token after each ``prefix + continuation``: a float32 tensor [N, vocab]."""
     out = []
@@ -31,8 +36,13 @@ def next_token_logits(
 
 
 def continuation_logprobs(
-    model: Any, prefix: Sequence[int], continuations: Sequence[Sequence[int]], *, pad_id: int,
-    batch_size: int, reuse_prefix: bool = True,
+    model: Any,
+    prefix: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    batch_size: int,
+    reuse_prefix: bool = True,
 ) -> list[torch.Tensor]:
     """Per-token log-probabilities of each continuation given the prefix (a 1-D tensor each)."""
     out: list[torch.Tensor] = []
@@ -72,8 +82,13 @@ def _prefix_state(model: Any, prefix: Sequence[int]) -> _PrefixState:
 
 
 def _forward(
-    model: Any, prefix: Sequence[int], batch: Sequence[Sequence[int]], state: _PrefixState | None,
-    *, pad_id: int, keep: int,
+    model: Any,
+    prefix: Sequence[int],
+    batch: Sequence[Sequence[int]],
+    state: _PrefixState | None,
+    *,
+    pad_id: int,
+    keep: int,
 ) -> torch.Tensor:
     rows = batch if state is not None else [list(prefix) + list(c) for c in batch]
     width = max(len(r) for r in rows)
@@ -90,6 +105,12 @@ def _forward(
         cache.batch_repeat_interleave(len(rows))
         mask = torch.cat([torch.ones((len(rows), state.length), dtype=torch.long), mask], 1)
         kwargs["past_key_values"] = cache
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
-                use_cache=state is not None, **kwargs)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        logits_to_keep=keep,
+        use_cache=state is not None,
+        **kwargs,
+    )
     return out.logits

@@ -42,12 +42,23 @@ class StatementContrast:
         prefix = encode_prefix(lm.tokenizer, context_text(role, steering))
         continuations = [encode_continuation(lm.tokenizer, item.statement) for _, item in items]
         with steering.applied(lm.model):
-            logprobs = continuation_logprobs(lm.model, prefix, continuations, pad_id=lm.pad_token_id,
-                                             batch_size=self.batch_size, reuse_prefix=self.reuse_prefix)
+            logprobs = continuation_logprobs(
+                lm.model,
+                prefix,
+                continuations,
+                pad_id=lm.pad_token_id,
+                batch_size=self.batch_size,
+                reuse_prefix=self.reuse_prefix,
+            )
         raws = [float(lp.mean()) for lp in logprobs]
         centre = sum(raws) / len(raws) if raws else 0.0
         return [
-            ItemAnswer(item_id=item.id, dimension=dim.name, polarity=item.polarity, raw=raw,
-                       score=item.polarity * (raw - centre))
+            ItemAnswer(
+                item_id=item.id,
+                dimension=dim.name,
+                polarity=item.polarity,
+                raw=raw,
+                score=item.polarity * (raw - centre),
+            )
             for (dim, item), raw in zip(items, raws, strict=True)
         ]

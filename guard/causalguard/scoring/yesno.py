@@ -82,8 +82,14 @@ class YesNoLogOdds:
         yes_ids = answer_token_ids(lm.tokenizer, ["yes"])
         no_ids = answer_token_ids(lm.tokenizer, ["no"])
         with steering.applied(lm.model):
-            logits = next_token_logits(lm.model, prefix, continuations, pad_id=lm.pad_token_id,
-                                       batch_size=self.batch_size, reuse_prefix=self.reuse_prefix)
+            logits = next_token_logits(
+                lm.model,
+                prefix,
+                continuations,
+                pad_id=lm.pad_token_id,
+                batch_size=self.batch_size,
+                reuse_prefix=self.reuse_prefix,
+            )
         logprobs = torch.log_softmax(logits, -1)
         yes = torch.logsumexp(logprobs[:, yes_ids], -1)
         no = torch.logsumexp(logprobs[:, no_ids], -1)
@@ -92,8 +98,12 @@ class YesNoLogOdds:
         bias = log_odds[-1] if self.calibration == "content_free" else sum(log_odds[:-1]) / len(items)
         return [
             ItemAnswer(
-                item_id=item.id, dimension=dim.name, polarity=item.polarity, raw=log_odds[i],
-                score=item.polarity * math.tanh((log_odds[i] - bias) / 2), yes_no_mass=mass[i],
+                item_id=item.id,
+                dimension=dim.name,
+                polarity=item.polarity,
+                raw=log_odds[i],
+                score=item.polarity * math.tanh((log_odds[i] - bias) / 2),
+                yes_no_mass=mass[i],
             )
             for i, (dim, item) in enumerate(items)
         ]

@@ -40,8 +40,9 @@ def _default_factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard
     return ValueGuard.from_config(config, metrics=metrics)
 
 
-def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _default_factory,
-               metrics: GuardMetrics | None = None) -> FastAPI:
+def create_app(
+    config: SourcedConfig | Path, *, guard_factory: GuardFactory = _default_factory, metrics: GuardMetrics | None = None
+) -> FastAPI:
     """Build the app; the model loads in the background after start-up (``/readyz`` says when).
     A path is read here, once (a bad file fails fast, before serving anything)."""
     state = ServerState(read_guard_config(config), metrics or GuardMetrics())
@@ -72,8 +73,9 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
         # Requests block a worker thread each while they generate (streams: one more to pull pieces), so
         # the loop's default pool (cores + 4 threads) would cap the decode batch far below max_concurrency.
         server = state.source.config.server
-        workers = ThreadPoolExecutor(2 * (server.max_concurrency + server.max_queue) + 8,
-                                     thread_name_prefix="causalguard-request")
+        workers = ThreadPoolExecutor(
+            2 * (server.max_concurrency + server.max_queue) + 8, thread_name_prefix="causalguard-request"
+        )
         asyncio.get_running_loop().set_default_executor(workers)
         loader = threading.Thread(target=load, name="causalguard-load", daemon=True)
         loader.start()
@@ -97,6 +99,7 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
 
     app = FastAPI(title="causalguard", lifespan=lifespan)
     app.state.guard_server = state
+
     @app.get("/metrics", include_in_schema=False)
     async def metrics_exact(request: Request) -> Response:  # the mount below only serves /metrics/ (else a 307)
         from prometheus_client.exposition import choose_encoder
@@ -129,5 +132,3 @@ def create_app(config: SourcedConfig | Path, *, guard_factory: GuardFactory = _d
 
     app.include_router(router)
     return app
-
-

@@ -36,10 +36,15 @@ class BodyLimit:
         raw = list(scope.get("headers") or [])
         lengths = [value for name, value in raw if name.lower() == b"content-length"]
         chunked = any(name.lower() == b"transfer-encoding" for name, _ in raw)
-        problem = ("Content-Length and Transfer-Encoding together" if lengths and chunked else
-                   "more than one Content-Length header" if len(lengths) > 1 else
-                   "a Content-Length that is not a decimal number" if lengths and not lengths[0].strip().isdigit()
-                   else None)
+        problem = (
+            "Content-Length and Transfer-Encoding together"
+            if lengths and chunked
+            else "more than one Content-Length header"
+            if len(lengths) > 1
+            else "a Content-Length that is not a decimal number"
+            if lengths and not lengths[0].strip().isdigit()
+            else None
+        )
         if problem is not None:
             await self._refuse_framing(send, problem)
             return
@@ -75,17 +80,34 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse_framing(send: Send, problem: str) -> None:
-        body = json.dumps(error_body(f"ambiguous request framing: {problem}; send one Content-Length or "
-                                     "chunked Transfer-Encoding, not both", param="headers",
-                                     code="bad_framing")).encode()
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            error_body(
+                f"ambiguous request framing: {problem}; send one Content-Length or chunked Transfer-Encoding, not both",
+                param="headers",
+                code="bad_framing",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:
         body = json.dumps(error_body(f"request body over {limit} bytes", code="request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

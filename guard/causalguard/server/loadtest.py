@@ -15,8 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-PROMPTS = ("What matters most in life?", "Should I help a stranger?", "How do I become powerful?",
-           "Describe a perfect weekend.")
+PROMPTS = (
+    "What matters most in life?",
+    "Should I help a stranger?",
+    "How do I become powerful?",
+    "Describe a perfect weekend.",
+)
 
 
 @dataclass
@@ -34,18 +38,33 @@ class LoadReport:
 
     def summary(self) -> str:
         statuses = dict(sorted(self.statuses.items()))
-        return (f"{self.requests} requests in {self.wall_seconds:.1f} s: statuses {statuses}, "
-                f"{self.disconnected} disconnected on purpose, {self.mismatches} mismatches; latency "
-                f"p50 {statistics.median(self.latencies):.2f} s, p95 {self.percentile(0.95):.2f} s")
+        return (
+            f"{self.requests} requests in {self.wall_seconds:.1f} s: statuses {statuses}, "
+            f"{self.disconnected} disconnected on purpose, {self.mismatches} mismatches; latency "
+            f"p50 {statistics.median(self.latencies):.2f} s, p95 {self.percentile(0.95):.2f} s"
+        )
 
 
 def _body(model: str, prompt: str, profile: str, max_tokens: int, stream: bool = False) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "profile": profile, "stream": stream}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "profile": profile,
+        "stream": stream,
+    }
 
 
-def run_load(url: str, model: str, profiles: Sequence[str], *, requests: int = 200, concurrency: int = 16,
-             max_tokens: int = 8, disconnect_every: int = 10) -> LoadReport:
+def run_load(
+    url: str,
+    model: str,
+    profiles: Sequence[str],
+    *,
+    requests: int = 200,
+    concurrency: int = 16,
+    max_tokens: int = 8,
+    disconnect_every: int = 10,
+) -> LoadReport:
     import httpx
 
     endpoint = f"{url}/v1/chat/completions"

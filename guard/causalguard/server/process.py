@@ -67,14 +67,32 @@ class ServerProcess:
 
 
 @contextmanager
-def serve_in_process(config: Path, log_path: Path, *, port: int | None = None,
-                     env: dict[str, str] | None = None, log_level: str = "warning",
-                     extra_args: tuple[str, ...] = (), loaded_only: bool = False) -> Iterator[ServerProcess]:
+def serve_in_process(
+    config: Path,
+    log_path: Path,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    log_level: str = "warning",
+    extra_args: tuple[str, ...] = (),
+    loaded_only: bool = False,
+) -> Iterator[ServerProcess]:
     """Start the server on loopback, wait until ready (``loaded_only``: until the guard is loaded, even
     if not ready), and always stop it (SIGTERM, then SIGKILL)."""
     port = port or free_port()
-    command = [sys.executable, "-c", "from causalguard.cli import main; main()", "serve", "--config", str(config),
-               "--port", str(port), "--log-level", log_level, *extra_args]
+    command = [
+        sys.executable,
+        "-c",
+        "from causalguard.cli import main; main()",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--log-level",
+        log_level,
+        *extra_args,
+    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = ServerProcess(process, port, log_path, config)

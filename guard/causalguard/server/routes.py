@@ -72,8 +72,15 @@ class ClosingStreamingResponse(StreamingResponse):
                     await close()
 
 
-def error_response(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(message, type_=type_, param=param, code=code), status_code=status, headers=headers)
 
 
@@ -81,25 +88,39 @@ def error_response(status: int, message: str, *, type_: str = "invalid_request_e
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
+
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     state = server_state(request)
     loop = state.decode_loop()
     stuck = state.decode_loop_stuck()
     ready = state.ready and not stuck and not state.upstream_down()
-    body: dict[str, Any] = {"ready": ready, "running": state.admission.running,
-                            "waiting": state.admission.waiting, "hooks_installed": state.hooks_installed()}
+    body: dict[str, Any] = {
+        "ready": ready,
+        "running": state.admission.running,
+        "waiting": state.admission.waiting,
+        "hooks_installed": state.hooks_installed(),
+    }
     if loop is not None:
-        body["decode_loop"] = {"alive": loop.alive, "stuck": stuck, "stalled_seconds": round(loop.stalled_seconds, 3),
-                               "rows": loop.rows, "failed_steps": loop.failed_steps}
+        body["decode_loop"] = {
+            "alive": loop.alive,
+            "stuck": stuck,
+            "stalled_seconds": round(loop.stalled_seconds, 3),
+            "rows": loop.rows,
+            "failed_steps": loop.failed_steps,
+        }
     if state.guard is not None:
-        body.update(model=state.guard.lm.name, profiles=list(state.guard.state.plans),
-                    bundle_fingerprint=state.guard.bundle.fingerprint)
+        body.update(
+            model=state.guard.lm.name,
+            profiles=list(state.guard.state.plans),
+            bundle_fingerprint=state.guard.bundle.fingerprint,
+        )
     if state.upstream is not None:
         body["upstream"] = state.upstream.health.as_dict()
     if state.load_error:
         body["error"] = state.load_error
     return JSONResponse(body, status_code=200 if ready else 503)
+
 
 @router.get("/v1/models", response_model=None)
 async def models(request: Request) -> dict[str, Any] | JSONResponse:
@@ -109,8 +130,11 @@ async def models(request: Request) -> dict[str, Any] | JSONResponse:
         return refused
     name = state.config.model
     ids = [name] + [f"{name}:{p}" for p in state.config.profile_names]
-    return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "causalguard"}
-                                       for i in ids]}
+    return {
+        "object": "list",
+        "data": [{"id": i, "object": "model", "created": 0, "owned_by": "causalguard"} for i in ids],
+    }
+
 
 @router.get("/v1/models/{model_id}")
 async def model(model_id: str, request: Request) -> Any:
@@ -120,8 +144,12 @@ async def model(model_id: str, request: Request) -> Any:
         return refused
     name = state.config.model
     if model_id not in [name] + [f"{name}:{p}" for p in state.config.profile_names]:
-        return error_response(404, f"the model '{model_id}' does not exist here (GET /v1/models lists them)",
-                              param="model", code="model_not_found")
+        return error_response(
+            404,
+            f"the model '{model_id}' does not exist here (GET /v1/models lists them)",
+            param="model",
+            code="model_not_found",
+        )
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "causalguard"}
 
 
@@ -131,12 +159,20 @@ def _client_refusal(state: ServerState, request: Request) -> JSONResponse | None
     checked = check_client_key(request.headers.get("authorization"), state.config.server.api_keys)
     rid = request_id_of(request.scope)
     if checked.refusal is not None:
-        log.info("request %s refused: %s", rid, checked.refusal,
-                 extra={"event": "unauthenticated", "request_id": rid, "status": 401})
-        return error_response(401, checked.refusal, code="invalid_api_key",
-                              headers={"WWW-Authenticate": "Bearer"})
-    log.debug("request %s from key %s %s", rid, checked.key_id, request.url.path,
-              extra={"event": "authenticated", "request_id": rid, "key_id": checked.key_id})
+        log.info(
+            "request %s refused: %s",
+            rid,
+            checked.refusal,
+            extra={"event": "unauthenticated", "request_id": rid, "status": 401},
+        )
+        return error_response(401, checked.refusal, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    log.debug(
+        "request %s from key %s %s",
+        rid,
+        checked.key_id,
+        request.url.path,
+        extra={"event": "authenticated", "request_id": rid, "key_id": checked.key_id},
+    )
     return None
 
 
@@ -146,8 +182,9 @@ def _admin_refusal(state: ServerState, request: Request) -> JSONResponse | None:
     env = state.config.server.admin_token_env
     token = os.environ.get(env) if env else None
     if not token:
-        return error_response(403, f"the admin endpoints are disabled: set {env or 'server.admin_token_env'}",
-                              type_="permission_error")
+        return error_response(
+            403, f"the admin endpoints are disabled: set {env or 'server.admin_token_env'}", type_="permission_error"
+        )
     if request.headers.get("authorization") != f"Bearer {token}":
         return error_response(401, "missing or wrong bearer token", type_="authentication_error")
     if state.guard is None:
@@ -165,11 +202,13 @@ async def guard_explain(request: Request, profile: str = "default") -> JSONRespo
         return refused or error_response(503, "not ready", type_="server_error")
     plans = state.guard.state.plans
     if profile not in plans:
-        return error_response(404, f"no profile '{profile}' (profiles: {', '.join(plans)})", param="profile",
-                              code="profile_not_found")
+        return error_response(
+            404, f"no profile '{profile}' (profiles: {', '.join(plans)})", param="profile", code="profile_not_found"
+        )
     plan = plans[profile]
-    return JSONResponse({"profile": profile, "levers": [lever.id for lever in plan.levers],
-                         "explanation": state.guard.explain(profile)})
+    return JSONResponse(
+        {"profile": profile, "levers": [lever.id for lever in plan.levers], "explanation": state.guard.explain(profile)}
+    )
 
 
 @router.post("/admin/reload")
@@ -182,9 +221,20 @@ async def admin_reload(request: Request) -> JSONResponse:
         version = await asyncio.to_thread(reload_config, state, True)
     except CausalguardError as exc:  # a bad file or a profile the planner refuses: the old config stays active
         problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
-        return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error", "param": "config",
-                                       "code": "invalid_config", "problems": problems}}, status_code=400)
+        return JSONResponse(
+            {
+                "error": {
+                    "message": str(exc),
+                    "type": "invalid_request_error",
+                    "param": "config",
+                    "code": "invalid_config",
+                    "problems": problems,
+                }
+            },
+            status_code=400,
+        )
     return JSONResponse({"reloaded": True, "version": version, "profiles": state.config.profile_names})
+
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
@@ -195,14 +245,26 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         return refused
     guard = state.guard
     if not state.ready or guard is None:
-        return error_response(503, "the model is still loading", type_="server_error", code="not_ready",
-                      headers={"Retry-After": "5"})
+        return error_response(
+            503, "the model is still loading", type_="server_error", code="not_ready", headers={"Retry-After": "5"}
+        )
     try:
         call = translate_request(body, guard)
     except RequestRejected as exc:
-        log.info("request %s rejected: %s (param %s, code %s)", request_id_of(request.scope), exc, exc.param,
-                 exc.code, extra={"event": "rejected", "request_id": request_id_of(request.scope),
-                                  "param": exc.param, "code": exc.code, "status": exc.status})
+        log.info(
+            "request %s rejected: %s (param %s, code %s)",
+            request_id_of(request.scope),
+            exc,
+            exc.param,
+            exc.code,
+            extra={
+                "event": "rejected",
+                "request_id": request_id_of(request.scope),
+                "param": exc.param,
+                "code": exc.code,
+                "status": exc.status,
+            },
+        )
         named = body.profile or body.model.partition(":")[2]
         asked = named if named in guard.state.plans else "none"
         state.metrics.count_invalid(asked)  # a known profile or 'none': clients cannot mint label values
@@ -213,45 +275,71 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         await stack.enter_async_context(state.admission.slot())
     except QueueFullError as exc:
         state.metrics.count_rejected(profile)
-        return error_response(429, f"server busy: {exc}", type_="rate_limit_error", code="queue_full",
-                      headers={"Retry-After": "1"})
+        return error_response(
+            429, f"server busy: {exc}", type_="rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
+        )
     if state.upstream is not None:
         return await _proxied(state, state.upstream, guard, call, body, stack, request)
-    kwargs: dict[str, Any] = {"profile": profile, "max_new_tokens": call.max_new_tokens,
-                              "temperature": call.temperature, "seed": call.seed, "top_p": call.top_p,
-                              "stop": call.stop, "timeout_seconds": config.server.request_timeout_seconds,
-                              "extra_interventions": call.interventions}
+    kwargs: dict[str, Any] = {
+        "profile": profile,
+        "max_new_tokens": call.max_new_tokens,
+        "temperature": call.temperature,
+        "seed": call.seed,
+        "top_p": call.top_p,
+        "stop": call.stop,
+        "timeout_seconds": config.server.request_timeout_seconds,
+        "extra_interventions": call.interventions,
+    }
     if body.stream:
         trailer = {"usage": call.prompt_tokens} if body.stream_options and body.stream_options.include_usage else {}
-        return ClosingStreamingResponse(_sse(state, guard, messages, kwargs, body.model, stack, request, trailer),
-                                        media_type="text/event-stream")
+        return ClosingStreamingResponse(
+            _sse(state, guard, messages, kwargs, body.model, stack, request, trailer), media_type="text/event-stream"
+        )
     async with stack:
         cancel = Cancellation()
         job = asyncio.ensure_future(asyncio.to_thread(guard.generate, messages, cancel=cancel, **kwargs))
         try:
             # generate() itself gives up at the timeout (plus a grace when the decode loop is stuck);
             # this wait is the backstop that never lets a request outlive both
-            reply = await asyncio.wait_for(asyncio.shield(job), config.server.request_timeout_seconds
-                                           + 2 * DEADLINE_GRACE_SECONDS)
+            reply = await asyncio.wait_for(
+                asyncio.shield(job), config.server.request_timeout_seconds + 2 * DEADLINE_GRACE_SECONDS
+            )
         except TimeoutError:
             cancel.cancel("timeout")
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(job), DEADLINE_GRACE_SECONDS)
             return error_response(504, "generation timed out", type_="server_error", code="timeout")
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                     "finish_reason": reply.finish_reason}],
-        "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                  "total_tokens": reply.prompt_tokens + reply.completion_tokens},
-        "causalguard": {"profile": reply.profile, "levers": list(reply.levers),
-                        **({"scores": reply.scores} if reply.scores is not None else {})},
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}
+        ],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        },
+        "causalguard": {
+            "profile": reply.profile,
+            "levers": list(reply.levers),
+            **({"scores": reply.scores} if reply.scores is not None else {}),
+        },
     }
 
 
-async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, str]], kwargs: dict[str, Any],
-               model: str, stack: AsyncExitStack, request: Request, trailer: dict[str, int]) -> AsyncIterator[str]:
+async def _sse(
+    state: ServerState,
+    guard: ValueGuard,
+    messages: list[dict[str, str]],
+    kwargs: dict[str, Any],
+    model: str,
+    stack: AsyncExitStack,
+    request: Request,
+    trailer: dict[str, int],
+) -> AsyncIterator[str]:
     """SSE chunks; a client that disconnects cancels generation, which releases its slot. The last chunk
     names the profile and levers applied (``causalguard``); with ``stream_options.include_usage`` a usage
     chunk follows, as OpenAI sends it (``trailer["usage"]`` holds the prompt tokens).
@@ -261,13 +349,20 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
     cancel = Cancellation()
     report: dict[str, Any] = {}
     pieces: ThreadedIterator[str] = ThreadedIterator(
-        guard.stream(messages, cancel=cancel, report=report, **kwargs), cancel)
+        guard.stream(messages, cancel=cancel, report=report, **kwargs), cancel
+    )
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     deadline = time.monotonic() + guard.config.server.request_timeout_seconds
 
     def chunk(delta: dict[str, str], finish: str | None, **extra: Any) -> str:
-        body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        body = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return f"data: {json.dumps(body)}\n\n"
 
     applied = applied_levers(guard, kwargs["profile"])
@@ -284,14 +379,26 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
             piece = await asyncio.wait_for(pieces.next(), remaining) if remaining > 0 else None
             if piece is None:
                 scores = report.get("scores")
-                yield chunk({}, report.get("finish_reason", "stop"),
-                            causalguard={**applied, "scores": scores} if scores is not None else applied)
+                yield chunk(
+                    {},
+                    report.get("finish_reason", "stop"),
+                    causalguard={**applied, "scores": scores} if scores is not None else applied,
+                )
                 if "usage" in trailer:
                     done = int(report.get("completion_tokens", 0))
-                    usage = {"prompt_tokens": trailer["usage"], "completion_tokens": done,
-                             "total_tokens": trailer["usage"] + done}
-                    body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": usage}
+                    usage = {
+                        "prompt_tokens": trailer["usage"],
+                        "completion_tokens": done,
+                        "total_tokens": trailer["usage"] + done,
+                    }
+                    body = {
+                        "id": ident,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
                     yield f"data: {json.dumps(body)}\n\n"
                 break
             if await request.is_disconnected():
@@ -304,8 +411,11 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
         yield "data: [DONE]\n\n"
     except Exception as exc:  # after the first byte the status is sent: say what failed in the stream itself
         cancel.cancel("error")
-        log.error("stream failed after the first chunk: %s", type(exc).__name__, exc_info=not isinstance(
-            exc, CausalguardError))
+        log.error(
+            "stream failed after the first chunk: %s",
+            type(exc).__name__,
+            exc_info=not isinstance(exc, CausalguardError),
+        )
         what = str(exc) if isinstance(exc, CausalguardError) else "internal error (see the server log)"
         yield sse_error(f"generation failed: {what}")
         yield "data: [DONE]\n\n"
@@ -317,16 +427,30 @@ async def _sse(state: ServerState, guard: ValueGuard, messages: list[dict[str, s
             await stack.aclose()
 
 
-async def _proxied(state: ServerState, upstream: Upstream, guard: ValueGuard, call: GuardCall,
-                   body: ChatCompletionRequest, stack: AsyncExitStack, request: Request) -> Any:
+async def _proxied(
+    state: ServerState,
+    upstream: Upstream,
+    guard: ValueGuard,
+    call: GuardCall,
+    body: ChatCompletionRequest,
+    stack: AsyncExitStack,
+    request: Request,
+) -> Any:
     """Proxy mode: the plan's role levers composed into the system message, generation upstream. The
     guard's own request timeout cancels the upstream call (its connection is closed); generated tokens
     come from the upstream's ``usage`` (else the local tokenizer's count of the reply)."""
     plan = guard.state.plan(call.profile)
     messages = compose_messages(call.messages, guard.config.system_prompt, plan.role_instructions())
     applied = applied_levers(guard, call.profile)
-    payload = upstream.payload(messages, max_tokens=call.max_new_tokens, temperature=call.temperature,
-                               seed=call.seed, stream=body.stream, top_p=call.top_p, stop=call.stop)
+    payload = upstream.payload(
+        messages,
+        max_tokens=call.max_new_tokens,
+        temperature=call.temperature,
+        seed=call.seed,
+        stream=body.stream,
+        top_p=call.top_p,
+        stop=call.stop,
+    )
     started = time.perf_counter()
     timeout = guard.config.server.request_timeout_seconds
     if not body.stream:
@@ -344,24 +468,39 @@ async def _proxied(state: ServerState, upstream: Upstream, guard: ValueGuard, ca
         tokens = completion_tokens(reply)
         guard.record_tokens(call.profile, tokens if tokens is not None else guard.count_tokens(text))
         scores = await asyncio.to_thread(guard.observe_reply, call.profile, call.messages, text)
-        return {**reply, "model": body.model,
-                "causalguard": {**applied, "scores": scores} if scores is not None else applied}
-    return ClosingStreamingResponse(_proxied_sse(upstream, guard, payload, body.model, applied, stack, request,
-                                                 started, call.messages, timeout), media_type="text/event-stream")
+        return {
+            **reply,
+            "model": body.model,
+            "causalguard": {**applied, "scores": scores} if scores is not None else applied,
+        }
+    return ClosingStreamingResponse(
+        _proxied_sse(upstream, guard, payload, body.model, applied, stack, request, started, call.messages, timeout),
+        media_type="text/event-stream",
+    )
 
 
 def _reply_text(reply: dict[str, Any]) -> str:
     """The assistant text of an upstream chat completion ('' when it has none)."""
     choices = reply.get("choices")
-    message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) \
-        else None
+    message = (
+        choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    )
     content = message.get("content") if isinstance(message, dict) else None
     return content if isinstance(content, str) else ""
 
 
-async def _proxied_sse(upstream: Upstream, guard: ValueGuard, payload: dict[str, Any], model: str,
-                       applied: dict[str, Any], stack: AsyncExitStack, request: Request,
-                       started: float, messages: list[dict[str, str]], timeout: float) -> AsyncIterator[str]:
+async def _proxied_sse(
+    upstream: Upstream,
+    guard: ValueGuard,
+    payload: dict[str, Any],
+    model: str,
+    applied: dict[str, Any],
+    stack: AsyncExitStack,
+    request: Request,
+    started: float,
+    messages: list[dict[str, str]],
+    timeout: float,
+) -> AsyncIterator[str]:
     """The upstream's chunks, relabelled; the finished reply goes to the live monitor (its scores ride on
     the finishing chunk with ``monitor.expose_scores``; a stream the upstream ends without one is observed at
     its end), a stream stopped early is only counted. Tokens are

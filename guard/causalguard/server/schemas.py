@@ -42,11 +42,21 @@ class StreamOptions(BaseModel):
 # (what the client gets then is what it asked for); any other value is a 400 naming the field.
 UNSUPPORTED_UNLESS_OFF: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0), "logprobs": (None, False), "top_logprobs": (None, 0),
-    "logit_bias": (None, {}), "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
-    "function_call": (None, "none"), "parallel_tool_calls": (None, False, True),
-    "response_format": (None, {"type": "text"}), "modalities": (None, ["text"]), "audio": (None,),
-    "prediction": (None,), "reasoning_effort": (None,), "web_search_options": (None,),
+    "frequency_penalty": (None, 0, 0.0),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None, False, True),
+    "response_format": (None, {"type": "text"}),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "web_search_options": (None,),
 }
 # Fields that do not change the reply: accepted and recorded nowhere.
 IGNORED_FIELDS = ("user", "metadata", "store", "service_tier")
@@ -95,9 +105,9 @@ class ChatCompletionRequest(BaseModel):
         return None
 
 
-
-def error_body(message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """The OpenAI error schema."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -105,8 +115,15 @@ def error_body(message: str, *, type_: str = "invalid_request_error", param: str
 class RequestRejected(Exception):
     """A request the guard cannot serve as asked: the HTTP status and the OpenAI error fields."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.param, self.code, self.type_ = status, param, code, type_
 
@@ -135,35 +152,60 @@ def translate_request(body: ChatCompletionRequest, guard: ValueGuard) -> GuardCa
         raise RequestRejected(400, unsupported[1], param=unsupported[0], code="unsupported_parameter")
     name, _, named_profile = body.model.partition(":")
     if name != config.model:
-        raise RequestRejected(404, f"the model '{body.model}' does not exist here; models: {config.model} and "
-                                   f"{config.model}:<profile> (GET /v1/models)", param="model",
-                              code="model_not_found", type_="invalid_request_error")
+        raise RequestRejected(
+            404,
+            f"the model '{body.model}' does not exist here; models: {config.model} and "
+            f"{config.model}:<profile> (GET /v1/models)",
+            param="model",
+            code="model_not_found",
+            type_="invalid_request_error",
+        )
     if body.profile and named_profile and body.profile != named_profile:
-        raise RequestRejected(400, f"profile '{body.profile}' and model '{body.model}' name different profiles; "
-                                   "give one of them", param="profile", code="conflicting_profile")
+        raise RequestRejected(
+            400,
+            f"profile '{body.profile}' and model '{body.model}' name different profiles; give one of them",
+            param="profile",
+            code="conflicting_profile",
+        )
     profile = body.profile or named_profile or "default"
     if profile not in guard.state.plans:
-        raise RequestRejected(400, f"unknown profile '{profile}'; profiles: {', '.join(guard.state.plans)}",
-                              param="profile", code="unknown_profile")
+        raise RequestRejected(
+            400,
+            f"unknown profile '{profile}'; profiles: {', '.join(guard.state.plans)}",
+            param="profile",
+            code="unknown_profile",
+        )
     limit = body.token_limit(min(64, config.server.max_tokens_limit))
     if limit > config.server.max_tokens_limit:
-        raise RequestRejected(400, f"max_tokens {limit} is over this server's limit {config.server.max_tokens_limit}",
-                              param="max_tokens", code="max_tokens_too_large")
+        raise RequestRejected(
+            400,
+            f"max_tokens {limit} is over this server's limit {config.server.max_tokens_limit}",
+            param="max_tokens",
+            code="max_tokens_too_large",
+        )
     extra: tuple[SaeIntervention, ...] = ()
     if body.interventions:
         if not config.allow_client_interventions:
-            raise RequestRejected(403, "this server does not accept client interventions; choose a profile",
-                                  type_="permission_error", param="interventions")
+            raise RequestRejected(
+                403,
+                "this server does not accept client interventions; choose a profile",
+                type_="permission_error",
+                param="interventions",
+            )
         if guard.sae is None:
             raise RequestRejected(400, "this guard has no SAE to intervene with", param="interventions")
         cap = config.limits.max_client_edit
         for k, edit in enumerate(body.interventions):
             if abs(edit.value) > cap:
-                raise RequestRejected(400, f"|value| {abs(edit.value):g} is over this server's limit {cap:g}",
-                                      param=f"interventions[{k}].value")
+                raise RequestRejected(
+                    400,
+                    f"|value| {abs(edit.value):g} is over this server's limit {cap:g}",
+                    param=f"interventions[{k}].value",
+                )
         try:
-            extra = (SaeIntervention(guard.sae, tuple(FeatureEdit(i.feature, i.mode, i.value)
-                                                      for i in body.interventions)),)
+            extra = (
+                SaeIntervention(guard.sae, tuple(FeatureEdit(i.feature, i.mode, i.value) for i in body.interventions)),
+            )
         except ValueError as exc:
             raise RequestRejected(400, str(exc), param="interventions") from None
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
@@ -179,12 +221,20 @@ def check_prompt_length(guard: ValueGuard, messages: list[dict[str, str]], profi
     config = guard.config
     tokens = len(guard.prompt_ids(messages, guard.state.plans[profile], config))
     if tokens > config.server.max_prompt_tokens:
-        raise RequestRejected(400, f"the conversation is {tokens} tokens, over this server's limit of "
-                                   f"{config.server.max_prompt_tokens} (server.max_prompt_tokens); shorten it",
-                              param="messages", code="context_length_exceeded")
+        raise RequestRejected(
+            400,
+            f"the conversation is {tokens} tokens, over this server's limit of "
+            f"{config.server.max_prompt_tokens} (server.max_prompt_tokens); shorten it",
+            param="messages",
+            code="context_length_exceeded",
+        )
     context = getattr(getattr(guard.lm.model, "config", None), "max_position_embeddings", None)
     if isinstance(context, int) and tokens + max_new_tokens > context:
-        raise RequestRejected(400, f"the conversation ({tokens} tokens) plus max_tokens ({max_new_tokens}) exceeds "
-                                   f"the model's context of {context} tokens",
-                              param="messages", code="context_length_exceeded")
+        raise RequestRejected(
+            400,
+            f"the conversation ({tokens} tokens) plus max_tokens ({max_new_tokens}) exceeds "
+            f"the model's context of {context} tokens",
+            param="messages",
+            code="context_length_exceeded",
+        )
     return tokens

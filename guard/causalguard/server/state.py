@@ -24,15 +24,18 @@ class ServerState:
         self.metrics = metrics
         self.admission = Admission(source.config.server.max_concurrency, source.config.server.max_queue)
         metrics.track_admission(lambda: self.admission.running, lambda: self.admission.waiting)
-        metrics.track_decode_loop(lambda: float(self.decode_loop_stuck()),
-                                  lambda: health.stalled_seconds if (health := self.decode_loop()) else 0.0)
+        metrics.track_decode_loop(
+            lambda: float(self.decode_loop_stuck()),
+            lambda: health.stalled_seconds if (health := self.decode_loop()) else 0.0,
+        )
         self.guard: ValueGuard | None = None
         # proxy mode: the upstream that generates (read at start-up; a reload does not switch it)
         spec = source.config.upstream
         self.upstream = Upstream(spec, api_key=upstream_api_key(source)) if spec is not None else None
         if spec is not None:
-            metrics.track_upstream(spec.model,
-                                   lambda: float(self.upstream is not None and bool(self.upstream.health.up)))
+            metrics.track_upstream(
+                spec.model, lambda: float(self.upstream is not None and bool(self.upstream.health.up))
+            )
         self.ready = False
         self.load_error: str | None = None
 
@@ -87,6 +90,15 @@ def reload_config(state: ServerState, raise_errors: bool = False) -> int:
 def log_plans(guard: ValueGuard, when: str) -> None:
     """One log record per profile's plan (structured fields for JSON logs)."""
     for name, plan in guard.state.plans.items():
-        log.info("plan %s: %s", name, ", ".join(lever.id for lever in plan.levers) or "no levers",
-                 extra={"event": f"plan_{when}", "profile": name, "levers": [lever.id for lever in plan.levers],
-                        "units": plan.units, "proxy": guard.proxy})
+        log.info(
+            "plan %s: %s",
+            name,
+            ", ".join(lever.id for lever in plan.levers) or "no levers",
+            extra={
+                "event": f"plan_{when}",
+                "profile": name,
+                "levers": [lever.id for lever in plan.levers],
+                "units": plan.units,
+                "proxy": guard.proxy,
+            },
+        )

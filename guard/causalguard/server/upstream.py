@@ -62,15 +62,17 @@ class UpstreamError(Exception):
 class Upstream:
     """One pooled HTTP client to the upstream (create at start-up, ``aclose`` at shutdown)."""
 
-    def __init__(self, spec: UpstreamSpec, *, api_key: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, spec: UpstreamSpec, *, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.spec = spec
         key = api_key  # from config.loading.upstream_api_key: never logged
         headers = {"authorization": f"Bearer {key}"} if key else {}
         timeout = httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds)
         limits = httpx.Limits(max_connections=spec.max_connections, max_keepalive_connections=spec.max_connections)
-        self.client = httpx.AsyncClient(base_url=spec.base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                        limits=limits, transport=transport)
+        self.client = httpx.AsyncClient(
+            base_url=spec.base_url.rstrip("/"), headers=headers, timeout=timeout, limits=limits, transport=transport
+        )
         self.health = UpstreamHealth()
 
     async def probe(self) -> bool:
@@ -91,10 +93,24 @@ class Upstream:
             await self.probe()
             await asyncio.sleep(self.spec.health_interval_seconds)
 
-    def payload(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, seed: int | None,
-                stream: bool, top_p: float = 1.0, stop: tuple[str, ...] = ()) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.spec.model, "messages": messages, "max_tokens": max_tokens,
-                                "temperature": temperature, "stream": stream}
+    def payload(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        stream: bool,
+        top_p: float = 1.0,
+        stop: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": stream,
+        }
         if seed is not None:
             body["seed"] = seed
         if top_p < 1:
@@ -125,16 +141,18 @@ class Upstream:
                 try:
                     chunk = json.loads(data)
                 except ValueError:
-                    raise UpstreamError(502, "the upstream sent a stream chunk that is not JSON",
-                                        "bad_upstream") from None
+                    raise UpstreamError(
+                        502, "the upstream sent a stream chunk that is not JSON", "bad_upstream"
+                    ) from None
                 if "error" in chunk:
                     raise UpstreamError(502, f"the upstream failed mid-stream: {_message(chunk)}", "upstream_error")
                 yield chunk
         except httpx.TimeoutException:
             raise UpstreamError(504, "the upstream timed out mid-stream", "upstream_timeout") from None
         except httpx.TransportError as exc:
-            raise UpstreamError(502, f"the upstream connection failed mid-stream ({type(exc).__name__})",
-                                "upstream_error") from None
+            raise UpstreamError(
+                502, f"the upstream connection failed mid-stream ({type(exc).__name__})", "upstream_error"
+            ) from None
         finally:
             await response.aclose()
 
@@ -147,8 +165,9 @@ class Upstream:
             except httpx.ConnectError:
                 self.health.mark(False, "a request could not connect")
                 if last:
-                    raise UpstreamError(503, f"could not connect to the upstream after {attempt + 1} attempts",
-                                        "upstream_unavailable") from None
+                    raise UpstreamError(
+                        503, f"could not connect to the upstream after {attempt + 1} attempts", "upstream_unavailable"
+                    ) from None
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
             except httpx.TimeoutException:
@@ -163,8 +182,9 @@ class Upstream:
                 detail = _message(_json_or_none(response)) or response.text[:200]
                 status = 503 if response.status_code in (429, 503) else 502
                 tries = f" (after {attempt + 1} attempts)" if response.status_code in RETRIED_STATUSES else ""
-                raise UpstreamError(status, f"the upstream answered {response.status_code}{tries}: {detail}",
-                                    "upstream_error")
+                raise UpstreamError(
+                    status, f"the upstream answered {response.status_code}{tries}: {detail}", "upstream_error"
+                )
             return response
         raise AssertionError("unreachable")
 

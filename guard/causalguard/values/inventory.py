@@ -24,12 +24,15 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1, max_length=200, pattern=r"^\S+$",
-                    description="Unique item id within the inventory, e.g. 'ben01'.")
-    statement: str = Field(min_length=3, max_length=MAX_ITEM_CHARS,
-                           description="First-person statement, e.g. 'I help my friends.'")
-    question: str = Field(min_length=3, max_length=MAX_ITEM_CHARS,
-                          description="The same item as a yes/no question to 'you'.")
+    id: str = Field(
+        min_length=1, max_length=200, pattern=r"^\S+$", description="Unique item id within the inventory, e.g. 'ben01'."
+    )
+    statement: str = Field(
+        min_length=3, max_length=MAX_ITEM_CHARS, description="First-person statement, e.g. 'I help my friends.'"
+    )
+    question: str = Field(
+        min_length=3, max_length=MAX_ITEM_CHARS, description="The same item as a yes/no question to 'you'."
+    )
     polarity: Literal[1, -1] = Field(
         description="+1 if agreeing expresses the value, -1 if agreeing expresses its opposite."
     )
@@ -57,8 +60,9 @@ class Dimension(BaseModel):
     @classmethod
     def _not_reserved(cls, name: str) -> str:
         if name in RESERVED_NAMES:
-            raise ValueError(f"'{name}' is a column name of the score matrix; "
-                             f"fix: rename the value (e.g. '{name}_value')")
+            raise ValueError(
+                f"'{name}' is a column name of the score matrix; fix: rename the value (e.g. '{name}_value')"
+            )
         return name
 
     @property
@@ -82,8 +86,9 @@ class Inventory(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"\S",
-                      description="Inventory name, e.g. 'schwartz-basic-10'.")
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="Inventory name, e.g. 'schwartz-basic-10'."
+    )
     version: str = Field(default="1", description="Version of the inventory's text.")
     description: str = Field(default="", description="Where the items come from.")
     dimensions: list[Dimension] = Field(min_length=1)
@@ -104,8 +109,10 @@ class Inventory(BaseModel):
                 item_ids.add(item.id)
                 key = " ".join(item.statement.lower().split())
                 if key in statements:
-                    raise ValueError(f"item '{item.id}' (dimension '{dim.name}') repeats the statement of item "
-                                     f"'{statements[key]}'; fix: every item needs its own statement")
+                    raise ValueError(
+                        f"item '{item.id}' (dimension '{dim.name}') repeats the statement of item "
+                        f"'{statements[key]}'; fix: every item needs its own statement"
+                    )
                 statements[key] = item.id
         return dimensions
 

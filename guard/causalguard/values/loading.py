@@ -89,15 +89,24 @@ def load_valuebench_csv(path: Path, *, questionnaire: str | None = None) -> Inve
         missing = [c for c in VALUEBENCH_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ConfigError.single(
-                str(path), f"missing column(s) {', '.join(missing)}", line=1,
-                hint=f"a ValueBench CSV has the header {','.join(VALUEBENCH_COLUMNS)}")
+                str(path),
+                f"missing column(s) {', '.join(missing)}",
+                line=1,
+                hint=f"a ValueBench CSV has the header {','.join(VALUEBENCH_COLUMNS)}",
+            )
         for row in reader:
             line = reader.line_num
             if None in row.values() or None in row:
                 count = len([v for k, v in row.items() if k is not None and v is not None]) + len(row.get(None) or [])
-                problems.append(Problem(str(path), line, "row", f"has {count} fields, the header has "
-                                        f"{len(reader.fieldnames or [])}",
-                                        hint="quote fields that contain commas"))
+                problems.append(
+                    Problem(
+                        str(path),
+                        line,
+                        "row",
+                        f"has {count} fields, the header has {len(reader.fieldnames or [])}",
+                        hint="quote fields that contain commas",
+                    )
+                )
                 continue
             if questionnaire and row["questionnaire"] != questionnaire:
                 continue
@@ -107,26 +116,51 @@ def load_valuebench_csv(path: Path, *, questionnaire: str | None = None) -> Inve
             name = slug(row["value"])
             written = row["value"].strip()
             if name in labels and labels[name][0] != written:
-                problems.append(Problem(str(path), line, "value",
-                                        f"'{written}' and '{labels[name][0]}' (line {labels[name][1]}) both become "
-                                        f"the value name '{name}'", hint="spell one value one way"))
+                problems.append(
+                    Problem(
+                        str(path),
+                        line,
+                        "value",
+                        f"'{written}' and '{labels[name][0]}' (line {labels[name][1]}) both become "
+                        f"the value name '{name}'",
+                        hint="spell one value one way",
+                    )
+                )
                 continue
             labels.setdefault(name, (written, line))
             key = (name, item.statement)
             if key in seen_items:
-                problems.append(Problem(str(path), line, "item", f"repeats line {seen_items[key]} "
-                                        f"(same value and statement)", hint="delete the duplicate row"))
+                problems.append(
+                    Problem(
+                        str(path),
+                        line,
+                        "item",
+                        f"repeats line {seen_items[key]} (same value and statement)",
+                        hint="delete the duplicate row",
+                    )
+                )
                 continue
             seen_items[key] = line
             item_id = f"{slug(row['questionnaire'])}_{name}_{len(by_value[name]) + 1:03d}"
             by_value[name].append(item.model_copy(update={"id": item_id}))
     except csv.Error as exc:
-        raise ConfigError.single(str(path), f"unreadable CSV: {exc}", line=reader.line_num + 1,
-                                 hint=f"fields are at most {MAX_CSV_FIELD} characters; check the quoting") from None
+        raise ConfigError.single(
+            str(path),
+            f"unreadable CSV: {exc}",
+            line=reader.line_num + 1,
+            hint=f"fields are at most {MAX_CSV_FIELD} characters; check the quoting",
+        ) from None
     for name, (written, line) in labels.items():
         if name in RESERVED_NAMES:
-            problems.append(Problem(str(path), line, "value", f"'{written}' is a column name of the score matrix",
-                                    hint=f"rename the value (e.g. '{name}_value')"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line,
+                    "value",
+                    f"'{written}' is a column name of the score matrix",
+                    hint=f"rename the value (e.g. '{name}_value')",
+                )
+            )
     if problems:
         raise ConfigError(problems)
     if not by_value:
@@ -135,7 +169,8 @@ def load_valuebench_csv(path: Path, *, questionnaire: str | None = None) -> Inve
     few = [name for name, items in by_value.items() if len(items) < 2]
     if few:
         raise ConfigError.single(
-            str(path), f"dimension(s) with fewer than 2 items: {', '.join(few)}",
+            str(path),
+            f"dimension(s) with fewer than 2 items: {', '.join(few)}",
             hint="select dimensions with enough items (--dimensions)",
         )
     dims = [
@@ -143,8 +178,7 @@ def load_valuebench_csv(path: Path, *, questionnaire: str | None = None) -> Inve
         for name, items in by_value.items()
     ]
     title = questionnaire or path.stem
-    return Inventory(name=f"valuebench-{slug(title)}", description=f"ValueBench CSV {path.name}",
-                     dimensions=dims)
+    return Inventory(name=f"valuebench-{slug(title)}", description=f"ValueBench CSV {path.name}", dimensions=dims)
 
 
 def _read_csv_text(path: Path) -> str:
@@ -154,8 +188,12 @@ def _read_csv_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError.single(str(path), f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-                                 line=line, hint="save the file as UTF-8 (it may be Latin-1 or Windows-1252)") from None
+        raise ConfigError.single(
+            str(path),
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            line=line,
+            hint="save the file as UTF-8 (it may be Latin-1 or Windows-1252)",
+        ) from None
 
 
 def _valuebench_item(path: Path, line: int, row: dict[str, str], problems: list[Problem]) -> Item | None:
@@ -166,15 +204,33 @@ def _valuebench_item(path: Path, line: int, row: dict[str, str], problems: list[
     except ValueError:
         agreement = math.nan
     if agreement not in (1.0, -1.0):
-        found.append(Problem(str(path), line, "agreement", f"must be 1 or -1, got {row['agreement']!r}",
-                             hint="1: agreeing expresses the value; -1: agreeing expresses its opposite"))
+        found.append(
+            Problem(
+                str(path),
+                line,
+                "agreement",
+                f"must be 1 or -1, got {row['agreement']!r}",
+                hint="1: agreeing expresses the value; -1: agreeing expresses its opposite",
+            )
+        )
     for column in ("item", "question"):
         size = len(row[column].strip())
         if size < 3 or size > MAX_ITEM_CHARS:
-            found.append(Problem(str(path), line, column, f"{size} characters; an item is 3 to {MAX_ITEM_CHARS}",
-                                 hint="one questionnaire sentence per field"))
+            found.append(
+                Problem(
+                    str(path),
+                    line,
+                    column,
+                    f"{size} characters; an item is 3 to {MAX_ITEM_CHARS}",
+                    hint="one questionnaire sentence per field",
+                )
+            )
     if found:
         problems.extend(found)
         return None
-    return Item(id="pending", statement=row["item"].strip(), question=row["question"].strip(),
-                polarity=1 if agreement == 1.0 else -1)
+    return Item(
+        id="pending",
+        statement=row["item"].strip(),
+        question=row["question"].strip(),
+        polarity=1 if agreement == 1.0 else -1,
+    )

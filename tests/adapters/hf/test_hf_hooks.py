@@ -62,8 +62,10 @@ def test_clamp_and_multiply_follow_their_formulas(tiny_lm: LoadedModel, tiny_sae
     h = _hidden(tiny_lm, ids)[1][0]
     acts = tiny_sae.sae.encode(h)
     decoder = tiny_sae.sae.W_dec
-    for edit, coefficient in ((FeatureEdit(5, "clamp", 2.5), 2.5 - acts[:, 5]),
-                              (FeatureEdit(5, "multiply", 3.0), 2.0 * acts[:, 5])):
+    for edit, coefficient in (
+        (FeatureEdit(5, "clamp", 2.5), 2.5 - acts[:, 5]),
+        (FeatureEdit(5, "multiply", 3.0), 2.0 * acts[:, 5]),
+    ):
         plan = SteeringPlan.broadcast([SaeIntervention(tiny_sae, (edit,))])
         with install_steering_hooks(tiny_lm.model, [LAYER]), steer(plan):
             steered = _hidden(tiny_lm, ids)[1][0]
@@ -76,14 +78,19 @@ def _greedy_without_cache(lm: LoadedModel, ids: list[int], steps: int) -> list[i
         for _ in range(steps):
             logits = lm.model(input_ids=torch.tensor([out]), use_cache=False).logits
             out.append(int(logits[0, -1].argmax()))
-    return out[len(ids):]
+    return out[len(ids) :]
 
 
 def _generate(lm: LoadedModel, ids: list[int], steps: int) -> list[int]:
     with torch.inference_mode():
-        out = lm.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                max_new_tokens=steps, do_sample=False, pad_token_id=lm.pad_token_id)
-    return out[0, len(ids):].tolist()
+        out = lm.model.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=steps,
+            do_sample=False,
+            pad_token_id=lm.pad_token_id,
+        )
+    return out[0, len(ids) :].tolist()
 
 
 def test_steering_applies_on_every_decode_step(tiny_lm: LoadedModel, tiny_sae: LoadedSae) -> None:

@@ -34,8 +34,15 @@ from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, gener
 MODULES = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 
 
-def _save_adapter(lm: LoadedModel, folder: Path, *, seed: int = 3, value: str = "benevolence",
-                  direction: int = 1, fingerprint: str | None = None) -> Path:
+def _save_adapter(
+    lm: LoadedModel,
+    folder: Path,
+    *,
+    seed: int = 3,
+    value: str = "benevolence",
+    direction: int = 1,
+    fingerprint: str | None = None,
+) -> Path:
     """A real PEFT LoRA adapter with random (non-zero) B weights, saved by peft, plus its card."""
     from peft import LoraConfig, get_peft_model
 
@@ -46,8 +53,13 @@ def _save_adapter(lm: LoadedModel, folder: Path, *, seed: int = 3, value: str = 
             if "lora_B" in name:
                 parameter.normal_(0, 0.2)
     peft_model.save_pretrained(str(folder))
-    card = {"schema": ADAPTER_SCHEMA, "model_fingerprint": fingerprint or lm.fingerprint, "value": value,
-            "direction": direction, "training": {}}
+    card = {
+        "schema": ADAPTER_SCHEMA,
+        "model_fingerprint": fingerprint or lm.fingerprint,
+        "value": value,
+        "direction": direction,
+        "training": {},
+    }
     (folder / ADAPTER_CARD).write_text(json.dumps(card))
     return folder
 
@@ -57,8 +69,9 @@ def adapter_dir(tiny_lm: LoadedModel, tmp_path_factory: pytest.TempPathFactory) 
     return _save_adapter(tiny_lm, tmp_path_factory.mktemp("adapters") / "benevolence-up")
 
 
-def test_the_hooks_apply_the_adapter_exactly_as_peft_does_and_only_to_its_row(tiny_lm: LoadedModel,
-                                                                             adapter_dir: Path) -> None:
+def test_the_hooks_apply_the_adapter_exactly_as_peft_does_and_only_to_its_row(
+    tiny_lm: LoadedModel, adapter_dir: Path
+) -> None:
     from peft import PeftModel
 
     adapter = load_value_adapter(adapter_dir, tiny_lm.model, fingerprint=tiny_lm.fingerprint)
@@ -106,8 +119,11 @@ def test_adapter_rows_in_a_mixed_batch_equal_each_row_alone(tiny_lm: LoadedModel
     adapter = load_value_adapter(adapter_dir, tiny_lm.model)
     texts = ["What should I cook tonight?", "Any weekend ideas?", "How do I save money?"]
     prompts = [chat_prompt_ids(tiny_lm, [{"role": "user", "content": t}], None, []) for t in texts]
-    rows = [GenerationRow(prompts[0], (adapter.intervention(1.0),)), GenerationRow(prompts[1]),
-            GenerationRow(prompts[2], (adapter.intervention(0.5),))]
+    rows = [
+        GenerationRow(prompts[0], (adapter.intervention(1.0),)),
+        GenerationRow(prompts[1]),
+        GenerationRow(prompts[2], (adapter.intervention(0.5),)),
+    ]
     with install_intervention_hooks(tiny_lm.model, [i for r in rows for i in r.interventions]):
         together = generate_rows(tiny_lm, rows, max_new_tokens=6)
         alone = [generate_rows(tiny_lm, [r], max_new_tokens=6)[0] for r in rows]
@@ -121,8 +137,10 @@ def test_adapter_rows_in_the_continuous_batcher_equal_generate_rows(tiny_lm: Loa
     from causalguard.runtime.batcher import ContinuousBatcher, DecodeSettings
 
     adapter = load_value_adapter(adapter_dir, tiny_lm.model)
-    prompts = [chat_prompt_ids(tiny_lm, [{"role": "user", "content": t}], None, [])
-               for t in ("Hello there", "Tell me a story about a cat")]
+    prompts = [
+        chat_prompt_ids(tiny_lm, [{"role": "user", "content": t}], None, [])
+        for t in ("Hello there", "Tell me a story about a cat")
+    ]
     rows = [GenerationRow(prompts[0], (adapter.intervention(1.0),)), GenerationRow(prompts[1])]
     with install_adapter_hooks(tiny_lm.model, [adapter]):
         expected = [generate_rows(tiny_lm, [r], max_new_tokens=6)[0].tokens for r in rows]
@@ -147,8 +165,9 @@ def _copy_adapter(adapter_dir: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_loading_rejects_a_damaged_or_foreign_adapter_naming_file_and_field(tiny_lm: LoadedModel, adapter_dir: Path,
-                                                                           tmp_path: Path) -> None:
+def test_loading_rejects_a_damaged_or_foreign_adapter_naming_file_and_field(
+    tiny_lm: LoadedModel, adapter_dir: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file, save_file
 
     folder = _copy_adapter(adapter_dir, tmp_path)
@@ -164,8 +183,10 @@ def test_loading_rejects_a_damaged_or_foreign_adapter_naming_file_and_field(tiny
     save_file({**weights, key: bad}, str(folder / PEFT_WEIGHTS))
     with pytest.raises(ConfigError, match="non-finite"):
         load_value_adapter(folder, tiny_lm.model)
-    save_file({**weights, "base_model.model.model.layers.9.mlp.up_proj.lora_A.weight": weights[key].clone()},
-              str(folder / PEFT_WEIGHTS))
+    save_file(
+        {**weights, "base_model.model.model.layers.9.mlp.up_proj.lora_A.weight": weights[key].clone()},
+        str(folder / PEFT_WEIGHTS),
+    )
     with pytest.raises(ConfigError, match=r"model\.layers\.9\.mlp\.up_proj"):
         load_value_adapter(folder, tiny_lm.model)
     save_file(weights, str(folder / PEFT_WEIGHTS))
@@ -193,8 +214,15 @@ def test_pairs_pick_the_most_specific_pole_replies_and_drop_degraded_ones() -> N
     from causalguard.judging.prompt_sets import Prompt
     from causalguard.judging.reply_quality import QualityCalibration
 
-    calibration = QualityCalibration(n=100, max_repetition=0.2, min_distinct2=0.5, max_perplexity=10.0,
-                                     min_relevance=-1.0, refusal_rate=0.0, degraded_rate=0.05)
+    calibration = QualityCalibration(
+        n=100,
+        max_repetition=0.2,
+        min_distinct2=0.5,
+        max_perplexity=10.0,
+        min_relevance=-1.0,
+        refusal_rate=0.0,
+        degraded_rate=0.05,
+    )
     persona, prompt = Persona("assistant", None), Prompt("be01", "How do I help my friend?", ("benevolence",), "dev")
     fluent = "You could call your friend this evening, listen to what worries them and offer to help with errands."
     kind = "Spend time with your friend, ask how they feel and cook them a warm meal this week if you can."
@@ -208,12 +236,12 @@ def test_pairs_pick_the_most_specific_pole_replies_and_drop_degraded_ones() -> N
     assert up[0].margin == pytest.approx(0.9)
     down = preference_pairs("benevolence", -1, candidates, specific, [prompt], [persona], calibration, margin=0.2)
     assert [(p.chosen, p.rejected) for p in down] == [(cold, kind)]
-    assert preference_pairs("benevolence", 1, candidates, specific, [prompt], [persona], calibration,
-                            margin=1.0) == []
+    assert preference_pairs("benevolence", 1, candidates, specific, [prompt], [persona], calibration, margin=1.0) == []
 
 
-def test_training_writes_a_loadable_adapter_that_moves_toward_the_chosen_replies(tiny_lm: LoadedModel,
-                                                                                tmp_path: Path) -> None:
+def test_training_writes_a_loadable_adapter_that_moves_toward_the_chosen_replies(
+    tiny_lm: LoadedModel, tmp_path: Path
+) -> None:
     from causalguard.graphs.levers.adapters import AdapterSettings, _sequence_logprobs, train_adapter
 
     context = chat_prompt_ids(tiny_lm, [{"role": "user", "content": "Any advice?"}], None, [])
@@ -222,8 +250,13 @@ def test_training_writes_a_loadable_adapter_that_moves_toward_the_chosen_replies
     rows = [(context, chosen, rejected)] * 8
     settings = AdapterSettings(epochs=4, rank=2, learning_rate=1e-2, batch_size=4, loss="dpo")
     before = [p.clone() for p in tiny_lm.model.parameters()]
-    trained = train_adapter(tiny_lm, rows, settings, tmp_path / "benevolence-up",
-                            {"value": "benevolence", "direction": 1, "model_fingerprint": tiny_lm.fingerprint})
+    trained = train_adapter(
+        tiny_lm,
+        rows,
+        settings,
+        tmp_path / "benevolence-up",
+        {"value": "benevolence", "direction": 1, "model_fingerprint": tiny_lm.fingerprint},
+    )
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_lm.model.parameters(), strict=True))  # a copy trained
     assert trained.accuracies[-1] == 1.0 and trained.losses[-1] < trained.losses[0]
     adapter = load_value_adapter(tmp_path / "benevolence-up", tiny_lm.model, fingerprint=tiny_lm.fingerprint)
@@ -246,15 +279,17 @@ def test_a_deeply_nested_card_is_a_clear_error(tiny_lm: LoadedModel, adapter_dir
         load_value_adapter(folder, tiny_lm.model)
 
 
-@pytest.mark.parametrize(("args", "flag"), [(["--directions", "sideways"], "--directions"),
-                                             (["--loss", "ppo"], "--loss"), (["--samples", "99"], "--samples")])
-def test_levers_adapters_refuses_bad_options_before_loading_a_model(tmp_path: Path, args: list[str],
-                                                                    flag: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [(["--directions", "sideways"], "--directions"), (["--loss", "ppo"], "--loss"), (["--samples", "99"], "--samples")],
+)
+def test_levers_adapters_refuses_bad_options_before_loading_a_model(tmp_path: Path, args: list[str], flag: str) -> None:
     from typer.testing import CliRunner
 
     from causalguard.bundle.format import shipped_bundle_dir
     from causalguard.cli import app
 
-    result = CliRunner().invoke(app, ["levers", "adapters", "--bundle",
-                                      str(shipped_bundle_dir("smollm2-135m-instruct")), *args])
+    result = CliRunner().invoke(
+        app, ["levers", "adapters", "--bundle", str(shipped_bundle_dir("smollm2-135m-instruct")), *args]
+    )
     assert result.exit_code == 2 and flag in result.output, result.output

@@ -27,8 +27,10 @@ from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, gener
 
 def _layer_outputs(lm: LoadedModel, ids: torch.Tensor, plan: SteeringPlan | None) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
-    handles = [layer.register_forward_hook(lambda m, a, out: seen.append(out[0] if isinstance(out, tuple) else out))
-               for layer in decoder_layers(lm.model)]
+    handles = [
+        layer.register_forward_hook(lambda m, a, out: seen.append(out[0] if isinstance(out, tuple) else out))
+        for layer in decoder_layers(lm.model)
+    ]
     try:
         with torch.inference_mode(), steer(plan):
             lm.model(input_ids=ids)
@@ -58,8 +60,10 @@ def test_a_vector_adds_exactly_its_delta_on_generated_tokens_of_its_row(tiny_lm:
 def test_vector_rows_in_a_mixed_batch_equal_each_row_alone_and_steer_decode_steps(tiny_lm: LoadedModel) -> None:
     vector = VectorIntervention(0, torch.ones(tiny_lm.hidden_size) * 3.0)
     texts = ["What should I cook tonight?", "Any weekend ideas?"]
-    rows = [GenerationRow(chat_prompt_ids(tiny_lm, [{"role": "user", "content": t}], None, []), inter)
-            for t, inter in zip(texts, [(vector,), ()], strict=True)]
+    rows = [
+        GenerationRow(chat_prompt_ids(tiny_lm, [{"role": "user", "content": t}], None, []), inter)
+        for t, inter in zip(texts, [(vector,), ()], strict=True)
+    ]
     with install_steering_hooks(tiny_lm.model, [0]):
         alone = [generate_rows(tiny_lm, [row], max_new_tokens=8)[0].tokens for row in rows]
         together = [g.tokens for g in generate_rows(tiny_lm, rows, max_new_tokens=8)]
@@ -85,10 +89,17 @@ def test_loading_checks_the_card_and_intervention_scales_by_the_norm(tmp_path: P
         vectors.intervention("benevolence", float("nan"))
 
 
-@pytest.mark.parametrize(("damage", "field"), [
-    ("shape", "benevolence"), ("nan", "benevolence"), ("fingerprint", "model_fingerprint"),
-    ("layer", "vectors.benevolence.layer"), ("norm", "vectors.benevolence.residual_norm"), ("bytes", ""),
-])
+@pytest.mark.parametrize(
+    ("damage", "field"),
+    [
+        ("shape", "benevolence"),
+        ("nan", "benevolence"),
+        ("fingerprint", "model_fingerprint"),
+        ("layer", "vectors.benevolence.layer"),
+        ("norm", "vectors.benevolence.residual_norm"),
+        ("bytes", ""),
+    ],
+)
 def test_loading_rejects_damaged_vector_files_naming_file_and_field(tmp_path: Path, damage: str, field: str) -> None:
     from safetensors.torch import save_file
 

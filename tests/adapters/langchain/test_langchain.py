@@ -31,13 +31,23 @@ class EchoSystemChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "echo-system"
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         system = " | ".join(m.text for m in messages if m.type == "system")
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=f"SYSTEM: {system}"))])
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         text = self._generate(messages).generations[0].message.text
         for word in text.split(" "):
             yield ChatGenerationChunk(message=AIMessageChunk(content=word + " "))
@@ -61,10 +71,17 @@ def test_remote_models_get_role_levers_in_the_system_prompt() -> None:
     streamed = "".join((PROMPT | guard | StrOutputParser()).stream({"question": "hi"}))
     assert streamed.strip() == answer
     # the operator's system prompt comes first, before the client's system text and the lever
-    operated = ChatValueGuard(inner=EchoSystemChatModel(), config=_config(system_prompt="Be kind."),
-                              bundle=fake_bundle(), guard_profile="kind")
-    assert (PROMPT | operated | StrOutputParser()).invoke({"question": "hi"}).startswith(
-        "SYSTEM: Be kind.\n\nYou are terse.")
+    operated = ChatValueGuard(
+        inner=EchoSystemChatModel(),
+        config=_config(system_prompt="Be kind."),
+        bundle=fake_bundle(),
+        guard_profile="kind",
+    )
+    assert (
+        (PROMPT | operated | StrOutputParser())
+        .invoke({"question": "hi"})
+        .startswith("SYSTEM: Be kind.\n\nYou are terse.")
+    )
 
 
 def test_a_call_picks_its_profile_and_an_unknown_one_is_an_error() -> None:
@@ -81,8 +98,9 @@ def test_a_call_picks_its_profile_and_an_unknown_one_is_an_error() -> None:
 def test_remote_models_cannot_take_sae_levers_unless_falling_back() -> None:
     sae_only = {"targets": {"power": {"direction": "decrease"}}, "method": "sae", "protected": {}}
     with pytest.raises(ConfigError, match="need a local HF model"):
-        ChatValueGuard(inner=EchoSystemChatModel(), config=_config(**sae_only, fallback_to_roles=False),
-                       bundle=fake_bundle())
+        ChatValueGuard(
+            inner=EchoSystemChatModel(), config=_config(**sae_only, fallback_to_roles=False), bundle=fake_bundle()
+        )
     guard = ChatValueGuard(inner=EchoSystemChatModel(), config=_config(**sae_only), bundle=fake_bundle())
     assert [lever.kind for lever in guard.plan.levers] == ["role"]
 
@@ -96,8 +114,9 @@ def test_default_profile_with_protection_is_infeasible_for_remote_models() -> No
 def test_a_local_hf_model_is_guarded_with_sae_levers(tiny_lm: LoadedModel, tiny_sae: Any) -> None:
     metrics = GuardMetrics()
     local = ChatHuggingFaceLocal(lm=tiny_lm, max_tokens=6)
-    guard = ChatValueGuard(inner=local, config=_config(), bundle=fake_bundle_with_sae(tiny_sae.path),
-                           metrics=metrics, max_tokens=6)
+    guard = ChatValueGuard(
+        inner=local, config=_config(), bundle=fake_bundle_with_sae(tiny_sae.path), metrics=metrics, max_tokens=6
+    )
     try:
         chain = PROMPT | guard | StrOutputParser()
         answer = chain.invoke({"question": "What matters?"})
@@ -105,8 +124,12 @@ def test_a_local_hf_model_is_guarded_with_sae_levers(tiny_lm: LoadedModel, tiny_
         assert guard.plan.uses_sae
         unguarded = (PROMPT | local | StrOutputParser()).invoke({"question": "What matters?"})
         assert answer != unguarded
-        assert metrics.registry.get_sample_value(
-            "causalguard_requests_total", {"profile": "default", "method": "sae", "outcome": "ok"}) == 2
+        assert (
+            metrics.registry.get_sample_value(
+                "causalguard_requests_total", {"profile": "default", "method": "sae", "outcome": "ok"}
+            )
+            == 2
+        )
     finally:
         guard.close()
     assert all(not layer._forward_hooks for layer in decoder_layers(tiny_lm.model))
@@ -121,8 +144,12 @@ async def _async_roundtrip(chain: Any) -> tuple[str, str]:
 def test_async_paths_match_sync(tiny_lm: LoadedModel, tiny_sae: Any) -> None:
     import asyncio
 
-    guard = ChatValueGuard(inner=ChatHuggingFaceLocal(lm=tiny_lm), config=_config(),
-                           bundle=fake_bundle_with_sae(tiny_sae.path), max_tokens=5)
+    guard = ChatValueGuard(
+        inner=ChatHuggingFaceLocal(lm=tiny_lm),
+        config=_config(),
+        bundle=fake_bundle_with_sae(tiny_sae.path),
+        max_tokens=5,
+    )
     try:
         chain = PROMPT | guard | StrOutputParser()
         whole, streamed = asyncio.run(_async_roundtrip(chain))
@@ -140,8 +167,14 @@ def _tiny_for_standard_tests() -> LoadedModel:
 
     tokenizer = load_model("smollm2-135m-instruct").tokenizer
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     return LoadedModel(LlamaForCausalLM(config).eval(), tokenizer, "tiny", "tiny", "test")
 
 
@@ -162,14 +195,19 @@ class TestChatValueGuardStandard(ChatModelUnitTests):
 
     @property
     def chat_model_params(self) -> dict:
-        return {"inner": EchoSystemChatModel(), "config": _config(targets={"benevolence": {"direction": "increase"}},
-                                                                    protected={}),
-                "bundle": fake_bundle()}
+        return {
+            "inner": EchoSystemChatModel(),
+            "config": _config(targets={"benevolence": {"direction": "increase"}}, protected={}),
+            "bundle": fake_bundle(),
+        }
 
 
 def test_guard_config_file_path_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "guard.yaml"
-    path.write_text(GUARD_YAML.replace("max_levers: 1", "max_levers: 1\nmethod: role").replace(
-        "achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}"))
+    path.write_text(
+        GUARD_YAML.replace("max_levers: 1", "max_levers: 1\nmethod: role").replace(
+            "achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}"
+        )
+    )
     guard = ChatValueGuard(inner=EchoSystemChatModel(), config=str(path), bundle=fake_bundle())
     assert [lever.id for lever in guard.plan.levers] == ["role:power:-"]

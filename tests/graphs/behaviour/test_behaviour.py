@@ -40,10 +40,22 @@ from causalguard.runtime import ValueGuard
 from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
 from tests.guard_fakes import GUARD_YAML, fake_bundle_with_sae
 
-DIMS = ["self_direction", "stimulation", "hedonism", "achievement", "power", "security", "conformity",
-        "tradition", "benevolence", "universalism"]
-LOOP = ("The world of the family of the family of the family of the family of the family of the family of the "
-        "family of the family of the family.")
+DIMS = [
+    "self_direction",
+    "stimulation",
+    "hedonism",
+    "achievement",
+    "power",
+    "security",
+    "conformity",
+    "tradition",
+    "benevolence",
+    "universalism",
+]
+LOOP = (
+    "The world of the family of the family of the family of the family of the family of the family of the "
+    "family of the family of the family."
+)
 VARIED = [
     "Call your sister tonight and offer to help with the move; a free weekend matters less than family.",
     "Start with a budget: list your monthly costs, then put aside a little every payday before you spend.",
@@ -80,14 +92,17 @@ def test_shipped_labelled_set_has_twenty_per_value_and_pole() -> None:
     assert sum(t.pole == "neutral" for t in texts) >= 20
 
 
-@pytest.mark.parametrize(("line", "field", "message"), [
-    ('{"id": "a", "text": "hi", "values": ["nope"]}', "values", "unknown value 'nope'"),
-    ('{"id": "a b", "text": "hi"}', "id", "should match pattern"),
-    ('{"id": "a", "text": ""}', "text", "at least 1 character"),
-    ('{"id": "a", "text": "hi", "split": "train"}', "split", "'dev' or 'test'"),
-    ('{"id": "a", "text": "hi", "colour": 1}', "colour", "Extra inputs"),
-    ('{"id": "a", "text": "hi"', "", "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        ('{"id": "a", "text": "hi", "values": ["nope"]}', "values", "unknown value 'nope'"),
+        ('{"id": "a b", "text": "hi"}', "id", "should match pattern"),
+        ('{"id": "a", "text": ""}', "text", "at least 1 character"),
+        ('{"id": "a", "text": "hi", "split": "train"}', "split", "'dev' or 'test'"),
+        ('{"id": "a", "text": "hi", "colour": 1}', "colour", "Extra inputs"),
+        ('{"id": "a", "text": "hi"', "", "invalid JSON"),
+    ],
+)
 def test_bad_prompt_lines_name_file_line_and_field(tmp_path: Path, line: str, field: str, message: str) -> None:
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"id": "ok", "text": "fine"}\n' + line + "\n")
@@ -118,13 +133,14 @@ def _hand_features(lm: LoadedModel, text: str, layer: int) -> np.ndarray:
     ids = torch.tensor([head + body + encode_continuation(lm.tokenizer, FRAME_TAIL)])
     seen = {}
     handle = decoder_layers(lm.model)[layer].register_forward_hook(
-        lambda m, a, out: seen.__setitem__("h", out[0] if isinstance(out, tuple) else out))
+        lambda m, a, out: seen.__setitem__("h", out[0] if isinstance(out, tuple) else out)
+    )
     try:
         with torch.inference_mode():
             lm.model(input_ids=ids)
     finally:
         handle.remove()
-    return seen["h"][0, len(head):len(head) + len(body)].mean(0).numpy()
+    return seen["h"][0, len(head) : len(head) + len(body)].mean(0).numpy()
 
 
 def test_probe_judge_matches_a_hand_computation(tiny_lm: LoadedModel) -> None:
@@ -166,8 +182,9 @@ def test_auroc_and_validation_report_weak_values() -> None:
     assert auroc([2, 3], [0, 1]) == 1.0 and auroc([0], [1]) == 0.0 and auroc([1], [1]) == 0.5
     from causalguard.judging.labelled import LabelledText
 
-    texts = [LabelledText(f"{v}{p}{i}", v, p, "t", "test") for v in ("a", "b") for p in ("high", "low")
-             for i in range(3)]
+    texts = [
+        LabelledText(f"{v}{p}{i}", v, p, "t", "test") for v in ("a", "b") for p in ("high", "low") for i in range(3)
+    ]
     scores = np.array([[1.0, 0.0]] * 3 + [[-1.0, 0.0]] * 3 + [[0.0, 0.1]] * 3 + [[0.0, 0.2]] * 3)
     report = validate_judge(scores, texts, ["a", "b"])
     assert report["per_value"]["a"]["auroc"] == 1.0 and not report["per_value"]["a"]["weak"]
@@ -183,8 +200,12 @@ def test_repetition_and_distinct_separate_loops_from_varied_text() -> None:
 
 def test_calibration_flags_a_synthetic_loop_and_passes_varied_text() -> None:
     rng = np.random.default_rng(0)
-    base = [ReplyQuality(repetition(t), distinct(t), float(8 + rng.random()), float(0.5 + 0.1 * rng.random()),
-                         len(t.split()), False) for t in VARIED * 3]
+    base = [
+        ReplyQuality(
+            repetition(t), distinct(t), float(8 + rng.random()), float(0.5 + 0.1 * rng.random()), len(t.split()), False
+        )
+        for t in VARIED * 3
+    ]
     calibration = QualityCalibration.fit(base)
     loop = ReplyQuality(repetition(LOOP), distinct(LOOP), 3.0, 0.6, 20, False)
     assert set(calibration.flags(loop)) == {"repetition", "distinct2"}
@@ -214,7 +235,7 @@ def test_reply_quality_perplexity_and_relevance_match_full_forward_passes(tiny_l
         rep = encode_continuation(tiny_lm.tokenizer, reply)
         with torch.inference_mode():
             logits = tiny_lm.model(input_ids=torch.tensor([ctx + rep])).logits[0].float()
-        lp = torch.log_softmax(logits[len(ctx) - 1:-1], -1).gather(1, torch.tensor(rep)[:, None])[:, 0]
+        lp = torch.log_softmax(logits[len(ctx) - 1 : -1], -1).gather(1, torch.tensor(rep)[:, None])[:, 0]
         return float(lp.mean())
 
     for q, m, r in zip(got, messages, replies, strict=True):
@@ -234,22 +255,27 @@ ASK = [{"role": "user", "content": "What should I do with my life?"}]
 def guard(tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path):  # type: ignore[no-untyped-def]
     path = tmp_path / "guard.yaml"
     path.write_text(GUARD_YAML)
-    with ValueGuard(tiny_lm.model, tiny_lm.tokenizer, path, bundle=fake_bundle_with_sae(tiny_sae.path),
-                    metrics=GuardMetrics()) as g:
+    with ValueGuard(
+        tiny_lm.model, tiny_lm.tokenizer, path, bundle=fake_bundle_with_sae(tiny_sae.path), metrics=GuardMetrics()
+    ) as g:
         yield g
 
 
-def test_reply_runs_generate_exactly_what_the_guard_serves(guard: ValueGuard, tiny_lm: LoadedModel,
-                                                           tmp_path: Path) -> None:
+def test_reply_runs_generate_exactly_what_the_guard_serves(
+    guard: ValueGuard, tiny_lm: LoadedModel, tmp_path: Path
+) -> None:
     """A reply run's conditions built from the guard's plans give ValueGuard.generate's tokens exactly."""
     state = guard.state
     system = state.config.system_prompt
-    conditions = [ReplyCondition(p, tuple(state.plan(p).role_instructions()), state.interventions[p])
-                  for p in ("default", "kind", "plain")]
+    conditions = [
+        ReplyCondition(p, tuple(state.plan(p).role_instructions()), state.interventions[p])
+        for p in ("default", "kind", "plain")
+    ]
     prompts = [Prompt("q1", ASK[0]["content"], (), "dev"), Prompt("q2", "How can I rest more?", (), "dev")]
     store = ReplyStore(tmp_path / "run", {"test": 1})
-    replies = run_replies(tiny_lm, conditions, [Persona("op", system)], prompts,
-                          ReplySettings(max_new_tokens=8), store, batch_size=1)
+    replies = run_replies(
+        tiny_lm, conditions, [Persona("op", system)], prompts, ReplySettings(max_new_tokens=8), store, batch_size=1
+    )
     for c in conditions:
         for q in prompts:
             served = guard.generate(q.messages(), profile=c.id, max_new_tokens=8)
@@ -257,8 +283,7 @@ def test_reply_runs_generate_exactly_what_the_guard_serves(guard: ValueGuard, ti
             assert replies[(c.id, "op", q.id)].tokens == served.completion_tokens
 
 
-def test_seeded_sampling_is_per_row_and_leaves_the_global_rng_alone(tiny_lm: LoadedModel,
-                                                                    tiny_sae: LoadedSae) -> None:
+def test_seeded_sampling_is_per_row_and_leaves_the_global_rng_alone(tiny_lm: LoadedModel, tiny_sae: LoadedSae) -> None:
     prompt = chat_prompt_ids(tiny_lm, ASK, None, ())
     other = chat_prompt_ids(tiny_lm, [{"role": "user", "content": "Hi there"}], None, ())
     torch.manual_seed(123)
@@ -267,22 +292,30 @@ def test_seeded_sampling_is_per_row_and_leaves_the_global_rng_alone(tiny_lm: Loa
     assert torch.equal(torch.get_rng_state(), before)
     with install_steering_hooks(tiny_lm.model, [tiny_sae.layer]):
         edit = (SaeIntervention(tiny_sae, (FeatureEdit(3, "add", 50.0),)),)
-        mixed = generate_rows(tiny_lm, [GenerationRow(other, edit, seed=9), GenerationRow(prompt, seed=5)],
-                              max_new_tokens=10, temperature=1.0)
+        mixed = generate_rows(
+            tiny_lm,
+            [GenerationRow(other, edit, seed=9), GenerationRow(prompt, seed=5)],
+            max_new_tokens=10,
+            temperature=1.0,
+        )
     assert mixed[1].tokens == alone[0].tokens  # its own generator, whatever its batch neighbour does
-    unseeded = {tuple(generate_rows(tiny_lm, [GenerationRow(prompt)], max_new_tokens=10, temperature=1.5)[0].tokens)
-                for _ in range(4)}
+    unseeded = {
+        tuple(generate_rows(tiny_lm, [GenerationRow(prompt)], max_new_tokens=10, temperature=1.5)[0].tokens)
+        for _ in range(4)
+    }
     assert len(unseeded) > 1
 
 
-def test_reply_run_resumes_exactly_after_a_cut_at_every_byte_of_its_last_line(tiny_lm: LoadedModel,
-                                                                              tmp_path: Path) -> None:
+def test_reply_run_resumes_exactly_after_a_cut_at_every_byte_of_its_last_line(
+    tiny_lm: LoadedModel, tmp_path: Path
+) -> None:
     conditions = [ReplyCondition("none"), ReplyCondition("role", ("Answer kindly.",))]
     prompts = [Prompt(f"q{i}", t, (), "dev") for i, t in enumerate(["Hi", "How do I relax?", "Plans?"])]
     personas = [Persona("op", None)]
     settings = ReplySettings(max_new_tokens=6)
-    whole = run_replies(tiny_lm, conditions, personas, prompts, settings, ReplyStore(tmp_path / "a", {"v": 1}),
-                        batch_size=2)
+    whole = run_replies(
+        tiny_lm, conditions, personas, prompts, settings, ReplyStore(tmp_path / "a", {"v": 1}), batch_size=2
+    )
     content = (tmp_path / "a" / REPLIES_FILE).read_bytes()
     lines = content.splitlines(keepends=True)
     head, last = b"".join(lines[:-1]), lines[-1]
@@ -311,11 +344,14 @@ def test_contrast_judge_matches_a_hand_computation(tiny_lm: LoadedModel) -> None
         body = encode_continuation(tiny_lm.tokenizer, text)
         with torch.inference_mode():
             logits = tiny_lm.model(input_ids=torch.tensor([ctx + body])).logits[0].float()
-        lp = torch.log_softmax(logits[len(ctx) - 1:-1], -1).gather(1, torch.tensor(body)[:, None])[:, 0]
+        lp = torch.log_softmax(logits[len(ctx) - 1 : -1], -1).gather(1, torch.tensor(body)[:, None])[:, 0]
         return float(lp.mean())
 
-    expected = [sum(mean_lp(judge.context(f, value, True), t) - mean_lp(judge.context(f, value, False), t)
-                    for f in framings) / len(framings) for t in texts]
+    expected = [
+        sum(mean_lp(judge.context(f, value, True), t) - mean_lp(judge.context(f, value, False), t) for f in framings)
+        / len(framings)
+        for t in texts
+    ]
     np.testing.assert_allclose(judge.score(texts)[:, 0], expected, atol=1e-4)
     assert judge.dimensions == ("power",)
 
@@ -327,8 +363,19 @@ def test_behaviour_report_refuses_unknown_lever_ids_before_any_work(tmp_path: Pa
     from causalguard.cli import app
 
     bundle = shipped_bundle_dir("smollm2-135m-instruct")
-    result = CliRunner().invoke(app, ["behaviour", "report", "--bundle", str(bundle), "--levers",
-                                      "role:power:-,role:nope:+", "--work", str(tmp_path / "w")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "behaviour",
+            "report",
+            "--bundle",
+            str(bundle),
+            "--levers",
+            "role:power:-,role:nope:+",
+            "--work",
+            str(tmp_path / "w"),
+        ],
+    )
     assert result.exit_code != 0
     assert "unknown lever ids: role:nope:+" in str(result.exception) + result.output
     assert not (tmp_path / "w").exists()  # refused before generating anything

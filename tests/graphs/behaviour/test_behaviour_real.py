@@ -1,7 +1,6 @@
 """Reply quality on the real default model with its shipped bundle: the levers deploy/guard.yaml's default
 profile was planned with before plans saw replies degrade, against plain replies, on held-out prompts."""
 
-
 import pytest
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
@@ -33,8 +32,10 @@ def test_the_old_default_plan_degrades_replies_and_plain_replies_do_not(lm: Load
     levers = [lever_reply_condition(bundle.catalog.lever(i), sae, bundle.catalog) for i in OLD_DEFAULT_PLAN]
     instructions = tuple(i for c in levers for i in c.instructions)
     interventions = tuple(i for c in levers for i in c.interventions)
-    rows = [GenerationRow(chat_prompt_ids(lm, p.messages(), DEFAULT_SYSTEM_PROMPT, instructions), interventions)
-            for p in prompts]
+    rows = [
+        GenerationRow(chat_prompt_ids(lm, p.messages(), DEFAULT_SYSTEM_PROMPT, instructions), interventions)
+        for p in prompts
+    ]
     rows += [GenerationRow(chat_prompt_ids(lm, p.messages(), DEFAULT_SYSTEM_PROMPT, ())) for p in prompts]
     with install_steering_hooks(lm.model, [sae.layer]):
         outs = generate_rows(lm, rows, max_new_tokens=64)
@@ -57,6 +58,7 @@ def test_today_default_plan_avoids_degrading_levers_and_its_replies_stay_in_rang
         assert not set(OLD_DEFAULT_PLAN) <= {lever.id for lever in plan.levers}
         replies = guard.generate_batch([p.messages() for p in prompts], max_new_tokens=64)
     system = served_system_prompt(DEFAULT_SYSTEM_PROMPT, plan.role_instructions())
-    quality = reply_quality(lm, [p.text for p in prompts], [r.text.strip() for r in replies],
-                            systems=[system] * len(prompts))
+    quality = reply_quality(
+        lm, [p.text for p in prompts], [r.text.strip() for r in replies], systems=[system] * len(prompts)
+    )
     assert sum(behaviour.calibration.degraded(q) for q in quality) <= 1, [r.text for r in replies]

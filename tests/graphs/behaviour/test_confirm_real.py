@@ -24,8 +24,9 @@ def test_confirming_a_lever_rewrites_its_effects_from_fresh_replies(lm: LoadedMo
     shutil.copytree(shipped_bundle_dir("smollm2-135m-instruct"), bundle)
     before = load_catalog(bundle).lever(LEVER).replies  # type: ignore[union-attr]
     assert before is not None and before.screening is not None
-    settings = ConfirmSettings(levers=(LEVER,), prompts=10, prompt_offset=100, personas=1,
-                               replies=ReplySettings(max_new_tokens=24))
+    settings = ConfirmSettings(
+        levers=(LEVER,), prompts=10, prompt_offset=100, personas=1, replies=ReplySettings(max_new_tokens=24)
+    )
     doc = confirm_levers(lm, bundle, tmp_path / "work", settings, log=lambda _: None)
     after = load_catalog(bundle).lever(LEVER).replies  # type: ignore[union-attr]
     assert after is not None and after.n == 10 and after.effects != before.effects

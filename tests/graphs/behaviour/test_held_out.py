@@ -26,9 +26,12 @@ from tests.repo_paths import ROOT
 
 
 def _profile(lever: str, target: str, mean: float, half: float, n: int = 80, degraded: bool = False) -> dict[str, Any]:
-    return {"levers": [lever], "target_moved_as_intended": {target: False},
-            "measured": {target: {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}},
-            "quality": {"is_degraded": degraded}}
+    return {
+        "levers": [lever],
+        "target_moved_as_intended": {target: False},
+        "measured": {target: {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}},
+        "quality": {"is_degraded": degraded},
+    }
 
 
 def _look(tmp_path: Path, name: str, **profiles: dict[str, Any]) -> Path:
@@ -39,8 +42,12 @@ def _look(tmp_path: Path, name: str, **profiles: dict[str, Any]) -> Path:
 
 def test_pooling_is_inverse_variance_weighted_at_the_pocock_level(tmp_path: Path) -> None:
     first = _look(tmp_path, "v1.json", a=_profile("role:power:-", "power", -0.10, 0.05))
-    second = _look(tmp_path, "v2.json", b=_profile("role:power:-", "power", -0.02, 0.10),
-                   twin=_profile("role:power:-", "power", -0.02, 0.10))  # the same lever twice: one look
+    second = _look(
+        tmp_path,
+        "v2.json",
+        b=_profile("role:power:-", "power", -0.02, 0.10),
+        twin=_profile("role:power:-", "power", -0.02, 0.10),
+    )  # the same lever twice: one look
     record = held_out_record(fake_catalog_v2(), [first, second])
     t = stats.t.ppf(0.975, 79)
     se1, se2 = 0.05 / t, 0.10 / t
@@ -53,11 +60,14 @@ def test_pooling_is_inverse_variance_weighted_at_the_pocock_level(tmp_path: Path
 
 
 def test_a_lever_that_fails_becomes_failed_held_out_and_one_that_holds_keeps_its_verdict(tmp_path: Path) -> None:
-    look = _look(tmp_path, "v.json",
-                 down=_profile("role:power:-", "power", -0.01, 0.05),        # interval spans 0: fails
-                 up=_profile("role:power:+", "power", 0.15, 0.05),           # holds
-                 mild=_profile("sae:f7:-0.25", "power", -0.2, 0.05, degraded=True),  # moved, but degraded
-                 idle=_profile("role:benevolence:+", "benevolence", 0.2, 0.05))  # held, yet never promoted
+    look = _look(
+        tmp_path,
+        "v.json",
+        down=_profile("role:power:-", "power", -0.01, 0.05),  # interval spans 0: fails
+        up=_profile("role:power:+", "power", 0.15, 0.05),  # holds
+        mild=_profile("sae:f7:-0.25", "power", -0.2, 0.05, degraded=True),  # moved, but degraded
+        idle=_profile("role:benevolence:+", "benevolence", 0.2, 0.05),
+    )  # held, yet never promoted
     catalog = fake_catalog_v2()
     updated = held_out_catalog(catalog, held_out_record(catalog, [look]))
     verdict = {e.id: e.replies.verdict for e in updated.levers if e.replies is not None}
@@ -74,8 +84,12 @@ def test_a_lever_that_fails_becomes_failed_held_out_and_one_that_holds_keeps_its
 
 def test_the_planner_refuses_a_lever_that_failed_held_out_and_says_why(tmp_path: Path) -> None:
     bundle = fake_bundle_v2()
-    look = _look(tmp_path, "v.json", a=_profile("role:power:-", "power", 0.01, 0.05),
-                 b=_profile("sae:f7:-0.25", "power", 0.0, 0.05))
+    look = _look(
+        tmp_path,
+        "v.json",
+        a=_profile("role:power:-", "power", 0.01, 0.05),
+        b=_profile("sae:f7:-0.25", "power", 0.0, 0.05),
+    )
     profile = ProfileSpec(targets={"power": TargetSpec(direction="decrease")})
     assert plan_levers(profile, bundle, LimitsSpec()).levers  # feasible before the test
     bundle.catalog = held_out_catalog(bundle.catalog, held_out_record(bundle.catalog, [look]))  # type: ignore[arg-type]
@@ -89,8 +103,14 @@ def test_bad_looks_are_errors_that_name_the_file_and_field(tmp_path: Path) -> No
     unknown = _look(tmp_path, "u.json", p=_profile("role:nobody:+", "power", 0.1, 0.05))
     with pytest.raises(ConfigError, match=r"u\.json.*profiles\.p\.levers.*not in the bundle's catalog"):
         held_out_record(catalog, [unknown])
-    broken = _look(tmp_path, "b.json", p={**_profile("role:power:-", "power", -0.1, 0.05),
-                                          "measured": {"power": {"mean": -0.1, "ci_low": "x", "ci_high": 0, "n": 80}}})
+    broken = _look(
+        tmp_path,
+        "b.json",
+        p={
+            **_profile("role:power:-", "power", -0.1, 0.05),
+            "measured": {"power": {"mean": -0.1, "ci_low": "x", "ci_high": 0, "n": 80}},
+        },
+    )
     with pytest.raises(ConfigError, match=r"b\.json.*profiles\.p\.measured\.power"):
         held_out_record(catalog, [broken])
     with pytest.raises(ConfigError, match="no such file"):
@@ -122,13 +142,19 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     shipped = ROOT / "graphs/causalguard/graphs/smollm2-135m-instruct"
     folder = tmp_path / "bundle"
     folder.mkdir()
-    looks = ("validation.json", "validation-test101-120.json", "validation-fresh-test1-40.json",
-             "validation-fresh-test41-120.json", "validation-test121-160.json")
+    looks = (
+        "validation.json",
+        "validation-test101-120.json",
+        "validation-fresh-test1-40.json",
+        "validation-fresh-test41-120.json",
+        "validation-test121-160.json",
+    )
     for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks):
         shutil.copy(shipped / name, folder / name)
     seal_bundle(folder)
-    result = CliRunner().invoke(app, ["behaviour", "held-out", "--bundle", str(folder),
-                                      *(str(folder / name) for name in looks)])
+    result = CliRunner().invoke(
+        app, ["behaviour", "held-out", "--bundle", str(folder), *(str(folder / name) for name in looks)]
+    )
     assert result.exit_code == 0, result.output
     assert "role:stimulation:-:reply: did not hold" in result.output
     # the role lever held three looks by the probe judge; the fourth look's second judge did not see it
@@ -147,9 +173,11 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
 
 def test_the_record_counts_forecast_signs_of_the_values_that_moved(tmp_path: Path) -> None:
     profile = _profile("role:power:+", "power", 0.2, 0.05)
-    profile.update(moved_beyond_noise=["power", "achievement"],
-                   forecast={"power": {"change": 0.1}, "achievement": {"change": 0.05}},
-                   measured={**profile["measured"], "achievement": {"mean": -0.03}})
+    profile.update(
+        moved_beyond_noise=["power", "achievement"],
+        forecast={"power": {"change": 0.1}, "achievement": {"change": 0.05}},
+        measured={**profile["measured"], "achievement": {"mean": -0.03}},
+    )
     record = held_out_record(fake_catalog_v2(), [_look(tmp_path, "v.json", up=profile)])
     row = record["levers"]["role:power:+"]
     assert row["side_effect_signs"] == {"moved": 2, "agreed": 1}
@@ -179,6 +207,7 @@ def test_a_fresh_split_is_a_new_series_that_never_rescues_a_failed_lever(tmp_pat
     assert two_looks["series"][0]["level"] == pytest.approx(0.9706, abs=1e-4)
     fresh = held_out_series_record(catalog, [[held]])
     assert fresh["levers"]["role:power:-"]["passed"] and fresh["levers"]["role:power:-"]["level"] == pytest.approx(
-        0.95, abs=1e-3)
+        0.95, abs=1e-3
+    )
     updated = held_out_catalog(catalog, fresh)
     assert updated.lever("role:power:-").replies.held_out.level == pytest.approx(0.95, abs=1e-3)  # type: ignore[union-attr]

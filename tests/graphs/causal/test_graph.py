@@ -31,8 +31,18 @@ from causalguard.graphs.causal.sem import class_total_effects
 from causalguard.models.loaded import LoadedModel
 from tests.repo_paths import DATA
 
-SCHWARTZ = ["self_direction", "stimulation", "hedonism", "achievement", "power", "security", "conformity",
-            "tradition", "benevolence", "universalism"]
+SCHWARTZ = [
+    "self_direction",
+    "stimulation",
+    "hedonism",
+    "achievement",
+    "power",
+    "security",
+    "conformity",
+    "tradition",
+    "benevolence",
+    "universalism",
+]
 
 
 def test_golden_matrix_gives_the_pinned_graph() -> None:
@@ -50,8 +60,15 @@ def _sem(n: int, seed: int) -> tuple[np.ndarray, dict[tuple[str, str], float]]:
     c = 0.8 * a + 0.7 * b + rng.normal(size=n)
     d = 0.9 * c + rng.normal(size=n)
     e = 0.6 * d + rng.normal(size=n)
-    truth = {("a", "c"): 0.8, ("a", "d"): 0.72, ("a", "e"): 0.432, ("b", "e"): 0.7 * 0.9 * 0.6,
-             ("c", "e"): 0.54, ("e", "a"): 0.0, ("d", "b"): 0.0}
+    truth = {
+        ("a", "c"): 0.8,
+        ("a", "d"): 0.72,
+        ("a", "e"): 0.432,
+        ("b", "e"): 0.7 * 0.9 * 0.6,
+        ("c", "e"): 0.54,
+        ("e", "a"): 0.0,
+        ("d", "b"): 0.0,
+    }
     return np.c_[a, b, c, d, e], truth
 
 
@@ -82,8 +99,15 @@ def test_undirected_chain_keeps_its_equivalence_class() -> None:
 
 
 def test_directed_cycles_still_give_one_dag_for_effects() -> None:
-    cyclic = ValueGraph(("a", "b", "c", "d"), (make_edge("a", "b", "directed"), make_edge("b", "c", "directed"),
-                                               make_edge("c", "a", "directed"), make_edge("c", "d", "undirected")))
+    cyclic = ValueGraph(
+        ("a", "b", "c", "d"),
+        (
+            make_edge("a", "b", "directed"),
+            make_edge("b", "c", "directed"),
+            make_edge("c", "a", "directed"),
+            make_edge("c", "d", "undirected"),
+        ),
+    )
     [dag] = cyclic.consistent_dags()
     import networkx as nx
 
@@ -260,8 +284,10 @@ def test_auroc() -> None:
 def test_cli_graph_commands_on_an_external_csv(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "b"
-    result = runner.invoke(app, ["graph", "build", str(DATA / "golden_matrix.csv"), "--out", str(out),
-                                 "--bootstrap", "5", "--workers", "1"])
+    result = runner.invoke(
+        app,
+        ["graph", "build", str(DATA / "golden_matrix.csv"), "--out", str(out), "--bootstrap", "5", "--workers", "1"],
+    )
     assert result.exit_code == 0, result.output
     assert "a --> c" in result.output and "bundle written" in result.output
     result = runner.invoke(app, ["graph", "predict", str(out), "--do", "a=1"])
@@ -273,8 +299,9 @@ def test_cli_graph_commands_on_an_external_csv(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "gained (0)" in result.output
     result = runner.invoke(app, ["graph", "compare", str(out)])  # values a..e: no human reference exists
     assert result.exit_code == 0 and "no reference for this inventory" in result.output
-    result = runner.invoke(app, ["graph", "build", str(DATA / "golden_matrix.csv"), "--out", str(out),
-                                 "--forbid", "a-c"])
+    result = runner.invoke(
+        app, ["graph", "build", str(DATA / "golden_matrix.csv"), "--out", str(out), "--forbid", "a-c"]
+    )
     assert result.exit_code != 0 and "FROM>TO" in result.output
 
 

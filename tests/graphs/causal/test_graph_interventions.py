@@ -69,8 +69,9 @@ def test_levers_with_the_same_target_predict_each_other(tmp_path: Path) -> None:
     # a second lever on a ("a" names the same value as "A"): same context, so each predicts the other
     again = [line.replace("A,", "a,", 1) for line in lines if line.startswith("A,")]
     (tmp_path / "twice.csv").write_text("".join(lines + again))
-    doc = evaluate_interventions(read_score_matrix(tmp_path / "twice.csv"), _bundle(np.eye(5)), random_graphs=0,
-                                 bootstraps=0)
+    doc = evaluate_interventions(
+        read_score_matrix(tmp_path / "twice.csv"), _bundle(np.eye(5)), random_graphs=0, bootstraps=0
+    )
     assert doc["interventions"] == 6
     assert doc["predictors"]["same_target_levers"]["auroc"] > doc["predictors"]["no_graph"]["auroc"]
 
@@ -88,8 +89,13 @@ def test_a_matrix_without_unsteered_rows_or_values_is_a_clear_error(tmp_path: Pa
     with pytest.raises(ConfigError, match="no intervention has a target and two personas"):
         evaluate_interventions(read_score_matrix(tmp_path / "steered.csv"), _bundle(TRUE))
     other = ValueGraph(("a", "b", "zeta"), ())
-    bundle = Bundle({"model": {"name": "toy"}}, other, EffectModel(("a", "b", "zeta"), np.eye(3), np.zeros((0, 3, 3))),
-                    np.eye(3), np.eye(3))
+    bundle = Bundle(
+        {"model": {"name": "toy"}},
+        other,
+        EffectModel(("a", "b", "zeta"), np.eye(3), np.zeros((0, 3, 3))),
+        np.eye(3),
+        np.eye(3),
+    )
     with pytest.raises(ConfigError, match=r"lacks the value\(s\) zeta"):
         evaluate_interventions(read_score_matrix(path), bundle)
 
@@ -111,8 +117,22 @@ def test_graph_evaluate_command_prints_the_table(tmp_path: Path) -> None:
         for name in nodes[:3]:
             for p in range(4):
                 writer.writerow([name, f"p{p}", *(base[p] + rng.normal(0, 0.05, size=len(nodes)))])
-    result = CliRunner().invoke(app, ["graph", "evaluate", str(shipped.path), "--test", str(path),
-                                      "--random-graphs", "3", "--bootstraps", "50", "--out", str(tmp_path / "e.json")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "graph",
+            "evaluate",
+            str(shipped.path),
+            "--test",
+            str(path),
+            "--random-graphs",
+            "3",
+            "--bootstraps",
+            "50",
+            "--out",
+            str(tmp_path / "e.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "3 interventions" in result.output and "| graph |" in result.output and "paper's statistic" in result.output
     assert (tmp_path / "e.json").exists()
@@ -133,13 +153,13 @@ def test_leave_one_lever_out_rediscovers_the_chain_without_each_levers_rows(tmp_
         for k, row in enumerate(observational):
             writer.writerow([f"persona:{k:03d}", "persona", "none", *row])
     test = read_score_matrix(_paper_csv(tmp_path / "test.csv", personas=12))
-    doc = leave_one_lever_out(read_score_matrix(survey), test, _bundle(np.eye(5)), PCSettings(), random_graphs=5,
-                              bootstraps=100)
+    doc = leave_one_lever_out(
+        read_score_matrix(survey), test, _bundle(np.eye(5)), PCSettings(), random_graphs=5, bootstraps=100
+    )
     # the bundle's own (empty) graph is not used: each lever is predicted by a graph found without it
     assert doc["training_rows"] == 200 + test.shape[0] and doc["edges_per_graph"] >= 2
     assert doc["predictors"]["graph"]["auroc"] >= 0.8 > doc["predictors"]["no_graph"]["auroc"]
-    curve = learning_curve(read_score_matrix(survey), test, _bundle(np.eye(5)), PCSettings(), [0.2, 1.0],
-                           repeats=2)
+    curve = learning_curve(read_score_matrix(survey), test, _bundle(np.eye(5)), PCSettings(), [0.2, 1.0], repeats=2)
     assert [point["repeats"] for point in curve] == [2, 1] and curve[0]["training_rows"] < curve[1]["training_rows"]
 
 
@@ -173,8 +193,9 @@ def test_stability_selection_ships_frequent_edges_and_leaves_split_orientations_
     def sample(*edges: tuple[str, str, str]) -> ValueGraph:
         return ValueGraph(NODES, tuple(make_edge(a, b, kind) for a, b, kind in edges))  # type: ignore[arg-type]
 
-    samples = ([sample(("a", "b", "directed"), ("c", "d", "directed"), ("a", "e", "directed"))] * 6
-               + [sample(("a", "b", "directed"), ("d", "c", "directed"))] * 4)
+    samples = [sample(("a", "b", "directed"), ("c", "d", "directed"), ("a", "e", "directed"))] * 6 + [
+        sample(("a", "b", "directed"), ("d", "c", "directed"))
+    ] * 4
     graph = stable_graph(NODES, samples, threshold=0.7)
     ab, cd = graph.edge("a", "b"), graph.edge("c", "d")
     assert ab is not None and (ab.source, ab.target, ab.kind, ab.stability) == ("a", "b", "directed", 1.0)
@@ -214,9 +235,24 @@ def test_graph_build_command_takes_interventions_and_shows_the_held_out_levers(t
 
     survey = _survey_csv(tmp_path / "survey.csv")
     steered = _paper_csv(tmp_path / "test.csv", personas=12, push=2.0)
-    result = CliRunner().invoke(app, ["graph", "build", str(survey), "--out", str(tmp_path / "bundle"),
-                                      "--interventions", str(steered), "--bootstrap", "8", "--workers", "1",
-                                      "--stability", "0.6"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "graph",
+            "build",
+            str(survey),
+            "--out",
+            str(tmp_path / "bundle"),
+            "--interventions",
+            str(steered),
+            "--bootstrap",
+            "8",
+            "--workers",
+            "1",
+            "--stability",
+            "0.6",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "adjacency in >= 60% of 8 bootstrap graphs" in result.output
     assert "interventional rows: 72 (+ 200 survey rows), 5 context columns as sources only" in result.output
@@ -261,11 +297,27 @@ def test_graph_build_refuses_lever_rows_it_cannot_map_to_targets(tmp_path: Path)
     survey = _survey_csv(tmp_path / "survey.csv", rows=30)
     steered = tmp_path / "levers.csv"  # our format: rows name catalog levers, not values
     values = np.random.default_rng(0).normal(size=(12, 5))
-    steered.write_text("condition,steering,a,b,c,d,e\n" + "".join(
-        f"p{k // 2},{'none' if k % 2 == 0 else 'role:a:+:reply'},{','.join(map(str, row))}\n"
-        for k, row in enumerate(values)))
-    result = CliRunner().invoke(app, ["graph", "build", str(survey), "--out", str(tmp_path / "bundle"),
-                                      "--interventions", str(steered), "--bootstrap", "0"])
+    steered.write_text(
+        "condition,steering,a,b,c,d,e\n"
+        + "".join(
+            f"p{k // 2},{'none' if k % 2 == 0 else 'role:a:+:reply'},{','.join(map(str, row))}\n"
+            for k, row in enumerate(values)
+        )
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "graph",
+            "build",
+            str(survey),
+            "--out",
+            str(tmp_path / "bundle"),
+            "--interventions",
+            str(steered),
+            "--bootstrap",
+            "0",
+        ],
+    )
     text = " ".join(result.output.replace("│", " ").split())  # unwrapped from the error box
     assert result.exit_code == 2 and "--catalog" in text and "to map them to their target values" in text
     assert not (tmp_path / "bundle").exists()

@@ -31,8 +31,12 @@ SLICE_FEATURES = "14351,1025,2965"
 
 def _matrix(rows: list[tuple[str, str, list[float]]], columns: list[str]) -> ScoreMatrix:
     """Paper-format rows: (steer_dim, player_name, scores)."""
-    return ScoreMatrix(columns, np.array([r[2] for r in rows], dtype=float),
-                       [f"{r[0]}/{r[1]}" for r in rows], [{"steer_dim": r[0], "player_name": r[1]} for r in rows])
+    return ScoreMatrix(
+        columns,
+        np.array([r[2] for r in rows], dtype=float),
+        [f"{r[0]}/{r[1]}" for r in rows],
+        [{"steer_dim": r[0], "player_name": r[1]} for r in rows],
+    )
 
 
 def _chain() -> ValueGraph:
@@ -43,10 +47,19 @@ def _chain() -> ValueGraph:
 def _steered() -> ScoreMatrix:
     # feature 7 moves a, b (its descendant) and d (not one); feature 9 moves only c; persona p1 and p2
     base = [0.0, 0.0, 0.0, 0.0]
-    return _matrix([("", "p1", base), ("", "p2", base),
-                    ("7.0", "p1", [0.5, 0.4, 0.0, 0.3]), ("7.0", "p2", [0.5, 0.2, 0.0, 0.3]),
-                    ("9.0", "p1", [0.0, 0.0, -0.2, 0.0]), ("9.0", "p2", [0.0, 0.0, -0.4, 0.0]),
-                    ("b", "p1", [0.0, 0.5, 0.5, 0.0]), ("b", "p2", [0.0, 0.5, 0.5, 0.0])], ["a", "b", "c", "d"])
+    return _matrix(
+        [
+            ("", "p1", base),
+            ("", "p2", base),
+            ("7.0", "p1", [0.5, 0.4, 0.0, 0.3]),
+            ("7.0", "p2", [0.5, 0.2, 0.0, 0.3]),
+            ("9.0", "p1", [0.0, 0.0, -0.2, 0.0]),
+            ("9.0", "p2", [0.0, 0.0, -0.4, 0.0]),
+            ("b", "p1", [0.0, 0.5, 0.5, 0.0]),
+            ("b", "p2", [0.0, 0.5, 0.5, 0.0]),
+        ],
+        ["a", "b", "c", "d"],
+    )
 
 
 def test_every_changed_value_is_a_target_of_a_feature() -> None:
@@ -63,8 +76,9 @@ def test_every_changed_value_is_a_target_of_a_feature() -> None:
 
 
 def test_a_target_map_and_a_stricter_rule_change_the_targets() -> None:
-    mapped = change_rate_table(_steered(), _chain(), ChangeRule("threshold", threshold=0.1),
-                               target_map={"7": "d", "9": "c"})
+    mapped = change_rate_table(
+        _steered(), _chain(), ChangeRule("threshold", threshold=0.1), target_map={"7": "d", "9": "c"}
+    )
     assert mapped["per_value"]["a"]["interventions"] == 0  # 7 now targets d only
     assert mapped["per_value"]["d"]["interventions"] == 1
     strict = change_rate_table(_steered(), _chain(), ChangeRule("threshold", threshold=0.45))
@@ -82,8 +96,11 @@ def test_paper_table_and_comparison(tmp_path: Path) -> None:
     paper = read_paper_table(PAPER / "table2_gemma.csv")
     assert paper["Achievement"]["expected"] is None
     assert paper["Achievement"]["unexpected"] == pytest.approx(11 / 16)
-    mine = {"per_value": {v: {"expected": r["expected"], "unexpected": r["unexpected"]} for v, r in paper.items()},
-            "mean_expected": 0.568, "mean_unexpected": 0.506}
+    mine = {
+        "per_value": {v: {"expected": r["expected"], "unexpected": r["unexpected"]} for v, r in paper.items()},
+        "mean_expected": 0.568,
+        "mean_unexpected": 0.506,
+    }
     same = compare_with_paper(mine, paper)
     assert same["mean_abs_difference"] == 0.0 and same["empty_cells_agree"] == same["cells"] == 34
     bad = tmp_path / "table2.csv"
@@ -107,23 +124,63 @@ def test_paper_slice_end_to_end(tmp_path: Path) -> None:
     rows: a golden result for the paper-format path."""
     runner = CliRunner()
     bundle = tmp_path / "gemma"
-    built = runner.invoke(app, ["graph", "build", str(PAPER / "gemma_train_slice.csv"), "--out", str(bundle),
-                                "--bootstrap", "0", "--steering-only", SLICE_FEATURES])
+    built = runner.invoke(
+        app,
+        [
+            "graph",
+            "build",
+            str(PAPER / "gemma_train_slice.csv"),
+            "--out",
+            str(bundle),
+            "--bootstrap",
+            "0",
+            "--steering-only",
+            SLICE_FEATURES,
+        ],
+    )
     assert built.exit_code == 0, built.output
     assert "404 rows" in built.output and "26 edges" in built.output
     out = tmp_path / "rates.json"
-    rates = runner.invoke(app, ["graph", "change-rates", str(bundle), "--test", str(PAPER / "gemma_test_slice.csv"),
-                                "--changed-above", "0.075", "--paper-table", str(PAPER / "table2_gemma.csv"),
-                                "--out", str(out)])
+    rates = runner.invoke(
+        app,
+        [
+            "graph",
+            "change-rates",
+            str(bundle),
+            "--test",
+            str(PAPER / "gemma_test_slice.csv"),
+            "--changed-above",
+            "0.075",
+            "--paper-table",
+            str(PAPER / "table2_gemma.csv"),
+            "--out",
+            str(out),
+        ],
+    )
     assert rates.exit_code == 0, rates.output
     doc = json.loads(out.read_text())
     assert doc["table"]["interventions"] == 3
     assert doc["table"]["mean_expected"] == pytest.approx(0.129, abs=5e-4)
     assert doc["table"]["mean_unexpected"] == pytest.approx(0.222, abs=5e-4)
     assert doc["paper"]["means"]["expected"]["paper"] == pytest.approx(0.568, abs=5e-4)
-    evaluated = runner.invoke(app, ["graph", "evaluate", str(bundle), "--test", str(PAPER / "gemma_test_slice.csv"),
-                                    "--targets-from", str(PAPER / "gemma_train_slice.csv"), "--bootstraps", "50",
-                                    "--random-graphs", "3", "--out", str(tmp_path / "eval.json")])
+    evaluated = runner.invoke(
+        app,
+        [
+            "graph",
+            "evaluate",
+            str(bundle),
+            "--test",
+            str(PAPER / "gemma_test_slice.csv"),
+            "--targets-from",
+            str(PAPER / "gemma_train_slice.csv"),
+            "--bootstraps",
+            "50",
+            "--random-graphs",
+            "3",
+            "--out",
+            str(tmp_path / "eval.json"),
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["interventions"] == 3 and not result["skipped"]
@@ -133,6 +190,18 @@ def test_paper_slice_end_to_end(tmp_path: Path) -> None:
 
 def test_change_rate_options_are_checked(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["graph", "change-rates", str(tmp_path), "--test", str(PAPER / "gemma_test_slice.csv"),
-                                 "--changed-above", "0.1", "--changed-p", "0.05"])
+    result = runner.invoke(
+        app,
+        [
+            "graph",
+            "change-rates",
+            str(tmp_path),
+            "--test",
+            str(PAPER / "gemma_test_slice.csv"),
+            "--changed-above",
+            "0.1",
+            "--changed-p",
+            "0.05",
+        ],
+    )
     assert result.exit_code != 0 and "not both" in result.output

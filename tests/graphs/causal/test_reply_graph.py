@@ -25,13 +25,22 @@ from tests.repo_paths import ROOT
 
 SHIPPED = ROOT / "graphs/causalguard/graphs/smollm2-135m-instruct"
 # the fake's reply-measured levers: their pushes on (achievement, power, benevolence)
-PUSH = {"role:power:-": (0.0, -0.3, 0.0), "role:power:+": (0.0, 0.3, 0.0), "sae:f7:-0.5": (0.0, -0.5, 0.0),
-        "sae:f7:-0.25": (0.0, -0.12, 0.0), "role:benevolence:+": (0.0, 0.0, 0.3)}
+PUSH = {
+    "role:power:-": (0.0, -0.3, 0.0),
+    "role:power:+": (0.0, 0.3, 0.0),
+    "sae:f7:-0.5": (0.0, -0.5, 0.0),
+    "sae:f7:-0.25": (0.0, -0.12, 0.0),
+    "role:benevolence:+": (0.0, 0.0, 0.3),
+}
 
 
 def test_a_row_is_the_mean_over_a_personas_replies() -> None:
-    scores = {(c, p, q): np.array([k, 2.0 * k, -k]) for c in ("none", "lever") for p in ("a", "b")
-              for k, q in enumerate(("q1", "q2", "q3"), start=1 if c == "none" else 4)}
+    scores = {
+        (c, p, q): np.array([k, 2.0 * k, -k])
+        for c in ("none", "lever")
+        for p in ("a", "b")
+        for k, q in enumerate(("q1", "q2", "q3"), start=1 if c == "none" else 4)
+    }
     rows = reply_rows(scores, ["none", "lever"], ["a", "b"], ["q1", "q2", "q3"], DIMS)
     assert [r["condition"] for r in rows] == ["a", "b", "a|lever", "b|lever"]
     assert [r["steering"] for r in rows] == ["none", "none", "lever", "lever"]
@@ -63,13 +72,21 @@ def _reply_matrix(path: Path, personas: int = 12, seed: int = 0) -> Path:
     true = np.eye(3)
     true[1, 0] = 0.5
     base = rng.normal(0, 0.3, size=(personas, 3)) @ true
-    rows = [{"condition": f"p{i}", "role_kind": "persona", "steering": "none", **dict(zip(DIMS, base[i], strict=True))}
-            for i in range(personas)]
+    rows = [
+        {"condition": f"p{i}", "role_kind": "persona", "steering": "none", **dict(zip(DIMS, base[i], strict=True))}
+        for i in range(personas)
+    ]
     for lever, push in PUSH.items():
         for i in range(personas):
             values = base[i] + np.array(push) @ true + rng.normal(0, 0.02, size=3)
-            rows.append({"condition": f"p{i}|{lever}", "role_kind": "persona", "steering": lever,
-                         **dict(zip(DIMS, values, strict=True))})
+            rows.append(
+                {
+                    "condition": f"p{i}|{lever}",
+                    "role_kind": "persona",
+                    "steering": lever,
+                    **dict(zip(DIMS, values, strict=True)),
+                }
+            )
     write_reply_matrix(path, rows, DIMS)
     return path
 
@@ -99,8 +116,21 @@ def _bundle_folder(tmp_path: Path) -> Path:
 def test_graph_build_on_replies_counts_every_row_once(tmp_path: Path) -> None:
     matrix = _reply_matrix(tmp_path / "replies.csv")
     out = tmp_path / "reply_graph"
-    result = CliRunner().invoke(app, ["graph", "build", str(matrix), "--replies", "--catalog",
-                                      str(_bundle_folder(tmp_path)), "--out", str(out), "--bootstrap", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "graph",
+            "build",
+            str(matrix),
+            "--replies",
+            "--catalog",
+            str(_bundle_folder(tmp_path)),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "bundle.json").read_text())
     assert doc["survey"]["units"] == "replies" and "reply-judge" in doc["survey"]["columns_used"]
@@ -110,25 +140,63 @@ def test_graph_build_on_replies_counts_every_row_once(tmp_path: Path) -> None:
     assert {"graph", "catalog_effects", "same_target_levers", "correlation"} <= set(lolo["predictors"])
     # the power -> achievement dependence is in the replies: PC finds the adjacency
     assert {frozenset((e["source"], e["target"])) for e in doc["graph"]["edges"]} >= {
-        frozenset(("power", "achievement"))}
+        frozenset(("power", "achievement"))
+    }
 
 
 def test_graph_evaluate_on_replies_leaves_each_lever_out(tmp_path: Path) -> None:
     matrix = _reply_matrix(tmp_path / "replies.csv")
     folder = _bundle_folder(tmp_path)
-    assert CliRunner().invoke(app, ["graph", "build", str(matrix), "--replies", "--catalog", str(folder),
-                                    "--out", str(folder), "--bootstrap", "0", "--no-evaluate-levers"]).exit_code == 0
-    result = CliRunner().invoke(app, ["graph", "evaluate", str(folder), "--test", str(matrix), "--replies",
-                                      "--random-graphs", "2", "--bootstraps", "50", "--out", str(tmp_path / "e.json")])
+    assert (
+        CliRunner()
+        .invoke(
+            app,
+            [
+                "graph",
+                "build",
+                str(matrix),
+                "--replies",
+                "--catalog",
+                str(folder),
+                "--out",
+                str(folder),
+                "--bootstrap",
+                "0",
+                "--no-evaluate-levers",
+            ],
+        )
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "graph",
+            "evaluate",
+            str(folder),
+            "--test",
+            str(matrix),
+            "--replies",
+            "--random-graphs",
+            "2",
+            "--bootstraps",
+            "50",
+            "--out",
+            str(tmp_path / "e.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "0 survey + 72 interventional" in result.output
     assert json.loads((tmp_path / "e.json").read_text())["interventions"] == 5
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--interventions", "{m}"], "leave --interventions out"),
-    (["--catalog-missing"], "give --catalog"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--interventions", "{m}"], "leave --interventions out"),
+        (["--catalog-missing"], "give --catalog"),
+    ],
+)
 def test_graph_build_on_replies_refuses_what_it_cannot_use(tmp_path: Path, extra: list[str], message: str) -> None:
     matrix = _reply_matrix(tmp_path / "replies.csv")
     args = ["graph", "build", str(matrix), "--replies", "--out", str(tmp_path / "g"), "--bootstrap", "0"]
@@ -142,8 +210,21 @@ def test_a_reply_matrix_without_unsteered_rows_is_refused(tmp_path: Path) -> Non
     matrix = _reply_matrix(tmp_path / "replies.csv")
     lines = [line for line in matrix.read_text().splitlines(keepends=True) if ",none," not in line]
     matrix.write_text("".join(lines))
-    result = CliRunner().invoke(app, ["graph", "build", str(matrix), "--replies", "--catalog",
-                                      str(_bundle_folder(tmp_path)), "--out", str(tmp_path / "g"), "--bootstrap", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "graph",
+            "build",
+            str(matrix),
+            "--replies",
+            "--catalog",
+            str(_bundle_folder(tmp_path)),
+            "--out",
+            str(tmp_path / "g"),
+            "--bootstrap",
+            "0",
+        ],
+    )
     assert isinstance(result.exception, ConfigError)
     assert str(matrix) in str(result.exception) and "0 unsteered row(s)" in str(result.exception)
 
@@ -154,8 +235,9 @@ def test_the_real_model_writes_a_reply_matrix_that_graph_tools_read(lm, tmp_path
 
     bundle = tmp_path / "bundle"
     shutil.copytree(SHIPPED, bundle)
-    settings = ReplyMatrixSettings(prompts=2, personas=3, levers=r"vector:stimulation:\+:L21:0\.15",
-                                   replies=ReplySettings(max_new_tokens=8))
+    settings = ReplyMatrixSettings(
+        prompts=2, personas=3, levers=r"vector:stimulation:\+:L21:0\.15", replies=ReplySettings(max_new_tokens=8)
+    )
     out = tmp_path / "m.csv"
     summary = build_reply_matrix(lm, bundle, tmp_path / "work", out, settings, log=lambda _: None)
     assert summary["rows"] == 6 and summary["replies"] == 12
@@ -180,12 +262,23 @@ def _reply_graph(graph_auroc: float, interval: list[float] | None, best_baseline
 
     total = np.eye(3)
     total[1, 0] = 0.5
-    evaluation = {"leave_one_lever_out": {"interventions": 40, "predictors": {
-        "graph": {"auroc": graph_auroc, "auroc_ci": interval}, "catalog_effects": {"auroc": best_baseline},
-        "no_graph": {"auroc": 0.5}}}}
-    return Bundle({"model": {"name": "fake"}, "evaluation": evaluation},
-                  ValueGraph(tuple(DIMS), (make_edge("power", "achievement", "directed"),)),
-                  EffectModel(tuple(DIMS), total, np.zeros((0, 3, 3))), total, total)
+    evaluation = {
+        "leave_one_lever_out": {
+            "interventions": 40,
+            "predictors": {
+                "graph": {"auroc": graph_auroc, "auroc_ci": interval},
+                "catalog_effects": {"auroc": best_baseline},
+                "no_graph": {"auroc": 0.5},
+            },
+        }
+    }
+    return Bundle(
+        {"model": {"name": "fake"}, "evaluation": evaluation},
+        ValueGraph(tuple(DIMS), (make_edge("power", "achievement", "directed"),)),
+        EffectModel(tuple(DIMS), total, np.zeros((0, 3, 3))),
+        total,
+        total,
+    )
 
 
 def _reply_plan(reply_graph):  # type: ignore[no-untyped-def]
@@ -194,8 +287,12 @@ def _reply_plan(reply_graph):  # type: ignore[no-untyped-def]
 
     bundle = fake_bundle_v2()
     bundle.reply_graph = reply_graph
-    return plan_levers(ProfileSpec(targets={"power": TargetSpec(direction="decrease")}), bundle,
-                       LimitsSpec(max_levers=1), units="replies"), bundle
+    return plan_levers(
+        ProfileSpec(targets={"power": TargetSpec(direction="decrease")}),
+        bundle,
+        LimitsSpec(max_levers=1),
+        units="replies",
+    ), bundle
 
 
 def test_a_reply_plan_without_a_reply_graph_says_so_and_forecasts_from_the_levers() -> None:
@@ -213,8 +310,10 @@ def test_a_reply_graph_that_beats_the_catalog_forecasts_side_effects_in_reply_un
     from causalguard.planning.explain import explain_plan
 
     plan, bundle = _reply_plan(_reply_graph(0.8, [0.7, 0.9], 0.6))
-    assert plan.graph_label.startswith("reply graph held-out AUROC 0.800 (95% CI 0.70-0.90) beats the best "
-                                       "baseline (catalog_effects 0.600; reply graph, leave-one-lever-out, 40 levers)")
+    assert plan.graph_label.startswith(
+        "reply graph held-out AUROC 0.800 (95% CI 0.70-0.90) beats the best "
+        "baseline (catalog_effects 0.600; reply graph, leave-one-lever-out, 40 levers)"
+    )
     # the planned power change on replies (-0.30) pushed along power -> achievement (0.5)
     assert plan.forecast_for("achievement").graph_change == pytest.approx(-0.15)
     assert "(its forecasts are in replies units)" in explain_plan(plan, bundle.catalog)  # type: ignore[arg-type]
@@ -222,12 +321,16 @@ def test_a_reply_graph_that_beats_the_catalog_forecasts_side_effects_in_reply_un
     assert plan.forecast_for("achievement").graph_change != pytest.approx(-0.18)
 
 
-@pytest.mark.parametrize(("auroc", "interval", "best", "why"), [
-    (0.55, [0.48, 0.62], 0.70, "does not beat the best baseline (catalog_effects 0.700"),
-    (0.60, [0.45, 0.75], 0.55, "its interval includes chance (0.5)"),
-])
-def test_a_reply_graph_that_does_not_beat_the_catalog_forecasts_nothing(auroc: float, interval: list[float],
-                                                                         best: float, why: str) -> None:
+@pytest.mark.parametrize(
+    ("auroc", "interval", "best", "why"),
+    [
+        (0.55, [0.48, 0.62], 0.70, "does not beat the best baseline (catalog_effects 0.700"),
+        (0.60, [0.45, 0.75], 0.55, "its interval includes chance (0.5)"),
+    ],
+)
+def test_a_reply_graph_that_does_not_beat_the_catalog_forecasts_nothing(
+    auroc: float, interval: list[float], best: float, why: str
+) -> None:
     plan, _ = _reply_plan(_reply_graph(auroc, interval, best))
     assert why in plan.graph_label and "not used for side effects" in plan.graph_label
     assert all(f.graph_change is None for f in plan.forecast)
@@ -239,11 +342,28 @@ def test_a_bundle_loads_its_reply_graph_and_refuses_one_on_other_values(tmp_path
     matrix = _reply_matrix(tmp_path / "replies.csv")
     folder = _bundle_folder(tmp_path)
     runner = CliRunner()
-    assert runner.invoke(app, ["graph", "build", str(matrix), "--out", str(folder), "--bootstrap", "0",
-                               "--no-evaluate-levers"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["graph", "build", str(matrix), "--out", str(folder), "--bootstrap", "0", "--no-evaluate-levers"]
+        ).exit_code
+        == 0
+    )
     assert load_bundle(folder).reply_graph is None
-    result = runner.invoke(app, ["graph", "build", str(matrix), "--replies", "--catalog", str(folder),
-                                 "--out", str(folder / "reply_graph"), "--bootstrap", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "graph",
+            "build",
+            str(matrix),
+            "--replies",
+            "--catalog",
+            str(folder),
+            "--out",
+            str(folder / "reply_graph"),
+            "--bootstrap",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "resealed" in result.output  # the parent bundle's hashes cover the new folder
     loaded = load_bundle(folder)

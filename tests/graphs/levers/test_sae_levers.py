@@ -60,21 +60,35 @@ def test_candidates_are_distinct_usable_features(tiny_lm: LoadedModel, tiny_sae:
     assert residual_norm(tiny_lm, tiny_sae, NEUTRAL_TEXTS[:2]) > 0
 
 
-def test_measured_catalog_round_trips_with_its_report(tiny_lm: LoadedModel, tiny_sae: LoadedSae,
-                                                      tmp_path: Path) -> None:
+def test_measured_catalog_round_trips_with_its_report(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path
+) -> None:
     inventory = load_inventory(dimensions=DIMS)
     from causalguard.graphs.levers.candidates import Candidate
 
     levers, sources = propose_levers(inventory, [Candidate(5, "power", 1.0, "contrast")], (0.5,))
-    assert [lever.id for lever in levers] == ["role:power:+", "role:power:-", "role:benevolence:+",
-                                             "role:benevolence:-", "sae:f5:+0.5", "sae:f5:-0.5"]
+    assert [lever.id for lever in levers] == [
+        "role:power:+",
+        "role:power:-",
+        "role:benevolence:+",
+        "role:benevolence:-",
+        "sae:f5:+0.5",
+        "sae:f5:-0.5",
+    ]
     settings = MeasureSettings(personas=3, fluency_questions=2, fluency_tokens=4)
     measured = measure_effects(tiny_lm, inventory, levers, tiny_sae, 1.0, tmp_path, settings, progress=False)
     fluency = fluency_costs(tiny_lm, inventory, levers, tiny_sae, 1.0, settings)
     assert fluency["role:power:+"]["perplexity_ratio"] is None
     assert fluency["sae:f5:+0.5"]["perplexity_ratio"] != pytest.approx(1.0)
-    catalog = build_catalog(model={"name": "tiny"}, dimensions=DIMS, levers=levers, sources=sources,
-                            measured=measured, fluency=fluency, sae={"path": "sae", "residual_norm": 1.0})
+    catalog = build_catalog(
+        model={"name": "tiny"},
+        dimensions=DIMS,
+        levers=levers,
+        sources=sources,
+        measured=measured,
+        fluency=fluency,
+        sae={"path": "sae", "residual_norm": 1.0},
+    )
     effect = catalog.lever("sae:f5:+0.5").effects["power"]
     assert effect.n == 3 and effect.ci_low <= effect.mean <= effect.ci_high
     counts = catalog.lever("role:power:+").counts["power"]
@@ -128,9 +142,13 @@ def test_sae_build_chooses_a_layer_and_writes_its_card(tiny_lm: LoadedModel, tmp
     from causalguard.graphs.sae.build import SaeBuildSettings, build_sae
     from causalguard.graphs.sae.train import SaeTrainSettings
 
-    settings = SaeBuildSettings(candidate_layers=(0, 1), generated=4, max_new_tokens=6, personas=1,
-                                train=SaeTrainSettings(layer=-1, d_sae=32, training_tokens=4096,
-                                                       context_size=32, train_batch_size_tokens=256))
+    settings = SaeBuildSettings(
+        candidate_layers=(0, 1),
+        generated=4,
+        max_new_tokens=6,
+        personas=1,
+        train=SaeTrainSettings(layer=-1, d_sae=32, training_tokens=4096, context_size=32, train_batch_size_tokens=256),
+    )
     report = build_sae(tiny_lm, load_inventory(dimensions=DIMS), tmp_path / "sae", tmp_path / "work", settings)
     separation = report["layer_separation"]
     assert set(separation) == {"0", "1"} and str(report["layer"]) == max(separation, key=separation.get)

@@ -35,8 +35,9 @@ def _conditions():  # type: ignore[no-untyped-def]
 
 def test_survey_writes_outputs_and_quality_report(lm: LoadedModel, tmp_path: Path) -> None:
     inv, conditions = _conditions()
-    result = run_survey(lm, inv, conditions, SurveySettings(method="yesno", agreement_sample=6), tmp_path,
-                        progress=False)
+    result = run_survey(
+        lm, inv, conditions, SurveySettings(method="yesno", agreement_sample=6), tmp_path, progress=False
+    )
     for name in ("answers.csv", "conditions.csv", "scores.csv", "run.json", "quality.json", "quality.md"):
         assert (tmp_path / name).exists(), name
     assert result.matrix().shape == (len(conditions), 2)
@@ -68,14 +69,16 @@ def test_killed_survey_resumes_to_the_identical_matrix(lm: LoadedModel, tmp_path
             raise Killed
 
     with pytest.raises(Killed):
-        run_survey(lm, inv, conditions, settings, tmp_path / "resumed", progress=False,
-                   on_condition_done=kill_after_three)
+        run_survey(
+            lm, inv, conditions, settings, tmp_path / "resumed", progress=False, on_condition_done=kill_after_three
+        )
     # A kill mid-write leaves a partial line: it must be dropped, not counted.
     with (tmp_path / "resumed" / "answers.csv").open("a") as handle:
         handle.write("value:power:inclined,po01,power,1,0.5")
     recomputed: list[str] = []
-    resumed = run_survey(lm, inv, conditions, settings, tmp_path / "resumed", progress=False,
-                         on_condition_done=recomputed.append)
+    resumed = run_survey(
+        lm, inv, conditions, settings, tmp_path / "resumed", progress=False, on_condition_done=recomputed.append
+    )
     assert len(recomputed) == len(conditions) - 3
     assert not set(recomputed) & set(done)
     assert (resumed.matrix() == straight.matrix()).all()
@@ -87,8 +90,7 @@ def test_resume_with_other_settings_is_refused(lm: LoadedModel, tmp_path: Path) 
     run_survey(lm, inv, conditions[:2], SurveySettings(method="statement"), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="different model, inventory, roles or settings"):
         run_survey(lm, inv, conditions[:2], SurveySettings(method="yesno"), tmp_path, progress=False)
-    redone = run_survey(lm, inv, conditions[:2], SurveySettings(method="yesno"), tmp_path, progress=False,
-                        restart=True)
+    redone = run_survey(lm, inv, conditions[:2], SurveySettings(method="yesno"), tmp_path, progress=False, restart=True)
     assert redone.metadata["settings"]["method"] == "yesno"
 
 
@@ -105,8 +107,22 @@ def test_store_drops_partial_conditions(tmp_path: Path) -> None:
 
 def test_cli_survey_runs_and_reports(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["survey", "--out", str(tmp_path / "s"), "--dimensions", "power,benevolence",
-                                 "--personas", "1", "--no-anchors", "--method", "statement", "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "survey",
+            "--out",
+            str(tmp_path / "s"),
+            "--dimensions",
+            "power,benevolence",
+            "--personas",
+            "1",
+            "--no-anchors",
+            "--method",
+            "statement",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Survey quality" in result.output
     assert (tmp_path / "s" / "scores.csv").exists()
@@ -115,8 +131,12 @@ def test_cli_survey_runs_and_reports(tmp_path: Path) -> None:
 def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "inv.yaml"
     bad.write_text("name: x\ndimensions: []\n")
-    proc = subprocess.run([sys.executable, "-m", "causalguard.cli", "survey", "--out", str(tmp_path / "o"),
-                           "--inventory", str(bad)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "causalguard.cli", "survey", "--out", str(tmp_path / "o"), "--inventory", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert f"error: 1 problem in {bad}" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -124,8 +144,22 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:
 def test_sigkilled_cli_run_resumes(tmp_path: Path) -> None:
     """A real process killed with SIGKILL mid-run resumes to the same scores as a clean run."""
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "causalguard.cli", "survey", "--out", str(out), "--dimensions", "power",
-            "--personas", "6", "--no-anchors", "--method", "statement", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "causalguard.cli",
+        "survey",
+        "--out",
+        str(out),
+        "--dimensions",
+        "power",
+        "--personas",
+        "6",
+        "--no-anchors",
+        "--method",
+        "statement",
+        "--quiet",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     answers = out / "answers.csv"
     deadline = time.monotonic() + 120
@@ -164,7 +198,7 @@ def test_store_resume_is_exact_after_a_cut_at_every_byte_of_its_last_line(tmp_pa
     reference.append("c1", full)
     reference.append("c2", full)
     content = (tmp_path / "ref.csv").read_bytes()
-    head, last = content[: content.rstrip(b"\n").rfind(b"\n") + 1], content[content.rstrip(b"\n").rfind(b"\n") + 1:]
+    head, last = content[: content.rstrip(b"\n").rfind(b"\n") + 1], content[content.rstrip(b"\n").rfind(b"\n") + 1 :]
     for cut in range(len(last)):
         path = tmp_path / f"cut{cut}.csv"
         path.write_bytes(head + last[:cut])
@@ -182,8 +216,9 @@ def test_store_rejects_damaged_rows_and_old_formats(tmp_path: Path) -> None:
     text = (tmp_path / "answers.csv").read_text()
     (tmp_path / "answers.csv").write_text(text.replace("0.1,0.1", "0.1,0.7"))  # a changed score
     assert store.load(expected_items=1) == {}
-    (tmp_path / "answers.csv").write_text("condition,item_id,dimension,polarity,raw,score,yes_no_mass,text\n"
-                                          "c1,a,d,1,0.1,0.1,,\n")  # the previous format, without checksums
+    (tmp_path / "answers.csv").write_text(
+        "condition,item_id,dimension,polarity,raw,score,yes_no_mass,text\nc1,a,d,1,0.1,0.1,,\n"
+    )  # the previous format, without checksums
     assert store.load(expected_items=1) == {}
     store.append("c1", [ItemAnswer("a", "d", 1, 0.1, float("nan"))])
     assert store.load(expected_items=1) == {}  # a non-finite score is never resumed from

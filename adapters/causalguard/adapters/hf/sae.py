@@ -24,9 +24,7 @@ def resolve_layer(hook_name: str, num_layers: int) -> int:
     """
     match = _HF_LAYER.match(hook_name) or _TL_RESID_POST.match(hook_name)
     if match is None:
-        raise ValueError(
-            f"unsupported hook point {hook_name!r}: use 'model.layers.N' or 'blocks.N.hook_resid_post'"
-        )
+        raise ValueError(f"unsupported hook point {hook_name!r}: use 'model.layers.N' or 'blocks.N.hook_resid_post'")
     layer = int(match.group(1))
     if not 0 <= layer < num_layers:
         raise ValueError(f"hook point {hook_name!r} names layer {layer}, but the model has {num_layers} layers")
@@ -53,8 +51,9 @@ class LoadedSae:
 
     def check_feature(self, feature: int) -> None:
         if not 0 <= feature < self.d_sae:
-            raise ValueError(f"feature {feature} is out of range: the SAE has {self.d_sae} features (0 to "
-                             f"{self.d_sae - 1})")
+            raise ValueError(
+                f"feature {feature} is out of range: the SAE has {self.d_sae} features (0 to {self.d_sae - 1})"
+            )
 
 
 def _read_sae_config(path: Path) -> dict[str, Any]:
@@ -68,8 +67,12 @@ def _read_sae_config(path: Path) -> dict[str, Any]:
     for key in ("d_in", "d_sae"):
         value = cfg.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError.single(str(path), f"{key} must be a positive integer, got {value!r}", field=key,
-                                     hint="copy the SAE folder again")
+            raise ConfigError.single(
+                str(path),
+                f"{key} must be a positive integer, got {value!r}",
+                field=key,
+                hint="copy the SAE folder again",
+            )
     return cfg
 
 
@@ -80,34 +83,48 @@ def load_sae(folder: Path, lm: LoadedModel, *, hook_name: str | None = None) -> 
 
     cfg_path = folder / SAE_CONFIG
     if not cfg_path.exists():
-        raise ConfigError.single(str(folder), "not an sae-lens SAE folder (no cfg.json)",
-                                 hint="save SAEs with sae-lens's save_model(), or 'causalguard sae train'")
+        raise ConfigError.single(
+            str(folder),
+            "not an sae-lens SAE folder (no cfg.json)",
+            hint="save SAEs with sae-lens's save_model(), or 'causalguard sae train'",
+        )
     cfg = _read_sae_config(cfg_path)
     name = hook_name or (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
     if not name:
-        raise ConfigError.single(str(cfg_path), "the SAE does not say which hook point it reads",
-                                 field="metadata.hook_name", hint="pass hook_name='model.layers.N'")
+        raise ConfigError.single(
+            str(cfg_path),
+            "the SAE does not say which hook point it reads",
+            field="metadata.hook_name",
+            hint="pass hook_name='model.layers.N'",
+        )
     try:
         layer = resolve_layer(str(name), lm.num_layers)
     except ValueError as exc:
         raise ConfigError.single(str(cfg_path), str(exc), field="metadata.hook_name") from None
     if int(cfg["d_in"]) != lm.hidden_size:
         raise ConfigError.single(
-            str(cfg_path), f"SAE width d_in={cfg['d_in']} does not match the model's hidden size {lm.hidden_size}",
-            field="d_in", hint="use an SAE trained on this model",
+            str(cfg_path),
+            f"SAE width d_in={cfg['d_in']} does not match the model's hidden size {lm.hidden_size}",
+            field="d_in",
+            hint="use an SAE trained on this model",
         )
     try:
         sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")  # fp16 on disk; fp32 math on CPU
     except Exception as exc:  # safetensors and torch raise their own types for truncated or foreign files
-        raise ConfigError.single(str(folder / "sae_weights.safetensors"), f"cannot read the SAE weights: {exc}",
-                                 hint="the file is damaged or incomplete: copy the SAE folder again or retrain it "
-                                      "('causalguard sae train')") from None
+        raise ConfigError.single(
+            str(folder / "sae_weights.safetensors"),
+            f"cannot read the SAE weights: {exc}",
+            hint="the file is damaged or incomplete: copy the SAE folder again or retrain it ('causalguard sae train')",
+        ) from None
     expected = (int(cfg["d_in"]), int(cfg["d_sae"]))
     finite = bool(torch.isfinite(sae.W_enc).all() & torch.isfinite(sae.W_dec).all())
     if tuple(sae.W_enc.shape) != expected or not finite:
-        raise ConfigError.single(str(folder / "sae_weights.safetensors"),
-                                 f"W_enc is {tuple(sae.W_enc.shape)} (cfg.json says {expected}) or holds NaN/inf",
-                                 hint="the weights do not belong to this cfg.json: copy the SAE folder again")
+        raise ConfigError.single(
+            str(folder / "sae_weights.safetensors"),
+            f"W_enc is {tuple(sae.W_enc.shape)} (cfg.json says {expected}) or holds NaN/inf",
+            hint="the weights do not belong to this cfg.json: copy the SAE folder again",
+        )
     sae.eval()
-    return LoadedSae(sae=sae, layer=layer, hook_name=str(name), d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
-                     path=str(folder))
+    return LoadedSae(
+        sae=sae, layer=layer, hook_name=str(name), d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), path=str(folder)
+    )

@@ -43,7 +43,8 @@ class SaeSteering:
     @contextmanager
     def _applied(self, model: Any) -> Iterator[object]:
         intervention = SaeIntervention(self.sae, self.edits, self.scope)
-        with install_steering_hooks(model, [intervention.layer]) as hooks, steer(
-            SteeringPlan.broadcast([intervention])
+        with (
+            install_steering_hooks(model, [intervention.layer]) as hooks,
+            steer(SteeringPlan.broadcast([intervention])),
         ):
             yield hooks

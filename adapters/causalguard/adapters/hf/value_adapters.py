@@ -144,8 +144,9 @@ def install_adapter_hooks(model: Any, adapters: Sequence[ValueAdapter | str]) ->
     duration of the block (removed in ``finally``). One hook serves every adapter of its module; with no
     adapter in the active plan the hooks change nothing."""
     modules = dict(model.named_modules())
-    names = tuple(sorted({name for adapter in adapters
-                          for name in ((adapter,) if isinstance(adapter, str) else adapter.pairs)}))
+    names = tuple(
+        sorted({name for adapter in adapters for name in ((adapter,) if isinstance(adapter, str) else adapter.pairs)})
+    )
     for name in names:
         if name not in modules:
             raise ValueError(f"the model has no module {name!r} for a value adapter")
@@ -160,8 +161,7 @@ def install_adapter_hooks(model: Any, adapters: Sequence[ValueAdapter | str]) ->
 
 def _card(folder: Path) -> dict[str, Any]:
     path = folder / ADAPTER_CARD
-    card = read_json_object(path, what="value-adapter card", hint="run 'causalguard levers adapters' to train "
-                                                                  "adapters")
+    card = read_json_object(path, what="value-adapter card", hint="run 'causalguard levers adapters' to train adapters")
     if card.get("schema") != ADAPTER_SCHEMA:
         raise ConfigError.single(str(path), f"not a {ADAPTER_SCHEMA} card", field="schema")
     return card
@@ -177,9 +177,12 @@ def load_value_adapter(folder: Path, model: Any, *, fingerprint: str | None = No
     card = _card(folder)
     card_path, config_path, weights_path = folder / ADAPTER_CARD, folder / PEFT_CONFIG, folder / PEFT_WEIGHTS
     if fingerprint is not None and card.get("model_fingerprint") != fingerprint:
-        raise ConfigError.single(str(card_path), f"trained on model {card.get('model_fingerprint')!r}, this model is "
-                                 f"{fingerprint!r}", field="model_fingerprint",
-                                 hint="train adapters for this model ('causalguard levers adapters')")
+        raise ConfigError.single(
+            str(card_path),
+            f"trained on model {card.get('model_fingerprint')!r}, this model is {fingerprint!r}",
+            field="model_fingerprint",
+            hint="train adapters for this model ('causalguard levers adapters')",
+        )
     value, direction = card.get("value"), card.get("direction")
     if not isinstance(value, str) or not value:
         raise ConfigError.single(str(card_path), "expected the adapter's value name", field="value")
@@ -193,25 +196,36 @@ def load_value_adapter(folder: Path, model: Any, *, fingerprint: str | None = No
         raise ConfigError.single(str(config_path), "expected a LoRA config with a positive rank r", field="r")
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
         raise ConfigError.single(str(config_path), f"lora_alpha {alpha!r} is not a positive number", field="lora_alpha")
-    for unsupported, default in (("use_dora", False), ("bias", "none"), ("rank_pattern", {}), ("alpha_pattern", {}),
-                                 ("use_rslora", False)):
+    for unsupported, default in (
+        ("use_dora", False),
+        ("bias", "none"),
+        ("rank_pattern", {}),
+        ("alpha_pattern", {}),
+        ("use_rslora", False),
+    ):
         if config.get(unsupported, default) not in (default, None):
-            raise ConfigError.single(str(config_path), f"{unsupported}={config.get(unsupported)!r} is not applied "
-                                     "by causalguard's per-row hooks", field=unsupported,
-                                     hint="train a plain LoRA adapter")
+            raise ConfigError.single(
+                str(config_path),
+                f"{unsupported}={config.get(unsupported)!r} is not applied by causalguard's per-row hooks",
+                field=unsupported,
+                hint="train a plain LoRA adapter",
+            )
     try:
         from safetensors.torch import load_file
 
         tensors = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own errors on a damaged file
-        raise ConfigError.single(str(weights_path), f"unreadable safetensors file ({type(exc).__name__})",
-                                 hint="re-run 'causalguard levers adapters'") from None
+        raise ConfigError.single(
+            str(weights_path),
+            f"unreadable safetensors file ({type(exc).__name__})",
+            hint="re-run 'causalguard levers adapters'",
+        ) from None
     modules = dict(model.named_modules())
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if not key.startswith(_PEFT_PREFIX) or not key.endswith((".lora_A.weight", ".lora_B.weight")):
             raise ConfigError.single(str(weights_path), "not a LoRA weight of a PEFT adapter", field=key)
-        module, part = key[len(_PEFT_PREFIX):].rsplit(".lora_", 1)
+        module, part = key[len(_PEFT_PREFIX) :].rsplit(".lora_", 1)
         halves.setdefault(module, {})[part[0]] = tensor
     pairs = {}
     for module, parts in sorted(halves.items()):
@@ -221,10 +235,14 @@ def load_value_adapter(folder: Path, model: Any, *, fingerprint: str | None = No
         if set(parts) != {"A", "B"}:
             raise ConfigError.single(str(weights_path), "expected both lora_A and lora_B", field=module)
         down, up = parts["A"].to(torch.float32), parts["B"].to(torch.float32)
-        if (tuple(down.shape) != (rank, target.in_features) or tuple(up.shape) != (target.out_features, rank)):
-            raise ConfigError.single(str(weights_path), f"shapes {tuple(down.shape)} and {tuple(up.shape)} do not fit "
-                                     f"a rank-{rank} adapter of a {target.in_features}->{target.out_features} "
-                                     "module", field=module)
+        if tuple(down.shape) != (rank, target.in_features) or tuple(up.shape) != (target.out_features, rank):
+            raise ConfigError.single(
+                str(weights_path),
+                f"shapes {tuple(down.shape)} and {tuple(up.shape)} do not fit "
+                f"a rank-{rank} adapter of a {target.in_features}->{target.out_features} "
+                "module",
+                field=module,
+            )
         if not (bool(torch.isfinite(down).all()) and bool(torch.isfinite(up).all())):
             raise ConfigError.single(str(weights_path), "holds a non-finite number", field=module)
         pairs[module] = LoraPair(down.contiguous(), up.contiguous())
@@ -237,8 +255,11 @@ def load_value_adapters(folder: Path, model: Any, *, fingerprint: str | None = N
     """Every adapter in a bundle's ``adapters/`` folder, by folder name (empty without the folder)."""
     if not folder.is_dir():
         return {}
-    return {sub.name: load_value_adapter(sub, model, fingerprint=fingerprint)
-            for sub in sorted(folder.iterdir()) if sub.is_dir()}
+    return {
+        sub.name: load_value_adapter(sub, model, fingerprint=fingerprint)
+        for sub in sorted(folder.iterdir())
+        if sub.is_dir()
+    }
 
 
 @contextmanager
@@ -248,6 +269,8 @@ def install_intervention_hooks(model: Any, interventions: Iterable[Any]) -> Iter
     from causalguard.adapters.hf.hooks import install_steering_hooks
 
     items = list(interventions)
-    with install_steering_hooks(model, sorted(residual_layers(items))), \
-            install_adapter_hooks(model, adapters_in(items)):
+    with (
+        install_steering_hooks(model, sorted(residual_layers(items))),
+        install_adapter_hooks(model, adapters_in(items)),
+    ):
         yield

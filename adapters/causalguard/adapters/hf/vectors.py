@@ -78,8 +78,11 @@ class VectorSet:
         if not (math.isfinite(strength) and abs(strength) <= MAX_VECTOR_STRENGTH):
             raise ValueError(f"vector strength must be finite and within +-{MAX_VECTOR_STRENGTH:g}, got {strength!r}")
         entry = self.entries[value]
-        return VectorIntervention(entry.layer, entry.direction * (strength * entry.residual_norm),
-                                  scope if scope is not None else Scope("generated"))
+        return VectorIntervention(
+            entry.layer,
+            entry.direction * (strength * entry.residual_norm),
+            scope if scope is not None else Scope("generated"),
+        )
 
     def layers(self) -> set[int]:
         return {e.layer for e in self.entries.values()}
@@ -92,8 +95,11 @@ def save_vectors(folder: Path, entries: Mapping[str, VectorEntry], card: dict[st
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {value: e.direction.detach().to(torch.float32).contiguous() for value, e in entries.items()}
     save_file(tensors, str(folder / VECTORS_FILE))
-    doc = {**card, "schema": VECTORS_SCHEMA,
-           "vectors": {value: {"layer": e.layer, "residual_norm": e.residual_norm} for value, e in entries.items()}}
+    doc = {
+        **card,
+        "schema": VECTORS_SCHEMA,
+        "vectors": {value: {"layer": e.layer, "residual_norm": e.residual_norm} for value, e in entries.items()},
+    }
     (folder / VECTORS_CARD).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
@@ -110,14 +116,18 @@ def load_vectors(folder: Path, *, hidden_size: int, num_layers: int, fingerprint
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError.single(str(card_path), f"not valid JSON ({type(exc).__name__})",
-                                 hint="re-run 'causalguard levers vectors'") from None
+        raise ConfigError.single(
+            str(card_path), f"not valid JSON ({type(exc).__name__})", hint="re-run 'causalguard levers vectors'"
+        ) from None
     if not isinstance(card, dict) or card.get("schema") != VECTORS_SCHEMA:
         raise ConfigError.single(str(card_path), f"not a {VECTORS_SCHEMA} card", field="schema")
     if fingerprint is not None and card.get("model_fingerprint") != fingerprint:
-        raise ConfigError.single(str(card_path), f"extracted on model {card.get('model_fingerprint')!r}, this model "
-                                 f"is {fingerprint!r}", field="model_fingerprint",
-                                 hint="extract vectors for this model ('causalguard levers vectors')")
+        raise ConfigError.single(
+            str(card_path),
+            f"extracted on model {card.get('model_fingerprint')!r}, this model is {fingerprint!r}",
+            field="model_fingerprint",
+            hint="extract vectors for this model ('causalguard levers vectors')",
+        )
     listed = card.get("vectors")
     if not isinstance(listed, dict) or not listed:
         raise ConfigError.single(str(card_path), "no vectors listed", field="vectors")
@@ -126,26 +136,35 @@ def load_vectors(folder: Path, *, hidden_size: int, num_layers: int, fingerprint
 
         tensors = load_file(str(tensor_path))
     except Exception as exc:  # safetensors raises its own errors on a damaged file
-        raise ConfigError.single(str(tensor_path), f"unreadable safetensors file ({type(exc).__name__})",
-                                 hint="re-run 'causalguard levers vectors'") from None
+        raise ConfigError.single(
+            str(tensor_path),
+            f"unreadable safetensors file ({type(exc).__name__})",
+            hint="re-run 'causalguard levers vectors'",
+        ) from None
     if set(tensors) != set(listed):
-        raise ConfigError.single(str(tensor_path), f"holds {sorted(tensors)} but the card lists {sorted(listed)}",
-                                 field="vectors")
+        raise ConfigError.single(
+            str(tensor_path), f"holds {sorted(tensors)} but the card lists {sorted(listed)}", field="vectors"
+        )
     entries = {}
     for value, info in listed.items():
         where = f"vectors.{value}"
         tensor = tensors[value]
         if tuple(tensor.shape) != (hidden_size,):
-            raise ConfigError.single(str(tensor_path), f"shape {tuple(tensor.shape)}, the model's hidden size is "
-                                     f"{hidden_size}", field=value)
+            raise ConfigError.single(
+                str(tensor_path), f"shape {tuple(tensor.shape)}, the model's hidden size is {hidden_size}", field=value
+            )
         if not bool(torch.isfinite(tensor).all()) or float(tensor.norm()) == 0.0:
             raise ConfigError.single(str(tensor_path), "not a finite, non-zero vector", field=value)
         layer, norm = (info.get("layer"), info.get("residual_norm")) if isinstance(info, dict) else (None, None)
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < num_layers:
-            raise ConfigError.single(str(card_path), f"layer {layer!r} is not one of the model's {num_layers} "
-                                     "layers", field=f"{where}.layer")
+            raise ConfigError.single(
+                str(card_path), f"layer {layer!r} is not one of the model's {num_layers} layers", field=f"{where}.layer"
+            )
         if isinstance(norm, bool) or not isinstance(norm, int | float) or not (math.isfinite(norm) and norm > 0):
-            raise ConfigError.single(str(card_path), f"residual_norm {norm!r} is not a positive finite number",
-                                     field=f"{where}.residual_norm")
+            raise ConfigError.single(
+                str(card_path),
+                f"residual_norm {norm!r} is not a positive finite number",
+                field=f"{where}.residual_norm",
+            )
         entries[value] = VectorEntry(value, layer, (tensor / tensor.norm()).to(torch.float32), float(norm))
     return VectorSet(folder, card, entries)

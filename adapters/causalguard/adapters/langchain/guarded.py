@@ -69,8 +69,11 @@ class ChatValueGuard(BaseChatModel):
     inner: BaseChatModel = Field(description="The chat model to guard.")
     config: Any = Field(description="GuardConfig, or a path to guard.yaml.")
     bundle: Any = Field(default=None, description="Bundle or bundle folder; default: the config's bundle.")
-    guard_profile: str = Field(default="default", description="Which profile of the config this model applies "
-                               "(a call may pick another: bind(profile=...) or invoke(..., profile=...)).")
+    guard_profile: str = Field(
+        default="default",
+        description="Which profile of the config this model applies "
+        "(a call may pick another: bind(profile=...) or invoke(..., profile=...)).",
+    )
     metrics: Any = Field(default=None, description="GuardMetrics to record into; default: a fresh registry.")
     start_audits: bool = True
     model: str | None = None
@@ -100,14 +103,29 @@ class ChatValueGuard(BaseChatModel):
             from causalguard.runtime.value_guard import ValueGuard
 
             lm = self.inner.lm
-            self._guard = ValueGuard(lm.model, lm.tokenizer, sourced, bundle=self.bundle,
-                                     metrics=self.metrics, start_audits=self.start_audits, name=lm.name)
+            self._guard = ValueGuard(
+                lm.model,
+                lm.tokenizer,
+                sourced,
+                bundle=self.bundle,
+                metrics=self.metrics,
+                start_audits=self.start_audits,
+                name=lm.name,
+            )
             self._metrics = self._guard.metrics
             self._plan = self._guard.plan(self.guard_profile)
             return
-        bundle = self.bundle if isinstance(self.bundle, Bundle) else load_bundle(resolve_bundle_dir(
-            self.bundle if self.bundle is not None else config.bundle, config.model,
-            path.parent if path is not None else None))
+        bundle = (
+            self.bundle
+            if isinstance(self.bundle, Bundle)
+            else load_bundle(
+                resolve_bundle_dir(
+                    self.bundle if self.bundle is not None else config.bundle,
+                    config.model,
+                    path.parent if path is not None else None,
+                )
+            )
+        )
         self._metrics = self.metrics if self.metrics is not None else GuardMetrics()
         self._state_inputs = (sourced, bundle)
         self._plan = self._remote_plan(self.guard_profile)
@@ -128,8 +146,9 @@ class ChatValueGuard(BaseChatModel):
         given = [kwargs.pop(k) for k in ("profile", "guard_profile") if k in kwargs]
         profile = str(given[-1]) if given else self.guard_profile
         if profile not in self._profile_names:
-            raise ValueError(f"profile: no profile '{profile}' in the guard's config (profiles: "
-                             f"{', '.join(self._profile_names)})")
+            raise ValueError(
+                f"profile: no profile '{profile}' in the guard's config (profiles: {', '.join(self._profile_names)})"
+            )
         return profile
 
     def _plan_for(self, profile: str) -> Plan:
@@ -137,15 +156,19 @@ class ChatValueGuard(BaseChatModel):
 
     def _local_options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """What the in-process guard takes from a call; anything else it cannot honour is an error."""
-        options = {"max_new_tokens": int(kwargs.pop("max_tokens", self.max_tokens or 64)),
-                   "temperature": float(kwargs.pop("temperature", self.temperature or 0.0)),
-                   "stop": tuple(stop or self.stop or ())}
+        options = {
+            "max_new_tokens": int(kwargs.pop("max_tokens", self.max_tokens or 64)),
+            "temperature": float(kwargs.pop("temperature", self.temperature or 0.0)),
+            "stop": tuple(stop or self.stop or ()),
+        }
         if "seed" in kwargs:
             options["seed"] = kwargs.pop("seed")
         unknown = sorted(k for k in kwargs if not k.startswith("ls_"))
         if unknown:
-            raise ValueError(f"the in-process guard does not support {', '.join(unknown)} (it takes max_tokens, "
-                             "temperature, stop, seed and profile)")
+            raise ValueError(
+                f"the in-process guard does not support {', '.join(unknown)} (it takes max_tokens, "
+                "temperature, stop, seed and profile)"
+            )
         return options
 
     @property
@@ -164,9 +187,14 @@ class ChatValueGuard(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         name = str(kwargs.get("model") or self.model or self.inner._llm_type)
-        return LangSmithParams(ls_provider="causalguard", ls_model_name=name,
-                               ls_model_type="chat", ls_temperature=self.temperature, ls_max_tokens=self.max_tokens,
-                               ls_stop=stop or self.stop)
+        return LangSmithParams(
+            ls_provider="causalguard",
+            ls_model_name=name,
+            ls_model_type="chat",
+            ls_temperature=self.temperature,
+            ls_max_tokens=self.max_tokens,
+            ls_stop=stop or self.stop,
+        )
 
     def close(self) -> None:
         if self._guard is not None:
@@ -174,22 +202,35 @@ class ChatValueGuard(BaseChatModel):
 
     # ---- sync -----------------------------------------------------------------------------------
     def _composed(self, messages: list[BaseMessage], profile: str) -> list[BaseMessage]:
-        return to_messages(compose_messages(to_dicts(messages), self._system_prompt,
-                                            self._plan_for(profile).role_instructions()))
+        return to_messages(
+            compose_messages(to_dicts(messages), self._system_prompt, self._plan_for(profile).role_instructions())
+        )
 
     def _response_metadata(self, profile: str) -> dict[str, Any]:
-        return {"causalguard_profile": profile,
-                "causalguard_levers": [lever.id for lever in self._plan_for(profile).levers]}
+        return {
+            "causalguard_profile": profile,
+            "causalguard_levers": [lever.id for lever in self._plan_for(profile).levers],
+        }
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         profile = self._profile(kwargs)
         if self._guard is not None:
             reply = self._guard.generate(to_dicts(messages), profile=profile, **self._local_options(stop, kwargs))
-            message = AIMessage(content=reply.text, response_metadata=self._response_metadata(profile),
-                                usage_metadata={"input_tokens": reply.prompt_tokens,
-                                                "output_tokens": reply.completion_tokens,
-                                                "total_tokens": reply.prompt_tokens + reply.completion_tokens})
+            message = AIMessage(
+                content=reply.text,
+                response_metadata=self._response_metadata(profile),
+                usage_metadata={
+                    "input_tokens": reply.prompt_tokens,
+                    "output_tokens": reply.completion_tokens,
+                    "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                },
+            )
             return ChatResult(generations=[ChatGeneration(message=message)])
         started = time.perf_counter()
         outcome: RequestOutcome = "error"
@@ -198,16 +239,23 @@ class ChatValueGuard(BaseChatModel):
             outcome = "ok"
         finally:
             self._count(profile, outcome, time.perf_counter() - started)
-        message = AIMessage(content=answer.content, response_metadata={**answer.response_metadata,
-                                                                        **self._response_metadata(profile)})
+        message = AIMessage(
+            content=answer.content, response_metadata={**answer.response_metadata, **self._response_metadata(profile)}
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         profile = self._profile(kwargs)
         if self._guard is not None:
-            pieces: Iterator[str] = self._guard.stream(to_dicts(messages), profile=profile,
-                                                       **self._local_options(stop, kwargs))
+            pieces: Iterator[str] = self._guard.stream(
+                to_dicts(messages), profile=profile, **self._local_options(stop, kwargs)
+            )
             try:
                 for piece in pieces:
                     if run_manager is not None:
@@ -228,8 +276,13 @@ class ChatValueGuard(BaseChatModel):
             self._count(profile, outcome, time.perf_counter() - started)
 
     # ---- async ----------------------------------------------------------------------------------
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         if self._guard is not None:
             return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
         profile = self._profile(kwargs)
@@ -240,17 +293,21 @@ class ChatValueGuard(BaseChatModel):
             outcome = "ok"
         finally:
             self._count(profile, outcome, time.perf_counter() - started)
-        message = AIMessage(content=answer.content, response_metadata={**answer.response_metadata,
-                                                                        **self._response_metadata(profile)})
+        message = AIMessage(
+            content=answer.content, response_metadata={**answer.response_metadata, **self._response_metadata(profile)}
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         if self._guard is None:
             profile = self._profile(kwargs)
-            async for chunk in self.inner.astream(self._composed(messages, profile), stop=stop or self.stop,
-                                                  **kwargs):
+            async for chunk in self.inner.astream(self._composed(messages, profile), stop=stop or self.stop, **kwargs):
                 yield ChatGenerationChunk(message=AIMessageChunk(content=chunk.content))
             return
         chunks = self._stream(messages, stop, None, **kwargs)
@@ -269,6 +326,6 @@ class ChatValueGuard(BaseChatModel):
         if self._metrics is None:
             return
         plan = self._plan_for(profile)
-        self._metrics.count_request(profile, "role" if plan.levers else "none", outcome, seconds,
-                                    [lever.kind for lever in plan.levers])
-
+        self._metrics.count_request(
+            profile, "role" if plan.levers else "none", outcome, seconds, [lever.kind for lever in plan.levers]
+        )

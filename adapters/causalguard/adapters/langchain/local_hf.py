@@ -39,9 +39,14 @@ class ChatHuggingFaceLocal(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         name = str(kwargs.get("model") or self.model or getattr(self.lm, "name", "hf"))
-        return LangSmithParams(ls_provider="huggingface", ls_model_name=name,
-                               ls_model_type="chat", ls_temperature=self.temperature, ls_max_tokens=self.max_tokens,
-                               ls_stop=stop or self.stop)
+        return LangSmithParams(
+            ls_provider="huggingface",
+            ls_model_name=name,
+            ls_model_type="chat",
+            ls_temperature=self.temperature,
+            ls_max_tokens=self.max_tokens,
+            ls_stop=stop or self.stop,
+        )
 
     def _inputs(self, messages: list[BaseMessage]) -> Any:
         text = self.lm.tokenizer.apply_chat_template(to_dicts(messages), tokenize=False, add_generation_prompt=True)
@@ -50,22 +55,39 @@ class ChatHuggingFaceLocal(BaseChatModel):
     def _sampling(self) -> dict[str, Any]:
         return {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         import torch
 
         inputs = self._inputs(messages)
         with torch.inference_mode():
-            out = self.lm.model.generate(**inputs, max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
-                                         pad_token_id=self.lm.pad_token_id, **self._sampling())
-        new = out[0, inputs.input_ids.shape[1]:]
+            out = self.lm.model.generate(
+                **inputs,
+                max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
+                pad_token_id=self.lm.pad_token_id,
+                **self._sampling(),
+            )
+        new = out[0, inputs.input_ids.shape[1] :]
         text = _cut(self.lm.tokenizer.decode(new, skip_special_tokens=True), stop or self.stop)
-        usage = {"input_tokens": int(inputs.input_ids.shape[1]), "output_tokens": int(new.shape[0]),
-                 "total_tokens": int(inputs.input_ids.shape[1] + new.shape[0])}
+        usage = {
+            "input_tokens": int(inputs.input_ids.shape[1]),
+            "output_tokens": int(new.shape[0]),
+            "total_tokens": int(inputs.input_ids.shape[1] + new.shape[0]),
+        }
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))])
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         import torch
         from transformers import TextIteratorStreamer
 
@@ -74,8 +96,13 @@ class ChatHuggingFaceLocal(BaseChatModel):
 
         def run() -> None:
             with torch.inference_mode():
-                self.lm.model.generate(**inputs, max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
-                                       pad_token_id=self.lm.pad_token_id, streamer=streamer, **self._sampling())
+                self.lm.model.generate(
+                    **inputs,
+                    max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
+                    pad_token_id=self.lm.pad_token_id,
+                    streamer=streamer,
+                    **self._sampling(),
+                )
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()

@@ -72,61 +72,112 @@ class ConfirmSettings:
     batch_size: int = 16
 
 
-def confirm_levers(lm: LoadedModel, bundle_dir: Path, work: Path, settings: ConfirmSettings, *,
-                   restart: bool = False, log: Callable[[str], None] = print,
-                   backend: ReplyBackend | None = None) -> dict[str, Any]:
+def confirm_levers(
+    lm: LoadedModel,
+    bundle_dir: Path,
+    work: Path,
+    settings: ConfirmSettings,
+    *,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    backend: ReplyBackend | None = None,
+) -> dict[str, Any]:
     bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
     catalog, behaviour = bundle.catalog, bundle.behaviour
     if catalog is None or not catalog.has_replies or behaviour is None:
-        raise ConfigError.single(str(bundle_dir), "confirmation needs a catalog measured on replies",
-                                 hint="run 'causalguard behaviour report --bundle FOLDER' first")
+        raise ConfigError.single(
+            str(bundle_dir),
+            "confirmation needs a catalog measured on replies",
+            hint="run 'causalguard behaviour report --bundle FOLDER' first",
+        )
     chosen = _chosen(catalog, settings.levers, bundle_dir)
     dims = list(catalog.dimensions)
-    prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(settings.prompt_offset,
-                                                                          settings.prompts))
+    prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(settings.prompt_offset, settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
-    vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
-                            fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
+    vectors = (
+        load_vectors(
+            bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers, fingerprint=lm.fingerprint
+        )
+        if bundle.vectors_dir is not None
+        else None
+    )
     adapters = bundle_adapters(bundle, lm)
     conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors, adapters) for e in chosen]
-    identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
-                "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "dev",
-                "levers": [e.id for e in chosen]}
+    identity = {
+        "model": lm.fingerprint,
+        "settings": asdict(settings.replies),
+        "prompts": [p.id for p in prompts],
+        "personas": [asdict(p) for p in personas],
+        "batch_size": settings.batch_size,
+        "split": "dev",
+        "levers": [e.id for e in chosen],
+    }
     store = ReplyStore(work, identity, restart=restart)
-    log(f"confirming {len(chosen)} levers: {len(conditions)} conditions x {len(personas)} personas x "
-        f"{len(prompts)} dev prompts (offset {settings.prompt_offset})")
+    log(
+        f"confirming {len(chosen)} levers: {len(conditions)} conditions x {len(personas)} personas x "
+        f"{len(prompts)} dev prompts (offset {settings.prompt_offset})"
+    )
     with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
-        replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
-                              batch_size=settings.batch_size,
-                              progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)
+        replies = run_replies(
+            lm,
+            conditions,
+            personas,
+            prompts,
+            settings.replies,
+            store,
+            batch_size=settings.batch_size,
+            progress=lambda done, total: log(f"  {done}/{total} replies"),
+            backend=backend,
+        )
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     log("judging and measuring reply quality ...")
     judge = load_probe_judge(bundle_dir, lm)
     judged = judge.score([replies[k].text for k in keys])
     scores = {k: np.asarray(judged[i], dtype=float) for i, k in enumerate(keys)}
-    system_of, instructions, text_of = ({p.id: p.system_prompt for p in personas},
-                                        {c.id: c.instructions for c in conditions}, {q.id: q.text for q in prompts})
-    quality = reply_quality(lm, [text_of[k[2]] for k in keys], [replies[k].text for k in keys],
-                            systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys])
-    sameness = cross_prompt_sameness([replies[k].text for k in keys], [f"{k[0]}|{k[1]}" for k in keys],
-                                     [k[2] for k in keys])
+    system_of, instructions, text_of = (
+        {p.id: p.system_prompt for p in personas},
+        {c.id: c.instructions for c in conditions},
+        {q.id: q.text for q in prompts},
+    )
+    quality = reply_quality(
+        lm,
+        [text_of[k[2]] for k in keys],
+        [replies[k].text for k in keys],
+        systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys],
+    )
+    sameness = cross_prompt_sameness(
+        [replies[k].text for k in keys], [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys]
+    )
     quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     flags = {k: behaviour.calibration.degraded(quality[i]) for i, k in enumerate(keys)}
     base_flags = [flags[("none", p.id, q.id)] for p in personas for q in prompts]
     rows = {}
     for lever in chosen:
         effects = lever_effects(scores, lever.id, personas, prompts, dims)
-        degradation = compare_degradation([flags[(lever.id, p.id, q.id)] for p in personas for q in prompts],
-                                          base_flags)
+        degradation = compare_degradation(
+            [flags[(lever.id, p.id, q.id)] for p in personas for q in prompts], base_flags
+        )
         rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
     updated = confirmed_catalog(catalog, rows)
     save_catalog(held_out_catalog(updated, read_held_out(bundle_dir)), bundle_dir)  # a failed held-out test stays
-    run = {"prompt_split": "dev", "prompts": [q.id for q in prompts], "prompt_offset": settings.prompt_offset,
-           "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies)}
-    levers = {e.id: {**rows[e.id], "screening": screening_of(e).model_dump(),
-                     "verdict": updated.lever(e.id).replies.verdict,  # type: ignore[union-attr]
-                     "why": updated.lever(e.id).replies.why, "run": run} for e in chosen}  # type: ignore[union-attr]
+    run = {
+        "prompt_split": "dev",
+        "prompts": [q.id for q in prompts],
+        "prompt_offset": settings.prompt_offset,
+        "personas": [asdict(p) for p in personas],
+        "replies": asdict(settings.replies),
+    }
+    levers = {
+        e.id: {
+            **rows[e.id],
+            "screening": screening_of(e).model_dump(),
+            "verdict": updated.lever(e.id).replies.verdict,  # type: ignore[union-attr]
+            "why": updated.lever(e.id).replies.why,  # type: ignore[union-attr]
+            "run": run,
+        }
+        for e in chosen
+    }
     doc = {"model": lm.name, **run, "levers": levers}
     merged = merged_confirmation(bundle_dir, doc)  # levers confirmed in earlier runs stay
     (bundle_dir / CONFIRMATION_FILE).write_text(json.dumps(finite_json(merged), indent=2) + "\n")
@@ -141,11 +192,18 @@ def _chosen(catalog: Catalog, ids: Sequence[str] | None, bundle_dir: Path) -> li
         known = {e.id for e in catalog.levers}
         unknown = sorted(set(ids) - known)
         if unknown:
-            raise ConfigError.single(str(bundle_dir / "catalog.json"), f"unknown lever ids: {', '.join(unknown)}",
-                                     field="--levers", hint="see 'causalguard levers show BUNDLE' for the ids")
+            raise ConfigError.single(
+                str(bundle_dir / "catalog.json"),
+                f"unknown lever ids: {', '.join(unknown)}",
+                field="--levers",
+                hint="see 'causalguard levers show BUNDLE' for the ids",
+            )
         chosen = [e for e in catalog.levers if e.id in ids and e.replies is not None]
     if not chosen:
-        raise ConfigError.single(str(bundle_dir / "catalog.json"), "no lever to confirm (none is usable, or the "
-                                 "chosen ones were never measured on replies)", field="--levers",
-                                 hint="run 'causalguard behaviour report' first, or name levers with --levers")
+        raise ConfigError.single(
+            str(bundle_dir / "catalog.json"),
+            "no lever to confirm (none is usable, or the chosen ones were never measured on replies)",
+            field="--levers",
+            hint="run 'causalguard behaviour report' first, or name levers with --levers",
+        )
     return chosen

@@ -44,18 +44,30 @@ def confirmed_catalog(catalog: Catalog, rows: dict[str, dict[str, Any]]) -> Cata
         moved = target.ci_low > 0 if lever.direction > 0 else target.ci_high < 0
         q = row["quality"]
         screening = screening_of(lever)
-        figures = (f"screening {screening.mean:+.2f} ({screening.n} pairs), confirmation {target.mean:+.2f} "
-                   f"(95% CI {target.ci_low:+.2f} .. {target.ci_high:+.2f}, {target.n} fresh pairs)")
+        figures = (
+            f"screening {screening.mean:+.2f} ({screening.n} pairs), confirmation {target.mean:+.2f} "
+            f"(95% CI {target.ci_low:+.2f} .. {target.ci_high:+.2f}, {target.n} fresh pairs)"
+        )
         if q["is_degraded"]:
             verdict, why = "degrades_replies", f"{figures}; {q['degraded']}/{q['n']} confirmation replies degraded"
         elif not moved:
             verdict, why = "no_target_effect", f"{figures}: did not replicate"
         else:
             verdict, why = "usable", f"{figures}: replicated"
-        replies = lever.replies.model_copy(update={
-            "effects": effects, "moves_target_as_intended": moved, "degraded": q["degraded"], "n": q["n"],
-            "degraded_rate": q["rate"], "p_value": q["p_value"], "degrades_replies": q["is_degraded"],
-            "verdict": verdict, "why": why, "screening": screening})
+        replies = lever.replies.model_copy(
+            update={
+                "effects": effects,
+                "moves_target_as_intended": moved,
+                "degraded": q["degraded"],
+                "n": q["n"],
+                "degraded_rate": q["rate"],
+                "p_value": q["p_value"],
+                "degrades_replies": q["is_degraded"],
+                "verdict": verdict,
+                "why": why,
+                "screening": screening,
+            }
+        )
         levers.append(lever.model_copy(update={"replies": replies}))
     return catalog.model_copy(update={"levers": levers})
 
@@ -67,8 +79,9 @@ def read_confirmation(bundle_dir: Path, dimensions: list[str]) -> dict[str, dict
     if not path.exists():
         return {}
     where = str(path)
-    doc = read_json_object(path, what="confirmation record",
-                           hint="re-run 'causalguard behaviour confirm' or delete the file")
+    doc = read_json_object(
+        path, what="confirmation record", hint="re-run 'causalguard behaviour confirm' or delete the file"
+    )
     levers = doc.get("levers")
     if not isinstance(levers, dict):
         raise ConfigError.single(where, "expected an object with 'levers'", field="levers")
@@ -76,19 +89,25 @@ def read_confirmation(bundle_dir: Path, dimensions: list[str]) -> dict[str, dict
         field = f"levers.{lever_id}"
         effects = row.get("effects") if isinstance(row, dict) else None
         if not isinstance(effects, dict) or sorted(effects) != sorted(dimensions):
-            raise ConfigError.single(where, f"effects must name every value ({', '.join(dimensions)})",
-                                     field=f"{field}.effects", hint="re-run 'causalguard behaviour confirm'")
+            raise ConfigError.single(
+                where,
+                f"effects must name every value ({', '.join(dimensions)})",
+                field=f"{field}.effects",
+                hint="re-run 'causalguard behaviour confirm'",
+            )
         for value, interval in effects.items():
             numbers = [interval.get(k) for k in ("mean", "ci_low", "ci_high")] if isinstance(interval, dict) else []
             if len(numbers) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
-                raise ConfigError.single(where, "mean, ci_low and ci_high must be finite numbers",
-                                         field=f"{field}.effects.{value}")
+                raise ConfigError.single(
+                    where, "mean, ci_low and ci_high must be finite numbers", field=f"{field}.effects.{value}"
+                )
         quality = row.get("quality")
         if not isinstance(quality, dict) or any(k not in quality for k in _QUALITY_FIELDS):
             raise ConfigError.single(where, f"quality needs {', '.join(_QUALITY_FIELDS)}", field=f"{field}.quality")
         if not (0 <= quality["degraded"] <= quality["n"] and 0 <= quality["p_value"] <= 1):
-            raise ConfigError.single(where, "degraded must be within 0..n and p_value within 0..1",
-                                     field=f"{field}.quality")
+            raise ConfigError.single(
+                where, "degraded must be within 0..n and p_value within 0..1", field=f"{field}.quality"
+            )
     return levers
 
 

@@ -57,8 +57,12 @@ def _finite_interval(where: str, field: str, value: Any) -> dict[str, float]:
     raw = [value.get(k) for k in ("mean", "ci_low", "ci_high", "n")] if isinstance(value, dict) else []
     numbers = [float(x) for x in raw if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)]
     if len(numbers) != 4:
-        raise ConfigError.single(where, "expected mean, ci_low, ci_high and n as finite numbers", field=field,
-                                 hint="re-run 'causalguard behaviour validate'")
+        raise ConfigError.single(
+            where,
+            "expected mean, ci_low, ci_high and n as finite numbers",
+            field=field,
+            hint="re-run 'causalguard behaviour validate'",
+        )
     mean, low, high, n = numbers
     if not (low <= mean <= high and n >= 2):
         raise ConfigError.single(where, "expected ci_low <= mean <= ci_high and n >= 2", field=field)
@@ -70,12 +74,17 @@ def single_lever_results(path: Path) -> dict[str, dict[str, Any]]:
 
     Profiles that planned the same lever measured the same replies; the first one is kept."""
     where = str(path)
-    doc = read_json_object(path, what="validation file",
-                           hint="pass validation files written by 'causalguard behaviour validate'")
+    doc = read_json_object(
+        path, what="validation file", hint="pass validation files written by 'causalguard behaviour validate'"
+    )
     profiles = doc.get("profiles")
     if not isinstance(profiles, dict):
-        raise ConfigError.single(where, "expected a validation file with 'profiles'", field="profiles",
-                                 hint="pass validation files written by 'causalguard behaviour validate'")
+        raise ConfigError.single(
+            where,
+            "expected a validation file with 'profiles'",
+            field="profiles",
+            hint="pass validation files written by 'causalguard behaviour validate'",
+        )
     out: dict[str, dict[str, Any]] = {}
     for name, result in profiles.items():
         levers = result.get("levers") if isinstance(result, dict) else None
@@ -92,8 +101,14 @@ def single_lever_results(path: Path) -> dict[str, dict[str, Any]]:
             raise ConfigError.single(where, "expected quality.is_degraded (true or false)", field=f"{field}.quality")
         confirms = result.get("second_judge_confirms")  # None: the look ran no second judge
         second = None if not isinstance(confirms, dict) else bool(confirms.get(target))
-        out[lever_id] = {"target": target, "interval": interval, "degraded": quality["is_degraded"],
-                         "profile": name, "second_judge": second, **_sign_agreement(result)}
+        out[lever_id] = {
+            "target": target,
+            "interval": interval,
+            "degraded": quality["is_degraded"],
+            "profile": name,
+            "second_judge": second,
+            **_sign_agreement(result),
+        }
     return out
 
 
@@ -101,8 +116,13 @@ def _sign_agreement(result: dict[str, Any]) -> dict[str, int]:
     """How many values moved beyond noise in a look, and for how many the plan's forecast had the same sign."""
     moved = result.get("moved_beyond_noise") or []
     forecast, measured = result.get("forecast") or {}, result.get("measured") or {}
-    agreed = sum(1 for v in moved if isinstance(forecast.get(v), dict) and isinstance(measured.get(v), dict)
-                 and (forecast[v].get("change", 0) > 0) == (measured[v].get("mean", 0) > 0))
+    agreed = sum(
+        1
+        for v in moved
+        if isinstance(forecast.get(v), dict)
+        and isinstance(measured.get(v), dict)
+        and (forecast[v].get("change", 0) > 0) == (measured[v].get("mean", 0) > 0)
+    )
     return {"moved": len(moved), "agreed": agreed}
 
 
@@ -116,9 +136,12 @@ def held_out_record(catalog: Catalog, looks: Sequence[Path]) -> dict[str, Any]:
     known = {lever.id for lever in catalog.levers}
     for path, (_, found) in zip(looks, per_look, strict=True):
         for lever_id in sorted(set(found) - known):
-            raise ConfigError.single(str(path), f"lever {lever_id} is not in the bundle's catalog",
-                                     field=f"profiles.{found[lever_id]['profile']}.levers",
-                                     hint="pass validations run with the bundle whose catalog you update")
+            raise ConfigError.single(
+                str(path),
+                f"lever {lever_id} is not in the bundle's catalog",
+                field=f"profiles.{found[lever_id]['profile']}.levers",
+                hint="pass validations run with the bundle whose catalog you update",
+            )
     levers: dict[str, Any] = {}
     for lever_id in sorted({lid for _, found in per_look for lid in found}):
         lever = catalog.lever(lever_id)
@@ -132,26 +155,48 @@ def held_out_record(catalog: Catalog, looks: Sequence[Path]) -> dict[str, Any]:
         moved = low > 0 if lever.direction > 0 else high < 0
         passed = moved and not degraded and not unconfirmed
         target = rows[0][1]["target"]
-        figures = (f"{target} {mean:+.3f} ({level:.2%} CI {low:+.3f} .. {high:+.3f}, "
-                   f"{sum(row['interval']['n'] for _, row in rows)} pairs, {len(rows)} of {len(looks)} looks)")
+        figures = (
+            f"{target} {mean:+.3f} ({level:.2%} CI {low:+.3f} .. {high:+.3f}, "
+            f"{sum(row['interval']['n'] for _, row in rows)} pairs, {len(rows)} of {len(looks)} looks)"
+        )
         moved, agreed = sum(row["moved"] for _, row in rows), sum(row["agreed"] for _, row in rows)
         signs = f"; forecast sign right for {agreed} of {moved} values that moved" if moved else ""
-        why = (f"held: {figures}{signs}" if passed else
-               f"did not hold: {figures}" + (f"; replies degraded in {', '.join(degraded)}" if degraded else "")
-               + (f"; the second judge did not see it in {', '.join(unconfirmed)}" if unconfirmed else ""))
+        why = (
+            f"held: {figures}{signs}"
+            if passed
+            else f"did not hold: {figures}"
+            + (f"; replies degraded in {', '.join(degraded)}" if degraded else "")
+            + (f"; the second judge did not see it in {', '.join(unconfirmed)}" if unconfirmed else "")
+        )
         levers[lever_id] = {
-            "target": target, "direction": lever.direction,
-            "looks": [{"file": name, "profile": row["profile"], **row["interval"], "degraded": row["degraded"],
-                       "moved": row["moved"], "agreed": row["agreed"]} for name, row in rows],
+            "target": target,
+            "direction": lever.direction,
+            "looks": [
+                {
+                    "file": name,
+                    "profile": row["profile"],
+                    **row["interval"],
+                    "degraded": row["degraded"],
+                    "moved": row["moved"],
+                    "agreed": row["agreed"],
+                }
+                for name, row in rows
+            ],
             "side_effect_signs": {"moved": moved, "agreed": agreed},
-            "pooled": {"mean": mean, "ci_low": low, "ci_high": high,
-                       "n": sum(row["interval"]["n"] for _, row in rows)},
-            "passed": passed, "why": why,
+            "pooled": {"mean": mean, "ci_low": low, "ci_high": high, "n": sum(row["interval"]["n"] for _, row in rows)},
+            "passed": passed,
+            "why": why,
         }
     for row in levers.values():
         row["level"] = level
-    return {"schema": HELD_OUT_SCHEMA, "looks": [p.name for p in looks], "design": "pocock",
-            "critical_z": z, "level": level, "levers": levers}
+    return {
+        "schema": HELD_OUT_SCHEMA,
+        "looks": [p.name for p in looks],
+        "design": "pocock",
+        "critical_z": z,
+        "level": level,
+        "levers": levers,
+    }
 
 
 def held_out_series_record(catalog: Catalog, series: Sequence[Sequence[Path]]) -> dict[str, Any]:
@@ -169,11 +214,18 @@ def held_out_series_record(catalog: Catalog, series: Sequence[Sequence[Path]]) -
                 continue
             levers[lever_id] = {**row, "series": index}
     first = records[0]
-    return {"schema": HELD_OUT_SCHEMA, "looks": [name for record in records for name in record["looks"]],
-            "design": "pocock per series", "critical_z": first["critical_z"], "level": first["level"],
-            "series": [{"looks": record["looks"], "critical_z": record["critical_z"], "level": record["level"]}
-                       for record in records],
-            "levers": levers}
+    return {
+        "schema": HELD_OUT_SCHEMA,
+        "looks": [name for record in records for name in record["looks"]],
+        "design": "pocock per series",
+        "critical_z": first["critical_z"],
+        "level": first["level"],
+        "series": [
+            {"looks": record["looks"], "critical_z": record["critical_z"], "level": record["level"]}
+            for record in records
+        ],
+        "levers": levers,
+    }
 
 
 def held_out_catalog(catalog: Catalog, record: dict[str, Any]) -> Catalog:
@@ -187,15 +239,24 @@ def held_out_catalog(catalog: Catalog, record: dict[str, Any]) -> Catalog:
             out.append(lever)
             continue
         pooled = row["pooled"]
-        held = HeldOut(mean=pooled["mean"], ci_low=pooled["ci_low"], ci_high=pooled["ci_high"], n=pooled["n"],
-                       level=row.get("level", record["level"]), looks=[look["file"] for look in row["looks"]],
-                       passed=row["passed"])
+        held = HeldOut(
+            mean=pooled["mean"],
+            ci_low=pooled["ci_low"],
+            ci_high=pooled["ci_high"],
+            n=pooled["n"],
+            level=row.get("level", record["level"]),
+            looks=[look["file"] for look in row["looks"]],
+            passed=row["passed"],
+        )
         why = lever.replies.why.split(_HELD_MARK)[0] + _HELD_MARK + row["why"]
         verdict = lever.replies.verdict
         if not row["passed"] and lever.replies.plannable:
             verdict = "failed_held_out"
-        out.append(lever.model_copy(update={"replies": lever.replies.model_copy(
-            update={"held_out": held, "verdict": verdict, "why": why})}))
+        out.append(
+            lever.model_copy(
+                update={"replies": lever.replies.model_copy(update={"held_out": held, "verdict": verdict, "why": why})}
+            )
+        )
     return catalog.model_copy(update={"levers": out})
 
 
@@ -206,11 +267,16 @@ def read_held_out(bundle_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return {"levers": {}}
     where = str(path)
-    doc = read_json_object(path, what="held-out record",
-                           hint="re-run 'causalguard behaviour held-out' or delete the file")
+    doc = read_json_object(
+        path, what="held-out record", hint="re-run 'causalguard behaviour held-out' or delete the file"
+    )
     if doc.get("schema") != HELD_OUT_SCHEMA or not isinstance(doc.get("levers"), dict):
-        raise ConfigError.single(where, f"expected schema {HELD_OUT_SCHEMA} with 'levers'", field="schema",
-                                 hint="re-run 'causalguard behaviour held-out'")
+        raise ConfigError.single(
+            where,
+            f"expected schema {HELD_OUT_SCHEMA} with 'levers'",
+            field="schema",
+            hint="re-run 'causalguard behaviour held-out'",
+        )
     level = doc.get("level")
     if not isinstance(level, float) or not 0 < level < 1:
         raise ConfigError.single(where, "level must be a number within (0, 1)", field="level")
@@ -221,6 +287,7 @@ def read_held_out(bundle_dir: Path) -> dict[str, Any]:
         _finite_interval(where, f"{field}.pooled", row.get("pooled"))
         looks = row.get("looks")
         if not isinstance(looks, list) or not looks or not all(isinstance(x, dict) and "file" in x for x in looks):
-            raise ConfigError.single(where, "expected a non-empty list of looks with their file",
-                                     field=f"{field}.looks")
+            raise ConfigError.single(
+                where, "expected a non-empty list of looks with their file", field=f"{field}.looks"
+            )
     return doc

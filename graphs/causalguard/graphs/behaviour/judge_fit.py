@@ -35,8 +35,9 @@ def auroc(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def bootstrap_auroc(positive: Sequence[float], negative: Sequence[float], *, n: int = 1000,
-                    seed: int = 0) -> tuple[float, float]:
+def bootstrap_auroc(
+    positive: Sequence[float], negative: Sequence[float], *, n: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile interval of the AUROC, resampling both classes."""
     rng = np.random.default_rng(seed)
     pos, neg = np.asarray(positive, float), np.asarray(negative, float)
@@ -56,8 +57,9 @@ def _cv_score(feats: np.ndarray, texts: Sequence[LabelledText], dims: Sequence[s
             test = [i for i in idx if fold_of[i] == f and texts[i].value == dim]
             if not test:
                 continue
-            weights = ProbeWeights.fit(dims, 0, feats[train], [texts[i].value for i in train],
-                                       [texts[i].pole for i in train])
+            weights = ProbeWeights.fit(
+                dims, 0, feats[train], [texts[i].value for i in train], [texts[i].pole for i in train]
+            )
             s = weights.project(feats[test])[:, list(dims).index(dim)]
             for i, score in zip(test, s, strict=True):
                 (scores_h if texts[i].pole == "high" else scores_l).append(float(score))
@@ -72,8 +74,9 @@ class FittedJudge:
     validation: dict[str, Any]
 
 
-def fit_probe_judge(lm: LoadedModel, labelled: Sequence[LabelledText], dims: Sequence[str], *,
-                    layer_step: int = 2) -> FittedJudge:
+def fit_probe_judge(
+    lm: LoadedModel, labelled: Sequence[LabelledText], dims: Sequence[str], *, layer_step: int = 2
+) -> FittedJudge:
     """Choose the layer and fit on the dev half; validate on the test half."""
     dev = [t for t in labelled if t.split == "dev" and (t.value in dims or t.pole == "neutral")]
     test = [t for t in labelled if t.split == "test" and (t.value in dims or t.pole == "neutral")]
@@ -81,8 +84,9 @@ def fit_probe_judge(lm: LoadedModel, labelled: Sequence[LabelledText], dims: Seq
     dev_feats = reply_features(lm, [t.text for t in dev], layers)
     layer_scores = {layer: _cv_score(dev_feats[:, k], dev, dims) for k, layer in enumerate(layers)}
     best = max(layers, key=lambda layer: layer_scores[layer])
-    weights = ProbeWeights.fit(dims, best, dev_feats[:, layers.index(best)], [t.value for t in dev],
-                               [t.pole for t in dev])
+    weights = ProbeWeights.fit(
+        dims, best, dev_feats[:, layers.index(best)], [t.value for t in dev], [t.pole for t in dev]
+    )
     judge = ProbeJudge(lm, weights)
     scores = judge.score([t.text for t in test])
     return FittedJudge(judge, layer_scores, validate_judge(scores, test, dims))
@@ -97,8 +101,14 @@ def validate_judge(scores: np.ndarray, texts: Sequence[LabelledText], dims: Sequ
         other = [scores[i, k] for i, t in enumerate(texts) if t.value != dim]
         a = auroc(high, low)
         lo, hi = bootstrap_auroc(high, low, seed=k)
-        per_value[dim] = {"auroc": a, "auroc_ci": [lo, hi], "specificity_auroc": auroc(high, other),
-                          "n_high": len(high), "n_low": len(low), "weak": bool(not a >= WEAK_AUROC)}
+        per_value[dim] = {
+            "auroc": a,
+            "auroc_ci": [lo, hi],
+            "specificity_auroc": auroc(high, other),
+            "n_high": len(high),
+            "n_low": len(low),
+            "weak": bool(not a >= WEAK_AUROC),
+        }
     classes = [(d, p) for d in dims for p in ("high", "low")] + [(None, "neutral")]
     confusion = {}
     for value, pole in classes:
@@ -106,9 +116,15 @@ def validate_judge(scores: np.ndarray, texts: Sequence[LabelledText], dims: Sequ
         if rows:
             confusion[f"{value or 'neutral'}:{pole}"] = {d: float(scores[rows, k].mean()) for k, d in enumerate(dims)}
     aurocs = [v["auroc"] for v in per_value.values()]
-    return {"split": "test", "n_texts": len(texts), "per_value": per_value, "confusion": confusion,
-            "min_auroc": float(np.min(aurocs)), "mean_auroc": float(np.mean(aurocs)),
-            "weak_values": [d for d, v in per_value.items() if v["weak"]]}
+    return {
+        "split": "test",
+        "n_texts": len(texts),
+        "per_value": per_value,
+        "confusion": confusion,
+        "min_auroc": float(np.min(aurocs)),
+        "mean_auroc": float(np.mean(aurocs)),
+        "weak_values": [d for d, v in per_value.items() if v["weak"]],
+    }
 
 
 def validate_any_judge(judge: ValueJudge, labelled: Sequence[LabelledText], dims: Sequence[str]) -> dict[str, Any]:

@@ -102,8 +102,10 @@ class ReplyStore:
                 raise RunMismatchError(f"{run}: unreadable run record ({exc}); rerun with --restart") from None
             if old != identity:
                 changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-                raise RunMismatchError(f"{folder} holds a reply run with other settings ({', '.join(changed)}); "
-                                       "use another folder or --restart")
+                raise RunMismatchError(
+                    f"{folder} holds a reply run with other settings ({', '.join(changed)}); "
+                    "use another folder or --restart"
+                )
         else:
             tmp = run.with_suffix(".tmp")
             tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
@@ -118,16 +120,23 @@ class ReplyStore:
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
-                reply = Reply(str(record["condition"]), str(record["persona"]), str(record["prompt"]),
-                              str(record["text"]), int(record["tokens"]), str(record["finish"]))
+                reply = Reply(
+                    str(record["condition"]),
+                    str(record["persona"]),
+                    str(record["prompt"]),
+                    str(record["text"]),
+                    int(record["tokens"]),
+                    str(record["finish"]),
+                )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 bad += 1
                 continue
             done[reply.key] = reply
         if bad:
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in done.values()),
-                           encoding="utf-8")
+            tmp.write_text(
+                "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8"
+            )
             os.replace(tmp, self.path)
         return done
 
@@ -139,10 +148,18 @@ class ReplyStore:
             os.fsync(handle.fileno())
 
 
-def run_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas: Sequence[Persona],
-                prompts: Sequence[Prompt], settings: ReplySettings, store: ReplyStore, *, batch_size: int = 16,
-                progress: Callable[[int, int], None] | None = None,
-                backend: ReplyBackend | None = None) -> dict[tuple[str, str, str], Reply]:
+def run_replies(
+    lm: LoadedModel,
+    conditions: Sequence[ReplyCondition],
+    personas: Sequence[Persona],
+    prompts: Sequence[Prompt],
+    settings: ReplySettings,
+    store: ReplyStore,
+    *,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+    backend: ReplyBackend | None = None,
+) -> dict[tuple[str, str, str], Reply]:
     """Generate every condition x persona x prompt reply not yet in ``store``; returns all of them.
 
     ``batch_size`` is part of the run's layout: resume with the same value. ``backend`` generates the
@@ -150,31 +167,44 @@ def run_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas:
     ``install_steering_hooks``; ``RayReplies`` on Ray actors)."""
     done = store.load()
     everything = [(c, p, q) for c in conditions for p in personas for q in prompts]
-    encoded = {(c.id, p.id, q.id): chat_prompt_ids(lm, q.messages(), p.system_prompt, c.instructions)
-               for c, p, q in everything}
+    encoded = {
+        (c.id, p.id, q.id): chat_prompt_ids(lm, q.messages(), p.system_prompt, c.instructions) for c, p, q in everything
+    }
     # A fixed batch layout over the whole run (similar lengths together), so that a resumed run puts
     # every reply in the same batch as an uninterrupted one and greedy outputs match exactly.
-    everything.sort(key=lambda cpq: (len(encoded[(cpq[0].id, cpq[1].id, cpq[2].id)]), cpq[0].id, cpq[1].id,
-                                     cpq[2].id))
-    chunks = [everything[i:i + batch_size] for i in range(0, len(everything), batch_size)]
+    everything.sort(key=lambda cpq: (len(encoded[(cpq[0].id, cpq[1].id, cpq[2].id)]), cpq[0].id, cpq[1].id, cpq[2].id))
+    chunks = [everything[i : i + batch_size] for i in range(0, len(everything), batch_size)]
 
     def row(c: ReplyCondition, p: Persona, q: Prompt) -> GenerationRow:
         guidance = None
         if c.guidance_scale is not None:
             negative = chat_prompt_ids(lm, q.messages(), p.system_prompt, c.negative_instructions)
             guidance = Guidance(c.guidance_scale, tuple(negative))
-        return GenerationRow(encoded[(c.id, p.id, q.id)], c.interventions, settings.row_seed(c.id, p.id, q.id),
-                             guidance)
+        return GenerationRow(
+            encoded[(c.id, p.id, q.id)], c.interventions, settings.row_seed(c.id, p.id, q.id), guidance
+        )
 
-    todo = [(index, [row(c, p, q) for c, p, q in chunk])
-            for index, chunk in enumerate(chunks) if not all((c.id, p.id, q.id) in done for c, p, q in chunk)]
+    todo = [
+        (index, [row(c, p, q) for c, p, q in chunk])
+        for index, chunk in enumerate(chunks)
+        if not all((c.id, p.id, q.id) in done for c, p, q in chunk)
+    ]
     total = len(everything)
     finished = sum(1 for k in encoded if k in done)
 
     def on_batch(index: int, outs: list[Generated]) -> None:
         nonlocal finished
-        batch = [Reply(c.id, p.id, q.id, lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip(),
-                       len(o.tokens), o.finish_reason) for (c, p, q), o in zip(chunks[index], outs, strict=True)]
+        batch = [
+            Reply(
+                c.id,
+                p.id,
+                q.id,
+                lm.tokenizer.decode(o.tokens, skip_special_tokens=True).strip(),
+                len(o.tokens),
+                o.finish_reason,
+            )
+            for (c, p, q), o in zip(chunks[index], outs, strict=True)
+        ]
         new = [r for r in batch if r.key not in done]
         store.append(new)
         for reply in new:
@@ -198,12 +228,29 @@ def logged_progress(log: Callable[[str], None]) -> Callable[[int, int], None]:
     return progress
 
 
-def run_steered_replies(lm: LoadedModel, conditions: Sequence[ReplyCondition], personas: Sequence[Persona],
-                        prompts: Sequence[Prompt], settings: ReplySettings, store: ReplyStore, *, batch_size: int,
-                        log: Callable[[str], None], backend: ReplyBackend | None = None,
-                        ) -> dict[tuple[str, str, str], Reply]:
+def run_steered_replies(
+    lm: LoadedModel,
+    conditions: Sequence[ReplyCondition],
+    personas: Sequence[Persona],
+    prompts: Sequence[Prompt],
+    settings: ReplySettings,
+    store: ReplyStore,
+    *,
+    batch_size: int,
+    log: Callable[[str], None],
+    backend: ReplyBackend | None = None,
+) -> dict[tuple[str, str, str], Reply]:
     """``run_replies`` with the steering hooks its conditions' interventions need installed for the run
     (removed after it, however it ends) and progress logged through ``log``."""
     with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
-        return run_replies(lm, conditions, personas, prompts, settings, store, batch_size=batch_size,
-                           progress=logged_progress(log), backend=backend)
+        return run_replies(
+            lm,
+            conditions,
+            personas,
+            prompts,
+            settings,
+            store,
+            batch_size=batch_size,
+            progress=logged_progress(log),
+            backend=backend,
+        )

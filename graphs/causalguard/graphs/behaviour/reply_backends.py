@@ -28,8 +28,9 @@ class ReplyBackend(Protocol):
     @property
     def name(self) -> str: ...
 
-    def generate(self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float,
-                 on_batch: OnBatch) -> None:
+    def generate(
+        self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float, on_batch: OnBatch
+    ) -> None:
         """Generate every batch, calling ``on_batch(index, outputs)`` on the driver as each finishes.
         Local: SAE interventions need the caller's dispatcher hooks (``install_steering_hooks``)."""
         ...
@@ -45,8 +46,9 @@ class BatcherReplies:
     prefix_cache_tokens: int = 16384
     name: str = "batcher"
 
-    def generate(self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float,
-                 on_batch: OnBatch) -> None:
+    def generate(
+        self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float, on_batch: OnBatch
+    ) -> None:
         from causalguard.runtime.batcher import ContinuousBatcher, DecodeSettings
 
         with ContinuousBatcher(lm, max_rows=self.max_rows, prefix_cache_tokens=self.prefix_cache_tokens) as batcher:
@@ -59,8 +61,9 @@ class BatcherReplies:
 class LocalReplies:
     name: str = "local"
 
-    def generate(self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float,
-                 on_batch: OnBatch) -> None:
+    def generate(
+        self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float, on_batch: OnBatch
+    ) -> None:
         for index, rows in batches:
             on_batch(index, generate_rows(lm, rows, max_new_tokens=max_new_tokens, temperature=temperature))
 
@@ -75,8 +78,9 @@ class ReplyWorker:
         self._layers: set[int] = set()
         self._adapted: set[str] = set()  # linear modules with an adapter hook (one hook serves every adapter)
 
-    def generate(self, index: int, rows: list[GenerationRow], max_new_tokens: int,
-                 temperature: float) -> tuple[int, list[Generated], float, str]:
+    def generate(
+        self, index: int, rows: list[GenerationRow], max_new_tokens: int, temperature: float
+    ) -> tuple[int, list[Generated], float, str]:
         started = time.perf_counter()
         interventions = [i for row in rows for i in row.interventions]
         new = residual_layers(interventions) - self._layers
@@ -104,13 +108,15 @@ class RayReplies:
     def actors(self) -> list[Any]:
         return self.pool.actors if self.pool is not None else []
 
-    def generate(self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float,
-                 on_batch: OnBatch) -> None:
+    def generate(
+        self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float, on_batch: OnBatch
+    ) -> None:
         if not batches:
             return
         with ray_session(self.options) as ray:
-            self.pool = ActorPool(ray, ReplyWorker, (lm.name, dtype_name(lm), lm.fingerprint,
-                                                     self.options.torch_threads()), self.options)
+            self.pool = ActorPool(
+                ray, ReplyWorker, (lm.name, dtype_name(lm), lm.fingerprint, self.options.torch_threads()), self.options
+            )
 
             def finished(result: tuple[int, list[Generated], float, str]) -> None:
                 index, outs, seconds, worker = result
@@ -120,7 +126,10 @@ class RayReplies:
                 counted[1] += seconds
 
             try:
-                self.pool.run(batches, lambda actor, _, batch: actor.generate.remote(batch[0], batch[1], max_new_tokens,
-                                                                                     temperature), finished)
+                self.pool.run(
+                    batches,
+                    lambda actor, _, batch: actor.generate.remote(batch[0], batch[1], max_new_tokens, temperature),
+                    finished,
+                )
             finally:
                 self.pool = None

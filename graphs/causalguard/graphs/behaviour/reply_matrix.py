@@ -62,17 +62,30 @@ def chosen_levers(levers: Sequence[LeverEntry], pattern: str) -> list[LeverEntry
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise ConfigError.single("--levers", f"not a regular expression: {exc}", field="--levers",
-                                 hint=r"e.g. 'vector:.*:0\.15|guided:.*:g1\.5:.*'") from None
+        raise ConfigError.single(
+            "--levers",
+            f"not a regular expression: {exc}",
+            field="--levers",
+            hint=r"e.g. 'vector:.*:0\.15|guided:.*:g1\.5:.*'",
+        ) from None
     out = [lever for lever in levers if lever.target and compiled.fullmatch(lever.id)]
     if not out:
-        raise ConfigError.single("--levers", f"no catalog lever with a target matches {pattern!r}", field="--levers",
-                                 hint="see 'causalguard levers show BUNDLE' for the ids")
+        raise ConfigError.single(
+            "--levers",
+            f"no catalog lever with a target matches {pattern!r}",
+            field="--levers",
+            hint="see 'causalguard levers show BUNDLE' for the ids",
+        )
     return out
 
 
-def reply_rows(scores: Mapping[tuple[str, str, str], np.ndarray], conditions: Sequence[str],
-               personas: Sequence[str], prompts: Sequence[str], dims: Sequence[str]) -> list[dict[str, Any]]:
+def reply_rows(
+    scores: Mapping[tuple[str, str, str], np.ndarray],
+    conditions: Sequence[str],
+    personas: Sequence[str],
+    prompts: Sequence[str],
+    dims: Sequence[str],
+) -> list[dict[str, Any]]:
     """One row per persona x condition: the mean judge score per value over the persona's replies to
     ``prompts`` (``scores`` keyed by (condition, persona, prompt)). Every score must be finite."""
     rows = []
@@ -83,8 +96,14 @@ def reply_rows(scores: Mapping[tuple[str, str, str], np.ndarray], conditions: Se
                 raise ValueError(f"{condition}/{persona}: judge scores are not {len(dims)} finite values per reply")
             mean = block.mean(axis=0)
             label = persona if condition == UNSTEERED else f"{persona}|{condition}"
-            rows.append({"condition": label, "role_kind": "persona", "steering": condition,
-                         **{d: float(mean[k]) for k, d in enumerate(dims)}})
+            rows.append(
+                {
+                    "condition": label,
+                    "role_kind": "persona",
+                    "steering": condition,
+                    **{d: float(mean[k]) for k, d in enumerate(dims)},
+                }
+            )
     return rows
 
 
@@ -99,47 +118,87 @@ def write_reply_matrix(path: Path, rows: Sequence[Mapping[str, Any]], dims: Sequ
     os.replace(tmp, path)
 
 
-def build_reply_matrix(lm: LoadedModel, bundle_dir: Path, work: Path, out: Path, settings: ReplyMatrixSettings, *,
-                       restart: bool = False, log: Callable[[str], None] = print,
-                       backend: ReplyBackend | None = None) -> dict[str, Any]:
+def build_reply_matrix(
+    lm: LoadedModel,
+    bundle_dir: Path,
+    work: Path,
+    out: Path,
+    settings: ReplyMatrixSettings,
+    *,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    backend: ReplyBackend | None = None,
+) -> dict[str, Any]:
     """Generate, judge and average the replies (see the module docstring); write the matrix to ``out``
     and return a summary (rows, conditions, personas, prompts, replies, seconds)."""
     started = time.time()
     bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
     if bundle.catalog is None:
-        raise ConfigError.single(str(bundle_dir), "the bundle has no steering catalog",
-                                 hint="run 'causalguard levers measure' first")
+        raise ConfigError.single(
+            str(bundle_dir), "the bundle has no steering catalog", hint="run 'causalguard levers measure' first"
+        )
     catalog = bundle.catalog
     dims = list(catalog.dimensions)
     levers = chosen_levers(catalog.levers, settings.levers)
     judge = load_probe_judge(bundle_dir, lm)
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None and any(e.kind == "sae" for e in levers) else None
-    vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
-                            fingerprint=lm.fingerprint)
-               if bundle.vectors_dir is not None and any(e.kind == "vector" for e in levers) else None)
-    prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(settings.prompt_offset,
-                                                                         settings.prompts))
+    vectors = (
+        load_vectors(
+            bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers, fingerprint=lm.fingerprint
+        )
+        if bundle.vectors_dir is not None and any(e.kind == "vector" for e in levers)
+        else None
+    )
+    prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(settings.prompt_offset, settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
     adapters = bundle_adapters(bundle, lm)
-    conditions = [ReplyCondition(UNSTEERED)] + [lever_reply_condition(e, sae, catalog, vectors, adapters)
-                                                for e in levers]
-    identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
-                "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "dev",
-                "purpose": "reply-matrix"}
+    conditions = [ReplyCondition(UNSTEERED)] + [
+        lever_reply_condition(e, sae, catalog, vectors, adapters) for e in levers
+    ]
+    identity = {
+        "model": lm.fingerprint,
+        "settings": asdict(settings.replies),
+        "prompts": [p.id for p in prompts],
+        "personas": [asdict(p) for p in personas],
+        "batch_size": settings.batch_size,
+        "split": "dev",
+        "purpose": "reply-matrix",
+    }
     store = ReplyStore(work, identity, restart=restart)
     total = len(conditions) * len(personas) * len(prompts)
-    log(f"reply matrix: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} dev prompts "
-        f"= {total} replies")
-    replies = run_steered_replies(lm, conditions, personas, prompts, settings.replies, store,
-                                  batch_size=settings.batch_size, log=log, backend=backend)
+    log(
+        f"reply matrix: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} dev prompts "
+        f"= {total} replies"
+    )
+    replies = run_steered_replies(
+        lm,
+        conditions,
+        personas,
+        prompts,
+        settings.replies,
+        store,
+        batch_size=settings.batch_size,
+        log=log,
+        backend=backend,
+    )
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     w = judge.weights
     judge_id = hashlib.sha256(w.directions.tobytes() + w.midpoints.tobytes() + w.mean.tobytes()).hexdigest()[:16]
     log("judging ...")
-    judged = cached_scores(work / "judge_scores.json", f"probe:{w.layer}:{judge_id}", keys,
-                           lambda idx: judge.score([replies[keys[i]].text for i in idx]).tolist())
+    judged = cached_scores(
+        work / "judge_scores.json",
+        f"probe:{w.layer}:{judge_id}",
+        keys,
+        lambda idx: judge.score([replies[keys[i]].text for i in idx]).tolist(),
+    )
     scores = {k: np.asarray(judged[i], dtype=float) for i, k in enumerate(keys)}
     rows = reply_rows(scores, [c.id for c in conditions], [p.id for p in personas], [q.id for q in prompts], dims)
     write_reply_matrix(out, rows, dims)
-    return {"rows": len(rows), "conditions": len(conditions), "personas": len(personas), "prompts": len(prompts),
-            "replies": total, "seconds": round(time.time() - started, 1)}
+    return {
+        "rows": len(rows),
+        "conditions": len(conditions),
+        "personas": len(personas),
+        "prompts": len(prompts),
+        "replies": total,
+        "seconds": round(time.time() - started, 1),
+    }

@@ -99,21 +99,30 @@ def bundle_adapters(bundle: Bundle, lm: LoadedModel) -> dict[str, ValueAdapter]:
     return load_value_adapters(bundle.adapters_dir, lm.model, fingerprint=lm.fingerprint)
 
 
-def lever_reply_condition(lever: LeverEntry | LeverSpec, sae: LoadedSae | None, catalog: Catalog,
-                          vectors: VectorSet | None = None,
-                          adapters: Mapping[str, ValueAdapter] | None = None) -> ReplyCondition:
+def lever_reply_condition(
+    lever: LeverEntry | LeverSpec,
+    sae: LoadedSae | None,
+    catalog: Catalog,
+    vectors: VectorSet | None = None,
+    adapters: Mapping[str, ValueAdapter] | None = None,
+) -> ReplyCondition:
     """A catalog lever as a reply condition, applied as the guard applies it (SAE: additive, all tokens;
     vector: generated tokens; guided: the role wording with its twin's; adapter: at its scale)."""
     if lever.kind == "adapter":
         if not adapters or lever.adapter is None or lever.adapter not in adapters:
-            raise ValueError(f"lever {lever.id} needs the bundle's value adapter {lever.adapter!r} (adapters/), "
-                             "which is not loaded")
+            raise ValueError(
+                f"lever {lever.id} needs the bundle's value adapter {lever.adapter!r} (adapters/), which is not loaded"
+            )
         return ReplyCondition(lever.id, (), (adapters[lever.adapter].intervention(lever.strength),))
     if lever.kind == "role":
         return ReplyCondition(lever.id, (lever.text or "",))
     if lever.kind == "guided":
-        return ReplyCondition(lever.id, (lever.text or "",), guidance_scale=lever.guidance_scale,
-                              negative_instructions=(lever.negative_text,) if lever.negative_text else ())
+        return ReplyCondition(
+            lever.id,
+            (lever.text or "",),
+            guidance_scale=lever.guidance_scale,
+            negative_instructions=(lever.negative_text,) if lever.negative_text else (),
+        )
     if lever.kind == "vector":
         if vectors is None or lever.target is None:
             raise ValueError(f"lever {lever.id} needs the bundle's steering vectors (vectors/), which are not loaded")
@@ -130,8 +139,9 @@ def served_system_prompt(persona_prompt: str | None, instructions: Sequence[str]
     return "\n\n".join(parts) if parts else None
 
 
-def cached_scores(path: Path, version: Any, keys: Sequence[tuple[str, str, str]],
-                  compute: Callable[[Sequence[int]], list[Any]]) -> list[Any]:
+def cached_scores(
+    path: Path, version: Any, keys: Sequence[tuple[str, str, str]], compute: Callable[[Sequence[int]], list[Any]]
+) -> list[Any]:
     """Per-reply scores kept beside the replies, by reply key: ``compute(indices)`` scores only the
     replies (of ``keys``) not yet in the cache; everything is recomputed when ``version`` changes. Order
     and subsets of ``keys`` may change between runs (levers added or dropped)."""
@@ -148,8 +158,9 @@ def cached_scores(path: Path, version: Any, keys: Sequence[tuple[str, str, str]]
         for i, score in zip(missing, compute(missing), strict=True):
             saved[tuple(keys[i])] = score
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tag": {"version": version, "keys": [list(k) for k in saved]},
-                                   "scores": list(saved.values())}))
+        tmp.write_text(
+            json.dumps({"tag": {"version": version, "keys": [list(k) for k in saved]}, "scores": list(saved.values())})
+        )
         os.replace(tmp, path)
     return [saved[tuple(k)] for k in keys]
 
@@ -165,8 +176,13 @@ def t_interval(diffs: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def lever_effects(scores: dict[tuple[str, str, str], np.ndarray], lever: str, personas: Sequence[Persona],
-                  prompts: Sequence[Prompt], dims: Sequence[str]) -> dict[str, dict[str, float]]:
+def lever_effects(
+    scores: dict[tuple[str, str, str], np.ndarray],
+    lever: str,
+    personas: Sequence[Persona],
+    prompts: Sequence[Prompt],
+    dims: Sequence[str],
+) -> dict[str, dict[str, float]]:
     diffs = np.stack([scores[(lever, p.id, q.id)] - scores[("none", p.id, q.id)] for p in personas for q in prompts])
     return {d: t_interval(diffs[:, k]) for k, d in enumerate(dims)}
 
@@ -183,23 +199,39 @@ def agreement(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not chosen:
             continue
         target = [r for r in chosen if r["target"]]
-        on_target = [np.sign(r["effects"][r["target"]]["mean"]) == np.sign(r["survey_effects"][r["target"]])
-                     for r in target]
+        on_target = [
+            np.sign(r["effects"][r["target"]]["mean"]) == np.sign(r["survey_effects"][r["target"]]) for r in target
+        ]
         pairs = [(r["effects"][d]["mean"], r["survey_effects"][d]) for r in chosen for d in r["effects"]]
-        beyond = [np.sign(b) == np.sign(s) for r in chosen for d in r["effects"]
-                  for b, s in [(r["effects"][d]["mean"], r["survey_effects"][d])]
-                  if r["effects"][d]["ci_low"] > 0 or r["effects"][d]["ci_high"] < 0]
+        beyond = [
+            np.sign(b) == np.sign(s)
+            for r in chosen
+            for d in r["effects"]
+            for b, s in [(r["effects"][d]["mean"], r["survey_effects"][d])]
+            if r["effects"][d]["ci_low"] > 0 or r["effects"][d]["ci_high"] < 0
+        ]
         b, s = np.array(pairs).T
         corr = float(np.corrcoef(b, s)[0, 1]) if len(pairs) > 2 and b.std() > 0 and s.std() > 0 else float("nan")
-        out[kind] = {"levers": len(chosen), "on_target_sign_agreement": float(np.mean(on_target)) if target else None,
-                     "sign_agreement_beyond_noise": float(np.mean(beyond)) if beyond else None,
-                     "pairs_beyond_noise": len(beyond), "pearson_r": corr}
+        out[kind] = {
+            "levers": len(chosen),
+            "on_target_sign_agreement": float(np.mean(on_target)) if target else None,
+            "sign_agreement_beyond_noise": float(np.mean(beyond)) if beyond else None,
+            "pairs_beyond_noise": len(beyond),
+            "pearson_r": corr,
+        }
     return out
 
 
-def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settings: ReportSettings, *,
-                           restart: bool = False, log: Callable[[str], None] = print,
-                           backend: ReplyBackend | None = None) -> dict[str, Any]:
+def build_behaviour_report(
+    lm: LoadedModel,
+    bundle_dir: Path,
+    work: Path,
+    settings: ReportSettings,
+    *,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    backend: ReplyBackend | None = None,
+) -> dict[str, Any]:
     started = time.time()
     bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
     catalog = bundle.catalog
@@ -209,18 +241,29 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     if settings.levers is not None:
         unknown = sorted(set(settings.levers) - {e.id for e in catalog.levers})
         if unknown:
-            raise ConfigError.single(str(bundle_dir / CATALOG_FILE), f"unknown lever ids: {', '.join(unknown)}",
-                                     field="--levers", hint="see 'causalguard levers show BUNDLE' for the ids")
+            raise ConfigError.single(
+                str(bundle_dir / CATALOG_FILE),
+                f"unknown lever ids: {', '.join(unknown)}",
+                field="--levers",
+                hint="see 'causalguard levers show BUNDLE' for the ids",
+            )
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
-    vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
-                            fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
+    vectors = (
+        load_vectors(
+            bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers, fingerprint=lm.fingerprint
+        )
+        if bundle.vectors_dir is not None
+        else None
+    )
     adapters = bundle_adapters(bundle, lm)
 
     log("fitting the judge on the labelled dev half ...")
     fitted = fit_probe_judge(lm, load_labelled(dimensions=dims), dims)
     validation = fitted.validation
-    log(f"judge: layer {fitted.judge.weights.layer}, test AUROC min {validation['min_auroc']:.3f} "
-        f"mean {validation['mean_auroc']:.3f}")
+    log(
+        f"judge: layer {fitted.judge.weights.layer}, test AUROC min {validation['min_auroc']:.3f} "
+        f"mean {validation['mean_auroc']:.3f}"
+    )
 
     prompts = list(load_prompts(dimensions=dims).split("dev").balanced(settings.prompts))
     personas = reply_personas(settings.personas, settings.persona_seed)
@@ -232,13 +275,27 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     if len({e.id for e in levers}) != len(levers):
         raise ValueError("lever ids repeat among the extra levers")
     conditions = [ReplyCondition("none")] + [lever_reply_condition(e, sae, catalog, vectors, adapters) for e in levers]
-    identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
-                "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size}
+    identity = {
+        "model": lm.fingerprint,
+        "settings": asdict(settings.replies),
+        "prompts": [p.id for p in prompts],
+        "personas": [asdict(p) for p in personas],
+        "batch_size": settings.batch_size,
+    }
     store = ReplyStore(work, identity, restart=restart)
     log(f"replies: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} prompts")
     t0 = time.time()
-    replies = run_steered_replies(lm, conditions, personas, prompts, settings.replies, store,
-                                  batch_size=settings.batch_size, log=log, backend=backend)
+    replies = run_steered_replies(
+        lm,
+        conditions,
+        personas,
+        prompts,
+        settings.replies,
+        store,
+        batch_size=settings.batch_size,
+        log=log,
+        backend=backend,
+    )
     generation_s = time.time() - t0
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     ordered = [replies[k] for k in keys]
@@ -251,17 +308,34 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     t1 = time.time()
     w = fitted.judge.weights
     judge_id = hashlib.sha256(w.directions.tobytes() + w.midpoints.tobytes() + w.mean.tobytes()).hexdigest()[:16]
-    judged = cached_scores(work / "judge_scores.json", f"probe:{w.layer}:{judge_id}", keys,
-                           lambda idx: fitted.judge.score([ordered[i].text for i in idx]).tolist())
+    judged = cached_scores(
+        work / "judge_scores.json",
+        f"probe:{w.layer}:{judge_id}",
+        keys,
+        lambda idx: fitted.judge.score([ordered[i].text for i in idx]).tolist(),
+    )
     judge_s = time.time() - t1
     t2 = time.time()
-    quality = [ReplyQuality(**q) for q in cached_scores(
-        work / "quality_scores.json", "served-context-v3", keys,
-        lambda idx: [q.as_dict() for q in reply_quality(lm, [text_of[ordered[i].prompt] for i in idx],
-                                                         [ordered[i].text for i in idx],
-                                                         systems=[systems[i] for i in idx])])]
-    sameness = cross_prompt_sameness([r.text for r in ordered], [f"{r.condition}|{r.persona}" for r in ordered],
-                                     [r.prompt for r in ordered])
+    quality = [
+        ReplyQuality(**q)
+        for q in cached_scores(
+            work / "quality_scores.json",
+            "served-context-v3",
+            keys,
+            lambda idx: [
+                q.as_dict()
+                for q in reply_quality(
+                    lm,
+                    [text_of[ordered[i].prompt] for i in idx],
+                    [ordered[i].text for i in idx],
+                    systems=[systems[i] for i in idx],
+                )
+            ],
+        )
+    ]
+    sameness = cross_prompt_sameness(
+        [r.text for r in ordered], [f"{r.condition}|{r.persona}" for r in ordered], [r.prompt for r in ordered]
+    )
     quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     quality_s = time.time() - t2
     scores = {k: np.asarray(judged[i], dtype=float) for i, k in enumerate(keys)}
@@ -280,16 +354,35 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
         if target is not None:
             e = effects[target]
             moved = bool(e["ci_low"] > 0) if entry.direction > 0 else bool(e["ci_high"] < 0)
-        survey = ({d: entry.effects[d].mean for d in dims}
-                  if isinstance(entry, LeverEntry) and entry.effects is not None else None)
-        rows.append({"id": entry.id, "kind": entry.kind, "target": target, "direction": entry.direction,
-                     "spec": lever_spec_dict(entry), "in_survey_catalog": isinstance(entry, LeverEntry),
-                     "effects": effects, "survey_effects": survey,
-                     "moves_target_as_intended": moved, "quality": degradation.as_dict(),
-                     "quality_means": _quality_means(lever_q), "flags": _flag_counts(calibration, lever_q)})
-    settings_doc = {"prompts": [p.id for p in prompts], "prompt_split": "dev",
-                    "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
-                    "judge": "probe", "judge_layer": fitted.judge.weights.layer}
+        survey = (
+            {d: entry.effects[d].mean for d in dims}
+            if isinstance(entry, LeverEntry) and entry.effects is not None
+            else None
+        )
+        rows.append(
+            {
+                "id": entry.id,
+                "kind": entry.kind,
+                "target": target,
+                "direction": entry.direction,
+                "spec": lever_spec_dict(entry),
+                "in_survey_catalog": isinstance(entry, LeverEntry),
+                "effects": effects,
+                "survey_effects": survey,
+                "moves_target_as_intended": moved,
+                "quality": degradation.as_dict(),
+                "quality_means": _quality_means(lever_q),
+                "flags": _flag_counts(calibration, lever_q),
+            }
+        )
+    settings_doc = {
+        "prompts": [p.id for p in prompts],
+        "prompt_split": "dev",
+        "personas": [asdict(p) for p in personas],
+        "replies": asdict(settings.replies),
+        "judge": "probe",
+        "judge_layer": fitted.judge.weights.layer,
+    }
     rows = merged_rows(bundle_dir / BEHAVIOUR_FILE, settings_doc, rows, log)
     base_scores = np.stack([scores[("none", p.id, q.id)] for p in personas for q in prompts])
     judge_means = {d: float(base_scores[:, k].mean()) for k, d in enumerate(dims)}
@@ -300,19 +393,43 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
         "settings": settings_doc,
         "judge": {"layer_scores_dev_cv": {str(k): v for k, v in fitted.layer_scores.items()}, **validation},
         "quality_calibration": calibration.as_dict(),
-        "baseline": {"quality_means": _quality_means(base_q), "flags": _flag_counts(calibration, base_q),
-                     "judge_means": judge_means},
+        "baseline": {
+            "quality_means": _quality_means(base_q),
+            "flags": _flag_counts(calibration, base_q),
+            "judge_means": judge_means,
+        },
         "levers": rows,
         "agreement": agreement(rows),
-        "examples": merged_examples(bundle_dir / BEHAVIOUR_FILE, settings_doc, _examples(
-            replies, [r for r in rows if ("none", personas[0].id, prompts[0].id) in replies
-                      and (r["id"], personas[0].id, prompts[0].id) in replies], personas, prompts)),
-        "timing": {"replies": len(keys), "generation_seconds": generation_s, "judge_seconds": judge_s,
-                   "quality_seconds": quality_s, "total_seconds": time.time() - started},
+        "examples": merged_examples(
+            bundle_dir / BEHAVIOUR_FILE,
+            settings_doc,
+            _examples(
+                replies,
+                [
+                    r
+                    for r in rows
+                    if ("none", personas[0].id, prompts[0].id) in replies
+                    and (r["id"], personas[0].id, prompts[0].id) in replies
+                ],
+                personas,
+                prompts,
+            ),
+        ),
+        "timing": {
+            "replies": len(keys),
+            "generation_seconds": generation_s,
+            "judge_seconds": judge_s,
+            "quality_seconds": quality_s,
+            "total_seconds": time.time() - started,
+        },
     }
-    fitted.judge.save(bundle_dir, {"fitted_on": "labelled_replies.jsonl dev half",
-                                   "validation": {k: validation[k] for k in ("min_auroc", "mean_auroc",
-                                                                             "weak_values")}})
+    fitted.judge.save(
+        bundle_dir,
+        {
+            "fitted_on": "labelled_replies.jsonl dev half",
+            "validation": {k: validation[k] for k in ("min_auroc", "mean_auroc", "weak_values")},
+        },
+    )
     (bundle_dir / BEHAVIOUR_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     (bundle_dir / BEHAVIOUR_REPORT).write_text(render_behaviour(doc))
     seal_bundle(bundle_dir)
@@ -321,8 +438,9 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
     confirmed = read_confirmation(bundle_dir, dims)
     held_out = read_held_out(bundle_dir)
     catalog = with_reply_only_levers(catalog, [e for e in levers if isinstance(e, LeverSpec)])
-    save_catalog(held_out_catalog(confirmed_catalog(attach_replies(catalog, rows, judge_means), confirmed), held_out),
-                 bundle_dir)
+    save_catalog(
+        held_out_catalog(confirmed_catalog(attach_replies(catalog, rows, judge_means), confirmed), held_out), bundle_dir
+    )
     if confirmed:
         log(f"re-applied {CONFIRMATION_FILE} to {len(confirmed)} confirmed levers")
     if held_out["levers"]:
@@ -333,9 +451,18 @@ def build_behaviour_report(lm: LoadedModel, bundle_dir: Path, work: Path, settin
 
 def lever_spec_dict(lever: LeverEntry | LeverSpec) -> dict[str, Any]:
     """What the runtime needs to apply a lever (behaviour-only levers have no catalog entry)."""
-    return {"kind": lever.kind, "target": lever.target, "direction": lever.direction, "strength": lever.strength,
-            "feature": lever.feature, "text": lever.text, "guidance_scale": lever.guidance_scale,
-            "negative_text": lever.negative_text, "layer": lever.layer, "adapter": lever.adapter}
+    return {
+        "kind": lever.kind,
+        "target": lever.target,
+        "direction": lever.direction,
+        "strength": lever.strength,
+        "feature": lever.feature,
+        "text": lever.text,
+        "guidance_scale": lever.guidance_scale,
+        "negative_text": lever.negative_text,
+        "layer": lever.layer,
+        "adapter": lever.adapter,
+    }
 
 
 def with_reply_only_levers(catalog: Catalog, extra: Sequence[LeverSpec]) -> Catalog:
@@ -343,14 +470,25 @@ def with_reply_only_levers(catalog: Catalog, extra: Sequence[LeverSpec]) -> Cata
     replies only: no survey effects). Other extras (role wordings, SAE sweeps) join the catalog only
     through 'levers extend', which surveys them."""
     known = {e.id for e in catalog.levers}
-    added = [LeverEntry(**asdict(spec), source=spec.kind, effects=None, counts=None, intended_share=None,
-                        specificity=None, fluency=None)
-             for spec in extra if spec.kind in REPLY_ONLY_KINDS and spec.id not in known]
+    added = [
+        LeverEntry(
+            **asdict(spec),
+            source=spec.kind,
+            effects=None,
+            counts=None,
+            intended_share=None,
+            specificity=None,
+            fluency=None,
+        )
+        for spec in extra
+        if spec.kind in REPLY_ONLY_KINDS and spec.id not in known
+    ]
     return catalog.model_copy(update={"levers": [*catalog.levers, *added]}) if added else catalog
 
 
-def merged_rows(path: Path, settings_doc: dict[str, Any], rows: list[dict[str, Any]],
-                log: Callable[[str], None]) -> list[dict[str, Any]]:
+def merged_rows(
+    path: Path, settings_doc: dict[str, Any], rows: list[dict[str, Any]], log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """This run's lever rows plus the rows of an earlier report measured with the same prompts,
     personas, reply settings and judge (levers measured in separate runs accumulate)."""
     if not path.exists():
@@ -397,11 +535,13 @@ def finite_json(obj: Any) -> Any:
 
 def _quality_means(qs: Sequence[ReplyQuality]) -> dict[str, float]:
     finite = [q.perplexity for q in qs if math.isfinite(q.perplexity)]
-    return {"repetition": float(np.mean([q.repetition for q in qs])),
-            "distinct2": float(np.mean([q.distinct2 for q in qs])),
-            "perplexity_median": float(np.median(finite)) if finite else float("inf"),
-            "relevance": float(np.mean([q.relevance for q in qs])),
-            "words": float(np.mean([q.words for q in qs]))}
+    return {
+        "repetition": float(np.mean([q.repetition for q in qs])),
+        "distinct2": float(np.mean([q.distinct2 for q in qs])),
+        "perplexity_median": float(np.median(finite)) if finite else float("inf"),
+        "relevance": float(np.mean([q.relevance for q in qs])),
+        "words": float(np.mean([q.words for q in qs])),
+    }
 
 
 def _flag_counts(calibration: QualityCalibration, qs: Sequence[ReplyQuality]) -> dict[str, int]:
@@ -412,8 +552,13 @@ def _flag_counts(calibration: QualityCalibration, qs: Sequence[ReplyQuality]) ->
     return counts
 
 
-def _examples(replies: dict[tuple[str, str, str], Reply], rows: Sequence[dict[str, Any]],
-              personas: Sequence[Persona], prompts: Sequence[Prompt], per_lever: int = 1) -> list[dict[str, str]]:
+def _examples(
+    replies: dict[tuple[str, str, str], Reply],
+    rows: Sequence[dict[str, Any]],
+    personas: Sequence[Persona],
+    prompts: Sequence[Prompt],
+    per_lever: int = 1,
+) -> list[dict[str, str]]:
     """The first prompt's replies for every lever beside the unsteered one (for reading, not scoring)."""
     out = []
     persona = personas[0].id
@@ -453,16 +598,27 @@ def render_behaviour(doc: dict[str, Any]) -> str:
     ]
     for d in dims:
         v = judge["per_value"][d]
-        lines.append(f"| {d} | {v['auroc']:.3f} ({v['auroc_ci'][0]:.2f}, {v['auroc_ci'][1]:.2f}) | "
-                     f"{v['specificity_auroc']:.3f} | {v['n_high']}/{v['n_low']} | {'weak' if d in weak else ''} |")
-    lines += ["", f"Min AUROC {judge['min_auroc']:.3f}, mean {judge['mean_auroc']:.3f}. Specificity AUROC: the "
-              "value's high-pole replies against every text not labelled with this value (other values' replies "
-              "and neutral ones).", "", "Confusion (mean judge score per labelled class):", "",
-              "| class | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
+        lines.append(
+            f"| {d} | {v['auroc']:.3f} ({v['auroc_ci'][0]:.2f}, {v['auroc_ci'][1]:.2f}) | "
+            f"{v['specificity_auroc']:.3f} | {v['n_high']}/{v['n_low']} | {'weak' if d in weak else ''} |"
+        )
+    lines += [
+        "",
+        f"Min AUROC {judge['min_auroc']:.3f}, mean {judge['mean_auroc']:.3f}. Specificity AUROC: the "
+        "value's high-pole replies against every text not labelled with this value (other values' replies "
+        "and neutral ones).",
+        "",
+        "Confusion (mean judge score per labelled class):",
+        "",
+        "| class | " + " | ".join(dims) + " |",
+        "|---|" + "---|" * len(dims),
+    ]
     for cls, row in judge["confusion"].items():
         lines.append(f"| {cls} | " + " | ".join(f"{row[d]:+.2f}" for d in dims) + " |")
     lines += [
-        "", "## Reply quality", "",
+        "",
+        "## Reply quality",
+        "",
         f"Calibrated on {cal['n']} unsteered replies: a reply is degraded when it is empty (< 3 words), a refusal, "
         f"or outside the unsteered 95% range: repeated 4-grams > {cal['max_repetition']:.3f}, distinct bigrams < "
         f"{cal['min_distinct2']:.3f}, perplexity > {cal['max_perplexity']:.1f}, relevance (PMI with the message) "
@@ -490,18 +646,32 @@ def render_behaviour(doc: dict[str, Any]) -> str:
             f"{_f(r['survey_effects'][t]) if t and r.get('survey_effects') else 'n/a'} | "
             f"{q['degraded']}/{q['n']} ({q['baseline_degraded']}/{q['baseline_n']}) | {q['p_value']:.3f}"
             f"{' **degrades**' if q['is_degraded'] else ''} | "
-            + ", ".join(f"{k} {v}" for k, v in sorted(r["flags"].items())) + " |")
-    lines += ["", "## Behavioural vs survey effects", "",
-              "| levers | n | on-target sign agreement | sign agreement where the judge effect is beyond noise "
-              "(pairs) | Pearson r over lever x value |", "|---|---|---|---|---|"]
+            + ", ".join(f"{k} {v}" for k, v in sorted(r["flags"].items()))
+            + " |"
+        )
+    lines += [
+        "",
+        "## Behavioural vs survey effects",
+        "",
+        "| levers | n | on-target sign agreement | sign agreement where the judge effect is beyond noise "
+        "(pairs) | Pearson r over lever x value |",
+        "|---|---|---|---|---|",
+    ]
     for kind, a in doc["agreement"].items():
         on = a["on_target_sign_agreement"]
         beyond = a["sign_agreement_beyond_noise"]
-        lines.append(f"| {kind} | {a['levers']} | {'n/a' if on is None else f'{on:.0%}'} | "
-                     f"{'n/a' if beyond is None else f'{beyond:.0%}'} ({a['pairs_beyond_noise']}) | "
-                     f"{_f(a['pearson_r'], 2)} |")
-    lines += ["", "## Every lever: judge effect on every value (mean)", "",
-              "| lever | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
+        lines.append(
+            f"| {kind} | {a['levers']} | {'n/a' if on is None else f'{on:.0%}'} | "
+            f"{'n/a' if beyond is None else f'{beyond:.0%}'} ({a['pairs_beyond_noise']}) | "
+            f"{_f(a['pearson_r'], 2)} |"
+        )
+    lines += [
+        "",
+        "## Every lever: judge effect on every value (mean)",
+        "",
+        "| lever | " + " | ".join(dims) + " |",
+        "|---|" + "---|" * len(dims),
+    ]
     for r in doc["levers"]:
         cells = []
         for d in dims:
@@ -514,7 +684,10 @@ def render_behaviour(doc: dict[str, Any]) -> str:
         reply = ex["reply"].replace("\n", " ").replace("|", "/")
         lines.append(f"- **{ex['lever']}**: {reply}")
     t = doc["timing"]
-    lines += ["", f"Timing: {t['replies']} replies; generation {t['generation_seconds']:.0f} s, judge "
-              f"{t['judge_seconds']:.0f} s, quality {t['quality_seconds']:.0f} s, total {t['total_seconds']:.0f} s "
-              "(this run; resumed runs count only the resumed part of generation)."]
+    lines += [
+        "",
+        f"Timing: {t['replies']} replies; generation {t['generation_seconds']:.0f} s, judge "
+        f"{t['judge_seconds']:.0f} s, quality {t['quality_seconds']:.0f} s, total {t['total_seconds']:.0f} s "
+        "(this run; resumed runs count only the resumed part of generation).",
+    ]
     return "\n".join(lines) + "\n"

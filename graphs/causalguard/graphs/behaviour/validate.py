@@ -75,63 +75,110 @@ def every_value_profiles(dimensions: Sequence[str]) -> dict[str, ProfileSpec]:
     return out
 
 
-def _plans(config: GuardConfig, profiles: dict[str, ProfileSpec], bundle: Bundle,
-           sae_available: bool, vectors_available: bool = False,
-           adapters_available: bool = False) -> tuple[dict[str, Plan], dict[str, str]]:
+def _plans(
+    config: GuardConfig,
+    profiles: dict[str, ProfileSpec],
+    bundle: Bundle,
+    sae_available: bool,
+    vectors_available: bool = False,
+    adapters_available: bool = False,
+) -> tuple[dict[str, Plan], dict[str, str]]:
     plans, refused = {}, {}
-    local_kinds = runnable_kinds(local_model=True, sae_loaded=sae_available, vectors_loaded=vectors_available,
-                                 adapters_loaded=adapters_available)
+    local_kinds = runnable_kinds(
+        local_model=True, sae_loaded=sae_available, vectors_loaded=vectors_available, adapters_loaded=adapters_available
+    )
     for name, profile in profiles.items():
         if not profile.targets:
             continue
         try:
-            plans[name] = plan_levers(profile, bundle, config.limits, name=name, sae_available=sae_available,
-                                      units=config.units, local_kinds=local_kinds)
+            plans[name] = plan_levers(
+                profile,
+                bundle,
+                config.limits,
+                name=name,
+                sae_available=sae_available,
+                units=config.units,
+                local_kinds=local_kinds,
+            )
         except PlanInfeasibleError as exc:
             refused[name] = str(exc)
     return plans, refused
 
 
-def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, profiles: dict[str, ProfileSpec],
-                      work: Path, settings: ValidateSettings, *, restart: bool = False,
-                      log: Callable[[str], None] = print, backend: ReplyBackend | None = None,
-                      second_judge: ContrastJudge | None = None) -> dict[str, Any]:
+def validate_profiles(
+    lm: LoadedModel,
+    bundle: Bundle,
+    config: GuardConfig,
+    profiles: dict[str, ProfileSpec],
+    work: Path,
+    settings: ValidateSettings,
+    *,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    backend: ReplyBackend | None = None,
+    second_judge: ContrastJudge | None = None,
+) -> dict[str, Any]:
     if bundle.catalog is None or bundle.path is None or bundle.behaviour is None:
         raise ValueError("validation needs a bundle folder with a catalog and a behaviour report")
     catalog = bundle.catalog
     dims = catalog.dimensions
     sae = load_sae(bundle.sae_dir, lm) if bundle.sae_dir is not None else None
-    vectors = (load_vectors(bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers,
-                            fingerprint=lm.fingerprint) if bundle.vectors_dir is not None else None)
+    vectors = (
+        load_vectors(
+            bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers, fingerprint=lm.fingerprint
+        )
+        if bundle.vectors_dir is not None
+        else None
+    )
     adapters = bundle_adapters(bundle, lm)
     plans, refused = _plans(config, profiles, bundle, sae is not None, vectors is not None, bool(adapters))
     for name, why in refused.items():
         log(f"{name}: refused by the planner: {why.splitlines()[0]}")
     judge = load_probe_judge(bundle.path, lm)
     calibration = bundle.behaviour.calibration
-    prompts = list(load_prompts(dimensions=dims).split("test").balanced_slice(settings.prompt_offset,
-                                                                          settings.prompts))
-    personas = [p if p.id != "assistant" else type(p)("operator", config.system_prompt)
-                for p in reply_personas(settings.personas, settings.persona_seed)]
+    prompts = list(load_prompts(dimensions=dims).split("test").balanced_slice(settings.prompt_offset, settings.prompts))
+    personas = [
+        p if p.id != "assistant" else type(p)("operator", config.system_prompt)
+        for p in reply_personas(settings.personas, settings.persona_seed)
+    ]
     condition_of = {name: "plan:" + "+".join(lever.id for lever in plan.levers) for name, plan in plans.items()}
     conditions = [ReplyCondition("none")]
     for name, plan in plans.items():  # profiles with the same levers share one condition
         if condition_of[name] not in {c.id for c in conditions}:
             negative = plan.negative_instructions()
             guided = plan.guided_lever
-            conditions.append(ReplyCondition(condition_of[name], tuple(plan.role_instructions()),
-                                             plan_interventions(plan, sae, catalog, vectors, adapters),
-                                             guided.guidance_scale if guided is not None else None,
-                                             tuple(negative or ())))
-    identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
-                "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "split": "test",
-                "plans": {name: [lever.id for lever in plan.levers] for name, plan in plans.items()}}
+            conditions.append(
+                ReplyCondition(
+                    condition_of[name],
+                    tuple(plan.role_instructions()),
+                    plan_interventions(plan, sae, catalog, vectors, adapters),
+                    guided.guidance_scale if guided is not None else None,
+                    tuple(negative or ()),
+                )
+            )
+    identity = {
+        "model": lm.fingerprint,
+        "settings": asdict(settings.replies),
+        "prompts": [p.id for p in prompts],
+        "personas": [asdict(p) for p in personas],
+        "batch_size": settings.batch_size,
+        "split": "test",
+        "plans": {name: [lever.id for lever in plan.levers] for name, plan in plans.items()},
+    }
     store = ReplyStore(work, identity, restart=restart)
     log(f"replies: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} test prompts")
     with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
-        replies = run_replies(lm, conditions, personas, prompts, settings.replies, store,
-                              batch_size=settings.batch_size,
-                              progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)
+        replies = run_replies(
+            lm,
+            conditions,
+            personas,
+            prompts,
+            settings.replies,
+            store,
+            batch_size=settings.batch_size,
+            progress=lambda done, total: log(f"  {done}/{total} replies"),
+            backend=backend,
+        )
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     texts = [replies[k].text for k in keys]
     log("judging and measuring reply quality ...")
@@ -139,8 +186,12 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
     system_of = {p.id: p.system_prompt for p in personas}
     instructions = {c.id: c.instructions for c in conditions}
     text_of = {q.id: q.text for q in prompts}
-    quality = reply_quality(lm, [text_of[k[2]] for k in keys], texts,
-                            systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys])
+    quality = reply_quality(
+        lm,
+        [text_of[k[2]] for k in keys],
+        texts,
+        systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys],
+    )
     row = {k: i for i, k in enumerate(keys)}
     sameness = cross_prompt_sameness(texts, [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys])
     quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
@@ -149,36 +200,62 @@ def validate_profiles(lm: LoadedModel, bundle: Bundle, config: GuardConfig, prof
     results = {}
     for name, plan in plans.items():
         cid = condition_of[name]
-        diffs = np.stack([scores[row[(cid, p.id, q.id)]] - scores[row[("none", p.id, q.id)]]
-                          for p in personas for q in prompts])
+        diffs = np.stack(
+            [scores[row[(cid, p.id, q.id)]] - scores[row[("none", p.id, q.id)]] for p in personas for q in prompts]
+        )
         measured = {d: t_interval(diffs[:, k]) for k, d in enumerate(dims)}
         flags = [calibration.degraded(quality[row[(cid, p.id, q.id)]]) for p in personas for q in prompts]
         degradation = compare_degradation(flags, base_flags)
-        results[name] = _verdict(plan, measured, degradation.as_dict(), settings.min_sign_agreement,
-                                 second.get(name))
+        results[name] = _verdict(plan, measured, degradation.as_dict(), settings.min_sign_agreement, second.get(name))
         # everyday traffic for the lever: the prompts not tagged with its target (what it was not chosen on)
         results[name]["untagged"] = {
-            value: t_interval(np.asarray([scores[row[(cid, p.id, q.id)]][dims.index(value)]
-                                          - scores[row[("none", p.id, q.id)]][dims.index(value)]
-                                          for p in personas for q in prompts if value not in q.values]))
-            for value in plan.goals}
-        results[name]["example"] = {"prompt": prompts[0].text,
-                                    "guarded": replies[(cid, personas[0].id, prompts[0].id)].text,
-                                    "unguarded": replies[("none", personas[0].id, prompts[0].id)].text}
-    doc = {"model": lm.name, "units": next(iter(plans.values())).units if plans else config.units,
-           "prompts": [q.id for q in prompts], "prompt_split": "test", "prompt_offset": settings.prompt_offset,
-           "persona_seed": settings.persona_seed,
-           "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
-           "second_judge": None if second_judge is None else {"kind": "contrast", "model": second_judge.lm.name,
-                                                               "framings": len(second_judge.framings)},
-           "profiles": results, "refused": refused}
+            value: t_interval(
+                np.asarray(
+                    [
+                        scores[row[(cid, p.id, q.id)]][dims.index(value)]
+                        - scores[row[("none", p.id, q.id)]][dims.index(value)]
+                        for p in personas
+                        for q in prompts
+                        if value not in q.values
+                    ]
+                )
+            )
+            for value in plan.goals
+        }
+        results[name]["example"] = {
+            "prompt": prompts[0].text,
+            "guarded": replies[(cid, personas[0].id, prompts[0].id)].text,
+            "unguarded": replies[("none", personas[0].id, prompts[0].id)].text,
+        }
+    doc = {
+        "model": lm.name,
+        "units": next(iter(plans.values())).units if plans else config.units,
+        "prompts": [q.id for q in prompts],
+        "prompt_split": "test",
+        "prompt_offset": settings.prompt_offset,
+        "persona_seed": settings.persona_seed,
+        "personas": [asdict(p) for p in personas],
+        "replies": asdict(settings.replies),
+        "second_judge": None
+        if second_judge is None
+        else {"kind": "contrast", "model": second_judge.lm.name, "framings": len(second_judge.framings)},
+        "profiles": results,
+        "refused": refused,
+    }
     (work / VALIDATION_FILE).write_text(json.dumps(finite_json(doc), indent=2) + "\n")
     return doc
 
 
-def _second_judge_effects(judge: ContrastJudge | None, plans: dict[str, Plan], condition_of: dict[str, str],
-                          keys: Sequence[tuple[str, str, str]], texts: Sequence[str], personas: Sequence[Any],
-                          prompts: Sequence[Any], log: Callable[[str], None]) -> dict[str, dict[str, dict[str, float]]]:
+def _second_judge_effects(
+    judge: ContrastJudge | None,
+    plans: dict[str, Plan],
+    condition_of: dict[str, str],
+    keys: Sequence[tuple[str, str, str]],
+    texts: Sequence[str],
+    personas: Sequence[Any],
+    prompts: Sequence[Any],
+    log: Callable[[str], None],
+) -> dict[str, dict[str, dict[str, float]]]:
     """Per profile, the second judge's change on each of its targets (guarded minus unguarded, 95% t)."""
     if judge is None:
         return {}
@@ -198,14 +275,20 @@ def _second_judge_effects(judge: ContrastJudge | None, plans: dict[str, Plan], c
             if value not in plan.goals:
                 continue
             cid = condition_of[name]
-            diffs = np.asarray([scored[(cid, p.id, q.id)] - scored[("none", p.id, q.id)]
-                                for p in personas for q in prompts])
+            diffs = np.asarray(
+                [scored[(cid, p.id, q.id)] - scored[("none", p.id, q.id)] for p in personas for q in prompts]
+            )
             out.setdefault(name, {})[value] = t_interval(diffs)
     return out
 
 
-def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[str, Any],
-             min_agreement: float, second: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+def _verdict(
+    plan: Plan,
+    measured: dict[str, dict[str, float]],
+    quality: dict[str, Any],
+    min_agreement: float,
+    second: dict[str, dict[str, float]] | None = None,
+) -> dict[str, Any]:
     moved = [v for v, e in measured.items() if e["ci_low"] > 0 or e["ci_high"] < 0]
     agree = [v for v in moved if np.sign(plan.forecast_for(v).change) == np.sign(measured[v]["mean"])]
     targets = {}
@@ -215,29 +298,48 @@ def _verdict(plan: Plan, measured: dict[str, dict[str, float]], quality: dict[st
     agreement = len(agree) / len(moved) if moved else None
     confirmed = None
     if second is not None:
-        confirmed = {v: bool(second[v]["ci_low"] > 0) if goal > 0 else bool(second[v]["ci_high"] < 0)
-                     for v, goal in plan.goals.items()}
-    passed = (all(targets.values()) and not quality["is_degraded"]
-              and (agreement is None or agreement >= min_agreement)
-              and (confirmed is None or all(confirmed.values())))
+        confirmed = {
+            v: bool(second[v]["ci_low"] > 0) if goal > 0 else bool(second[v]["ci_high"] < 0)
+            for v, goal in plan.goals.items()
+        }
+    passed = (
+        all(targets.values())
+        and not quality["is_degraded"]
+        and (agreement is None or agreement >= min_agreement)
+        and (confirmed is None or all(confirmed.values()))
+    )
     additivity = None
     if len(plan.levers) >= 2:  # the forecast is the sum of single-lever effects (dev prompts): how far off?
         misses = {v: measured[v]["mean"] - plan.forecast_for(v).change for v in measured}
-        additivity = {"mean_abs_miss": float(np.mean([abs(m) for m in misses.values()])),
-                      "target_miss": {v: misses[v] for v in plan.goals}}
-    return {"levers": [lever.id for lever in plan.levers], "units": plan.units, "additivity": additivity,
-            "forecast": {f.value: {"change": f.change, "low": f.low, "high": f.high} for f in plan.forecast},
-            "measured": measured, "target_moved_as_intended": targets, "quality": quality,
-            "second_judge": second, "second_judge_confirms": confirmed,
-            "moved_beyond_noise": moved, "sign_agreement": agreement, "passed": passed}
+        additivity = {
+            "mean_abs_miss": float(np.mean([abs(m) for m in misses.values()])),
+            "target_miss": {v: misses[v] for v in plan.goals},
+        }
+    return {
+        "levers": [lever.id for lever in plan.levers],
+        "units": plan.units,
+        "additivity": additivity,
+        "forecast": {f.value: {"change": f.change, "low": f.low, "high": f.high} for f in plan.forecast},
+        "measured": measured,
+        "target_moved_as_intended": targets,
+        "quality": quality,
+        "second_judge": second,
+        "second_judge_confirms": confirmed,
+        "moved_beyond_noise": moved,
+        "sign_agreement": agreement,
+        "passed": passed,
+    }
 
 
 def render_validation(doc: dict[str, Any]) -> str:
-    lines = [f"Held-out validation on {doc['model']}: {len(doc['prompts'])} test prompts x {len(doc['personas'])} "
-             f"fresh personas, {doc['units']} units (change = guarded minus unguarded, 95% CI)", "",
-             "| profile | levers | target change (95% CI) | forecast | moved as intended | second judge (95% CI) "
-             "| degraded (unguarded) | sign agreement (values moved) | passed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Held-out validation on {doc['model']}: {len(doc['prompts'])} test prompts x {len(doc['personas'])} "
+        f"fresh personas, {doc['units']} units (change = guarded minus unguarded, 95% CI)",
+        "",
+        "| profile | levers | target change (95% CI) | forecast | moved as intended | second judge (95% CI) "
+        "| degraded (unguarded) | sign agreement (values moved) | passed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in doc["profiles"].items():
         for value in r["target_moved_as_intended"]:
             e = r["measured"][value]
@@ -246,29 +348,45 @@ def render_validation(doc: dict[str, Any]) -> str:
             agreement = "n/a" if r["sign_agreement"] is None else f"{r['sign_agreement']:.0%}"
             second = (r.get("second_judge") or {}).get(value)
             confirms = (r.get("second_judge_confirms") or {}).get(value)
-            judged = ("not run" if second is None else f"{second['mean']:+.4f} ({second['ci_low']:+.4f}, "
-                      f"{second['ci_high']:+.4f}) {'yes' if confirms else 'no'}")
-            lines.append(f"| {name} | {', '.join(r['levers'])} | {e['mean']:+.3f} ({e['ci_low']:+.3f}, "
-                         f"{e['ci_high']:+.3f}) | {f['change']:+.3f} | "
-                         f"{'yes' if r['target_moved_as_intended'][value] else 'no'} | {judged} | "
-                         f"{q['degraded']}/{q['n']} ({q['baseline_degraded']}/{q['baseline_n']}) | {agreement} "
-                         f"({len(r['moved_beyond_noise'])}) | {'yes' if r['passed'] else 'no'} |")
+            judged = (
+                "not run"
+                if second is None
+                else f"{second['mean']:+.4f} ({second['ci_low']:+.4f}, "
+                f"{second['ci_high']:+.4f}) {'yes' if confirms else 'no'}"
+            )
+            lines.append(
+                f"| {name} | {', '.join(r['levers'])} | {e['mean']:+.3f} ({e['ci_low']:+.3f}, "
+                f"{e['ci_high']:+.3f}) | {f['change']:+.3f} | "
+                f"{'yes' if r['target_moved_as_intended'][value] else 'no'} | {judged} | "
+                f"{q['degraded']}/{q['n']} ({q['baseline_degraded']}/{q['baseline_n']}) | {agreement} "
+                f"({len(r['moved_beyond_noise'])}) | {'yes' if r['passed'] else 'no'} |"
+            )
     untagged = {n: r["untagged"] for n, r in doc["profiles"].items() if r.get("untagged")}
     if untagged:
-        lines += ["", "Everyday traffic for each lever: the target's change on the test prompts *not* tagged with it:",
-                  ""]
+        lines += [
+            "",
+            "Everyday traffic for each lever: the target's change on the test prompts *not* tagged with it:",
+            "",
+        ]
         for name, by_value in untagged.items():
-            lines.append(f"- {name}: " + ", ".join(
-                f"{v} {e['mean']:+.3f} ({e['ci_low']:+.3f}, {e['ci_high']:+.3f}; {e['n']} pairs)"
-                for v, e in by_value.items()))
+            lines.append(
+                f"- {name}: "
+                + ", ".join(
+                    f"{v} {e['mean']:+.3f} ({e['ci_low']:+.3f}, {e['ci_high']:+.3f}; {e['n']} pairs)"
+                    for v, e in by_value.items()
+                )
+            )
     pairs = {n: r["additivity"] for n, r in doc["profiles"].items() if r.get("additivity")}
     if pairs:
-        lines += ["", "Additivity (plans combining levers; forecast = sum of the single levers' effects on dev "
-                  "prompts, measured = the combination on test prompts):", ""]
+        lines += [
+            "",
+            "Additivity (plans combining levers; forecast = sum of the single levers' effects on dev "
+            "prompts, measured = the combination on test prompts):",
+            "",
+        ]
         for name, a in pairs.items():
             misses = ", ".join(f"{v} {m:+.3f}" for v, m in a["target_miss"].items())
-            lines.append(f"- {name}: mean |measured - forecast| over values {a['mean_abs_miss']:.3f}; "
-                         f"targets {misses}")
+            lines.append(f"- {name}: mean |measured - forecast| over values {a['mean_abs_miss']:.3f}; targets {misses}")
     if doc["refused"]:
         lines += ["", "Refused by the planner (no lever combination meets them without degrading replies):", ""]
         for name, why in doc["refused"].items():

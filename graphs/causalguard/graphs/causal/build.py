@@ -48,9 +48,15 @@ class BuildSettings:
     units: Literal["survey", "replies"] = "survey"
 
 
-def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path | None = None,
-                 interventions: ScoreMatrix | None = None, catalog: Catalog | None = None,
-                 interventions_source: Path | None = None) -> Bundle:
+def build_bundle(
+    matrix: ScoreMatrix,
+    settings: BuildSettings,
+    *,
+    source: Path | None = None,
+    interventions: ScoreMatrix | None = None,
+    catalog: Catalog | None = None,
+    interventions_source: Path | None = None,
+) -> Bundle:
     """Discover the graph (stability selection over bootstraps), estimate effects, evaluate."""
     nodes = matrix.columns
     n = len(nodes)
@@ -68,19 +74,29 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
     effects = class_total_effects(full, data, limit=settings.dag_limit, seed=settings.seed)
     boot_totals = np.zeros((0, n, n))
     if samples:  # each bootstrap graph's effects, fitted on its own resample: the prediction bands
-        boot_totals = np.stack([class_total_effects(g, data[idx], limit=8, seed=settings.seed).mean[:n, :n]
-                                for g, idx in zip(samples, indices, strict=True)])
+        boot_totals = np.stack(
+            [
+                class_total_effects(g, data[idx], limit=8, seed=settings.seed).mean[:n, :n]
+                for g, idx in zip(samples, indices, strict=True)
+            ]
+        )
     graph = ValueGraph(tuple(nodes), tuple(e for e in full.edges if e.source in nodes and e.target in nodes))
     survey = _survey_metadata(source) if settings.units == "survey" else {}
     if settings.units == "replies" and catalog is not None:  # the replies' model is the catalog's
         survey["model"] = catalog.model.model_dump()
     discovery: dict[str, Any] = {
-        "alpha": pc.alpha, "max_depth": pc.max_depth, "stable": pc.stable,
-        "knowledge": asdict(settings.pc.knowledge), "bootstrap": settings.bootstrap, "seed": settings.seed,
+        "alpha": pc.alpha,
+        "max_depth": pc.max_depth,
+        "stable": pc.stable,
+        "knowledge": asdict(settings.pc.knowledge),
+        "bootstrap": settings.bootstrap,
+        "seed": settings.seed,
         "stability_threshold": settings.stability if samples else None,
         "edges_selected_by": f"adjacency in >= {settings.stability:.0%} of {len(samples)} bootstrap graphs"
-        if samples else "one PC run on all rows (no bootstrap)",
-        "dropped": matrix.dropped, "columns": nodes,
+        if samples
+        else "one PC run on all rows (no bootstrap)",
+        "dropped": matrix.dropped,
+        "columns": nodes,
     }
     if joint is not None:
         discovery["interventions"] = {
@@ -97,21 +113,42 @@ def build_bundle(matrix: ScoreMatrix, settings: BuildSettings, *, source: Path |
         "model": survey.get("model", {"name": "unknown", "fingerprint": ""}),
         "inventory": survey.get("inventory", {"dimensions": nodes}),
         "survey": {k: survey[k] for k in ("method", "settings", "conditions", "quality") if k in survey}
-        | {"rows": len(data), "survey_rows": matrix.shape[0], "source": str(source) if source else None,
-           "units": settings.units, "columns_used": _COLUMNS_USED[settings.units]},
+        | {
+            "rows": len(data),
+            "survey_rows": matrix.shape[0],
+            "source": str(source) if source else None,
+            "units": settings.units,
+            "columns_used": _COLUMNS_USED[settings.units],
+        },
         "discovery": discovery,
         "graph": graph.to_json(),
-        "effects": {"nodes": list(nodes), "dags_in_class": effects.dags, "file": EFFECTS_FILE,
-                    "meaning": "total[i][j] = change of j per unit do(i += 1), mean over the class's DAGs"},
+        "effects": {
+            "nodes": list(nodes),
+            "dags_in_class": effects.dags,
+            "file": EFFECTS_FILE,
+            "meaning": "total[i][j] = change of j per unit do(i += 1), mean over the class's DAGs",
+        },
         "evaluation": evaluate_held_out(matrix, settings.pc, seed=settings.seed, random_graphs=settings.random_graphs),
         "human_comparison": compare_with_reference(graph, matrix.correlation(), permutations=settings.permutations),
     }
-    bundle = Bundle(doc, graph, EffectModel(tuple(nodes), effects.mean[:n, :n], boot_totals),
-                    effects.low[:n, :n], effects.high[:n, :n], catalog=catalog)
+    bundle = Bundle(
+        doc,
+        graph,
+        EffectModel(tuple(nodes), effects.mean[:n, :n], boot_totals),
+        effects.low[:n, :n],
+        effects.high[:n, :n],
+        catalog=catalog,
+    )
     if interventions is not None and settings.evaluate_levers:
         doc["evaluation"]["leave_one_lever_out"] = leave_one_lever_out(
-            _observational(matrix, settings), interventions, bundle, settings.pc, seed=settings.seed,
-            random_graphs=settings.random_graphs, units=settings.units)
+            _observational(matrix, settings),
+            interventions,
+            bundle,
+            settings.pc,
+            seed=settings.seed,
+            random_graphs=settings.random_graphs,
+            units=settings.units,
+        )
     return bundle
 
 

@@ -61,8 +61,9 @@ class ChangeRule:
         return p < self.alpha
 
     def describe(self) -> str:
-        return (f"|mean change| > {self.threshold:g}" if self.kind == "threshold"
-                else f"paired t-test p < {self.alpha:g}")
+        return (
+            f"|mean change| > {self.threshold:g}" if self.kind == "threshold" else f"paired t-test p < {self.alpha:g}"
+        )
 
 
 def paired_changes(matrix: ScoreMatrix) -> dict[str, np.ndarray]:
@@ -84,8 +85,11 @@ def paired_changes(matrix: ScoreMatrix) -> dict[str, np.ndarray]:
         if pairs:
             out[label] = np.array([matrix.values[i] - matrix.values[j] for i, j in pairs])
     if not out:
-        raise ConfigError.single("--test", "no steered row has an unsteered row of the same persona",
-                                 hint="the matrix needs unsteered rows (empty steer_dim or 'none') per persona")
+        raise ConfigError.single(
+            "--test",
+            "no steered row has an unsteered row of the same persona",
+            hint="the matrix needs unsteered rows (empty steer_dim or 'none') per persona",
+        )
     return out
 
 
@@ -102,21 +106,31 @@ def intervention_label(text: str) -> str:
 def largest_change_targets(matrix: ScoreMatrix) -> dict[str, str]:
     """Per intervention of ``matrix`` (typically the *training* matrix), the value it changed most (largest
     |mean paired change|): a target for SAE features, which name no value."""
-    return {label: matrix.columns[int(np.argmax(np.abs(changes.mean(axis=0))))]
-            for label, changes in paired_changes(matrix).items()}
+    return {
+        label: matrix.columns[int(np.argmax(np.abs(changes.mean(axis=0))))]
+        for label, changes in paired_changes(matrix).items()
+    }
 
 
-def change_rate_table(matrix: ScoreMatrix, graph: ValueGraph, rule: ChangeRule, *,
-                      target_map: Mapping[str, str] | None = None,
-                      interventions: Sequence[str] | None = None) -> dict[str, Any]:
+def change_rate_table(
+    matrix: ScoreMatrix,
+    graph: ValueGraph,
+    rule: ChangeRule,
+    *,
+    target_map: Mapping[str, str] | None = None,
+    interventions: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Per target value: the change rate of its descendants ("expected") and of the other values
     ("unexpected"), over the interventions that target it and changed it; ``None`` where there is no such
     intervention or no such value. ``interventions`` keeps only those labels (default: all)."""
     nodes = list(graph.nodes)
     missing = [v for v in nodes if v not in matrix.columns]
     if missing:
-        raise ConfigError.single("--test", f"the matrix lacks the graph's value(s) {', '.join(missing)}",
-                                 hint=f"its value columns are: {', '.join(matrix.columns)}")
+        raise ConfigError.single(
+            "--test",
+            f"the matrix lacks the graph's value(s) {', '.join(missing)}",
+            hint=f"its value columns are: {', '.join(matrix.columns)}",
+        )
     order = [matrix.columns.index(v) for v in nodes]
     changes = paired_changes(matrix)
     if interventions is not None:
@@ -143,13 +157,25 @@ def change_rate_table(matrix: ScoreMatrix, graph: ValueGraph, rule: ChangeRule, 
                     bucket = hits[x]["expected" if v in descendants[x] else "unexpected"]
                     bucket[0] += int(c)
                     bucket[1] += 1
-    per_value = {v: {"expected": _rate(hits[v]["expected"]), "unexpected": _rate(hits[v]["unexpected"]),
-                     "interventions": targeted[v], "descendants": len(descendants[v])} for v in nodes}
+    per_value = {
+        v: {
+            "expected": _rate(hits[v]["expected"]),
+            "unexpected": _rate(hits[v]["unexpected"]),
+            "interventions": targeted[v],
+            "descendants": len(descendants[v]),
+        }
+        for v in nodes
+    }
     expected: list[float | None] = [_rate(hits[v]["expected"]) for v in nodes]
     unexpected: list[float | None] = [_rate(hits[v]["unexpected"]) for v in nodes]
-    return {"rule": rule.describe(), "targets": "named or mapped" if target_map is not None else "every changed value",
-            "interventions": len(changes), "per_value": per_value,
-            "mean_expected": _mean(expected), "mean_unexpected": _mean(unexpected)}
+    return {
+        "rule": rule.describe(),
+        "targets": "named or mapped" if target_map is not None else "every changed value",
+        "interventions": len(changes),
+        "per_value": per_value,
+        "mean_expected": _mean(expected),
+        "mean_unexpected": _mean(unexpected),
+    }
 
 
 def _rate(pair: list[int]) -> float | None:
@@ -161,15 +187,17 @@ def _mean(rates: Sequence[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def read_paper_table(path: Path, method: Literal["sae", "prompt"] = "sae",
-                     graph: Literal["ours", "refs"] = "ours") -> dict[str, dict[str, float | None]]:
+def read_paper_table(
+    path: Path, method: Literal["sae", "prompt"] = "sae", graph: Literal["ours", "refs"] = "ours"
+) -> dict[str, dict[str, float | None]]:
     """The paper's Table 2 CSV (``table2_{gemma,llama}.csv``): per value, its expected and unexpected rate
     for ``method`` with the learned (``ours``) or reference (``refs``) graph; None where the cell is empty."""
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     if not rows or len(rows[0]) < 2:
-        raise ConfigError.single(str(path), "not a Table 2 CSV (a header of value names, then one row per "
-                                 "statistic)", line=1)
+        raise ConfigError.single(
+            str(path), "not a Table 2 CSV (a header of value names, then one row per statistic)", line=1
+        )
     values = rows[0][1:]
     table: dict[str, dict[str, float | None]] = {v: {} for v in values}
     for kind in ("expected", "unexpected"):
@@ -180,8 +208,9 @@ def read_paper_table(path: Path, method: Literal["sae", "prompt"] = "sae",
         for value, cell in zip(values, rows[line][1:], strict=False):
             number = float(cell) if cell.strip() else None
             if number is not None and not (math.isfinite(number) and 0.0 <= number <= 1.0):
-                raise ConfigError.single(str(path), f"{value}: {cell!r} is not a rate in [0, 1]", line=line + 1,
-                                         field=name)
+                raise ConfigError.single(
+                    str(path), f"{value}: {cell!r} is not a rate in [0, 1]", line=line + 1, field=name
+                )
             table[value][kind] = number
     return table
 
@@ -193,17 +222,23 @@ def compare_with_paper(ours: Mapping[str, Any], paper: Mapping[str, Mapping[str,
     for value, mine in ours["per_value"].items():
         theirs = paper.get(by_slug.get(value, value), {})
         rows[value] = {k: {"paper": theirs.get(k), "ours": mine[k]} for k in ("expected", "unexpected")}
-    means = {k: {"paper": _mean([r.get(k) for r in paper.values()]), "ours": ours[f"mean_{k}"]}
-             for k in ("expected", "unexpected")}
+    means = {
+        k: {"paper": _mean([r.get(k) for r in paper.values()]), "ours": ours[f"mean_{k}"]}
+        for k in ("expected", "unexpected")
+    }
     for pair in means.values():
-        pair["difference"] = (None if pair["paper"] is None or pair["ours"] is None
-                              else round(pair["ours"] - pair["paper"], 4))
+        pair["difference"] = (
+            None if pair["paper"] is None or pair["ours"] is None else round(pair["ours"] - pair["paper"], 4)
+        )
     cells = [(r[k]["paper"], r[k]["ours"]) for r in rows.values() for k in ("expected", "unexpected")]
     both_empty = sum(1 for p, o in cells if p is None and o is None)
-    return {"per_value": rows, "means": means,
-            "empty_cells_agree": both_empty + sum(1 for p, o in cells if p is not None and o is not None),
-            "cells": len(cells),
-            "mean_abs_difference": _mean([abs(o - p) for p, o in cells if p is not None and o is not None])}
+    return {
+        "per_value": rows,
+        "means": means,
+        "empty_cells_agree": both_empty + sum(1 for p, o in cells if p is not None and o is not None),
+        "cells": len(cells),
+        "mean_abs_difference": _mean([abs(o - p) for p, o in cells if p is not None and o is not None]),
+    }
 
 
 def rows_steered_by(matrix: ScoreMatrix, labels: Sequence[str], *, what: str = "--steering-only") -> ScoreMatrix:
@@ -214,8 +249,11 @@ def rows_steered_by(matrix: ScoreMatrix, labels: Sequence[str], *, what: str = "
     present = {intervention_label(info.get(steer_col, "")) for info in matrix.row_info}
     unknown = sorted(wanted - present)
     if not wanted or unknown:
-        raise ConfigError.single(what, f"no rows are steered by {', '.join(unknown) or '(nothing given)'}",
-                                 hint="give comma-separated ids from the matrix's " + steer_col + " column")
+        raise ConfigError.single(
+            what,
+            f"no rows are steered by {', '.join(unknown) or '(nothing given)'}",
+            hint="give comma-separated ids from the matrix's " + steer_col + " column",
+        )
     labels = [intervention_label(info.get(steer_col, "")) for info in matrix.row_info]
     keep = np.array([is_unsteered(label) or label in wanted for label in labels])
     return matrix.rows(keep)

@@ -40,18 +40,29 @@ def id_layout(matrix: ScoreMatrix, what: str = "--test") -> tuple[str, str]:
         return "steer_dim", "player_name"
     if "steering" in info and "condition" in info:
         return "steering", "condition"
-    raise ConfigError.single(what, "the matrix has neither the paper's id columns (steer_dim, "
-                             "player_name) nor ours (condition, steering)", hint="give an interventional score matrix")
+    raise ConfigError.single(
+        what,
+        "the matrix has neither the paper's id columns (steer_dim, player_name) nor ours (condition, steering)",
+        hint="give an interventional score matrix",
+    )
 
 
 def aligned(matrix: ScoreMatrix, nodes: Sequence[str], what: str = "--test") -> ScoreMatrix:
     """``matrix`` with exactly the value columns ``nodes``, in that order."""
     missing = [v for v in nodes if v not in matrix.columns]
     if missing:
-        raise ConfigError.single(what, f"the matrix lacks the value(s) {', '.join(missing)}",
-                                 hint=f"its value columns are: {', '.join(matrix.columns)}")
-    return ScoreMatrix(list(nodes), matrix.values[:, [matrix.columns.index(v) for v in nodes]], matrix.row_ids,
-                       matrix.row_info, matrix.dropped)
+        raise ConfigError.single(
+            what,
+            f"the matrix lacks the value(s) {', '.join(missing)}",
+            hint=f"its value columns are: {', '.join(matrix.columns)}",
+        )
+    return ScoreMatrix(
+        list(nodes),
+        matrix.values[:, [matrix.columns.index(v) for v in nodes]],
+        matrix.row_ids,
+        matrix.row_info,
+        matrix.dropped,
+    )
 
 
 def unsteered_rows(matrix: ScoreMatrix, what: str = "--test") -> ScoreMatrix:
@@ -60,8 +71,11 @@ def unsteered_rows(matrix: ScoreMatrix, what: str = "--test") -> ScoreMatrix:
     steer_col, _ = id_layout(matrix, what)
     keep = np.array([is_unsteered(info.get(steer_col, "")) for info in matrix.row_info])
     if keep.sum() < 3:
-        raise ConfigError.single(what, f"{int(keep.sum())} unsteered row(s); needs 3 or more",
-                                 hint="the matrix needs rows with steering 'none' (or an empty steer_dim)")
+        raise ConfigError.single(
+            what,
+            f"{int(keep.sum())} unsteered row(s); needs 3 or more",
+            hint="the matrix needs rows with steering 'none' (or an empty steer_dim)",
+        )
     return matrix.rows(keep)
 
 
@@ -126,8 +140,9 @@ class JointMatrix:
         return np.array([r for r in rows if not self.interventions[r]], dtype=int)
 
 
-def joint_matrix(survey: ScoreMatrix | None, interventional: ScoreMatrix, nodes: Sequence[str],
-                 catalog: Catalog | None) -> JointMatrix:
+def joint_matrix(
+    survey: ScoreMatrix | None, interventional: ScoreMatrix, nodes: Sequence[str], catalog: Catalog | None
+) -> JointMatrix:
     """Survey rows (observational, may be None) then interventional rows, with context columns."""
     test = aligned(interventional, nodes, "--interventions")
     steer_col, _ = id_layout(test, "--interventions")

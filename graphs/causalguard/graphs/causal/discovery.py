@@ -143,9 +143,16 @@ def run_pc(data: np.ndarray, nodes: Sequence[str], settings: PCSettings = PCSett
     test = _register_fast_fisherz()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = pc(np.asarray(data, dtype=float), settings.alpha, test, stable=settings.stable,
-                    background_knowledge=background, show_progress=False, node_names=list(nodes),
-                    max_k=settings.max_depth)
+        result = pc(
+            np.asarray(data, dtype=float),
+            settings.alpha,
+            test,
+            stable=settings.stable,
+            background_knowledge=background,
+            show_progress=False,
+            node_names=list(nodes),
+            max_k=settings.max_depth,
+        )
     return decode(result.G.graph, nodes)
 
 

@@ -66,8 +66,7 @@ def evaluate_held_out(
     personas = [i for i, k in enumerate(kinds) if k == "persona"]
     targets = [v for v in matrix.columns if f"value:{v}:inclined" in rows and f"value:{v}:disinclined" in rows]
     if len(personas) < 6 or not targets:
-        return {"applicable": False,
-                "reason": "needs a causalguard survey matrix with >= 6 personas and value roles"}
+        return {"applicable": False, "reason": "needs a causalguard survey matrix with >= 6 personas and value roles"}
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(personas)
     test = sorted(shuffled[: len(shuffled) // 2].tolist())

@@ -70,8 +70,11 @@ class Intervention:
     changes: np.ndarray  # personas x values: steered minus the same persona unsteered
 
 
-def measured_interventions(matrix: ScoreMatrix, bundle: Bundle, target_map: Mapping[str, str] | None = None,
-                           ) -> tuple[list[Intervention], list[str]]:
+def measured_interventions(
+    matrix: ScoreMatrix,
+    bundle: Bundle,
+    target_map: Mapping[str, str] | None = None,
+) -> tuple[list[Intervention], list[str]]:
     """Per intervention, the mean per-persona change and which values moved (a two-sided 95% t-test over
     its personas); also what was skipped, and why. An intervention's target is the value it names, its
     catalog lever's target, or ``target_map``'s entry for it (SAE features name no value)."""
@@ -116,10 +119,18 @@ Units = Literal["survey", "replies"]
 GraphFor = Callable[[Intervention], tuple[ValueGraph, np.ndarray]]  # the graph and total effects to predict with
 
 
-def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs: int = 20, bootstraps: int = 1000,
-                           seed: int = 0, graph_for: GraphFor | None = None,
-                           observational: np.ndarray | None = None,
-                           target_map: Mapping[str, str] | None = None, units: Units = "survey") -> dict[str, Any]:
+def evaluate_interventions(
+    matrix: ScoreMatrix,
+    bundle: Bundle,
+    *,
+    random_graphs: int = 20,
+    bootstraps: int = 1000,
+    seed: int = 0,
+    graph_for: GraphFor | None = None,
+    observational: np.ndarray | None = None,
+    target_map: Mapping[str, str] | None = None,
+    units: Units = "survey",
+) -> dict[str, Any]:
     """The graph and its baselines on an interventional matrix (see the module docstring). ``graph_for``
     gives the graph to predict each intervention with (default: the bundle's, for every one; leave-one-
     lever-out passes graphs discovered without the intervention's rows); ``observational`` the unsteered
@@ -129,13 +140,18 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     matrix = aligned(matrix, nodes)
     interventions, skipped = measured_interventions(matrix, bundle, target_map)
     if not interventions:
-        raise ConfigError.single("--test", "no intervention has a target and two personas with unsteered rows",
-                                 hint="; ".join(skipped[:5]) + " (SAE features name no value: give their targets "
-                                 "with --targets-from TRAINING_MATRIX)" if skipped
-                                 else "add steered and unsteered rows per persona")
+        raise ConfigError.single(
+            "--test",
+            "no intervention has a target and two personas with unsteered rows",
+            hint="; ".join(skipped[:5]) + " (SAE features name no value: give their targets "
+            "with --targets-from TRAINING_MATRIX)"
+            if skipped
+            else "add steered and unsteered rows per persona",
+        )
     steer_col, _ = id_layout(matrix)
-    base = np.array([i for i, info in enumerate(matrix.row_info) if info.get(steer_col, "").strip().lower()
-                     in UNSTEERED])
+    base = np.array(
+        [i for i, info in enumerate(matrix.row_info) if info.get(steer_col, "").strip().lower() in UNSTEERED]
+    )
     observed = matrix.values[base] if observational is None else observational
     cov = np.cov(observed, rowvar=False)
     sd = observed.std(axis=0, ddof=1)
@@ -159,8 +175,11 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
         for j, v in enumerate(nodes):
             if j == x:
                 continue
-            predicted = {"graph": delta * float(total[x, j]), "no_graph": 0.0,
-                         "correlation": delta * float(cov[x, j] / cov[x, x]) if cov[x, x] > 0 else 0.0}
+            predicted = {
+                "graph": delta * float(total[x, j]),
+                "no_graph": 0.0,
+                "correlation": delta * float(cov[x, j] / cov[x, x]) if cov[x, x] > 0 else 0.0,
+            }
             if pattern is not None:
                 predicted["human_circumplex"] = delta * float(pattern[x, j] * sd[j] / sd[x]) if sd[x] > 0 else 0.0
             sibling = siblings.get(item.id)
@@ -179,7 +198,8 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
     if random_graphs:
         runs = [predictor_metrics(pairs, _column(f"random_{r}")) for r in range(random_graphs)]
         table[f"random_graphs (mean of {random_graphs})"] = {
-            m: _mean([run[m] for run in runs]) for m in ("auroc", "sign_accuracy", "mae")}
+            m: _mean([run[m] for run in runs]) for m in ("auroc", "sign_accuracy", "mae")
+        }
     return {
         "interventions": len(interventions),
         "personas_per_intervention": int(np.median([i.personas for i in interventions])),
@@ -188,14 +208,16 @@ def evaluate_interventions(matrix: ScoreMatrix, bundle: Bundle, *, random_graphs
         "moved_share": round(sum(p.moved for p in pairs) / len(pairs), 4),
         "skipped": skipped,
         "predictors": table,
-        "paper_statistic": {name: {"changed": c, "total": t, "rate": round(c / t, 4) if t else None}
-                            for name, (c, t) in paper.items()},
+        "paper_statistic": {
+            name: {"changed": c, "total": t, "rate": round(c / t, 4) if t else None} for name, (c, t) in paper.items()
+        },
         "reproducibility": split_half_reproducibility(interventions, nodes, seed=seed),
     }
 
 
-def split_half_reproducibility(interventions: list[Intervention], nodes: list[str], *, splits: int = 20,
-                               seed: int = 0) -> dict[str, Any] | None:
+def split_half_reproducibility(
+    interventions: list[Intervention], nodes: list[str], *, splits: int = 20, seed: int = 0
+) -> dict[str, Any] | None:
     """How well a lever's side effects measured on half of its personas predict them on the other half:
     the AUROC of |mean change on half A| for "moved" on half B (a 95% t-test over B's personas), and
     the correlation of the two halves' mean changes, over random splits (interventions with 4+
@@ -214,7 +236,7 @@ def split_half_reproducibility(interventions: list[Intervention], nodes: list[st
         means_b: list[float] = []
         for item in usable:
             order = rng.permutation(item.personas)
-            half_a, half_b = item.changes[order[: item.personas // 2]], item.changes[order[item.personas // 2:]]
+            half_a, half_b = item.changes[order[: item.personas // 2]], item.changes[order[item.personas // 2 :]]
             mean_b, moved_b = mean_and_moved(half_b)
             others = [j for j, v in enumerate(nodes) if v != item.target]
             scores += [abs(float(half_a[:, j].mean())) for j in others]
@@ -229,7 +251,8 @@ def split_half_reproducibility(interventions: list[Intervention], nodes: list[st
     if not aurocs:
         return None
     return {
-        "splits": splits, "interventions": len(usable),
+        "splits": splits,
+        "interventions": len(usable),
         "auroc": round(float(np.mean(aurocs)), 4),
         "auroc_range": [round(float(min(aurocs)), 4), round(float(max(aurocs)), 4)],
         "side_effect_correlation": round(float(np.mean(correlations)), 4) if correlations else None,
@@ -237,16 +260,20 @@ def split_half_reproducibility(interventions: list[Intervention], nodes: list[st
     }
 
 
-def _catalog_effects(interventions: list[Intervention], bundle: Bundle,
-                     units: Units = "survey") -> dict[str, dict[str, float]] | None:
+def _catalog_effects(
+    interventions: list[Intervention], bundle: Bundle, units: Units = "survey"
+) -> dict[str, dict[str, float]] | None:
     """Per intervention, its lever's effects as the bundle's catalog measured them (other personas: the
     planner's own forecast of side effects), in ``units``; None when no intervention is a catalog lever
     with a measurement in those units."""
     found = {item.id: catalog_lever(item.id, bundle.catalog) for item in interventions}
     effects = {}
     for key, lever in found.items():
-        measured = None if lever is None else (lever.effects if units == "survey" else
-                                               lever.replies.effects if lever.replies is not None else None)
+        measured = (
+            None
+            if lever is None
+            else (lever.effects if units == "survey" else lever.replies.effects if lever.replies is not None else None)
+        )
         if measured is not None:
             effects[key] = {v: e.mean for v, e in measured.items()}
     return effects or None
@@ -272,8 +299,9 @@ def _mean(values: list[float | None]) -> float | None:
     return round(float(np.mean(kept)), 4) if kept else None
 
 
-def _with_intervals(pairs: list[PredictedPair], owner: list[int], n: int, name: str, bootstraps: int,
-                    seed: int) -> dict[str, Any]:
+def _with_intervals(
+    pairs: list[PredictedPair], owner: list[int], n: int, name: str, bootstraps: int, seed: int
+) -> dict[str, Any]:
     """A predictor's metrics with 95% percentile intervals, resampling whole interventions."""
     point = predictor_metrics(pairs, lambda p: p.predicted[name])
     rng = np.random.default_rng(seed)
@@ -295,10 +323,14 @@ def _with_intervals(pairs: list[PredictedPair], owner: list[int], n: int, name: 
 
 def render_interventions(doc: dict[str, Any]) -> str:
     """The evaluation as a table, with what the figures mean."""
-    lines = [f"{doc['interventions']} interventions (median {doc['personas_per_intervention']} personas each, "
-             f"{doc['unsteered_rows']} unsteered rows), {doc['pairs']} (intervention, other value) pairs, "
-             f"{doc['moved_share']:.0%} moved beyond noise (95% t-test over personas)", "",
-             "| predictor | AUROC (95% CI) | sign accuracy on moved (95% CI) | MAE |", "|---|---|---|---|"]
+    lines = [
+        f"{doc['interventions']} interventions (median {doc['personas_per_intervention']} personas each, "
+        f"{doc['unsteered_rows']} unsteered rows), {doc['pairs']} (intervention, other value) pairs, "
+        f"{doc['moved_share']:.0%} moved beyond noise (95% t-test over personas)",
+        "",
+        "| predictor | AUROC (95% CI) | sign accuracy on moved (95% CI) | MAE |",
+        "|---|---|---|---|",
+    ]
 
     def fmt(row: dict[str, Any], metric: str) -> str:
         value, ci = row.get(metric), row.get(f"{metric}_ci")
@@ -308,17 +340,26 @@ def render_interventions(doc: dict[str, Any]) -> str:
     for name, row in doc["predictors"].items():
         lines.append(f"| {name} | {fmt(row, 'auroc')} | {fmt(row, 'sign_accuracy')} | {fmt(row, 'mae')} |")
     stat = doc["paper_statistic"]
-    lines += ["", "paper's statistic (share of values that moved): descendants of the target "
-              f"{stat['descendant']['rate']} ({stat['descendant']['changed']}/{stat['descendant']['total']}), "
-              f"non-descendants {stat['non_descendant']['rate']} ({stat['non_descendant']['changed']}/"
-              f"{stat['non_descendant']['total']})"]
+    lines += [
+        "",
+        "paper's statistic (share of values that moved): descendants of the target "
+        f"{stat['descendant']['rate']} ({stat['descendant']['changed']}/{stat['descendant']['total']}), "
+        f"non-descendants {stat['non_descendant']['rate']} ({stat['non_descendant']['changed']}/"
+        f"{stat['non_descendant']['total']})",
+    ]
     split = doc.get("reproducibility")
     if split:
-        lines += [f"split-half reproducibility (each lever's own side effects on half of its personas, predicting "
-                  f"the other half; {split['splits']} random splits): AUROC {split['auroc']:.3f} (range "
-                  f"{split['auroc_range'][0]:.2f}-{split['auroc_range'][1]:.2f}), correlation of the halves' "
-                  f"side effects r = {split['side_effect_correlation'] or float('nan'):.3f}"]
+        lines += [
+            f"split-half reproducibility (each lever's own side effects on half of its personas, predicting "
+            f"the other half; {split['splits']} random splits): AUROC {split['auroc']:.3f} (range "
+            f"{split['auroc_range'][0]:.2f}-{split['auroc_range'][1]:.2f}), correlation of the halves' "
+            f"side effects r = {split['side_effect_correlation'] or float('nan'):.3f}"
+        ]
     if doc["skipped"]:
-        lines += ["", f"skipped {len(doc['skipped'])} intervention(s): " + "; ".join(doc["skipped"][:5])
-                  + (" ..." if len(doc["skipped"]) > 5 else "")]
+        lines += [
+            "",
+            f"skipped {len(doc['skipped'])} intervention(s): "
+            + "; ".join(doc["skipped"][:5])
+            + (" ..." if len(doc["skipped"]) > 5 else ""),
+        ]
     return "\n".join(lines)

@@ -41,9 +41,18 @@ def graph_on(joint: JointMatrix, rows: np.ndarray, settings: PCSettings) -> tupl
     return ValueGraph(joint.nodes, edges), total
 
 
-def leave_one_lever_out(survey: ScoreMatrix | None, test: ScoreMatrix, bundle: Bundle, settings: PCSettings, *,
-                        fraction: float = 1.0, seed: int = 0, random_graphs: int = 20,
-                        bootstraps: int = 1000, units: Units = "survey") -> dict[str, Any]:
+def leave_one_lever_out(
+    survey: ScoreMatrix | None,
+    test: ScoreMatrix,
+    bundle: Bundle,
+    settings: PCSettings,
+    *,
+    fraction: float = 1.0,
+    seed: int = 0,
+    random_graphs: int = 20,
+    bootstraps: int = 1000,
+    units: Units = "survey",
+) -> dict[str, Any]:
     """Every intervention predicted by a graph discovered without its rows (on ``fraction`` of the rest).
     ``survey`` None: the observational rows are ``test``'s own unsteered rows (a reply matrix); ``units``
     says which of the catalog's measurements is the catalog forecast."""
@@ -60,27 +69,61 @@ def leave_one_lever_out(survey: ScoreMatrix | None, test: ScoreMatrix, bundle: B
         used.append(len(graph.edges))
         return graph, total
 
-    doc = evaluate_interventions(test, bundle, random_graphs=random_graphs, bootstraps=bootstraps, seed=seed,
-                                 graph_for=graph_for, observational=joint.values[joint.unsteered(rows)], units=units)
+    doc = evaluate_interventions(
+        test,
+        bundle,
+        random_graphs=random_graphs,
+        bootstraps=bootstraps,
+        seed=seed,
+        graph_for=graph_for,
+        observational=joint.values[joint.unsteered(rows)],
+        units=units,
+    )
     doc["training_rows"] = len(rows)
     doc["edges_per_graph"] = float(np.median(used)) if used else 0.0
     return doc
 
 
-def learning_curve(survey: ScoreMatrix | None, test: ScoreMatrix, bundle: Bundle, settings: PCSettings,
-                   fractions: Sequence[float], *, repeats: int = 3, seed: int = 0,
-                   units: Units = "survey") -> list[dict[str, Any]]:
+def learning_curve(
+    survey: ScoreMatrix | None,
+    test: ScoreMatrix,
+    bundle: Bundle,
+    settings: PCSettings,
+    fractions: Sequence[float],
+    *,
+    repeats: int = 3,
+    seed: int = 0,
+    units: Units = "survey",
+) -> list[dict[str, Any]]:
     """Leave-one-lever-out AUROC of the graph (and of correlation) against training rows."""
     out = []
     for fraction in fractions:
-        runs = [leave_one_lever_out(survey, test, bundle, settings, fraction=fraction, seed=seed + r,
-                                    random_graphs=0, bootstraps=0, units=units)
-                for r in range(repeats if fraction < 1 else 1)]
+        runs = [
+            leave_one_lever_out(
+                survey,
+                test,
+                bundle,
+                settings,
+                fraction=fraction,
+                seed=seed + r,
+                random_graphs=0,
+                bootstraps=0,
+                units=units,
+            )
+            for r in range(repeats if fraction < 1 else 1)
+        ]
         graph = [run["predictors"]["graph"]["auroc"] for run in runs]
         correlation = [run["predictors"]["correlation"]["auroc"] for run in runs]
-        out.append({"fraction": fraction, "training_rows": runs[0]["training_rows"], "repeats": len(runs),
-                    "graph_auroc": _mean(graph), "correlation_auroc": _mean(correlation),
-                    "edges": float(np.mean([run["edges_per_graph"] for run in runs]))})
+        out.append(
+            {
+                "fraction": fraction,
+                "training_rows": runs[0]["training_rows"],
+                "repeats": len(runs),
+                "graph_auroc": _mean(graph),
+                "correlation_auroc": _mean(correlation),
+                "edges": float(np.mean([run["edges_per_graph"] for run in runs])),
+            }
+        )
     return out
 
 

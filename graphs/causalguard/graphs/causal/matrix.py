@@ -43,8 +43,13 @@ class ScoreMatrix:
 
     def rows(self, mask: np.ndarray) -> ScoreMatrix:
         keep = np.flatnonzero(mask)
-        return ScoreMatrix(self.columns, self.values[keep], [self.row_ids[i] for i in keep],
-                           [self.row_info[i] for i in keep] if self.row_info else [], list(self.dropped))
+        return ScoreMatrix(
+            self.columns,
+            self.values[keep],
+            [self.row_ids[i] for i in keep],
+            [self.row_info[i] for i in keep] if self.row_info else [],
+            list(self.dropped),
+        )
 
     def correlation(self) -> np.ndarray:
         return np.corrcoef(self.values, rowvar=False)
@@ -56,17 +61,21 @@ def read_score_matrix(
     """Read ``source``: a survey folder (its ``scores.csv``) or a score-matrix CSV."""
     path = source / "scores.csv" if source.is_dir() else source
     if not path.exists():
-        raise ConfigError.single(str(source), "no score matrix here",
-                                 hint="give a survey output folder or a CSV file")
+        raise ConfigError.single(str(source), "no score matrix here", hint="give a survey output folder or a CSV file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})", line=line,
-                                 hint="save the CSV as UTF-8") from None
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError.single(
+            str(path), f"not UTF-8 text (byte {exc.start})", line=line, hint="save the CSV as UTF-8"
+        ) from None
     if "\x00" in text:
-        raise ConfigError.single(str(path), "a NUL byte in the CSV", line=text[:text.index("\x00")].count("\n") + 1,
-                                 hint="the file is binary or damaged; write it again as UTF-8 text")
+        raise ConfigError.single(
+            str(path),
+            "a NUL byte in the CSV",
+            line=text[: text.index("\x00")].count("\n") + 1,
+            hint="the file is binary or damaged; write it again as UTF-8 text",
+        )
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = list(reader.fieldnames or [])
     rows = list(reader)
@@ -75,13 +84,22 @@ def read_score_matrix(
     ids = id_columns if id_columns is not None else [c for c in header if c in KNOWN_ID_COLUMNS]
     missing = [c for c in ids if c not in header]
     if missing:
-        raise ConfigError.single(str(path), f"id column(s) not in the header: {', '.join(missing)}", line=1,
-                                 field="--id-columns", hint=f"the header is: {', '.join(header)}")
+        raise ConfigError.single(
+            str(path),
+            f"id column(s) not in the header: {', '.join(missing)}",
+            line=1,
+            field="--id-columns",
+            hint=f"the header is: {', '.join(header)}",
+        )
     try:
         pattern = re.compile(exclude) if exclude else None
     except re.error as exc:
-        raise ConfigError.single("--exclude", f"not a regular expression: {exc}", field="--exclude",
-                                 hint=r"e.g. '(:scstd$|^stds$)'; escape ( ) [ ] with a backslash") from None
+        raise ConfigError.single(
+            "--exclude",
+            f"not a regular expression: {exc}",
+            field="--exclude",
+            hint=r"e.g. '(:scstd$|^stds$)'; escape ( ) [ ] with a backslash",
+        ) from None
     candidates = [c for c in header if c not in ids and not (pattern and pattern.search(c))]
     dropped: list[str] = []
     columns: list[str] = []
@@ -95,8 +113,7 @@ def read_score_matrix(
         columns.append(name)
         data.append([math.nan if v is None else v for v in parsed])
     if not columns:
-        raise ConfigError.single(str(path), "no numeric value columns", line=1,
-                                 hint="check --id-columns and --exclude")
+        raise ConfigError.single(str(path), "no numeric value columns", line=1, hint="check --id-columns and --exclude")
     values = np.array(data, dtype=float).T
     row_ids = [" / ".join(r[c] for c in ids) if ids else str(i) for i, r in enumerate(rows)]
     matrix = ScoreMatrix(columns, values, row_ids, [{c: r[c] for c in ids} for r in rows], dropped)
@@ -138,10 +155,15 @@ def clean(matrix: ScoreMatrix, *, source: str = "score matrix") -> ScoreMatrix:
     result = ScoreMatrix([columns[j] for j in keep], values[:, keep], matrix.row_ids, matrix.row_info, dropped)
     n, p = result.shape
     if p < 2:
-        raise ConfigError.single(source, f"only {p} usable value column(s) after cleaning",
-                                 hint="a graph needs at least two value dimensions; see the dropped columns: "
-                                 + "; ".join(dropped))
+        raise ConfigError.single(
+            source,
+            f"only {p} usable value column(s) after cleaning",
+            hint="a graph needs at least two value dimensions; see the dropped columns: " + "; ".join(dropped),
+        )
     if n < p + MIN_EXTRA_ROWS:
-        raise ConfigError.single(source, f"{n} rows for {p} variables: too few for conditional independence tests",
-                                 hint=f"survey at least {p + MIN_EXTRA_ROWS} conditions (more personas)")
+        raise ConfigError.single(
+            source,
+            f"{n} rows for {p} variables: too few for conditional independence tests",
+            hint=f"survey at least {p + MIN_EXTRA_ROWS} conditions (more personas)",
+        )
     return result

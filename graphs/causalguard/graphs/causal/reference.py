@@ -16,14 +16,30 @@ from causalguard.errors import ConfigError
 
 # Schwartz's circle (BRIEF section 7): conformity and tradition share a wedge, so 9 angular positions.
 CIRCUMPLEX_ANGLES = {
-    "self_direction": 0.0, "stimulation": 40.0, "hedonism": 80.0, "achievement": 120.0, "power": 160.0,
-    "security": 200.0, "conformity": 240.0, "tradition": 240.0, "benevolence": 280.0, "universalism": 320.0,
+    "self_direction": 0.0,
+    "stimulation": 40.0,
+    "hedonism": 80.0,
+    "achievement": 120.0,
+    "power": 160.0,
+    "security": 200.0,
+    "conformity": 240.0,
+    "tradition": 240.0,
+    "benevolence": 280.0,
+    "universalism": 320.0,
 }
 CIRCUMPLEX_RING = [
-    ("self_direction", "stimulation"), ("stimulation", "hedonism"), ("hedonism", "achievement"),
-    ("achievement", "power"), ("power", "security"), ("security", "conformity"), ("security", "tradition"),
-    ("conformity", "tradition"), ("conformity", "benevolence"), ("tradition", "benevolence"),
-    ("benevolence", "universalism"), ("universalism", "self_direction"),
+    ("self_direction", "stimulation"),
+    ("stimulation", "hedonism"),
+    ("hedonism", "achievement"),
+    ("achievement", "power"),
+    ("power", "security"),
+    ("security", "conformity"),
+    ("security", "tradition"),
+    ("conformity", "tradition"),
+    ("conformity", "benevolence"),
+    ("tradition", "benevolence"),
+    ("benevolence", "universalism"),
+    ("universalism", "self_direction"),
 ]
 
 
@@ -56,8 +72,11 @@ def read_reference(path: Path) -> ValueGraph:
         graph_data = data.get("graph", data)
         return ValueGraph.from_json(graph_data)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ConfigError.single(str(path), f"not a GraphML or causalguard graph JSON file ({exc})",
-                                 hint="use .graphml, or JSON with 'nodes' and 'edges'") from None
+        raise ConfigError.single(
+            str(path),
+            f"not a GraphML or causalguard graph JSON file ({exc})",
+            hint="use .graphml, or JSON with 'nodes' and 'edges'",
+        ) from None
 
 
 def skeleton_scores(model: ValueGraph, reference: ValueGraph) -> dict[str, Any]:
@@ -112,8 +131,10 @@ def compare_with_reference(
     if reference is None and circumplex_pattern(model.nodes) is None:
         return {"reference": None, "reason": "no reference for this inventory (give one with --reference)"}
     ref = reference or circumplex_graph(model.nodes)
-    out: dict[str, Any] = {"reference": "schwartz-circumplex" if reference is None else "file",
-                           "skeleton": skeleton_scores(model, ref)}
+    out: dict[str, Any] = {
+        "reference": "schwartz-circumplex" if reference is None else "file",
+        "skeleton": skeleton_scores(model, ref),
+    }
     pattern = circumplex_pattern(model.nodes)
     if pattern is not None:
         r, p = mantel(correlation, pattern, permutations=permutations)

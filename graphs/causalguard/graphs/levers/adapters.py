@@ -120,8 +120,11 @@ def adapter_targets(bundle: Path) -> dict[str, tuple[str, int]]:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             from causalguard.errors import ConfigError
 
-            raise ConfigError.single(str(card_path), "missing or not a value-adapter card with value and direction",
-                                     hint="re-run 'causalguard levers adapters'") from None
+            raise ConfigError.single(
+                str(card_path),
+                "missing or not a value-adapter card with value and direction",
+                hint="re-run 'causalguard levers adapters'",
+            ) from None
     return out
 
 
@@ -129,40 +132,79 @@ def _source_id(value: str, pole: str, sample: int | None) -> str:
     return f"adapter-source:{value}:{pole}:" + ("greedy" if sample is None else f"s{sample}")
 
 
-def candidate_replies(lm: LoadedModel, values: Sequence[str], prompts: Sequence[Prompt], personas: Sequence[Persona],
-                      work: Path, settings: AdapterSettings, *, restart: bool = False,
-                      log: Callable[[str], None] = print, backend: ReplyBackend | None = None,
-                      ) -> dict[tuple[str, str, str], str]:
+def candidate_replies(
+    lm: LoadedModel,
+    values: Sequence[str],
+    prompts: Sequence[Prompt],
+    personas: Sequence[Persona],
+    work: Path,
+    settings: AdapterSettings,
+    *,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    backend: ReplyBackend | None = None,
+) -> dict[tuple[str, str, str], str]:
     """Greedy and sampled replies under every value's two reply-style wordings: (condition, persona, prompt)
     -> text. Two checkpointed runs in ``work/greedy`` and ``work/sampled``."""
     if any(p.split != "dev" for p in prompts):
         raise ValueError("value adapters are trained on dev prompts only")
-    base = {"model": lm.fingerprint, "prompts": [p.id for p in prompts], "personas": [asdict(p) for p in personas],
-            "batch_size": settings.generation_batch, "kind": "adapter-candidates", "values": list(values)}
+    base = {
+        "model": lm.fingerprint,
+        "prompts": [p.id for p in prompts],
+        "personas": [asdict(p) for p in personas],
+        "batch_size": settings.generation_batch,
+        "kind": "adapter-candidates",
+        "values": list(values),
+    }
     out: dict[tuple[str, str, str], str] = {}
     runs: list[tuple[str, ReplySettings, list[int | None]]] = [
-        ("greedy", ReplySettings(settings.max_new_tokens), [None])]
+        ("greedy", ReplySettings(settings.max_new_tokens), [None])
+    ]
     if settings.samples:
-        runs.append(("sampled", ReplySettings(settings.max_new_tokens, settings.temperature, settings.seed),
-                     list(range(settings.samples))))
+        runs.append(
+            (
+                "sampled",
+                ReplySettings(settings.max_new_tokens, settings.temperature, settings.seed),
+                list(range(settings.samples)),
+            )
+        )
     for name, reply_settings, samples in runs:
-        conditions = [ReplyCondition(_source_id(v, pole, s), (REPLY_STYLE_WORDINGS[v][k],))
-                      for v in values for k, pole in ((0, "+"), (1, "-")) for s in samples]
-        store = ReplyStore(work / name, {**base, "settings": asdict(reply_settings), "run": name},
-                           restart=restart)
-        log(f"adapter candidates ({name}): {len(conditions)} wordings x {len(personas)} personas x "
-            f"{len(prompts)} prompts")
-        replies = run_replies(lm, conditions, personas, prompts, reply_settings, store,
-                              batch_size=settings.generation_batch,
-                              progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)
+        conditions = [
+            ReplyCondition(_source_id(v, pole, s), (REPLY_STYLE_WORDINGS[v][k],))
+            for v in values
+            for k, pole in ((0, "+"), (1, "-"))
+            for s in samples
+        ]
+        store = ReplyStore(work / name, {**base, "settings": asdict(reply_settings), "run": name}, restart=restart)
+        log(
+            f"adapter candidates ({name}): {len(conditions)} wordings x {len(personas)} personas x "
+            f"{len(prompts)} prompts"
+        )
+        replies = run_replies(
+            lm,
+            conditions,
+            personas,
+            prompts,
+            reply_settings,
+            store,
+            batch_size=settings.generation_batch,
+            progress=lambda done, total: log(f"  {done}/{total} replies"),
+            backend=backend,
+        )
         out.update({key: reply.text for key, reply in replies.items()})
     return out
 
 
-def preference_pairs(value: str, direction: int, candidates: dict[tuple[str, str, str], str],
-                     specific: dict[tuple[str, str, str], float], prompts: Sequence[Prompt],
-                     personas: Sequence[Persona], calibration: QualityCalibration, margin: float,
-                     ) -> list[PreferencePair]:
+def preference_pairs(
+    value: str,
+    direction: int,
+    candidates: dict[tuple[str, str, str], str],
+    specific: dict[tuple[str, str, str], float],
+    prompts: Sequence[Prompt],
+    personas: Sequence[Persona],
+    calibration: QualityCalibration,
+    margin: float,
+) -> list[PreferencePair]:
     """The (chosen, rejected) pair per prompt and persona for ``value`` in ``direction`` (module docstring,
     step 2). ``specific``: each candidate's score on the value minus its mean on the others."""
     pairs = []
@@ -191,8 +233,11 @@ def preference_pairs(value: str, direction: int, candidates: dict[tuple[str, str
     return pairs
 
 
-def _sequence_logprobs(model: Any, rows: Sequence[tuple[list[int], list[int]]], pad: int,
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def _sequence_logprobs(
+    model: Any,
+    rows: Sequence[tuple[list[int], list[int]]],
+    pad: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each reply after its context, and the reply's token count (right padding)."""
     width = max(len(c) + len(r) for c, r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -200,17 +245,24 @@ def _sequence_logprobs(model: Any, rows: Sequence[tuple[list[int], list[int]]], 
     reply_mask = torch.zeros((len(rows), width))
     for b, (context, reply) in enumerate(rows):
         sequence = context + reply
-        ids[b, :len(sequence)] = torch.tensor(sequence)
-        attention[b, :len(sequence)] = 1
-        reply_mask[b, len(context):len(sequence)] = 1
+        ids[b, : len(sequence)] = torch.tensor(sequence)
+        attention[b, : len(sequence)] = 1
+        reply_mask[b, len(context) : len(sequence)] = 1
     logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
     logprobs = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
     mask = reply_mask[:, 1:]
     return (logprobs * mask).sum(1), mask.sum(1)
 
 
-def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], list[int]]], settings: AdapterSettings,
-                  out: Path, card: dict[str, Any], *, log: Callable[[str], None] = print) -> TrainedAdapter:
+def train_adapter(
+    lm: LoadedModel,
+    rows: Sequence[tuple[list[int], list[int], list[int]]],
+    settings: AdapterSettings,
+    out: Path,
+    card: dict[str, Any],
+    *,
+    log: Callable[[str], None] = print,
+) -> TrainedAdapter:
     """Train one adapter on (context, chosen, rejected) token rows and save it to ``out`` (a PEFT folder plus
     ``adapter.json``). The live model is never modified: training runs on a copy."""
     from peft import LoraConfig, get_peft_model
@@ -220,8 +272,9 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
     torch.manual_seed(settings.seed)  # LoRA's initialisation, on this process's generator; restored below
     try:
         base = copy.deepcopy(lm.model)
-        config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0,
-                            target_modules=list(settings.target_modules))
+        config = LoraConfig(
+            r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0, target_modules=list(settings.target_modules)
+        )
         peft_model = get_peft_model(base, config)
     finally:
         torch.random.set_rng_state(torch_state)
@@ -230,13 +283,14 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
     with torch.no_grad():
         reference = []
         for start in range(0, len(rows) if dpo else 0, settings.batch_size):  # SFT needs no reference
-            chunk = rows[start:start + settings.batch_size]
+            chunk = rows[start : start + settings.batch_size]
             chosen, _ = _sequence_logprobs(lm.model, [(c, y) for c, y, _ in chunk], pad)
             rejected, _ = _sequence_logprobs(lm.model, [(c, n) for c, _, n in chunk], pad)
             reference += list(zip(chosen.tolist(), rejected.tolist(), strict=True))
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=settings.learning_rate)
     data: list[tuple[tuple[list[int], list[int], list[int]], tuple[float, float]]] = list(
-        zip(rows, reference if dpo else [(0.0, 0.0)] * len(rows), strict=True))
+        zip(rows, reference if dpo else [(0.0, 0.0)] * len(rows), strict=True)
+    )
     result = TrainedAdapter(out.name, card["value"], card["direction"], len(rows))
     peft_model.train()
     for epoch in range(settings.epochs):
@@ -244,7 +298,7 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
         total = correct = 0.0
         batches = 0
         for start in range(0, len(data), settings.batch_size):
-            batch = data[start:start + settings.batch_size]
+            batch = data[start : start + settings.batch_size]
             chosen, counts = _sequence_logprobs(peft_model, [(c, y) for (c, y, _), _ in batch], pad)
             nll = (-(chosen / counts)).mean()
             if dpo:
@@ -263,8 +317,10 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
             batches += 1
         result.losses.append(total / batches)
         result.accuracies.append(correct / batches if dpo else math.nan)
-        log(f"  {out.name}: epoch {epoch + 1}/{settings.epochs}, loss {result.losses[-1]:.3f}"
-            + (f", preference accuracy {result.accuracies[-1]:.2f}" if dpo else ""))
+        log(
+            f"  {out.name}: epoch {epoch + 1}/{settings.epochs}, loss {result.losses[-1]:.3f}"
+            + (f", preference accuracy {result.accuracies[-1]:.2f}" if dpo else "")
+        )
     peft_model.eval()
     for parameter in peft_model.parameters():  # half the size on disk; the hooks compute in float32
         if parameter.requires_grad:
@@ -272,18 +328,36 @@ def train_adapter(lm: LoadedModel, rows: Sequence[tuple[list[int], list[int], li
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out))
     (out / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; adapter.json is the card
-    doc = {**card, "schema": ADAPTER_SCHEMA,
-           "training": {**card.get("training", {}), "losses": result.losses,
-                        **({"preference_accuracy": result.accuracies} if dpo else {})}}
+    doc = {
+        **card,
+        "schema": ADAPTER_SCHEMA,
+        "training": {
+            **card.get("training", {}),
+            "losses": result.losses,
+            **({"preference_accuracy": result.accuracies} if dpo else {}),
+        },
+    }
     (out / ADAPTER_CARD).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return result
 
 
-def train_value_adapters(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str], values: Sequence[str],
-                         directions: Sequence[int], prompts: Sequence[Prompt], personas: Sequence[Persona],
-                         calibration: QualityCalibration, work: Path, out: Path, settings: AdapterSettings, *,
-                         restart: bool = False, log: Callable[[str], None] = print,
-                         backend: ReplyBackend | None = None) -> list[TrainedAdapter]:
+def train_value_adapters(
+    lm: LoadedModel,
+    judge: ValueJudge,
+    dims: Sequence[str],
+    values: Sequence[str],
+    directions: Sequence[int],
+    prompts: Sequence[Prompt],
+    personas: Sequence[Persona],
+    calibration: QualityCalibration,
+    work: Path,
+    out: Path,
+    settings: AdapterSettings,
+    *,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    backend: ReplyBackend | None = None,
+) -> list[TrainedAdapter]:
     """Train the adapters for ``values`` x ``directions`` into ``out`` (``adapters/``) and reseal the bundle.
 
     An adapter whose folder already holds a card trained with the same data and settings is kept, so an
@@ -291,8 +365,9 @@ def train_value_adapters(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str]
     missing = [v for v in values if v not in REPLY_STYLE_WORDINGS or v not in dims]
     if missing:
         raise ValueError(f"no reply-style wordings or judge dimension for {', '.join(missing)}")
-    candidates = candidate_replies(lm, values, prompts, personas, work, settings, restart=restart, log=log,
-                                   backend=backend)
+    candidates = candidate_replies(
+        lm, values, prompts, personas, work, settings, restart=restart, log=log, backend=backend
+    )
     keys = sorted(candidates)
     scores = judge.score([candidates[k] for k in keys])
     column = {d: k for k, d in enumerate(dims)}
@@ -309,15 +384,26 @@ def train_value_adapters(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str]
         specific = {key: float(scores[i, j] - np.mean(scores[i, others])) for i, key in enumerate(keys)}
         for direction in directions:
             name = adapter_name(value, direction)
-            pairs = preference_pairs(value, direction, candidates, specific, prompts, personas, calibration,
-                                     settings.margin)
-            card = {"model_fingerprint": lm.fingerprint, "model": lm.name, "value": value, "direction": direction,
-                    "training": {"method": f"{settings.loss.upper()} on the chosen reply, LoRA (peft), context "
-                                           "distillation of judge-ranked replies under the reply-style wordings",
-                                 "prompts": [q.id for q in prompts], "prompt_split": "dev",
-                                 "personas": [asdict(p) for p in personas], "settings": asdict(settings),
-                                 "wordings": list(REPLY_STYLE_WORDINGS[value]), "pairs": len(pairs),
-                                 "mean_margin": float(np.mean([p.margin for p in pairs])) if pairs else 0.0}}
+            pairs = preference_pairs(
+                value, direction, candidates, specific, prompts, personas, calibration, settings.margin
+            )
+            card = {
+                "model_fingerprint": lm.fingerprint,
+                "model": lm.name,
+                "value": value,
+                "direction": direction,
+                "training": {
+                    "method": f"{settings.loss.upper()} on the chosen reply, LoRA (peft), context "
+                    "distillation of judge-ranked replies under the reply-style wordings",
+                    "prompts": [q.id for q in prompts],
+                    "prompt_split": "dev",
+                    "personas": [asdict(p) for p in personas],
+                    "settings": asdict(settings),
+                    "wordings": list(REPLY_STYLE_WORDINGS[value]),
+                    "pairs": len(pairs),
+                    "mean_margin": float(np.mean([p.margin for p in pairs])) if pairs else 0.0,
+                },
+            }
             folder = out / name
             if _same_training(folder, card):
                 log(f"{name}: already trained with these data and settings; kept")
@@ -329,8 +415,9 @@ def train_value_adapters(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str]
             gap = float(np.mean([p.margin for p in pairs]))
             log(f"{name}: {len(pairs)} preference pairs (mean specific-score gap {gap:.2f})")
             persona_of = {p.id: p for p in personas}
-            rows = [(contexts[(persona_of[p.persona].id, p.prompt)], tokens(p.chosen), tokens(p.rejected))
-                    for p in pairs]
+            rows = [
+                (contexts[(persona_of[p.persona].id, p.prompt)], tokens(p.chosen), tokens(p.rejected)) for p in pairs
+            ]
             trained.append(train_adapter(lm, rows, settings, folder, card, log=log))
     seal_bundle(out.parent)  # the adapters live in their bundle's adapters/ folder
     return trained
@@ -346,5 +433,8 @@ def _same_training(folder: Path, card: dict[str, Any]) -> bool:
         return False
     mine = json.loads(json.dumps(card["training"]))  # tuples as JSON lists, as the card holds them
     theirs = {k: v for k, v in old.get("training", {}).items() if k in mine}
-    return bool(old.get("model_fingerprint") == card["model_fingerprint"] and theirs == mine
-                and math.isfinite(sum(old["training"].get("losses", [math.nan]))))
+    return bool(
+        old.get("model_fingerprint") == card["model_fingerprint"]
+        and theirs == mine
+        and math.isfinite(sum(old["training"].get("losses", [math.nan])))
+    )

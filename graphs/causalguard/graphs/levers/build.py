@@ -30,8 +30,9 @@ class CatalogSettings:
     measure: MeasureSettings = field(default_factory=MeasureSettings)
 
 
-def propose_levers(inventory: Inventory, candidates: list[Candidate], strengths: tuple[float, ...]
-                   ) -> tuple[list[LeverSpec], dict[str, str]]:
+def propose_levers(
+    inventory: Inventory, candidates: list[Candidate], strengths: tuple[float, ...]
+) -> tuple[list[LeverSpec], dict[str, str]]:
     levers: list[LeverSpec] = []
     sources: dict[str, str] = {}
     for dim in inventory.dimensions:
@@ -49,9 +50,17 @@ def propose_levers(inventory: Inventory, candidates: list[Candidate], strengths:
     return levers, sources
 
 
-def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, sae_dir: Path | None,
-                         work_dir: Path, settings: CatalogSettings, *, progress: bool = True,
-                         backend: SurveyBackend | None = None) -> Catalog:
+def build_levers_catalog(
+    lm: LoadedModel,
+    inventory: Inventory,
+    bundle_dir: Path,
+    sae_dir: Path | None,
+    work_dir: Path,
+    settings: CatalogSettings,
+    *,
+    progress: bool = True,
+    backend: SurveyBackend | None = None,
+) -> Catalog:
     work_dir.mkdir(parents=True, exist_ok=True)
     sae = load_sae(sae_dir, lm) if sae_dir is not None else None
     candidates: list[Candidate] = []
@@ -62,14 +71,17 @@ def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path
             saved = json.loads(cache.read_text())
             candidates, norm = [Candidate(**c) for c in saved["candidates"]], float(saved["residual_norm"])
         else:
-            candidates = find_candidates(lm, sae, inventory, per_value=settings.features_per_value,
-                                         your_values=settings.your_values_features)
+            candidates = find_candidates(
+                lm, sae, inventory, per_value=settings.features_per_value, your_values=settings.your_values_features
+            )
             norm = residual_norm(lm, sae, NEUTRAL_TEXTS)
-            cache.write_text(json.dumps({"candidates": [asdict(c) for c in candidates], "residual_norm": norm},
-                                        indent=2))
+            cache.write_text(
+                json.dumps({"candidates": [asdict(c) for c in candidates], "residual_norm": norm}, indent=2)
+            )
     levers, sources = propose_levers(inventory, candidates, settings.strengths)
-    measured = measure_effects(lm, inventory, levers, sae, norm, work_dir, settings.measure, progress=progress,
-                               backend=backend)
+    measured = measure_effects(
+        lm, inventory, levers, sae, norm, work_dir, settings.measure, progress=progress, backend=backend
+    )
     fluency_file = work_dir / "fluency.json"
     if fluency_file.exists():
         fluency = json.loads(fluency_file.read_text())
@@ -82,18 +94,40 @@ def build_levers_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path
             location = str(sae_dir.resolve().relative_to(bundle_dir.resolve()))
         except ValueError:
             location = str(sae_dir.resolve())
-        sae_doc = {"path": location, "hook_name": sae.hook_name, "layer": sae.layer, "d_sae": sae.d_sae,
-                   "residual_norm": norm, "strength_unit": "median residual-stream norm at the layer"}
-    catalog = build_catalog(model={"name": lm.name, "fingerprint": lm.fingerprint}, dimensions=inventory.names,
-                            levers=levers, sources=sources, measured=measured, fluency=fluency, sae=sae_doc)
+        sae_doc = {
+            "path": location,
+            "hook_name": sae.hook_name,
+            "layer": sae.layer,
+            "d_sae": sae.d_sae,
+            "residual_norm": norm,
+            "strength_unit": "median residual-stream norm at the layer",
+        }
+    catalog = build_catalog(
+        model={"name": lm.name, "fingerprint": lm.fingerprint},
+        dimensions=inventory.names,
+        levers=levers,
+        sources=sources,
+        measured=measured,
+        fluency=fluency,
+        sae=sae_doc,
+    )
     save_catalog(catalog, bundle_dir)
     return catalog
 
 
-def extend_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, catalog: Catalog,
-                   levers: list[LeverSpec], sources: dict[str, str], work_dir: Path,
-                   settings: MeasureSettings, *, progress: bool = True,
-                   backend: SurveyBackend | None = None) -> Catalog:
+def extend_catalog(
+    lm: LoadedModel,
+    inventory: Inventory,
+    bundle_dir: Path,
+    catalog: Catalog,
+    levers: list[LeverSpec],
+    sources: dict[str, str],
+    work_dir: Path,
+    settings: MeasureSettings,
+    *,
+    progress: bool = True,
+    backend: SurveyBackend | None = None,
+) -> Catalog:
     """Measure more levers (sweeps, wordings) on the catalog's own personas and add them to it.
 
     The unsteered personas are scored again in this run; the survey is deterministic, so their scores
@@ -105,28 +139,37 @@ def extend_catalog(lm: LoadedModel, inventory: Inventory, bundle_dir: Path, cata
         return catalog
     sae, norm = sae_for_catalog(lm, bundle_dir, catalog, new)
     work_dir.mkdir(parents=True, exist_ok=True)
-    measured = measure_effects(lm, inventory, new, sae, norm, work_dir, settings, progress=progress,
-                               backend=backend)
+    measured = measure_effects(lm, inventory, new, sae, norm, work_dir, settings, progress=progress, backend=backend)
     if measured["personas"] != catalog.personas:
-        raise ValueError(f"the catalog was measured on personas {catalog.personas}, these settings give "
-                         f"{measured['personas']}: use the catalog's persona count and seed")
+        raise ValueError(
+            f"the catalog was measured on personas {catalog.personas}, these settings give "
+            f"{measured['personas']}: use the catalog's persona count and seed"
+        )
     for d in catalog.dimensions:
         if abs(measured["baseline"][d]["mean"] - catalog.baseline[d].mean) > 1e-3:
-            raise ValueError(f"unsteered {d} scores {measured['baseline'][d]['mean']:.4f} here but "
-                             f"{catalog.baseline[d].mean:.4f} in the catalog: not the same model or survey settings")
+            raise ValueError(
+                f"unsteered {d} scores {measured['baseline'][d]['mean']:.4f} here but "
+                f"{catalog.baseline[d].mean:.4f} in the catalog: not the same model or survey settings"
+            )
     fluency = fluency_costs(lm, inventory, new, sae, norm, settings)
     fluency["none"] = catalog.baseline_fluency.model_dump()
-    added = build_catalog(model=catalog.model.model_dump(), dimensions=catalog.dimensions, levers=new,
-                          sources=sources, measured={**measured, "baseline": catalog.model_dump()["baseline"],
-                                                     "noise_threshold": catalog.noise_threshold},
-                          fluency=fluency, sae=catalog.sae.model_dump() if catalog.sae else None)
+    added = build_catalog(
+        model=catalog.model.model_dump(),
+        dimensions=catalog.dimensions,
+        levers=new,
+        sources=sources,
+        measured={**measured, "baseline": catalog.model_dump()["baseline"], "noise_threshold": catalog.noise_threshold},
+        fluency=fluency,
+        sae=catalog.sae.model_dump() if catalog.sae else None,
+    )
     extended = catalog.model_copy(update={"levers": [*catalog.levers, *added.levers]})
     save_catalog(extended, bundle_dir)
     return extended
 
 
-def sae_for_catalog(lm: LoadedModel, bundle_dir: Path, catalog: Catalog,
-                    levers: Sequence[LeverSpec]) -> tuple[LoadedSae | None, float]:
+def sae_for_catalog(
+    lm: LoadedModel, bundle_dir: Path, catalog: Catalog, levers: Sequence[LeverSpec]
+) -> tuple[LoadedSae | None, float]:
     """The catalog's SAE and residual norm when ``levers`` include SAE levers, else ``(None, 0.0)``."""
     if not any(lever.kind == "sae" for lever in levers):
         return None, 0.0

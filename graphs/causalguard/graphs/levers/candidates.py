@@ -70,8 +70,15 @@ def residual_norm(lm: LoadedModel, sae: LoadedSae, texts: Sequence[str]) -> floa
     return float(norms.median())
 
 
-def find_candidates(lm: LoadedModel, sae: LoadedSae, inventory: Inventory, *, per_value: int = 1,
-                    your_values: int = 2, max_density: float = 0.3) -> list[Candidate]:
+def find_candidates(
+    lm: LoadedModel,
+    sae: LoadedSae,
+    inventory: Inventory,
+    *,
+    per_value: int = 1,
+    your_values: int = 2,
+    max_density: float = 0.3,
+) -> list[Candidate]:
     baseline = context_text(BASELINE, NoSteering())
     density = torch.zeros(sae.d_sae)
     out: list[Candidate] = []

@@ -76,24 +76,55 @@ def _interval(diffs: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def survey_levers(lm: LoadedModel, inventory: Inventory, personas: Sequence[Role],
-                  steerings: Sequence[SteeringCondition], out_dir: Path, *, batch_size: int = 32, progress: bool = True,
-                  backend: SurveyBackend | None = None) -> SurveyResult:
+def survey_levers(
+    lm: LoadedModel,
+    inventory: Inventory,
+    personas: Sequence[Role],
+    steerings: Sequence[SteeringCondition],
+    out_dir: Path,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    backend: SurveyBackend | None = None,
+) -> SurveyResult:
     """Every persona unsteered and under every lever (statement scores): an interventional matrix whose
     ``steering`` column names the lever, resumable in ``out_dir``."""
     conditions = build_conditions(personas, steerings)
-    return run_survey(lm, inventory, conditions, SurveySettings(method="statement", batch_size=batch_size),
-                      out_dir, progress=progress, backend=backend)
+    return run_survey(
+        lm,
+        inventory,
+        conditions,
+        SurveySettings(method="statement", batch_size=batch_size),
+        out_dir,
+        progress=progress,
+        backend=backend,
+    )
 
 
 def measure_effects(
-    lm: LoadedModel, inventory: Inventory, levers: Sequence[LeverSpec], sae: LoadedSae | None, residual_norm: float,
-    out_dir: Path, settings: MeasureSettings, *, progress: bool = True, backend: SurveyBackend | None = None,
+    lm: LoadedModel,
+    inventory: Inventory,
+    levers: Sequence[LeverSpec],
+    sae: LoadedSae | None,
+    residual_norm: float,
+    out_dir: Path,
+    settings: MeasureSettings,
+    *,
+    progress: bool = True,
+    backend: SurveyBackend | None = None,
 ) -> dict[str, Any]:
     personas = generate_personas(settings.personas, seed=settings.persona_seed)
     steerings = [NoSteering(), *[lever_survey_condition(lever, sae, residual_norm) for lever in levers]]
-    result = survey_levers(lm, inventory, personas, steerings, out_dir / "survey", batch_size=settings.batch_size,
-                           progress=progress, backend=backend)
+    result = survey_levers(
+        lm,
+        inventory,
+        personas,
+        steerings,
+        out_dir / "survey",
+        batch_size=settings.batch_size,
+        progress=progress,
+        backend=backend,
+    )
     matrix = result.matrix()
     row = {c.id: i for i, c in enumerate(result.conditions)}
     dims = inventory.names
@@ -105,14 +136,21 @@ def measure_effects(
         diffs = steered - unsteered
         per_value = {d: _interval(diffs[:, j]) for j, d in enumerate(dims)}
         counts = {
-            d: {"increased": int((diffs[:, j] > noise[j]).sum()), "decreased": int((diffs[:, j] < -noise[j]).sum()),
-                "unchanged": int((np.abs(diffs[:, j]) <= noise[j]).sum())}
+            d: {
+                "increased": int((diffs[:, j] > noise[j]).sum()),
+                "decreased": int((diffs[:, j] < -noise[j]).sum()),
+                "unchanged": int((np.abs(diffs[:, j]) <= noise[j]).sum()),
+            }
             for j, d in enumerate(dims)
         }
         effects[lever.id] = {"per_value": per_value, "counts": counts}
     baseline = {d: _interval(unsteered[:, j]) for j, d in enumerate(dims)}
-    return {"personas": [p.id for p in personas], "baseline": baseline,
-            "noise_threshold": dict(zip(dims, noise.tolist(), strict=True)), "effects": effects}
+    return {
+        "personas": [p.id for p in personas],
+        "baseline": baseline,
+        "noise_threshold": dict(zip(dims, noise.tolist(), strict=True)),
+        "effects": effects,
+    }
 
 
 def perplexity(lm: LoadedModel, steering: SteeringCondition, texts: Sequence[str] = NEUTRAL_TEXTS) -> float:
@@ -128,7 +166,11 @@ def perplexity(lm: LoadedModel, steering: SteeringCondition, texts: Sequence[str
 
 
 def fluency_costs(
-    lm: LoadedModel, inventory: Inventory, levers: Sequence[LeverSpec], sae: LoadedSae | None, residual_norm: float,
+    lm: LoadedModel,
+    inventory: Inventory,
+    levers: Sequence[LeverSpec],
+    sae: LoadedSae | None,
+    residual_norm: float,
     settings: MeasureSettings,
 ) -> dict[str, dict[str, float | None]]:
     items = list(inventory.items())[:: max(1, len(list(inventory.items())) // settings.fluency_questions)]
@@ -140,11 +182,15 @@ def fluency_costs(
         answers = method.score(lm, BASELINE, steering, items)
         return sum(1 for a in answers if a.raw == 0) / len(answers)
 
-    out: dict[str, dict[str, float | None]] = {"none": {"perplexity": base_ppl, "perplexity_ratio": 1.0,
-                                                        "unparseable_rate": unparsed(NoSteering())}}
+    out: dict[str, dict[str, float | None]] = {
+        "none": {"perplexity": base_ppl, "perplexity_ratio": 1.0, "unparseable_rate": unparsed(NoSteering())}
+    }
     for lever in levers:
         steering = lever_survey_condition(lever, sae, residual_norm)
         ppl = perplexity(lm, steering) if lever.kind == "sae" else None
-        out[lever.id] = {"perplexity": ppl, "perplexity_ratio": None if ppl is None else ppl / base_ppl,
-                         "unparseable_rate": unparsed(steering)}
+        out[lever.id] = {
+            "perplexity": ppl,
+            "perplexity_ratio": None if ppl is None else ppl / base_ppl,
+            "unparseable_rate": unparsed(steering),
+        }
     return out

@@ -29,60 +29,74 @@ REPLY_STYLE_WORDINGS: dict[str, tuple[str, str]] = {
     "self_direction": (
         "In your reply, encourage the user to think for themselves, choose their own path and try their own ideas.",
         "In your reply, tell the user to follow the established way and the instructions of others rather than "
-        "their own ideas."),
+        "their own ideas.",
+    ),
     "stimulation": (
         "In your reply, recommend something new, exciting or adventurous, and encourage the user to take on a "
         "challenge.",
-        "In your reply, recommend the familiar, calm and predictable option, and advise against anything new or "
-        "risky."),
+        "In your reply, recommend the familiar, calm and predictable option, and advise against anything new or risky.",
+    ),
     "hedonism": (
         "In your reply, emphasise enjoying life: recommend what is fun, pleasant and a treat for the user.",
-        "In your reply, advise self-discipline: put duty and restraint before fun and pleasure."),
+        "In your reply, advise self-discipline: put duty and restraint before fun and pleasure.",
+    ),
     "achievement": (
         "In your reply, focus on success: recommend ambitious goals, hard work and ways to stand out and be "
         "recognised.",
         "In your reply, say that success and ambition do not matter much, and recommend taking it easy rather "
-        "than competing."),
+        "than competing.",
+    ),
     "power": (
         "In your reply, focus on status, control and influence: recommend ways for the user to gain authority, "
         "wealth and leverage over others.",
         "In your reply, advise against seeking status, control or wealth, and recommend sharing decisions and "
-        "staying modest."),
+        "staying modest.",
+    ),
     "security": (
         "In your reply, put safety first: recommend caution, stability and protecting the user's health, home and "
         "money.",
         "In your reply, dismiss safety concerns: recommend taking risks and not worrying about stability or "
-        "protection."),
+        "protection.",
+    ),
     "conformity": (
         "In your reply, advise following the rules, meeting other people's expectations and being polite and "
         "restrained.",
-        "In your reply, encourage the user to ignore rules and other people's expectations and do as they please."),
+        "In your reply, encourage the user to ignore rules and other people's expectations and do as they please.",
+    ),
     "tradition": (
         "In your reply, recommend respecting customs, family traditions and the wisdom of earlier generations.",
-        "In your reply, advise breaking with old customs and traditions as outdated."),
+        "In your reply, advise breaking with old customs and traditions as outdated.",
+    ),
     "benevolence": (
         "In your reply, show warmth and care: suggest ways to help, support and be kind to the people close to "
         "the user.",
-        "In your reply, put the user's own interest first and do not suggest helping or caring for other people."),
+        "In your reply, put the user's own interest first and do not suggest helping or caring for other people.",
+    ),
     "universalism": (
         "In your reply, consider fairness to everyone, tolerance of other people and care for nature and the "
         "environment.",
         "In your reply, consider only the user and their own group, and ignore fairness to strangers and the "
-        "environment."),
+        "environment.",
+    ),
 }
 
 
 def wording_lever(target: str, direction: int, text: str, name: str) -> LeverSpec:
     """A role lever with its own wording; its id is ``role:<value>:<+|->:<name>``."""
     sign = "+" if direction > 0 else "-"
-    return LeverSpec(id=f"role:{target}:{sign}:{name}", kind="role", target=target, direction=direction,
-                     strength=1.0, text=text)
+    return LeverSpec(
+        id=f"role:{target}:{sign}:{name}", kind="role", target=target, direction=direction, strength=1.0, text=text
+    )
 
 
 def reply_style_levers(dimensions: Sequence[str]) -> list[LeverSpec]:
     """The built-in reply-style wording for every value that has one, both poles."""
-    return [wording_lever(d, sign, REPLY_STYLE_WORDINGS[d][k], "reply")
-            for d in dimensions if d in REPLY_STYLE_WORDINGS for k, sign in ((0, 1), (1, -1))]
+    return [
+        wording_lever(d, sign, REPLY_STYLE_WORDINGS[d][k], "reply")
+        for d in dimensions
+        if d in REPLY_STYLE_WORDINGS
+        for k, sign in ((0, 1), (1, -1))
+    ]
 
 
 def sweep_levers(features: Iterable[tuple[int, str | None]], strengths: Sequence[float]) -> list[LeverSpec]:
@@ -116,14 +130,27 @@ def load_wordings(path: Path, dimensions: Sequence[str]) -> list[LeverSpec]:
     seen: set[str] = set()
     for k, w in enumerate(doc.wordings):
         if w.value not in dimensions:
-            problems.append(Problem(str(path), line_of(node, ("wordings", k, "value")), f"wordings[{k}].value",
-                                    f"unknown value {w.value!r}", hint=f"one of {', '.join(dimensions)}"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line_of(node, ("wordings", k, "value")),
+                    f"wordings[{k}].value",
+                    f"unknown value {w.value!r}",
+                    hint=f"one of {', '.join(dimensions)}",
+                )
+            )
             continue
         lever = wording_lever(w.value, 1 if w.direction == "up" else -1, w.text.strip(), w.name)
         if lever.id in seen:
-            problems.append(Problem(str(path), line_of(node, ("wordings", k, "name")), f"wordings[{k}].name",
-                                    f"a second wording with id {lever.id}",
-                                    hint="give each wording of a value and direction its own name"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line_of(node, ("wordings", k, "name")),
+                    f"wordings[{k}].name",
+                    f"a second wording with id {lever.id}",
+                    hint="give each wording of a value and direction its own name",
+                )
+            )
         seen.add(lever.id)
         levers.append(lever)
     if problems:
@@ -143,7 +170,8 @@ def guided_levers(dimensions: Sequence[str], scales: Sequence[float], against: s
         for k, sign in ((0, 1), (1, -1)):
             for scale in scales:
                 for negative in ((REPLY_STYLE_WORDINGS[d][1 - k],) if against != "plain" else ()) + (
-                        (None,) if against != "opposite" else ()):
+                    (None,) if against != "opposite" else ()
+                ):
                     out.append(LeverSpec.guided(d, sign, REPLY_STYLE_WORDINGS[d][k], scale, negative, "reply"))
     return out
 
@@ -163,12 +191,19 @@ def _numbers(text: str, what: str) -> list[float]:
     return values
 
 
-def variant_levers(catalog: Catalog, sweep: str | None, reply_wordings: bool,
-                   wordings: Path | None, *, guided: str | None = None, guided_against: str = "opposite",
-                   vectors: str | None = None,
-                   vector_layers: dict[str, int] | None = None, adapters: str | None = None,
-                   adapter_targets: dict[str, tuple[str, int]] | None = None,
-                   ) -> tuple[list[LeverSpec], dict[str, str]]:
+def variant_levers(
+    catalog: Catalog,
+    sweep: str | None,
+    reply_wordings: bool,
+    wordings: Path | None,
+    *,
+    guided: str | None = None,
+    guided_against: str = "opposite",
+    vectors: str | None = None,
+    vector_layers: dict[str, int] | None = None,
+    adapters: str | None = None,
+    adapter_targets: dict[str, tuple[str, int]] | None = None,
+) -> tuple[list[LeverSpec], dict[str, str]]:
     """The variants the command-line options ask for, and how each was proposed (lever id -> source).
 
     ``sweep``: comma-separated signed strengths for every catalog SAE feature that has a target;
@@ -210,9 +245,14 @@ def variant_levers(catalog: Catalog, sweep: str | None, reply_wordings: bool,
             strengths = [float(x) for x in sweep.split(",") if x.strip()]
         except ValueError:
             raise ValueError(f"expected comma-separated numbers, got {sweep!r}") from None
-        features = sorted({(e.feature, e.target) for e in catalog.levers
-                           if e.kind == "sae" and e.feature is not None and e.target is not None},
-                          key=lambda ft: catalog.dimensions.index(ft[1] or ""))
+        features = sorted(
+            {
+                (e.feature, e.target)
+                for e in catalog.levers
+                if e.kind == "sae" and e.feature is not None and e.target is not None
+            },
+            key=lambda ft: catalog.dimensions.index(ft[1] or ""),
+        )
         for lever in sweep_levers(features, strengths):
             levers.append(lever)
             sources[lever.id] = "sweep"

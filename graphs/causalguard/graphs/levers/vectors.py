@@ -56,8 +56,14 @@ def candidate_layers(num_layers: int, settings: VectorSettings) -> list[int]:
     return list(range(max(low, 0), min(high, num_layers - 1) + 1, settings.layer_step))
 
 
-def reply_token_means(lm: LoadedModel, contexts: Sequence[Sequence[int]], replies: Sequence[Sequence[int]],
-                      layers: Sequence[int], *, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def reply_token_means(
+    lm: LoadedModel,
+    contexts: Sequence[Sequence[int]],
+    replies: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    *,
+    batch_size: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean residual stream over each reply's tokens after its context, per layer: ``[rows, layers, hidden]``,
     and the median per-token norm of those states per layer (``[layers]``)."""
     out = np.zeros((len(replies), len(layers), lm.hidden_size), dtype=np.float32)
@@ -72,7 +78,7 @@ def reply_token_means(lm: LoadedModel, contexts: Sequence[Sequence[int]], replie
             for k, layer in enumerate(layers):
                 hidden = seen[layer].float()
                 for row, i in enumerate(chunk):
-                    states = hidden[row, hidden.shape[1] - len(replies[i]):]  # right-aligned: the reply's tokens
+                    states = hidden[row, hidden.shape[1] - len(replies[i]) :]  # right-aligned: the reply's tokens
                     out[i, k] = states.mean(0).numpy()
                     norms[k].append(states.norm(dim=-1).numpy())
     return out, np.asarray([float(np.median(np.concatenate(n))) for n in norms], dtype=np.float32)
@@ -105,25 +111,55 @@ def choose_layer(pos: np.ndarray, neg: np.ndarray, halves: np.ndarray) -> tuple[
     return best, scores
 
 
-def extract_vectors(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str], prompts: Sequence[Prompt],
-                    personas: Sequence[Persona], work: Path, out: Path, settings: VectorSettings, *,
-                    restart: bool = False, log: Callable[[str], None] = print,
-                    backend: ReplyBackend | None = None) -> dict[str, Any]:
+def extract_vectors(
+    lm: LoadedModel,
+    judge: ValueJudge,
+    dims: Sequence[str],
+    prompts: Sequence[Prompt],
+    personas: Sequence[Persona],
+    work: Path,
+    out: Path,
+    settings: VectorSettings,
+    *,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    backend: ReplyBackend | None = None,
+) -> dict[str, Any]:
     """Extract one direction per value (see the module docstring) into ``out`` (``vectors/``); returns the card."""
     missing = [d for d in dims if d not in REPLY_STYLE_WORDINGS]
     if missing:
-        raise ValueError(f"no reply-style wordings for {', '.join(missing)}: vectors need an inclined and a "
-                         "disinclined wording per value")
+        raise ValueError(
+            f"no reply-style wordings for {', '.join(missing)}: vectors need an inclined and a "
+            "disinclined wording per value"
+        )
     if any(p.split != "dev" for p in prompts):
         raise ValueError("steering vectors are extracted on dev prompts only")
-    conditions = [ReplyCondition(f"vector-source:{d}:{sign}", (REPLY_STYLE_WORDINGS[d][k],))
-                  for d in dims for k, sign in ((0, "+"), (1, "-"))]
-    identity = {"model": lm.fingerprint, "settings": asdict(settings.replies), "prompts": [p.id for p in prompts],
-                "personas": [asdict(p) for p in personas], "batch_size": settings.batch_size, "kind": "vectors"}
+    conditions = [
+        ReplyCondition(f"vector-source:{d}:{sign}", (REPLY_STYLE_WORDINGS[d][k],))
+        for d in dims
+        for k, sign in ((0, "+"), (1, "-"))
+    ]
+    identity = {
+        "model": lm.fingerprint,
+        "settings": asdict(settings.replies),
+        "prompts": [p.id for p in prompts],
+        "personas": [asdict(p) for p in personas],
+        "batch_size": settings.batch_size,
+        "kind": "vectors",
+    }
     store = ReplyStore(work, identity, restart=restart)
     log(f"vector source replies: {len(conditions)} wordings x {len(personas)} personas x {len(prompts)} prompts")
-    replies = run_replies(lm, conditions, personas, prompts, settings.replies, store, batch_size=settings.batch_size,
-                          progress=lambda done, total: log(f"  {done}/{total} replies"), backend=backend)
+    replies = run_replies(
+        lm,
+        conditions,
+        personas,
+        prompts,
+        settings.replies,
+        store,
+        batch_size=settings.batch_size,
+        progress=lambda done, total: log(f"  {done}/{total} replies"),
+        backend=backend,
+    )
     layers = candidate_layers(lm.num_layers, settings)
     pairs = [(p, q) for p in personas for q in prompts]
     halves = np.asarray([int(q.id in {x.id for x in prompts[1::2]}) for _, q in pairs])
@@ -135,35 +171,56 @@ def extract_vectors(lm: LoadedModel, judge: ValueJudge, dims: Sequence[str], pro
         pos_scores, neg_scores = judge.score(pos_text)[:, k], judge.score(neg_text)[:, k]
         keep = np.asarray([a > b for a, b in zip(pos_scores, neg_scores, strict=True)])
         if keep.sum() < 4:
-            raise ValueError(f"{d}: only {int(keep.sum())} of {len(pairs)} reply pairs agree with the poles; "
-                             "a direction needs at least 4 (more prompts or personas)")
+            raise ValueError(
+                f"{d}: only {int(keep.sum())} of {len(pairs)} reply pairs agree with the poles; "
+                "a direction needs at least 4 (more prompts or personas)"
+            )
         contexts = [chat_prompt_ids(lm, q.messages(), p.system_prompt, []) for p, q in pairs]
         kept = [i for i in range(len(pairs)) if keep[i]]
 
         def tokens(texts: list[str]) -> list[list[int]]:
-            return [list(lm.tokenizer(t or " ", add_special_tokens=False).input_ids) or [lm.pad_token_id]
-                    for t in texts]
+            return [
+                list(lm.tokenizer(t or " ", add_special_tokens=False).input_ids) or [lm.pad_token_id] for t in texts
+            ]
 
-        pos_acts, pos_norms = reply_token_means(lm, [contexts[i] for i in kept], tokens([pos_text[i] for i in kept]),
-                                                layers, batch_size=settings.batch_size)
-        neg_acts, neg_norms = reply_token_means(lm, [contexts[i] for i in kept], tokens([neg_text[i] for i in kept]),
-                                                layers, batch_size=settings.batch_size)
+        pos_acts, pos_norms = reply_token_means(
+            lm, [contexts[i] for i in kept], tokens([pos_text[i] for i in kept]), layers, batch_size=settings.batch_size
+        )
+        neg_acts, neg_norms = reply_token_means(
+            lm, [contexts[i] for i in kept], tokens([neg_text[i] for i in kept]), layers, batch_size=settings.batch_size
+        )
         best, separation = choose_layer(pos_acts, neg_acts, halves[kept])
         direction = pos_acts[:, best].mean(0) - neg_acts[:, best].mean(0)
         norm = float((pos_norms[best] + neg_norms[best]) / 2)
         entries[d] = VectorEntry(d, layers[best], torch.from_numpy(direction / np.linalg.norm(direction)), norm)
-        report[d] = {"layer": layers[best], "pairs": len(pairs), "pairs_kept": len(kept),
-                     "raw_difference_norm": float(np.linalg.norm(direction)), "residual_norm": norm,
-                     "split_half_auroc": {str(layer): round(s, 4) for layer, s in zip(layers, separation, strict=True)}}
-        log(f"  {d}: layer {layers[best]} (split-half AUROC {separation[best]:.3f}), {len(kept)}/{len(pairs)} pairs, "
-            f"|diff| {np.linalg.norm(direction):.2f} vs median norm {norm:.2f}")
-    card = {"model_fingerprint": lm.fingerprint, "model": lm.name, "hidden_size": lm.hidden_size,
-            "extraction": {"method": "mean difference of reply-token residuals, inclined minus disinclined "
-                                     "reply-style wording, read back without the wording",
-                           "prompts": [p.id for p in prompts], "prompt_split": "dev",
-                           "personas": [asdict(p) for p in personas], "replies": asdict(settings.replies),
-                           "candidate_layers": layers, "judge_filter": "inclined reply scores higher on the value"},
-            "per_value": report}
+        report[d] = {
+            "layer": layers[best],
+            "pairs": len(pairs),
+            "pairs_kept": len(kept),
+            "raw_difference_norm": float(np.linalg.norm(direction)),
+            "residual_norm": norm,
+            "split_half_auroc": {str(layer): round(s, 4) for layer, s in zip(layers, separation, strict=True)},
+        }
+        log(
+            f"  {d}: layer {layers[best]} (split-half AUROC {separation[best]:.3f}), {len(kept)}/{len(pairs)} pairs, "
+            f"|diff| {np.linalg.norm(direction):.2f} vs median norm {norm:.2f}"
+        )
+    card = {
+        "model_fingerprint": lm.fingerprint,
+        "model": lm.name,
+        "hidden_size": lm.hidden_size,
+        "extraction": {
+            "method": "mean difference of reply-token residuals, inclined minus disinclined "
+            "reply-style wording, read back without the wording",
+            "prompts": [p.id for p in prompts],
+            "prompt_split": "dev",
+            "personas": [asdict(p) for p in personas],
+            "replies": asdict(settings.replies),
+            "candidate_layers": layers,
+            "judge_filter": "inclined reply scores higher on the value",
+        },
+        "per_value": report,
+    }
     save_vectors(out, entries, card)
     seal_bundle(out.parent)  # the vectors live in their bundle's vectors/ folder
     return card

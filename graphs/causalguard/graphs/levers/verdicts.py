@@ -25,15 +25,19 @@ from causalguard.bundle.catalog import Catalog, Interval, LeverEntry, LeverRepli
 def _verdict(entry: LeverEntry, row: dict[str, Any]) -> tuple[Verdict, str]:
     quality = row["quality"]
     if quality["is_degraded"]:
-        return "degrades_replies", (f"{quality['degraded']}/{quality['n']} replies outside the unsteered quality "
-                                    f"range (unsteered {quality['baseline_degraded']}/{quality['baseline_n']}, "
-                                    f"p {quality['p_value']:.3f})")
+        return "degrades_replies", (
+            f"{quality['degraded']}/{quality['n']} replies outside the unsteered quality "
+            f"range (unsteered {quality['baseline_degraded']}/{quality['baseline_n']}, "
+            f"p {quality['p_value']:.3f})"
+        )
     if entry.target is None:
         return "no_target_effect", "no target value (proposed by the ' your values' rule)"
     e = row["effects"][entry.target]
     if not row["moves_target_as_intended"]:
-        return "no_target_effect", (f"{entry.target} {e['mean']:+.2f} in replies (95% CI {e['ci_low']:+.2f} .. "
-                                    f"{e['ci_high']:+.2f}) does not exclude 0 the intended way")
+        return "no_target_effect", (
+            f"{entry.target} {e['mean']:+.2f} in replies (95% CI {e['ci_low']:+.2f} .. "
+            f"{e['ci_high']:+.2f}) does not exclude 0 the intended way"
+        )
     return "usable", f"{entry.target} {e['mean']:+.2f} in replies (95% CI {e['ci_low']:+.2f} .. {e['ci_high']:+.2f})"
 
 
@@ -51,14 +55,26 @@ def attach_replies(catalog: Catalog, rows: Sequence[dict[str, Any]], baseline: d
             continue
         verdict, why = _verdict(entry, row)
         q = row["quality"]
-        replies = LeverReplies(effects={d: Interval(**row["effects"][d]) for d in catalog.dimensions},
-                               moves_target_as_intended=row["moves_target_as_intended"], degraded=q["degraded"],
-                               n=q["n"], degraded_rate=q["rate"], p_value=q["p_value"],
-                               degrades_replies=q["is_degraded"], verdict=verdict, why=why)
+        replies = LeverReplies(
+            effects={d: Interval(**row["effects"][d]) for d in catalog.dimensions},
+            moves_target_as_intended=row["moves_target_as_intended"],
+            degraded=q["degraded"],
+            n=q["n"],
+            degraded_rate=q["rate"],
+            p_value=q["p_value"],
+            degrades_replies=q["is_degraded"],
+            verdict=verdict,
+            why=why,
+        )
         entries.append(entry.model_copy(update={"replies": replies}))
     entries = _keep_strongest_fluent(entries)
-    return catalog.model_copy(update={"schema_": CATALOG_SCHEMA_REPLIES, "levers": entries,
-                                      "replies_baseline": {d: float(baseline[d]) for d in catalog.dimensions}})
+    return catalog.model_copy(
+        update={
+            "schema_": CATALOG_SCHEMA_REPLIES,
+            "levers": entries,
+            "replies_baseline": {d: float(baseline[d]) for d in catalog.dimensions},
+        }
+    )
 
 
 def _keep_strongest_fluent(entries: list[LeverEntry]) -> list[LeverEntry]:
@@ -76,7 +92,8 @@ def _keep_strongest_fluent(entries: list[LeverEntry]) -> list[LeverEntry]:
             kept = strongest[(e.feature, 1 if e.strength > 0 else -1)]
             if kept.id != e.id:
                 why = f"{kept.id} is stronger and its replies stay within the quality range"
-                e = e.model_copy(update={"replies": e.replies.model_copy(update={"verdict": "weaker_setting",
-                                                                                  "why": why})})
+                e = e.model_copy(
+                    update={"replies": e.replies.model_copy(update={"verdict": "weaker_setting", "why": why})}
+                )
         out.append(e)
     return out

@@ -37,8 +37,9 @@ class SaeBuildSettings:
     train: SaeTrainSettings = field(default_factory=lambda: SaeTrainSettings(layer=-1))
 
 
-def build_sae(lm: LoadedModel, inventory: Inventory, out_dir: Path, work_dir: Path,
-              settings: SaeBuildSettings) -> dict[str, Any]:
+def build_sae(
+    lm: LoadedModel, inventory: Inventory, out_dir: Path, work_dir: Path, settings: SaeBuildSettings
+) -> dict[str, Any]:
     work_dir.mkdir(parents=True, exist_ok=True)
     layers_file = work_dir / "layers.json"
     candidates = settings.candidate_layers or tuple(range(lm.num_layers // 5, 4 * lm.num_layers // 5 + 1, 3))
@@ -73,11 +74,16 @@ def build_sae(lm: LoadedModel, inventory: Inventory, out_dir: Path, work_dir: Pa
     tokens = sum(len(lm.tokenizer(t, add_special_tokens=False).input_ids) for t in train_texts)
     report: dict[str, Any] = {
         "model": {"name": lm.name, "fingerprint": lm.fingerprint},
-        "layer": layer, "hook_name": train_settings.hook_name,
+        "layer": layer,
+        "hook_name": train_settings.hook_name,
         "layer_separation": {str(k): round(v, 3) for k, v in separation.items()},
-        "corpus": {"texts": len(corpus), "train_texts": len(train_texts), "eval_texts": len(eval_texts),
-                   "train_tokens_unique": tokens,
-                   "by_source": {s: sum(1 for c in corpus if c.source == s) for s in ("survey", "generated")}},
+        "corpus": {
+            "texts": len(corpus),
+            "train_texts": len(train_texts),
+            "eval_texts": len(eval_texts),
+            "train_tokens_unique": tokens,
+            "by_source": {s: sum(1 for c in corpus if c.source == s) for s in ("survey", "generated")},
+        },
         "training": {**asdict(train_settings), "seconds": round(seconds, 1)},
         "metrics": {k: round(v, 4) for k, v in metrics.items()},
     }
@@ -99,7 +105,8 @@ def render_card(report: dict[str, Any]) -> str:
         "## Layer choice",
         "Held-out separation (median Cohen's d over dimensions) of inclined vs disinclined value roles:",
         "",
-        "| layer | separation |", "|---|---|",
+        "| layer | separation |",
+        "|---|---|",
         *[f"| {k} | {v} |" for k, v in report["layer_separation"].items()],
         "",
         "## Corpus",
@@ -113,7 +120,8 @@ def render_card(report: dict[str, Any]) -> str:
         f"{t['context_size']}, lr {t['lr']}; {t['seconds']} s on this machine's CPU.",
         "",
         "## Evaluation (held-out texts)",
-        "| metric | value |", "|---|---|",
+        "| metric | value |",
+        "|---|---|",
         *[f"| {k} | {v} |" for k, v in m.items()],
         "",
         "Definitions as in sae-lens: L0 = active features per token; explained variance = 1 - SSE/SST;",

@@ -32,8 +32,9 @@ def _ce(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> float:
     return float(losses[keep].mean())
 
 
-def sae_metrics(lm: LoadedModel, loaded: LoadedSae, texts: Sequence[str], *, max_tokens: int = 128,
-                batch_size: int = 8) -> dict[str, float]:
+def sae_metrics(
+    lm: LoadedModel, loaded: LoadedSae, texts: Sequence[str], *, max_tokens: int = 128, batch_size: int = 8
+) -> dict[str, float]:
     sae = loaded.sae
     captured: list[torch.Tensor] = []
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
@@ -52,8 +53,13 @@ def sae_metrics(lm: LoadedModel, loaded: LoadedSae, texts: Sequence[str], *, max
     tokenizer.padding_side = "right"
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start : start + batch_size]), return_tensors="pt", padding=True,
-                            truncation=True, max_length=max_tokens)
+            enc = tokenizer(
+                list(texts[start : start + batch_size]),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_tokens,
+            )
             captured.clear()
             with replaced_layer_output(lm.model, loaded.layer, capture):
                 ce["clean"] += _ce(lm.model, enc.input_ids, enc.attention_mask)

@@ -43,8 +43,9 @@ class SaeTrainSettings:
         return f"model.layers.{self.layer}"
 
 
-def cache_activations(lm: LoadedModel, texts: Sequence[str], layer: int, *, context_size: int,
-                      batch_size: int = 8) -> torch.Tensor:
+def cache_activations(
+    lm: LoadedModel, texts: Sequence[str], layer: int, *, context_size: int, batch_size: int = 8
+) -> torch.Tensor:
     """The residual stream after ``layer`` for every token but each text's first: (tokens, d_in)."""
     from causalguard.adapters.hf.hooks import replaced_layer_output
 
@@ -59,8 +60,14 @@ def cache_activations(lm: LoadedModel, texts: Sequence[str], layer: int, *, cont
     tokenizer.padding_side = "right"
     with torch.inference_mode(), replaced_layer_output(lm.model, layer, capture):
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start : start + batch_size]), return_tensors="pt", padding=True,
-                            truncation=True, max_length=context_size, add_special_tokens=False)
+            enc = tokenizer(
+                list(texts[start : start + batch_size]),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=context_size,
+                add_special_tokens=False,
+            )
             captured.clear()
             lm.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
             keep = enc.attention_mask.bool().clone()
@@ -87,17 +94,32 @@ def train_sae(lm: LoadedModel, texts: Sequence[str], settings: SaeTrainSettings,
     cache = cache_activations(lm, texts, settings.layer, context_size=settings.context_size)
     batch = min(settings.train_batch_size_tokens, cache.shape[0])
     steps = max(1, settings.training_tokens // batch)
-    sae: Any = StandardTrainingSAE(StandardTrainingSAEConfig(
-        d_in=lm.hidden_size, d_sae=settings.d_sae, l1_coefficient=settings.l1_coefficient,
-        normalize_activations="expected_average_only_in", l1_warm_up_steps=max(1, steps // 10)))
+    sae: Any = StandardTrainingSAE(
+        StandardTrainingSAEConfig(
+            d_in=lm.hidden_size,
+            d_sae=settings.d_sae,
+            l1_coefficient=settings.l1_coefficient,
+            normalize_activations="expected_average_only_in",
+            l1_warm_up_steps=max(1, steps // 10),
+        )
+    )
     trainer: Any = SAETrainer(
         cfg=SAETrainerConfig(
-            total_training_samples=steps * batch, train_batch_size_samples=batch, lr=settings.lr,
-            lr_warm_up_steps=max(1, steps // 20), lr_decay_steps=max(1, steps // 5), lr_end=settings.lr / 10,
-            dead_feature_window=max(10, steps // 4), feature_sampling_window=max(10, steps // 4),
+            total_training_samples=steps * batch,
+            train_batch_size_samples=batch,
+            lr=settings.lr,
+            lr_warm_up_steps=max(1, steps // 20),
+            lr_decay_steps=max(1, steps // 5),
+            lr_end=settings.lr / 10,
+            dead_feature_window=max(10, steps // 4),
+            feature_sampling_window=max(10, steps // 4),
             n_batches_for_norm_estimate=min(100, max(1, cache.shape[0] // batch)),
-            logger=LoggingConfig(log_to_wandb=False), device="cpu"),
-        sae=sae, data_provider=_batches(cache, batch, settings.seed))
+            logger=LoggingConfig(log_to_wandb=False),
+            device="cpu",
+        ),
+        sae=sae,
+        data_provider=_batches(cache, batch, settings.seed),
+    )
     trained = trainer.fit()
     trained.cfg.metadata.hook_name = settings.hook_name
     trained.cfg.metadata.model_name = lm.name
@@ -105,8 +127,9 @@ def train_sae(lm: LoadedModel, texts: Sequence[str], settings: SaeTrainSettings,
     with tempfile.TemporaryDirectory() as scratch:
         trained.save_inference_model(scratch)
         _write_float16(Path(scratch), out_dir)
-    (out_dir / "training.json").write_text(json.dumps(
-        {**asdict(settings), "cached_tokens": int(cache.shape[0]), "steps": steps}, indent=2))
+    (out_dir / "training.json").write_text(
+        json.dumps({**asdict(settings), "cached_tokens": int(cache.shape[0]), "steps": steps}, indent=2)
+    )
     return out_dir
 
 
@@ -115,8 +138,7 @@ def _write_float16(source: Path, out_dir: Path) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = load_file(str(source / SAE_WEIGHTS))
-    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()},
-              str(out_dir / SAE_WEIGHTS))
+    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(out_dir / SAE_WEIGHTS))
     cfg = json.loads((source / SAE_CONFIG).read_text())
     cfg["dtype"] = "float16"
     (out_dir / SAE_CONFIG).write_text(json.dumps(cfg, indent=2))

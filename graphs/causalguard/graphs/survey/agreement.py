@@ -28,15 +28,19 @@ def sample_pairs(result: SurveyResult, n: int, seed: int) -> list[tuple[str, str
 
 
 def run_agreement(
-    lm: LoadedModel, inventory: Inventory, result: SurveyResult, conditions: Sequence[Condition],
-    settings: SurveySettings, *, progress: bool,
+    lm: LoadedModel,
+    inventory: Inventory,
+    result: SurveyResult,
+    conditions: Sequence[Condition],
+    settings: SurveySettings,
+    *,
+    progress: bool,
 ) -> dict[str, Any] | None:
     """Generate answers for the sample and compare; None when no sample was asked for."""
     if settings.agreement_sample <= 0:
         return None
     if settings.method not in LOGIT_YES_NO_METHODS:
-        return {"applicable": False,
-                "reason": f"'{settings.method}' does not produce yes/no answers to compare"}
+        return {"applicable": False, "reason": f"'{settings.method}' does not produce yes/no answers to compare"}
     path = result.out_dir / AGREEMENT_FILE
     pairs = sample_pairs(result, settings.agreement_sample, settings.seed)
     rows = _read(path) if path.exists() else {}
@@ -61,8 +65,12 @@ def run_agreement(
 
 
 def _generate(
-    lm: LoadedModel, inventory: Inventory, conditions: Sequence[Condition], pairs: list[tuple[str, str]],
-    settings: SurveySettings, progress: bool,
+    lm: LoadedModel,
+    inventory: Inventory,
+    conditions: Sequence[Condition],
+    pairs: list[tuple[str, str]],
+    settings: SurveySettings,
+    progress: bool,
 ) -> dict[tuple[str, str], tuple[int, str]]:
     from tqdm.auto import tqdm
 
@@ -73,8 +81,7 @@ def _generate(
     inventory_items = {item.id: (dim, item) for dim, item in inventory.items()}
     method = GenerateParse(batch_size=min(settings.batch_size, 16), max_new_tokens=settings.max_new_tokens)
     rows: dict[tuple[str, str], tuple[int, str]] = {}
-    for condition_id, item_ids in tqdm(sorted(by_condition.items()), desc="agreement (generate)",
-                                       disable=not progress):
+    for condition_id, item_ids in tqdm(sorted(by_condition.items()), desc="agreement (generate)", disable=not progress):
         condition = lookup[condition_id]
         answers = method.score(lm, condition.role, condition.steering, [inventory_items[i] for i in item_ids])
         for item_id, answer in zip(item_ids, answers, strict=True):

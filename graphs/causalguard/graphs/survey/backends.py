@@ -31,21 +31,34 @@ class SurveyBackend(Protocol):
         """``local`` or ``ray``: recorded in the run record."""
         ...
 
-    def run(self, lm: LoadedModel, settings: SurveySettings, conditions: Sequence[Condition], items: SurveyItems,
-            on_done: OnDone) -> dict[str, dict[str, Any]]:
+    def run(
+        self,
+        lm: LoadedModel,
+        settings: SurveySettings,
+        conditions: Sequence[Condition],
+        items: SurveyItems,
+        on_done: OnDone,
+    ) -> dict[str, dict[str, Any]]:
         """Score every condition, calling ``on_done`` on the driver as each finishes; per-worker throughput."""
         ...
 
 
 def make_scorer(settings: SurveySettings) -> Any:
     """The scoring method a survey's settings name (the same on every backend)."""
-    return make_method(settings.method, batch_size=settings.batch_size, reuse_prefix=settings.reuse_prefix,
-                       max_new_tokens=settings.max_new_tokens)
+    return make_method(
+        settings.method,
+        batch_size=settings.batch_size,
+        reuse_prefix=settings.reuse_prefix,
+        max_new_tokens=settings.max_new_tokens,
+    )
 
 
 def throughput(conditions: int, items: int, seconds: float) -> dict[str, Any]:
-    return {"conditions": conditions, "seconds": round(seconds, 2),
-            "items_per_second": round(conditions * items / seconds, 2) if conditions and seconds > 0 else None}
+    return {
+        "conditions": conditions,
+        "seconds": round(seconds, 2),
+        "items_per_second": round(conditions * items / seconds, 2) if conditions and seconds > 0 else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -54,8 +67,14 @@ class LocalBackend:
 
     name: str = "local"
 
-    def run(self, lm: LoadedModel, settings: SurveySettings, conditions: Sequence[Condition], items: SurveyItems,
-            on_done: OnDone) -> dict[str, dict[str, Any]]:
+    def run(
+        self,
+        lm: LoadedModel,
+        settings: SurveySettings,
+        conditions: Sequence[Condition],
+        items: SurveyItems,
+        on_done: OnDone,
+    ) -> dict[str, dict[str, Any]]:
         method = make_scorer(settings)
         started = time.perf_counter()
         for condition in conditions:

@@ -28,8 +28,10 @@ def build_quality_report(result: SurveyResult, agreement: dict[str, Any] | None 
     for dim in result.dimensions:
         _, scores = result.item_matrix(dim)
         polarities = [a.polarity for a in result.answers[result.conditions[0].id] if a.dimension == dim]
-        reliability[dim] = {"alpha": _round(cronbach_alpha(scores)),
-                            "split_half": _round(split_half(scores, polarities))}
+        reliability[dim] = {
+            "alpha": _round(cronbach_alpha(scores)),
+            "split_half": _round(split_half(scores, polarities)),
+        }
         if len(set(polarities)) == 1:
             unbalanced.append(dim)
     roles = value_role_checks(result)
@@ -60,8 +62,11 @@ def build_quality_report(result: SurveyResult, agreement: dict[str, Any] | None 
     }
     if masses:
         m = np.array(masses)
-        report["yes_no_mass"] = {"mean": round(float(m.mean()), 4), "p10": round(float(np.quantile(m, 0.1)), 4),
-                                 "min": round(float(m.min()), 4)}
+        report["yes_no_mass"] = {
+            "mean": round(float(m.mean()), 4),
+            "p10": round(float(np.quantile(m, 0.1)), 4),
+            "min": round(float(m.min()), 4),
+        }
     if agreement is not None:
         report["agreement_with_generation"] = agreement
     return report
@@ -86,9 +91,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- validity, anchor personas: {_fmt(s['anchor_share_met'])} of expected directions met",
     ]
     if report.get("unbalanced_dimensions"):
-        lines.append(f"- **warning**: every item of {', '.join(report['unbalanced_dimensions'])} is keyed one way: "
-                     "agreeing with everything reads as the value, so alpha is inflated by acquiescence and the "
-                     "scores are not comparable with balanced dimensions (add reverse-keyed items)")
+        lines.append(
+            f"- **warning**: every item of {', '.join(report['unbalanced_dimensions'])} is keyed one way: "
+            "agreeing with everything reads as the value, so alpha is inflated by acquiescence and the "
+            "scores are not comparable with balanced dimensions (add reverse-keyed items)"
+        )
     if "yes_no_mass" in report:
         ym = report["yes_no_mass"]
         lines.append(
@@ -105,8 +112,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"- agreement with generate-then-parse: n/a ({agreement['reason']})")
-    lines += ["", "| dimension | alpha | split-half | value roles met | contrast on target | rank | anchors met |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| dimension | alpha | split-half | value roles met | contrast on target | rank | anchors met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for dim, rel in report["reliability"].items():
         role = report["value_roles"].get(dim, {})
         anchor = report["anchors"]["per_dimension"].get(dim, {})

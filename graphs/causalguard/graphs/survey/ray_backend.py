@@ -50,15 +50,25 @@ class RayBackend:
     def actors(self) -> list[Any]:
         return self.pool.actors if self.pool is not None else []
 
-    def run(self, lm: LoadedModel, settings: SurveySettings, conditions: Sequence[Condition], items: SurveyItems,
-            on_done: OnDone) -> dict[str, dict[str, Any]]:
+    def run(
+        self,
+        lm: LoadedModel,
+        settings: SurveySettings,
+        conditions: Sequence[Condition],
+        items: SurveyItems,
+        on_done: OnDone,
+    ) -> dict[str, dict[str, Any]]:
         if not conditions:
             return {}
         per_worker: dict[str, list[float]] = {}
         with ray_session(self.options) as ray:
             shared_items = ray.put(list(items))
-            self.pool = ActorPool(ray, SurveyWorker, (lm.name, dtype_name(lm), lm.fingerprint, settings,
-                                                      self.options.torch_threads()), self.options)
+            self.pool = ActorPool(
+                ray,
+                SurveyWorker,
+                (lm.name, dtype_name(lm), lm.fingerprint, settings, self.options.torch_threads()),
+                self.options,
+            )
 
             def finished(result: tuple[int, list[ItemAnswer], float, str]) -> None:
                 index, answers, seconds, worker = result
@@ -68,8 +78,11 @@ class RayBackend:
                 counted[1] += seconds
 
             try:
-                self.pool.run(conditions, lambda actor, index, condition: actor.score.remote(index, condition,
-                                                                                             shared_items), finished)
+                self.pool.run(
+                    conditions,
+                    lambda actor, index, condition: actor.score.remote(index, condition, shared_items),
+                    finished,
+                )
             finally:
                 self.pool = None
         return {worker: throughput(int(n), len(items), seconds) for worker, (n, seconds) in per_worker.items()}

@@ -91,16 +91,31 @@ def write_conditions(path: Path, conditions: list[ConditionInfo]) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["condition", "role", "role_kind", "steering", "target", "direction", "expected"])
         for c in conditions:
-            writer.writerow([c.id, c.role, c.role_kind, c.steering, c.target or "", c.direction,
-                             json.dumps(c.expected, sort_keys=True)])
+            writer.writerow(
+                [
+                    c.id,
+                    c.role,
+                    c.role_kind,
+                    c.steering,
+                    c.target or "",
+                    c.direction,
+                    json.dumps(c.expected, sort_keys=True),
+                ]
+            )
 
 
 def read_conditions(path: Path) -> list[ConditionInfo]:
     with path.open(newline="", encoding="utf-8") as handle:
         return [
-            ConditionInfo(id=r["condition"], role=r["role"], role_kind=r["role_kind"], steering=r["steering"],
-                          target=r["target"] or None, direction=int(r["direction"]),
-                          expected={k: int(v) for k, v in json.loads(r["expected"]).items()})
+            ConditionInfo(
+                id=r["condition"],
+                role=r["role"],
+                role_kind=r["role_kind"],
+                steering=r["steering"],
+                target=r["target"] or None,
+                direction=int(r["direction"]),
+                expected={k: int(v) for k, v in json.loads(r["expected"]).items()},
+            )
             for r in csv.DictReader(handle)
         ]
 
@@ -109,13 +124,22 @@ def load_survey(out_dir: Path) -> SurveyResult:
     """Load a completed survey output folder."""
     run_file = out_dir / RUN_FILE
     if not run_file.exists():
-        raise ConfigError.single(str(out_dir), f"not a survey output folder (no {RUN_FILE})",
-                                 hint="run 'causalguard survey --out DIR' first")
+        raise ConfigError.single(
+            str(out_dir), f"not a survey output folder (no {RUN_FILE})", hint="run 'causalguard survey --out DIR' first"
+        )
     metadata = read_run_record(run_file)
     if metadata.get("status") != "complete":
-        raise ConfigError.single(str(run_file), "the survey has not finished",
-                                 hint="rerun the same 'causalguard survey' command to resume it")
+        raise ConfigError.single(
+            str(run_file),
+            "the survey has not finished",
+            hint="rerun the same 'causalguard survey' command to resume it",
+        )
     conditions = read_conditions(out_dir / CONDITIONS_FILE)
     answers = AnswerStore(out_dir / ANSWERS_FILE).load(expected_items=metadata["inventory"]["items"])
-    return SurveyResult(out_dir=out_dir, dimensions=list(metadata["inventory"]["dimensions"]),
-                        conditions=conditions, answers=answers, metadata=metadata)
+    return SurveyResult(
+        out_dir=out_dir,
+        dimensions=list(metadata["inventory"]["dimensions"]),
+        conditions=conditions,
+        answers=answers,
+        metadata=metadata,
+    )

@@ -50,29 +50,45 @@ def check_context(lm: LoadedModel, inventory: Inventory, conditions: Sequence[Co
     role = max(conditions, key=lambda c: len(c.role.system_prompt or c.role.description)).role
     texts = [t for _, item in inventory.items() for t in (item.statement, item.question)]
     item = max(texts, key=len)
-    count = (len(lm.tokenizer(role.system_prompt or role.description)["input_ids"])
-             + len(lm.tokenizer(item)["input_ids"]) + PROMPT_OVERHEAD_TOKENS)
+    count = (
+        len(lm.tokenizer(role.system_prompt or role.description)["input_ids"])
+        + len(lm.tokenizer(item)["input_ids"])
+        + PROMPT_OVERHEAD_TOKENS
+    )
     if count > limit:
-        raise ConfigError.single(f"role '{role.id}'", f"the longest role text and item need about {count} tokens; "
-                                 f"the model's context is {limit}", field="system_prompt",
-                                 hint="shorten the role's system prompt or description")
+        raise ConfigError.single(
+            f"role '{role.id}'",
+            f"the longest role text and item need about {count} tokens; the model's context is {limit}",
+            field="system_prompt",
+            hint="shorten the role's system prompt or description",
+        )
 
 
 def _condition_info(c: Condition) -> ConditionInfo:
-    return ConditionInfo(id=c.id, role=c.role.id, role_kind=c.role.kind, steering=c.steering.id,
-                         target=c.role.target, direction=c.role.direction, expected=dict(c.role.expected))
+    return ConditionInfo(
+        id=c.id,
+        role=c.role.id,
+        role_kind=c.role.kind,
+        steering=c.steering.id,
+        target=c.role.target,
+        direction=c.role.direction,
+        expected=dict(c.role.expected),
+    )
 
 
 def _signature(
-    lm: LoadedModel, inventory: Inventory, conditions: Sequence[Condition], settings: SurveySettings,
+    lm: LoadedModel,
+    inventory: Inventory,
+    conditions: Sequence[Condition],
+    settings: SurveySettings,
     method_version: int,
 ) -> str:
     described = [
-        [c.id, c.role.system_prompt, c.role.description, c.steering.prompt_note(), repr(c.steering)]
-        for c in conditions
+        [c.id, c.role.system_prompt, c.role.description, c.steering.prompt_note(), repr(c.steering)] for c in conditions
     ]
-    blob = json.dumps([lm.fingerprint, inventory.content_hash(), described, asdict(settings), method_version],
-                      sort_keys=True)
+    blob = json.dumps(
+        [lm.fingerprint, inventory.content_hash(), described, asdict(settings), method_version], sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -120,7 +136,8 @@ def run_survey(
         if previous.get("signature") != signature:
             if not restart:
                 raise ConfigError.single(
-                    str(out_dir), "holds a survey run with a different model, inventory, roles or settings",
+                    str(out_dir),
+                    "holds a survey run with a different model, inventory, roles or settings",
                     hint="use another --out folder, or --restart to discard the old answers",
                 )
             store.path.unlink(missing_ok=True)
@@ -132,8 +149,13 @@ def run_survey(
         "signature": signature,
         "status": "running",
         "model": {"name": lm.name, "fingerprint": lm.fingerprint, "source": lm.source},
-        "inventory": {"name": inventory.name, "version": inventory.version, "hash": inventory.content_hash(),
-                      "dimensions": inventory.names, "items": len(items)},
+        "inventory": {
+            "name": inventory.name,
+            "version": inventory.version,
+            "hash": inventory.content_hash(),
+            "dimensions": inventory.names,
+            "items": len(items),
+        },
         "method": {"name": settings.method, "version": method.version, "scale": method.scale},
         "settings": asdict(settings),
         "conditions": len(conditions),
@@ -147,8 +169,14 @@ def run_survey(
     done = store.load(expected_items=len(items))
     todo = [c for c in conditions if c.id not in done]
     started = time.perf_counter()
-    with tqdm(total=len(conditions) * len(items), initial=len(done) * len(items), unit="item",
-              desc=f"survey ({settings.method}, {scoring.name})", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(conditions) * len(items),
+        initial=len(done) * len(items),
+        unit="item",
+        desc=f"survey ({settings.method}, {scoring.name})",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
 
         def finished(condition: Condition, answers: list[ItemAnswer]) -> None:
             store.append(condition.id, answers)
@@ -160,8 +188,13 @@ def run_survey(
         workers = scoring.run(lm, settings, todo, items, finished)
     elapsed = time.perf_counter() - started
 
-    result = SurveyResult(out_dir=out_dir, dimensions=inventory.names, conditions=infos,
-                          answers={c.id: done[c.id] for c in conditions}, metadata=metadata)
+    result = SurveyResult(
+        out_dir=out_dir,
+        dimensions=inventory.names,
+        conditions=infos,
+        answers={c.id: done[c.id] for c in conditions},
+        metadata=metadata,
+    )
     result.write_scores()
     agreement = run_agreement(lm, inventory, result, conditions, settings, progress=progress)
 
@@ -173,9 +206,13 @@ def run_survey(
     metadata.update(
         status="complete",
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        timing={"computed_conditions": len(todo), "seconds": round(elapsed, 2),
-                "items_per_second": round(len(todo) * len(items) / elapsed, 2) if todo and elapsed > 0 else None,
-                "backend": scoring.name, "workers": workers},
+        timing={
+            "computed_conditions": len(todo),
+            "seconds": round(elapsed, 2),
+            "items_per_second": round(len(todo) * len(items) / elapsed, 2) if todo and elapsed > 0 else None,
+            "backend": scoring.name,
+            "workers": workers,
+        },
     )
     run_file.write_text(json.dumps(metadata, indent=2))
     return result

@@ -67,8 +67,11 @@ class AnswerStore:
                     damaged += 1  # a line cut short by a kill, or damaged: its condition falls short
                     continue
                 by_condition[fields[0]].append(answer)
-        complete = {c: a for c, a in by_condition.items()
-                    if len(a) == expected_items and len({x.item_id for x in a}) == expected_items}
+        complete = {
+            c: a
+            for c, a in by_condition.items()
+            if len(a) == expected_items and len({x.item_id for x in a}) == expected_items
+        }
         if damaged:
             log.warning("%s: %d damaged rows; their conditions are recomputed", self.path, damaged)
         unterminated = not self.path.read_bytes().endswith(b"\n")  # the next append would join its last line
@@ -82,8 +85,15 @@ class AnswerStore:
             return None
         _, item_id, dimension, polarity, raw, score, mass, text, _ = fields
         try:
-            return ItemAnswer(item_id=item_id, dimension=dimension, polarity=int(polarity), raw=_finite(raw),
-                              score=_finite(score), yes_no_mass=_finite(mass) if mass else None, text=text or None)
+            return ItemAnswer(
+                item_id=item_id,
+                dimension=dimension,
+                polarity=int(polarity),
+                raw=_finite(raw),
+                score=_finite(score),
+                yes_no_mass=_finite(mass) if mass else None,
+                text=text or None,
+            )
         except ValueError:
             return None
 
@@ -94,8 +104,16 @@ class AnswerStore:
         if new_file:
             writer.writerow(COLUMNS)
         for a in answers:
-            fields = [condition, a.item_id, a.dimension, str(a.polarity), _fmt(a.raw), _fmt(a.score),
-                      _fmt(a.yes_no_mass), a.text or ""]
+            fields = [
+                condition,
+                a.item_id,
+                a.dimension,
+                str(a.polarity),
+                _fmt(a.raw),
+                _fmt(a.score),
+                _fmt(a.yes_no_mass),
+                a.text or "",
+            ]
             writer.writerow([*fields, _crc(fields)])
         with self.path.open("a", newline="", encoding="utf-8") as handle:
             handle.write(buffer.getvalue())
