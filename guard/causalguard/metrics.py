@@ -20,8 +20,16 @@ SCORE_BUCKETS = (-1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 JUDGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MonitorOutcome = Literal["judged", "not_sampled", "skipped_queue_full", "failed", "cancelled", "stale"]
 MONITOR_OUTCOMES: tuple[str, ...] = get_args(MonitorOutcome)
-RequestOutcome = Literal["ok", "error", "cancelled", "rejected", "timeout", "invalid"]
+RequestOutcome = Literal["ok", "error", "cancelled", "rejected", "timeout", "invalid", "rate_limited"]
 REQUEST_OUTCOMES: tuple[str, ...] = get_args(RequestOutcome)
+
+
+# Units of the value gauges that follow a profile's plan: the plan's units, which
+# causalguard_profile_units names per profile.
+PLAN_UNITS = (
+    " Units: the profile's plan units (causalguard_profile_units): replies = reply-judge scale (+1 a typical "
+    "reply that holds the value, -1 one that rejects it), survey = nats per token."
+)
 
 
 class GuardMetrics:
@@ -33,8 +41,8 @@ class GuardMetrics:
         self.requests = Counter(
             "causalguard_requests_total",
             "Requests by profile, method and outcome (ok, error, cancelled, timeout; rejected = "
-            "429 queue full; invalid = a 4xx for bad input, profile 'none' when it named none "
-            "of the config's).",
+            "429 queue full; rate_limited = 429 over its client key's rate limit, profile 'none'; invalid = a "
+            "4xx for bad input or a refused key, profile 'none' when it named none of the config's).",
             ["profile", "method", "outcome"],
             registry=r,
         )
@@ -59,39 +67,53 @@ class GuardMetrics:
             "causalguard_levers_applied_total", "Levers applied to requests, by kind.", ["profile", "kind"], registry=r
         )
         self.planned_change = Gauge(
-            "causalguard_planned_value_change", "Target change the plan aims for.", ["profile", "value"], registry=r
+            "causalguard_planned_value_change",
+            "Target change the plan aims for." + PLAN_UNITS,
+            ["profile", "value"],
+            registry=r,
+        )
+        self.profile_units = Gauge(
+            "causalguard_profile_units",
+            "1 for the units a profile's plan, forecasts and value gauges are in (replies or survey).",
+            ["profile", "units"],
+            registry=r,
         )
         self.predicted_change = Gauge(
             "causalguard_predicted_value_change",
-            "Change the plan predicts (measured lever effects).",
+            "Change the plan predicts (measured lever effects)." + PLAN_UNITS,
             ["profile", "value"],
             registry=r,
         )
         self.tolerance = Gauge(
-            "causalguard_value_tolerance", "Operator tolerance of a protected value.", ["profile", "value"], registry=r
+            "causalguard_value_tolerance",
+            "Operator tolerance of a protected value." + PLAN_UNITS,
+            ["profile", "value"],
+            registry=r,
         )
         self.audited_score = Gauge(
             "causalguard_audited_value_score",
-            "Value score measured by the last audit.",
+            "Value score measured by the last audit (reply audits: reply-judge scale, +1 a typical reply that "
+            "holds the value; survey audits: nats per token).",
             ["profile", "value"],
             registry=r,
         )
         self.audited_change = Gauge(
             "causalguard_audited_value_change",
             "Guarded minus unguarded score: the last survey audit, or the running mean of "
-            "all reply-audit pairs of the current plan.",
+            "all reply-audit pairs of the current plan (reply audits: reply-judge scale; survey audits: nats "
+            "per token).",
             ["profile", "value"],
             registry=r,
         )
         self.audited_change_low = Gauge(
             "causalguard_audited_value_change_ci_low",
-            "Reply audits: lower end of the running 95% interval of the change.",
+            "Reply audits: lower end of the running 95% interval of the change (reply-judge scale).",
             ["profile", "value"],
             registry=r,
         )
         self.audited_change_high = Gauge(
             "causalguard_audited_value_change_ci_high",
-            "Reply audits: upper end of the running 95% interval of the change.",
+            "Reply audits: upper end of the running 95% interval of the change (reply-judge scale).",
             ["profile", "value"],
             registry=r,
         )
@@ -124,7 +146,11 @@ class GuardMetrics:
             "causalguard_audit_pairs", "Reply pairs accumulated for the current plan.", ["profile"], registry=r
         )
         self.drift = Gauge(
-            "causalguard_side_effect_drift", "Audited minus predicted change.", ["profile", "value"], registry=r
+            "causalguard_side_effect_drift",
+            "Audited minus predicted change of a value the plan does not target (side effects only; a target's "
+            "change is causalguard_audited_value_change against causalguard_planned_value_change)." + PLAN_UNITS,
+            ["profile", "value"],
+            registry=r,
         )
         self.audit_seconds = Histogram(
             "causalguard_audit_duration_seconds",
@@ -269,6 +295,10 @@ class GuardMetrics:
     def count_rejected(self, profile: str) -> None:
         self.requests.labels(profile=profile, method="none", outcome="rejected").inc()
 
+    def count_rate_limited(self) -> None:
+        """A request refused with a 429 because its client key is over its rate limit."""
+        self.requests.labels(profile="none", method="none", outcome="rate_limited").inc()
+
     def count_invalid(self, profile: str) -> None:
         """A request answered with a 4xx for bad input (``profile``: a configured one, or 'none')."""
         self.requests.labels(profile=profile, method="none", outcome="invalid").inc()
@@ -288,7 +318,9 @@ class GuardMetrics:
         self.upstream_up.labels(model=model).set_function(up)
 
     def publish_plan(self, plan: Any) -> None:
-        """Set planned/predicted/tolerance gauges from a ``Plan``."""
+        """Set planned/predicted/tolerance gauges from a ``Plan``, and the profile's units."""
+        for units in ("replies", "survey"):
+            self.profile_units.labels(profile=plan.profile, units=units).set(int(plan.units == units))
         for forecast in plan.forecast:
             labels = {"profile": plan.profile, "value": forecast.value}
             self.predicted_change.labels(**labels).set(forecast.change)

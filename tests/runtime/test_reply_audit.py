@@ -136,6 +136,11 @@ def test_rounds_accumulate_and_publish_interval_power_and_alarms() -> None:
     assert _gauge(metrics, "causalguard_audit_quality_alarm", profile="default") == 0
     assert _gauge(metrics, "causalguard_audits_total", profile="default", outcome="ok") == 2
     assert _gauge(metrics, "causalguard_audited_value_score", profile="default", value="power") == pytest.approx(-0.3)
+    # side-effect drift: every value but the target
+    assert _gauge(metrics, "causalguard_side_effect_drift", profile="default", value="power") is None
+    other = next(v for v in acc.diffs if v != "power")
+    expected = acc.estimate(other).mean - state.plan("default").forecast_for(other).change
+    assert _gauge(metrics, "causalguard_side_effect_drift", profile="default", value=other) == pytest.approx(expected)
 
 
 def test_a_survey_units_plan_is_audited_but_not_compared() -> None:

@@ -108,7 +108,10 @@ def test_audits_publish_scores_and_drift(guard: ValueGuard) -> None:
     default = results["default"]
     assert set(default.changes) == {"achievement", "power", "benevolence"} and default.items == 6
     assert all(v == 0 for v in results["plain"].changes.values())  # unguarded vs unguarded
-    assert default.drift["power"] == pytest.approx(default.changes["power"] - (-0.15))
+    assert "power" not in default.drift  # the target: its change is compared with the plan, not drift
+    predicted = guard.plan().forecast_for("achievement").change
+    assert default.drift["achievement"] == pytest.approx(default.changes["achievement"] - predicted)
+    assert _sample(guard, "causalguard_side_effect_drift", profile="default", value="power") is None
     assert _sample(guard, "causalguard_audited_value_change", profile="default", value="power") == pytest.approx(
         default.changes["power"]
     )

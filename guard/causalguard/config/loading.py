@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from causalguard.config.api_keys import with_listed_keys
 from causalguard.config.schema import GuardConfig
 from causalguard.errors import CausalguardError, ConfigError, Problem
 from causalguard.yaml_files import format_loc, line_of, read_yaml, validate_yaml_file_with_node
@@ -60,14 +61,15 @@ class SourcedConfig:
 
 
 def read_guard_config(source: SourcedConfig | GuardConfig | str | Path) -> SourcedConfig:
-    """Parse and validate a config file once (or wrap an in-memory config)."""
+    """Parse and validate a config file once (or wrap an in-memory config), adding the client keys of
+    ``server.api_keys_file`` and ``server.api_keys_env``."""
     if isinstance(source, SourcedConfig):
         return source
     if isinstance(source, GuardConfig):
-        return SourcedConfig(source)
+        return SourcedConfig(with_listed_keys(source, None))
     path = Path(source)
     config, node = validate_yaml_file_with_node(GuardConfig, path)
-    return SourcedConfig(config, path, node)
+    return SourcedConfig(with_listed_keys(config, path.parent), path, node)
 
 
 def load_guard_config(path: Path, dimensions: Sequence[str] | None = None) -> GuardConfig:

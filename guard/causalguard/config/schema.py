@@ -215,6 +215,12 @@ class ApiKeySpec(_Strict):
     sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$", description='The key\'s SHA-256 in lower-case hex: printf %s "$KEY" | sha256sum'
     )
+    requests_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="This key's rate limit (bursts of up to this many); default: server.requests_per_minute_per_key.",
+    )
 
 
 class ServerSpec(_Strict):
@@ -280,6 +286,27 @@ class ServerSpec(_Strict):
         description="Client keys for /v1 "
         "(each request sends 'Authorization: Bearer <key>'; others get 401). Empty: "
         "anyone may call, which 'serve' allows on a loopback interface only.",
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="More client keys from a file (e.g. a mounted secret), one per line: '<id> <sha256> "
+        "[requests_per_minute]', '#' starts a comment; relative to this config's folder; read at start and "
+        "on every reload.",
+    )
+    api_keys_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="More client keys from this environment variable, in the api_keys_file format (entries on "
+        "lines or separated by commas).",
+    )
+    requests_per_minute_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Rate limit of every client key (token bucket: bursts of up to this many, then this many a "
+        "minute); a 429 with Retry-After past it. Without keys, all clients share one 'anonymous' bucket. "
+        "Empty: no limit.",
     )
     allow_anonymous: bool = Field(
         default=False,

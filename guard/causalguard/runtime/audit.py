@@ -163,7 +163,8 @@ class CanaryAuditor(PeriodicWorker):
         mean_scores = {v: sum(s) / len(s) for v, s in scores.items()}
         mean_changes = {v: sum(s) / len(s) for v, s in changes.items()}
         predicted = {v: plan.forecast_for(v).change for v in mean_changes}
-        drift = {v: mean_changes[v] - predicted[v] for v in mean_changes}
+        # side effects only: a target's miss is the audited change against the planned one, not drift
+        drift = {v: mean_changes[v] - predicted[v] for v in mean_changes if v not in plan.goals}
         return AuditResult(
             profile, time.time(), time.perf_counter() - started, len(items), mean_scores, mean_changes, predicted, drift
         )
@@ -183,5 +184,6 @@ class CanaryAuditor(PeriodicWorker):
             labels = {"profile": result.profile, "value": value}
             m.audited_score.labels(**labels).set(score)
             m.audited_change.labels(**labels).set(result.changes[value])
-            m.drift.labels(**labels).set(result.drift[value])
+            if value in result.drift:
+                m.drift.labels(**labels).set(result.drift[value])
         m.audit_last_success.labels(profile=result.profile).set(result.finished_at)

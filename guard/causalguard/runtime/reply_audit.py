@@ -270,7 +270,8 @@ class ReplyAuditor(PeriodicWorker):
             m.audited_change_low.labels(**labels).set(e.low)
             m.audited_change_high.labels(**labels).set(e.high)
             if comparable:
-                m.drift.labels(**labels).set(e.mean - forecast.change)
+                if value not in plan.goals:  # side effects only: a target's change is not drift
+                    m.drift.labels(**labels).set(e.mean - forecast.change)
                 m.audit_power.labels(**labels).set(acc.power(value, forecast.change))
             m.drift_alarm.labels(**labels).set(int(comparable and acc.drift_alarm(value, forecast.low, forecast.high)))
         m.audit_pairs.labels(profile=profile).set(len(next(iter(acc.diffs.values()), [])))

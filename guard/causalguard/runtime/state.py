@@ -78,6 +78,49 @@ def _plain_plan(
     return replace(plain, reasons=(f"served unguarded (on_infeasible: serve_plain): {why}", *plain.reasons))
 
 
+def _units_switch_note(
+    plan: Plan,
+    profile: ProfileSpec,
+    bundle: Bundle,
+    config: GuardConfig,
+    local_model: bool,
+    sae: LoadedSae | None,
+    local_kinds: Collection[str] | None,
+) -> str | None:
+    """When ``units:`` overrides the bundle's default units and that changes what the profile gets, a note
+    naming both plans (None when the units are the default, or the plan is the same)."""
+    if config.units == "auto" or bundle.catalog is None or (not plan.levers and not profile.targets):
+        return None
+    default = "replies" if bundle.catalog.has_replies else "survey"
+    if config.units == default:
+        return None
+    try:
+        other = plan_levers(
+            profile,
+            bundle,
+            config.limits,
+            name=plan.profile,
+            sae_available=local_model and sae is not None,
+            units="auto",
+            local_kinds=local_kinds,
+        )
+    except PlanInfeasibleError as exc:
+        return (
+            f"units: {config.units} changes this profile's plan: {_lever_list(plan)} in {plan.units} units, where "
+            f"{default} units (this bundle's default) refuse it: {str(exc).splitlines()[0]}"
+        )
+    if [lever.id for lever in other.levers] == [lever.id for lever in plan.levers]:
+        return None
+    return (
+        f"units: {config.units} changes this profile's plan: {_lever_list(plan)} in {plan.units} units, "
+        f"{_lever_list(other)} in {default} units (this bundle's default)"
+    )
+
+
+def _lever_list(plan: Plan) -> str:
+    return ", ".join(lever.id for lever in plan.levers) if plan.levers else "no levers"
+
+
 def build_guard_state(
     sourced: SourcedConfig,
     bundle: Bundle,
@@ -125,6 +168,10 @@ def build_guard_state(
                 units=config.units,
                 local_kinds=local_kinds,
             )
+            units_note = _units_switch_note(plans[name], profile, bundle, config, local_model, sae, local_kinds)
+            if units_note is not None:
+                plans[name] = replace(plans[name], reasons=(*plans[name].reasons, units_note))
+                log.warning("profile %s: %s", name, units_note)
             if not local_model and config.profile(name).method != "role":
                 note = (
                     "generation is remote (an upstream server or a LangChain model): SAE levers cannot run "

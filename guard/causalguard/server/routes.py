@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -25,7 +26,7 @@ from causalguard.metrics import RequestOutcome
 from causalguard.runtime.conversation import compose_messages
 from causalguard.runtime.value_guard import DEADLINE_GRACE_SECONDS, Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
-from causalguard.server.client_keys import check_client_key
+from causalguard.server.client_keys import ANONYMOUS, check_client_key
 from causalguard.server.request_id import request_id_of
 from causalguard.server.schemas import (
     ChatCompletionRequest,
@@ -154,9 +155,11 @@ async def model(model_id: str, request: Request) -> Any:
 
 
 def _client_refusal(state: ServerState, request: Request) -> JSONResponse | None:
-    """None when the request may use ``/v1`` (no keys configured, or a listed key); else the 401 to
-    answer, in OpenAI's shape. The key's id (never the key) is logged with the request id."""
-    checked = check_client_key(request.headers.get("authorization"), state.config.server.api_keys)
+    """None when the request may use ``/v1`` (no keys configured, or a listed key within its rate limit);
+    else the 401 or 429 to answer, in OpenAI's shape. The key's id (never the key) is logged with the
+    request id."""
+    server = state.config.server
+    checked = check_client_key(request.headers.get("authorization"), server.api_keys)
     rid = request_id_of(request.scope)
     if checked.refusal is not None:
         log.info(
@@ -166,6 +169,25 @@ def _client_refusal(state: ServerState, request: Request) -> JSONResponse | None
             extra={"event": "unauthenticated", "request_id": rid, "status": 401},
         )
         return error_response(401, checked.refusal, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    key_id = checked.key_id or ANONYMOUS
+    listed = next((key for key in server.api_keys if key.id == key_id), None)
+    limit = listed.requests_per_minute if listed and listed.requests_per_minute else server.requests_per_minute_per_key
+    wait = state.rate_limits.acquire(key_id, limit)
+    if wait > 0:
+        log.info(
+            "request %s refused: key %s over %s requests a minute",
+            rid,
+            key_id,
+            limit,
+            extra={"event": "rate_limited", "request_id": rid, "key_id": key_id, "status": 429},
+        )
+        return error_response(
+            429,
+            f"rate limit reached: {limit} requests a minute for this key",
+            type_="requests",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     log.debug(
         "request %s from key %s %s",
         rid,
@@ -240,8 +262,11 @@ async def admin_reload(request: Request) -> JSONResponse:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = server_state(request)
     refused = _client_refusal(state, request)
-    if refused is not None:
-        state.metrics.count_invalid("none")  # counted, with no label a client could choose
+    if refused is not None:  # counted, with no label a client could choose
+        if refused.status_code == 429:
+            state.metrics.count_rate_limited()
+        else:
+            state.metrics.count_invalid("none")
         return refused
     guard = state.guard
     if not state.ready or guard is None:

@@ -11,6 +11,7 @@ from causalguard.metrics import GuardMetrics
 from causalguard.runtime.batcher import LoopHealth
 from causalguard.runtime.value_guard import ValueGuard
 from causalguard.server.admission import Admission
+from causalguard.server.rate_limits import KeyRateLimits
 from causalguard.server.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ServerState:
             )
         self.ready = False
         self.load_error: str | None = None
+        self.rate_limits = KeyRateLimits()  # per client key id, for this server's lifetime
 
     @property
     def config(self) -> GuardConfig:
