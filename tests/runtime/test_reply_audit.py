@@ -277,7 +277,7 @@ def test_in_proxy_mode_audits_wait_for_the_upstream_and_yield_to_users() -> None
     calls: list[int] = []
     users = {"waiting": False, "up": False}
 
-    def complete(messages, max_tokens):  # type: ignore[no-untyped-def]
+    def complete(messages, max_tokens, extra):  # type: ignore[no-untyped-def]
         calls.append(max_tokens)
         users["waiting"] = len(calls) == 2  # a user request arrives while the second audit reply is made
         return "LOW" if len(calls) % 2 else "HIGH"

@@ -350,6 +350,22 @@ class UpstreamSpec(_Strict):
         le=600,
         description="How often the guard probes the upstream's /models endpoint; /readyz answers 503 while it is down.",
     )
+    lora_adapters: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="llama.cpp's server only: the adapter levers it loaded with --lora, in that order (adapter id "
+        "0, 1, ...; files from 'causalguard levers export --format gguf-lora'). The planner may then plan them, "
+        "and every request sends each adapter's scale in 'lora': its plan's adapter levers at their strength, "
+        "all others at 0.",
+    )
+
+    @field_validator("lora_adapters")
+    @classmethod
+    def _distinct_adapters(cls, ids: list[str]) -> list[str]:
+        twice = sorted({x for x in ids if ids.count(x) > 1})
+        if twice:
+            raise ValueError(f"lora_adapters: {twice[0]} is listed twice; llama-server loads each adapter once")
+        return ids
 
 
 class GuardConfig(_Strict):

@@ -272,11 +272,14 @@ def eligible_levers(
     behaviour: BehaviourSummary | None = None,
     units: PlanUnits = "replies",
     local_kinds: Collection[str] | None = None,
+    engine_levers: Collection[str] = (),
 ) -> list[LeverEntry]:
     """Levers the profile's method, the runtime, the survey fluency caps and reply quality allow.
 
     ``local_kinds``: the kinds of ``LOCAL_ONLY_KINDS`` this runtime can apply (a local model with the
-    SAE, the steering vectors); default: all of them when ``sae_available``, none otherwise. In survey
+    SAE, the steering vectors); default: all of them when ``sae_available``, none otherwise.
+    ``engine_levers``: ids of levers the proxy-mode upstream applies itself (``upstream.lora_adapters``),
+    runnable whatever the local runtime can do. In survey
     units only levers with survey measurements qualify (guided and vector levers are measured on
     replies only)."""
     runnable = set(local_kinds) if local_kinds is not None else set(LOCAL_ONLY_KINDS) if sae_available else set()
@@ -287,7 +290,7 @@ def eligible_levers(
             continue
         if method != "auto" and lever.kind != method:
             continue
-        if lever.kind in LOCAL_ONLY_KINDS and lever.kind not in runnable:
+        if lever.kind in LOCAL_ONLY_KINDS and lever.kind not in runnable and lever.id not in engine_levers:
             continue
         if units == "survey" and lever.effects is None:
             continue
@@ -398,6 +401,7 @@ def plan_levers(
     sae_available: bool = True,
     units: str = "auto",
     local_kinds: Collection[str] | None = None,
+    engine_levers: Collection[str] = (),
 ) -> Plan:
     """Plan a profile with the levers of a bundle's catalog (the rules are in the module docstring).
 
@@ -409,6 +413,7 @@ def plan_levers(
         sae_available: Whether SAE levers can run (a local HF model with the bundle's SAE loaded).
         units: ``"replies"``, ``"survey"`` or ``"auto"`` (replies when the catalog was measured on them).
         local_kinds: The lever kinds this runtime can run; ``None`` means all.
+        engine_levers: Ids of levers the proxy-mode upstream applies itself (its loaded LoRA adapters).
 
     Returns:
         The plan: its levers, the forecast for every value, reasons and warnings.
@@ -442,7 +447,9 @@ def plan_levers(
             (),
             label,
         )
-    levers = eligible_levers(catalog, profile.method, limits, sae_available, bundle.behaviour, unit, local_kinds)
+    levers = eligible_levers(
+        catalog, profile.method, limits, sae_available, bundle.behaviour, unit, local_kinds, engine_levers
+    )
     excluded = degrading_levers(catalog, bundle.behaviour)
     if unit == "replies" and levers:
         allowed = {lever.id for lever in levers}

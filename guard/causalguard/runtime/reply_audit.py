@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from causalguard.judging.judge import ValueJudge
 from causalguard.judging.prompt_sets import Prompt, PromptSet
@@ -36,6 +36,7 @@ from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.audit_estimates import AuditAccumulator
 from causalguard.runtime.conversation import compose_messages
+from causalguard.runtime.engine_levers import upstream_body_extra
 from causalguard.runtime.generation import GenerationRow, cancel_criteria, chat_prompt_ids, generate_rows
 from causalguard.runtime.periodic import PeriodicWorker
 from causalguard.runtime.plan_conditions import plan_row
@@ -195,16 +196,18 @@ class ReplyAuditor(PeriodicWorker):
         instructions = plan.role_instructions()
         if self.complete is not None:
             limit = config.audit.max_new_tokens
+            loaded = config.upstream.lora_adapters if config.upstream is not None else []
+            unguarded = replace(plan, levers=())
             texts = []
-            for extra in (instructions, ()):
+            for extra, arm in ((instructions, plan), ((), unguarded)):
+                body = upstream_body_extra(arm, loaded)  # the engine's own levers: on, then all at 0
                 for p in prompts:
                     if self.stopping.is_set():
                         raise AuditStopped
                     if self.busy():  # the upstream's capacity is the users': yield before every call
                         raise AuditYielded
-                    texts.append(
-                        self.complete(compose_messages(p.messages(), config.system_prompt, extra), limit).strip()
-                    )
+                    messages = compose_messages(p.messages(), config.system_prompt, extra)
+                    texts.append(self.complete(messages, limit, body).strip())
         else:
             texts = self._local_replies(state, profile, prompts, instructions)
         if self.stopping.is_set():

@@ -86,6 +86,7 @@ def _units_switch_note(
     local_model: bool,
     sae: LoadedSae | None,
     local_kinds: Collection[str] | None,
+    engine_levers: Collection[str] = (),
 ) -> str | None:
     """When ``units:`` overrides the bundle's default units and that changes what the profile gets, a note
     naming both plans (None when the units are the default, or the plan is the same)."""
@@ -103,6 +104,7 @@ def _units_switch_note(
             sae_available=local_model and sae is not None,
             units="auto",
             local_kinds=local_kinds,
+            engine_levers=engine_levers,
         )
     except PlanInfeasibleError as exc:
         return (
@@ -147,6 +149,7 @@ def build_guard_state(
         vectors_loaded=vectors is not None,
         adapters_loaded=bool(adapters),
     )
+    engine_levers = _engine_levers(sourced, catalog) if not local_model else ()
     for name in profiles if profiles is not None else config.profile_names:
         profile = config.profile(name)
         if not local_model and profile.method == "sae":
@@ -167,8 +170,11 @@ def build_guard_state(
                 sae_available=local_model and sae is not None,
                 units=config.units,
                 local_kinds=local_kinds,
+                engine_levers=engine_levers,
             )
-            units_note = _units_switch_note(plans[name], profile, bundle, config, local_model, sae, local_kinds)
+            units_note = _units_switch_note(
+                plans[name], profile, bundle, config, local_model, sae, local_kinds, engine_levers
+            )
             if units_note is not None:
                 plans[name] = replace(plans[name], reasons=(*plans[name].reasons, units_note))
                 log.warning("profile %s: %s", name, units_note)
@@ -196,8 +202,10 @@ def build_guard_state(
                         where,
                         _profile_line(sourced, name),
                         _profile_field(name, "targets"),
-                        f"{exc} (remote model: role levers only)",
-                        "change the targets, or serve the model in-process for more lever kinds",
+                        f"{exc} (remote model: role levers only"
+                        + (", and the upstream's adapters in upstream.lora_adapters)" if engine_levers else ")"),
+                        "change the targets, load the adapter on the upstream (upstream.lora_adapters), or serve "
+                        "the model in-process for more lever kinds",
                     )
                     for name, exc in infeasible.items()
                 ]
@@ -212,5 +220,38 @@ def build_guard_state(
     for plan in plans.values():
         for warning in plan.warnings:
             log.warning("profile %s: unreachable goal: %s", plan.profile, warning)
-    interventions = {name: plan_interventions(plan, sae, catalog, vectors, adapters) for name, plan in plans.items()}
+    for name, plan in plans.items():
+        upstream = [
+            f"{lever.id} (llama-server --lora id {engine_levers.index(lever.id)})"
+            for lever in plan.levers
+            if lever.id in engine_levers
+        ]
+        if upstream:
+            note = f"applied by the upstream engine, per request: {', '.join(upstream)}"
+            plans[name] = replace(plan, reasons=(*plan.reasons, note))
+    interventions = {
+        name: plan_interventions(plan, sae, catalog, vectors, adapters) if local_model else ()
+        for name, plan in plans.items()
+    }
     return GuardState(config, plans, interventions)
+
+
+def _engine_levers(sourced: SourcedConfig, catalog: Catalog) -> tuple[str, ...]:
+    """The adapter levers the proxy-mode upstream loaded (``upstream.lora_adapters``), each checked to be an
+    adapter lever of the catalog: an error names the entry's line otherwise."""
+    spec = sourced.config.upstream
+    if spec is None:
+        return ()
+    for index, lever_id in enumerate(spec.lora_adapters):
+        field = f"upstream.lora_adapters.{index}"
+        kinds = {lever.id: lever.kind for lever in catalog.levers}
+        if kinds.get(lever_id) != "adapter":
+            what = "not a lever of the bundle's catalog" if lever_id not in kinds else f"a {kinds[lever_id]} lever"
+            raise ConfigError.single(
+                sourced.where,
+                f"{lever_id!r} is {what}; lora_adapters lists adapter levers",
+                line=line_of(sourced.node, ["upstream", "lora_adapters", index]),
+                field=field,
+                hint="list the adapter levers 'causalguard levers export --format gguf-lora' wrote, in --lora order",
+            )
+    return tuple(spec.lora_adapters)

@@ -4,12 +4,14 @@ HTTP client, apart from the server's pool), greedy, so an audit judges what user
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
 from causalguard.config.schema import UpstreamSpec
 
-Complete = Callable[[list[dict[str, str]], int], str]  # (composed messages, max tokens) -> reply text
+# (composed messages, max tokens, extra body fields such as llama.cpp's "lora" scales) -> reply text
+Complete = Callable[[list[dict[str, str]], int, dict[str, Any]], str]
 
 
 def upstream_completer(
@@ -24,11 +26,9 @@ def upstream_completer(
         transport=transport,
     )
 
-    def complete(messages: list[dict[str, str]], max_tokens: int) -> str:
-        response = client.post(
-            "/chat/completions",
-            json={"model": spec.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0},
-        )
+    def complete(messages: list[dict[str, str]], max_tokens: int, extra: dict[str, Any]) -> str:
+        body = {"model": spec.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
+        response = client.post("/chat/completions", json={**extra, **body})
         response.raise_for_status()
         return str(response.json()["choices"][0]["message"]["content"] or "")
 

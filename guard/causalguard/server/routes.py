@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.metrics import RequestOutcome
 from causalguard.runtime.conversation import compose_messages
+from causalguard.runtime.engine_levers import upstream_body_extra
 from causalguard.runtime.value_guard import DEADLINE_GRACE_SECONDS, Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
 from causalguard.server.client_keys import ANONYMOUS, check_client_key
@@ -476,6 +477,8 @@ async def _proxied(
         top_p=call.top_p,
         stop=call.stop,
     )
+    if guard.config.upstream is not None:  # levers the engine applies itself (its LoRA adapters' scales)
+        payload.update(upstream_body_extra(plan, guard.config.upstream.lora_adapters))
     started = time.perf_counter()
     timeout = guard.config.server.request_timeout_seconds
     if not body.stream:
