@@ -400,6 +400,17 @@ def behaviour_validate_command(
     ] = False,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
+    engine_plain: Annotated[
+        str | None,
+        typer.Option(
+            help="Generate on llama.cpp's server at this URL instead (unguarded rows), e.g. http://127.0.0.1:8080; "
+            "for comparing a lever with its export ('levers export')."
+        ),
+    ] = None,
+    engine_steered: Annotated[
+        str | None,
+        typer.Option(help="With --engine-plain: the server started with the exported lever (guarded rows)."),
+    ] = None,
 ) -> None:
     """Do the config's plans hold in the replies? Held-out test prompts, fresh personas, guarded vs unguarded."""
     from causalguard.bundle.format import load_bundle, resolve_bundle_dir
@@ -446,7 +457,11 @@ def behaviour_validate_command(
         raise typer.BadParameter(
             "--continuous runs in this process: leave --backend at local", param_hint="--continuous"
         )
-    from causalguard.graphs.behaviour.reply_backends import BatcherReplies
+    if engine_steered is not None and engine_plain is None:
+        raise typer.BadParameter("give the unguarded engine too (--engine-plain)", param_hint="--engine-steered")
+    if engine_plain is not None and (continuous or backend != "local"):
+        raise typer.BadParameter("the engine generates: drop --continuous and --backend", param_hint="--engine-plain")
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies, EngineReplies
 
     doc = validate_profiles(
         lm,
@@ -457,7 +472,11 @@ def behaviour_validate_command(
         settings,
         restart=restart,
         log=typer.echo,
-        backend=BatcherReplies() if continuous else reply_backend(backend, ray),
+        backend=EngineReplies(engine_plain, engine_steered)
+        if engine_plain is not None
+        else BatcherReplies()
+        if continuous
+        else reply_backend(backend, ray),
         second_judge=judge2,
     )
     typer.echo(render_validation(doc))

@@ -373,3 +373,56 @@ def levers_show_command(bundle: Annotated[Path, typer.Argument(help="Bundle fold
     if catalog is None:
         raise typer.BadParameter(f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'")
     typer.echo(render_report(catalog))
+
+
+@levers_app.command("export")
+def levers_export_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle folder whose levers are exported.")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="llama-cpp-cvec (vector levers as llama.cpp control vectors), peft (value adapters as PEFT "
+            "folders, for vLLM and Hugging Face) or gguf-lora (value adapters as llama.cpp LoRA adapters).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder to write the files and their .lever.json sidecars into.")],
+    engine_model: Annotated[
+        Path | None,
+        typer.Option(help="The GGUF model file the engine serves; default: the bundle's embedded model's GGUF."),
+    ] = None,
+    lever: Annotated[
+        list[str] | None, typer.Option(help="Export this lever (repeatable); default: every usable lever of the kind.")
+    ] = None,
+) -> None:
+    """Export a bundle's levers for serving engines, each with a sidecar naming the lever, the model, the
+    engine flag and the measured effect it should reproduce; prints the llama-server launch line."""
+    from causalguard.graphs.levers.export import EXPORT_FORMATS, export_levers
+    from causalguard.models.registry import EMBEDDED_MODELS
+
+    if format not in EXPORT_FORMATS:
+        raise typer.BadParameter(
+            f"unknown format {format!r}; one of {', '.join(EXPORT_FORMATS)}", param_hint="--format"
+        )
+    if engine_model is None:
+        from causalguard.bundle.format import load_bundle
+
+        name = load_bundle(bundle).doc["model"]["name"]
+        if name not in EMBEDDED_MODELS:
+            raise typer.BadParameter(
+                f"the bundle's model {name!r} is not embedded: give the GGUF the engine serves",
+                param_hint="--engine-model",
+            )
+        engine_model = EMBEDDED_MODELS[name].locate_gguf()
+    if not engine_model.is_file():
+        raise typer.BadParameter(f"{engine_model} is not a file", param_hint="--engine-model")
+    exported = export_levers(bundle, format, out, engine_model=engine_model, lever_ids=lever or ())
+    if not exported:
+        kind = "vector" if format == "llama-cpp-cvec" else "adapter"
+        typer.echo(f"no lever to export: the catalog has no usable {kind} levers (name one with --lever)", err=True)
+        raise typer.Exit(1)
+    for item in exported:
+        typer.echo(f"{item.lever_id}: {item.path} ({item.sidecar.name})")
+    if format != "peft":
+        flags = " ".join(item.launch_flag for item in exported)
+        typer.echo(f"launch: llama-server -m {engine_model} {flags}")
