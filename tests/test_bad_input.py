@@ -145,6 +145,11 @@ CONFIG_CASES: dict[str, tuple[str, str]] = {
     "profile name with a newline": ('profiles:\n  "a\\nb": {}\n', "profiles"),
     "a change of zero": ("units: survey\ntargets:\n  power: {change: 0}\n", "targets.power"),
     "a 40k-character system prompt": ("system_prompt: " + "x" * 40_000 + "\n", "system_prompt"),
+    # found by the hostile-input sweep (scripts/hostile_sweep.py): accepted before
+    "a number as a switch": ("audit: {enabled: 1}\n", "audit.enabled"),
+    "a blank bundle": ("bundle: ' '\n", "bundle"),
+    "a queue of 2**64": ("server: {max_queue: 18446744073709551616}\n", "server.max_queue"),
+    "a denormal timeout": ("server: {request_timeout_seconds: 1.0e-320}\n", "server.request_timeout_seconds"),
 }
 
 
@@ -303,6 +308,27 @@ def test_an_oversized_yaml_is_refused_before_parsing(tmp_path: Path) -> None:
 
 
 MORE_BUNDLE_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
+    # found by the hostile-input sweep (scripts/hostile_sweep.py): accepted before
+    "a strength of false": (
+        lambda f: _json(f, "catalog.json", lambda d: d["levers"][0].update(strength=False)),
+        "catalog.json",
+        "expected a number, got true/false",
+    ),
+    "a lever id with a newline": (
+        lambda f: _json(f, "catalog.json", lambda d: d["levers"][0].update(id="a\nb")),
+        "catalog.json",
+        "levers[0].id",
+    ),
+    "a layer on a role lever": (
+        lambda f: _json(f, "catalog.json", lambda d: d["levers"][0].update(layer=0)),
+        "catalog.json",
+        "only vector levers have a layer",
+    ),
+    "2**64 replies": (
+        lambda f: _json(f, "catalog.json", lambda d: d["levers"][0]["replies"].update(n=2**64)),
+        "catalog.json",
+        "levers[0].replies.n",
+    ),
     "SAE feature out of range": (
         lambda f: _json(
             f,
@@ -585,6 +611,9 @@ dimensions:
         ("Beta bores me.", "i like  ALPHA things.", "dimensions", "repeats the statement"),
         ("id: b2", "id: ''", "id", "at least 1"),
         ("name: t\n", "name: ' '\n", "name", "pattern"),
+        # found by the hostile-input sweep: a name read back as a path, and a 70,000-character value name
+        ("name: t\n", "name: ../../etc/passwd\n", "name", "is not a name"),
+        ("- name: alpha", "- name: " + "a" * 70, "name", "at most 64"),
     ],
 )
 def test_an_inventory_that_means_nothing_is_a_located_error(

@@ -324,6 +324,10 @@ def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(
         ({"logprobs": True}, "logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"temprature": 0.5}, "temprature"),
+        ({"profile": ""}, "profile"),  # found by the hostile-input sweep: served the default before
+        ({"user": {"a": 1}}, "user"),  # ignored fields, but only when of their OpenAI type
+        ({"store": "yes"}, "store"),
+        ({"metadata": [1]}, "metadata"),
     ],
 )
 def test_every_field_is_honoured_or_named_in_a_400(client: TestClient, patch: dict, param: str) -> None:

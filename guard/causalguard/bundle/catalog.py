@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from causalguard.artifacts import CATALOG_FILE, CATALOG_REPORT, CATALOG_SCHEMA
 from causalguard.bundle.integrity import seal_bundle
@@ -36,7 +36,7 @@ class Interval(BaseModel):
     mean: float
     ci_low: float
     ci_high: float
-    n: int
+    n: int = Field(ge=0, le=10_000_000)
 
 
 class Fluency(BaseModel):
@@ -91,7 +91,7 @@ class LeverReplies(BaseModel):
     effects: dict[str, Interval]
     moves_target_as_intended: bool | None
     degraded: int = Field(ge=0)
-    n: int = Field(gt=0)
+    n: int = Field(gt=0, le=10_000_000)
     degraded_rate: float = Field(ge=0, le=1)
     p_value: float = Field(ge=0, le=1)
     degrades_replies: bool
@@ -144,7 +144,7 @@ class LeverEntry(BaseModel):
     carry ``None`` there."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:+-]+$")
     kind: Literal["role", "sae", "guided", "vector", "adapter"]
     target: str | None
     direction: int = Field(ge=-1, le=1)
@@ -155,7 +155,9 @@ class LeverEntry(BaseModel):
         default=None, ge=1, le=10, allow_inf_nan=False, description="guided levers: the guidance scale g"
     )
     negative_text: str | None = Field(default=None, description="guided levers: the twin's wording (none: no role)")
-    layer: int | None = Field(default=None, ge=0, description="vector levers: the layer the vector is added at")
+    layer: int | None = Field(
+        default=None, ge=0, le=10_000, description="vector levers: the layer the vector is added at"
+    )
     adapter: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9_]+-(up|down)$",
@@ -187,7 +189,16 @@ class LeverEntry(BaseModel):
             raise ValueError(f"{self.id}: an adapter lever needs its target, its adapter folder and a scale in (0, 4]")
         if self.kind == "role" and not self.text:
             raise ValueError(f"{self.id}: a role lever needs its text")
+        if self.kind != "vector" and self.layer is not None:
+            raise ValueError(f"{self.id}: only vector levers have a layer (a {self.kind} lever has layer: null)")
         return self
+
+    @field_validator("direction", "strength", "feature", "layer", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("expected a number, got true/false")
+        return value
 
     def survey_effect(self, value: str) -> Interval | None:
         """The survey's measured effect on ``value`` (None for levers measured on replies only)."""

@@ -33,15 +33,17 @@ class _Strict(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """YAML's true/false are not numbers: ``max_levers: true`` is an error, not 1."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if (
-                annotation is not None
-                and bool not in (annotation, *get_args(annotation))
-                and any(t in (annotation, *get_args(annotation)) for t in (int, float))
-            ):
+        """YAML's true/false are not numbers (``max_levers: true`` is an error, not 1), and a switch is
+        true or false (``enabled: 1`` is an error, not true)."""
+        if info.field_name is None or value is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        types = (annotation, *get_args(annotation))
+        if isinstance(value, bool):
+            if bool not in types and any(t in types for t in (int, float)):
                 raise ValueError("expected a number, got true/false")
+        elif bool in types and not any(t in types for t in (int, float, str)):
+            raise ValueError(f"expected true or false, got {str(value)[:40]!r}; fix: write true or false")
         return value
 
 
@@ -249,7 +251,7 @@ class ServerSpec(_Strict):
         "operator prompt, role levers) skip computing it; 0 turns it off. Memory: "
         "this many tokens' KV cache (SmolLM2-135M: 46 KB a token).",
     )
-    max_queue: int = Field(default=16, ge=0, description="Requests waiting beyond that; more get 429.")
+    max_queue: int = Field(default=16, ge=0, le=100_000, description="Requests waiting beyond that; more get 429.")
     max_tokens_limit: int = Field(
         default=256,
         ge=1,
@@ -265,7 +267,7 @@ class ServerSpec(_Strict):
         "cancelled midway, so this bounds how long one holds it.",
     )
     request_timeout_seconds: float = Field(
-        default=120.0, gt=0, le=86_400, description="Generation is cancelled after this."
+        default=120.0, ge=0.01, le=86_400, description="Generation is cancelled after this."
     )
     decode_stall_seconds: float = Field(
         default=30.0,
@@ -378,7 +380,9 @@ class GuardConfig(_Strict):
         pattern=r"^\S(.*\S)?$",
         description="Registry name, folder, .gguf or HF id.",
     )
-    bundle: str = Field(default="builtin", description="Bundle folder, or 'builtin' for the model's shipped bundle.")
+    bundle: str = Field(
+        default="builtin", pattern=r"\S", description="Bundle folder, or 'builtin' for the model's shipped bundle."
+    )
     system_prompt: str | None = Field(
         default=None, max_length=MAX_SYSTEM_PROMPT_CHARS, description="The operator's own system prompt."
     )

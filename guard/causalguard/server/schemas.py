@@ -58,8 +58,8 @@ UNSUPPORTED_UNLESS_OFF: dict[str, tuple[Any, ...]] = {
     "reasoning_effort": (None,),
     "web_search_options": (None,),
 }
-# Fields that do not change the reply: accepted and recorded nowhere.
-IGNORED_FIELDS = ("user", "metadata", "store", "service_tier")
+# Fields that do not change the reply: accepted (when of their OpenAI type) and recorded nowhere.
+IGNORED_FIELDS: dict[str, type | tuple[type, ...]] = {"user": str, "metadata": dict, "store": bool, "service_tier": str}
 
 
 class ChatCompletionRequest(BaseModel):
@@ -75,7 +75,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="Only n=1 is served.")
-    profile: str | None = Field(default=None, max_length=100)
+    profile: str | None = Field(default=None, min_length=1, max_length=100)
     interventions: list[ClientIntervention] = Field(default_factory=list, max_length=16)
 
     def token_limit(self, default: int) -> int:
@@ -97,6 +97,9 @@ class ChatCompletionRequest(BaseModel):
         """The first field this server would not honour: (field, why); None when every field is served."""
         for name, value in (self.model_extra or {}).items():
             if name in IGNORED_FIELDS:
+                expected = IGNORED_FIELDS[name]
+                if value is not None and not isinstance(value, expected):
+                    return name, f"'{name}' must be a {getattr(expected, '__name__', expected)} (or left out)"
                 continue
             if name not in UNSUPPORTED_UNLESS_OFF:
                 return name, f"unknown field '{name}'"

@@ -50,7 +50,9 @@ class Dimension(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=NAME_PATTERN, description="Identifier: lowercase, digits, underscores.")
+    name: str = Field(
+        max_length=64, pattern=NAME_PATTERN, description="Identifier: lowercase, digits, underscores (at most 64)."
+    )
     label: str | None = Field(default=None, description="Display name; defaults to the name.")
     definition: str = Field(min_length=3, description="What holding the value means (a noun phrase).")
     opposite: str | None = Field(default=None, description="What rejecting the value means (optional).")
@@ -87,11 +89,27 @@ class Inventory(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(
-        min_length=1, max_length=200, pattern=r"\S", description="Inventory name, e.g. 'schwartz-basic-10'."
+        min_length=1,
+        max_length=200,
+        pattern=r"\S",
+        description="Inventory name, e.g. 'schwartz-basic-10' (no '/', '\\' or control characters).",
     )
     version: str = Field(default="1", description="Version of the inventory's text.")
     description: str = Field(default="", description="Where the items come from.")
     dimensions: list[Dimension] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _a_name_not_a_path(cls, name: str) -> str:
+        """Recorded in bundles and read back as a shipped name or a file path: no separators, no control
+        characters, not '.' or '..'."""
+        if (
+            name.strip() in (".", "..")
+            or any(c in name for c in "/\\")
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        ):
+            raise ValueError(f"{name[:40]!r} is not a name: no '/', '\\', control characters, '.' or '..'")
+        return name
 
     @field_validator("dimensions")
     @classmethod
