@@ -150,6 +150,7 @@ CONFIG_CASES: dict[str, tuple[str, str]] = {
     "a blank bundle": ("bundle: ' '\n", "bundle"),
     "a queue of 2**64": ("server: {max_queue: 18446744073709551616}\n", "server.max_queue"),
     "a denormal timeout": ("server: {request_timeout_seconds: 1.0e-320}\n", "server.request_timeout_seconds"),
+    "a denormal audit interval": ("audit: {interval_seconds: 1.0e-320}\n", "audit.interval_seconds"),
 }
 
 

@@ -136,12 +136,12 @@ class AuditSpec(_Strict):
     max_cpu_share: float = Field(
         default=0.25, gt=0, le=1, description="Audits wait so that they take at most this share of the time."
     )
-    interval_seconds: float = Field(default=60.0, gt=0, le=86_400, description="Time between canary audits.")
+    interval_seconds: float = Field(default=60.0, ge=0.05, le=86_400, description="Time between canary audits.")
     items_per_audit: int = Field(default=24, ge=2, description="Inventory items scored per audit.")
     values: list[str] | None = Field(
         default=None, min_length=1, description="Values audited; default (omit it): every value."
     )
-    timeout_seconds: float = Field(default=120.0, gt=0, description="An audit slower than this is abandoned.")
+    timeout_seconds: float = Field(default=120.0, ge=0.01, description="An audit slower than this is abandoned.")
 
 
 class MonitorSpec(_Strict):
@@ -194,7 +194,7 @@ class MonitorSpec(_Strict):
         "to each request).",
     )
     log_interval_seconds: float = Field(
-        default=60.0, gt=0, description="Judge failures are logged at most once per this interval (all are counted)."
+        default=60.0, ge=0.05, description="Judge failures are logged at most once per this interval (all are counted)."
     )
 
 
@@ -271,7 +271,7 @@ class ServerSpec(_Strict):
     )
     decode_stall_seconds: float = Field(
         default=30.0,
-        gt=0,
+        ge=0.05,
         description="With batching: the watchdog calls the "
         "decode loop stuck (/readyz 503, causalguard_decode_loop_stuck 1) when it "
         "has had work this long without finishing a step.",
@@ -336,8 +336,8 @@ class UpstreamSpec(_Strict):
     )
     model: str = Field(min_length=1, max_length=200, description="The model name the upstream expects.")
     api_key_env: str | None = Field(default=None, description="Env var holding the upstream's API key (never logged).")
-    timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Whole-request timeout (504 after it).")
-    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600, description="Connection timeout.")
+    timeout_seconds: float = Field(default=60.0, ge=0.01, le=3600, description="Whole-request timeout (504 after it).")
+    connect_timeout_seconds: float = Field(default=5.0, ge=0.01, le=600, description="Connection timeout.")
     retries: int = Field(
         default=2,
         ge=0,
@@ -348,7 +348,7 @@ class UpstreamSpec(_Strict):
     max_connections: int = Field(default=16, ge=1, le=1024, description="Connection pool size.")
     health_interval_seconds: float = Field(
         default=5.0,
-        gt=0,
+        ge=0.05,
         le=600,
         description="How often the guard probes the upstream's /models endpoint; /readyz answers 503 while it is down.",
     )
