@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # llama.cpp's OpenAI-compatible server (PyPI llama-cpp-python[server], built from its sdist): the real,
 # independent upstream the proxy-mode tests put the guard in front of. Needs a C++ compiler and cmake
-# (installed from Debian when missing and root/sudo is available). pip caches the built wheel, so a
-# second run takes seconds; the first build takes about 15-20 minutes on 2 cores (measured: see README).
+# (installed from Debian when missing and root/sudo is available). pip caches the built wheel and the C++
+# server below is kept, so a second run takes seconds. The first C++ server build took 5 minutes on an idle
+# 2-core machine (8 minutes beside other work; 2026-12-06).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then

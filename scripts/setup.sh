@@ -3,7 +3,8 @@
 #   scripts/setup.sh         runtime install
 #   scripts/setup.sh --ray   runtime install plus Ray, for the offline commands' --backend ray
 #   scripts/setup.sh --dev   also test tools (pytest, ruff, mypy, hadolint), Prometheus (apt, needs root/sudo) and
-#                            llama.cpp's OpenAI server (llama-cpp-python[server], built from source: ~6 min the first time)
+#                            llama.cpp's OpenAI servers (llama-cpp-python[server] and the C++ llama-server, both
+#                            built from source the first time: scripts/install-llama-cpp-server.sh)
 # TORCH_SPEC overrides the torch requirement (default: torch==2.13.0, a CPU build on the project's
 # machines; on other machines PyPI serves its default build of that version).
 set -euo pipefail
