@@ -23,6 +23,7 @@ from causalguard.graphs.levers.export import (
     write_control_vector,
     write_gguf_lora,
 )
+from causalguard.models.loaded import LoadedModel
 from causalguard.models.registry import EMBEDDED_MODELS
 from tests.repo_paths import ROOT
 
@@ -157,3 +158,68 @@ def test_the_cli_exports_and_refuses_clearly(tmp_path: Path) -> None:
         flat = " ".join(result.output.replace("│", " ").split())
         error = result.exception if isinstance(result.exception, CausalguardError) else None
         assert result.exit_code != 0 and (message in flat or message in str(error)), (args, flat, result.exception)
+
+
+@pytest.mark.slow
+def test_an_exported_peft_adapter_reproduces_the_in_process_greedy_reply(
+    lm: LoadedModel, engine_gguf: Path, tmp_path: Path
+) -> None:
+    """The ``peft`` export of an adapter lever, loaded by peft itself (as vLLM and Hugging Face load it),
+    gives the greedy tokens the guard's per-row adapter hooks give; the ``gguf-lora`` export of the same
+    lever is a llama.cpp adapter (loaded by the real server in tests/server/test_engine_levers_llama_cpp.py)."""
+    import copy
+    import shutil
+
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from causalguard.adapters.hf.value_adapters import (
+        ADAPTER_CARD,
+        ADAPTER_SCHEMA,
+        install_adapter_hooks,
+        load_value_adapter,
+    )
+    from causalguard.bundle.catalog import load_catalog, save_catalog
+    from causalguard.bundle.integrity import seal_bundle
+    from causalguard.bundle.lever import LeverSpec
+    from causalguard.graphs.behaviour.report import with_reply_only_levers
+    from causalguard.runtime.generation import GenerationRow, chat_prompt_ids, generate_rows
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(SHIPPED, bundle)
+    folder = bundle / "adapters" / "benevolence-up"
+    torch.manual_seed(2)
+    model = get_peft_model(copy.deepcopy(lm.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    model.save_pretrained(str(folder))
+    card = {"schema": ADAPTER_SCHEMA, "model_fingerprint": lm.fingerprint, "value": "benevolence", "direction": 1}
+    (folder / ADAPTER_CARD).write_text(json.dumps(card))
+    spec = LeverSpec.value_adapter("benevolence", 1, "benevolence-up", 1.0)
+    catalog = load_catalog(bundle)
+    assert catalog is not None
+    save_catalog(with_reply_only_levers(catalog, [spec]), bundle)
+    seal_bundle(bundle)
+
+    (peft_export,) = export_levers(bundle, "peft", tmp_path / "peft", engine_model=engine_gguf, lever_ids=[spec.id])
+    (gguf_export,) = export_levers(
+        bundle, "gguf-lora", tmp_path / "gguf", engine_model=engine_gguf, lever_ids=[spec.id]
+    )
+    assert _field(GGUFReader(str(gguf_export.path)), "adapter.type") == "lora"
+    assert json.loads(peft_export.sidecar.read_text())["adapter"] == "benevolence-up"
+
+    prompt = chat_prompt_ids(
+        lm, [{"role": "user", "content": "Any weekend ideas?"}], "You are a helpful assistant.", []
+    )
+    adapter = load_value_adapter(folder, lm.model, fingerprint=lm.fingerprint)
+    with install_adapter_hooks(lm.model, [adapter]):
+        hooked = generate_rows(lm, [GenerationRow(prompt, (adapter.intervention(1.0),))], max_new_tokens=16)[0].tokens
+    plain = generate_rows(lm, [GenerationRow(prompt)], max_new_tokens=16)[0].tokens
+    reference = PeftModel.from_pretrained(copy.deepcopy(lm.model), str(peft_export.path)).eval()
+    with torch.inference_mode():
+        out = reference.generate(input_ids=torch.tensor([prompt]), max_new_tokens=16, do_sample=False)
+    peft_tokens = [t for t in out[0, len(prompt) :].tolist() if t != lm.tokenizer.eos_token_id]
+    assert hooked != plain  # the adapter changes the reply
+    assert peft_tokens == hooked
