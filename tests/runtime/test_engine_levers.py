@@ -33,6 +33,8 @@ from tests.server.test_server_app import ASK, _wait_ready
 
 KIND = LeverSpec.value_adapter("benevolence", 1, "benevolence-up", 1.0)
 CALM = LeverSpec.value_adapter("power", -1, "power-down", 0.5)
+DRIVEN = LeverSpec.vector("achievement", 0.3, 5)  # served by an upstream started with its control vector
+CVEC_URL = "http://cvec.test/v1"
 PROXY = """\
 model: tiny-llama
 system_prompt: Be brief.
@@ -55,7 +57,7 @@ upstream:
 
 
 def _adapter_bundle() -> Bundle:
-    base = with_reply_only_levers(fake_catalog_v2(), [KIND, CALM])
+    base = with_reply_only_levers(fake_catalog_v2(), [KIND, CALM, DRIVEN])
     kept = [
         reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target, direction=e.direction)
         for e in base.levers
@@ -64,6 +66,7 @@ def _adapter_bundle() -> Bundle:
     rows = [
         reply_row(KIND.id, {"benevolence": 0.3}, target="benevolence"),
         reply_row(CALM.id, {"power": -0.3}, target="power", direction=-1),
+        reply_row(DRIVEN.id, {"achievement": 0.25}, target="achievement"),
         *kept,
     ]
     bundle = fake_bundle_v2()
@@ -89,7 +92,7 @@ def test_every_listed_adapter_gets_a_scale_and_the_plans_are_at_their_strength(t
     assert upstream_body_extra(state.plan("plain"), []) == {}
     assert (
         state.plan("kind").reasons[-1]
-        == f"applied by the upstream engine, per request: {KIND.id} (llama-server --lora id 1)"
+        == f"applied by the upstream engine: {KIND.id} (llama-server --lora id 1, scaled per request)"
     )
     assert state.interventions["kind"] == ()  # nothing runs locally in proxy mode
 
@@ -165,3 +168,92 @@ def test_proxied_requests_carry_the_profiles_lora_scales(tiny_lm: LoadedModel, t
         [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 1.0}],
         [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}],
     ]
+
+
+def _cvec_config(tmp_path: Path, lever_id: str = DRIVEN.id) -> SourcedConfig:
+    path = tmp_path / "guard.yaml"
+    text = PROXY.replace(
+        "  plain: {}\n", "  plain: {}\n  driven:\n    targets:\n      achievement: {direction: increase}\n"
+    )
+    path.write_text(text + f"    - '{CALM.id}'\n    - '{KIND.id}'\n  control_vectors:\n    '{lever_id}': {CVEC_URL}\n")
+    return read_guard_config(path)
+
+
+def test_a_control_vector_lever_is_planned_and_routed_to_its_upstream(tmp_path: Path) -> None:
+    from causalguard.runtime.engine_levers import engine_request
+
+    sourced = _cvec_config(tmp_path)
+    spec = sourced.config.upstream
+    state = build_guard_state(sourced, _adapter_bundle(), sae=None, local_model=False)
+    driven = state.plan("driven")
+    assert [lever.id for lever in driven.levers] == [DRIVEN.id]
+    assert (
+        driven.reasons[-1]
+        == f"applied by the upstream engine: {DRIVEN.id} (the control vector of the upstream at {CVEC_URL})"
+    )
+    routed = engine_request(driven, spec)
+    assert routed.base_url == CVEC_URL and routed.body == {"lora": [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]}
+    assert engine_request(state.plan("kind"), spec).base_url is None  # the main upstream
+
+
+def test_a_control_vector_entry_that_is_not_a_vector_lever_names_its_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_guard_state(_cvec_config(tmp_path, KIND.id), _adapter_bundle(), sae=None, local_model=False)
+    problem = raised.value.problems[0]
+    assert "is a adapter lever; control_vectors lists vector levers" in problem.message
+    assert problem.field == f"upstream.control_vectors.{KIND.id}" and problem.line is not None
+
+
+def test_proxied_requests_of_a_control_vector_profile_go_to_its_upstream(tiny_lm: LoadedModel, tmp_path: Path) -> None:
+    sourced = _cvec_config(tmp_path)
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "up-model", "object": "model"}]})
+        hosts.append(request.url.host)
+        message = {"role": "assistant", "content": "hi"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return httpx.Response(
+            200, json={"id": "u", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
+        )
+
+    def factory(config: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
+        return ValueGuard(
+            tiny_lm.model, tiny_lm.tokenizer, config, bundle=_adapter_bundle(), metrics=metrics, start_audits=False
+        )
+
+    assert sourced.path is not None
+    client = TestClient(create_app(sourced.path, guard_factory=factory))
+    server = client.app.state.guard_server  # type: ignore[attr-defined]
+    spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up-model", retries=0)
+    server.upstream = Upstream(spec, transport=httpx.MockTransport(handler))
+    cvec_spec = spec.model_copy(update={"base_url": CVEC_URL})
+    server.engine_upstreams = {CVEC_URL: Upstream(cvec_spec, transport=httpx.MockTransport(handler))}
+    with client:
+        _wait_ready(client)
+        assert "control_vector_upstreams" in client.get("/readyz").json()
+        for profile in ("driven", "kind", "plain"):
+            assert client.post("/v1/chat/completions", json={**ASK, "profile": profile}).status_code == 200
+    assert hosts == ["cvec.test", "upstream.test", "upstream.test"]
+
+
+def test_audit_replies_go_where_the_plan_is_served() -> None:
+    from causalguard.runtime.engine_levers import EngineRequest
+    from causalguard.runtime.upstream_replies import upstream_completer
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, json.loads(request.content)))
+        message = {"role": "assistant", "content": " hi "}
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+
+    spec = UpstreamSpec(base_url="http://upstream.test/v1", model="up-model")
+    complete = upstream_completer(spec, transport=httpx.MockTransport(handler))
+    messages = [{"role": "user", "content": "Hi"}]
+    assert complete(messages, 5, EngineRequest(CVEC_URL, {"lora": [{"id": 0, "scale": 0.5}]})) == " hi "
+    complete(messages, 5, EngineRequest())
+    assert [host for host, _ in seen] == ["cvec.test", "upstream.test"]
+    assert seen[0][1]["lora"] == [{"id": 0, "scale": 0.5}] and "lora" not in seen[1][1]
+    assert seen[0][1]["model"] == "up-model" and seen[0][1]["temperature"] == 0.0

@@ -361,6 +361,15 @@ class UpstreamSpec(_Strict):
         "all others at 0.",
     )
 
+    control_vectors: dict[str, Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="llama.cpp's server only: vector levers by id, each with the API root of an upstream "
+        "started with that lever's control vector ('causalguard levers export --format llama-cpp-cvec' prints "
+        "the launch line; give it the same --lora list). The planner may then plan them, and a profile whose "
+        "plan holds one is served, and audited, by that upstream.",
+    )
+
     @field_validator("lora_adapters")
     @classmethod
     def _distinct_adapters(cls, ids: list[str]) -> list[str]:

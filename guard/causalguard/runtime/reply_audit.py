@@ -36,7 +36,7 @@ from causalguard.metrics import GuardMetrics
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime.audit_estimates import AuditAccumulator
 from causalguard.runtime.conversation import compose_messages
-from causalguard.runtime.engine_levers import upstream_body_extra
+from causalguard.runtime.engine_levers import engine_request
 from causalguard.runtime.generation import GenerationRow, cancel_criteria, chat_prompt_ids, generate_rows
 from causalguard.runtime.periodic import PeriodicWorker
 from causalguard.runtime.plan_conditions import plan_row
@@ -196,18 +196,17 @@ class ReplyAuditor(PeriodicWorker):
         instructions = plan.role_instructions()
         if self.complete is not None:
             limit = config.audit.max_new_tokens
-            loaded = config.upstream.lora_adapters if config.upstream is not None else []
             unguarded = replace(plan, levers=())
             texts = []
             for extra, arm in ((instructions, plan), ((), unguarded)):
-                body = upstream_body_extra(arm, loaded)  # the engine's own levers: on, then all at 0
+                routed = engine_request(arm, config.upstream)  # the engine's own levers: on, then off
                 for p in prompts:
                     if self.stopping.is_set():
                         raise AuditStopped
                     if self.busy():  # the upstream's capacity is the users': yield before every call
                         raise AuditYielded
                     messages = compose_messages(p.messages(), config.system_prompt, extra)
-                    texts.append(self.complete(messages, limit, body).strip())
+                    texts.append(self.complete(messages, limit, routed).strip())
         else:
             texts = self._local_replies(state, profile, prompts, instructions)
         if self.stopping.is_set():

@@ -18,9 +18,10 @@ from causalguard.adapters.hf.vectors import VectorSet
 from causalguard.bundle.catalog import Catalog
 from causalguard.bundle.format import Bundle
 from causalguard.config.loading import SourcedConfig, check_value_names
-from causalguard.config.schema import GuardConfig, ProfileSpec
+from causalguard.config.schema import GuardConfig, ProfileSpec, UpstreamSpec
 from causalguard.errors import CausalguardError, ConfigError, Problem
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
+from causalguard.runtime.engine_levers import engine_lever_ids
 from causalguard.runtime.plan_conditions import plan_interventions
 from causalguard.yaml_files import line_of
 
@@ -203,8 +204,13 @@ def build_guard_state(
                         _profile_line(sourced, name),
                         _profile_field(name, "targets"),
                         f"{exc} (remote model: role levers only"
-                        + (", and the upstream's adapters in upstream.lora_adapters)" if engine_levers else ")"),
-                        "change the targets, load the adapter on the upstream (upstream.lora_adapters), or serve "
+                        + (
+                            ", and the levers the upstream applies: upstream.lora_adapters, upstream.control_vectors)"
+                            if engine_levers
+                            else ")"
+                        ),
+                        "change the targets, load the lever on the upstream (upstream.lora_adapters, "
+                        "upstream.control_vectors), or serve "
                         "the model in-process for more lever kinds",
                     )
                     for name, exc in infeasible.items()
@@ -220,14 +226,11 @@ def build_guard_state(
     for plan in plans.values():
         for warning in plan.warnings:
             log.warning("profile %s: unreachable goal: %s", plan.profile, warning)
+    spec = config.upstream if not local_model else None
     for name, plan in plans.items():
-        upstream = [
-            f"{lever.id} (llama-server --lora id {engine_levers.index(lever.id)})"
-            for lever in plan.levers
-            if lever.id in engine_levers
-        ]
+        upstream = [_engine_note(lever.id, spec) for lever in plan.levers if lever.id in engine_levers]
         if upstream:
-            note = f"applied by the upstream engine, per request: {', '.join(upstream)}"
+            note = f"applied by the upstream engine: {', '.join(upstream)}"
             plans[name] = replace(plan, reasons=(*plan.reasons, note))
     interventions = {
         name: plan_interventions(plan, sae, catalog, vectors, adapters) if local_model else ()
@@ -236,22 +239,34 @@ def build_guard_state(
     return GuardState(config, plans, interventions)
 
 
+def _engine_note(lever_id: str, spec: UpstreamSpec | None) -> str:
+    if spec is not None and lever_id in spec.control_vectors:
+        return f"{lever_id} (the control vector of the upstream at {spec.control_vectors[lever_id]})"
+    index = spec.lora_adapters.index(lever_id) if spec is not None else -1
+    return f"{lever_id} (llama-server --lora id {index}, scaled per request)"
+
+
 def _engine_levers(sourced: SourcedConfig, catalog: Catalog) -> tuple[str, ...]:
-    """The adapter levers the proxy-mode upstream loaded (``upstream.lora_adapters``), each checked to be an
-    adapter lever of the catalog: an error names the entry's line otherwise."""
+    """The levers the proxy-mode upstreams apply themselves: the adapters llama-server loaded
+    (``upstream.lora_adapters``) and the vector levers of upstreams started with their control vectors
+    (``upstream.control_vectors``), each checked to be a lever of that kind in the catalog: an error names
+    the entry's line otherwise."""
     spec = sourced.config.upstream
     if spec is None:
         return ()
-    for index, lever_id in enumerate(spec.lora_adapters):
-        field = f"upstream.lora_adapters.{index}"
-        kinds = {lever.id: lever.kind for lever in catalog.levers}
-        if kinds.get(lever_id) != "adapter":
+    kinds = {lever.id: lever.kind for lever in catalog.levers}
+    listed: list[tuple[str, int | str, str, str]] = [
+        ("lora_adapters", index, lever_id, "adapter") for index, lever_id in enumerate(spec.lora_adapters)
+    ]
+    listed += [("control_vectors", lever_id, lever_id, "vector") for lever_id in spec.control_vectors]
+    for section, key, lever_id, kind in listed:
+        if kinds.get(lever_id) != kind:
             what = "not a lever of the bundle's catalog" if lever_id not in kinds else f"a {kinds[lever_id]} lever"
             raise ConfigError.single(
                 sourced.where,
-                f"{lever_id!r} is {what}; lora_adapters lists adapter levers",
-                line=line_of(sourced.node, ["upstream", "lora_adapters", index]),
-                field=field,
-                hint="list the adapter levers 'causalguard levers export --format gguf-lora' wrote, in --lora order",
+                f"{lever_id!r} is {what}; {section} lists {kind} levers",
+                line=line_of(sourced.node, ["upstream", section, key]),
+                field=f"upstream.{section}.{key}",
+                hint=f"list the {kind} levers 'causalguard levers export' wrote for this engine",
             )
-    return tuple(spec.lora_adapters)
+    return engine_lever_ids(spec)

@@ -79,7 +79,7 @@ def create_app(
         asyncio.get_running_loop().set_default_executor(workers)
         loader = threading.Thread(target=load, name="causalguard-load", daemon=True)
         loader.start()
-        probes = asyncio.create_task(state.upstream.probe_forever()) if state.upstream is not None else None
+        probes = [asyncio.create_task(upstream.probe_forever()) for upstream in state.upstreams()]
         try:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_signal)
         except (NotImplementedError, RuntimeError, ValueError):
@@ -88,13 +88,13 @@ def create_app(
             yield
         finally:
             state.ready = False
-            if probes is not None:
-                probes.cancel()
+            for probe in probes:
+                probe.cancel()
             await asyncio.to_thread(loader.join)
             if state.guard is not None:
                 state.guard.close()
-            if state.upstream is not None:
-                await state.upstream.aclose()
+            for upstream in state.upstreams():
+                await upstream.aclose()
             workers.shutdown(wait=False)
 
     app = FastAPI(title="causalguard", lifespan=lifespan)

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from causalguard.errors import CausalguardError, ConfigError
 from causalguard.metrics import RequestOutcome
 from causalguard.runtime.conversation import compose_messages
-from causalguard.runtime.engine_levers import upstream_body_extra
+from causalguard.runtime.engine_levers import EngineRequest, engine_request
 from causalguard.runtime.value_guard import DEADLINE_GRACE_SECONDS, Cancellation, ValueGuard
 from causalguard.server.admission import QueueFullError
 from causalguard.server.client_keys import ANONYMOUS, check_client_key
@@ -119,6 +119,8 @@ async def readyz(request: Request) -> JSONResponse:
         )
     if state.upstream is not None:
         body["upstream"] = state.upstream.health.as_dict()
+    if state.engine_upstreams:  # the upstreams started with a control vector
+        body["control_vector_upstreams"] = {url: u.health.as_dict() for url, u in state.engine_upstreams.items()}
     if state.load_error:
         body["error"] = state.load_error
     return JSONResponse(body, status_code=200 if ready else 503)
@@ -305,7 +307,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
             429, f"server busy: {exc}", type_="rate_limit_error", code="queue_full", headers={"Retry-After": "1"}
         )
     if state.upstream is not None:
-        return await _proxied(state, state.upstream, guard, call, body, stack, request)
+        routed = engine_request(guard.state.plan(call.profile), guard.config.upstream)
+        upstream = state.upstream_for(routed.base_url)
+        return await _proxied(state, upstream, guard, call, body, stack, request, routed)
     kwargs: dict[str, Any] = {
         "profile": profile,
         "max_new_tokens": call.max_new_tokens,
@@ -461,8 +465,10 @@ async def _proxied(
     body: ChatCompletionRequest,
     stack: AsyncExitStack,
     request: Request,
+    routed: EngineRequest,
 ) -> Any:
-    """Proxy mode: the plan's role levers composed into the system message, generation upstream. The
+    """Proxy mode: the plan's role levers composed into the system message, generation upstream (the one
+    ``routed`` names, with its extra body fields: the engine's own levers). The
     guard's own request timeout cancels the upstream call (its connection is closed); generated tokens
     come from the upstream's ``usage`` (else the local tokenizer's count of the reply)."""
     plan = guard.state.plan(call.profile)
@@ -477,8 +483,7 @@ async def _proxied(
         top_p=call.top_p,
         stop=call.stop,
     )
-    if guard.config.upstream is not None:  # levers the engine applies itself (its LoRA adapters' scales)
-        payload.update(upstream_body_extra(plan, guard.config.upstream.lora_adapters))
+    payload.update(routed.body)  # levers the engine applies itself (its LoRA adapters' scales)
     started = time.perf_counter()
     timeout = guard.config.server.request_timeout_seconds
     if not body.stream:

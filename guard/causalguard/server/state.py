@@ -33,6 +33,15 @@ class ServerState:
         # proxy mode: the upstream that generates (read at start-up; a reload does not switch it)
         spec = source.config.upstream
         self.upstream = Upstream(spec, api_key=upstream_api_key(source)) if spec is not None else None
+        # upstreams started with a control vector (upstream.control_vectors), by API root
+        self.engine_upstreams: dict[str, Upstream] = (
+            {
+                url: Upstream(spec.model_copy(update={"base_url": url}), api_key=upstream_api_key(source))
+                for url in dict.fromkeys(spec.control_vectors.values())
+            }
+            if spec is not None
+            else {}
+        )
         if spec is not None:
             metrics.track_upstream(
                 spec.model, lambda: float(self.upstream is not None and bool(self.upstream.health.up))
@@ -53,9 +62,18 @@ class ServerState:
         batcher = self.guard.batcher if self.guard is not None else None
         return batcher.health() if batcher is not None else None
 
+    def upstreams(self) -> list[Upstream]:
+        """Proxy mode: the main upstream and those started with a control vector."""
+        return ([self.upstream] if self.upstream is not None else []) + list(self.engine_upstreams.values())
+
+    def upstream_for(self, base_url: str | None) -> Upstream:
+        """The upstream a request goes to (``base_url`` from ``engine_request``; None: the main one)."""
+        assert self.upstream is not None
+        return self.engine_upstreams.get(base_url, self.upstream) if base_url is not None else self.upstream
+
     def upstream_down(self) -> bool:
-        """Proxy mode: the upstream has not been seen up (not probed yet, or its last verdict was down)."""
-        return self.upstream is not None and not self.upstream.health.up
+        """Proxy mode: an upstream has not been seen up (not probed yet, or its last verdict was down)."""
+        return any(not upstream.health.up for upstream in self.upstreams())
 
     def busy(self) -> bool:
         """Whether background work (audits) should yield: a request is queued, or all slots are taken; in
