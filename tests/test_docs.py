@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,52 @@ def test_the_readme_python_quick_starts_run_and_exit_cleanly(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "terminate called" not in done.stderr and "vector:stimulation:+:L21:0.15" in done.stdout
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """(file:line, words) for every ``causalguard ...`` command in the README's and the docs' code blocks
+    and inline code (continuation backslashes joined)."""
+    found = []
+    for path in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+        in_code = False
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                in_code = not in_code
+                continue
+            spans = re.findall(r"`((?:\.venv/bin/)?causalguard [^`]*)`", line)
+            if in_code and re.match(r"\s*(?:\.venv/bin/)?causalguard ", line):
+                spans.append(line.split("#", 1)[0])
+            for span in spans:
+                words = span.strip().split()[1:]
+                if words and re.fullmatch(r"[a-z][a-z-]*", words[0]):
+                    found.append((f"{path.name}:{number}", words))
+    return found
+
+
+def test_every_documented_command_and_flag_exists() -> None:
+    """What the README and the docs tell users to type names real commands and real options (the runs
+    themselves take minutes to hours; their flags must at least parse)."""
+    import typer
+
+    from causalguard.cli import app
+
+    root: Any = typer.main.get_command(app)  # typer's own click: groups have .commands, commands .params
+    documented = _documented_commands()
+    assert len(documented) > 30  # the scan sees the docs
+    problems = []
+    for where, words in documented:
+        command = root
+        rest = list(words)
+        while hasattr(command, "commands") and rest and rest[0] in command.commands:
+            command = command.commands[rest.pop(0)]
+        if hasattr(command, "commands"):
+            if rest and re.fullmatch(r"[a-z][a-z-]+", rest[0]) and command is root:
+                problems.append(f"{where}: no command '{rest[0]}'")
+            continue
+        options = {name for p in command.params for name in (*p.opts, *p.secondary_opts)}
+        for word in rest:
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--") and flag not in options and flag != "--help":
+                problems.append(f"{where}: '{command.name}' has no option {flag}")
+    assert not problems, "\n".join(problems)

@@ -14,6 +14,7 @@ Every number must be finite.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -361,7 +362,7 @@ class UpstreamSpec(_Strict):
         "all others at 0.",
     )
 
-    control_vectors: dict[str, Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]] = Field(
+    control_vectors: dict[str, str] = Field(
         default_factory=dict,
         max_length=64,
         description="llama.cpp's server only: vector levers by id, each with the API root of an upstream "
@@ -369,6 +370,14 @@ class UpstreamSpec(_Strict):
         "the launch line; give it the same --lora list). The planner may then plan them, and a profile whose "
         "plan holds one is served, and audited, by that upstream.",
     )
+
+    @field_validator("control_vectors")
+    @classmethod
+    def _api_roots(cls, routes: dict[str, str]) -> dict[str, str]:
+        for lever_id, url in routes.items():
+            if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+                raise ValueError(f"control_vectors: {lever_id}: {url[:60]!r} is not an http(s) API root")
+        return routes
 
     @field_validator("lora_adapters")
     @classmethod
