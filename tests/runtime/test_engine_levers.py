@@ -257,3 +257,21 @@ def test_audit_replies_go_where_the_plan_is_served() -> None:
     assert [host for host, _ in seen] == ["cvec.test", "upstream.test"]
     assert seen[0][1]["lora"] == [{"id": 0, "scale": 0.5}] and "lora" not in seen[1][1]
     assert seen[0][1]["model"] == "up-model" and seen[0][1]["temperature"] == 0.0
+
+
+def test_an_adapter_served_by_model_name_is_planned_and_named(tmp_path: Path) -> None:
+    """vLLM picks an adapter by the request's model name (--lora-modules NAME=FOLDER)."""
+    from causalguard.runtime.engine_levers import engine_request
+
+    path = tmp_path / "guard.yaml"
+    proxy = PROXY.replace("targets:\n  power: {direction: decrease}\nmethod: adapter\n", "")  # default: unguarded
+    path.write_text(proxy.replace("  lora_adapters:\n", f"  lora_models:\n    '{KIND.id}': kind-adapter\n"))
+    sourced = read_guard_config(path)
+    state = build_guard_state(sourced, _adapter_bundle(), sae=None, local_model=False)
+    assert [lever.id for lever in state.plan("kind").levers] == [KIND.id]
+    assert engine_request(state.plan("kind"), sourced.config.upstream).body == {"model": "kind-adapter"}
+    assert engine_request(state.plan("plain"), sourced.config.upstream).body == {}
+    assert state.plan("kind").reasons[-1].endswith("(the upstream's adapter model 'kind-adapter')")
+    path.write_text(proxy.replace("  lora_adapters:\n", f"  lora_models:\n    '{CALM.id}': calm-adapter\n"))
+    with pytest.raises(ConfigError, match=r"at scale 0\.5; a server that picks adapters by model name"):
+        build_guard_state(read_guard_config(path), _adapter_bundle(), sae=None, local_model=False)

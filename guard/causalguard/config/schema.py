@@ -371,6 +371,23 @@ class UpstreamSpec(_Strict):
         "plan holds one is served, and audited, by that upstream.",
     )
 
+    lora_models: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="vLLM (--enable-lora --lora-modules NAME=FOLDER) and other servers that pick an adapter by "
+        "model name: adapter levers by id, each with the model name of its adapter ('causalguard levers export "
+        "--format peft' writes the folders). The planner may then plan them (at scale 1: such servers do not "
+        "scale adapters), and a request under a plan holding one names that model.",
+    )
+
+    @field_validator("lora_models")
+    @classmethod
+    def _model_names(cls, names: dict[str, str]) -> dict[str, str]:
+        for lever_id, name in names.items():
+            if not 0 < len(name) <= 200 or name.strip() != name:
+                raise ValueError(f"lora_models: {lever_id}: {name[:60]!r} is not a model name")
+        return names
+
     @field_validator("control_vectors")
     @classmethod
     def _api_roots(cls, routes: dict[str, str]) -> dict[str, str]:

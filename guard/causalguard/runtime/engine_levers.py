@@ -30,16 +30,21 @@ class EngineRequest:
 
 def engine_lever_ids(spec: UpstreamSpec | None) -> tuple[str, ...]:
     """Ids of every lever the upstream engines apply themselves (adapters, then control vectors)."""
-    return () if spec is None else (*spec.lora_adapters, *spec.control_vectors)
+    return () if spec is None else (*spec.lora_adapters, *spec.control_vectors, *spec.lora_models)
 
 
 def engine_request(plan: Plan, spec: UpstreamSpec | None) -> EngineRequest:
     """The upstream and extra body fields for a request under ``plan``: the upstream started with the
-    plan's control vector, if it has one, and the scales of every loaded adapter."""
+    plan's control vector, if it has one; the scales of every adapter llama-server loaded; the model name
+    of the plan's adapter on a server that picks adapters by name (vLLM)."""
     if spec is None:
         return EngineRequest()
     routed = next((spec.control_vectors[lever.id] for lever in plan.levers if lever.id in spec.control_vectors), None)
-    return EngineRequest(routed, upstream_body_extra(plan, spec.lora_adapters))
+    body = upstream_body_extra(plan, spec.lora_adapters)
+    model = next((spec.lora_models[lever.id] for lever in plan.levers if lever.id in spec.lora_models), None)
+    if model is not None:
+        body["model"] = model
+    return EngineRequest(routed, body)
 
 
 def lora_scales(plan: Plan, loaded: Sequence[str]) -> list[dict[str, Any]]:

@@ -205,12 +205,12 @@ def build_guard_state(
                         _profile_field(name, "targets"),
                         f"{exc} (remote model: role levers only"
                         + (
-                            ", and the levers the upstream applies: upstream.lora_adapters, upstream.control_vectors)"
+                            ", and the upstream's own: upstream.lora_adapters, control_vectors, lora_models)"
                             if engine_levers
                             else ")"
                         ),
-                        "change the targets, load the lever on the upstream (upstream.lora_adapters, "
-                        "upstream.control_vectors), or serve "
+                        "change the targets, load the lever on the upstream (upstream.lora_adapters, control_vectors "
+                        "or lora_models), or serve "
                         "the model in-process for more lever kinds",
                     )
                     for name, exc in infeasible.items()
@@ -242,6 +242,8 @@ def build_guard_state(
 def _engine_note(lever_id: str, spec: UpstreamSpec | None) -> str:
     if spec is not None and lever_id in spec.control_vectors:
         return f"{lever_id} (the control vector of the upstream at {spec.control_vectors[lever_id]})"
+    if spec is not None and lever_id in spec.lora_models:
+        return f"{lever_id} (the upstream's adapter model '{spec.lora_models[lever_id]}')"
     index = spec.lora_adapters.index(lever_id) if spec is not None else -1
     return f"{lever_id} (llama-server --lora id {index}, scaled per request)"
 
@@ -259,6 +261,8 @@ def _engine_levers(sourced: SourcedConfig, catalog: Catalog) -> tuple[str, ...]:
         ("lora_adapters", index, lever_id, "adapter") for index, lever_id in enumerate(spec.lora_adapters)
     ]
     listed += [("control_vectors", lever_id, lever_id, "vector") for lever_id in spec.control_vectors]
+    listed += [("lora_models", lever_id, lever_id, "adapter") for lever_id in spec.lora_models]
+    strength = {lever.id: lever.strength for lever in catalog.levers}
     for section, key, lever_id, kind in listed:
         if kinds.get(lever_id) != kind:
             what = "not a lever of the bundle's catalog" if lever_id not in kinds else f"a {kinds[lever_id]} lever"
@@ -268,5 +272,14 @@ def _engine_levers(sourced: SourcedConfig, catalog: Catalog) -> tuple[str, ...]:
                 line=line_of(sourced.node, ["upstream", section, key]),
                 field=f"upstream.{section}.{key}",
                 hint=f"list the {kind} levers 'causalguard levers export' wrote for this engine",
+            )
+        if section == "lora_models" and strength[lever_id] != 1:
+            raise ConfigError.single(
+                sourced.where,
+                f"{lever_id!r} runs its adapter at scale {strength[lever_id]:g}; a server that picks adapters by "
+                "model name applies them at scale 1",
+                line=line_of(sourced.node, ["upstream", section, key]),
+                field=f"upstream.{section}.{key}",
+                hint="list the same adapter's lever at scale 1 (id ending ':s1')",
             )
     return engine_lever_ids(spec)

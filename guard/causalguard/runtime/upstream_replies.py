@@ -33,7 +33,7 @@ def upstream_completer(
 
     def complete(messages: list[dict[str, str]], max_tokens: int, routed: EngineRequest) -> str:
         body = {"model": spec.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
-        response = client_for(routed.base_url or spec.base_url).post("/chat/completions", json={**routed.body, **body})
+        response = client_for(routed.base_url or spec.base_url).post("/chat/completions", json={**body, **routed.body})
         response.raise_for_status()
         return str(response.json()["choices"][0]["message"]["content"] or "")
 
