@@ -229,3 +229,48 @@ def test_two_profiles_get_their_own_adapters_through_the_proxy(
         assert replies["kind"] == server.chat([{"id": 0, "scale": 0.0}, {"id": 1, "scale": 1.0}])
         assert replies["plain"] == server.chat([{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}])
         assert len({replies["default"], replies["kind"], replies["plain"]}) == 3, json.dumps(replies)
+
+
+@pytest.mark.heavy
+def test_the_shipped_default_profile_is_served_by_a_control_vector_upstream(lm: LoadedModel, tmp_path: Path) -> None:
+    """The README's default profile (stimulation up, the steering vector) in proxy mode: planned because an
+    upstream runs the exported control vector, and served by it; the plain profile by the main upstream."""
+    from fastapi.testclient import TestClient
+
+    from causalguard.config.loading import SourcedConfig
+    from causalguard.metrics import GuardMetrics
+    from causalguard.runtime.value_guard import ValueGuard
+    from causalguard.server.app import create_app
+
+    gguf = EMBEDDED_MODELS["smollm2-135m-instruct"].locate_gguf()
+    (item,) = export_levers(SHIPPED, "llama-cpp-cvec", tmp_path / "cvec", engine_model=gguf)
+    with LlamaServer(tmp_path) as main, LlamaServer(tmp_path, "--control-vector-scaled", f"{item.path}:1.0") as cvec:
+        config = (ROOT / "docs/examples/stimulation-vector.yaml").read_text()
+        config += f"profiles:\n  plain: {{}}\nupstream:\n  base_url: {main.url}/v1\n  model: smollm2\n"
+        config += f"  control_vectors:\n    '{item.lever_id}': {cvec.url}/v1\n"
+        path = tmp_path / "guard.yaml"
+        path.write_text(config)
+
+        def factory(sourced: SourcedConfig, metrics: GuardMetrics) -> ValueGuard:
+            return ValueGuard(lm.model, lm.tokenizer, sourced, metrics=metrics, start_audits=False)
+
+        with TestClient(create_app(path, guard_factory=factory)) as http:
+            deadline = time.monotonic() + 120
+            while http.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            guard = http.app.state.guard_server.guard  # type: ignore[attr-defined]
+            assert [lever.id for lever in guard.plan("default").levers] == [item.lever_id]
+            replies = {}
+            for profile in ("default", "plain"):
+                body = {
+                    "model": f"smollm2-135m-instruct:{profile}",
+                    "max_tokens": 24,
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": QUESTION}],
+                }
+                replies[profile] = http.post("/v1/chat/completions", json=body).json()["choices"][0]["message"][
+                    "content"
+                ]
+        assert replies["default"] == cvec.chat()
+        assert replies["plain"] == main.chat()
+        assert replies["default"] != replies["plain"]
