@@ -127,6 +127,10 @@ def test_a_listed_twice_adapter_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="listed twice"):
         UpstreamSpec(base_url="http://x/v1", model="m", lora_adapters=[KIND.id, KIND.id])
+    with pytest.raises(ValidationError, match="is not an http"):
+        UpstreamSpec(base_url="http://x/v1", model="m", control_vectors={DRIVEN.id: "ftp://cvec"})
+    with pytest.raises(ValidationError, match="is not a model name"):
+        UpstreamSpec(base_url="http://x/v1", model="m", lora_models={KIND.id: " padded "})
 
 
 def test_proxied_requests_carry_the_profiles_lora_scales(tiny_lm: LoadedModel, tmp_path: Path) -> None:

@@ -424,6 +424,17 @@ def behaviour_validate_command(
     )
     from causalguard.models import load_model
 
+    if engine_steered is not None and engine_plain is None:
+        raise typer.BadParameter("give the unguarded engine too (--engine-plain)", param_hint="--engine-steered")
+    if engine_plain is not None and (continuous or backend != "local"):
+        raise typer.BadParameter("the engine generates: drop --continuous and --backend", param_hint="--engine-plain")
+    from causalguard.graphs.behaviour.reply_backends import BatcherReplies, EngineReplies
+
+    engines = EngineReplies(engine_plain, engine_steered) if engine_plain is not None else None
+    refused = engines.unreachable() if engines is not None else None
+    if refused is not None:  # before any model loads
+        raise typer.BadParameter(refused[1], param_hint=refused[0])
+
     sourced = read_guard_config(config)
     guard = sourced.config
     lm = load_model(guard.model)
@@ -457,11 +468,6 @@ def behaviour_validate_command(
         raise typer.BadParameter(
             "--continuous runs in this process: leave --backend at local", param_hint="--continuous"
         )
-    if engine_steered is not None and engine_plain is None:
-        raise typer.BadParameter("give the unguarded engine too (--engine-plain)", param_hint="--engine-steered")
-    if engine_plain is not None and (continuous or backend != "local"):
-        raise typer.BadParameter("the engine generates: drop --continuous and --backend", param_hint="--engine-plain")
-    from causalguard.graphs.behaviour.reply_backends import BatcherReplies, EngineReplies
 
     doc = validate_profiles(
         lm,
@@ -472,11 +478,7 @@ def behaviour_validate_command(
         settings,
         restart=restart,
         log=typer.echo,
-        backend=EngineReplies(engine_plain, engine_steered)
-        if engine_plain is not None
-        else BatcherReplies()
-        if continuous
-        else reply_backend(backend, ray),
+        backend=engines if engines is not None else BatcherReplies() if continuous else reply_backend(backend, ray),
         second_judge=judge2,
     )
     typer.echo(render_validation(doc))

@@ -148,6 +148,26 @@ class EngineReplies:
     name: str = "llama-cpp"
     _steered: list[tuple[Any, ...]] = field(default_factory=list)  # the one steered condition's interventions
 
+    def unreachable(self) -> tuple[str, str] | None:
+        """(which, why) for the first engine that is not an http(s) URL or does not answer ``/health``;
+        None when both answer. Checked before a run loads any model."""
+        import re
+
+        import httpx
+
+        for which, url in (("--engine-plain", self.plain_url), ("--engine-steered", self.steered_url)):
+            if url is None:
+                continue
+            if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+                return which, f"{url[:60]!r} is not an http(s) URL, e.g. http://127.0.0.1:8080"
+            try:
+                status = httpx.get(url.rstrip("/") + "/health", timeout=5).status_code
+            except httpx.HTTPError as exc:
+                return which, f"no llama.cpp server answers at {url} ({type(exc).__name__})"
+            if status != 200:
+                return which, f"{url}/health answered {status}: start llama-server there, or wait until it is loaded"
+        return None
+
     def generate(
         self, lm: LoadedModel, batches: Batches, max_new_tokens: int, temperature: float, on_batch: OnBatch
     ) -> None:
