@@ -430,31 +430,15 @@ def cli_cases(rng: random.Random, tmp: Path, timeout: float) -> Iterator[Outcome
 
 # ---------------------------------------------------------------- HTTP
 def http_cases(rng: random.Random, tmp: Path, timeout: float) -> Iterator[Outcome]:
-    import torch
     from fastapi.testclient import TestClient
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from causalguard.metrics import GuardMetrics
-    from causalguard.models.loaded import LoadedModel
     from causalguard.runtime.value_guard import ValueGuard
     from causalguard.server.app import create_app
     from tests.guard_fakes import GUARD_YAML, fake_bundle
-    from tests.tiny_tokenizer import tiny_tokenizer
+    from tests.tiny_model import tiny_llama
 
-    tokenizer = tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config).eval()
-    lm = LoadedModel(model=model, tokenizer=tokenizer, name="tiny-llama", fingerprint="tiny", source="test")
+    lm = tiny_llama()
     path = tmp / "guard.yaml"
     path.write_text(  # the tests' config, with room for the role lever's side effect (it plans without an SAE)
         GUARD_YAML.replace("achievement: {tolerance: 0.05}", "achievement: {tolerance: 0.5}")

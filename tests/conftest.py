@@ -18,26 +18,11 @@ def lm() -> LoadedModel:
 
 @pytest.fixture(scope="session")
 def tiny_lm() -> LoadedModel:
-    """A 2-layer randomly initialised Llama with a small tokenizer of its own (``tests/tiny_tokenizer.py``):
+    """A 2-layer randomly initialised Llama with a small tokenizer of its own (``tests/tiny_model.py``):
     fast, exact-tensor tests that need no model wheel."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.tiny_model import tiny_llama
 
-    from tests.tiny_tokenizer import tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    model = LlamaForCausalLM(config).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name="tiny-llama", fingerprint="tiny", source="test")
+    return tiny_llama()
 
 
 TINY_SAE_LAYER = 0
