@@ -304,7 +304,7 @@ def test_an_oversized_yaml_is_refused_before_parsing(tmp_path: Path) -> None:
 
     path = tmp_path / "guard.yaml"
     path.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 1))
-    with pytest.raises(ConfigError, match="byte limit for YAML"):
+    with pytest.raises(ConfigError, match="byte limit for a YAML file"):
         read_guard_config(path)
 
 
@@ -489,6 +489,27 @@ def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(fifo)  # no writer: reading it would block forever
     with pytest.raises(ConfigError, match="not a regular file"):
         read_guard_config(fifo)
+
+
+def test_a_fifo_as_a_prompts_or_keys_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Every user file goes through the one bounded reader (text_files.read_text_file): a prompts JSONL
+    given as a pipe blocked before it did."""
+    import os
+
+    from causalguard.judging.prompt_sets import load_prompts
+
+    fifo = tmp_path / "prompts.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_prompts(fifo)
+    (tmp_path / "guard.yaml").write_text("server: {api_keys_file: prompts.jsonl}\n")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_guard_config(tmp_path / "guard.yaml")
+    (tmp_path / "big.jsonl").write_bytes(b"x" * 10)
+    from causalguard.text_files import read_text_file
+
+    with pytest.raises(ConfigError, match="over the 5-byte limit for a JSONL file"):
+        read_text_file(tmp_path / "big.jsonl", max_bytes=5, kind="a JSONL file", too_large_hint="split it")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from causalguard.errors import ConfigError, Problem
+from causalguard.text_files import read_text_file
 from causalguard.yaml_files import format_loc
 
 Record = TypeVar("Record", bound=BaseModel)
@@ -40,22 +41,9 @@ def read_jsonl(path: Path, model: type[Record], *, what: str) -> list[tuple[Reco
 
     Raises ``ConfigError`` listing every bad line (invalid JSON, a key given twice in one object, nesting
     too deep, a missing or wrong field)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ConfigError.single(str(path), "file not found", hint="check the path") from None
-    if size > MAX_FILE_BYTES:
-        raise ConfigError.single(
-            str(path),
-            f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit",
-            hint=f"split the {what} into smaller files",
-        )
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ConfigError.single(
-            str(path), f"not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
-        ) from None
+    lines = read_text_file(
+        path, max_bytes=MAX_FILE_BYTES, kind="a JSONL file", too_large_hint=f"split the {what} into smaller files"
+    ).splitlines()
     problems: list[Problem] = []
     records: list[tuple[Record, int]] = []
     for number, text in enumerate(lines, start=1):

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from causalguard.errors import ConfigError, Problem
+from causalguard.text_files import read_text_file
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_YAML_BYTES = 2 * 1024 * 1024  # configs, inventories and roles files are kilobytes; 2 MB parse in about a second
@@ -98,28 +99,9 @@ def _parse_once(text: str) -> tuple[Any, yaml.Node | None]:
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse ``path`` with the safe loader; also return its node tree for line look-ups. Duplicate
     keys and files over ``MAX_YAML_BYTES`` are errors."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ConfigError.single(str(path), "file not found", hint="check the path") from None
-    if path.is_dir():
-        raise ConfigError.single(str(path), "is a folder, not a YAML file", hint="give the path of the file")
-    if not path.is_file():  # a FIFO or device would block the read (or never end)
-        raise ConfigError.single(
-            str(path), "is not a regular file (a pipe, socket or device)", hint="give the path of a YAML file"
-        )
-    if size > MAX_YAML_BYTES:
-        raise ConfigError.single(
-            str(path),
-            f"file is {size} bytes, over the {MAX_YAML_BYTES}-byte limit for YAML",
-            hint="check that this is the right file",
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError.single(str(path), "file not found", hint="check the path") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError.single(str(path), f"not UTF-8 text ({exc.reason})", hint="save it as UTF-8") from None
+    text = read_text_file(
+        path, max_bytes=MAX_YAML_BYTES, kind="a YAML file", too_large_hint="check that this is the right file"
+    )
     try:
         data, node = _parse_once(text)
     except AliasBombError as exc:

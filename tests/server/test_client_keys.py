@@ -149,7 +149,7 @@ def test_keys_come_from_a_file_and_an_environment_variable(tmp_path: Path, monke
         (f"a {'0' * 64}\n", f"a {'1' * 64}", "$GUARD_KEYS:1", "the key id a is listed twice (first in"),
         (f"a {'0' * 64}\n", f"b {'2' * 64},c {'0' * 64}", "$GUARD_KEYS:1", "the key sha256 0000000000000000 is listed"),
         (None, "", "$GUARD_KEYS", "is not set"),
-        (None, None, "keys.txt", "no such file"),
+        (None, None, "keys.txt", "file not found"),
     ],
 )
 def test_bad_key_files_and_variables_are_located_errors(

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from causalguard.config.schema import ApiKeySpec, GuardConfig
 from causalguard.errors import ConfigError
+from causalguard.text_files import read_text_file
 
 MAX_KEYS_FILE_BYTES = 1 << 20
 ENTRY_FORMAT = "'<id> <sha256> [requests_per_minute]'"
@@ -52,19 +53,6 @@ def parse_key_entries(text: str, where: str, *, commas: bool = False) -> list[tu
     return out
 
 
-def _read_keys_file(path: Path) -> str:
-    if not path.is_file():
-        raise ConfigError.single(str(path), "no such file (server.api_keys_file)", hint="create it or fix the path")
-    with path.open("rb") as stream:
-        data = stream.read(MAX_KEYS_FILE_BYTES + 1)
-    if len(data) > MAX_KEYS_FILE_BYTES:
-        raise ConfigError.single(str(path), f"larger than {MAX_KEYS_FILE_BYTES} bytes", hint="list at most 1000 keys")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError.single(str(path), f"not UTF-8 text (byte {exc.start})") from None
-
-
 def with_listed_keys(config: GuardConfig, base: Path | None) -> GuardConfig:
     """``config`` with the keys of ``server.api_keys_file`` (relative to ``base``) and ``server.api_keys_env``
     added to ``server.api_keys``; the same config when it names neither."""
@@ -75,17 +63,20 @@ def with_listed_keys(config: GuardConfig, base: Path | None) -> GuardConfig:
     if server.api_keys_file is not None:
         path = Path(server.api_keys_file)
         path = path if path.is_absolute() or base is None else base / path
-        found += [(str(path), n, key) for n, key in parse_key_entries(_read_keys_file(path), str(path))]
+        text = read_text_file(
+            path, max_bytes=MAX_KEYS_FILE_BYTES, kind="a keys file", too_large_hint="list at most 1000 keys"
+        )
+        found += [(str(path), n, key) for n, key in parse_key_entries(text, str(path))]
     if server.api_keys_env is not None:
         where = f"${server.api_keys_env}"
-        text = os.environ.get(server.api_keys_env)
-        if not text:
+        value = os.environ.get(server.api_keys_env)
+        if not value:
             raise ConfigError.single(
                 where,
                 "the environment variable is not set (server.api_keys_env)",
                 hint="export it in the server's environment, or remove api_keys_env",
             )
-        found += [(where, n, key) for n, key in parse_key_entries(text, where, commas=True)]
+        found += [(where, n, key) for n, key in parse_key_entries(value, where, commas=True)]
     if len(found) > 1000:
         raise ConfigError.single(found[-1][0], f"{len(found)} client keys; at most 1000", field="api_keys")
     for attribute in ("id", "sha256"):
