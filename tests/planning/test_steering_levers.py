@@ -5,6 +5,7 @@ speech for every user."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -253,3 +254,54 @@ def test_variants_build_adapter_levers_from_the_bundles_adapters() -> None:
         variant_levers(
             fake_catalog_v2(), None, False, None, adapters="5", adapter_targets={"power-down": ("power", -1)}
         )
+
+
+ALL_TOKENS_VECTOR = LeverSpec.vector("benevolence", 0.5, 1, "all")
+
+
+def test_an_all_token_vector_lever_is_its_own_lever_and_keeps_its_scope_through_the_catalog() -> None:
+    from causalguard.planning.explain import lever_text
+
+    assert ALL_TOKENS_VECTOR.id == "vector:benevolence:+:L1:0.5:all" and ALL_TOKENS_VECTOR.vector_tokens == "all"
+    assert VECTOR.vector_scope is None and VECTOR.vector_tokens == "generated"  # old ids and catalogs unchanged
+    assert [lever.id for lever in vector_levers({"power": 12}, [0.5], ("generated", "all"))] == [
+        "vector:power:+:L12:0.5",
+        "vector:power:+:L12:0.5:all",
+    ]
+    catalog = with_reply_only_levers(fake_catalog_v2(), [VECTOR, ALL_TOKENS_VECTOR])
+    again = Catalog.model_validate(catalog.model_dump(by_alias=True))
+    entry = again.lever(ALL_TOKENS_VECTOR.id)
+    assert entry.vector_scope == "all" and entry.spec() == ALL_TOKENS_VECTOR
+    assert again.lever(VECTOR.id).vector_tokens == "generated"
+    assert "added on every token at layer 1" in lever_text(entry)
+    role = fake_catalog_v2().levers[0].model_dump()
+    with pytest.raises(ValidationError, match="only vector levers have a vector_scope"):
+        LeverEntry.model_validate({**role, "vector_scope": "all"})
+    with pytest.raises(ValidationError):
+        LeverEntry.model_validate({**entry.model_dump(), "vector_scope": "prompt"})
+    with pytest.raises(ValueError, match="--vector-scope"):
+        variant_levers(
+            fake_catalog_v2(), None, False, None, vectors="0.5", vector_layers={"power": 1}, vector_scope="prompt"
+        )
+    both, _ = variant_levers(
+        fake_catalog_v2(), None, False, None, vectors="0.5", vector_layers={"power": 1}, vector_scope="both"
+    )
+    assert [lever.vector_tokens for lever in both] == ["generated", "all"]
+
+
+def test_the_guard_applies_a_planned_vector_lever_on_its_own_tokens(tmp_path: Path) -> None:
+    import torch
+
+    from causalguard.adapters.hf.interventions import Scope
+    from causalguard.adapters.hf.vectors import VectorEntry, load_vectors, save_vectors
+    from causalguard.planning.planner import Plan
+    from causalguard.runtime.plan_conditions import plan_interventions
+
+    entry = VectorEntry("benevolence", 1, torch.ones(8) / 8**0.5, 2.0)
+    save_vectors(tmp_path, {"benevolence": entry}, {"model_fingerprint": "tiny", "hidden_size": 8})
+    vectors = load_vectors(tmp_path, hidden_size=8, num_layers=2, fingerprint="tiny")
+    catalog = with_reply_only_levers(fake_catalog_v2(), [VECTOR, ALL_TOKENS_VECTOR])
+    for lever, scope in ((VECTOR, "generated"), (ALL_TOKENS_VECTOR, "all")):
+        plan = Plan("p", (catalog.lever(lever.id),), {}, ())
+        (applied,) = plan_interventions(plan, None, catalog, vectors)
+        assert applied.scope == Scope(scope)  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from causalguard.artifacts import CATALOG_FILE, CATALOG_REPORT, CATALOG_SCHEMA
 from causalguard.bundle.integrity import seal_bundle
-from causalguard.bundle.lever import LeverSpec
+from causalguard.bundle.lever import LeverSpec, VectorScope
 from causalguard.errors import ConfigError
 from causalguard.yaml_files import problems_from_validation
 
@@ -158,6 +158,10 @@ class LeverEntry(BaseModel):
     layer: int | None = Field(
         default=None, ge=0, le=10_000, description="vector levers: the layer the vector is added at"
     )
+    vector_scope: Literal["all"] | None = Field(
+        default=None,
+        description="vector levers: 'all' adds the vector on the prompt's tokens too (none: generated tokens only)",
+    )
     adapter: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9_]+-(up|down)$",
@@ -191,6 +195,8 @@ class LeverEntry(BaseModel):
             raise ValueError(f"{self.id}: a role lever needs its text")
         if self.kind != "vector" and self.layer is not None:
             raise ValueError(f"{self.id}: only vector levers have a layer (a {self.kind} lever has layer: null)")
+        if self.kind != "vector" and self.vector_scope is not None:
+            raise ValueError(f"{self.id}: only vector levers have a vector_scope (a {self.kind} lever has null)")
         return self
 
     @field_validator("direction", "strength", "feature", "layer", mode="before")
@@ -217,7 +223,13 @@ class LeverEntry(BaseModel):
             negative_text=self.negative_text,
             layer=self.layer,
             adapter=self.adapter,
+            vector_scope=self.vector_scope,
         )
+
+    @property
+    def vector_tokens(self) -> VectorScope:
+        """Where a vector lever is added: ``generated`` tokens or ``all`` (the prompt's too)."""
+        return self.vector_scope or "generated"
 
 
 class Catalog(BaseModel):

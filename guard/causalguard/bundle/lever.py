@@ -4,8 +4,9 @@ direction and a strength.
 - ``role``: an instruction in the system message;
 - ``guided``: a role instruction amplified by classifier-free guidance against a negative wording (the
   opposite pole's, or none): ``guidance_scale`` g, ``negative_text`` (``runtime/guidance.py``);
-- ``vector``: a direction added to the residual stream at ``layer`` on generated tokens; ``strength`` is
-  signed, in units of the layer's median residual-stream norm (``adapters/hf/vectors.py``);
+- ``vector``: a direction added to the residual stream at ``layer`` on the tokens of ``vector_scope``
+  (``generated``, the default, or ``all``: the prompt's tokens too, as llama.cpp's control vectors act);
+  ``strength`` is signed, in units of the layer's median residual-stream norm (``adapters/hf/vectors.py``);
 - ``sae``: an SAE feature's decoder direction added at the SAE's layer;
 - ``adapter``: a value adapter (a LoRA adapter trained on the model's own judged replies) from the bundle's
   ``adapters/`` folder, named by ``adapter``; ``strength`` is its scale (1: as trained)
@@ -20,6 +21,8 @@ from typing import Literal
 from causalguard.values.inventory import Dimension
 
 LeverKind = Literal["role", "sae", "guided", "vector", "adapter"]
+VectorScope = Literal["generated", "all"]
+VECTOR_SCOPES: tuple[VectorScope, ...] = ("generated", "all")
 
 
 def role_instruction(dim: Dimension, direction: int) -> str:
@@ -52,6 +55,7 @@ class LeverSpec:
     negative_text: str | None = None  # guided levers: the twin's wording (None: no role)
     layer: int | None = None  # vector levers
     adapter: str | None = None  # adapter levers: the folder name under the bundle's adapters/
+    vector_scope: Literal["all"] | None = None  # vector levers: "all" adds it on the prompt's tokens too
 
     @classmethod
     def role(cls, dim: Dimension, direction: int) -> LeverSpec:
@@ -84,17 +88,25 @@ class LeverSpec:
         )
 
     @classmethod
-    def vector(cls, target: str, strength: float, layer: int) -> LeverSpec:
-        """The bundle's steering vector for ``target`` at ``layer``, added with signed ``strength``."""
+    def vector(cls, target: str, strength: float, layer: int, scope: VectorScope = "generated") -> LeverSpec:
+        """The bundle's steering vector for ``target`` at ``layer``, added with signed ``strength`` on the
+        tokens of ``scope`` (an all-token lever's id ends in ``:all``; generated-token ids are unchanged)."""
         sign = "+" if strength > 0 else "-"
+        suffix = ":all" if scope == "all" else ""
         return cls(
-            id=f"vector:{target}:{sign}:L{layer}:{abs(strength):g}",
+            id=f"vector:{target}:{sign}:L{layer}:{abs(strength):g}{suffix}",
             kind="vector",
             target=target,
             direction=1 if strength > 0 else -1,
             strength=strength,
             layer=layer,
+            vector_scope="all" if scope == "all" else None,
         )
+
+    @property
+    def vector_tokens(self) -> VectorScope:
+        """Where a vector lever is added: ``generated`` tokens or ``all`` (the prompt's too)."""
+        return self.vector_scope or "generated"
 
     @classmethod
     def value_adapter(cls, target: str, direction: int, adapter: str, scale: float) -> LeverSpec:

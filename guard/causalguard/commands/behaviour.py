@@ -77,6 +77,13 @@ def behaviour_report_command(
             "'0.5,-0.5,1,-1'."
         ),
     ] = None,
+    vector_scope: Annotated[
+        str,
+        typer.Option(
+            help="Where --vectors adds each vector: 'generated' (the reply's tokens), 'all' (the prompt's "
+            "too, as llama.cpp's control vectors do) or 'both' (each strength twice)."
+        ),
+    ] = "generated",
     adapters: Annotated[
         str | None,
         typer.Option(help="Also adapter levers: every value adapter in BUNDLE/adapters at these scales, e.g. '1,0.5'."),
@@ -127,11 +134,14 @@ def behaviour_report_command(
             guided_against=guided_against,
             vectors=vectors,
             vector_layers=vector_layers,
+            vector_scope=vector_scope,
             adapters=adapters,
             adapter_targets=adapter_targets(bundle) if adapters else None,
         )
     except ValueError as exc:
-        hint = next((h for h in ("--guided", "--vectors", "--adapters") if str(exc).startswith(h)), "--sweep")
+        hint = next(
+            (h for h in ("--guided", "--vector-scope", "--vectors", "--adapters") if str(exc).startswith(h)), "--sweep"
+        )
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     if continuous and backend != "local":
         raise typer.BadParameter(

@@ -23,7 +23,8 @@ def lever_text(lever: LeverEntry) -> str:
         return f'role prompt "{lever.text}" amplified by guidance g={lever.guidance_scale:g}, {against}'
     if lever.kind == "vector":
         return (
-            f"steering vector for {lever.target} added on generated tokens at layer {lever.layer}, strength "
+            f"steering vector for {lever.target} added on "
+            f"{'every token' if lever.vector_tokens == 'all' else 'generated tokens'} at layer {lever.layer}, strength "
             f"{lever.strength:+g} (x median residual norm)"
         )
     if lever.kind == "adapter":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from causalguard.adapters.hf.hooks import SteeringPlan, steer
-from causalguard.adapters.hf.interventions import FeatureEdit, Intervention, SaeIntervention
+from causalguard.adapters.hf.interventions import FeatureEdit, Intervention, SaeIntervention, Scope
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.adapters.hf.value_adapters import ValueAdapter
 from causalguard.adapters.hf.vectors import VectorSet
@@ -28,7 +28,7 @@ def plan_interventions(
     adapters: Mapping[str, ValueAdapter] | None = None,
 ) -> tuple[Intervention, ...]:
     """The plan's SAE levers as one additive intervention over all tokens, its vector levers on
-    generated tokens and its adapter levers at their scale (each as it was measured)."""
+    their tokens (generated, or all) and its adapter levers at their scale (each as it was measured)."""
     edits = []
     steering: list[Intervention] = []
     for lever in plan.levers:
@@ -41,7 +41,7 @@ def plan_interventions(
         if lever.kind == "vector":
             if vectors is None or lever.target is None:
                 raise ValueError(f"lever {lever.id} needs the bundle's steering vectors, which are not loaded")
-            steering.append(vectors.intervention(lever.target, lever.strength))
+            steering.append(vectors.intervention(lever.target, lever.strength, Scope(lever.vector_tokens)))
         if lever.kind != "sae":
             continue
         if sae is None or catalog.sae is None or lever.feature is None:

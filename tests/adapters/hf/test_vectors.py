@@ -137,3 +137,18 @@ def test_the_split_half_layer_choice_picks_the_layer_that_separates() -> None:
     best, scores = choose_layer(pos, neg, np.array([0, 1] * 6))
     assert best == 2 and scores[2] > 0.9 > max(scores[:2])
     assert candidate_layers(30, VectorSettings()) == list(range(10, 22))  # 35-70% of SmolLM2's depth
+
+
+def test_an_all_token_vector_adds_its_delta_on_the_prompt_too(tiny_lm: LoadedModel) -> None:
+    torch.manual_seed(1)
+    delta = torch.randn(tiny_lm.hidden_size)
+    ids = torch.randint(0, 400, (1, 6))
+    plain = _layer_outputs(tiny_lm, ids, None)
+    with install_steering_hooks(tiny_lm.model, [1]):
+        generated = _layer_outputs(tiny_lm, ids, SteeringPlan((RowPlan((VectorIntervention(1, delta),), 4),)))
+        everywhere = _layer_outputs(
+            tiny_lm, ids, SteeringPlan((RowPlan((VectorIntervention(1, delta, Scope("all")),), 4),))
+        )
+    assert torch.allclose(everywhere[1][0], plain[1][0] + delta, atol=1e-5)  # every token, the prompt's included
+    assert torch.allclose(everywhere[1][0, 4:], generated[1][0, 4:], atol=1e-5)
+    assert not torch.allclose(everywhere[1][0, :4], generated[1][0, :4])

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention
+from causalguard.adapters.hf.interventions import FeatureEdit, SaeIntervention, Scope
 from causalguard.adapters.hf.sae import LoadedSae, load_sae
 from causalguard.adapters.hf.value_adapters import ValueAdapter, load_value_adapters
 from causalguard.adapters.hf.vectors import VectorSet, load_vectors
@@ -107,7 +107,8 @@ def lever_reply_condition(
     adapters: Mapping[str, ValueAdapter] | None = None,
 ) -> ReplyCondition:
     """A catalog lever as a reply condition, applied as the guard applies it (SAE: additive, all tokens;
-    vector: generated tokens; guided: the role wording with its twin's; adapter: at its scale)."""
+    vector: generated tokens, or all with its vector_scope; guided: the role wording with its twin's;
+    adapter: at its scale)."""
     if lever.kind == "adapter":
         if not adapters or lever.adapter is None or lever.adapter not in adapters:
             raise ValueError(
@@ -126,7 +127,8 @@ def lever_reply_condition(
     if lever.kind == "vector":
         if vectors is None or lever.target is None:
             raise ValueError(f"lever {lever.id} needs the bundle's steering vectors (vectors/), which are not loaded")
-        return ReplyCondition(lever.id, (), (vectors.intervention(lever.target, lever.strength),))
+        scope = Scope(lever.vector_tokens)
+        return ReplyCondition(lever.id, (), (vectors.intervention(lever.target, lever.strength, scope),))
     if sae is None or catalog.sae is None or lever.feature is None:
         raise ValueError(f"lever {lever.id} needs the bundle's SAE")
     value = sae.additive_value(lever.feature, lever.strength, catalog.sae.residual_norm)
@@ -462,6 +464,7 @@ def lever_spec_dict(lever: LeverEntry | LeverSpec) -> dict[str, Any]:
         "negative_text": lever.negative_text,
         "layer": lever.layer,
         "adapter": lever.adapter,
+        "vector_scope": lever.vector_scope,
     }
 
 

@@ -291,7 +291,8 @@ def _export_vector(
             "--lever", f"{lever.id} steers block 0, which llama.cpp's control vectors cannot reach"
         )
     write_control_vector(path, {intervention.layer: intervention.delta_vector.numpy()}, engine.architecture)
-    extra = {"layers": [intervention.layer], "scale": 1.0, "scope": "all tokens (in-process: generated tokens)"}
+    in_process = "all tokens, as measured" if lever.vector_tokens == "all" else "in-process: generated tokens"
+    extra = {"layers": [intervention.layer], "scale": 1.0, "scope": f"all tokens ({in_process})"}
     return path, f"--control-vector-scaled {path}:1.0", extra
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from causalguard.bundle.catalog import Catalog
-from causalguard.bundle.lever import LeverSpec
+from causalguard.bundle.lever import LeverSpec, VectorScope
 from causalguard.errors import ConfigError, Problem
 from causalguard.yaml_files import line_of, validate_yaml_file_with_node
 
@@ -176,9 +176,23 @@ def guided_levers(dimensions: Sequence[str], scales: Sequence[float], against: s
     return out
 
 
-def vector_levers(vectors: dict[str, int], strengths: Sequence[float]) -> list[LeverSpec]:
-    """Each value's steering vector (value -> layer) at every signed strength."""
-    return [LeverSpec.vector(value, strength, layer) for value, layer in vectors.items() for strength in strengths]
+VECTOR_SCOPE_CHOICES: dict[str, tuple[VectorScope, ...]] = {
+    "generated": ("generated",),
+    "all": ("all",),
+    "both": ("generated", "all"),
+}
+
+
+def vector_levers(
+    vectors: dict[str, int], strengths: Sequence[float], scopes: Sequence[VectorScope] = ("generated",)
+) -> list[LeverSpec]:
+    """Each value's steering vector (value -> layer) at every signed strength, on each token scope."""
+    return [
+        LeverSpec.vector(value, strength, layer, scope)
+        for value, layer in vectors.items()
+        for strength in strengths
+        for scope in scopes
+    ]
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -201,6 +215,7 @@ def variant_levers(
     guided_against: str = "opposite",
     vectors: str | None = None,
     vector_layers: dict[str, int] | None = None,
+    vector_scope: str = "generated",
     adapters: str | None = None,
     adapter_targets: dict[str, tuple[str, int]] | None = None,
 ) -> tuple[list[LeverSpec], dict[str, str]]:
@@ -208,7 +223,8 @@ def variant_levers(
 
     ``sweep``: comma-separated signed strengths for every catalog SAE feature that has a target;
     ``guided``: guidance scales for every reply-style wording (``guided_against``: opposite, plain, both);
-    ``vectors``: signed strengths for every steering vector (``vector_layers``: value -> layer);
+    ``vectors``: signed strengths for every steering vector (``vector_layers``: value -> layer;
+    ``vector_scope``: generated, all or both);
     ``adapters``: scales for every value adapter (``adapter_targets``: folder name -> value, direction)."""
     levers: list[LeverSpec] = []
     sources: dict[str, str] = {}
@@ -237,7 +253,10 @@ def variant_levers(
         strengths = _numbers(vectors, "--vectors")
         if any(s == 0 or abs(s) > 8 for s in strengths):
             raise ValueError(f"--vectors: strengths must be non-zero and within +-8 residual norms, got {strengths}")
-        for lever in vector_levers(vector_layers, strengths):
+        scopes = VECTOR_SCOPE_CHOICES.get(vector_scope)
+        if scopes is None:
+            raise ValueError(f"--vector-scope: expected one of {', '.join(VECTOR_SCOPE_CHOICES)}, got {vector_scope!r}")
+        for lever in vector_levers(vector_layers, strengths, scopes):
             levers.append(lever)
             sources[lever.id] = "vector"
     if sweep:
