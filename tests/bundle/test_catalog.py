@@ -262,6 +262,28 @@ def test_confirmation_replaces_effects_and_keeps_only_levers_that_replicate() ->
     assert twice.replies is not None and twice.replies.screening == screened
 
 
+def test_a_confirmation_with_a_second_judge_keeps_a_lever_only_if_that_judge_sees_it_too(tmp_path: Path) -> None:
+    from causalguard.graphs.behaviour.confirmation_file import CONFIRMATION_FILE, confirmed_catalog, read_confirmation
+
+    catalog = _catalog_v2()
+
+    def second(mean: float, half: float) -> dict:  # type: ignore[type-arg]
+        return {"model": "gemma3-270m", "target": _interval(mean, half)}
+
+    seen = confirmed_catalog(catalog, {"role:power:-": {**_confirmation(-0.2), "second_judge": second(-0.01, 0.005)}})
+    assert seen.lever("role:power:-").replies.verdict == "usable"  # type: ignore[union-attr]
+    assert "second judge (gemma3-270m) -0.0100" in seen.lever("role:power:-").replies.why  # type: ignore[union-attr]
+    for mean, half in ((-0.01, 0.02), (0.02, 0.005)):  # noise, the wrong way
+        row = {**_confirmation(-0.2), "second_judge": second(mean, half)}
+        unseen = confirmed_catalog(catalog, {"role:power:-": row}).lever("role:power:-").replies
+        assert unseen is not None and unseen.verdict == "no_target_effect" and "second judge: not seen" in unseen.why
+    dims = list(catalog.dimensions)
+    bad = {**_confirmation(-0.2), "second_judge": {"model": "gemma3-270m", "target": {"mean": float("nan")}}}
+    (tmp_path / CONFIRMATION_FILE).write_text(json.dumps({"levers": {"role:power:-": bad}}))
+    with pytest.raises(ConfigError, match=r"levers\.role:power:-\.second_judge\.target"):
+        read_confirmation(tmp_path, dims)
+
+
 def test_a_lever_that_did_not_replicate_is_never_planned() -> None:
     from causalguard.graphs.behaviour.confirmation_file import confirmed_catalog
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,9 @@ from causalguard.commands.options import (
     RayOpt,
     reply_backend,
 )
+
+if TYPE_CHECKING:
+    from causalguard.judging.judge import ContrastJudge
 
 behaviour_app = typer.Typer(
     help="Judge what the chatbot says: reply-level value judge, reply quality, lever effects on replies.",
@@ -266,6 +269,13 @@ def behaviour_confirm_command(
     continuous: Annotated[
         bool, typer.Option(help="Generate through the serving decode loop and its prefix cache.")
     ] = False,
+    second_judge: Annotated[
+        str | None,
+        typer.Option(
+            help="Also judge each lever's target with a likelihood-contrast judge on this model (e.g. "
+            "gemma3-270m); a lever then stays usable only if both judges see its target move."
+        ),
+    ] = None,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
@@ -298,6 +308,7 @@ def behaviour_confirm_command(
         restart=restart,
         log=typer.echo,
         backend=BatcherReplies() if continuous else reply_backend(backend, ray),
+        second_judge=_contrast_judge(second_judge) if second_judge is not None else None,
     )
     for lever_id, row in doc["levers"].items():
         typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
@@ -464,16 +475,7 @@ def behaviour_validate_command(
         replies=ReplySettings(max_new_tokens=max_new_tokens),
         batch_size=batch_size,
     )
-    judge2 = None
-    if second_judge is not None:
-        from causalguard.judging.judge import ContrastJudge, ValueDefinition
-        from causalguard.values import load_inventory
-
-        inventory = load_inventory("schwartz-basic-10")
-        judge2 = ContrastJudge(
-            load_model(second_judge),
-            [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inventory.dimensions],
-        )
+    judge2 = _contrast_judge(second_judge) if second_judge is not None else None
     if continuous and backend != "local":
         raise typer.BadParameter(
             "--continuous runs in this process: leave --backend at local", param_hint="--continuous"
@@ -571,4 +573,17 @@ def behaviour_reply_matrix_command(
     typer.echo(
         f"wrote {target}: {summary['rows']} rows ({summary['conditions']} conditions x {summary['personas']} "
         f"personas, each the mean of {summary['prompts']} replies) in {summary['seconds']:.0f} s"
+    )
+
+
+def _contrast_judge(model_name: str) -> ContrastJudge:
+    """A likelihood-contrast judge on ``model_name`` over the Schwartz values' definitions (a second judge)."""
+    from causalguard.judging.judge import ContrastJudge, ValueDefinition
+    from causalguard.models import load_model
+    from causalguard.values import load_inventory
+
+    inventory = load_inventory("schwartz-basic-10")
+    return ContrastJudge(
+        load_model(model_name),
+        [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inventory.dimensions],
     )

@@ -13,7 +13,11 @@ stage of a screen-then-confirm design:
    selected on them) and keep the screening's effect on the target beside them; the verdict stays
    ``usable`` only when the confirmation also moves the target beyond noise the intended way (95%
    t-interval) and its replies are not degraded; otherwise ``no_target_effect`` or
-   ``degrades_replies``, with the figures in ``why``.
+   ``degrades_replies``, with the figures in ``why``;
+4. with a second judge (``second_judge``: a likelihood-contrast judge on another model, which selected
+   nothing), a lever also needs that judge to see its target move the intended way on the same reply
+   pairs (95% t-interval), else ``no_target_effect`` ("second judge: not seen"), so a lever that only
+   the selecting judge sees never spends a held-out test split.
 
 The figures go to ``confirmation.json`` in the bundle, where levers confirmed in separate runs accumulate
 (each with its run's prompts and personas); ``behaviour report`` re-applies them when it re-attaches
@@ -55,7 +59,7 @@ from causalguard.graphs.behaviour.report import (
     reply_personas,
     served_system_prompt,
 )
-from causalguard.judging.judge import load_probe_judge
+from causalguard.judging.judge import ContrastJudge, load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
 from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.models.loaded import LoadedModel
@@ -81,7 +85,9 @@ def confirm_levers(
     restart: bool = False,
     log: Callable[[str], None] = print,
     backend: ReplyBackend | None = None,
+    second_judge: ContrastJudge | None = None,
 ) -> dict[str, Any]:
+    """Generate, judge and apply the confirmation (module docstring); returns ``confirmation.json``'s run."""
     bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
     catalog, behaviour = bundle.catalog, bundle.behaviour
     if catalog is None or not catalog.has_replies or behaviour is None:
@@ -159,6 +165,13 @@ def confirm_levers(
             [flags[(lever.id, p.id, q.id)] for p in personas for q in prompts], base_flags
         )
         rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
+    if second_judge is not None:
+        log(f"second judge ({second_judge.lm.name}, likelihood contrast) on each lever's target ...")
+        for lever in chosen:
+            rows[lever.id]["second_judge"] = {
+                "model": second_judge.lm.name,
+                "target": _second_judge_target(second_judge, lever, replies, personas, prompts),
+            }
     updated = confirmed_catalog(catalog, rows)
     save_catalog(held_out_catalog(updated, read_held_out(bundle_dir)), bundle_dir)  # a failed held-out test stays
     run = {
@@ -183,6 +196,24 @@ def confirm_levers(
     (bundle_dir / CONFIRMATION_FILE).write_text(json.dumps(finite_json(merged), indent=2) + "\n")
     seal_bundle(bundle_dir)
     return doc
+
+
+def _second_judge_target(
+    judge: ContrastJudge, lever: LeverEntry, replies: Any, personas: Sequence[Any], prompts: Sequence[Any]
+) -> dict[str, float]:
+    """The second judge's change on ``lever``'s target: steered minus unsteered reply per pair (95% t)."""
+    from causalguard.graphs.behaviour.report import t_interval
+
+    by_value = {v.name: v for v in judge.values}
+    if lever.target not in by_value:
+        raise ConfigError.single(
+            "--second-judge", f"the second judge has no definition of '{lever.target}'", field=lever.id
+        )
+    single = ContrastJudge(judge.lm, [by_value[lever.target]], judge.framings, batch_size=judge.batch_size)
+    pairs = [(p.id, q.id) for p in personas for q in prompts]
+    steered = single.score([replies[(lever.id, p, q)].text for p, q in pairs])[:, 0]
+    plain = single.score([replies[("none", p, q)].text for p, q in pairs])[:, 0]
+    return t_interval(np.asarray(steered - plain, dtype=float))
 
 
 def _chosen(catalog: Catalog, ids: Sequence[str] | None, bundle_dir: Path) -> list[LeverEntry]:

@@ -32,7 +32,8 @@ def screening_of(lever: LeverEntry) -> Interval:
 def confirmed_catalog(catalog: Catalog, rows: dict[str, dict[str, Any]]) -> Catalog:
     """The catalog with each confirmed lever's reply effects replaced by the confirmation's and its verdict
     decided on them: ``usable`` only when the confirmation moves the target beyond noise the intended
-    way (95% t-interval) without degrading replies."""
+    way (95% t-interval) without degrading replies, and, where the row has a ``second_judge``, only when
+    that judge also moves the target the intended way (95% t-interval)."""
     levers = []
     for lever in catalog.levers:
         row = rows.get(lever.id)
@@ -48,10 +49,21 @@ def confirmed_catalog(catalog: Catalog, rows: dict[str, dict[str, Any]]) -> Cata
             f"screening {screening.mean:+.2f} ({screening.n} pairs), confirmation {target.mean:+.2f} "
             f"(95% CI {target.ci_low:+.2f} .. {target.ci_high:+.2f}, {target.n} fresh pairs)"
         )
+        second = row.get("second_judge")
+        seen = True
+        if second is not None:
+            t2 = second["target"]
+            seen = t2["ci_low"] > 0 if lever.direction > 0 else t2["ci_high"] < 0
+            figures += (
+                f"; second judge ({second['model']}) {t2['mean']:+.4f} (95% CI {t2['ci_low']:+.4f} .. "
+                f"{t2['ci_high']:+.4f})"
+            )
         if q["is_degraded"]:
             verdict, why = "degrades_replies", f"{figures}; {q['degraded']}/{q['n']} confirmation replies degraded"
         elif not moved:
             verdict, why = "no_target_effect", f"{figures}: did not replicate"
+        elif not seen:
+            verdict, why = "no_target_effect", f"{figures}: second judge: not seen"
         else:
             verdict, why = "usable", f"{figures}: replicated"
         replies = lever.replies.model_copy(
@@ -108,7 +120,18 @@ def read_confirmation(bundle_dir: Path, dimensions: list[str]) -> dict[str, dict
             raise ConfigError.single(
                 where, "degraded must be within 0..n and p_value within 0..1", field=f"{field}.quality"
             )
+        if "second_judge" in row:
+            _check_second_judge(where, f"{field}.second_judge", row["second_judge"])
     return levers
+
+
+def _check_second_judge(where: str, field: str, second: object) -> None:
+    target = second.get("target") if isinstance(second, dict) else None
+    numbers = [target.get(k) for k in ("mean", "ci_low", "ci_high")] if isinstance(target, dict) else []
+    if not (isinstance(second, dict) and isinstance(second.get("model"), str) and second["model"]):
+        raise ConfigError.single(where, "expected the second judge's model name and target effect", field=field)
+    if len(numbers) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
+        raise ConfigError.single(where, "mean, ci_low and ci_high must be finite numbers", field=f"{field}.target")
 
 
 def merged_confirmation(bundle_dir: Path, doc: dict[str, Any]) -> dict[str, Any]:
