@@ -167,10 +167,11 @@ def confirm_levers(
         rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
     if second_judge is not None:
         log(f"second judge ({second_judge.lm.name}, likelihood contrast) on each lever's target ...")
+        plain_scores: dict[str, np.ndarray] = {}  # target -> the unsteered replies' scores, judged once
         for lever in chosen:
             rows[lever.id]["second_judge"] = {
                 "model": second_judge.lm.name,
-                "target": _second_judge_target(second_judge, lever, replies, personas, prompts),
+                "target": _second_judge_target(second_judge, lever, replies, personas, prompts, plain_scores),
             }
     updated = confirmed_catalog(catalog, rows)
     save_catalog(held_out_catalog(updated, read_held_out(bundle_dir)), bundle_dir)  # a failed held-out test stays
@@ -199,9 +200,15 @@ def confirm_levers(
 
 
 def _second_judge_target(
-    judge: ContrastJudge, lever: LeverEntry, replies: Any, personas: Sequence[Any], prompts: Sequence[Any]
+    judge: ContrastJudge,
+    lever: LeverEntry,
+    replies: Any,
+    personas: Sequence[Any],
+    prompts: Sequence[Any],
+    plain_scores: dict[str, np.ndarray],
 ) -> dict[str, float]:
-    """The second judge's change on ``lever``'s target: steered minus unsteered reply per pair (95% t)."""
+    """The second judge's change on ``lever``'s target: steered minus unsteered reply per pair (95% t);
+    ``plain_scores`` caches the unsteered replies' scores per target across levers."""
     from causalguard.graphs.behaviour.report import t_interval
 
     by_value = {v.name: v for v in judge.values}
@@ -212,7 +219,9 @@ def _second_judge_target(
     single = ContrastJudge(judge.lm, [by_value[lever.target]], judge.framings, batch_size=judge.batch_size)
     pairs = [(p.id, q.id) for p in personas for q in prompts]
     steered = single.score([replies[(lever.id, p, q)].text for p, q in pairs])[:, 0]
-    plain = single.score([replies[("none", p, q)].text for p, q in pairs])[:, 0]
+    if lever.target not in plain_scores:
+        plain_scores[lever.target] = single.score([replies[("none", p, q)].text for p, q in pairs])[:, 0]
+    plain = plain_scores[lever.target]
     return t_interval(np.asarray(steered - plain, dtype=float))
 
 
