@@ -8,7 +8,9 @@ runs the same 16 conversations (the assistant prompt, everyday questions; greedy
 alike:
 
 - plain: no levers;
-- vector: every row steered by a steering vector (two values in turn, hooks on their layers);
+- vector: every row steered by a steering vector on its generated tokens (two values in turn, hooks on
+  their layers);
+- vector_all: the same vectors added on every token, the prompt's included (``vector_scope: all``);
 - guided: every row a guided role lever (g = 2 against the opposite wording): 16 rows plus 16 twins;
 - adapter: every row under a value adapter (two rank-8 LoRA adapters on q/v/o/up/down of every layer, in
   turn, random weights of the trained adapters' shape: the cost does not depend on the values), applied
@@ -32,6 +34,7 @@ import torch
 from _timing import machine
 
 from causalguard.adapters.hf.hooks import install_steering_hooks
+from causalguard.adapters.hf.interventions import Scope
 from causalguard.adapters.hf.value_adapters import (
     ADAPTER_CARD,
     ADAPTER_SCHEMA,
@@ -99,6 +102,8 @@ def main() -> None:
     questions = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + f" ({i})"} for i in range(args.rows)]
     plain = [GenerationRow(chat_prompt_ids(lm, [q], SYSTEM, [])) for q in questions]
     vector = [GenerationRow(row.prompt, (steer_with[i],)) for i, row in enumerate(plain)]
+    everywhere = [vectors.intervention(values[i % 2], 0.15, Scope("all")) for i in range(args.rows)]
+    vector_all = [GenerationRow(row.prompt, (everywhere[i],)) for i, row in enumerate(plain)]
     up, down = REPLY_STYLE_WORDINGS["benevolence"]
     guided = [
         GenerationRow(
@@ -112,7 +117,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
     adapters = [_random_adapter(lm, scratch / f"a{k}", k) for k in range(2)]
     adapter = [GenerationRow(row.prompt, (adapters[i % 2].intervention(1.0),)) for i, row in enumerate(plain)]
-    arms = {"plain": plain, "vector": vector, "guided": guided, "adapter": adapter}
+    arms = {"plain": plain, "vector": vector, "vector_all": vector_all, "guided": guided, "adapter": adapter}
     rates: dict[str, list[float]] = {name: [] for name in arms}
     with (
         install_steering_hooks(lm.model, sorted(vectors.layers())),
@@ -135,7 +140,7 @@ def main() -> None:
     for name in arms:
         rate = statistics.median(rates[name])
         print(
-            f"  {name:>7}: {rate:7.1f} generated tokens/s (rounds: {', '.join(f'{r:.1f}' for r in rates[name])}); "
+            f"  {name:>10}: {rate:7.1f} generated tokens/s (rounds: {', '.join(f'{r:.1f}' for r in rates[name])}); "
             f"cost per token {base / rate:.2f}x plain"
         )
 

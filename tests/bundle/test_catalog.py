@@ -236,6 +236,33 @@ def test_cached_scores_reuse_by_reply_key_across_orders_and_subsets(tmp_path: Pa
     assert cached_scores(tmp_path / "c.json", 2, a, compute(a)) == ["s:x", "s:y"] and calls[-1] == [0, 1]
 
 
+def test_cached_scores_in_chunks_keep_what_was_scored_before_an_interruption(tmp_path: Path) -> None:
+    from causalguard.graphs.behaviour.report import cached_scores
+
+    keys = [(f"c{i}", "p", "q") for i in range(5)]
+    calls: list[list[int]] = []
+    seen: list[tuple[int, int]] = []
+
+    def failing_after_one_chunk(idx):  # type: ignore[no-untyped-def]
+        calls.append(list(idx))
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return [float(i) for i in idx]
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_scores(tmp_path / "s.json", "v", keys, failing_after_one_chunk, chunk=2)
+    again = cached_scores(
+        tmp_path / "s.json",
+        "v",
+        keys,
+        lambda idx: [float(i) for i in idx],
+        chunk=2,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert again == [0.0, 1.0, 2.0, 3.0, 4.0] and calls[0] == [0, 1]
+    assert seen == [(4, 5), (5, 5)]  # resumed after the saved chunk: two more chunks
+
+
 def _confirmation(power: float, half: float = 0.05, degraded: int = 1) -> dict:  # type: ignore[type-arg]
     row = reply_row("x", {"power": power}, half=half, degraded=degraded)
     return {"effects": row["effects"], "quality": row["quality"]}

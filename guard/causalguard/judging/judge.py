@@ -320,6 +320,14 @@ class ContrastJudge:
     def dimensions(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.values)
 
+    def cache_version(self) -> str:
+        """What its scores depend on (the model's fingerprint, the values' wordings, the framings), as a
+        short hash: scores cached under another version are recomputed."""
+        import hashlib
+
+        parts = [self.lm.fingerprint, *(repr(v) for v in self.values), *self.framings]
+        return "contrast:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
     def context(self, framing: str, value: ValueDefinition, committed: bool) -> str:
         stance = "committed to" if committed else "opposed to"
         return framing.format(stance=stance, value=value.label, definition=value.definition)

@@ -53,15 +53,17 @@ from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, 
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import (
     bundle_adapters,
+    cached_scores,
     finite_json,
     lever_effects,
     lever_reply_condition,
     reply_personas,
     served_system_prompt,
 )
+from causalguard.graphs.behaviour.second_judge import cached_contrast_scores
 from causalguard.judging.judge import ContrastJudge, load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
-from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness, reply_quality
+from causalguard.judging.reply_quality import ReplyQuality, compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.models.loaded import LoadedModel
 
 
@@ -146,12 +148,22 @@ def confirm_levers(
         {c.id: c.instructions for c in conditions},
         {q.id: q.text for q in prompts},
     )
-    quality = reply_quality(
-        lm,
-        [text_of[k[2]] for k in keys],
-        [replies[k].text for k in keys],
-        systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys],
-    )
+    texts = [replies[k].text for k in keys]
+    systems = [served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys]
+    quality = [
+        ReplyQuality(**q)
+        for q in cached_scores(  # kept beside the replies: a rerun after a crash resumes here
+            work / "quality_scores.json",
+            "served-context-v3",
+            keys,
+            lambda idx: [
+                q.as_dict()
+                for q in reply_quality(
+                    lm, [text_of[keys[i][2]] for i in idx], [texts[i] for i in idx], systems=[systems[i] for i in idx]
+                )
+            ],
+        )
+    ]
     sameness = cross_prompt_sameness(
         [replies[k].text for k in keys], [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys]
     )
@@ -167,11 +179,10 @@ def confirm_levers(
         rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
     if second_judge is not None:
         log(f"second judge ({second_judge.lm.name}, likelihood contrast) on each lever's target ...")
-        plain_scores: dict[str, np.ndarray] = {}  # target -> the unsteered replies' scores, judged once
         for lever in chosen:
             rows[lever.id]["second_judge"] = {
                 "model": second_judge.lm.name,
-                "target": _second_judge_target(second_judge, lever, replies, personas, prompts, plain_scores),
+                "target": _second_judge_target(second_judge, lever, keys, texts, personas, prompts, work, log),
             }
     updated = confirmed_catalog(catalog, rows)
     save_catalog(held_out_catalog(updated, read_held_out(bundle_dir)), bundle_dir)  # a failed held-out test stays
@@ -202,27 +213,29 @@ def confirm_levers(
 def _second_judge_target(
     judge: ContrastJudge,
     lever: LeverEntry,
-    replies: Any,
+    keys: Sequence[tuple[str, str, str]],
+    texts: Sequence[str],
     personas: Sequence[Any],
     prompts: Sequence[Any],
-    plain_scores: dict[str, np.ndarray],
+    work: Path,
+    log: Callable[[str], None],
 ) -> dict[str, float]:
-    """The second judge's change on ``lever``'s target: steered minus unsteered reply per pair (95% t);
-    ``plain_scores`` caches the unsteered replies' scores per target across levers."""
+    """The second judge's change on ``lever``'s target: steered minus unsteered reply per pair (95% t).
+    Scores are kept in ``work`` per target (the unsteered replies are judged once per target)."""
     from causalguard.graphs.behaviour.report import t_interval
 
     by_value = {v.name: v for v in judge.values}
-    if lever.target not in by_value:
+    if lever.target is None or lever.target not in by_value:
         raise ConfigError.single(
             "--second-judge", f"the second judge has no definition of '{lever.target}'", field=lever.id
         )
     single = ContrastJudge(judge.lm, [by_value[lever.target]], judge.framings, batch_size=judge.batch_size)
     pairs = [(p.id, q.id) for p in personas for q in prompts]
-    steered = single.score([replies[(lever.id, p, q)].text for p, q in pairs])[:, 0]
-    if lever.target not in plain_scores:
-        plain_scores[lever.target] = single.score([replies[("none", p, q)].text for p, q in pairs])[:, 0]
-    plain = plain_scores[lever.target]
-    return t_interval(np.asarray(steered - plain, dtype=float))
+    chosen = [(c, p, q) for c in (lever.id, "none") for p, q in pairs]
+    row = {k: i for i, k in enumerate(keys)}
+    scored = cached_contrast_scores(single, work / f"second_judge_{lever.target}.json", chosen, texts, row, log)
+    steered, plain = np.asarray(scored[: len(pairs)]), np.asarray(scored[len(pairs) :])
+    return t_interval(steered - plain)
 
 
 def _chosen(catalog: Catalog, ids: Sequence[str] | None, bundle_dir: Path) -> list[LeverEntry]:

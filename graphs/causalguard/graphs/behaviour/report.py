@@ -142,11 +142,19 @@ def served_system_prompt(persona_prompt: str | None, instructions: Sequence[str]
 
 
 def cached_scores(
-    path: Path, version: Any, keys: Sequence[tuple[str, str, str]], compute: Callable[[Sequence[int]], list[Any]]
+    path: Path,
+    version: Any,
+    keys: Sequence[tuple[str, str, str]],
+    compute: Callable[[Sequence[int]], list[Any]],
+    *,
+    chunk: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Any]:
     """Per-reply scores kept beside the replies, by reply key: ``compute(indices)`` scores only the
     replies (of ``keys``) not yet in the cache; everything is recomputed when ``version`` changes. Order
-    and subsets of ``keys`` may change between runs (levers added or dropped)."""
+    and subsets of ``keys`` may change between runs (levers added or dropped). ``chunk`` > 0 scores and
+    saves that many replies at a time (a slow judge interrupted loses at most one chunk), reporting
+    ``progress(done, total)`` after each."""
     saved: dict[tuple[str, ...], Any] = {}
     if path.exists():
         try:
@@ -156,14 +164,18 @@ def cached_scores(
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError):
             saved = {}  # recompute a damaged cache
     missing = [i for i, k in enumerate(keys) if tuple(k) not in saved]
-    if missing:
-        for i, score in zip(missing, compute(missing), strict=True):
+    step = chunk if chunk > 0 else max(1, len(missing))
+    for start in range(0, len(missing), step):
+        part = missing[start : start + step]
+        for i, score in zip(part, compute(part), strict=True):
             saved[tuple(keys[i])] = score
         tmp = path.with_suffix(".tmp")
         tmp.write_text(
             json.dumps({"tag": {"version": version, "keys": [list(k) for k in saved]}, "scores": list(saved.values())})
         )
         os.replace(tmp, path)
+        if progress is not None:
+            progress(len(keys) - len(missing) + start + len(part), len(keys))
     return [saved[tuple(k)] for k in keys]
 
 

@@ -40,14 +40,16 @@ from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, 
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import (
     bundle_adapters,
+    cached_scores,
     finite_json,
     reply_personas,
     served_system_prompt,
     t_interval,
 )
+from causalguard.graphs.behaviour.second_judge import cached_contrast_scores
 from causalguard.judging.judge import ContrastJudge, load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
-from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness, reply_quality
+from causalguard.judging.reply_quality import ReplyQuality, compare_degradation, cross_prompt_sameness, reply_quality
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan, PlanInfeasibleError, plan_levers, runnable_kinds
 from causalguard.runtime.plan_conditions import plan_interventions
@@ -186,17 +188,26 @@ def validate_profiles(
     system_of = {p.id: p.system_prompt for p in personas}
     instructions = {c.id: c.instructions for c in conditions}
     text_of = {q.id: q.text for q in prompts}
-    quality = reply_quality(
-        lm,
-        [text_of[k[2]] for k in keys],
-        texts,
-        systems=[served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys],
-    )
+    systems = [served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys]
+    quality = [
+        ReplyQuality(**q)
+        for q in cached_scores(  # kept beside the replies: a rerun after a crash resumes here
+            work / "quality_scores.json",
+            "served-context-v3",
+            keys,
+            lambda idx: [
+                q.as_dict()
+                for q in reply_quality(
+                    lm, [text_of[keys[i][2]] for i in idx], [texts[i] for i in idx], systems=[systems[i] for i in idx]
+                )
+            ],
+        )
+    ]
     row = {k: i for i, k in enumerate(keys)}
     sameness = cross_prompt_sameness(texts, [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys])
     quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     base_flags = [calibration.degraded(quality[row[("none", p.id, q.id)]]) for p in personas for q in prompts]
-    second = _second_judge_effects(second_judge, plans, condition_of, keys, texts, personas, prompts, log)
+    second = _second_judge_effects(second_judge, plans, condition_of, keys, texts, personas, prompts, log, work)
     results = {}
     for name, plan in plans.items():
         cid = condition_of[name]
@@ -255,8 +266,11 @@ def _second_judge_effects(
     personas: Sequence[Any],
     prompts: Sequence[Any],
     log: Callable[[str], None],
+    work: Path,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per profile, the second judge's change on each of its targets (guarded minus unguarded, 95% t)."""
+    """Per profile, the second judge's change on each of its targets (guarded minus unguarded, 95% t).
+    Scores are kept in ``work`` per target value, 32 replies at a time (the judge is slow: a rerun
+    resumes)."""
     if judge is None:
         return {}
     row = {k: i for i, k in enumerate(keys)}
@@ -270,7 +284,8 @@ def _second_judge_effects(
         single = ContrastJudge(judge.lm, [by_value[value]], judge.framings, batch_size=judge.batch_size)
         wanted = {condition_of[name] for name, plan in plans.items() if value in plan.goals} | {"none"}
         chosen = [k for k in keys if k[0] in wanted]
-        scored = dict(zip(chosen, single.score([texts[row[k]] for k in chosen])[:, 0].tolist(), strict=True))
+        values = cached_contrast_scores(single, work / f"second_judge_{value}.json", chosen, texts, row, log)
+        scored = dict(zip(chosen, values, strict=True))
         for name, plan in plans.items():
             if value not in plan.goals:
                 continue
