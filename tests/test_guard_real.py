@@ -82,14 +82,14 @@ def test_plan_command_prints_every_profile(config: Path) -> None:
 
 
 def test_plan_command_explains_an_infeasible_profile(config: Path) -> None:
-    config.write_text(README_YAML.replace("stimulation: {direction: increase}", "benevolence: {direction: increase}"))
+    config.write_text(README_YAML.replace("stimulation: {direction: increase}", "power: {direction: increase}"))
     proc = subprocess.run(
         [sys.executable, "-m", "causalguard.cli", "plan", str(config)], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    # on this model no lever raises benevolence in replies without degrading them: refused, with the reason
-    assert "infeasible" in proc.stderr and "benevolence" in proc.stderr and "fix:" in proc.stderr
-    assert "no allowed lever built for benevolence" in proc.stderr and "degrades replies" in proc.stderr
+    # on this model no lever raises power in replies without degrading them: refused, with the reason
+    assert "infeasible" in proc.stderr and "power" in proc.stderr and "fix:" in proc.stderr
+    assert "no allowed lever built for power" in proc.stderr and "degrades replies" in proc.stderr
 
 
 REPLY_AUDIT_YAML = """\

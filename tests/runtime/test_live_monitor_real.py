@@ -25,7 +25,7 @@ from tests.server.test_server_process import start_prometheus
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"
-FLIPPED = "vector:stimulation:+:L21:0.15"
+FLIPPED = "vector:stimulation:+:L21:0.15:all"  # the lever planned for stimulation up
 
 
 def test_in_process_replies_are_judged_and_a_stream_can_carry_its_scores(tmp_path: Path) -> None:

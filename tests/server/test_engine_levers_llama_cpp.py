@@ -169,7 +169,9 @@ def test_an_exported_adapter_changes_the_engine_as_it_changes_the_model_in_proce
 @pytest.mark.heavy
 def test_the_exported_stimulation_vector_loads_as_a_control_vector(tmp_path: Path) -> None:
     gguf = EMBEDDED_MODELS["smollm2-135m-instruct"].locate_gguf()
-    (item,) = export_levers(SHIPPED, "llama-cpp-cvec", tmp_path / "cvec", engine_model=gguf)
+    (item,) = export_levers(
+        SHIPPED, "llama-cpp-cvec", tmp_path / "cvec", engine_model=gguf, lever_ids=["vector:stimulation:+:L21:0.15"]
+    )
     with LlamaServer(tmp_path) as plain_server:
         plain = plain_server.chat(max_tokens=40)
     with LlamaServer(tmp_path, "--control-vector-scaled", f"{item.path}:1.0") as steered_server:
@@ -243,7 +245,10 @@ def test_the_shipped_default_profile_is_served_by_a_control_vector_upstream(lm: 
     from causalguard.server.app import create_app
 
     gguf = EMBEDDED_MODELS["smollm2-135m-instruct"].locate_gguf()
-    (item,) = export_levers(SHIPPED, "llama-cpp-cvec", tmp_path / "cvec", engine_model=gguf)
+    # the lever the planner picks for stimulation up: the all-token vector, which llama.cpp applies as measured
+    (item,) = export_levers(
+        SHIPPED, "llama-cpp-cvec", tmp_path / "cvec", engine_model=gguf, lever_ids=["vector:stimulation:+:L21:0.15:all"]
+    )
     with LlamaServer(tmp_path) as main, LlamaServer(tmp_path, "--control-vector-scaled", f"{item.path}:1.0") as cvec:
         config = (ROOT / "docs/examples/stimulation-vector.yaml").read_text()
         config += f"profiles:\n  plain: {{}}\nupstream:\n  base_url: {main.url}/v1\n  model: smollm2\n"

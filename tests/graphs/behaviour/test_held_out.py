@@ -149,11 +149,21 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
         "validation-fresh-test41-120.json",
         "validation-test121-160.json",
     )
-    for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks):
+    series = ("validation-test401-440.json",)  # the all-token vectors' look on the w split: its own design
+    for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks, *series):
         shutil.copy(shipped / name, folder / name)
     seal_bundle(folder)
     result = CliRunner().invoke(
-        app, ["behaviour", "held-out", "--bundle", str(folder), *(str(folder / name) for name in looks)]
+        app,
+        [
+            "behaviour",
+            "held-out",
+            "--bundle",
+            str(folder),
+            *(str(folder / name) for name in looks),
+            "--series",
+            ",".join(str(folder / name) for name in series),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "role:stimulation:-:reply: did not hold" in result.output
@@ -163,6 +173,9 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     assert "vector:universalism:-:L10:0.15: did not hold" in result.output  # degraded replies in look 4
     assert "vector:power:-:L12:0.3: did not hold" in result.output
     assert "the second judge did not see it" in result.output
+    assert "series 2: 1 look(s), Pocock design: 95.00% intervals" in result.output
+    assert "vector:benevolence:+:L15:0.15:all: held" in result.output
+    assert "vector:self_direction:+:L21:0.15:all: did not hold" in result.output  # degraded replies
     catalog = load_catalog(folder)
     assert catalog is not None
     assert catalog.lever("role:stimulation:-:reply").replies.verdict == "failed_held_out"  # type: ignore[union-attr]

@@ -42,10 +42,17 @@ def _field(reader: GGUFReader, name: str) -> object:
 
 def test_the_usable_vector_lever_becomes_a_control_vector_at_its_layer(engine_gguf: Path, tmp_path: Path) -> None:
     from causalguard.adapters.hf.vectors import load_vectors
+    from causalguard.bundle.catalog import load_catalog
 
+    catalog = load_catalog(SHIPPED)
+    assert catalog is not None
+    usable = [e.id for e in catalog.levers if e.kind == "vector" and e.replies and e.replies.verdict == "usable"]
     exported = export_levers(SHIPPED, "llama-cpp-cvec", tmp_path, engine_model=engine_gguf)
-    assert [item.lever_id for item in exported] == [STIMULATION_UP]  # the catalog's one usable vector lever
-    item = exported[0]
+    assert [item.lever_id for item in exported] == usable and STIMULATION_UP in usable  # every usable vector
+    by_id = {item.lever_id: item for item in exported}
+    everywhere = json.loads(by_id[STIMULATION_UP + ":all"].sidecar.read_text())
+    assert everywhere["scope"] == "all tokens (all tokens, as measured)"  # llama.cpp acts as it was measured
+    item = by_id[STIMULATION_UP]
     assert item.path.name == "vector_stimulation_up_L21_0.15.gguf"
     reader = GGUFReader(str(item.path))
     assert _field(reader, "general.architecture") == "controlvector"
@@ -56,6 +63,7 @@ def test_the_usable_vector_lever_becomes_a_control_vector_at_its_layer(engine_gg
     assert np.allclose(np.asarray(reader.tensors[0].data), expected, atol=0)
     sidecar = json.loads(item.sidecar.read_text())
     assert sidecar["lever"] == STIMULATION_UP and sidecar["layers"] == [21] and sidecar["scale"] == 1.0
+    assert sidecar["scope"] == "all tokens (in-process: generated tokens)"
     assert sidecar["measured"]["verdict"] == "usable" and sidecar["measured"]["held_out"]["passed"] is True
     assert sidecar["engine_model"]["file"] == engine_gguf.name and len(sidecar["engine_model"]["sha256"]) == 64
     assert item.launch_flag == f"--control-vector-scaled {item.path}:1.0"
