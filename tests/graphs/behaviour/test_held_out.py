@@ -149,7 +149,8 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
         "validation-fresh-test41-120.json",
         "validation-test121-160.json",
     )
-    series = ("validation-test401-440.json",)  # the all-token vectors' look on the w split: its own design
+    # the all-token vectors' looks on the w split, each its own one-look design
+    series = ("validation-test401-440.json", "validation-test441-480.json")
     for name in ("bundle.json", "effects.safetensors", "catalog.json", *looks, *series):
         shutil.copy(shipped / name, folder / name)
     seal_bundle(folder)
@@ -161,8 +162,7 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
             "--bundle",
             str(folder),
             *(str(folder / name) for name in looks),
-            "--series",
-            ",".join(str(folder / name) for name in series),
+            *(arg for name in series for arg in ("--series", str(folder / name))),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -176,6 +176,7 @@ def test_the_command_re_derives_the_shipped_verdicts_from_the_shipped_validation
     assert "series 2: 1 look(s), Pocock design: 95.00% intervals" in result.output
     assert "vector:benevolence:+:L15:0.15:all: held" in result.output
     assert "vector:self_direction:+:L21:0.15:all: did not hold" in result.output  # degraded replies
+    assert "series 3: 1 look(s)" in result.output and "vector:self_direction:+:L21:0.1:all: held" in result.output
     catalog = load_catalog(folder)
     assert catalog is not None
     assert catalog.lever("role:stimulation:-:reply").replies.verdict == "failed_held_out"  # type: ignore[union-attr]
