@@ -54,7 +54,7 @@ def test_the_readme_python_quick_starts_run_and_exit_cleanly(tmp_path: Path) -> 
     script.write_text("\n".join(blocks))  # the second guard is never closed: it must still exit cleanly
     done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "terminate called" not in done.stderr and "vector:stimulation:+:L21:0.15" in done.stdout
+    assert "terminate called" not in done.stderr and "vector:benevolence:+:L15:0.15:all" in done.stdout
 
 
 def _documented_commands() -> list[tuple[str, list[str]]]:
