@@ -217,7 +217,7 @@ def test_validation_verdict_needs_target_movement_quality_and_sign_agreement() -
 
 
 def test_cached_scores_reuse_by_reply_key_across_orders_and_subsets(tmp_path: Path) -> None:
-    from causalguard.graphs.behaviour.report import cached_scores
+    from causalguard.graphs.behaviour.score_cache import cached_scores
 
     calls: list[list[int]] = []
 
@@ -237,7 +237,7 @@ def test_cached_scores_reuse_by_reply_key_across_orders_and_subsets(tmp_path: Pa
 
 
 def test_cached_scores_in_chunks_keep_what_was_scored_before_an_interruption(tmp_path: Path) -> None:
-    from causalguard.graphs.behaviour.report import cached_scores
+    from causalguard.graphs.behaviour.score_cache import cached_scores
 
     keys = [(f"c{i}", "p", "q") for i in range(5)]
     calls: list[list[int]] = []

@@ -53,17 +53,17 @@ from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, 
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import (
     bundle_adapters,
-    cached_scores,
     finite_json,
     lever_effects,
     lever_reply_condition,
     reply_personas,
     served_system_prompt,
 )
+from causalguard.graphs.behaviour.score_cache import cached_reply_quality
 from causalguard.graphs.behaviour.second_judge import cached_contrast_scores
 from causalguard.judging.judge import ContrastJudge, load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
-from causalguard.judging.reply_quality import ReplyQuality, compare_degradation, cross_prompt_sameness, reply_quality
+from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness
 from causalguard.models.loaded import LoadedModel
 
 
@@ -150,20 +150,7 @@ def confirm_levers(
     )
     texts = [replies[k].text for k in keys]
     systems = [served_system_prompt(system_of[k[1]], instructions[k[0]]) for k in keys]
-    quality = [
-        ReplyQuality(**q)
-        for q in cached_scores(  # kept beside the replies: a rerun after a crash resumes here
-            work / "quality_scores.json",
-            "served-context-v3",
-            keys,
-            lambda idx: [
-                q.as_dict()
-                for q in reply_quality(
-                    lm, [text_of[keys[i][2]] for i in idx], [texts[i] for i in idx], systems=[systems[i] for i in idx]
-                )
-            ],
-        )
-    ]
+    quality = cached_reply_quality(lm, work, keys, [text_of[k[2]] for k in keys], texts, systems)
     sameness = cross_prompt_sameness(
         [replies[k].text for k in keys], [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys]
     )

@@ -35,7 +35,8 @@ from causalguard.bundle.format import load_bundle
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
-from causalguard.graphs.behaviour.report import bundle_adapters, cached_scores, lever_reply_condition, reply_personas
+from causalguard.graphs.behaviour.report import bundle_adapters, lever_reply_condition, reply_personas
+from causalguard.graphs.behaviour.score_cache import cached_scores
 from causalguard.judging.judge import load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
 from causalguard.models.loaded import LoadedModel

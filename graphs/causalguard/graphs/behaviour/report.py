@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,6 +57,7 @@ from causalguard.graphs.behaviour.replies import (
     run_steered_replies,
 )
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
+from causalguard.graphs.behaviour.score_cache import cached_reply_quality, cached_scores
 from causalguard.graphs.levers.verdicts import attach_replies
 from causalguard.judging.labelled import load_labelled
 from causalguard.judging.prompt_sets import Prompt, load_prompts
@@ -66,7 +66,6 @@ from causalguard.judging.reply_quality import (
     ReplyQuality,
     compare_degradation,
     cross_prompt_sameness,
-    reply_quality,
 )
 from causalguard.models.loaded import LoadedModel
 from causalguard.roles.personas import generate_personas
@@ -139,44 +138,6 @@ def served_system_prompt(persona_prompt: str | None, instructions: Sequence[str]
     """The system message a reply was served with (as ``compose_messages`` builds it)."""
     parts = [p for p in (persona_prompt, *instructions) if p]
     return "\n\n".join(parts) if parts else None
-
-
-def cached_scores(
-    path: Path,
-    version: Any,
-    keys: Sequence[tuple[str, str, str]],
-    compute: Callable[[Sequence[int]], list[Any]],
-    *,
-    chunk: int = 0,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[Any]:
-    """Per-reply scores kept beside the replies, by reply key: ``compute(indices)`` scores only the
-    replies (of ``keys``) not yet in the cache; everything is recomputed when ``version`` changes. Order
-    and subsets of ``keys`` may change between runs (levers added or dropped). ``chunk`` > 0 scores and
-    saves that many replies at a time (a slow judge interrupted loses at most one chunk), reporting
-    ``progress(done, total)`` after each."""
-    saved: dict[tuple[str, ...], Any] = {}
-    if path.exists():
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("tag", {}).get("version") == version:
-                saved = {tuple(k): v for k, v in zip(doc["tag"]["keys"], doc["scores"], strict=True)}
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError):
-            saved = {}  # recompute a damaged cache
-    missing = [i for i, k in enumerate(keys) if tuple(k) not in saved]
-    step = chunk if chunk > 0 else max(1, len(missing))
-    for start in range(0, len(missing), step):
-        part = missing[start : start + step]
-        for i, score in zip(part, compute(part), strict=True):
-            saved[tuple(keys[i])] = score
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"tag": {"version": version, "keys": [list(k) for k in saved]}, "scores": list(saved.values())})
-        )
-        os.replace(tmp, path)
-        if progress is not None:
-            progress(len(keys) - len(missing) + start + len(part), len(keys))
-    return [saved[tuple(k)] for k in keys]
 
 
 def t_interval(diffs: np.ndarray) -> dict[str, float]:
@@ -330,23 +291,14 @@ def build_behaviour_report(
     )
     judge_s = time.time() - t1
     t2 = time.time()
-    quality = [
-        ReplyQuality(**q)
-        for q in cached_scores(
-            work / "quality_scores.json",
-            "served-context-v3",
-            keys,
-            lambda idx: [
-                q.as_dict()
-                for q in reply_quality(
-                    lm,
-                    [text_of[ordered[i].prompt] for i in idx],
-                    [ordered[i].text for i in idx],
-                    systems=[systems[i] for i in idx],
-                )
-            ],
-        )
-    ]
+    quality = cached_reply_quality(
+        lm,
+        work,
+        keys,
+        [text_of[r.prompt] for r in ordered],
+        [r.text for r in ordered],
+        systems,
+    )
     sameness = cross_prompt_sameness(
         [r.text for r in ordered], [f"{r.condition}|{r.persona}" for r in ordered], [r.prompt for r in ordered]
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from causalguard.graphs.behaviour.report import cached_scores
+from causalguard.graphs.behaviour.score_cache import cached_scores
 from causalguard.judging.judge import ContrastJudge
 
 
