@@ -160,22 +160,9 @@ def test_async_paths_match_sync(tiny_lm: LoadedModel, tiny_sae: Any) -> None:
 
 @lru_cache(maxsize=1)
 def _tiny_for_standard_tests() -> LoadedModel:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.tiny_model import tiny_llama
 
-    from causalguard.models.loading import load_model
-
-    tokenizer = load_model("smollm2-135m-instruct").tokenizer
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    return LoadedModel(LlamaForCausalLM(config).eval(), tokenizer, "tiny", "tiny", "test")
+    return tiny_llama()
 
 
 class TestChatHuggingFaceLocalStandard(ChatModelUnitTests):
