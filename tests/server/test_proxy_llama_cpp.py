@@ -56,6 +56,10 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "2048",
             "--n_threads",
             "2",
+            # its default stops a running stream (with [DONE]) whenever another request arrives, the
+            # guard's /models health probe included
+            "--interrupt_requests",
+            "False",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -271,6 +275,10 @@ def _start_llama(port: int, log_path: Path) -> subprocess.Popen[bytes]:
             "2048",
             "--n_threads",
             "2",
+            # its default stops a running stream (with [DONE]) whenever another request arrives, the
+            # guard's /models health probe included
+            "--interrupt_requests",
+            "False",
         ],
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,

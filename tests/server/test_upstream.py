@@ -281,3 +281,31 @@ def test_a_stream_the_upstream_ends_without_a_finishing_chunk_still_reaches_the_
         guard.observe_reply = lambda profile, messages, text, **_: observed.append((profile, text))
         text = client.post("/v1/chat/completions", json={**ASK, "profile": "plain", "stream": True}).text
     assert text.rstrip().endswith("data: [DONE]") and observed == [("plain", "")]
+
+
+@pytest.mark.parametrize("script", ["cut-before-text", "cut-after-text", "finished-without-done"])
+def test_a_stream_the_upstream_closes_unfinished_is_an_error_not_a_short_reply(
+    tiny_lm: LoadedModel, tiny_sae: LoadedSae, tmp_path: Path, script: str
+) -> None:
+    # The body ends cleanly, but without a finish_reason or [DONE]: the upstream dropped the request
+    def handler(request: httpx.Request) -> httpx.Response:
+        role = {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+        text = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+        stop = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        lines = {"cut-before-text": [role], "cut-after-text": [role, text], "finished-without-done": [role, text, stop]}
+        body = "".join(f"data: {json.dumps(x)}\n\n" for x in lines[script])
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    observed: list[str] = []
+    with _proxy(tiny_lm, tiny_sae, tmp_path, handler) as client:
+        _wait_ready(client)
+        guard = client.app.state.guard_server.guard  # type: ignore[attr-defined]
+        guard.observe_reply = lambda profile, messages, text, **_: observed.append(text)
+        text = client.post("/v1/chat/completions", json={**ASK, "profile": "plain", "stream": True}).text
+        errors = _metric(client, "causalguard_requests_total", profile="plain", method="none", outcome="error")
+    assert text.rstrip().endswith("data: [DONE]")
+    if script == "finished-without-done":  # a finished choice is a whole reply
+        assert '"error"' not in text and observed == ["Hi"] and errors is None
+    else:
+        assert "closed its stream before it finished" in text and '"upstream_error"' in text
+        assert observed == [] and errors == 1

@@ -5,7 +5,8 @@ prompt first, the client's system text, then the plan's role-lever instructions,
 message) and sends it with the client's generation fields. Upstream failures map to the OpenAI error
 schema: could not connect -> 503, timed out -> 504, any upstream error status -> 502 naming it (429 and
 503 -> 503). Connection failures and 502/503 answers are retried ``retries`` times with exponential
-backoff before the client sees them. Streams pass through chunk by chunk; closing the stream (a client
+backoff before the client sees them. Streams pass through chunk by chunk (one the upstream closes before
+``[DONE]`` or a ``finish_reason`` ends in an error chunk); closing the stream (a client
 that left, or the guard's own request timeout) closes the upstream connection, which cancels the
 upstream's generation.
 
@@ -129,8 +130,11 @@ class Upstream:
             raise UpstreamError(502, "the upstream answered with something that is not JSON", "bad_upstream") from None
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """The upstream's stream chunks (parsed ``data:`` lines) until ``[DONE]``."""
+        """The upstream's stream chunks (parsed ``data:`` lines) until ``[DONE]``. A stream that ends before
+        ``[DONE]`` and before any chunk gave a ``finish_reason`` was cut off: that raises, so the client is told
+        rather than served a silently truncated reply."""
         response = await self._send(body, stream=True)
+        finished = False
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -146,7 +150,14 @@ class Upstream:
                     ) from None
                 if "error" in chunk:
                     raise UpstreamError(502, f"the upstream failed mid-stream: {_message(chunk)}", "upstream_error")
+                finished = finished or _finishes(chunk)
                 yield chunk
+            if not finished:
+                raise UpstreamError(
+                    502,
+                    "the upstream closed its stream before it finished (no finish_reason, no [DONE])",
+                    "upstream_error",
+                )
         except httpx.TimeoutException:
             raise UpstreamError(504, "the upstream timed out mid-stream", "upstream_timeout") from None
         except httpx.TransportError as exc:
@@ -190,6 +201,12 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _finishes(chunk: dict[str, Any]) -> bool:
+    """Whether a stream chunk ends its choice (carries a ``finish_reason``)."""
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
 
 
 def _json_or_none(response: httpx.Response) -> Any:
