@@ -118,20 +118,22 @@ def test_the_planner_plans_a_guided_lever_only_when_usable() -> None:
         plan_levers(BENEVOLENCE_UP, not_moving, LimitsSpec(max_levers=2))
 
 
-def test_guided_and_vector_levers_are_planned_alone() -> None:
-    other = LeverSpec.guided("benevolence", 1, "In your reply, be kind.", 3.0, None, "kind")
-    bundle = fake_bundle_v2()
-    base = with_reply_only_levers(fake_catalog_v2(), [GUIDED, other])
-    rows = [
-        reply_row(GUIDED.id, {"benevolence": 0.3}, target="benevolence"),
-        reply_row(other.id, {"benevolence": 0.3}, target="benevolence"),
-    ]
+def _benevolence_levers(effects: dict[LeverSpec, float]) -> Catalog:
+    """The fake catalog plus ``effects``' benevolence-up levers, each measured moving benevolence so much."""
+    base = with_reply_only_levers(fake_catalog_v2(), list(effects))
+    rows = [reply_row(spec.id, {"benevolence": e}, target="benevolence") for spec, e in effects.items()]
     rows += [
         reply_row(e.id, {d: x.mean for d, x in e.replies.effects.items()}, target=e.target, direction=e.direction)
         for e in base.levers
         if e.replies is not None
     ]
-    bundle.catalog = attach_replies(base, rows, BASELINE)
+    return attach_replies(base, rows, BASELINE)
+
+
+def test_guided_and_vector_levers_are_planned_alone() -> None:
+    other = LeverSpec.guided("benevolence", 1, "In your reply, be kind.", 3.0, None, "kind")
+    bundle = fake_bundle_v2()
+    bundle.catalog = _benevolence_levers({GUIDED: 0.3, other: 0.3})
     plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=3))
     assert len(plan.levers) == 1 and plan.levers[0].kind == "guided"
     assert other.negative_text is None and other.id.endswith(":plain")
@@ -305,3 +307,40 @@ def test_the_guard_applies_a_planned_vector_lever_on_its_own_tokens(tmp_path: Pa
         plan = Plan("p", (catalog.lever(lever.id),), {}, ())
         (applied,) = plan_interventions(plan, None, catalog, vectors)
         assert applied.scope == Scope(scope)  # type: ignore[union-attr]
+
+
+def test_a_screened_lever_never_outbids_one_whose_effect_was_measured_again() -> None:
+    from causalguard.bundle.catalog import HeldOut, Interval
+    from causalguard.planning.planner import best_evidenced, evidence_rank
+
+    strong, middle, weak = (LeverSpec.vector("benevolence", s, 1, "all") for s in (0.6, 0.4, 0.2))
+    bundle = fake_bundle_v2()
+    catalog = _benevolence_levers({strong: 0.6, middle: 0.4, weak: 0.2})
+    screening = Interval(mean=0.5, ci_low=0.4, ci_high=0.6, n=40)
+    held_out = HeldOut(mean=0.1, ci_low=0.05, ci_high=0.15, n=80, level=0.95, looks=["v.json"], passed=True)
+
+    def with_evidence(catalog: Catalog, lever_id: str, **update: Any) -> Catalog:
+        levers = [
+            e.model_copy(update={"replies": e.replies.model_copy(update=update)}) if e.id == lever_id else e
+            for e in catalog.levers
+        ]
+        return catalog.model_copy(update={"levers": levers})
+
+    bundle.catalog = catalog  # all three screened only: the largest effect wins
+    assert [lever.id for lever in plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=1)).levers] == [strong.id]
+
+    bundle.catalog = with_evidence(catalog, middle.id, screening=screening)  # confirmed beats screened
+    plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=1))
+    assert [lever.id for lever in plan.levers] == [middle.id]
+    assert any(f"{strong.id} (screened only, where another lever confirmed" in r for r in plan.reasons)
+
+    bundle.catalog = with_evidence(bundle.catalog, weak.id, screening=screening, held_out=held_out)
+    plan = plan_levers(BENEVOLENCE_UP, bundle, LimitsSpec(max_levers=1))  # a passed held-out test beats both
+    assert [lever.id for lever in plan.levers] == [weak.id]
+    ranks = {e.id: evidence_rank(e) for e in bundle.catalog.levers if e.id in (strong.id, middle.id, weak.id)}
+    assert ranks == {strong.id: 0, middle.id: 1, weak.id: 2}
+    failed = held_out.model_copy(update={"passed": False})  # a failed test counts for nothing more than a screen
+    entry = with_evidence(bundle.catalog, weak.id, held_out=failed, verdict="failed_held_out").lever(weak.id)
+    assert evidence_rank(entry) == 1
+    kept, aside = best_evidenced([bundle.catalog.lever(strong.id)])  # alone, a screened lever is still planned
+    assert [e.id for e in kept] == [strong.id] and aside == {}

@@ -21,11 +21,15 @@ failed (``failed_held_out``, ``causalguard behaviour held-out``) are never plann
 
 In reply units only *goal levers* are planned: a lever built for one of the profile's targets, in the
 asked direction, whose own replies moved that target the intended way beyond noise (verdict
-``usable``), and every target needs one of them. A lever's effect on values other than its own
-target is a side effect: it is forecast (and must keep protected values within tolerance) but never
-relied on to reach a goal. Such effects are picked after the fact from ~10 values x every lever, so
-the ones that look large are mostly the lucky draws (the bundle's ``validation.json`` records how plans
-that relied on them fared on held-out prompts).
+``usable``), and every target needs one of them. Among the goal levers for one target and direction,
+only those with the strongest evidence compete (``evidence_rank``): passed a held-out test, over
+confirmed on fresh dev replies, over screened only. A screening effect is the lucky draw that selected
+the lever and runs high, so it never outbids a lever whose effect was measured again.
+
+A lever's effect on values other than its own target is a side effect: it is forecast (and must keep
+protected values within tolerance) but never relied on to reach a goal. Such effects are picked after
+the fact from ~10 values x every lever, so the ones that look large are mostly the lucky draws (the
+bundle's ``validation.json`` records how plans that relied on them fared on held-out prompts).
 
 A goal the best plan cannot reach (``change: 0.5`` where it reaches +0.05) is a warning naming what
 is reachable. The graph adds a forecast: the targets' survey changes pushed through the bundle's
@@ -200,6 +204,37 @@ def moves_own_goal(lever: LeverEntry, goals: dict[str, float]) -> bool:
     if lever.replies is None or lever.replies.verdict != "usable" or lever.target not in goals:
         return False
     return lever.direction == (1 if goals[lever.target] > 0 else -1)
+
+
+EVIDENCE = ("screened only", "confirmed on fresh dev replies", "passed a held-out test")
+
+
+def evidence_rank(lever: LeverEntry) -> int:
+    """How far a lever's reply effect was tested: 2 passed a held-out test, 1 confirmed on replies nothing
+    selected it on, 0 screened only (or not measured on replies). ``EVIDENCE[rank]`` says it in words."""
+    replies = lever.replies
+    if replies is None:
+        return 0
+    if replies.held_out is not None and replies.held_out.passed:
+        return 2
+    return 1 if replies.confirmed else 0
+
+
+def best_evidenced(levers: Sequence[LeverEntry]) -> tuple[list[LeverEntry], dict[str, str]]:
+    """``levers`` less those outranked: per target and direction, only the levers with the highest
+    ``evidence_rank`` stay. Returns the kept levers and, for each one set aside, why."""
+    top: dict[tuple[str | None, int], int] = {}
+    for lever in levers:
+        key = (lever.target, lever.direction)
+        top[key] = max(top.get(key, 0), evidence_rank(lever))
+    kept, aside = [], {}
+    for lever in levers:
+        best = top[(lever.target, lever.direction)]
+        if evidence_rank(lever) < best:
+            aside[lever.id] = f"{EVIDENCE[evidence_rank(lever)]}, where another lever {EVIDENCE[best]}"
+        else:
+            kept.append(lever)
+    return kept, aside
 
 
 def _no_goal_lever(
@@ -456,6 +491,9 @@ def plan_levers(
         levers = [lever for lever in levers if moves_own_goal(lever, goals)]
         if not levers:
             raise _no_goal_lever(name, goals, catalog, profile.method, excluded, allowed)
+        levers, outranked = best_evidenced(levers)
+    else:
+        outranked = {}
     if not levers:
         raise PlanInfeasibleError(
             f"profile '{name}': no lever passes method={profile.method}, the fluency caps "
@@ -550,6 +588,10 @@ def plan_levers(
         reasons.append(f"never planned: {weaker} weaker settings of SAE features whose stronger setting stays fluent")
     if unmeasured:
         reasons.append(f"never planned, not measured on replies: {unmeasured} levers")
+    if outranked:
+        reasons.append(
+            "set aside for stronger evidence: " + "; ".join(f"{k} ({why})" for k, why in sorted(outranked.items()))
+        )
     return Plan(name, chosen, goals, forecast, tuple(reasons), unit, tuple(warnings), label)
 
 
