@@ -311,7 +311,7 @@ def test_the_guard_applies_a_planned_vector_lever_on_its_own_tokens(tmp_path: Pa
 
 def test_a_screened_lever_never_outbids_one_whose_effect_was_measured_again() -> None:
     from causalguard.bundle.catalog import HeldOut, Interval
-    from causalguard.planning.planner import best_evidenced, evidence_rank
+    from causalguard.planning.evidence import best_evidenced, evidence_rank
 
     strong, middle, weak = (LeverSpec.vector("benevolence", s, 1, "all") for s in (0.6, 0.4, 0.2))
     bundle = fake_bundle_v2()

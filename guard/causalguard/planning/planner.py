@@ -22,7 +22,7 @@ failed (``failed_held_out``, ``causalguard behaviour held-out``) are never plann
 In reply units only *goal levers* are planned: a lever built for one of the profile's targets, in the
 asked direction, whose own replies moved that target the intended way beyond noise (verdict
 ``usable``), and every target needs one of them. Among the goal levers for one target and direction,
-only those with the strongest evidence compete (``evidence_rank``): passed a held-out test, over
+only those with the strongest evidence compete (``planning.evidence``): passed a held-out test, over
 confirmed on fresh dev replies, over screened only. A screening effect is the lucky draw that selected
 the lever and runs high, so it never outbids a lever whose effect was measured again.
 
@@ -54,6 +54,7 @@ from causalguard.bundle.catalog import REPLY_ONLY_KINDS, Catalog, Interval, Leve
 from causalguard.bundle.format import Bundle
 from causalguard.config.schema import LimitsSpec, ProfileSpec
 from causalguard.errors import CausalguardError
+from causalguard.planning.evidence import best_evidenced
 
 
 class PlanInfeasibleError(CausalguardError):
@@ -204,37 +205,6 @@ def moves_own_goal(lever: LeverEntry, goals: dict[str, float]) -> bool:
     if lever.replies is None or lever.replies.verdict != "usable" or lever.target not in goals:
         return False
     return lever.direction == (1 if goals[lever.target] > 0 else -1)
-
-
-EVIDENCE = ("screened only", "confirmed on fresh dev replies", "passed a held-out test")
-
-
-def evidence_rank(lever: LeverEntry) -> int:
-    """How far a lever's reply effect was tested: 2 passed a held-out test, 1 confirmed on replies nothing
-    selected it on, 0 screened only (or not measured on replies). ``EVIDENCE[rank]`` says it in words."""
-    replies = lever.replies
-    if replies is None:
-        return 0
-    if replies.held_out is not None and replies.held_out.passed:
-        return 2
-    return 1 if replies.confirmed else 0
-
-
-def best_evidenced(levers: Sequence[LeverEntry]) -> tuple[list[LeverEntry], dict[str, str]]:
-    """``levers`` less those outranked: per target and direction, only the levers with the highest
-    ``evidence_rank`` stay. Returns the kept levers and, for each one set aside, why."""
-    top: dict[tuple[str | None, int], int] = {}
-    for lever in levers:
-        key = (lever.target, lever.direction)
-        top[key] = max(top.get(key, 0), evidence_rank(lever))
-    kept, aside = [], {}
-    for lever in levers:
-        best = top[(lever.target, lever.direction)]
-        if evidence_rank(lever) < best:
-            aside[lever.id] = f"{EVIDENCE[evidence_rank(lever)]}, where another lever {EVIDENCE[best]}"
-        else:
-            kept.append(lever)
-    return kept, aside
 
 
 def _no_goal_lever(
