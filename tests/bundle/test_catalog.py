@@ -299,7 +299,7 @@ def test_a_confirmation_with_a_second_judge_keeps_a_lever_only_if_that_judge_see
 
     seen = confirmed_catalog(catalog, {"role:power:-": {**_confirmation(-0.2), "second_judge": second(-0.01, 0.005)}})
     assert seen.lever("role:power:-").replies.verdict == "usable"  # type: ignore[union-attr]
-    assert "second judge (gemma3-270m) -0.0100" in seen.lever("role:power:-").replies.why  # type: ignore[union-attr]
+    assert "second judge (gemma3-270m contrast) -0.0100" in seen.lever("role:power:-").replies.why  # type: ignore[union-attr]
     for mean, half in ((-0.01, 0.02), (0.02, 0.005)):  # noise, the wrong way
         row = {**_confirmation(-0.2), "second_judge": second(mean, half)}
         unseen = confirmed_catalog(catalog, {"role:power:-": row}).lever("role:power:-").replies
@@ -308,6 +308,34 @@ def test_a_confirmation_with_a_second_judge_keeps_a_lever_only_if_that_judge_see
     bad = {**_confirmation(-0.2), "second_judge": {"model": "gemma3-270m", "target": {"mean": float("nan")}}}
     (tmp_path / CONFIRMATION_FILE).write_text(json.dumps({"levers": {"role:power:-": bad}}))
     with pytest.raises(ConfigError, match=r"levers\.role:power:-\.second_judge\.target"):
+        read_confirmation(tmp_path, dims)
+
+
+def test_a_check_judge_vetoes_only_a_move_it_sees_the_wrong_way(tmp_path: Path) -> None:
+    from causalguard.graphs.behaviour.confirmation_file import CONFIRMATION_FILE, confirmed_catalog, read_confirmation
+
+    catalog = _catalog_v2()
+    second = {"model": "gemma3-270m", "kind": "probe", "target": _interval(-0.1, 0.05)}
+
+    def with_check(mean: float, half: float) -> dict:  # type: ignore[type-arg]
+        check = {"model": "gemma3-270m", "kind": "contrast", "target": _interval(mean, half)}
+        return {**_confirmation(-0.2), "second_judge": second, "check_judges": [check]}
+
+    for mean, half in ((-0.01, 0.005), (0.001, 0.005)):  # sees it the intended way; does not see it at all
+        kept = confirmed_catalog(catalog, {"role:power:-": with_check(mean, half)}).lever("role:power:-").replies
+        assert kept is not None and kept.verdict == "usable"
+        assert "check judge (gemma3-270m contrast)" in kept.why
+    vetoed = confirmed_catalog(catalog, {"role:power:-": with_check(0.01, 0.005)}).lever("role:power:-").replies
+    assert vetoed is not None and vetoed.verdict == "no_target_effect"
+    assert "check judge (gemma3-270m contrast): the wrong way" in vetoed.why
+    dims = list(catalog.dimensions)
+    bad = {**with_check(0.01, 0.005), "check_judges": [{"model": "gemma3-270m", "target": {"mean": 0.1}}]}
+    (tmp_path / CONFIRMATION_FILE).write_text(json.dumps({"levers": {"role:power:-": bad}}))
+    with pytest.raises(ConfigError, match=r"levers\.role:power:-\.check_judges\.0\.target"):
+        read_confirmation(tmp_path, dims)
+    unknown_kind = {**with_check(0.01, 0.005), "second_judge": {**second, "kind": "oracle"}}
+    (tmp_path / CONFIRMATION_FILE).write_text(json.dumps({"levers": {"role:power:-": unknown_kind}}))
+    with pytest.raises(ConfigError, match=r"second_judge\.kind"):
         read_confirmation(tmp_path, dims)
 
 
@@ -340,6 +368,16 @@ def test_a_second_judge_must_see_the_target_move_too() -> None:
         verdict = _verdict(plan, measured, fine, 0.8, second)
         assert verdict["second_judge_confirms"] == {"power": False} and verdict["passed"] is False
     assert _verdict(plan, measured, fine, 0.8)["second_judge_confirms"] is None
+    # a check judge vetoes a target it sees move the wrong way, and only that
+    yes = {"power": _interval(-0.01, 0.005)}
+    for check, passes in (
+        (_interval(+0.02, 0.005), False),
+        (_interval(+0.02, 0.05), True),
+        (_interval(-0.02, 0.005), True),
+    ):
+        verdict = _verdict(plan, measured, fine, 0.8, yes, {"gemma3-270m contrast": {"power": check}})
+        assert verdict["passed"] is passes and verdict["second_judge_confirms"] == {"power": passes}
+        assert verdict["check_judges_oppose"] == ({} if passes else {"power": ["gemma3-270m contrast"]})
     doc = {
         "model": "fake",
         "prompts": ["a"],
@@ -349,3 +387,6 @@ def test_a_second_judge_must_see_the_target_move_too() -> None:
         "profiles": {"less-power": {**agrees, "levers": ["x"]}},
     }
     assert "-0.0100 (-0.0150, -0.0050) yes" in render_validation(doc)
+    vetoed = _verdict(plan, measured, fine, 0.8, yes, {"gemma3-270m contrast": {"power": _interval(+0.02, 0.005)}})
+    doc["profiles"] = {"less-power": {**vetoed, "levers": ["x"]}}
+    assert "no; check gemma3-270m contrast +0.0200 (+0.0150, +0.0250) the wrong way" in render_validation(doc)

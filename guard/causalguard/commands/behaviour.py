@@ -11,12 +11,14 @@ import typer
 from causalguard.commands.options import (
     MAX_SEED,
     BackendOpt,
+    CheckJudgeOpt,
     RayOpt,
+    SecondJudgeOpt,
     reply_backend,
 )
 
 if TYPE_CHECKING:
-    from causalguard.judging.judge import ContrastJudge
+    from causalguard.graphs.behaviour.second_judge import OtherJudge
 
 behaviour_app = typer.Typer(
     help="Judge what the chatbot says: reply-level value judge, reply quality, lever effects on replies.",
@@ -269,13 +271,8 @@ def behaviour_confirm_command(
     continuous: Annotated[
         bool, typer.Option(help="Generate through the serving decode loop and its prefix cache.")
     ] = False,
-    second_judge: Annotated[
-        str | None,
-        typer.Option(
-            help="Also judge each lever's target with a likelihood-contrast judge on this model (e.g. "
-            "gemma3-270m); a lever then stays usable only if both judges see its target move."
-        ),
-    ] = None,
+    second_judge: SecondJudgeOpt = None,
+    check_judge: CheckJudgeOpt = None,
     backend: BackendOpt = "local",
     ray: RayOpt = None,
 ) -> None:
@@ -308,7 +305,7 @@ def behaviour_confirm_command(
         restart=restart,
         log=typer.echo,
         backend=BatcherReplies() if continuous else reply_backend(backend, ray),
-        second_judge=_contrast_judge(second_judge) if second_judge is not None else None,
+        other_judges=_other_judges(second_judge, check_judge),
     )
     for lever_id, row in doc["levers"].items():
         typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
@@ -409,13 +406,8 @@ def behaviour_validate_command(
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in the work folder.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
-    second_judge: Annotated[
-        str | None,
-        typer.Option(
-            help="Also judge every target with a likelihood-contrast judge on this model (e.g. gemma3-270m); a profile "
-            "then passes only if both judges see its targets move."
-        ),
-    ] = None,
+    second_judge: SecondJudgeOpt = None,
+    check_judge: CheckJudgeOpt = None,
     continuous: Annotated[
         bool, typer.Option(help="Generate through the serving decode loop and its prefix cache.")
     ] = False,
@@ -475,7 +467,6 @@ def behaviour_validate_command(
         replies=ReplySettings(max_new_tokens=max_new_tokens),
         batch_size=batch_size,
     )
-    judge2 = _contrast_judge(second_judge) if second_judge is not None else None
     if continuous and backend != "local":
         raise typer.BadParameter(
             "--continuous runs in this process: leave --backend at local", param_hint="--continuous"
@@ -491,7 +482,7 @@ def behaviour_validate_command(
         restart=restart,
         log=typer.echo,
         backend=engines if engines is not None else BatcherReplies() if continuous else reply_backend(backend, ray),
-        second_judge=judge2,
+        other_judges=_other_judges(second_judge, check_judge),
     )
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")
@@ -576,14 +567,13 @@ def behaviour_reply_matrix_command(
     )
 
 
-def _contrast_judge(model_name: str) -> ContrastJudge:
-    """A likelihood-contrast judge on ``model_name`` over the Schwartz values' definitions (a second judge)."""
-    from causalguard.judging.judge import ContrastJudge, ValueDefinition
-    from causalguard.models import load_model
-    from causalguard.values import load_inventory
+def _other_judges(second: str | None, checks: list[str] | None) -> list[OtherJudge]:
+    """The judges that selected nothing: the deciding second judge, then the check judges (veto only)."""
+    from functools import cache
 
-    inventory = load_inventory("schwartz-basic-10")
-    return ContrastJudge(
-        load_model(model_name),
-        [ValueDefinition(d.name, d.display, d.definition, d.opposite_text) for d in inventory.dimensions],
-    )
+    from causalguard.graphs.behaviour.second_judge import load_other_judge
+    from causalguard.models import load_model
+
+    shared = cache(load_model)  # a probe and a contrast judge on one model load it once
+    judges = [] if second is None else [load_other_judge(second, "second", load=shared)]
+    return judges + [load_other_judge(spec, "check", field="--check-judge", load=shared) for spec in checks or []]

@@ -46,6 +46,22 @@ RayOpt = Annotated[
         "--ray actors=8,gpus=1,address=auto",
     ),
 ]
+SecondJudgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Also judge each target with a judge that selected nothing, on another model: probe:FOLDER (a "
+        "probe judge folder, e.g. the bundle's second_judge; 'behaviour judge --kind probe --out' fits one), "
+        "contrast:MODEL or MODEL (likelihood contrasts, e.g. gemma3-270m). A lever or profile then passes only "
+        "if it sees the target move the intended way too.",
+    ),
+]
+CheckJudgeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A judge that can only veto (repeatable; same forms as --second-judge): a target it sees move "
+        "significantly the wrong way fails; one it does not see move does not.",
+    ),
+]
 # the largest seed numpy and Python generators all take (numpy: 0 .. 2**32 - 1)
 MAX_SEED = 2**32 - 1
 

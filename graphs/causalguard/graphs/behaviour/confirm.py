@@ -14,10 +14,11 @@ stage of a screen-then-confirm design:
    ``usable`` only when the confirmation also moves the target beyond noise the intended way (95%
    t-interval) and its replies are not degraded; otherwise ``no_target_effect`` or
    ``degrades_replies``, with the figures in ``why``;
-4. with a second judge (``second_judge``: a likelihood-contrast judge on another model, which selected
-   nothing), a lever also needs that judge to see its target move the intended way on the same reply
-   pairs (95% t-interval), else ``no_target_effect`` ("second judge: not seen"), so a lever that only
-   the selecting judge sees never spends a held-out test split.
+4. with judges that selected nothing (``other_judges``, see ``second_judge``), a lever also needs the
+   second judge to see its target move the intended way on the same reply pairs (95% t-interval), else
+   ``no_target_effect`` ("second judge: not seen"), and no check judge may see it move significantly
+   the wrong way ("check judge: the wrong way"), so a lever that only the selecting judge sees never
+   spends a held-out test split.
 
 The figures go to ``confirmation.json`` in the bundle, where levers confirmed in separate runs accumulate
 (each with its run's prompts and personas); ``behaviour report`` re-applies them when it re-attaches
@@ -60,8 +61,8 @@ from causalguard.graphs.behaviour.report import (
     served_system_prompt,
 )
 from causalguard.graphs.behaviour.score_cache import cached_reply_quality
-from causalguard.graphs.behaviour.second_judge import cached_contrast_scores
-from causalguard.judging.judge import ContrastJudge, load_probe_judge
+from causalguard.graphs.behaviour.second_judge import OtherJudge
+from causalguard.judging.judge import load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
 from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness
 from causalguard.models.loaded import LoadedModel
@@ -87,7 +88,7 @@ def confirm_levers(
     restart: bool = False,
     log: Callable[[str], None] = print,
     backend: ReplyBackend | None = None,
-    second_judge: ContrastJudge | None = None,
+    other_judges: Sequence[OtherJudge] = (),
 ) -> dict[str, Any]:
     """Generate, judge and apply the confirmation (module docstring); returns ``confirmation.json``'s run."""
     bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
@@ -157,20 +158,25 @@ def confirm_levers(
     quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     flags = {k: behaviour.calibration.degraded(quality[i]) for i, k in enumerate(keys)}
     base_flags = [flags[("none", p.id, q.id)] for p in personas for q in prompts]
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for lever in chosen:
         effects = lever_effects(scores, lever.id, personas, prompts, dims)
         degradation = compare_degradation(
             [flags[(lever.id, p.id, q.id)] for p in personas for q in prompts], base_flags
         )
         rows[lever.id] = {"effects": effects, "quality": degradation.as_dict()}
-    if second_judge is not None:
-        log(f"second judge ({second_judge.lm.name}, likelihood contrast) on each lever's target ...")
+    for other in other_judges:
+        log(f"{other.role} judge ({other.model}, {other.kind}) on each lever's target ...")
         for lever in chosen:
-            rows[lever.id]["second_judge"] = {
-                "model": second_judge.lm.name,
-                "target": _second_judge_target(second_judge, lever, keys, texts, personas, prompts, work, log),
+            by_other: dict[str, Any] = {
+                "model": other.model,
+                "kind": other.kind,
+                "target": _other_judge_target(other, lever, keys, texts, personas, prompts, work, log),
             }
+            if other.role == "second":
+                rows[lever.id]["second_judge"] = by_other
+            else:
+                rows[lever.id].setdefault("check_judges", []).append(by_other)
     updated = confirmed_catalog(catalog, rows)
     save_catalog(held_out_catalog(updated, read_held_out(bundle_dir)), bundle_dir)  # a failed held-out test stays
     run = {
@@ -197,8 +203,8 @@ def confirm_levers(
     return doc
 
 
-def _second_judge_target(
-    judge: ContrastJudge,
+def _other_judge_target(
+    judge: OtherJudge,
     lever: LeverEntry,
     keys: Sequence[tuple[str, str, str]],
     texts: Sequence[str],
@@ -207,20 +213,16 @@ def _second_judge_target(
     work: Path,
     log: Callable[[str], None],
 ) -> dict[str, float]:
-    """The second judge's change on ``lever``'s target: steered minus unsteered reply per pair (95% t).
-    Scores are kept in ``work`` per target (the unsteered replies are judged once per target)."""
+    """A judge's change on ``lever``'s target: steered minus unsteered reply per pair (95% t).
+    Scores are kept in ``work`` per judge kind and target (the unsteered replies are judged once)."""
     from causalguard.graphs.behaviour.report import t_interval
 
-    by_value = {v.name: v for v in judge.values}
-    if lever.target is None or lever.target not in by_value:
-        raise ConfigError.single(
-            "--second-judge", f"the second judge has no definition of '{lever.target}'", field=lever.id
-        )
-    single = ContrastJudge(judge.lm, [by_value[lever.target]], judge.framings, batch_size=judge.batch_size)
+    if lever.target is None:
+        raise ConfigError.single("--levers", "a lever without a target cannot be judged on it", field=lever.id)
     pairs = [(p.id, q.id) for p in personas for q in prompts]
     chosen = [(c, p, q) for c in (lever.id, "none") for p, q in pairs]
     row = {k: i for i, k in enumerate(keys)}
-    scored = cached_contrast_scores(single, work / f"second_judge_{lever.target}.json", chosen, texts, row, log)
+    scored = judge.target_scores(lever.target, work, chosen, texts, row, log)
     steered, plain = np.asarray(scored[: len(pairs)]), np.asarray(scored[len(pairs) :])
     return t_interval(steered - plain)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from causalguard.bundle.catalog import Catalog, Interval, LeverEntry
 from causalguard.errors import ConfigError
+from causalguard.graphs.behaviour.second_judge import opposes, sees
 from causalguard.run_records import read_json_object
 
 CONFIRMATION_FILE = "confirmation.json"
@@ -33,7 +34,8 @@ def confirmed_catalog(catalog: Catalog, rows: dict[str, dict[str, Any]]) -> Cata
     """The catalog with each confirmed lever's reply effects replaced by the confirmation's and its verdict
     decided on them: ``usable`` only when the confirmation moves the target beyond noise the intended
     way (95% t-interval) without degrading replies, and, where the row has a ``second_judge``, only when
-    that judge also moves the target the intended way (95% t-interval)."""
+    that judge also moves the target the intended way (95% t-interval), and no judge of the row's
+    ``check_judges`` moves it significantly the wrong way."""
     levers = []
     for lever in catalog.levers:
         row = rows.get(lever.id)
@@ -53,17 +55,21 @@ def confirmed_catalog(catalog: Catalog, rows: dict[str, dict[str, Any]]) -> Cata
         seen = True
         if second is not None:
             t2 = second["target"]
-            seen = t2["ci_low"] > 0 if lever.direction > 0 else t2["ci_high"] < 0
-            figures += (
-                f"; second judge ({second['model']}) {t2['mean']:+.4f} (95% CI {t2['ci_low']:+.4f} .. "
-                f"{t2['ci_high']:+.4f})"
-            )
+            seen = sees(t2, lever.direction)
+            figures += f"; second judge ({_judge_name(second)}) {_interval_text(t2)}"
+        opposed = []
+        for check in row.get("check_judges", []):
+            figures += f"; check judge ({_judge_name(check)}) {_interval_text(check['target'])}"
+            if opposes(check["target"], lever.direction):
+                opposed.append(_judge_name(check))
         if q["is_degraded"]:
             verdict, why = "degrades_replies", f"{figures}; {q['degraded']}/{q['n']} confirmation replies degraded"
         elif not moved:
             verdict, why = "no_target_effect", f"{figures}: did not replicate"
         elif not seen:
             verdict, why = "no_target_effect", f"{figures}: second judge: not seen"
+        elif opposed:
+            verdict, why = "no_target_effect", f"{figures}: check judge ({', '.join(opposed)}): the wrong way"
         else:
             verdict, why = "usable", f"{figures}: replicated"
         replies = lever.replies.model_copy(
@@ -122,7 +128,21 @@ def read_confirmation(bundle_dir: Path, dimensions: list[str]) -> dict[str, dict
             )
         if "second_judge" in row:
             _check_second_judge(where, f"{field}.second_judge", row["second_judge"])
+        checks = row.get("check_judges", [])
+        if not isinstance(checks, list):
+            raise ConfigError.single(where, "expected a list of judged targets", field=f"{field}.check_judges")
+        for k, check in enumerate(checks):
+            _check_second_judge(where, f"{field}.check_judges.{k}", check)
     return levers
+
+
+def _judge_name(judged: dict[str, Any]) -> str:
+    kind = judged.get("kind", "contrast")  # rows written before probe judges could be other judges
+    return f"{judged['model']} {kind}"
+
+
+def _interval_text(t: dict[str, float]) -> str:
+    return f"{t['mean']:+.4f} (95% CI {t['ci_low']:+.4f} .. {t['ci_high']:+.4f})"
 
 
 def _check_second_judge(where: str, field: str, second: object) -> None:
@@ -130,6 +150,8 @@ def _check_second_judge(where: str, field: str, second: object) -> None:
     numbers = [target.get(k) for k in ("mean", "ci_low", "ci_high")] if isinstance(target, dict) else []
     if not (isinstance(second, dict) and isinstance(second.get("model"), str) and second["model"]):
         raise ConfigError.single(where, "expected the second judge's model name and target effect", field=field)
+    if second.get("kind", "contrast") not in ("contrast", "probe"):
+        raise ConfigError.single(where, "kind must be contrast or probe", field=f"{field}.kind")
     if len(numbers) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
         raise ConfigError.single(where, "mean, ci_low and ci_high must be finite numbers", field=f"{field}.target")
 

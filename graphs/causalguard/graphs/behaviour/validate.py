@@ -14,10 +14,10 @@ For every profile (the config's, plus one per value and direction with ``--every
    whether the plan's forecast had the same sign.
 
 A profile passes when every target moved the intended way beyond noise, replies are not degraded,
-and the forecast's sign agrees for at least 80% of the values that moved. With a second judge
-(``second_judge``: a likelihood-contrast judge on another model, which selected nothing), every target
-must also move the intended way beyond noise by that judge: levers are chosen on the probe judge, so
-its estimate alone may be inflated. The second judge scores only the profiles' targets.
+and the forecast's sign agrees for at least 80% of the values that moved. With judges that selected
+nothing (``other_judges``, see ``second_judge``), every target must also move the intended way beyond
+noise by the second judge, and no check judge may see it move significantly the wrong way: levers are
+chosen on the probe judge, so its estimate alone may be inflated. Those judges score only the targets.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from causalguard.graphs.behaviour.report import (
     t_interval,
 )
 from causalguard.graphs.behaviour.score_cache import cached_reply_quality
-from causalguard.graphs.behaviour.second_judge import cached_contrast_scores
-from causalguard.judging.judge import ContrastJudge, load_probe_judge
+from causalguard.graphs.behaviour.second_judge import OtherJudge, opposes, sees
+from causalguard.judging.judge import load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
 from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness
 from causalguard.models.loaded import LoadedModel
@@ -118,7 +118,7 @@ def validate_profiles(
     restart: bool = False,
     log: Callable[[str], None] = print,
     backend: ReplyBackend | None = None,
-    second_judge: ContrastJudge | None = None,
+    other_judges: Sequence[OtherJudge] = (),
 ) -> dict[str, Any]:
     if bundle.catalog is None or bundle.path is None or bundle.behaviour is None:
         raise ValueError("validation needs a bundle folder with a catalog and a behaviour report")
@@ -194,7 +194,10 @@ def validate_profiles(
     sameness = cross_prompt_sameness(texts, [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys])
     quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
     base_flags = [calibration.degraded(quality[row[("none", p.id, q.id)]]) for p in personas for q in prompts]
-    second = _second_judge_effects(second_judge, plans, condition_of, keys, texts, personas, prompts, log, work)
+    effects_args = (plans, condition_of, keys, texts, personas, prompts, log, work)
+    second_judge = next((o for o in other_judges if o.role == "second"), None)
+    second = None if second_judge is None else _other_judge_effects(second_judge, *effects_args)
+    checks = {f"{o.model} {o.kind}": _other_judge_effects(o, *effects_args) for o in other_judges if o.role == "check"}
     results = {}
     for name, plan in plans.items():
         cid = condition_of[name]
@@ -204,7 +207,14 @@ def validate_profiles(
         measured = {d: t_interval(diffs[:, k]) for k, d in enumerate(dims)}
         flags = [calibration.degraded(quality[row[(cid, p.id, q.id)]]) for p in personas for q in prompts]
         degradation = compare_degradation(flags, base_flags)
-        results[name] = _verdict(plan, measured, degradation.as_dict(), settings.min_sign_agreement, second.get(name))
+        results[name] = _verdict(
+            plan,
+            measured,
+            degradation.as_dict(),
+            settings.min_sign_agreement,
+            None if second is None else second.get(name, {}),
+            {label: by_profile.get(name, {}) for label, by_profile in checks.items()},
+        )
         # everyday traffic for the lever: the prompts not tagged with its target (what it was not chosen on)
         results[name]["untagged"] = {
             value: t_interval(
@@ -234,9 +244,8 @@ def validate_profiles(
         "persona_seed": settings.persona_seed,
         "personas": [asdict(p) for p in personas],
         "replies": asdict(settings.replies),
-        "second_judge": None
-        if second_judge is None
-        else {"kind": "contrast", "model": second_judge.lm.name, "framings": len(second_judge.framings)},
+        "second_judge": next((o.describe() for o in other_judges if o.role == "second"), None),
+        "check_judges": [o.describe() for o in other_judges if o.role == "check"],
         "profiles": results,
         "refused": refused,
     }
@@ -244,8 +253,8 @@ def validate_profiles(
     return doc
 
 
-def _second_judge_effects(
-    judge: ContrastJudge | None,
+def _other_judge_effects(
+    judge: OtherJudge,
     plans: dict[str, Plan],
     condition_of: dict[str, str],
     keys: Sequence[tuple[str, str, str]],
@@ -255,23 +264,17 @@ def _second_judge_effects(
     log: Callable[[str], None],
     work: Path,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per profile, the second judge's change on each of its targets (guarded minus unguarded, 95% t).
-    Scores are kept in ``work`` per target value, 32 replies at a time (the judge is slow: a rerun
-    resumes)."""
-    if judge is None:
-        return {}
+    """Per profile, a judge's change on each of its targets (guarded minus unguarded, 95% t). Scores are
+    kept in ``work`` per judge kind and target value, 32 replies at a time (a contrast judge is slow: a
+    rerun resumes)."""
     row = {k: i for i, k in enumerate(keys)}
-    by_value = {v.name: v for v in judge.values}
     out: dict[str, dict[str, dict[str, float]]] = {}
     targets = sorted({v for plan in plans.values() for v in plan.goals})
-    log(f"second judge ({judge.lm.name}, likelihood contrast) on {', '.join(targets)} ...")
+    log(f"{judge.role} judge ({judge.model}, {judge.kind}) on {', '.join(targets)} ...")
     for value in targets:
-        if value not in by_value:
-            raise ValueError(f"the second judge has no definition of '{value}'")
-        single = ContrastJudge(judge.lm, [by_value[value]], judge.framings, batch_size=judge.batch_size)
         wanted = {condition_of[name] for name, plan in plans.items() if value in plan.goals} | {"none"}
         chosen = [k for k in keys if k[0] in wanted]
-        values = cached_contrast_scores(single, work / f"second_judge_{value}.json", chosen, texts, row, log)
+        values = judge.target_scores(value, work, chosen, texts, row, log)
         scored = dict(zip(chosen, values, strict=True))
         for name, plan in plans.items():
             if value not in plan.goals:
@@ -290,6 +293,7 @@ def _verdict(
     quality: dict[str, Any],
     min_agreement: float,
     second: dict[str, dict[str, float]] | None = None,
+    checks: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
     moved = [v for v, e in measured.items() if e["ci_low"] > 0 or e["ci_high"] < 0]
     agree = [v for v in moved if np.sign(plan.forecast_for(v).change) == np.sign(measured[v]["mean"])]
@@ -300,10 +304,13 @@ def _verdict(
     agreement = len(agree) / len(moved) if moved else None
     confirmed = None
     if second is not None:
-        confirmed = {
-            v: bool(second[v]["ci_low"] > 0) if goal > 0 else bool(second[v]["ci_high"] < 0)
-            for v, goal in plan.goals.items()
-        }
+        confirmed = {v: sees(second[v], goal) for v, goal in plan.goals.items()}
+    opposed = {
+        v: sorted(label for label, by_value in (checks or {}).items() if v in by_value and opposes(by_value[v], goal))
+        for v, goal in plan.goals.items()
+    }
+    if checks:  # a check judge that sees a target move the wrong way takes the second judge's yes away
+        confirmed = {v: (True if confirmed is None else confirmed[v]) and not opposed[v] for v in plan.goals}
     passed = (
         all(targets.values())
         and not quality["is_degraded"]
@@ -326,6 +333,8 @@ def _verdict(
         "target_moved_as_intended": targets,
         "quality": quality,
         "second_judge": second,
+        "check_judges": checks or {},
+        "check_judges_oppose": {v: names for v, names in opposed.items() if names},
         "second_judge_confirms": confirmed,
         "moved_beyond_noise": moved,
         "sign_agreement": agreement,
@@ -356,6 +365,14 @@ def render_validation(doc: dict[str, Any]) -> str:
                 else f"{second['mean']:+.4f} ({second['ci_low']:+.4f}, "
                 f"{second['ci_high']:+.4f}) {'yes' if confirms else 'no'}"
             )
+            for label, by_value in (r.get("check_judges") or {}).items():
+                if value in by_value:
+                    c = by_value[value]
+                    wrong = label in (r.get("check_judges_oppose") or {}).get(value, [])
+                    judged += (
+                        f"; check {label} {c['mean']:+.4f} ({c['ci_low']:+.4f}, {c['ci_high']:+.4f})"
+                        f"{' the wrong way' if wrong else ''}"
+                    )
             lines.append(
                 f"| {name} | {', '.join(r['levers'])} | {e['mean']:+.3f} ({e['ci_low']:+.3f}, "
                 f"{e['ci_high']:+.3f}) | {f['change']:+.3f} | "
