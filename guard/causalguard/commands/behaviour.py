@@ -282,6 +282,7 @@ def behaviour_confirm_command(
     from causalguard.graphs.behaviour.confirm import ConfirmSettings, confirm_levers
     from causalguard.models import load_model
 
+    others = _other_judges(second_judge, check_judge)  # a wrong judge spec fails before any model loads
     lm = load_model(model or load_bundle(bundle).model_name)
     settings = ConfirmSettings(
         levers=tuple(x.strip() for x in levers.split(",")) if levers else None,
@@ -305,7 +306,7 @@ def behaviour_confirm_command(
         restart=restart,
         log=typer.echo,
         backend=BatcherReplies() if continuous else reply_backend(backend, ray),
-        other_judges=_other_judges(second_judge, check_judge),
+        other_judges=others,
     )
     for lever_id, row in doc["levers"].items():
         typer.echo(f"  {lever_id}: {row['verdict']}: {row['why']}")
@@ -450,6 +451,7 @@ def behaviour_validate_command(
 
     sourced = read_guard_config(config)
     guard = sourced.config
+    others = _other_judges(second_judge, check_judge)  # a wrong judge spec fails before the replies
     lm = load_model(guard.model)
     bundle = load_bundle(
         resolve_bundle_dir(guard.bundle, guard.model, config.parent), expected_fingerprint=lm.fingerprint
@@ -482,7 +484,7 @@ def behaviour_validate_command(
         restart=restart,
         log=typer.echo,
         backend=engines if engines is not None else BatcherReplies() if continuous else reply_backend(backend, ray),
-        other_judges=_other_judges(second_judge, check_judge),
+        other_judges=others,
     )
     typer.echo(render_validation(doc))
     typer.echo(f"wrote {work / 'validation.json'}")

@@ -98,3 +98,22 @@ def test_seeing_and_opposing_read_the_interval_on_the_intended_side() -> None:
     noise = {"mean": 0.01, "ci_low": -0.05, "ci_high": 0.07}
     assert sees(up, +1) and not sees(up, -1) and opposes(up, -1) and not opposes(up, +1)
     assert not sees(noise, +1) and not sees(noise, -1) and not opposes(noise, +1) and not opposes(noise, -1)
+
+
+def test_a_wrong_judge_spec_stops_confirm_before_any_model_loads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.bundle.format import shipped_bundle_dir
+    from causalguard.cli import app
+
+    bundle = shipped_bundle_dir("smollm2-135m-instruct")
+    for option, spec, expected in (
+        ("--second-judge", f"probe:{tmp_path / 'nowhere'}", "no probe judge here"),
+        ("--check-judge", "oracle:gemma3-270m", "unknown judge kind 'oracle'"),
+    ):
+        args = ["behaviour", "confirm", "--bundle", str(bundle), "--work", str(tmp_path / "w"), option, spec]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0
+        message = str(result.exception) + result.output
+        assert expected in message and option in message
+        assert not (tmp_path / "w").exists()  # nothing was generated

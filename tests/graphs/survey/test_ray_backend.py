@@ -117,6 +117,7 @@ def test_a_killed_actor_is_restarted_and_its_conditions_retried(
     assert sum(w["conditions"] for w in _timing(tmp_path)["workers"].values()) == len(conditions)
 
 
+@pytest.mark.heavy  # about 15 s on 2 cores; CI runs it (.ci/run)
 def test_a_run_that_died_on_the_driver_resumes_from_its_checkpoint(
     ray_cluster: Any,
     saved_tiny: LoadedModel,
@@ -174,6 +175,7 @@ def test_an_actor_lost_beyond_its_restarts_stops_the_run_and_keeps_what_finished
     assert len(rows) > 1 and rows[1].startswith(conditions[0].id + ",")
 
 
+@pytest.mark.heavy  # about 15 s on 2 cores; CI runs it (.ci/run)
 def test_the_real_default_model_gives_the_local_matrix(
     ray_cluster: Any, lm: LoadedModel, inventory: Inventory, tmp_path: Path
 ) -> None:

@@ -141,6 +141,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:
     assert f"error: 1 problem in {bad}" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.heavy  # about 30 s on 2 cores; CI runs it (.ci/run)
 def test_sigkilled_cli_run_resumes(tmp_path: Path) -> None:
     """A real process killed with SIGKILL mid-run resumes to the same scores as a clean run."""
     out = tmp_path / "killed"
