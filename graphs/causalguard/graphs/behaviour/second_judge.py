@@ -132,9 +132,8 @@ def load_other_judge(
 
     from causalguard.artifacts import JUDGE_FILE
     from causalguard.judging.judge import ValueDefinition, load_probe_judge
-    from causalguard.values import load_inventory
-
     from causalguard.models import load_model
+    from causalguard.values import load_inventory
 
     load_by_name = load or load_model
 
