@@ -344,3 +344,53 @@ def test_a_screened_lever_never_outbids_one_whose_effect_was_measured_again() ->
     assert evidence_rank(entry) == 1
     kept, aside = best_evidenced([bundle.catalog.lever(strong.id)])  # alone, a screened lever is still planned
     assert [e.id for e in kept] == [strong.id] and aside == {}
+
+
+def test_a_labelled_vector_lever_names_its_own_direction_and_the_guard_applies_that_one(tmp_path: Path) -> None:
+    import torch
+
+    from causalguard.adapters.hf.vectors import VectorEntry, load_vectors, save_vectors
+    from causalguard.planning.planner import Plan
+    from causalguard.runtime.plan_conditions import plan_interventions
+
+    (labelled,) = vector_levers({"benevolence.labelled": 1}, [0.5], ("all",))
+    assert labelled.id == "vector:benevolence:+:L1:0.5:all:labelled" and labelled.target == "benevolence"
+    assert labelled.vector_name == "benevolence.labelled" and labelled.vector_key == "benevolence.labelled"
+    assert ALL_TOKENS_VECTOR.vector_name is None and ALL_TOKENS_VECTOR.vector_key == "benevolence"
+    replies_direction, labelled_direction = torch.zeros(8), torch.zeros(8)
+    replies_direction[0], labelled_direction[1] = 1.0, 1.0
+    entries = {
+        "benevolence": VectorEntry("benevolence", 1, replies_direction, 2.0),
+        "benevolence.labelled": VectorEntry("benevolence.labelled", 1, labelled_direction, 2.0),
+    }
+    save_vectors(tmp_path, entries, {"model_fingerprint": "tiny", "hidden_size": 8})
+    vectors = load_vectors(tmp_path, hidden_size=8, num_layers=2, fingerprint="tiny")
+    catalog = with_reply_only_levers(fake_catalog_v2(), [ALL_TOKENS_VECTOR, labelled])
+    again = Catalog.model_validate(catalog.model_dump(by_alias=True))
+    assert again.lever(labelled.id).spec() == labelled
+    for lever, direction in ((ALL_TOKENS_VECTOR, replies_direction), (labelled, labelled_direction)):
+        (applied,) = plan_interventions(Plan("p", (again.lever(lever.id),), {}, ()), None, again, vectors)
+        torch.testing.assert_close(applied.delta_vector, direction * 0.5 * 2.0)  # type: ignore[union-attr]
+    entry = again.lever(labelled.id).model_dump()
+    with pytest.raises(ValidationError, match="for its own target"):
+        LeverEntry.model_validate({**entry, "vector_name": "power.labelled"})
+    role = fake_catalog_v2().levers[0].model_dump()
+    with pytest.raises(ValidationError, match="for its own target"):
+        LeverEntry.model_validate({**role, "vector_name": f"{role['target']}.labelled"})
+
+
+def test_the_report_measures_the_vectors_of_one_source_and_names_the_sources_there_are(tmp_path: Path) -> None:
+    import json
+
+    import typer
+
+    from causalguard.commands.behaviour import _vector_layers
+
+    folder = tmp_path / "vectors"
+    folder.mkdir()
+    listed = {"power": {"layer": 3}, "power.labelled": {"layer": 3}, "security": {"layer": 4}}
+    (folder / "vectors.json").write_text(json.dumps({"vectors": listed}))
+    assert _vector_layers(tmp_path) == {"power": 3, "security": 4}
+    assert _vector_layers(tmp_path, "labelled") == {"power.labelled": 3}
+    with pytest.raises(typer.BadParameter, match="no vectors from 'contrast' \\(it has: labelled, replies\\)"):
+        _vector_layers(tmp_path, "contrast")

@@ -162,6 +162,12 @@ class LeverEntry(BaseModel):
         default=None,
         description="vector levers: 'all' adds the vector on the prompt's tokens too (none: generated tokens only)",
     )
+    vector_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]+\.[a-z0-9_]+$",
+        description="vector levers: the direction's key in the bundle's vectors when not the target's own "
+        "(e.g. security.labelled)",
+    )
     adapter: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9_]+-(up|down)$",
@@ -197,6 +203,13 @@ class LeverEntry(BaseModel):
             raise ValueError(f"{self.id}: only vector levers have a layer (a {self.kind} lever has layer: null)")
         if self.kind != "vector" and self.vector_scope is not None:
             raise ValueError(f"{self.id}: only vector levers have a vector_scope (a {self.kind} lever has null)")
+        if self.vector_name is not None and (
+            self.kind != "vector" or not self.vector_name.startswith(f"{self.target}.")
+        ):
+            raise ValueError(
+                f"{self.id}: vector_name '{self.vector_name}' must be a vector lever's key for its own target "
+                f"('{self.target}.<source>')"
+            )
         return self
 
     @field_validator("direction", "strength", "feature", "layer", mode="before")
@@ -224,12 +237,18 @@ class LeverEntry(BaseModel):
             layer=self.layer,
             adapter=self.adapter,
             vector_scope=self.vector_scope,
+            vector_name=self.vector_name,
         )
 
     @property
     def vector_tokens(self) -> VectorScope:
         """Where a vector lever is added: ``generated`` tokens or ``all`` (the prompt's too)."""
         return self.vector_scope or "generated"
+
+    @property
+    def vector_key(self) -> str:
+        """The key of a vector lever's direction in the bundle's vectors: ``vector_name``, else the target."""
+        return self.vector_name or self.target or ""
 
 
 class Catalog(BaseModel):

@@ -7,6 +7,8 @@ direction and a strength.
 - ``vector``: a direction added to the residual stream at ``layer`` on the tokens of ``vector_scope``
   (``generated``, the default, or ``all``: the prompt's tokens too, as llama.cpp's control vectors act);
   ``strength`` is signed, in units of the layer's median residual-stream norm (``adapters/hf/vectors.py``);
+  ``vector_name`` names its direction in the bundle's vectors when it is not the target's own (a second
+  extraction of the same value, e.g. ``security.labelled``: from the labelled replies);
 - ``sae``: an SAE feature's decoder direction added at the SAE's layer;
 - ``adapter``: a value adapter (a LoRA adapter trained on the model's own judged replies) from the bundle's
   ``adapters/`` folder, named by ``adapter``; ``strength`` is its scale (1: as trained)
@@ -56,6 +58,7 @@ class LeverSpec:
     layer: int | None = None  # vector levers
     adapter: str | None = None  # adapter levers: the folder name under the bundle's adapters/
     vector_scope: Literal["all"] | None = None  # vector levers: "all" adds it on the prompt's tokens too
+    vector_name: str | None = None  # vector levers: the direction's key in the bundle's vectors (None: the target)
 
     @classmethod
     def role(cls, dim: Dimension, direction: int) -> LeverSpec:
@@ -88,11 +91,15 @@ class LeverSpec:
         )
 
     @classmethod
-    def vector(cls, target: str, strength: float, layer: int, scope: VectorScope = "generated") -> LeverSpec:
+    def vector(
+        cls, target: str, strength: float, layer: int, scope: VectorScope = "generated", source: str | None = None
+    ) -> LeverSpec:
         """The bundle's steering vector for ``target`` at ``layer``, added with signed ``strength`` on the
-        tokens of ``scope`` (an all-token lever's id ends in ``:all``; generated-token ids are unchanged)."""
+        tokens of ``scope`` (an all-token lever's id ends in ``:all``; generated-token ids are unchanged).
+        ``source`` picks another extraction of the target's direction (key ``<target>.<source>``; the id
+        ends in ``:<source>``)."""
         sign = "+" if strength > 0 else "-"
-        suffix = ":all" if scope == "all" else ""
+        suffix = (":all" if scope == "all" else "") + (f":{source}" if source else "")
         return cls(
             id=f"vector:{target}:{sign}:L{layer}:{abs(strength):g}{suffix}",
             kind="vector",
@@ -101,12 +108,18 @@ class LeverSpec:
             strength=strength,
             layer=layer,
             vector_scope="all" if scope == "all" else None,
+            vector_name=f"{target}.{source}" if source else None,
         )
 
     @property
     def vector_tokens(self) -> VectorScope:
         """Where a vector lever is added: ``generated`` tokens or ``all`` (the prompt's too)."""
         return self.vector_scope or "generated"
+
+    @property
+    def vector_key(self) -> str:
+        """The key of a vector lever's direction in the bundle's vectors: ``vector_name``, else the target."""
+        return self.vector_name or self.target or ""
 
     @classmethod
     def value_adapter(cls, target: str, direction: int, adapter: str, scale: float) -> LeverSpec:

@@ -89,6 +89,14 @@ def behaviour_report_command(
             "too, as llama.cpp's control vectors do) or 'both' (each strength twice)."
         ),
     ] = "generated",
+    vector_source: Annotated[
+        str,
+        typer.Option(
+            help="Which extraction --vectors measures: 'replies' (the model's own replies under inclined and "
+            "disinclined wordings, 'levers vectors') or another source in BUNDLE/vectors, e.g. 'labelled' "
+            "(the labelled replies' dev half, 'levers vectors --source labelled'; lever ids end in ':labelled')."
+        ),
+    ] = "replies",
     adapters: Annotated[
         str | None,
         typer.Option(help="Also adapter levers: every value adapter in BUNDLE/adapters at these scales, e.g. '1,0.5'."),
@@ -128,7 +136,7 @@ def behaviour_report_command(
         raise typer.BadParameter(
             f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'", param_hint="--bundle"
         )
-    vector_layers = _vector_layers(bundle) if vectors else None
+    vector_layers = _vector_layers(bundle, vector_source) if vectors else None
     try:
         extra, _ = variant_levers(
             catalog,
@@ -178,8 +186,9 @@ def behaviour_report_command(
     typer.echo(f"wrote {bundle / 'behaviour.json'} and {bundle / BEHAVIOUR_REPORT}")
 
 
-def _vector_layers(bundle: Path) -> dict[str, int]:
-    """Value -> layer of the bundle's steering vectors (read from the card; shapes are checked at use)."""
+def _vector_layers(bundle: Path, source: str = "replies") -> dict[str, int]:
+    """Key -> layer of the bundle's steering vectors from ``source`` (read from the card; shapes are checked
+    at use): ``replies`` keys are value names, another source's are ``<value>.<source>``."""
     from causalguard.adapters.hf.vectors import VECTORS_CARD
     from causalguard.errors import ConfigError
 
@@ -190,11 +199,18 @@ def _vector_layers(bundle: Path) -> dict[str, int]:
         )
     try:
         listed = json.loads(card.read_text(encoding="utf-8"))["vectors"]
-        return {str(value): int(info["layer"]) for value, info in listed.items()}
+        layers = {str(key): int(info["layer"]) for key, info in listed.items()}
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise ConfigError.single(
             str(card), "not a steering-vector card", field="vectors", hint="re-run 'causalguard levers vectors'"
         ) from None
+    chosen = {k: v for k, v in layers.items() if (k.partition(".")[2] or "replies") == source}
+    if not chosen:
+        sources = sorted({k.partition(".")[2] or "replies" for k in layers})
+        raise typer.BadParameter(
+            f"{card} holds no vectors from '{source}' (it has: {', '.join(sources)})", param_hint="--vector-source"
+        )
+    return chosen
 
 
 @behaviour_app.command("judge")

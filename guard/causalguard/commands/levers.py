@@ -230,9 +230,17 @@ def levers_vectors_command(
             help="Generate through the serving decode loop and its prefix cache (faster with long persona prompts)."
         ),
     ] = True,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="replies: from the model's own replies (the options above); labelled: from the labelled "
+            "replies' dev half, added beside the replies' vectors as <value>.labelled at their layers (seconds)."
+        ),
+    ] = "replies",
 ) -> None:
     """Extract one steering vector per value from the model's own replies on dev prompts (inclined minus
-    disinclined reply-style wording, judge-filtered, mean over reply tokens, layer chosen on split halves)."""
+    disinclined reply-style wording, judge-filtered, mean over reply tokens, layer chosen on split halves),
+    or, with --source labelled, from the labelled replies' dev half."""
     from causalguard.bundle.format import load_bundle
     from causalguard.graphs.behaviour.replies import ReplySettings
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
@@ -242,10 +250,24 @@ def levers_vectors_command(
     from causalguard.judging.prompt_sets import load_prompts
     from causalguard.models import load_model
 
+    if source not in ("replies", "labelled"):
+        raise typer.BadParameter(f"unknown source {source!r}; use replies or labelled", param_hint="--source")
     loaded = load_bundle(bundle)
     if loaded.catalog is None:
         raise typer.BadParameter(f"{bundle} has no catalog.json", param_hint="--bundle")
     lm = load_model(model or loaded.catalog.model.name)
+    if source == "labelled":
+        from causalguard.graphs.levers.labelled_vectors import add_labelled_vectors
+        from causalguard.judging.labelled import load_labelled
+
+        section = add_labelled_vectors(
+            lm,
+            bundle / "vectors",
+            load_labelled(dimensions=loaded.catalog.dimensions),
+            lambda x: typer.echo(x, err=True),
+        )
+        typer.echo(f"wrote {bundle / 'vectors'}: {len(section['per_value'])} labelled directions")
+        return
     judge = load_probe_judge(bundle, lm)
     dims = list(judge.dimensions)
     chosen = list(load_prompts(dimensions=dims).split("dev").balanced_slice(prompt_offset, prompts))

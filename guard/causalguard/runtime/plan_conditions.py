@@ -41,7 +41,7 @@ def plan_interventions(
         if lever.kind == "vector":
             if vectors is None or lever.target is None:
                 raise ValueError(f"lever {lever.id} needs the bundle's steering vectors, which are not loaded")
-            steering.append(vectors.intervention(lever.target, lever.strength, Scope(lever.vector_tokens)))
+            steering.append(vectors.intervention(lever.vector_key, lever.strength, Scope(lever.vector_tokens)))
         if lever.kind != "sae":
             continue
         if sae is None or catalog.sae is None or lever.feature is None:

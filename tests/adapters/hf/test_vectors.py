@@ -152,3 +152,41 @@ def test_an_all_token_vector_adds_its_delta_on_the_prompt_too(tiny_lm: LoadedMod
     assert torch.allclose(everywhere[1][0], plain[1][0] + delta, atol=1e-5)  # every token, the prompt's included
     assert torch.allclose(everywhere[1][0, 4:], generated[1][0, 4:], atol=1e-5)
     assert not torch.allclose(everywhere[1][0, :4], generated[1][0, :4])
+
+
+def test_labelled_directions_are_the_dev_half_mean_difference_and_join_the_replies_vectors(
+    tiny_lm: LoadedModel, tmp_path: Path
+) -> None:
+    import json
+
+    import numpy as np
+
+    from causalguard.graphs.levers.labelled_vectors import add_labelled_vectors, labelled_directions
+    from causalguard.judging.labelled import LabelledText
+
+    texts = [
+        LabelledText("b-h1", "benevolence", "high", "Help your friend move house.", "dev"),
+        LabelledText("b-h2", "benevolence", "high", "Call your sister and ask how she is.", "dev"),
+        LabelledText("b-l1", "benevolence", "low", "Let your friend move on his own.", "dev"),
+        LabelledText("b-l2", "benevolence", "low", "Skip the call; she can manage.", "dev"),
+        LabelledText("b-h3", "benevolence", "high", "A test text that must never be read.", "test"),
+    ]
+    (direction,) = labelled_directions(tiny_lm, texts, {"benevolence": 1}).values()
+    dev_only = labelled_directions(tiny_lm, texts[:4], {"benevolence": 1})["benevolence"]
+    np.testing.assert_allclose(direction, dev_only, atol=1e-6)  # the test half changes nothing
+    assert abs(float(np.linalg.norm(direction)) - 1) < 1e-5
+    folder = tmp_path / "bundle" / "vectors"
+    folder.parent.mkdir()
+    _saved(folder, hidden=tiny_lm.hidden_size, layer=1, fingerprint=tiny_lm.fingerprint)
+    before = load_vectors(folder, hidden_size=tiny_lm.hidden_size, num_layers=tiny_lm.num_layers)
+    section = add_labelled_vectors(tiny_lm, folder, texts, log=lambda _: None)
+    after = load_vectors(folder, hidden_size=tiny_lm.hidden_size, num_layers=tiny_lm.num_layers)
+    assert set(after.entries) == {"benevolence", "benevolence.labelled"}
+    torch.testing.assert_close(after.entries["benevolence"].direction, before.entries["benevolence"].direction)
+    labelled = after.entries["benevolence.labelled"]
+    assert labelled.layer == 1 and labelled.residual_norm == before.entries["benevolence"].residual_norm
+    np.testing.assert_allclose(labelled.direction.numpy(), direction, atol=1e-5)
+    card = json.loads((folder / "vectors.json").read_text())
+    assert card["labelled_extraction"]["per_value"]["benevolence"]["texts"] == 4 and section["split"] == "dev"
+    with pytest.raises(ValueError, match="no low-pole text for benevolence"):
+        labelled_directions(tiny_lm, texts[:2], {"benevolence": 1})

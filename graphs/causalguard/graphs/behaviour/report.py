@@ -127,7 +127,7 @@ def lever_reply_condition(
         if vectors is None or lever.target is None:
             raise ValueError(f"lever {lever.id} needs the bundle's steering vectors (vectors/), which are not loaded")
         scope = Scope(lever.vector_tokens)
-        return ReplyCondition(lever.id, (), (vectors.intervention(lever.target, lever.strength, scope),))
+        return ReplyCondition(lever.id, (), (vectors.intervention(lever.vector_key, lever.strength, scope),))
     if sae is None or catalog.sae is None or lever.feature is None:
         raise ValueError(f"lever {lever.id} needs the bundle's SAE")
     value = sae.additive_value(lever.feature, lever.strength, catalog.sae.residual_norm)
@@ -429,6 +429,7 @@ def lever_spec_dict(lever: LeverEntry | LeverSpec) -> dict[str, Any]:
         "layer": lever.layer,
         "adapter": lever.adapter,
         "vector_scope": lever.vector_scope,
+        "vector_name": lever.vector_name,
     }
 
 

@@ -285,7 +285,7 @@ def _export_vector(
         raise ConfigError.single(
             str(bundle_dir / "catalog.json"), "a vector lever without target or strength", field=lever.id
         )
-    intervention = vectors.intervention(lever.target, lever.strength)
+    intervention = vectors.intervention(lever.vector_key, lever.strength)
     if intervention.layer < 1:
         raise ConfigError.single(
             "--lever", f"{lever.id} steers block 0, which llama.cpp's control vectors cannot reach"

@@ -186,10 +186,11 @@ VECTOR_SCOPE_CHOICES: dict[str, tuple[VectorScope, ...]] = {
 def vector_levers(
     vectors: dict[str, int], strengths: Sequence[float], scopes: Sequence[VectorScope] = ("generated",)
 ) -> list[LeverSpec]:
-    """Each value's steering vector (value -> layer) at every signed strength, on each token scope."""
+    """Each steering vector (key -> layer; a key is a value, or ``<value>.<source>`` for another extraction
+    of it) at every signed strength, on each token scope."""
     return [
-        LeverSpec.vector(value, strength, layer, scope)
-        for value, layer in vectors.items()
+        LeverSpec.vector(key.partition(".")[0], strength, layer, scope, key.partition(".")[2] or None)
+        for key, layer in vectors.items()
         for strength in strengths
         for scope in scopes
     ]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from causalguard.adapters.hf.hooks import steer
-from causalguard.adapters.hf.vectors import VectorEntry, save_vectors
+from causalguard.adapters.hf.vectors import VECTORS_CARD, VectorEntry, load_vectors, save_vectors
 from causalguard.bundle.integrity import seal_bundle
 from causalguard.graphs.behaviour.replies import Persona, ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
@@ -109,6 +109,15 @@ def choose_layer(pos: np.ndarray, neg: np.ndarray, halves: np.ndarray) -> tuple[
     middle = (pos.shape[1] - 1) / 2
     best = max(range(len(scores)), key=lambda k: (round(scores[k], 3), -abs(k - middle)))
     return best, scores
+
+
+def _other_sources(folder: Path, lm: LoadedModel) -> dict[str, VectorEntry]:
+    """The directions of other extractions (keys ``<value>.<source>``) already in ``folder``: kept when the
+    replies' directions are extracted again."""
+    if not (folder / VECTORS_CARD).is_file():
+        return {}
+    held = load_vectors(folder, hidden_size=lm.hidden_size, num_layers=lm.num_layers, fingerprint=lm.fingerprint)
+    return {k: e for k, e in held.entries.items() if "." in k}
 
 
 def extract_vectors(
@@ -221,6 +230,6 @@ def extract_vectors(
         },
         "per_value": report,
     }
-    save_vectors(out, entries, card)
+    save_vectors(out, {**_other_sources(out, lm), **entries}, card)
     seal_bundle(out.parent)  # the vectors live in their bundle's vectors/ folder
     return card
