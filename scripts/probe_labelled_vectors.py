@@ -1,0 +1,169 @@
+"""Probe for a future lever (issue 25): steering vectors from the labelled replies, on dev prompts only.
+
+    .venv/bin/python scripts/probe_labelled_vectors.py [STRENGTH=0.15] [WORK=runs/probe-labelled-vectors]
+
+The shipped vectors come from the model's own replies under inclined and disinclined wordings, which a
+135M model barely tells apart (split-half AUROC about 0.6 per value, vectors/vectors.json). This reads
+the labelled replies' **dev half** instead (10 high-pole and 10 low-pole replies per value, written to
+differ in the value) back through the model as an assistant's reply, and takes the mean high-minus-low
+residual over the reply's tokens at each value's shipped vector layer (DiffMean, as in AxBench). Each
+direction is added on every token at STRENGTH median residual norms, for both poles of the 14
+directions not yet steerable, on dev prompts 181-200 of the balanced order x the assistant prompt and 1
+fresh persona (seed 2301) = 40 pairs per direction, which no lever was selected on.
+
+Caveat: the bundle's probe judge and the Gemma probe were fitted on the same labelled texts, so these
+vectors point where those judges read, and their effects by those judges may run high; the Gemma
+contrast judge (value definitions, not these texts) is the check. Prints per direction the target's
+change by the three judges (95% t) and degraded replies against unguarded (one-sided Fisher); writes
+figures and replies under WORK. About 25 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causalguard.adapters.hf import Scope
+from causalguard.adapters.hf.value_adapters import install_intervention_hooks
+from causalguard.adapters.hf.vectors import VectorIntervention, load_vectors
+from causalguard.bundle.format import load_bundle, shipped_bundle_dir
+from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.reply_backends import BatcherReplies
+from causalguard.graphs.behaviour.report import reply_personas, served_system_prompt, t_interval
+from causalguard.graphs.behaviour.score_cache import cached_reply_quality
+from causalguard.graphs.behaviour.second_judge import load_other_judge
+from causalguard.graphs.levers.vectors import reply_token_means
+from causalguard.judging.judge import load_probe_judge
+from causalguard.judging.labelled import load_labelled
+from causalguard.judging.prompt_sets import load_prompts
+from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness
+from causalguard.models import load_model
+from causalguard.models.prompting import encode_continuation
+from causalguard.runtime.generation import chat_prompt_ids
+
+STEERABLE = {("benevolence", 1), ("stimulation", 1), ("achievement", 1), ("universalism", 1), ("self_direction", 1)}
+STEERABLE |= {("stimulation", -1)}
+READ_BACK_QUESTION = "Can you give me some advice?"
+
+
+def _fmt(x: dict[str, float], digits: int = 3) -> str:
+    return f"{x['mean']:+.{digits}f} ({x['ci_low']:+.{digits}f}, {x['ci_high']:+.{digits}f})"
+
+
+def main() -> int:
+    strength = float(sys.argv[1]) if len(sys.argv) > 1 else 0.15
+    work = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("runs/probe-labelled-vectors")
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    lm = load_model("smollm2-135m-instruct")
+    bundle_dir = shipped_bundle_dir("smollm2-135m-instruct")
+    bundle = load_bundle(bundle_dir, expected_fingerprint=lm.fingerprint)
+    assert bundle.vectors_dir is not None and bundle.behaviour is not None
+    shipped = load_vectors(
+        bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers, fingerprint=lm.fingerprint
+    )
+    judge = load_probe_judge(bundle_dir, lm)
+    dims = list(judge.dimensions)
+
+    # 1. directions from the labelled dev half, read back as the assistant's reply
+    texts = [t for t in load_labelled(dimensions=dims) if t.split == "dev" and t.value is not None]
+    context = chat_prompt_ids(lm, [{"role": "user", "content": READ_BACK_QUESTION}], "You are a helpful assistant.", [])
+    conditions = [ReplyCondition("none")]
+    card: dict[str, dict[str, float]] = {}
+    for value in dims:
+        entry = shipped.entries[value]
+        high = [t.text for t in texts if t.value == value and t.pole == "high"]
+        low = [t.text for t in texts if t.value == value and t.pole == "low"]
+        means, _ = reply_token_means(
+            lm,
+            [context] * (len(high) + len(low)),
+            [encode_continuation(lm.tokenizer, x) for x in high + low],
+            [entry.layer],
+        )
+        diff = means[: len(high), 0].mean(0) - means[len(high) :, 0].mean(0)
+        unit = diff / np.linalg.norm(diff)
+        card[value] = {
+            "layer": entry.layer,
+            "pairs": min(len(high), len(low)),
+            "cosine_with_shipped": float(unit @ entry.direction.numpy()),
+        }
+        for sign in (1, -1):
+            if (value, sign) in STEERABLE:
+                continue
+            delta = torch.tensor(unit * sign * strength * entry.residual_norm, dtype=torch.float32)
+            lever = f"labelled:{value}:{'+' if sign > 0 else '-'}:L{entry.layer}:{strength:g}:all"
+            conditions.append(ReplyCondition(lever, (), (VectorIntervention(entry.layer, delta, Scope("all")),)))
+
+    # 2. replies on dev prompts nothing selected on
+    prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(180, 20))
+    personas = reply_personas(2, 2301)
+    settings = ReplySettings()
+    identity = {"probe": "labelled-vectors", "strength": strength, "prompts": [q.id for q in prompts], "seed": 2301}
+    store = ReplyStore(work, identity)
+    with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
+        replies = run_replies(
+            lm,
+            conditions,
+            personas,
+            prompts,
+            settings,
+            store,
+            batch_size=32,
+            progress=lambda done, total: print(f"  {done}/{total} replies", flush=True),
+            backend=BatcherReplies(),
+        )
+    keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
+    reply_texts = [replies[k].text for k in keys]
+    row = {k: i for i, k in enumerate(keys)}
+
+    # 3. judges and quality
+    scores = judge.score(reply_texts)
+    systems = {p.id: p.system_prompt for p in personas}
+    quality = cached_reply_quality(
+        lm,
+        work,
+        keys,
+        [next(q.text for q in prompts if q.id == k[2]) for k in keys],
+        reply_texts,
+        [served_system_prompt(systems[k[1]], ()) for k in keys],
+    )
+    sameness = cross_prompt_sameness(reply_texts, [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys])
+    quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
+    calibration = bundle.behaviour.calibration
+    base_flags = [calibration.degraded(quality[row[("none", p.id, q.id)]]) for p in personas for q in prompts]
+    gemma_probe = load_other_judge(f"probe:{bundle_dir / 'second_judge'}", "check")
+    contrast = load_other_judge("gemma3-270m", "second", load=lambda name: gemma_probe.judge.lm)
+    results = {}
+    for c in conditions[1:]:
+        value, sign = c.id.split(":")[1], 1 if c.id.split(":")[2] == "+" else -1
+        pairs = [(p.id, q.id) for p in personas for q in prompts]
+        j = dims.index(value)
+        probe = t_interval(np.asarray([scores[row[(c.id, *pq)], j] - scores[row[("none", *pq)], j] for pq in pairs]))
+        chosen = [(c.id, *pq) for pq in pairs] + [("none", *pq) for pq in pairs]
+        judged = {}
+        for name, other in (("gemma_probe", gemma_probe), ("contrast", contrast)):
+            s = np.asarray(other.target_scores(value, work, chosen, reply_texts, row, lambda _: None))
+            judged[name] = t_interval(s[: len(pairs)] - s[len(pairs) :])
+        flags = [calibration.degraded(quality[row[(c.id, *pq)]]) for pq in pairs]
+        degradation = compare_degradation(flags, base_flags).as_dict()
+        results[c.id] = {"value": value, "sign": sign, "probe": probe, **judged, "quality": degradation}
+        print(
+            f"{c.id:42s} probe {_fmt(probe)}  gemma probe {_fmt(judged['gemma_probe'])}  "
+            f"contrast {_fmt(judged['contrast'], 4)}  degraded {degradation['degraded']}/{degradation['n']} "
+            f"({degradation['baseline_degraded']}/{degradation['baseline_n']}, p {degradation['p_value']:.2f})",
+            flush=True,
+        )
+    doc = {"strength": strength, "directions": card, "results": results, "seconds": time.time() - started}
+    (work / "figures.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {work / 'figures.json'} in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
