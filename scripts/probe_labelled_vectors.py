@@ -38,18 +38,15 @@ from causalguard.graphs.behaviour.reply_backends import BatcherReplies
 from causalguard.graphs.behaviour.report import reply_personas, served_system_prompt, t_interval
 from causalguard.graphs.behaviour.score_cache import cached_reply_quality
 from causalguard.graphs.behaviour.second_judge import load_other_judge
-from causalguard.graphs.levers.vectors import reply_token_means
+from causalguard.graphs.levers.labelled_vectors import labelled_directions
 from causalguard.judging.judge import load_probe_judge
 from causalguard.judging.labelled import load_labelled
 from causalguard.judging.prompt_sets import load_prompts
 from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness
 from causalguard.models import load_model
-from causalguard.models.prompting import encode_continuation
-from causalguard.runtime.generation import chat_prompt_ids
 
 STEERABLE = {("benevolence", 1), ("stimulation", 1), ("achievement", 1), ("universalism", 1), ("self_direction", 1)}
 STEERABLE |= {("stimulation", -1)}
-READ_BACK_QUESTION = "Can you give me some advice?"
 
 
 def _fmt(x: dict[str, float], digits: int = 3) -> str:
@@ -71,28 +68,14 @@ def main() -> int:
     judge = load_probe_judge(bundle_dir, lm)
     dims = list(judge.dimensions)
 
-    # 1. directions from the labelled dev half, read back as the assistant's reply
-    texts = [t for t in load_labelled(dimensions=dims) if t.split == "dev" and t.value is not None]
-    context = chat_prompt_ids(lm, [{"role": "user", "content": READ_BACK_QUESTION}], "You are a helpful assistant.", [])
+    # 1. directions from the labelled dev half, read back as the assistant's reply (the lever's own extraction)
+    texts = load_labelled(dimensions=dims)
+    units = labelled_directions(lm, texts, {value: shipped.entries[value].layer for value in dims})
     conditions = [ReplyCondition("none")]
     card: dict[str, dict[str, float]] = {}
     for value in dims:
-        entry = shipped.entries[value]
-        high = [t.text for t in texts if t.value == value and t.pole == "high"]
-        low = [t.text for t in texts if t.value == value and t.pole == "low"]
-        means, _ = reply_token_means(
-            lm,
-            [context] * (len(high) + len(low)),
-            [encode_continuation(lm.tokenizer, x) for x in high + low],
-            [entry.layer],
-        )
-        diff = means[: len(high), 0].mean(0) - means[len(high) :, 0].mean(0)
-        unit = diff / np.linalg.norm(diff)
-        card[value] = {
-            "layer": entry.layer,
-            "pairs": min(len(high), len(low)),
-            "cosine_with_shipped": float(unit @ entry.direction.numpy()),
-        }
+        entry, unit = shipped.entries[value], units[value]
+        card[value] = {"layer": entry.layer, "cosine_with_shipped": float(unit @ entry.direction.numpy())}
         for sign in (1, -1):
             if (value, sign) in STEERABLE:
                 continue

@@ -117,3 +117,15 @@ def test_a_wrong_judge_spec_stops_confirm_before_any_model_loads(tmp_path: Path)
         message = str(result.exception) + result.output
         assert expected in message and option in message
         assert not (tmp_path / "w").exists()  # nothing was generated
+
+
+def test_an_unknown_vector_source_stops_levers_vectors_before_any_model_loads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.bundle.format import shipped_bundle_dir
+    from causalguard.cli import app
+
+    bundle = shipped_bundle_dir("smollm2-135m-instruct")
+    result = CliRunner().invoke(app, ["levers", "vectors", "--bundle", str(bundle), "--source", "oracle"])
+    assert result.exit_code != 0
+    assert "unknown source 'oracle'; use replies or labelled" in str(result.exception) + result.output
