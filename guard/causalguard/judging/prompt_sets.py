@@ -15,8 +15,8 @@ One JSON object per line:
 The shipped set (``causalguard/data/behaviour/prompts.jsonl``) has everyday messages written for
 causalguard, balanced over the default values by first tag, with a fixed dev/test split. Test splits were
 written afresh whenever an earlier one had informed a decision (``docs/behaviour.md`` lists them and what
-read each); the first test prompts are dev now, listed after the original dev prompts so that a balanced
-dev sample of up to 120 is the one earlier measurements used.
+read each); used test prompts became dev later, listed after the original dev prompts so that every balanced
+dev slice earlier measurements read is unchanged.
 """
 
 from __future__ import annotations
