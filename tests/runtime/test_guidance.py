@@ -113,3 +113,29 @@ def test_a_streamed_guided_row_streams_the_guided_tokens(lm: LoadedModel) -> Non
     streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=60)
     (out,) = generate_rows(lm, [row], max_new_tokens=12, streamer=streamer)
     assert "".join(streamer).strip() == lm.tokenizer.decode(out.tokens, skip_special_tokens=True).strip()
+
+
+def test_a_pair_row_in_a_mixed_batch_equals_it_alone_and_its_twin_carries_no_vector(tiny_lm: LoadedModel) -> None:
+    """A pair lever's row: a guided row with a vector. Its twin decodes without the vector (prefill and every
+    decode step), in one-shot and continuous batches alike."""
+    from causalguard.adapters.hf.hooks import install_steering_hooks
+    from causalguard.adapters.hf.vectors import VectorIntervention
+
+    def ids(text: str, instructions: list[str]) -> list[int]:
+        return _ids(tiny_lm, text, instructions)
+
+    vector = VectorIntervention(0, torch.ones(tiny_lm.hidden_size) * 3.0)
+    texts = ["What should I cook tonight?", "Any weekend ideas?"]
+    pair = GenerationRow(ids(texts[0], [ROLE]), (vector,), None, Guidance(2.0, tuple(ids(texts[0], [OPPOSITE]))))
+    rows = [pair, GenerationRow(ids(texts[1], [])), GenerationRow(ids(texts[1], [ROLE]), (vector,))]
+    with install_steering_hooks(tiny_lm.model, [0]):
+        alone = [generate_rows(tiny_lm, [row], max_new_tokens=8)[0].tokens for row in rows]
+        together = [g.tokens for g in generate_rows(tiny_lm, rows, max_new_tokens=8)]
+        with ContinuousBatcher(tiny_lm, max_rows=4) as batcher:
+            jobs = [batcher.submit(row, DecodeSettings(8)) for row in rows]
+            continuous = [job.result(timeout=300).tokens for job in jobs]
+        # each part matters: without the vector, or without guidance, the pair's tokens differ
+        no_vector = generate_rows(tiny_lm, [GenerationRow(pair.prompt, (), None, pair.guidance)], max_new_tokens=8)
+        no_guidance = generate_rows(tiny_lm, [GenerationRow(pair.prompt, (vector,))], max_new_tokens=8)
+    assert together == alone and continuous == alone
+    assert alone[0] != no_vector[0].tokens and alone[0] != no_guidance[0].tokens

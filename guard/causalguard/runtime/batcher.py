@@ -156,6 +156,15 @@ class _Running:
     is_twin: bool = False
 
 
+def _row_plan(entry: _Running) -> RowPlan:
+    """A running row's steering: its job's interventions, or none for a guided row's twin (the unconditional
+    side, under the negative prompt), as at prefill."""
+    row = entry.job.row
+    if entry.is_twin and row.guidance is not None:
+        return RowPlan((), len(row.guidance.negative_prompt))
+    return RowPlan(row.interventions, len(row.prompt))
+
+
 def _cost(job: BatchJob) -> int:
     """Batch rows a job takes: two for a guided row (itself and its twin)."""
     return 2 if job.row.guidance is not None else 1
@@ -422,7 +431,7 @@ class ContinuousBatcher:
         ids = torch.tensor([[entry.next_token] for entry in running], dtype=torch.long)
         mask = torch.cat([self._mask, torch.ones((len(running), 1), dtype=torch.long)], dim=1)
         positions = torch.tensor([[entry.cached] for entry in running], dtype=torch.long)
-        rows = tuple(RowPlan(e.job.row.interventions, len(e.job.row.prompt)) for e in running)
+        rows = tuple(_row_plan(entry) for entry in running)
         plan = SteeringPlan(rows) if any(r.interventions for r in rows) else None
         try:
             with steer(plan):
