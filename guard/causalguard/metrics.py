@@ -1,7 +1,7 @@
 """Every Prometheus metric causalguard exports, declared in one place on an injectable registry.
 
 Labels are bounded: ``profile`` (names in the operator config), ``value`` (the inventory's values),
-``method``/``kind`` (role, sae, guided, vector, none), ``outcome`` (a fixed set). Never per-request ids,
+``method``/``kind`` (role, sae, guided, vector, pair, adapter, none), ``outcome`` (a fixed set). Never per-request ids,
 prompts or replies.
 Expose with ``start_metrics_server`` (standalone port) or ``metrics_asgi_app`` (mount in an app).
 """

@@ -201,7 +201,7 @@ def test_a_runtime_runs_the_local_kinds_whose_artifacts_it_loaded() -> None:
     from causalguard.planning.planner import runnable_kinds
 
     assert runnable_kinds(local_model=False, sae_loaded=True, vectors_loaded=True) == set()
-    assert runnable_kinds(local_model=True, sae_loaded=False, vectors_loaded=True) == {"guided", "vector"}
+    assert runnable_kinds(local_model=True, sae_loaded=False, vectors_loaded=True) == {"guided", "vector", "pair"}
     assert runnable_kinds(local_model=True, sae_loaded=True, vectors_loaded=False) == {"guided", "sae"}
 
 
@@ -277,7 +277,7 @@ def test_an_all_token_vector_lever_is_its_own_lever_and_keeps_its_scope_through_
     assert again.lever(VECTOR.id).vector_tokens == "generated"
     assert "added on every token at layer 1" in lever_text(entry)
     role = fake_catalog_v2().levers[0].model_dump()
-    with pytest.raises(ValidationError, match="only vector levers have a vector_scope"):
+    with pytest.raises(ValidationError, match="only vector and pair levers have a vector_scope"):
         LeverEntry.model_validate({**role, "vector_scope": "all"})
     with pytest.raises(ValidationError):
         LeverEntry.model_validate({**entry.model_dump(), "vector_scope": "prompt"})

@@ -132,31 +132,37 @@ class LeverReplies(BaseModel):
         return self.verdict in ("usable", "no_target_effect")
 
 
-REPLY_ONLY_KINDS = ("guided", "vector", "adapter")  # the survey cannot score guidance, generated-token vectors
-# or adapters trained on replies
+REPLY_ONLY_KINDS = ("guided", "vector", "pair", "adapter")  # the survey cannot score guidance,
+# generated-token vectors or adapters trained on replies
+VECTOR_KINDS = ("vector", "pair")  # levers that add one of the bundle's steering vectors
+WORDING_KINDS = ("role", "guided", "pair")  # levers whose wording goes into the system message
 MAX_STRENGTH = 1000.0  # far beyond any lever measured (SAE: residual norms, vectors: layer-norm fractions)
 MAX_REPLY_SCORE = 100.0  # reply-scale scores: +-1 is a typical pole reply
 
 
 class LeverEntry(BaseModel):
     """One lever with what was measured of it. Role and SAE levers carry survey measurements
-    (``effects``, ``counts``, ``fluency``); guided and vector levers are measured on replies only and
-    carry ``None`` there."""
+    (``effects``, ``counts``, ``fluency``); guided, vector, pair and adapter levers are measured on replies only
+    and carry ``None`` there."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:+-]+$")
-    kind: Literal["role", "sae", "guided", "vector", "adapter"]
+    kind: Literal["role", "sae", "guided", "vector", "pair", "adapter"]
     target: str | None
     direction: int = Field(ge=-1, le=1)
     strength: float = Field(ge=-MAX_STRENGTH, le=MAX_STRENGTH)
     feature: int | None = None
     text: str | None = None
     guidance_scale: float | None = Field(
-        default=None, ge=1, le=10, allow_inf_nan=False, description="guided levers: the guidance scale g"
+        default=None,
+        ge=1,
+        le=10,
+        allow_inf_nan=False,
+        description="guided levers (and pair levers whose wording is guided): the guidance scale g",
     )
     negative_text: str | None = Field(default=None, description="guided levers: the twin's wording (none: no role)")
     layer: int | None = Field(
-        default=None, ge=0, le=10_000, description="vector levers: the layer the vector is added at"
+        default=None, ge=0, le=10_000, description="vector and pair levers: the layer the vector is added at"
     )
     vector_scope: Literal["all"] | None = Field(
         default=None,
@@ -173,7 +179,9 @@ class LeverEntry(BaseModel):
         pattern=r"^[a-z0-9_]+-(up|down)$",
         description="adapter levers: the adapter's folder under the bundle's adapters/",
     )
-    source: str = Field(description="how the lever was proposed: value_role, contrast, your_values, guided, vector")
+    source: str = Field(
+        description="how the lever was proposed: value_role, contrast, your_values, guided, vector, pair"
+    )
     effects: dict[str, Interval] | None = Field(description="survey effects (None: measured on replies only)")
     counts: dict[str, dict[str, int]] | None = None
     intended_share: float | None = Field(
@@ -199,15 +207,29 @@ class LeverEntry(BaseModel):
             raise ValueError(f"{self.id}: an adapter lever needs its target, its adapter folder and a scale in (0, 4]")
         if self.kind == "role" and not self.text:
             raise ValueError(f"{self.id}: a role lever needs its text")
-        if self.kind != "vector" and self.layer is not None:
-            raise ValueError(f"{self.id}: only vector levers have a layer (a {self.kind} lever has layer: null)")
-        if self.kind != "vector" and self.vector_scope is not None:
-            raise ValueError(f"{self.id}: only vector levers have a vector_scope (a {self.kind} lever has null)")
+        if self.kind == "pair" and (not self.text or self.layer is None or self.target is None):
+            raise ValueError(f"{self.id}: a pair lever needs its text (wording), target and layer (vector)")
+        if self.kind == "pair" and self.direction * self.strength <= 0:
+            raise ValueError(
+                f"{self.id}: a pair lever's vector strength must be non-zero with the sign of its direction"
+            )
+        if self.kind not in ("guided", "pair") and self.guidance_scale is not None:
+            raise ValueError(
+                f"{self.id}: only guided and pair levers have a guidance_scale (a {self.kind} lever has null)"
+            )
+        if self.kind not in VECTOR_KINDS and self.layer is not None:
+            raise ValueError(
+                f"{self.id}: only vector and pair levers have a layer (a {self.kind} lever has layer: null)"
+            )
+        if self.kind not in VECTOR_KINDS and self.vector_scope is not None:
+            raise ValueError(
+                f"{self.id}: only vector and pair levers have a vector_scope (a {self.kind} lever has null)"
+            )
         if self.vector_name is not None and (
-            self.kind != "vector" or not self.vector_name.startswith(f"{self.target}.")
+            self.kind not in VECTOR_KINDS or not self.vector_name.startswith(f"{self.target}.")
         ):
             raise ValueError(
-                f"{self.id}: vector_name '{self.vector_name}' must be a vector lever's key for its own target "
+                f"{self.id}: vector_name '{self.vector_name}' must be a vector or pair lever's key for its own target "
                 f"('{self.target}.<source>')"
             )
         return self

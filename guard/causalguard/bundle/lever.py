@@ -10,6 +10,10 @@ direction and a strength.
   ``vector_name`` names its direction in the bundle's vectors when it is not the target's own (a second
   extraction of the same value, e.g. ``security.labelled``: from the labelled replies);
 - ``sae``: an SAE feature's decoder direction added at the SAE's layer;
+- ``pair``: a role wording and a steering vector applied together, measured together: ``text`` in the system
+  message (amplified by guidance when ``guidance_scale`` is set, against ``negative_text``) and the target's
+  vector at ``layer`` with signed ``strength`` on the tokens of ``vector_scope``. A guidance twin carries no
+  vector, so guidance amplifies the vector's shift as well as the wording's;
 - ``adapter``: a value adapter (a LoRA adapter trained on the model's own judged replies) from the bundle's
   ``adapters/`` folder, named by ``adapter``; ``strength`` is its scale (1: as trained)
   (``adapters/hf/value_adapters.py``).
@@ -17,12 +21,13 @@ direction and a strength.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from causalguard.values.inventory import Dimension
 
-LeverKind = Literal["role", "sae", "guided", "vector", "adapter"]
+LeverKind = Literal["role", "sae", "guided", "vector", "pair", "adapter"]
 VectorScope = Literal["generated", "all"]
 VECTOR_SCOPES: tuple[VectorScope, ...] = ("generated", "all")
 
@@ -106,6 +111,42 @@ class LeverSpec:
             target=target,
             direction=1 if strength > 0 else -1,
             strength=strength,
+            layer=layer,
+            vector_scope="all" if scope == "all" else None,
+            vector_name=f"{target}.{source}" if source else None,
+        )
+
+    @classmethod
+    def pair(
+        cls,
+        target: str,
+        text: str,
+        name: str,
+        strength: float,
+        layer: int,
+        *,
+        scale: float | None = None,
+        negative_text: str | None = None,
+        scope: VectorScope = "generated",
+        source: str | None = None,
+    ) -> LeverSpec:
+        """The wording ``text`` (labelled ``name``; amplified by guidance ``scale`` against ``negative_text``
+        when ``scale`` is set) together with the target's vector at ``layer`` and signed ``strength``; the
+        strength's sign is the direction."""
+        if strength == 0 or not math.isfinite(strength):
+            raise ValueError(f"a pair lever needs a finite, non-zero vector strength, got {strength!r}")
+        sign = "+" if strength > 0 else "-"
+        guidance = f"g{scale:g}:{'opposite' if negative_text else 'plain'}" if scale is not None else "g1"
+        suffix = (":all" if scope == "all" else "") + (f":{source}" if source else "")
+        return cls(
+            id=f"pair:{target}:{sign}:{name}:{guidance}:L{layer}:{abs(strength):g}{suffix}",
+            kind="pair",
+            target=target,
+            direction=1 if strength > 0 else -1,
+            strength=strength,
+            text=text,
+            guidance_scale=scale,
+            negative_text=negative_text if scale is not None else None,
             layer=layer,
             vector_scope="all" if scope == "all" else None,
             vector_name=f"{target}.{source}" if source else None,

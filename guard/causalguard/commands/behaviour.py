@@ -101,6 +101,28 @@ def behaviour_report_command(
         str | None,
         typer.Option(help="Also adapter levers: every value adapter in BUNDLE/adapters at these scales, e.g. '1,0.5'."),
     ] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            help="Also pair levers: every reply-style wording together with its value's steering vector at these "
+            "strength magnitudes (signed by the pole; layers, --vector-scope and --vector-source as for --vectors), "
+            "measured as one lever, e.g. '0.1'."
+        ),
+    ] = None,
+    pair_guidance: Annotated[
+        str,
+        typer.Option(
+            help="Guidance scales of --pairs' wordings: 1 puts the wording in the system message as a role lever "
+            "does, g > 1 amplifies it against the opposite pole's wording, e.g. '1,1.5'."
+        ),
+    ] = "1",
+    directions: Annotated[
+        str | None,
+        typer.Option(
+            help="Only the variants (--guided, --vectors, --pairs, --sweep, --adapters, wordings) built for these "
+            "values and directions, e.g. 'power+,hedonism-'; catalog levers are chosen with --levers."
+        ),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=8, max=512, help="Tokens per reply.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
     seed: Annotated[int, typer.Option(max=MAX_SEED, min=0, help="Sampling seed (per-row generators).")] = 0,
@@ -124,7 +146,7 @@ def behaviour_report_command(
     from causalguard.graphs.behaviour.reply_backends import BatcherReplies
     from causalguard.graphs.behaviour.report import ReportSettings, build_behaviour_report
     from causalguard.graphs.levers.adapters import adapter_targets
-    from causalguard.graphs.levers.variants import variant_levers
+    from causalguard.graphs.levers.variants import parse_directions, variant_levers
     from causalguard.models import load_model
 
     if levers is not None and levers.strip() == "none":
@@ -136,8 +158,9 @@ def behaviour_report_command(
         raise typer.BadParameter(
             f"{bundle} has no catalog.json; run 'causalguard levers measure --bundle {bundle}'", param_hint="--bundle"
         )
-    vector_layers = _vector_layers(bundle, vector_source) if vectors else None
+    vector_layers = _vector_layers(bundle, vector_source) if vectors or pairs else None
     try:
+        wanted = parse_directions(directions, catalog.dimensions) if directions is not None else None
         extra, _ = variant_levers(
             catalog,
             sweep,
@@ -150,11 +173,13 @@ def behaviour_report_command(
             vector_scope=vector_scope,
             adapters=adapters,
             adapter_targets=adapter_targets(bundle) if adapters else None,
+            pairs=pairs,
+            pair_guidance=pair_guidance,
+            directions=wanted,
         )
     except ValueError as exc:
-        hint = next(
-            (h for h in ("--guided", "--vector-scope", "--vectors", "--adapters") if str(exc).startswith(h)), "--sweep"
-        )
+        hints = ("--guided", "--vector-scope", "--vectors", "--adapters", "--pairs", "--pair-guidance", "--directions")
+        hint = next((h for h in hints if str(exc).startswith(h + ":")), "--sweep")
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     if continuous and backend != "local":
         raise typer.BadParameter(

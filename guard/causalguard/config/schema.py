@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-Method = Literal["role", "sae", "guided", "vector", "adapter", "auto"]
+Method = Literal["role", "sae", "guided", "vector", "pair", "adapter", "auto"]
 
 
 Units = Literal["auto", "replies", "survey"]
@@ -115,8 +115,8 @@ class ProfileSpec(_Strict):
     method: Method = Field(
         default="auto",
         description="Levers allowed: role, sae, guided (role prompts amplified "
-        "by classifier-free guidance), vector (steering vectors), adapter (value adapters), or "
-        "auto (any).",
+        "by classifier-free guidance), vector (steering vectors), pair (a wording and a vector measured "
+        "together), adapter (value adapters), or auto (any).",
     )
 
 
@@ -431,7 +431,8 @@ class GuardConfig(_Strict):
         default_factory=dict, description="The default profile's protected values."
     )
     method: Method = Field(
-        default="auto", description="The default profile's levers: role, sae, guided, vector, adapter or auto (any)."
+        default="auto",
+        description="The default profile's levers: role, sae, guided, vector, pair, adapter or auto (any).",
     )
     on_infeasible: OnInfeasible = Field(
         default="error",

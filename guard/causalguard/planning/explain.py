@@ -27,6 +27,18 @@ def lever_text(lever: LeverEntry) -> str:
             f"{'every token' if lever.vector_tokens == 'all' else 'generated tokens'} at layer {lever.layer}, strength "
             f"{lever.strength:+g} (x median residual norm)"
         )
+    if lever.kind == "pair":
+        guidance = (
+            f" amplified by guidance g={lever.guidance_scale:g} "
+            + (f'against "{lever.negative_text}"' if lever.negative_text else "against no role")
+            if lever.guidance_scale is not None
+            else ""
+        )
+        return (
+            f'role prompt "{lever.text}"{guidance}, together with the steering vector for {lever.target} on '
+            f"{'every token' if lever.vector_tokens == 'all' else 'generated tokens'} at layer {lever.layer}, "
+            f"strength {lever.strength:+g} (x median residual norm), measured as one lever"
+        )
     if lever.kind == "adapter":
         return (
             f"value adapter {lever.adapter} (LoRA trained on the model's own judged replies for {lever.target}), "

@@ -50,7 +50,7 @@ import networkx as nx
 import numpy as np
 
 from causalguard.bundle.behaviour import BehaviourSummary
-from causalguard.bundle.catalog import REPLY_ONLY_KINDS, Catalog, Interval, LeverEntry
+from causalguard.bundle.catalog import REPLY_ONLY_KINDS, WORDING_KINDS, Catalog, Interval, LeverEntry
 from causalguard.bundle.format import Bundle
 from causalguard.config.schema import LimitsSpec, ProfileSpec
 from causalguard.errors import CausalguardError
@@ -106,13 +106,14 @@ class Plan:
         return next(f for f in self.forecast if f.value == value)
 
     def role_instructions(self) -> list[str]:
-        """The system-message instructions of the plan's role and guided levers."""
-        return [lever.text for lever in self.levers if lever.kind in ("role", "guided") and lever.text]
+        """The system-message instructions of the plan's role, guided and pair levers."""
+        return [lever.text for lever in self.levers if lever.kind in WORDING_KINDS and lever.text]
 
     @property
     def guided_lever(self) -> LeverEntry | None:
-        """The plan's guided lever (a plan holds at most one)."""
-        return next((lever for lever in self.levers if lever.kind == "guided"), None)
+        """The plan's guided lever: a guided lever, or a pair lever whose wording is guided (a plan holds at
+        most one)."""
+        return next((lever for lever in self.levers if lever.guidance_scale is not None), None)
 
     def negative_instructions(self) -> list[str] | None:
         """The guidance twin's instructions: the role instructions with the guided lever's wording replaced
@@ -125,7 +126,7 @@ class Plan:
             if lever is guided:
                 if guided.negative_text:
                     out.append(guided.negative_text)
-            elif lever.kind == "role" and lever.text:
+            elif lever.kind in WORDING_KINDS and lever.text:
                 out.append(lever.text)
         return out
 
@@ -251,20 +252,21 @@ def _lever_verdict(lever: LeverEntry, value: str, excluded: dict[str, str], allo
 
 
 # Lever kinds that act on the model's activations or logits: they need the local model (not proxy mode).
-LOCAL_ONLY_KINDS = ("sae", "guided", "vector", "adapter")
+LOCAL_ONLY_KINDS = ("sae", "guided", "vector", "pair", "adapter")
 
 
 def runnable_kinds(
     *, local_model: bool, sae_loaded: bool, vectors_loaded: bool, adapters_loaded: bool = False
 ) -> set[str]:
-    """The ``LOCAL_ONLY_KINDS`` a runtime can apply: none on a remote model; SAE, vector and adapter levers
-    only with their artifacts loaded; guided levers on any local model."""
+    """The ``LOCAL_ONLY_KINDS`` a runtime can apply: none on a remote model; SAE, vector, pair and adapter
+    levers only with their artifacts loaded (pair levers: the steering vectors); guided levers on any local
+    model."""
     if not local_model:
         return set()
     return (
         {"guided"}
         | ({"sae"} if sae_loaded else set())
-        | ({"vector"} if vectors_loaded else set())
+        | ({"vector", "pair"} if vectors_loaded else set())
         | ({"adapter"} if adapters_loaded else set())
     )
 
@@ -311,9 +313,9 @@ def eligible_levers(
 
 
 def _compatible(levers: Sequence[LeverEntry]) -> bool:
-    """One lever per kind and target (per feature for SAE levers). Guided, vector and adapter levers are
-    planned alone: their effects were measured one lever at a time, never as a pair, and a plan has one guidance
-    twin (a combination would first need its own measurement, as single levers have)."""
+    """One lever per kind and target (per feature for SAE levers). Guided, vector, pair and adapter levers are
+    planned alone: each was measured on its own, and a plan has one guidance twin. A combination of them is
+    planned only as a pair lever, which was measured as one (``kind: pair``)."""
     keys = [(lever.kind, lever.feature if lever.kind == "sae" else lever.target) for lever in levers]
     reply_only = sum(lever.kind in REPLY_ONLY_KINDS for lever in levers)
     return len(set(keys)) == len(keys) and (reply_only == 0 or len(levers) == 1)

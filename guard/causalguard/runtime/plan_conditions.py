@@ -12,7 +12,7 @@ from causalguard.adapters.hf.interventions import FeatureEdit, Intervention, Sae
 from causalguard.adapters.hf.sae import LoadedSae
 from causalguard.adapters.hf.value_adapters import ValueAdapter
 from causalguard.adapters.hf.vectors import VectorSet
-from causalguard.bundle.catalog import Catalog
+from causalguard.bundle.catalog import VECTOR_KINDS, Catalog
 from causalguard.models.loaded import LoadedModel
 from causalguard.planning.planner import Plan
 from causalguard.runtime.conversation import Message
@@ -27,8 +27,8 @@ def plan_interventions(
     vectors: VectorSet | None = None,
     adapters: Mapping[str, ValueAdapter] | None = None,
 ) -> tuple[Intervention, ...]:
-    """The plan's SAE levers as one additive intervention over all tokens, its vector levers on
-    their tokens (generated, or all) and its adapter levers at their scale (each as it was measured)."""
+    """The plan's SAE levers as one additive intervention over all tokens, its vector and pair levers' vectors
+    on their tokens (generated, or all) and its adapter levers at their scale (each as it was measured)."""
     edits = []
     steering: list[Intervention] = []
     for lever in plan.levers:
@@ -38,7 +38,7 @@ def plan_interventions(
                     f"lever {lever.id} needs the bundle's value adapter {lever.adapter!r}, which is not loaded"
                 )
             steering.append(adapters[lever.adapter].intervention(lever.strength))
-        if lever.kind == "vector":
+        if lever.kind in VECTOR_KINDS:
             if vectors is None or lever.target is None:
                 raise ValueError(f"lever {lever.id} needs the bundle's steering vectors, which are not loaded")
             steering.append(vectors.intervention(lever.vector_key, lever.strength, Scope(lever.vector_tokens)))

@@ -115,10 +115,10 @@ def _close_parts(auditor: CanaryAuditor | ReplyAuditor, monitor: LiveMonitor | N
 
 
 def method_label(plan: Plan) -> str:
-    """The metrics' ``method`` label: the strongest kind of lever the plan uses (sae, adapter, vector, guided,
-    role, none)."""
+    """The metrics' ``method`` label: the strongest kind of lever the plan uses (sae, adapter, pair, vector,
+    guided, role, none)."""
     kinds = {lever.kind for lever in plan.levers}
-    return next((kind for kind in ("sae", "adapter", "vector", "guided", "role") if kind in kinds), "none")
+    return next((kind for kind in ("sae", "adapter", "pair", "vector", "guided", "role") if kind in kinds), "none")
 
 
 def _check_bundle_model(sourced: SourcedConfig, bundle: Bundle | str | Path | None) -> None:

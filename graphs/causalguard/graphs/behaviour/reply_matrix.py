@@ -30,7 +30,7 @@ import numpy as np
 
 from causalguard.adapters.hf.sae import load_sae
 from causalguard.adapters.hf.vectors import load_vectors
-from causalguard.bundle.catalog import LeverEntry
+from causalguard.bundle.catalog import VECTOR_KINDS, LeverEntry
 from causalguard.bundle.format import load_bundle
 from causalguard.errors import ConfigError
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
@@ -147,7 +147,7 @@ def build_reply_matrix(
         load_vectors(
             bundle.vectors_dir, hidden_size=lm.hidden_size, num_layers=lm.num_layers, fingerprint=lm.fingerprint
         )
-        if bundle.vectors_dir is not None and any(e.kind == "vector" for e in levers)
+        if bundle.vectors_dir is not None and any(e.kind in VECTOR_KINDS for e in levers)
         else None
     )
     prompts = list(load_prompts(dimensions=dims).split("dev").balanced_slice(settings.prompt_offset, settings.prompts))

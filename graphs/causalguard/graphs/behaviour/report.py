@@ -123,6 +123,17 @@ def lever_reply_condition(
             guidance_scale=lever.guidance_scale,
             negative_instructions=(lever.negative_text,) if lever.negative_text else (),
         )
+    if lever.kind == "pair":
+        if vectors is None or lever.target is None:
+            raise ValueError(f"lever {lever.id} needs the bundle's steering vectors (vectors/), which are not loaded")
+        vector = vectors.intervention(lever.vector_key, lever.strength, Scope(lever.vector_tokens))
+        return ReplyCondition(
+            lever.id,
+            (lever.text or "",),
+            (vector,),
+            guidance_scale=lever.guidance_scale,
+            negative_instructions=(lever.negative_text,) if lever.negative_text else (),
+        )
     if lever.kind == "vector":
         if vectors is None or lever.target is None:
             raise ValueError(f"lever {lever.id} needs the bundle's steering vectors (vectors/), which are not loaded")

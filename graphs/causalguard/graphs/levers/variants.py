@@ -196,6 +196,61 @@ def vector_levers(
     ]
 
 
+def pair_levers(
+    vectors: dict[str, int],
+    strengths: Sequence[float],
+    scales: Sequence[float],
+    scopes: Sequence[VectorScope] = ("generated",),
+) -> list[LeverSpec]:
+    """Each value and pole's reply-style wording together with the value's steering vector (key -> layer, as
+    in ``vector_levers``) at every strength magnitude, signed by the pole; ``scales``: 1 puts the wording in
+    the system message as a role lever does, g > 1 amplifies it by guidance against the opposite pole's
+    wording."""
+    out = []
+    for key, layer in vectors.items():
+        value, _, source = key.partition(".")
+        if value not in REPLY_STYLE_WORDINGS:
+            continue
+        for k, sign in ((0, 1), (1, -1)):
+            wording, opposite = REPLY_STYLE_WORDINGS[value][k], REPLY_STYLE_WORDINGS[value][1 - k]
+            for scale in scales:
+                guided = scale > 1
+                for strength in strengths:
+                    for scope in scopes:
+                        out.append(
+                            LeverSpec.pair(
+                                value,
+                                wording,
+                                "reply",
+                                sign * abs(strength),
+                                layer,
+                                scale=scale if guided else None,
+                                negative_text=opposite if guided else None,
+                                scope=scope,
+                                source=source or None,
+                            )
+                        )
+    return out
+
+
+def parse_directions(text: str, dimensions: Sequence[str]) -> set[tuple[str, int]]:
+    """``"power+,hedonism-"`` -> {(power, 1), (hedonism, -1)}: values of ``dimensions``, each ending in + or -."""
+    out = set()
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        value, sign = item[:-1], item[-1:]
+        if sign not in ("+", "-") or value not in dimensions:
+            raise ValueError(
+                f"--directions: expected comma-separated values with + or - (e.g. 'power+,hedonism-'), got "
+                f"{item!r}; values: {', '.join(dimensions)}"
+            )
+        out.add((value, 1 if sign == "+" else -1))
+    if not out:
+        raise ValueError(f"--directions: no direction given in {text!r}")
+    return out
+
+
 def _numbers(text: str, what: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
@@ -219,6 +274,9 @@ def variant_levers(
     vector_scope: str = "generated",
     adapters: str | None = None,
     adapter_targets: dict[str, tuple[str, int]] | None = None,
+    pairs: str | None = None,
+    pair_guidance: str = "1",
+    directions: set[tuple[str, int]] | None = None,
 ) -> tuple[list[LeverSpec], dict[str, str]]:
     """The variants the command-line options ask for, and how each was proposed (lever id -> source).
 
@@ -226,7 +284,11 @@ def variant_levers(
     ``guided``: guidance scales for every reply-style wording (``guided_against``: opposite, plain, both);
     ``vectors``: signed strengths for every steering vector (``vector_layers``: value -> layer;
     ``vector_scope``: generated, all or both);
-    ``adapters``: scales for every value adapter (``adapter_targets``: folder name -> value, direction)."""
+    ``adapters``: scales for every value adapter (``adapter_targets``: folder name -> value, direction);
+    ``pairs``: vector strength magnitudes for every reply-style wording together with its value's vector
+    (``pair_guidance``: guidance scales, 1 = the wording unamplified; layers and scope as for ``vectors``);
+    ``directions``: keep only the variants built for these (value, direction) pairs (SAE sweeps and
+    adapters included)."""
     levers: list[LeverSpec] = []
     sources: dict[str, str] = {}
     if adapters:
@@ -260,6 +322,22 @@ def variant_levers(
         for lever in vector_levers(vector_layers, strengths, scopes):
             levers.append(lever)
             sources[lever.id] = "vector"
+    if pairs:
+        if not vector_layers:
+            raise ValueError("--pairs: the bundle has no steering vectors; run 'causalguard levers vectors' first")
+        strengths = _numbers(pairs, "--pairs")
+        if any(s <= 0 or s > 8 for s in strengths):
+            raise ValueError(f"--pairs: vector strengths are magnitudes in (0, 8] residual norms, got {strengths}")
+        scales = _numbers(pair_guidance, "--pair-guidance")
+        bad = [s for s in scales if not 1 <= s <= 10]
+        if bad:
+            raise ValueError(f"--pair-guidance: guidance scales must be in [1, 10], got {bad}")
+        scopes = VECTOR_SCOPE_CHOICES.get(vector_scope)
+        if scopes is None:
+            raise ValueError(f"--vector-scope: expected one of {', '.join(VECTOR_SCOPE_CHOICES)}, got {vector_scope!r}")
+        for lever in pair_levers(vector_layers, strengths, scales, scopes):
+            levers.append(lever)
+            sources[lever.id] = "pair"
     if sweep:
         try:
             strengths = [float(x) for x in sweep.split(",") if x.strip()]
@@ -284,4 +362,7 @@ def variant_levers(
         for lever in load_wordings(wordings, catalog.dimensions):
             levers.append(lever)
             sources[lever.id] = "operator_wording"
+    if directions is not None:
+        levers = [lever for lever in levers if (lever.target, lever.direction) in directions]
+        sources = {lever.id: sources[lever.id] for lever in levers}
     return levers, sources
