@@ -187,3 +187,21 @@ def test_variants_build_pairs_per_wording_strength_and_scale_and_keep_only_the_a
     for bad in ("power", "power*", "loyalty+", " , "):
         with pytest.raises(ValueError, match="--directions"):
             parse_directions(bad, catalog.dimensions)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--pairs", "0.1", "--directions", "loyalty+"], "--directions"),
+        (["--pairs", "0", "--vector-source", "replies"], "--pairs"),
+        (["--pairs", "0.1", "--pair-guidance", "0.5"], "--pair-guidance"),
+    ],
+)
+def test_the_report_names_a_bad_pair_option_before_any_model_loads(args: list[str], option: str) -> None:
+    from typer.testing import CliRunner
+
+    from causalguard.cli import app
+
+    shipped = "graphs/causalguard/graphs/smollm2-135m-instruct"
+    result = CliRunner().invoke(app, ["behaviour", "report", "--bundle", shipped, "--levers", "none", *args])
+    assert result.exit_code == 2 and option in result.output, result.output
