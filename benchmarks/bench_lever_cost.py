@@ -1,4 +1,4 @@
-"""What vector, guided and adapter levers cost in the shared decode loop: 16 rows, plain vs each kind.
+"""What vector, guided, pair and adapter levers cost in the shared decode loop: 16 rows, plain vs each kind.
 
     .venv/bin/python benchmarks/bench_lever_cost.py [--rows 16] [--max-tokens 48] [--rounds 3]
 
@@ -12,6 +12,9 @@ alike:
   their layers);
 - vector_all: the same vectors added on every token, the prompt's included (``vector_scope: all``);
 - guided: every row a guided role lever (g = 2 against the opposite wording): 16 rows plus 16 twins;
+- pair: every row a pair lever, the reply-style wording in the system message plus the vector on every
+  token; pair_guided: the wording guided (g = 1.5 against the opposite wording) plus the vector, whose
+  twin carries no vector;
 - adapter: every row under a value adapter (two rank-8 LoRA adapters on q/v/o/up/down of every layer, in
   turn, random weights of the trained adapters' shape: the cost does not depend on the values), applied
   per row by the module hooks.
@@ -114,10 +117,23 @@ def main() -> None:
         )
         for q in questions
     ]
+    pair = [GenerationRow(chat_prompt_ids(lm, [q], SYSTEM, [up]), (everywhere[i],)) for i, q in enumerate(questions)]
+    pair_guided = [
+        GenerationRow(row.prompt, row.interventions, None, Guidance(1.5, guided[i].guidance.negative_prompt))  # type: ignore[union-attr]
+        for i, row in enumerate(pair)
+    ]
     scratch = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
     adapters = [_random_adapter(lm, scratch / f"a{k}", k) for k in range(2)]
     adapter = [GenerationRow(row.prompt, (adapters[i % 2].intervention(1.0),)) for i, row in enumerate(plain)]
-    arms = {"plain": plain, "vector": vector, "vector_all": vector_all, "guided": guided, "adapter": adapter}
+    arms = {
+        "plain": plain,
+        "vector": vector,
+        "vector_all": vector_all,
+        "guided": guided,
+        "pair": pair,
+        "pair_guided": pair_guided,
+        "adapter": adapter,
+    }
     rates: dict[str, list[float]] = {name: [] for name in arms}
     with (
         install_steering_hooks(lm.model, sorted(vectors.layers())),

@@ -323,7 +323,7 @@ MORE_BUNDLE_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "a layer on a role lever": (
         lambda f: _json(f, "catalog.json", lambda d: d["levers"][0].update(layer=0)),
         "catalog.json",
-        "only vector levers have a layer",
+        "only vector and pair levers have a layer",
     ),
     "2**64 replies": (
         lambda f: _json(f, "catalog.json", lambda d: d["levers"][0]["replies"].update(n=2**64)),

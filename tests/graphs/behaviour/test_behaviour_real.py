@@ -8,7 +8,7 @@ from causalguard.adapters.hf.sae import load_sae
 from causalguard.bundle.behaviour import load_behaviour
 from causalguard.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.graphs.behaviour.report import DEFAULT_SYSTEM_PROMPT, lever_reply_condition, served_system_prompt
-from causalguard.judging.prompt_sets import load_prompts
+from causalguard.judging.prompt_sets import Prompt, load_prompts
 from causalguard.judging.reply_quality import reply_quality
 from causalguard.models.loaded import LoadedModel
 from causalguard.runtime import ValueGuard
@@ -20,6 +20,14 @@ DEPLOY_YAML = ROOT / "deploy" / "guard.yaml"
 # The plan deploy/guard.yaml's default profile got from survey effects alone (issue "Values as the chatbot
 # says them"): a security role plus a security SAE feature, to raise benevolence.
 OLD_DEFAULT_PLAN = ("role:security:+", "sae:f2547:+0.5")
+# The six prompts these tests were written on: the first of the balanced test order then. They are dev now
+# (sixth session), but not among the 20 dev prompts the quality range is calibrated on.
+HELD_OUT = ("sdt01", "stt01", "het01", "act01", "pot01", "set01")
+
+
+def _held_out_prompts() -> list[Prompt]:
+    by_id = {p.id: p for p in load_prompts()}
+    return [by_id[i] for i in HELD_OUT]
 
 
 def test_the_old_default_plan_degrades_replies_and_plain_replies_do_not(lm: LoadedModel) -> None:
@@ -28,7 +36,7 @@ def test_the_old_default_plan_degrades_replies_and_plain_replies_do_not(lm: Load
     behaviour = load_behaviour(folder)
     assert bundle.catalog is not None and bundle.sae_dir is not None and behaviour is not None
     sae = load_sae(bundle.sae_dir, lm)
-    prompts = list(load_prompts().split("test").balanced(6))  # held out: never used to calibrate
+    prompts = _held_out_prompts()  # never used to calibrate
     levers = [lever_reply_condition(bundle.catalog.lever(i), sae, bundle.catalog) for i in OLD_DEFAULT_PLAN]
     instructions = tuple(i for c in levers for i in c.instructions)
     interventions = tuple(i for c in levers for i in c.interventions)
@@ -51,7 +59,7 @@ def test_the_old_default_plan_degrades_replies_and_plain_replies_do_not(lm: Load
 def test_today_default_plan_avoids_degrading_levers_and_its_replies_stay_in_range(lm: LoadedModel) -> None:
     behaviour = load_behaviour(shipped_bundle_dir("smollm2-135m-instruct"))
     assert behaviour is not None
-    prompts = list(load_prompts().split("test").balanced(6))
+    prompts = _held_out_prompts()
     with ValueGuard(lm.model, lm.tokenizer, DEPLOY_YAML, name=lm.name, start_audits=False) as guard:
         plan = guard.plan()
         assert plan.levers and not any(behaviour.levers[lever.id].degrades_replies for lever in plan.levers)
