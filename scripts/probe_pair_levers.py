@@ -18,13 +18,12 @@ unguarded (one-sided Fisher); writes figures and replies under WORK. About 40 mi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from probe_judging import judge_conditions
 
 from causalguard.adapters.hf import Scope
 from causalguard.adapters.hf.value_adapters import install_intervention_hooks
@@ -32,21 +31,14 @@ from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.bundle.format import load_bundle, shipped_bundle_dir
 from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
 from causalguard.graphs.behaviour.reply_backends import BatcherReplies
-from causalguard.graphs.behaviour.report import reply_personas, served_system_prompt, t_interval
-from causalguard.graphs.behaviour.score_cache import cached_reply_quality
-from causalguard.graphs.behaviour.second_judge import load_other_judge
+from causalguard.graphs.behaviour.report import reply_personas
 from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
 from causalguard.judging.judge import load_probe_judge
 from causalguard.judging.prompt_sets import load_prompts
-from causalguard.judging.reply_quality import compare_degradation, cross_prompt_sameness
 from causalguard.models import load_model
 
 STEERABLE = {("benevolence", 1), ("stimulation", 1), ("achievement", 1), ("universalism", 1), ("self_direction", 1)}
 STEERABLE |= {("stimulation", -1)}
-
-
-def _fmt(x: dict[str, float], digits: int = 3) -> str:
-    return f"{x['mean']:+.{digits}f} ({x['ci_low']:+.{digits}f}, {x['ci_high']:+.{digits}f})"
 
 
 def main() -> int:
@@ -93,47 +85,18 @@ def main() -> int:
             progress=lambda done, total: print(f"  {done}/{total} replies", flush=True),
             backend=BatcherReplies(),
         )
-    keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
-    reply_texts = [replies[k].text for k in keys]
-    row = {k: i for i, k in enumerate(keys)}
-
-    scores = judge.score(reply_texts)
-    systems = {p.id: p.system_prompt for p in personas}
-    instructions = {c.id: c.instructions for c in conditions}
-    quality = cached_reply_quality(
+    results = judge_conditions(
         lm,
+        bundle_dir,
+        bundle,
+        judge,
         work,
-        keys,
-        [next(q.text for q in prompts if q.id == k[2]) for k in keys],
-        reply_texts,
-        [served_system_prompt(systems[k[1]], instructions[k[0]]) for k in keys],
+        conditions,
+        personas,
+        prompts,
+        replies,
+        lambda condition: (condition.split(":")[2], 1 if condition.split(":")[3] == "+" else -1),
     )
-    sameness = cross_prompt_sameness(reply_texts, [f"{k[0]}|{k[1]}" for k in keys], [k[2] for k in keys])
-    quality = [dataclasses.replace(q, sameness=x) for q, x in zip(quality, sameness, strict=True)]
-    calibration = bundle.behaviour.calibration
-    base_flags = [calibration.degraded(quality[row[("none", p.id, q.id)]]) for p in personas for q in prompts]
-    gemma_probe = load_other_judge(f"probe:{bundle_dir / 'second_judge'}", "check")
-    contrast = load_other_judge("gemma3-270m", "second", load=lambda name: gemma_probe.judge.lm)
-    results = {}
-    for c in conditions[1:]:
-        value, sign = c.id.split(":")[2], 1 if c.id.split(":")[3] == "+" else -1
-        pairs = [(p.id, q.id) for p in personas for q in prompts]
-        j = dims.index(value)
-        probe = t_interval(np.asarray([scores[row[(c.id, *pq)], j] - scores[row[("none", *pq)], j] for pq in pairs]))
-        chosen = [(c.id, *pq) for pq in pairs] + [("none", *pq) for pq in pairs]
-        judged = {}
-        for name, other in (("gemma_probe", gemma_probe), ("contrast", contrast)):
-            s = np.asarray(other.target_scores(value, work, chosen, reply_texts, row, lambda _: None))
-            judged[name] = t_interval(s[: len(pairs)] - s[len(pairs) :])
-        flags = [calibration.degraded(quality[row[(c.id, *pq)]]) for pq in pairs]
-        degradation = compare_degradation(flags, base_flags).as_dict()
-        results[c.id] = {"value": value, "sign": sign, "probe": probe, **judged, "quality": degradation}
-        print(
-            f"{c.id:52s} probe {_fmt(probe)}  gemma probe {_fmt(judged['gemma_probe'])}  "
-            f"contrast {_fmt(judged['contrast'], 4)}  degraded {degradation['degraded']}/{degradation['n']} "
-            f"({degradation['baseline_degraded']}/{degradation['baseline_n']}, p {degradation['p_value']:.2f})",
-            flush=True,
-        )
     doc = {"strength": strength, "results": results, "seconds": time.time() - started}
     (work / "figures.json").write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {work / 'figures.json'} in {time.time() - started:.0f} s")
