@@ -26,10 +26,9 @@ from pathlib import Path
 from probe_judging import judge_conditions
 
 from causalguard.adapters.hf import Scope
-from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.bundle.format import load_bundle, shipped_bundle_dir
-from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
 from causalguard.graphs.behaviour.reply_backends import BatcherReplies
 from causalguard.graphs.behaviour.report import reply_personas
 from causalguard.graphs.levers.variants import REPLY_STYLE_WORDINGS
@@ -73,18 +72,17 @@ def main() -> int:
     settings = ReplySettings()
     identity = {"probe": "pair-levers", "strength": strength, "prompts": [q.id for q in prompts], "seed": 2501}
     store = ReplyStore(work, identity)
-    with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
-        replies = run_replies(
-            lm,
-            conditions,
-            personas,
-            prompts,
-            settings,
-            store,
-            batch_size=32,
-            progress=lambda done, total: print(f"  {done}/{total} replies", flush=True),
-            backend=BatcherReplies(),
-        )
+    replies = run_steered_replies(
+        lm,
+        conditions,
+        personas,
+        prompts,
+        settings,
+        store,
+        batch_size=32,
+        log=lambda line: print(line, flush=True),
+        backend=BatcherReplies(),
+    )
     results = judge_conditions(
         lm,
         bundle_dir,

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from causalguard.adapters.hf.sae import load_sae
-from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.bundle.catalog import Catalog, LeverEntry, save_catalog
 from causalguard.bundle.format import load_bundle
@@ -50,7 +49,7 @@ from causalguard.graphs.behaviour.confirmation_file import (
     screening_of,
 )
 from causalguard.graphs.behaviour.held_out import held_out_catalog, read_held_out
-from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import (
     bundle_adapters,
@@ -127,18 +126,17 @@ def confirm_levers(
         f"confirming {len(chosen)} levers: {len(conditions)} conditions x {len(personas)} personas x "
         f"{len(prompts)} dev prompts (offset {settings.prompt_offset})"
     )
-    with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
-        replies = run_replies(
-            lm,
-            conditions,
-            personas,
-            prompts,
-            settings.replies,
-            store,
-            batch_size=settings.batch_size,
-            progress=lambda done, total: log(f"  {done}/{total} replies"),
-            backend=backend,
-        )
+    replies = run_steered_replies(
+        lm,
+        conditions,
+        personas,
+        prompts,
+        settings.replies,
+        store,
+        batch_size=settings.batch_size,
+        log=log,
+        backend=backend,
+    )
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     log("judging and measuring reply quality ...")
     judge = load_probe_judge(bundle_dir, lm)

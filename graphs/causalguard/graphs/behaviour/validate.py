@@ -32,11 +32,10 @@ from typing import Any
 import numpy as np
 
 from causalguard.adapters.hf.sae import load_sae
-from causalguard.adapters.hf.value_adapters import install_intervention_hooks
 from causalguard.adapters.hf.vectors import load_vectors
 from causalguard.bundle.format import Bundle
 from causalguard.config.schema import GuardConfig, ProfileSpec, TargetSpec
-from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_replies
+from causalguard.graphs.behaviour.replies import ReplyCondition, ReplySettings, ReplyStore, run_steered_replies
 from causalguard.graphs.behaviour.reply_backends import ReplyBackend
 from causalguard.graphs.behaviour.report import (
     bundle_adapters,
@@ -169,18 +168,17 @@ def validate_profiles(
     }
     store = ReplyStore(work, identity, restart=restart)
     log(f"replies: {len(conditions)} conditions x {len(personas)} personas x {len(prompts)} test prompts")
-    with install_intervention_hooks(lm.model, [i for c in conditions for i in c.interventions]):
-        replies = run_replies(
-            lm,
-            conditions,
-            personas,
-            prompts,
-            settings.replies,
-            store,
-            batch_size=settings.batch_size,
-            progress=lambda done, total: log(f"  {done}/{total} replies"),
-            backend=backend,
-        )
+    replies = run_steered_replies(
+        lm,
+        conditions,
+        personas,
+        prompts,
+        settings.replies,
+        store,
+        batch_size=settings.batch_size,
+        log=log,
+        backend=backend,
+    )
     keys = [(c.id, p.id, q.id) for c in conditions for p in personas for q in prompts]
     texts = [replies[k].text for k in keys]
     log("judging and measuring reply quality ...")
