@@ -103,8 +103,8 @@ def test_the_planner_plans_a_usable_pair_alone_and_the_guard_applies_both_parts(
     with pytest.raises(ValueError, match="steering vectors"):
         plan_interventions(plan, None, bundle.catalog, None)
     assert lever_text(bundle.catalog.lever(GUIDED_PAIR.id)) == (
-        f'role prompt "{CARE}" amplified by guidance g=1.5 against "{COLD}", together with the steering vector for '
-        "benevolence on every token at layer 1, strength +0.1 (x median residual norm), measured as one lever"
+        f'role prompt "{CARE}" amplified by guidance g=1.5, against "{COLD}", together with the steering vector for '
+        "benevolence added on every token at layer 1, strength +0.1 (x median residual norm), measured as one lever"
     )
     # a runtime without the vectors cannot run a pair: the plain vector is not runnable either -> guided only
     with pytest.raises(PlanInfeasibleError):
@@ -112,6 +112,10 @@ def test_the_planner_plans_a_usable_pair_alone_and_the_guard_applies_both_parts(
     role_pair = plan_levers(BENEVOLENCE_UP, _bundle({ROLE_PAIR: 0.3}), LimitsSpec())
     assert role_pair.guided_lever is None and role_pair.negative_instructions() is None
     assert role_pair.role_instructions() == [CARE]
+    assert lever_text(role_pair.levers[0]) == (
+        f'role prompt "{CARE}", together with the steering vector for benevolence added on generated tokens at '
+        "layer 1, strength +0.2 (x median residual norm), measured as one lever"
+    )
 
 
 def test_the_planner_never_plans_a_pair_that_degrades_or_does_not_move_its_target() -> None:

@@ -14,31 +14,31 @@ UNIT_TEXT = {
 }
 
 
+def _wording_text(lever: LeverEntry) -> str:
+    """A role, guided or pair lever's wording, and its guidance when it has one."""
+    if lever.guidance_scale is None:
+        return f'role prompt "{lever.text}"'
+    against = f'against "{lever.negative_text}"' if lever.negative_text else "against no role"
+    return f'role prompt "{lever.text}" amplified by guidance g={lever.guidance_scale:g}, {against}'
+
+
+def _vector_text(lever: LeverEntry) -> str:
+    """A vector or pair lever's vector: value, tokens, layer and strength."""
+    return (
+        f"steering vector for {lever.target} added on "
+        f"{'every token' if lever.vector_tokens == 'all' else 'generated tokens'} at layer {lever.layer}, strength "
+        f"{lever.strength:+g} (x median residual norm)"
+    )
+
+
 def lever_text(lever: LeverEntry) -> str:
     """What a lever does, in words."""
-    if lever.kind == "role":
-        return f'role prompt "{lever.text}"'
-    if lever.kind == "guided":
-        against = f'against "{lever.negative_text}"' if lever.negative_text else "against no role"
-        return f'role prompt "{lever.text}" amplified by guidance g={lever.guidance_scale:g}, {against}'
+    if lever.kind in ("role", "guided"):
+        return _wording_text(lever)
     if lever.kind == "vector":
-        return (
-            f"steering vector for {lever.target} added on "
-            f"{'every token' if lever.vector_tokens == 'all' else 'generated tokens'} at layer {lever.layer}, strength "
-            f"{lever.strength:+g} (x median residual norm)"
-        )
+        return _vector_text(lever)
     if lever.kind == "pair":
-        guidance = (
-            f" amplified by guidance g={lever.guidance_scale:g} "
-            + (f'against "{lever.negative_text}"' if lever.negative_text else "against no role")
-            if lever.guidance_scale is not None
-            else ""
-        )
-        return (
-            f'role prompt "{lever.text}"{guidance}, together with the steering vector for {lever.target} on '
-            f"{'every token' if lever.vector_tokens == 'all' else 'generated tokens'} at layer {lever.layer}, "
-            f"strength {lever.strength:+g} (x median residual norm), measured as one lever"
-        )
+        return f"{_wording_text(lever)}, together with the {_vector_text(lever)}, measured as one lever"
     if lever.kind == "adapter":
         return (
             f"value adapter {lever.adapter} (LoRA trained on the model's own judged replies for {lever.target}), "
